@@ -1,0 +1,74 @@
+# pg_ark: build, install and test entry points.
+#
+#   make setup     install everything the build and tests need (safe to re-run)
+#   make install   build the extension and the pg_ark CLI (release) and
+#                  install both into the PostgreSQL of PG_CONFIG
+#   make test      the whole suite, the way CI runs it
+#   make demo      a demo cluster with pg_ark loaded (Ctrl-C or make demo-stop)
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+ARK_CACHE ?= /var/cache/pg_ark
+# Build artifacts are a cache too, shared by every checkout on the machine.
+export CARGO_TARGET_DIR ?= $(ARK_CACHE)/target
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+PG15_CONFIG ?= /usr/lib/postgresql/15/bin/pg_config
+PG17_CONFIG ?= $(ARK_CACHE)/pg/17/bin/pg_config
+PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
+# The primary major is 17.
+PG_CONFIG ?= $(PG17_CONFIG)
+ARK_TEST_USER ?= pgark
+
+.PHONY: setup install install-all test lint unit pgrx-test integration smoke demo demo-stop clean-cache
+
+setup:
+	@bash scripts/setup.sh
+
+install:
+	@bash scripts/install.sh "$(PG_CONFIG)"
+
+install-all:
+	@for pgc in "$(PG15_CONFIG)" "$(PG17_CONFIG)" "$(PG18_CONFIG)"; do \
+	  bash scripts/install.sh "$$pgc"; \
+	done
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	cargo test --locked -p pg_ark_core -p pg_ark_cli
+
+# #[pg_test]s inside a pgrx-managed cluster. initdb refuses root, so pgrx runs
+# the server as the test user (through sudo) in a data dir it can write.
+pgrx-test:
+	cargo pgrx test --release --runas $(ARK_TEST_USER) --pgdata /tmp/ark-pgrx-pgdata pg17
+
+# Integration tests on the primary major: real clusters, a real S3 server.
+integration:
+	ARK_PG_CONFIG=$(PG17_CONFIG) cargo test --release --locked -p pg_ark_tests
+
+# The smoke suite on the other supported majors.
+smoke:
+	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton
+	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton
+
+# pgrx-test installs a test build (with the pg_test feature) into 17, so the
+# release builds are installed after it and before the integration tests.
+test: setup
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory pgrx-test
+	@$(MAKE) --no-print-directory install-all
+	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory smoke
+
+demo: setup install
+	@bash scripts/demo.sh start "$(PG_CONFIG)"
+
+demo-stop:
+	@bash scripts/demo.sh stop "$(PG_CONFIG)"
+
+clean-cache:
+	rm -rf "$(CARGO_TARGET_DIR)"

@@ -1,0 +1,14 @@
+//! pg_ark_core: the part of pg_ark that needs no running PostgreSQL.
+//!
+//! Storage backends, the repository format, the backup catalog and restore
+//! planning live here, free of pgrx, so that the extension (inside the
+//! server) and the `pg_ark` CLI (with the server down) share one
+//! implementation. Everything here is tested with plain `cargo test`.
+pub mod error;
+pub mod repo_url;
+
+pub use error::Error;
+pub use repo_url::RepoUrl;
+
+/// Version of the core library (the same for the extension and the CLI).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,21 @@
+-- The SQL surface of the skeleton, with exact messages.
+CREATE EXTENSION pg_ark;
+SELECT ark.version() = extversion AS version_matches FROM pg_extension WHERE extname = 'pg_ark';
+-- The schema and the function are documented.
+SELECT obj_description('ark'::regnamespace, 'pg_namespace') IS NOT NULL AS schema_documented;
+SELECT obj_description('ark.version()'::regprocedure, 'pg_proc') AS version_comment;
+-- Settings: the defaults, and their reload levels.
+SHOW ark.database;
+SHOW ark.scheduler_naptime;
+SELECT name, context, unit FROM pg_settings WHERE name LIKE 'ark.%' ORDER BY name;
+-- The ark. prefix is reserved: a misspelt setting is an error, not a placeholder.
+SET ark.no_such_setting = 'x';
+-- Each setting keeps its reload level: no per-session changes.
+SET ark.scheduler_naptime = 5;
+SET ark.database = 'other';
+-- Out-of-range values are refused before they reach postgresql.auto.conf.
+ALTER SYSTEM SET ark.scheduler_naptime = 0;
+ALTER SYSTEM SET ark.scheduler_naptime = '2h';
+-- The extension lives in schema ark and cannot be relocated.
+ALTER EXTENSION pg_ark SET SCHEMA public;
+DROP EXTENSION pg_ark;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build pg_ark (extension and CLI) in release mode and install both into the
+# PostgreSQL installation of the given pg_config, the way users install it:
+# the library into pkglibdir, control and SQL into sharedir/extension, and
+# the pg_ark CLI into bindir.
+set -euo pipefail
+PG_CONFIG=${1:?usage: install.sh /path/to/pg_config}
+export PATH="$HOME/.cargo/bin:$PATH"
+cd "$(dirname "$0")/.."
+
+[ -x "$PG_CONFIG" ] || { echo "install: $PG_CONFIG is not an executable pg_config (run make setup)" >&2; exit 1; }
+major=$("$PG_CONFIG" --version | awk '{print $2}' | cut -d. -f1)
+case "$major" in
+  15|16|17|18) ;;
+  *) echo "install: PostgreSQL $major is not supported (15 to 18 are)" >&2; exit 1 ;;
+esac
+bindir=$("$PG_CONFIG" --bindir)
+echo "== installing pg_ark into PostgreSQL $major ($bindir)"
+cargo pgrx install --release --pg-config "$PG_CONFIG" --no-default-features --features "pg$major"
+cargo build --release --locked -p pg_ark_cli
+target=${CARGO_TARGET_DIR:-target}
+install -m 0755 "$target/release/pg_ark" "$bindir/pg_ark"
+echo "== installed: $("$bindir/pg_ark" --version) in $bindir"

@@ -1,0 +1,575 @@
+//! The integration-test harness: real PostgreSQL clusters and a real
+//! S3-compatible server, each in its own temp dir, on its own free port.
+//!
+//! - `PgInstall` is the PostgreSQL installation under test, named by
+//!   `ARK_PG_CONFIG` (default: the primary major, 17, in the setup cache).
+//!   pg_ark must already be installed into it (`make install`).
+//! - `Cluster` is an initdb'd cluster with pg_ark in
+//!   `shared_preload_libraries` (unless asked otherwise) and the settings the
+//!   test asks for. It is stopped immediately when dropped, even when the
+//!   test panics, and its server log is printed then to help the reader.
+//! - `S3Server` is an `s3s-fs` process on loopback with one bucket.
+//!
+//! Tests run as root here, and initdb/pg_ctl refuse root, so every server
+//! command runs as the unprivileged user `ARK_TEST_USER` (default `pgark`)
+//! that `make setup` creates.
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::chown;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub use postgres;
+
+/// Default PostgreSQL installation: the primary major, built by `make setup`.
+pub const DEFAULT_PG_CONFIG: &str = "/var/cache/pg_ark/pg/17/bin/pg_config";
+
+/// A PostgreSQL installation, found through its pg_config.
+#[derive(Debug, Clone)]
+pub struct PgInstall {
+    pub pg_config: PathBuf,
+    pub bindir: PathBuf,
+    pub pkglibdir: PathBuf,
+    pub major: u32,
+}
+
+impl PgInstall {
+    /// The installation named by `ARK_PG_CONFIG`, or the default one.
+    pub fn from_env() -> &'static PgInstall {
+        static INSTALL: OnceLock<PgInstall> = OnceLock::new();
+        INSTALL.get_or_init(|| {
+            let pg_config = std::env::var_os("ARK_PG_CONFIG")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_PG_CONFIG));
+            PgInstall::new(&pg_config)
+        })
+    }
+
+    pub fn new(pg_config: &Path) -> PgInstall {
+        let q = |flag: &str| -> String {
+            let out = Command::new(pg_config)
+                .arg(flag)
+                .output()
+                .unwrap_or_else(|e| {
+                    panic!("cannot run {}: {e} (run `make setup`)", pg_config.display())
+                });
+            assert!(
+                out.status.success(),
+                "{} {flag} failed",
+                pg_config.display()
+            );
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        };
+        let version = q("--version"); // "PostgreSQL 17.11 (Debian ...)"
+        let major = version
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("cannot parse PostgreSQL version from {version:?}"));
+        PgInstall {
+            pg_config: pg_config.to_path_buf(),
+            bindir: PathBuf::from(q("--bindir")),
+            pkglibdir: PathBuf::from(q("--pkglibdir")),
+            major,
+        }
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.bindir.join(name)
+    }
+
+    /// `pg_regress` as installed with PGXS.
+    pub fn pg_regress(&self) -> PathBuf {
+        self.pkglibdir.join("pgxs/src/test/regress/pg_regress")
+    }
+}
+
+/// The OS user that test clusters run as when the tests run as root.
+fn test_user() -> Option<(u32, u32)> {
+    static USER: OnceLock<Option<(u32, u32)>> = OnceLock::new();
+    *USER.get_or_init(|| {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return None;
+        }
+        let name = std::env::var("ARK_TEST_USER").unwrap_or_else(|_| "pgark".into());
+        let passwd = fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+        let entry = passwd
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&name.as_str()))
+            .unwrap_or_else(|| panic!("OS user {name:?} is missing: run `make setup`"));
+        Some((
+            entry[2].parse().expect("uid"),
+            entry[3].parse().expect("gid"),
+        ))
+    })
+}
+
+/// A command that runs as the test user when we are root.
+pub fn server_command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some((uid, gid)) = test_user() {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env_remove("PGDATA")
+        .env_remove("PGPORT")
+        .env_remove("PGHOST");
+    cmd
+}
+
+/// Give a path to the test user, so the server can write there.
+pub fn give_to_test_user(path: &Path) {
+    if let Some((uid, gid)) = test_user() {
+        chown(path, Some(uid), Some(gid))
+            .unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    }
+}
+
+/// A fresh temp dir under /tmp (short paths: socket names are limited to
+/// 107 bytes), owned by the test user.
+pub fn temp_dir(prefix: &str) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("create temp dir");
+    give_to_test_user(dir.path());
+    dir
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+fn run_ok(cmd: &mut Command, what: &str) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{what} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    out
+}
+
+/// Poll `cond` every 100 ms until it holds; panic with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// How a cluster is set up.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Put pg_ark in `shared_preload_libraries` (default true).
+    pub preload: bool,
+    /// Extra `postgresql.conf` lines, as (name, value) pairs; values are
+    /// written as given, so quote strings: `("archive_mode", "'on'")`.
+    pub settings: Vec<(String, String)>,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            preload: true,
+            settings: Vec::new(),
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn set(mut self, name: &str, value: &str) -> Self {
+        self.settings.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn without_preload(mut self) -> Self {
+        self.preload = false;
+        self
+    }
+}
+
+/// A running PostgreSQL cluster in a temp dir.
+pub struct Cluster {
+    pub install: &'static PgInstall,
+    pub data: PathBuf,
+    pub sockdir: PathBuf,
+    pub port: u16,
+    pub logfile: PathBuf,
+    running: bool,
+    // Last, so it is removed after the server is stopped.
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A cluster with pg_ark preloaded and default settings.
+    pub fn start() -> Cluster {
+        Cluster::start_with(ClusterOptions::default())
+    }
+
+    pub fn start_with(opts: ClusterOptions) -> Cluster {
+        let install = PgInstall::from_env();
+        let dir = temp_dir("ark-");
+        let data = dir.path().join("data");
+        let sockdir = dir.path().to_path_buf();
+        let logfile = dir.path().join("server.log");
+        run_ok(
+            server_command(install.bin("initdb"))
+                .args([
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--no-sync",
+                ])
+                .arg("-D")
+                .arg(&data),
+            "initdb",
+        );
+        let mut cluster = Cluster {
+            install,
+            data,
+            sockdir,
+            port: 0,
+            logfile,
+            running: false,
+            dir,
+        };
+        cluster.write_conf(&opts);
+        // A port can be taken between free_port() and the server's bind by
+        // a parallel test; try again with another one.
+        for attempt in 0..5 {
+            cluster.port = free_port();
+            cluster.write_port();
+            match cluster.try_start() {
+                Ok(()) => return cluster,
+                Err(log) if log.contains("Address already in use") && attempt < 4 => continue,
+                Err(log) => panic!("PostgreSQL did not start:\n{log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    fn write_conf(&self, opts: &ClusterOptions) {
+        let mut conf = String::from("\n# pg_ark test harness\n");
+        conf += "listen_addresses = '127.0.0.1'\n";
+        conf += &format!("unix_socket_directories = '{}'\n", self.sockdir.display());
+        conf += "log_line_prefix = '%m [%p] %b: '\n";
+        conf += "include_if_exists = 'harness_port.conf'\n";
+        if opts.preload {
+            conf += "shared_preload_libraries = 'pg_ark'\n";
+        }
+        for (k, v) in &opts.settings {
+            conf += &format!("{k} = {v}\n");
+        }
+        let path = self.data.join("postgresql.conf");
+        let mut f = fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open postgresql.conf");
+        f.write_all(conf.as_bytes()).expect("write postgresql.conf");
+    }
+
+    fn write_port(&self) {
+        let path = self.data.join("harness_port.conf");
+        fs::write(&path, format!("port = {}\n", self.port)).expect("write port");
+        give_to_test_user(&path);
+    }
+
+    fn try_start(&mut self) -> Result<(), String> {
+        let out = server_command(self.install.bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.logfile)
+            .args(["-w", "-t", "60", "start"])
+            .output()
+            .expect("run pg_ctl start");
+        if out.status.success() {
+            self.running = true;
+            Ok(())
+        } else {
+            Err(format!(
+                "{}{}\n--- server log ---\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
+            ))
+        }
+    }
+
+    /// Start a stopped cluster again.
+    pub fn restart_stopped(&mut self) {
+        assert!(!self.running, "cluster is running");
+        self.try_start()
+            .unwrap_or_else(|log| panic!("PostgreSQL did not start again:\n{log}"));
+    }
+
+    /// `pg_ctl stop -m <mode>`; returns pg_ctl's output.
+    pub fn stop(&mut self, mode: &str) -> Output {
+        let out = server_command(self.install.bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", mode, "stop"])
+            .output()
+            .expect("run pg_ctl stop");
+        if out.status.success() {
+            self.running = false;
+        }
+        out
+    }
+
+    /// Connection string for database `db` over the cluster's socket.
+    pub fn connstr(&self, db: &str) -> String {
+        format!(
+            "host={} port={} user=postgres dbname={db}",
+            self.sockdir.display(),
+            self.port
+        )
+    }
+
+    /// A client session on database `postgres`.
+    pub fn client(&self) -> postgres::Client {
+        self.client_on("postgres")
+    }
+
+    pub fn client_on(&self, db: &str) -> postgres::Client {
+        postgres::Client::connect(&self.connstr(db), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.connstr(db)))
+    }
+
+    /// The whole server log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.logfile).unwrap_or_default()
+    }
+
+    /// Wait until the server log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        wait_until(&format!("{needle:?} in the server log"), timeout, || {
+            self.log().contains(needle)
+        });
+    }
+
+    /// PID of the postmaster.
+    pub fn postmaster_pid(&self) -> i32 {
+        let pidfile =
+            fs::read_to_string(self.data.join("postmaster.pid")).expect("read postmaster.pid");
+        pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("pid in postmaster.pid")
+    }
+
+    /// The temp dir holding this cluster; tests may put their own files there.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Run pg_regress against this cluster with the tests in `inputdir`
+    /// (`sql/NAME.sql`, `expected/NAME.out`). Returns the diffs on failure.
+    pub fn pg_regress(&self, inputdir: &Path, tests: &[&str]) -> Result<(), String> {
+        let outdir = temp_dir("ark-regress-");
+        let out = Command::new(self.install.pg_regress())
+            .arg(format!("--host={}", self.sockdir.display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--user=postgres")
+            .arg("--dbname=ark_regress")
+            .arg(format!("--bindir={}", self.install.bindir.display()))
+            .arg(format!("--inputdir={}", inputdir.display()))
+            .arg(format!("--outputdir={}", outdir.path().display()))
+            .args(tests)
+            .output()
+            .expect("run pg_regress");
+        if out.status.success() {
+            return Ok(());
+        }
+        let diffs = fs::read_to_string(outdir.path().join("regression.diffs")).unwrap_or_default();
+        // Keep the results for the reader: a new test's expected output is
+        // made by reviewing and copying its result.
+        let kept = std::env::temp_dir().join(format!("ark-regress-results-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&kept);
+        let _ = fs::rename(outdir.path().join("results"), &kept);
+        Err(format!(
+            "pg_regress failed (results kept in {}):\n{}{}\n{diffs}",
+            kept.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- server log of the failed test (last 60 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        if self.running || self.data.join("postmaster.pid").exists() {
+            let _ = self.stop("immediate");
+        }
+    }
+}
+
+/// A real S3-compatible server (`s3s-fs`) on a free loopback port, with one
+/// bucket. Killed when dropped.
+pub struct S3Server {
+    pub port: u16,
+    pub bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Option<Child>,
+    // Last, so it is removed after the server is stopped.
+    root: tempfile::TempDir,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        let root = tempfile::Builder::new()
+            .prefix("ark-s3-")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let bucket = "ark-test".to_string();
+        fs::create_dir(root.path().join(&bucket)).expect("create bucket dir");
+        let mut s = S3Server {
+            port: 0,
+            bucket,
+            access_key: "ark-access".into(),
+            secret_key: "ark-secret-key-for-tests".into(),
+            child: None,
+            root,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            if s.spawn() {
+                return s;
+            }
+        }
+        panic!("s3s-fs did not start");
+    }
+
+    fn binary() -> PathBuf {
+        if let Some(p) = std::env::var_os("ARK_S3S_FS") {
+            return PathBuf::from(p);
+        }
+        let home_bin = PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
+            .join(".cargo/bin/s3s-fs");
+        if home_bin.exists() {
+            home_bin
+        } else {
+            PathBuf::from("s3s-fs")
+        }
+    }
+
+    /// Start the process on `self.port`; true once it accepts connections.
+    fn spawn(&mut self) -> bool {
+        let mut child = Command::new(Self::binary())
+            .args(["--host", "127.0.0.1", "--port", &self.port.to_string()])
+            .args([
+                "--access-key",
+                &self.access_key,
+                "--secret-key",
+                &self.secret_key,
+            ])
+            .arg(self.root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start s3s-fs ({}): {e} (run `make setup`)",
+                    Self::binary().display()
+                )
+            });
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false; // exited: most likely the port was taken
+            }
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        false
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stop the process (the data stays), as a crash or outage would.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(self.spawn(), "s3s-fs did not restart on port {}", self.port);
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// Where the server keeps the bucket's objects on disk.
+    pub fn bucket_dir(&self) -> PathBuf {
+        self.root.path().join(&self.bucket)
+    }
+
+    /// A plain HTTP request to the server; returns the status line and body.
+    pub fn http(&self, method: &str, path: &str) -> (String, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to s3s-fs");
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .expect("send request");
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok();
+        let status = resp.lines().next().unwrap_or_default().to_string();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,241 @@
+//! The skeleton's behaviour, on real clusters: the extension, the
+//! `pg_ark scheduler` worker's life cycle, the preload requirement, the
+//! archive module's loading under both C APIs, and the pg_regress suite.
+//! Run for every supported major (ARK_PG_CONFIG) as the smoke suite.
+use pg_ark_tests::{wait_until, Cluster, ClusterOptions};
+use std::path::Path;
+use std::time::Duration;
+
+const WORKER: &str = "pg_ark scheduler";
+
+fn scheduler_pid(c: &mut postgres::Client) -> Option<i32> {
+    c.query_opt(
+        "SELECT pid FROM pg_stat_activity WHERE backend_type = $1",
+        &[&WORKER],
+    )
+    .expect("query pg_stat_activity")
+    .map(|r| r.get(0))
+}
+
+fn wait_for_scheduler(cluster: &Cluster, other_than: Option<i32>) -> i32 {
+    let mut pid = None;
+    wait_until(
+        "the pg_ark scheduler in pg_stat_activity",
+        Duration::from_secs(30),
+        || {
+            // A fresh session each time: a crash restart ends old ones.
+            let Ok(mut c) =
+                postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls)
+            else {
+                return false;
+            };
+            pid = scheduler_pid(&mut c).filter(|p| Some(*p) != other_than);
+            pid.is_some()
+        },
+    );
+    pid.expect("scheduler pid")
+}
+
+#[test]
+fn create_extension_and_version() {
+    let cluster = Cluster::start();
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark")
+        .expect("CREATE EXTENSION pg_ark");
+    let version: String = c.query_one("SELECT ark.version()", &[]).unwrap().get(0);
+    let extversion: String = c
+        .query_one(
+            "SELECT extversion FROM pg_extension WHERE extname = 'pg_ark'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        version, extversion,
+        "ark.version() must match the installed extension version"
+    );
+    let schema: String = c
+        .query_one(
+            "SELECT n.nspname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE p.proname = 'version' AND n.nspname = 'ark'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, "ark");
+}
+
+#[test]
+fn scheduler_is_visible_in_pg_stat_activity() {
+    let cluster = Cluster::start();
+    let pid = wait_for_scheduler(&cluster, None);
+    let mut c = cluster.client();
+    let row = c
+        .query_one(
+            "SELECT datname::text, backend_type FROM pg_stat_activity WHERE pid = $1",
+            &[&pid],
+        )
+        .unwrap();
+    assert_eq!(
+        row.get::<_, String>(0),
+        "postgres",
+        "the scheduler connects to ark.database"
+    );
+    assert_eq!(row.get::<_, String>(1), WORKER);
+    assert!(cluster
+        .log()
+        .contains("pg_ark scheduler started (database \"postgres\""));
+}
+
+#[test]
+fn scheduler_exits_cleanly_on_fast_shutdown() {
+    let mut cluster = Cluster::start();
+    wait_for_scheduler(&cluster, None);
+    let out = cluster.stop("fast");
+    assert!(
+        out.status.success(),
+        "pg_ctl stop -m fast: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let log = cluster.log();
+    assert!(log.contains("pg_ark scheduler shutting down"), "{log}");
+    assert!(log.contains("database system is shut down"), "{log}");
+    assert!(
+        !log.contains("terminated by signal"),
+        "no process may die on a signal:\n{log}"
+    );
+    assert!(!log.contains("PANIC"), "{log}");
+}
+
+#[test]
+fn scheduler_is_restarted_after_sigterm() {
+    let cluster = Cluster::start();
+    let first = wait_for_scheduler(&cluster, None);
+    let mut c = cluster.client();
+    let ok: bool = c
+        .query_one("SELECT pg_terminate_backend($1)", &[&first])
+        .unwrap()
+        .get(0);
+    assert!(ok);
+    let second = wait_for_scheduler(&cluster, Some(first));
+    assert_ne!(first, second);
+}
+
+#[test]
+fn scheduler_is_restarted_after_sigkill() {
+    let cluster = Cluster::start();
+    let first = wait_for_scheduler(&cluster, None);
+    // SIGKILL makes the postmaster reinitialize shared memory (a crash
+    // restart); the scheduler must come back with the rest of the server.
+    // SAFETY: kill(2) on a pid we own through the test user; as root here.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    let second = wait_for_scheduler(&cluster, Some(first));
+    assert_ne!(first, second);
+    assert!(cluster
+        .log()
+        .contains("all server processes terminated; reinitializing"));
+}
+
+#[test]
+fn scheduler_reloads_settings_on_sighup() {
+    let cluster = Cluster::start();
+    wait_for_scheduler(&cluster, None);
+    let mut c = cluster.client();
+    c.execute("ALTER SYSTEM SET ark.scheduler_naptime = '7s'", &[])
+        .unwrap();
+    c.execute("SELECT pg_reload_conf()", &[]).unwrap();
+    cluster.wait_for_log(
+        "pg_ark scheduler reloaded its configuration (ark.scheduler_naptime = 7s)",
+        Duration::from_secs(20),
+    );
+}
+
+#[test]
+fn using_pg_ark_without_preload_is_a_clear_error() {
+    let cluster = Cluster::start_with(ClusterOptions::default().without_preload());
+    let mut c = cluster.client();
+    let err = c
+        .batch_execute("CREATE EXTENSION pg_ark")
+        .expect_err("must be refused");
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "55000");
+    assert_eq!(
+        db.message(),
+        "pg_ark must be loaded via shared_preload_libraries"
+    );
+    assert_eq!(
+        db.hint(),
+        Some("Add pg_ark to shared_preload_libraries in postgresql.conf and restart the server.")
+    );
+    // Nothing was left behind: the extension is not half-created.
+    let n: i64 = c
+        .query_one(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_ark'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn archive_module_loads_through_the_majors_api() {
+    // archive_library = 'pg_ark' exercises _PG_archive_module_init under
+    // this major's C API (15's, or 16+'s). Without a repository the module
+    // must say so and keep every segment in pg_wal.
+    let cluster = Cluster::start_with(
+        ClusterOptions::default()
+            .set("archive_mode", "on")
+            .set("archive_library", "'pg_ark'"),
+    );
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g; SELECT pg_switch_wal();",
+    )
+    .unwrap();
+    cluster.wait_for_log(
+        "pg_ark has no repository to archive to",
+        Duration::from_secs(90),
+    );
+    let failed: i64 = c
+        .query_one("SELECT archived_count FROM pg_stat_archiver", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        failed, 0,
+        "nothing may be reported archived without a repository"
+    );
+    let ready = std::fs::read_dir(cluster.data.join("pg_wal/archive_status"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".ready"))
+        .count();
+    assert!(ready >= 1, "the switched segment must still wait in pg_wal");
+    assert!(
+        !cluster.log().contains("terminated by signal"),
+        "{}",
+        cluster.log()
+    );
+}
+
+#[test]
+fn pg_regress_suite() {
+    let cluster = Cluster::start();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pg_test");
+    let tests: Vec<String> = std::fs::read_dir(dir.join("sql"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".sql")
+                .map(str::to_string)
+        })
+        .collect();
+    assert!(!tests.is_empty(), "pg_test/sql holds the regression tests");
+    let mut names: Vec<&str> = tests.iter().map(String::as_str).collect();
+    names.sort();
+    if let Err(diffs) = cluster.pg_regress(&dir, &names) {
+        panic!("{diffs}");
+    }
+}
