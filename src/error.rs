@@ -21,9 +21,20 @@ impl ArkError {
         use pg_ark_core::Error as C;
         match self {
             ArkError::NotPreloaded => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-            ArkError::Core(C::InvalidRepositoryUrl { .. }) => {
-                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
-            }
+            ArkError::Core(e) => match e {
+                C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
+                    PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+                }
+                C::NotAWalFileName { .. } => PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                C::RepositoryTooNew { .. } | C::ClusterMismatch { .. } => {
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+                }
+                C::WalConflict { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                C::Corrupt { .. } | C::ForeignWal { .. } | C::BadMetadata { .. } | C::Info(_) => {
+                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
+                }
+                C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+            },
         }
     }
 

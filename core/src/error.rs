@@ -1,23 +1,115 @@
 //! Typed errors of the core. Each carries its own hint; the extension maps
 //! each variant to a SQLSTATE in one place (`src/error.rs`), the CLI to an
-//! exit code.
+//! exit code. Messages are lowercase and name the object and the values.
+use crate::repo::envelope::EnvelopeError;
+use crate::repo::info::InfoError;
+use crate::storage::StorageError;
 use thiserror::Error;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error)]
 pub enum Error {
     /// A repository URL that cannot be used.
     #[error("invalid repository URL \"{url}\": {reason}")]
     InvalidRepositoryUrl { url: String, reason: String },
+
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+
+    #[error(transparent)]
+    Info(#[from] InfoError),
+
+    #[error("repository {location} has format version {found}, newer than this pg_ark supports ({supported})")]
+    RepositoryTooNew {
+        location: String,
+        found: u64,
+        supported: u64,
+    },
+
+    #[error("repository metadata \"{key}\" in {location} is invalid: {reason}")]
+    BadMetadata {
+        location: String,
+        key: String,
+        reason: String,
+    },
+
+    /// The repository's entry for this system identifier records another cluster.
+    #[error("repository {location} belongs to another cluster: it records {what} {repo_value}, this cluster has {our_value}")]
+    ClusterMismatch {
+        location: String,
+        what: &'static str,
+        repo_value: String,
+        our_value: String,
+    },
+
+    #[error("\"{name}\" is not a WAL file name")]
+    NotAWalFileName { name: String },
+
+    /// The same WAL file name was offered with different content.
+    #[error("WAL file \"{name}\" is already archived with different content (stored SHA-256 {stored}, offered {offered})")]
+    WalConflict {
+        name: String,
+        stored: String,
+        offered: String,
+    },
+
+    #[error("stored object \"{key}\" in {location} is corrupt: {source}")]
+    Corrupt {
+        location: String,
+        key: String,
+        #[source]
+        source: EnvelopeError,
+    },
+
+    #[error("WAL file \"{name}\" in the repository belongs to system identifier {found}, not {expected}")]
+    ForeignWal {
+        name: String,
+        expected: u64,
+        found: u64,
+    },
+
+    #[error("invalid setting {name} = {value:?}: {reason}")]
+    InvalidSetting {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+
+    #[error("could not read \"{path}\": {source}")]
+    ReadFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
-        match self {
-            Error::InvalidRepositoryUrl { .. } => Some(
-                "Use file:///absolute/path for a local repository or s3://bucket/prefix for S3."
-                    .into(),
-            ),
-        }
+        Some(match self {
+            Error::InvalidRepositoryUrl { .. } => {
+                "Use file:///absolute/path for a local repository or s3://bucket/prefix for S3.".into()
+            }
+            Error::RepositoryTooNew { .. } => "Upgrade pg_ark, or use a repository of this version.".into(),
+            Error::ClusterMismatch { .. } => {
+                "Is ark.repository pointing at the right repository? Each cluster needs its own entry; \
+                 never copy one cluster's entry for another."
+                    .into()
+            }
+            Error::WalConflict { .. } => {
+                "The stored copy was kept. Check whether two clusters archive into the same repository \
+                 entry, or whether pg_wal was restored from elsewhere."
+                    .into()
+            }
+            Error::Corrupt { .. } | Error::ForeignWal { .. } => {
+                "Do not use this file for recovery; run `pg_ark verify` on the repository.".into()
+            }
+            Error::Info(InfoError::Damaged { .. }) => {
+                "Both copies of the metadata are damaged; restore them from a copy of the repository.".into()
+            }
+            Error::Storage(StorageError::Io { .. }) => {
+                "Check that the repository location exists and is writable by the PostgreSQL OS user.".into()
+            }
+            _ => return None,
+        })
     }
 }

@@ -5,7 +5,10 @@
 //! server) and the `pg_ark` CLI (with the server down) share one
 //! implementation. Everything here is tested with plain `cargo test`.
 pub mod error;
+pub mod repo;
 pub mod repo_url;
+pub mod storage;
+pub mod wal;
 
 pub use error::Error;
 pub use repo_url::RepoUrl;

@@ -1,0 +1,19 @@
+//! The repository format: how pg_ark lays out what it stores, so that a
+//! repository describes itself and a restore needs nothing else.
+//!
+//! ```text
+//! pg_ark.repo(.copy)                      repository descriptor: format version
+//! clusters/<system id>/cluster.info(.copy) the cluster: system id, PostgreSQL major
+//! clusters/<system id>/wal/<timeline+log>/<segment>   WAL segments (and .partial, .backup)
+//! clusters/<system id>/wal/<timeline>.history         timeline history files
+//! ```
+//!
+//! Every stored file is wrapped in an envelope (`envelope.rs`): compression
+//! algorithm, original length and SHA-256 of the original. Descriptors are
+//! checksummed pairs (`info.rs`).
+pub mod compress;
+pub mod envelope;
+pub mod info;
+pub mod repository;
+
+pub use repository::{ClusterRepo, PushOutcome, Repository};

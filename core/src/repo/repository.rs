@@ -1,0 +1,395 @@
+//! A repository and the clusters in it.
+//!
+//! `Repository::open` reads (or, for a writer, creates) the descriptor
+//! `pg_ark.repo` and refuses a format newer than this pg_ark. `cluster`
+//! attaches to the entry of one system identifier, creating it on first use
+//! and otherwise checking that it records the same system identifier and
+//! PostgreSQL major: WAL of another cluster or another major is never mixed
+//! in.
+use super::compress::Compression;
+use super::envelope::{self, hex};
+use super::info;
+use crate::storage::{PutMode, Storage, StorageError};
+use crate::{wal, Error};
+use serde_json::{json, Value};
+
+/// The repository format this pg_ark writes and the newest it reads.
+pub const FORMAT_VERSION: u64 = 1;
+const DESCRIPTOR: &str = "pg_ark.repo";
+
+pub struct Repository {
+    storage: Box<dyn Storage>,
+}
+
+/// The outcome of storing a WAL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Newly stored.
+    Stored { stored_bytes: u64 },
+    /// An identical copy was already there: success, nothing written.
+    AlreadyArchived,
+}
+
+impl Repository {
+    /// Open the repository in `storage`; with `create`, initialize an empty one.
+    pub fn open(storage: Box<dyn Storage>, create: bool) -> Result<Repository, Error> {
+        let repo = Repository { storage };
+        match info::load(repo.storage(), DESCRIPTOR)? {
+            Some(desc) => repo.check_format(&desc)?,
+            None if create => {
+                let desc = json!({ "format": FORMAT_VERSION, "created_by": format!("pg_ark {}", crate::VERSION) });
+                match info::save(repo.storage(), DESCRIPTOR, &desc, PutMode::Create) {
+                    Ok(()) => {}
+                    // Another process initialized it first: use theirs.
+                    Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
+                        let desc = info::load(repo.storage(), DESCRIPTOR)?.unwrap_or(desc);
+                        repo.check_format(&desc)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                return Err(Error::BadMetadata {
+                    location: repo.storage.location(),
+                    key: DESCRIPTOR.into(),
+                    reason: "missing: this is not a pg_ark repository".into(),
+                })
+            }
+        }
+        Ok(repo)
+    }
+
+    fn check_format(&self, desc: &Value) -> Result<(), Error> {
+        let found =
+            desc.get("format")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| Error::BadMetadata {
+                    location: self.storage.location(),
+                    key: DESCRIPTOR.into(),
+                    reason: "no format version".into(),
+                })?;
+        if found > FORMAT_VERSION {
+            return Err(Error::RepositoryTooNew {
+                location: self.storage.location(),
+                found,
+                supported: FORMAT_VERSION,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn storage(&self) -> &dyn Storage {
+        self.storage.as_ref()
+    }
+
+    pub fn location(&self) -> String {
+        self.storage.location()
+    }
+
+    /// Attach to the entry of cluster `system_identifier`. With `create`, a
+    /// missing entry is created; otherwise a missing entry is an error.
+    pub fn cluster(
+        &self,
+        system_identifier: u64,
+        pg_major: u32,
+        create: bool,
+    ) -> Result<ClusterRepo<'_>, Error> {
+        let c = ClusterRepo {
+            repo: self,
+            system_identifier,
+            pg_major,
+        };
+        let key = c.key("cluster.info");
+        let recorded = match info::load(self.storage(), &key)? {
+            Some(v) => v,
+            None if create => {
+                let v = json!({
+                    "system_identifier": system_identifier.to_string(),
+                    "pg_major": pg_major,
+                    "created_by": format!("pg_ark {}", crate::VERSION),
+                });
+                match info::save(self.storage(), &key, &v, PutMode::Create) {
+                    Ok(()) => return Ok(c),
+                    Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
+                        info::load(self.storage(), &key)?.unwrap_or(v)
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            None => {
+                return Err(Error::BadMetadata {
+                    location: self.location(),
+                    key,
+                    reason: format!("missing: the repository has no cluster {system_identifier}"),
+                })
+            }
+        };
+        c.check_identity(&recorded)?;
+        Ok(c)
+    }
+}
+
+/// One cluster's entry in a repository.
+pub struct ClusterRepo<'a> {
+    repo: &'a Repository,
+    pub system_identifier: u64,
+    pub pg_major: u32,
+}
+
+impl ClusterRepo<'_> {
+    fn key(&self, rest: &str) -> String {
+        format!("clusters/{}/{rest}", self.system_identifier)
+    }
+
+    fn check_identity(&self, recorded: &Value) -> Result<(), Error> {
+        let mismatch = |what, repo_value: String, our_value: String| Error::ClusterMismatch {
+            location: self.repo.location(),
+            what,
+            repo_value,
+            our_value,
+        };
+        let sysid = recorded
+            .get("system_identifier")
+            .and_then(Value::as_str)
+            .unwrap_or("(none)");
+        if sysid != self.system_identifier.to_string() {
+            return Err(mismatch(
+                "system identifier",
+                sysid.to_string(),
+                self.system_identifier.to_string(),
+            ));
+        }
+        let major = recorded
+            .get("pg_major")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        if major != u64::from(self.pg_major) {
+            return Err(mismatch(
+                "PostgreSQL major version",
+                major.to_string(),
+                self.pg_major.to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The key of WAL file `name`.
+    pub fn wal_key(&self, name: &str) -> Result<String, Error> {
+        Ok(self.key(&format!("wal/{}", wal::relative_key(name)?)))
+    }
+
+    /// Store WAL file `name` with content `data`, durably. An identical copy
+    /// already stored is success; a different one is refused and kept.
+    pub fn push_wal(
+        &self,
+        name: &str,
+        data: &[u8],
+        compression: Compression,
+        level: i32,
+    ) -> Result<PushOutcome, Error> {
+        let key = self.wal_key(name)?;
+        let sealed = envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
+            path: name.into(),
+            source: e,
+        })?;
+        match self.repo.storage().put(&key, &sealed, PutMode::Create) {
+            Ok(()) => Ok(PushOutcome::Stored {
+                stored_bytes: sealed.len() as u64,
+            }),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let stored = self.repo.storage().get(&key)?;
+                let offered = envelope::sha256(data);
+                match envelope::header(&stored) {
+                    Ok(h) if h.sha256 == offered && h.original_len == data.len() as u64 => {
+                        Ok(PushOutcome::AlreadyArchived)
+                    }
+                    Ok(h) => Err(Error::WalConflict {
+                        name: name.into(),
+                        stored: hex(&h.sha256),
+                        offered: hex(&offered),
+                    }),
+                    Err(source) => Err(Error::Corrupt {
+                        location: self.repo.location(),
+                        key,
+                        source,
+                    }),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Fetch WAL file `name`, verified: `Ok(None)` if it is not in the
+    /// repository, an error if it is there but corrupt or foreign.
+    pub fn get_wal(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
+        let key = self.wal_key(name)?;
+        let obj = match self.repo.storage().get(&key) {
+            Ok(o) => o,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let (_, data) = envelope::open(&obj).map_err(|source| Error::Corrupt {
+            location: self.repo.location(),
+            key,
+            source,
+        })?;
+        if matches!(
+            wal::classify(name)?,
+            wal::WalKind::Segment | wal::WalKind::Partial
+        ) {
+            if let Some(found) = wal::segment_system_identifier(&data) {
+                if found != self.system_identifier {
+                    return Err(Error::ForeignWal {
+                        name: name.into(),
+                        expected: self.system_identifier,
+                        found,
+                    });
+                }
+            }
+        }
+        Ok(Some(data))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::local::LocalStorage;
+
+    const SYSID: u64 = 7_312_345_678_901_234_567;
+
+    fn segment(sysid: u64, fill: u8) -> Vec<u8> {
+        let mut seg = vec![fill; 64 * 1024];
+        seg[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
+        seg[24..32].copy_from_slice(&sysid.to_le_bytes());
+        seg
+    }
+
+    fn repo(dir: &std::path::Path) -> Repository {
+        Repository::open(Box::new(LocalStorage::open(dir).unwrap()), true).unwrap()
+    }
+
+    #[test]
+    fn push_then_get_round_trips_and_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let c = r.cluster(SYSID, 17, true).unwrap();
+        let seg = segment(SYSID, 1);
+        let name = "000000010000000000000003";
+        assert!(matches!(
+            c.push_wal(name, &seg, Compression::Zstd, 3).unwrap(),
+            PushOutcome::Stored { .. }
+        ));
+        assert_eq!(
+            c.push_wal(name, &seg, Compression::Lz4, 0).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
+        assert_eq!(c.get_wal(name).unwrap().unwrap(), seg);
+        assert_eq!(c.get_wal("000000010000000000000004").unwrap(), None);
+        assert_eq!(
+            c.wal_key(name).unwrap(),
+            format!("clusters/{SYSID}/wal/0000000100000000/{name}")
+        );
+    }
+
+    #[test]
+    fn a_conflicting_push_is_refused_and_the_original_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let c = r.cluster(SYSID, 17, true).unwrap();
+        let name = "000000010000000000000003";
+        c.push_wal(name, &segment(SYSID, 1), Compression::Zstd, 0)
+            .unwrap();
+        let e = c
+            .push_wal(name, &segment(SYSID, 2), Compression::Zstd, 0)
+            .unwrap_err();
+        assert!(matches!(e, Error::WalConflict { .. }), "{e}");
+        assert!(e.to_string().starts_with(
+            "WAL file \"000000010000000000000003\" is already archived with different content"
+        ));
+        assert_eq!(c.get_wal(name).unwrap().unwrap(), segment(SYSID, 1));
+    }
+
+    #[test]
+    fn another_major_or_a_copied_entry_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        r.cluster(SYSID, 17, true).unwrap();
+        let e = r.cluster(SYSID, 18, true).err().unwrap();
+        assert_eq!(
+            e.to_string(),
+            format!("repository file://{} belongs to another cluster: it records PostgreSQL major version 17, this cluster has 18", dir.path().display())
+        );
+        assert!(e.hint().is_some());
+        // An entry copied under another system identifier is refused too.
+        let s = r.storage();
+        for k in ["cluster.info", "cluster.info.copy"] {
+            let v = s.get(&format!("clusters/{SYSID}/{k}")).unwrap();
+            s.put(&format!("clusters/42/{k}"), &v, PutMode::Create)
+                .unwrap();
+        }
+        let e = r.cluster(42, 17, true).err().unwrap();
+        assert!(
+            e.to_string().contains(&format!(
+                "it records system identifier {SYSID}, this cluster has 42"
+            )),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn corrupt_and_foreign_files_fail_loudly() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let c = r.cluster(SYSID, 17, true).unwrap();
+        let name = "000000010000000000000005";
+        // a segment of another cluster stored under this cluster's name
+        c.push_wal(name, &segment(99, 1), Compression::None, 0)
+            .unwrap();
+        assert!(matches!(
+            c.get_wal(name),
+            Err(Error::ForeignWal { found: 99, .. })
+        ));
+        // damage a stored object
+        let key = c.wal_key("000000010000000000000006").unwrap();
+        c.push_wal(
+            "000000010000000000000006",
+            &segment(SYSID, 3),
+            Compression::None,
+            0,
+        )
+        .unwrap();
+        let mut obj = r.storage().get(&key).unwrap();
+        obj[100] ^= 0xff;
+        r.storage().put(&key, &obj, PutMode::Overwrite).unwrap();
+        let e = c.get_wal("000000010000000000000006").unwrap_err();
+        assert!(
+            e.to_string().contains("is corrupt: checksum mismatch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_newer_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        info::save(&s, DESCRIPTOR, &json!({"format": 99}), PutMode::Create).unwrap();
+        let e = Repository::open(Box::new(s), true).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                Error::RepositoryTooNew {
+                    found: 99,
+                    supported: 1,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let empty = tempfile::tempdir().unwrap();
+        let e = Repository::open(Box::new(LocalStorage::open(empty.path()).unwrap()), false)
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("not a pg_ark repository"), "{e}");
+    }
+}

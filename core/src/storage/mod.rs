@@ -1,0 +1,135 @@
+//! Storage: the one contract every repository backend keeps.
+//!
+//! A repository is a flat namespace of *objects* named by *keys*: relative,
+//! `/`-separated paths such as `wal/000000010000000000000001.zst`. A key is
+//! never empty, never starts or ends with `/`, and has no empty, `.` or `..`
+//! component ([`validate_key`]). Backends (local file system, S3) implement
+//! [`Storage`]; `conformance::run_all` checks a backend against every rule
+//! below, and runs for each backend in the test suite.
+//!
+//! # The contract, method by method
+//!
+//! - **`get`**: the whole object. A missing object is
+//!   [`StorageError::NotFound`], never an empty buffer.
+//! - **`head`**: `Ok(None)` for a missing object (not an error), else its size.
+//! - **`put`**: stores the whole object **durably and atomically**.
+//!   - Durable: once `put` returns `Ok`, the object survives a crash or power
+//!     loss (local: file fsync'd, renamed into place, directory fsync'd;
+//!     S3: the upload is acknowledged and its checksum verified by the server).
+//!   - Atomic: a reader sees no object (or the old one) or the complete new
+//!     one, never a part. A failed `put` leaves no partial object under `key`.
+//!   - [`PutMode::Create`] never overwrites: if `key` exists the call fails
+//!     with [`StorageError::AlreadyExists`] and the stored object is untouched.
+//!     [`PutMode::Overwrite`] replaces the object atomically.
+//! - **`list`**: every object whose key starts with `prefix` (a plain string
+//!   prefix, so `wal/0000` matches `wal/00000001…`), at any depth, sorted by
+//!   key. A prefix that matches nothing gives an empty list. Temporary files
+//!   of in-flight writes are never listed.
+//! - **`delete`**: removes the object; deleting a missing object succeeds, so
+//!   retention can be retried safely.
+//!
+//! Every method may fail with [`StorageError::Io`] (or a backend's own
+//! variant) for anything else; such errors name the key and the location.
+use std::fmt;
+
+pub mod conformance;
+pub mod local;
+
+/// How `put` treats an existing object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutMode {
+    /// Fail with `AlreadyExists` if the key exists; never overwrite.
+    Create,
+    /// Replace an existing object atomically.
+    Overwrite,
+}
+
+/// What `head` and `list` report of an object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub key: String,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object \"{key}\" not found in {location}")]
+    NotFound { key: String, location: String },
+    #[error("object \"{key}\" already exists in {location}")]
+    AlreadyExists { key: String, location: String },
+    #[error("invalid object key \"{key}\": {reason}")]
+    InvalidKey { key: String, reason: &'static str },
+    #[error("could not {op} \"{key}\" in {location}: {source}")]
+    Io {
+        op: &'static str,
+        key: String,
+        location: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: {message}")]
+    Backend { location: String, message: String },
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}
+
+/// The storage contract (see the module documentation for each rule).
+pub trait Storage: Send + Sync {
+    /// Where this storage is, for messages (`file:///var/lib/ark`, `s3://b/p`).
+    fn location(&self) -> String;
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError>;
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
+    fn delete(&self, key: &str) -> Result<(), StorageError>;
+}
+
+impl fmt::Debug for dyn Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Storage({})", self.location())
+    }
+}
+
+/// Check that `key` is a valid object key (see the module documentation).
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    let bad = |reason| {
+        Err(StorageError::InvalidKey {
+            key: key.to_string(),
+            reason,
+        })
+    };
+    if key.is_empty() {
+        return bad("the key is empty");
+    }
+    if key.starts_with('/') || key.ends_with('/') {
+        return bad("a key may not start or end with \"/\"");
+    }
+    if key
+        .split('/')
+        .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return bad("a key may not have empty, \".\" or \"..\" components");
+    }
+    if key.bytes().any(|b| b == 0 || b == b'\\') {
+        return bad("a key may not contain NUL or backslash");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys() {
+        assert!(validate_key("wal/0001").is_ok());
+        assert!(validate_key("a").is_ok());
+        for bad in ["", "/a", "a/", "a//b", "a/./b", "../a", "a\\b"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} must be refused");
+        }
+    }
+}
