@@ -16,6 +16,12 @@ SET ark.database = 'other';
 -- Out-of-range values are refused before they reach postgresql.auto.conf.
 ALTER SYSTEM SET ark.scheduler_naptime = 0;
 ALTER SYSTEM SET ark.scheduler_naptime = '2h';
+-- ark.repository is checked where it is set, with the reason and a hint.
+ALTER SYSTEM SET ark.repository = 'ftp://host/x';
+ALTER SYSTEM SET ark.repository = 'file://relative/path';
+ALTER SYSTEM SET ark.compression = 'brotli';
+-- ark.archive_status() answers before anything was archived.
+SELECT repository, archived_count, failed_count, last_failure_reason FROM ark.archive_status();
 -- The extension lives in schema ark and cannot be relocated.
 ALTER EXTENSION pg_ark SET SCHEMA public;
 DROP EXTENSION pg_ark;

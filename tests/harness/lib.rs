@@ -246,7 +246,7 @@ impl Cluster {
                 .arg(&data),
             "initdb",
         );
-        let mut cluster = Cluster {
+        let cluster = Cluster {
             install,
             data,
             sockdir,
@@ -256,13 +256,42 @@ impl Cluster {
             dir,
         };
         cluster.write_conf(&opts);
+        cluster.start_on_free_port()
+    }
+
+    /// Start a cluster from a base backup of another one: `pg_basebackup`
+    /// output in `backup`, which must live in `dir` (a `temp_dir`). The
+    /// primary's harness settings are overridden with this cluster's own.
+    pub fn start_from_backup(
+        dir: tempfile::TempDir,
+        backup: PathBuf,
+        opts: ClusterOptions,
+    ) -> Cluster {
+        let install = PgInstall::from_env();
+        let sockdir = dir.path().to_path_buf();
+        let logfile = dir.path().join("server.log");
+        let _ = fs::remove_file(backup.join("postmaster.pid"));
+        let cluster = Cluster {
+            install,
+            data: backup,
+            sockdir,
+            port: 0,
+            logfile,
+            running: false,
+            dir,
+        };
+        cluster.write_conf(&opts);
+        cluster.start_on_free_port()
+    }
+
+    fn start_on_free_port(mut self) -> Cluster {
         // A port can be taken between free_port() and the server's bind by
         // a parallel test; try again with another one.
         for attempt in 0..5 {
-            cluster.port = free_port();
-            cluster.write_port();
-            match cluster.try_start() {
-                Ok(()) => return cluster,
+            self.port = free_port();
+            self.write_port();
+            match self.try_start() {
+                Ok(()) => return self,
                 Err(log) if log.contains("Address already in use") && attempt < 4 => continue,
                 Err(log) => panic!("PostgreSQL did not start:\n{log}"),
             }
@@ -379,6 +408,46 @@ impl Cluster {
             .next()
             .and_then(|l| l.trim().parse().ok())
             .expect("pid in postmaster.pid")
+    }
+
+    /// `pg_basebackup` of this cluster into `<new temp dir>/data`, as the
+    /// test user, without WAL (`-X none`): recovery must fetch it from the
+    /// archive. Returns the temp dir and the backup's path.
+    pub fn base_backup(&self) -> (tempfile::TempDir, PathBuf) {
+        let dir = temp_dir("ark-bb-");
+        let data = dir.path().join("data");
+        run_ok(
+            server_command(self.install.bin("pg_basebackup"))
+                .arg("-h")
+                .arg(&self.sockdir)
+                .args([
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-X",
+                    "none",
+                    "-c",
+                    "fast",
+                    "-D",
+                ])
+                .arg(&data),
+            "pg_basebackup",
+        );
+        (dir, data)
+    }
+
+    /// The cluster's system identifier.
+    pub fn system_identifier(&self) -> u64 {
+        let mut c = self.client();
+        let v: String = c
+            .query_one(
+                "SELECT system_identifier::text FROM pg_control_system()",
+                &[],
+            )
+            .expect("pg_control_system()")
+            .get(0);
+        v.parse().expect("system identifier")
     }
 
     /// The temp dir holding this cluster; tests may put their own files there.
@@ -517,6 +586,7 @@ impl S3Server {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
         false
     }
 
