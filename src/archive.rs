@@ -14,8 +14,13 @@
 //! reported as `false` with a logged reason, and PostgreSQL retries it. That
 //! matters doubly before 17, where an ERROR inside a callback restarts the
 //! archiver process.
-use pgrx::pg_sys;
+use crate::error::ArkError;
+use crate::{settings, status};
+use pg_ark_core::repo::{ClusterRepo, PushOutcome, Repository};
+use pg_ark_core::{storage, RepoUrl};
+use pgrx::{pg_sys, PgLogLevel};
 use std::ffi::{c_char, CStr};
+use std::sync::{Arc, Mutex};
 
 /// Is this process the archiver, loading us as `archive_library`?
 pub fn loading_in_archiver() -> bool {
@@ -23,22 +28,101 @@ pub fn loading_in_archiver() -> bool {
     unsafe { pg_sys::MyBackendType == pg_sys::BackendType::B_ARCHIVER }
 }
 
-/// Why archiving cannot proceed, or `None` when it is configured.
-fn not_configured_reason() -> Option<String> {
-    // Storing WAL in a repository comes with the WAL-archiving work
-    // (`ark.repository`); until then the module reports, truthfully, that it
-    // has nowhere to put WAL, and PostgreSQL keeps every segment in pg_wal.
-    Some("pg_ark has no repository to archive to: WAL archiving to a repository is not available in this build".into())
+/// The repository as this archiver process last opened it. Opening reads
+/// (or creates) the repository descriptor and this cluster's entry, and
+/// checks the entry's system identifier and major, so it is done once per
+/// process and again only when `ark.repository` changes.
+struct Opened {
+    url: String,
+    cluster: ClusterRepo,
 }
 
-/// Archive one file. Returns whether the file is durably stored.
-fn archive_file(file: &CStr, _path: &CStr) -> bool {
-    let file = file.to_string_lossy();
-    pgrx::warning!(
-        "pg_ark could not archive file \"{}\": no repository is configured",
-        file
-    );
-    false
+static OPENED: Mutex<Option<Opened>> = Mutex::new(None);
+
+/// This cluster's system identifier and major version.
+fn identity() -> (u64, u32) {
+    // SAFETY: plain reads on the backend's own thread; the control file is
+    // loaded long before the archiver runs.
+    let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+    (sysid, pg_sys::PG_VERSION_NUM / 10000)
+}
+
+fn open_cluster(url: &str) -> Result<ClusterRepo, ArkError> {
+    let storage = storage::open(&RepoUrl::parse(url)?)?;
+    let repo = Arc::new(Repository::open(storage, true)?);
+    let (sysid, major) = identity();
+    Ok(repo.cluster(sysid, major, true)?)
+}
+
+/// Why archiving cannot proceed, or `None` when it is configured.
+fn not_configured_reason() -> Option<String> {
+    match settings::repository() {
+        None => Some("ark.repository is not set: pg_ark has no repository to archive to".into()),
+        Some(url) => RepoUrl::parse(&url).err().map(|e| e.to_string()),
+    }
+}
+
+/// Archive one file; returns whether the file is durably stored.
+fn archive_file(file: &CStr, path: &CStr) -> bool {
+    let file = file.to_string_lossy().into_owned();
+    let path = path.to_string_lossy().into_owned();
+    match try_archive(&file, &path) {
+        Ok(outcome) => {
+            match outcome {
+                PushOutcome::Stored { stored_bytes } => {
+                    pgrx::debug1!(
+                        "pg_ark archived \"{}\" ({} bytes stored)",
+                        file,
+                        stored_bytes
+                    )
+                }
+                PushOutcome::AlreadyArchived => {
+                    pgrx::log!(
+                        "pg_ark: WAL file \"{}\" was already archived with identical content",
+                        file
+                    )
+                }
+            }
+            true
+        }
+        Err(e) => {
+            // A WARNING, never an ERROR: before 17 an ERROR here restarts the
+            // archiver. PostgreSQL retries the file.
+            let mut report = e.to_report();
+            report = report.set_detail(format!(
+                "pg_ark could not archive \"{file}\"; PostgreSQL will retry it"
+            ));
+            report.report(PgLogLevel::WARNING);
+            status::record_failure(&file, &e);
+            false
+        }
+    }
+}
+
+fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
+    let url = settings::repository().ok_or(ArkError::NoRepository)?;
+    let (compression, level) = settings::compression()?;
+    let data = std::fs::read(path).map_err(|source| pg_ark_core::Error::ReadFile {
+        path: path.to_string(),
+        source,
+    })?;
+    let mut guard = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    if guard.as_ref().is_none_or(|o| o.url != url) {
+        *guard = None;
+        *guard = Some(Opened {
+            url: url.clone(),
+            cluster: open_cluster(&url)?,
+        });
+    }
+    let opened = guard.as_ref().ok_or(ArkError::NoRepository)?;
+    match opened.cluster.push_wal(file, &data, compression, level) {
+        Ok(o) => Ok(o),
+        Err(e) => {
+            // Reopen next time: the repository may have been replaced.
+            *guard = None;
+            Err(e.into())
+        }
+    }
 }
 
 unsafe fn cstr<'a>(p: *const c_char) -> Option<&'a CStr> {

@@ -12,6 +12,8 @@ use pgrx::{PgLogLevel, PgSqlErrorCode};
 pub enum ArkError {
     #[error("pg_ark must be loaded via shared_preload_libraries")]
     NotPreloaded,
+    #[error("ark.repository is not set")]
+    NoRepository,
     #[error(transparent)]
     Core(#[from] pg_ark_core::Error),
 }
@@ -21,6 +23,7 @@ impl ArkError {
         use pg_ark_core::Error as C;
         match self {
             ArkError::NotPreloaded => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ArkError::NoRepository => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::Core(e) => match e {
                 C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
@@ -34,6 +37,7 @@ impl ArkError {
                     PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
                 }
                 C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+                C::Unsupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
             },
         }
     }
@@ -42,6 +46,10 @@ impl ArkError {
         match self {
             ArkError::NotPreloaded => Some(
                 "Add pg_ark to shared_preload_libraries in postgresql.conf and restart the server."
+                    .into(),
+            ),
+            ArkError::NoRepository => Some(
+                "Set ark.repository to file:///path or s3://bucket/prefix and reload the configuration."
                     .into(),
             ),
             ArkError::Core(e) => e.hint(),

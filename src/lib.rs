@@ -17,6 +17,7 @@ mod archive;
 mod error;
 mod scheduler;
 mod settings;
+mod status;
 
 pgrx::pg_module_magic!(name, version);
 
@@ -61,6 +62,9 @@ mod sql {
         r#"
 COMMENT ON SCHEMA ark IS 'pg_ark: backups managed by PostgreSQL itself';
 COMMENT ON FUNCTION ark.version() IS 'Version of the pg_ark library and extension';
+COMMENT ON FUNCTION ark.archive_status() IS 'WAL archiving: last archived file, last failure with its reason, counts, and the backlog in pg_wal';
+REVOKE ALL ON FUNCTION ark.archive_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ark.archive_status() TO pg_monitor;
 "#,
         name = "comments",
         finalize

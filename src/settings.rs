@@ -3,17 +3,85 @@
 //! Each setting's reload level is chosen on purpose:
 //! - `ark.database` is `postmaster`: the scheduler connects to it once, at
 //!   start, and a bgworker cannot switch databases;
-//! - `ark.scheduler_naptime` is `sighup`: the scheduler re-reads it on reload.
+//! - `ark.scheduler_naptime` is `sighup`: the scheduler re-reads it on reload;
+//! - `ark.repository`, `ark.compression` and `ark.compression_level` are
+//!   `sighup`: the archiver picks them up on reload (PostgreSQL reloads the
+//!   archiver on SIGHUP), so a repository can be fixed without a restart.
 //!
 //! The prefix `ark` is reserved (`MarkGUCPrefixReserved`), so a misspelt
 //! `ark.*` setting is an error instead of a silently ignored placeholder.
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
-use std::ffi::CString;
+use pg_ark_core::repo::compress::Compression;
+use pg_ark_core::RepoUrl;
+use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::time::Duration;
+
+/// `ark.compression`: how stored files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum CompressionSetting {
+    #[name = c"zstd"]
+    Zstd,
+    #[name = c"lz4"]
+    Lz4,
+    #[name = c"gzip"]
+    Gzip,
+    #[name = c"none"]
+    None,
+}
+
+impl From<CompressionSetting> for Compression {
+    fn from(c: CompressionSetting) -> Compression {
+        match c {
+            CompressionSetting::Zstd => Compression::Zstd,
+            CompressionSetting::Lz4 => Compression::Lz4,
+            CompressionSetting::Gzip => Compression::Gzip,
+            CompressionSetting::None => Compression::None,
+        }
+    }
+}
 
 pub static DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 pub static SCHEDULER_NAPTIME: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static COMPRESSION: GucSetting<CompressionSetting> =
+    GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
+pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
+
+/// Check hook of `ark.repository`: a value that is not a repository URL is
+/// refused where it is set (SET, ALTER SYSTEM, a reload), with the reason and
+/// a hint, instead of failing later in the archiver.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_repository(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    let value = unsafe { newval.as_ref().copied() };
+    let Some(value) = value.filter(|p| !p.is_null()) else {
+        return true;
+    };
+    // SAFETY: a NUL-terminated string owned by the GUC machinery.
+    let text = unsafe { CStr::from_ptr(value) }.to_string_lossy();
+    if text.is_empty() {
+        return true; // unset: archiving reports "not configured"
+    }
+    match RepoUrl::parse(&text) {
+        Ok(_) => true,
+        Err(e) => {
+            let detail = CString::new(e.to_string()).unwrap_or_default();
+            let hint = CString::new(e.hint().unwrap_or_default()).unwrap_or_default();
+            // SAFETY: pstrdup copies into the current memory context, which
+            // outlives the hook; PostgreSQL reports these with its error.
+            unsafe {
+                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+                pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+            }
+            false
+        }
+    }
+}
 
 /// Register the settings. Called from `_PG_init`, once per process.
 pub fn init() {
@@ -35,6 +103,38 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_S,
     );
+    // SAFETY: the hook is #[pg_guard]ed and only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"ark.repository",
+            c"Repository that pg_ark stores WAL and backups in: file:///path or s3://bucket/prefix.",
+            c"Empty means no repository: the archive module then reports that archiving is not configured.",
+            &REPOSITORY,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_repository),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_enum_guc(
+        c"ark.compression",
+        c"Compression of files stored in the repository: zstd, lz4, gzip or none.",
+        c"Each stored file records its algorithm, so changing this never makes older files unreadable.",
+        &COMPRESSION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.compression_level",
+        c"Compression level; 0 means the algorithm's default (zstd 3, gzip 6).",
+        c"zstd accepts 1 to 19 and gzip 1 to 9; lz4 and none ignore the level.",
+        &COMPRESSION_LEVEL,
+        0,
+        19,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ark".as_ptr()) };
 }
@@ -50,4 +150,37 @@ pub fn database() -> String {
 /// `ark.scheduler_naptime`, as a duration.
 pub fn scheduler_naptime() -> Duration {
     Duration::from_secs(u64::try_from(SCHEDULER_NAPTIME.get()).unwrap_or(10).max(1))
+}
+
+/// `ark.repository`, or `None` when unset or empty.
+pub fn repository() -> Option<String> {
+    REPOSITORY
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// `ark.compression` and `ark.compression_level`, checked together: gzip's
+/// levels stop at 9.
+pub fn compression() -> Result<(Compression, i32), pg_ark_core::Error> {
+    let c: Compression = COMPRESSION.get().into();
+    let level = COMPRESSION_LEVEL.get();
+    if level != 0 && !c.level_range().contains(&level) {
+        let range = c.level_range();
+        let reason = if range.start() == range.end() {
+            format!("{c} has no compression levels; use 0")
+        } else {
+            format!(
+                "{c} accepts levels {} to {} (or 0 for its default)",
+                range.start(),
+                range.end()
+            )
+        };
+        return Err(pg_ark_core::Error::InvalidSetting {
+            name: "ark.compression_level",
+            value: level.to_string(),
+            reason,
+        });
+    }
+    Ok((c, level))
 }

@@ -74,6 +74,9 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("{what}")]
+    Unsupported { what: String },
+
     #[error("could not read \"{path}\": {source}")]
     ReadFile {
         path: String,

@@ -5,6 +5,7 @@
 //! server) and the `pg_ark` CLI (with the server down) share one
 //! implementation. Everything here is tested with plain `cargo test`.
 pub mod error;
+pub mod pgdata;
 pub mod repo;
 pub mod repo_url;
 pub mod storage;

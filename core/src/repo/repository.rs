@@ -12,6 +12,7 @@ use super::info;
 use crate::storage::{PutMode, Storage, StorageError};
 use crate::{wal, Error};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 /// The repository format this pg_ark writes and the newest it reads.
 pub const FORMAT_VERSION: u64 = 1;
@@ -89,13 +90,13 @@ impl Repository {
     /// Attach to the entry of cluster `system_identifier`. With `create`, a
     /// missing entry is created; otherwise a missing entry is an error.
     pub fn cluster(
-        &self,
+        self: &Arc<Self>,
         system_identifier: u64,
         pg_major: u32,
         create: bool,
-    ) -> Result<ClusterRepo<'_>, Error> {
+    ) -> Result<ClusterRepo, Error> {
         let c = ClusterRepo {
-            repo: self,
+            repo: Arc::clone(self),
             system_identifier,
             pg_major,
         };
@@ -130,13 +131,13 @@ impl Repository {
 }
 
 /// One cluster's entry in a repository.
-pub struct ClusterRepo<'a> {
-    repo: &'a Repository,
+pub struct ClusterRepo {
+    repo: Arc<Repository>,
     pub system_identifier: u64,
     pub pg_major: u32,
 }
 
-impl ClusterRepo<'_> {
+impl ClusterRepo {
     fn key(&self, rest: &str) -> String {
         format!("clusters/{}/{rest}", self.system_identifier)
     }
@@ -265,8 +266,8 @@ mod tests {
         seg
     }
 
-    fn repo(dir: &std::path::Path) -> Repository {
-        Repository::open(Box::new(LocalStorage::open(dir).unwrap()), true).unwrap()
+    fn repo(dir: &std::path::Path) -> Arc<Repository> {
+        Arc::new(Repository::open(Box::new(LocalStorage::open(dir).unwrap()), true).unwrap())
     }
 
     #[test]

@@ -94,6 +94,16 @@ impl fmt::Debug for dyn Storage {
     }
 }
 
+/// Open the storage a repository URL names.
+pub fn open(url: &crate::RepoUrl) -> Result<Box<dyn Storage>, crate::Error> {
+    match url {
+        crate::RepoUrl::File { path } => Ok(Box::new(local::LocalStorage::open(path)?)),
+        crate::RepoUrl::S3 { .. } => Err(crate::Error::Unsupported {
+            what: format!("repository {url}: S3 repositories are not supported by this build yet"),
+        }),
+    }
+}
+
 /// Check that `key` is a valid object key (see the module documentation).
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
     let bad = |reason| {
