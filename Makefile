@@ -20,7 +20,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup install install-all test lint unit pgrx-test integration smoke demo demo-stop clean-cache
+.PHONY: setup install install-all test lint unit pgrx-test integration smoke bench demo demo-stop clean-cache
 
 setup:
 	@bash scripts/setup.sh
@@ -33,12 +33,14 @@ install-all:
 	  bash scripts/install.sh "$$pgc"; \
 	done
 
+# Every cargo step uses the release profile, so dependencies, proc-macros and
+# pgrx's bindgen build script are compiled once and shared by all steps.
 lint:
 	cargo fmt --all --check
-	cargo clippy --workspace --all-targets --locked -- -D warnings
+	cargo clippy --release --workspace --all-targets --locked -- -D warnings
 
 unit:
-	cargo test --locked -p pg_ark_core -p pg_ark_cli
+	cargo test --release --locked -p pg_ark_core -p pg_ark_cli
 
 # #[pg_test]s inside a pgrx-managed cluster. initdb refuses root, so pgrx runs
 # the server as the test user (through sudo) in a data dir it can write.
@@ -64,6 +66,10 @@ test: setup
 	@$(MAKE) --no-print-directory install-all
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory smoke
+
+# Archive throughput: pg_ark vs archive_command cp vs basic_archive, same run.
+bench: setup install
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench archive_throughput
 
 demo: setup install
 	@bash scripts/demo.sh start "$(PG_CONFIG)"

@@ -16,10 +16,12 @@
 //! archiver process.
 use crate::error::ArkError;
 use crate::{settings, status};
+use pg_ark_core::archive_push::PushAhead;
 use pg_ark_core::repo::{ClusterRepo, PushOutcome, Repository};
 use pg_ark_core::{storage, RepoUrl};
 use pgrx::{pg_sys, PgLogLevel};
 use std::ffi::{c_char, CStr};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Is this process the archiver, loading us as `archive_library`?
@@ -33,8 +35,9 @@ pub fn loading_in_archiver() -> bool {
 /// checks the entry's system identifier and major, so it is done once per
 /// process and again only when `ark.repository` changes.
 struct Opened {
+    /// The settings it was opened with: repository URL, S3 options, workers.
     url: String,
-    cluster: ClusterRepo,
+    push: PushAhead,
 }
 
 static OPENED: Mutex<Option<Opened>> = Mutex::new(None);
@@ -47,8 +50,20 @@ fn identity() -> (u64, u32) {
     (sysid, pg_sys::PG_VERSION_NUM / 10000)
 }
 
+fn open_push(url: &str) -> Result<PushAhead, ArkError> {
+    let (compression, level) = settings::compression()?;
+    let workers = settings::archive_push_workers();
+    Ok(PushAhead::start(
+        open_cluster(url)?,
+        compression,
+        level,
+        workers,
+        workers * 2,
+    ))
+}
+
 fn open_cluster(url: &str) -> Result<ClusterRepo, ArkError> {
-    let storage = storage::open(&RepoUrl::parse(url)?)?;
+    let storage = storage::open(&RepoUrl::parse(url)?, &settings::s3_options())?;
     let repo = Arc::new(Repository::open(storage, true)?);
     let (sysid, major) = identity();
     Ok(repo.cluster(sysid, major, true)?)
@@ -101,21 +116,27 @@ fn archive_file(file: &CStr, path: &CStr) -> bool {
 
 fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
     let url = settings::repository().ok_or(ArkError::NoRepository)?;
-    let (compression, level) = settings::compression()?;
-    let data = std::fs::read(path).map_err(|source| pg_ark_core::Error::ReadFile {
-        path: path.to_string(),
-        source,
-    })?;
+    let compression = settings::compression()?;
+    // Reopen when any setting that shapes the repository handle changed.
+    let fingerprint = format!(
+        "{url} {:?} {:?} {}",
+        settings::s3_options(),
+        compression,
+        settings::archive_push_workers()
+    );
     let mut guard = OPENED.lock().unwrap_or_else(|p| p.into_inner());
-    if guard.as_ref().is_none_or(|o| o.url != url) {
+    if guard.as_ref().is_none_or(|o| o.url != fingerprint) {
         *guard = None;
         *guard = Some(Opened {
-            url: url.clone(),
-            cluster: open_cluster(&url)?,
+            url: fingerprint,
+            push: open_push(&url)?,
         });
     }
     let opened = guard.as_ref().ok_or(ArkError::NoRepository)?;
-    match opened.cluster.push_wal(file, &data, compression, level) {
+    match opened
+        .push
+        .archive(file, Path::new(path), Path::new("pg_wal/archive_status"))
+    {
         Ok(o) => Ok(o),
         Err(e) => {
             // Reopen next time: the repository may have been replaced.
@@ -131,6 +152,13 @@ unsafe fn cstr<'a>(p: *const c_char) -> Option<&'a CStr> {
     } else {
         Some(CStr::from_ptr(p))
     }
+}
+
+/// The archiver is stopping: stop the push-ahead workers. Files they pushed
+/// but that were not yet reported are offered again after restart.
+fn shutdown() {
+    let mut guard = OPENED.lock().unwrap_or_else(|p| p.into_inner());
+    *guard = None;
 }
 
 /// Run a callback body, turning a panic into `false` instead of letting it
@@ -178,12 +206,16 @@ mod api {
         }
     }
 
+    unsafe extern "C-unwind" fn shutdown_cb() {
+        let _ = std::panic::catch_unwind(shutdown);
+    }
+
     #[unsafe(no_mangle)]
     pub unsafe extern "C-unwind" fn _PG_archive_module_init(cb: *mut ArchiveModuleCallbacks) {
         if let Some(cb) = cb.as_mut() {
             cb.check_configured_cb = Some(check_configured);
             cb.archive_file_cb = Some(archive_file_cb);
-            cb.shutdown_cb = None;
+            cb.shutdown_cb = Some(shutdown_cb);
         }
     }
 }
@@ -249,11 +281,15 @@ mod api {
         }
     }
 
+    unsafe extern "C-unwind" fn shutdown_cb(_state: *mut ArchiveModuleState) {
+        let _ = std::panic::catch_unwind(shutdown);
+    }
+
     static CALLBACKS: ArchiveModuleCallbacks = ArchiveModuleCallbacks {
         startup_cb: None,
         check_configured_cb: Some(check_configured),
         archive_file_cb: Some(archive_file_cb),
-        shutdown_cb: None,
+        shutdown_cb: Some(shutdown_cb),
     };
 
     #[unsafe(no_mangle)]

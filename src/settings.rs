@@ -47,6 +47,14 @@ pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString
 pub static COMPRESSION: GucSetting<CompressionSetting> =
     GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static ARCHIVE_PUSH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_REGION: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
+pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 
 /// Check hook of `ark.repository`: a value that is not a repository URL is
 /// refused where it is set (SET, ALTER SYSTEM, a reload), with the reason and
@@ -135,6 +143,56 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"ark.archive_push_workers",
+        c"Threads that compress and store the next ready WAL files ahead of the archiver.",
+        c"They push up to twice as many files ahead as there are workers.",
+        &ARCHIVE_PUSH_WORKERS,
+        1,
+        16,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ark.s3_endpoint",
+        c"S3 endpoint URL, for S3-compatible servers (empty: AWS's endpoint for the region).",
+        c"For example http://127.0.0.1:9000. Usually combined with ark.s3_force_path_style = on.",
+        &S3_ENDPOINT,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ark.s3_region",
+        c"S3 region.",
+        c"",
+        &S3_REGION,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"ark.s3_force_path_style",
+        c"Address buckets as endpoint/bucket instead of bucket.endpoint.",
+        c"Most S3-compatible servers need this.",
+        &S3_FORCE_PATH_STYLE,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"ark.s3_access_key_id",
+        c"S3 access key ID; empty uses the standard AWS credential chain.",
+        c"The chain: environment, profile, web identity (IRSA), container and instance roles.",
+        &S3_ACCESS_KEY_ID,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"ark.s3_secret_access_key",
+        c"S3 secret access key; only superusers can see it.",
+        c"",
+        &S3_SECRET_ACCESS_KEY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ark".as_ptr()) };
 }
@@ -183,4 +241,29 @@ pub fn compression() -> Result<(Compression, i32), pg_ark_core::Error> {
         });
     }
     Ok((c, level))
+}
+
+fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    setting
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// The `ark.s3_*` settings, for opening an S3 repository.
+pub fn s3_options() -> pg_ark_core::storage::s3::S3Options {
+    pg_ark_core::storage::s3::S3Options {
+        endpoint: text(&S3_ENDPOINT),
+        region: text(&S3_REGION),
+        force_path_style: S3_FORCE_PATH_STYLE.get(),
+        access_key_id: text(&S3_ACCESS_KEY_ID),
+        secret_access_key: text(&S3_SECRET_ACCESS_KEY),
+    }
+}
+
+/// `ark.archive_push_workers`.
+pub fn archive_push_workers() -> usize {
+    usize::try_from(ARCHIVE_PUSH_WORKERS.get())
+        .unwrap_or(2)
+        .max(1)
 }

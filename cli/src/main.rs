@@ -8,7 +8,7 @@
 //! learns it has reached the end of the archive.
 use clap::{Parser, Subcommand};
 use pg_ark_core::repo::Repository;
-use pg_ark_core::{pgdata, storage, RepoUrl};
+use pg_ark_core::{archive_get, pgdata, storage, RepoUrl};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -21,12 +21,35 @@ struct Cli {
 }
 
 /// Options that name the repository. Every command that reads a repository
-/// takes them, as flags or from the environment.
+/// takes them, as flags or from the environment. S3 credentials come from the
+/// standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, web
+/// identity, instance role), never from the command line.
 #[derive(clap::Args, Debug)]
 struct RepoOpts {
     /// Repository URL: file:///path or s3://bucket/prefix
     #[arg(long = "repo", env = "PG_ARK_REPOSITORY", value_name = "URL")]
     repository: String,
+    /// S3 endpoint URL, for S3-compatible servers
+    #[arg(long, env = "PG_ARK_S3_ENDPOINT", value_name = "URL")]
+    s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long, env = "PG_ARK_S3_REGION", value_name = "REGION")]
+    s3_region: Option<String>,
+    /// Address buckets as endpoint/bucket (most S3-compatible servers need it)
+    #[arg(long, env = "PG_ARK_S3_PATH_STYLE")]
+    s3_path_style: bool,
+}
+
+impl RepoOpts {
+    fn s3(&self) -> storage::s3::S3Options {
+        storage::s3::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            force_path_style: self.s3_path_style,
+            access_key_id: None,
+            secret_access_key: None,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -48,6 +71,9 @@ enum Command {
         /// identifier and major version)
         #[arg(long, env = "PGDATA", default_value = ".", value_name = "DIR")]
         pgdata: PathBuf,
+        /// Segments to fetch at once when going to the repository (1: no prefetch)
+        #[arg(long, env = "PG_ARK_PREFETCH", default_value_t = 4, value_name = "N")]
+        prefetch: usize,
         /// WAL file name (%f)
         file: String,
         /// Where to write it (%p), relative to the data directory
@@ -97,9 +123,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::WalGet {
             repo,
             pgdata: dir,
+            prefetch,
             file,
             dest,
-        } => wal_get(&repo, &dir, &file, &dest),
+        } => wal_get(&repo, &dir, &file, &dest, prefetch),
     }
 }
 
@@ -108,33 +135,21 @@ fn wal_get(
     dir: &std::path::Path,
     file: &str,
     dest: &std::path::Path,
+    prefetch: usize,
 ) -> Result<(), Failure> {
     let url = RepoUrl::parse(&repo.repository)?;
     let sysid = pgdata::system_identifier(dir)?;
     let major = pgdata::major_version(dir)?;
-    let repository = Arc::new(Repository::open(storage::open(&url)?, false)?);
+    let repository = Arc::new(Repository::open(storage::open(&url, &repo.s3())?, false)?);
     let cluster = repository.cluster(sysid, major, false)?;
-    let Some(data) = cluster.get_wal(file)? else {
-        return Err(Failure::Quiet);
-    };
     let dest = if dest.is_absolute() {
         dest.to_path_buf()
     } else {
         dir.join(dest)
     };
-    // Write beside the destination and rename, so recovery never sees a
-    // partial file under the name it asked for.
-    let tmp = dest.with_extension("pg_ark-tmp");
-    let write = || -> std::io::Result<()> {
-        std::fs::write(&tmp, &data)?;
-        std::fs::rename(&tmp, &dest)
-    };
-    write().map_err(|source| {
-        let _ = std::fs::remove_file(&tmp);
-        pg_ark_core::Error::ReadFile {
-            path: dest.display().to_string(),
-            source,
-        }
-    })?;
-    Ok(())
+    let spool = archive_get::default_spool(dir);
+    match archive_get::fetch(&cluster, file, &dest, &spool, prefetch.max(1))? {
+        archive_get::Fetched::Missing => Err(Failure::Quiet),
+        _ => Ok(()),
+    }
 }

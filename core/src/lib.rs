@@ -4,11 +4,14 @@
 //! planning live here, free of pgrx, so that the extension (inside the
 //! server) and the `pg_ark` CLI (with the server down) share one
 //! implementation. Everything here is tested with plain `cargo test`.
+pub mod archive_get;
+pub mod archive_push;
 pub mod error;
 pub mod pgdata;
 pub mod repo;
 pub mod repo_url;
 pub mod storage;
+pub mod threads;
 pub mod wal;
 
 pub use error::Error;

@@ -34,6 +34,7 @@ use std::fmt;
 
 pub mod conformance;
 pub mod local;
+pub mod s3;
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,13 +95,13 @@ impl fmt::Debug for dyn Storage {
     }
 }
 
-/// Open the storage a repository URL names.
-pub fn open(url: &crate::RepoUrl) -> Result<Box<dyn Storage>, crate::Error> {
+/// Open the storage a repository URL names; `s3` applies to S3 URLs.
+pub fn open(url: &crate::RepoUrl, s3: &s3::S3Options) -> Result<Box<dyn Storage>, crate::Error> {
     match url {
         crate::RepoUrl::File { path } => Ok(Box::new(local::LocalStorage::open(path)?)),
-        crate::RepoUrl::S3 { .. } => Err(crate::Error::Unsupported {
-            what: format!("repository {url}: S3 repositories are not supported by this build yet"),
-        }),
+        crate::RepoUrl::S3 { bucket, prefix } => {
+            Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
+        }
     }
 }
 

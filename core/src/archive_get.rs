@@ -1,0 +1,247 @@
+//! Fetching WAL for recovery, with prefetch.
+//!
+//! `restore_command` runs once per file and recovery waits for each. When
+//! the file is not already local, `fetch` gets it *and the next segments*
+//! from the repository in parallel, delivers the one asked for, and keeps the
+//! others, verified, in a spool directory; the next calls are then served
+//! from the spool without a round trip. So replay waits on the network once
+//! per `depth` segments instead of once per segment.
+//!
+//! The spool (`pg_wal/pg_ark_prefetch` by default) holds only verified,
+//! decompressed files, each written under a temporary name and renamed, so a
+//! crash never leaves a partial file under a WAL name. Files older than the
+//! one asked for are removed: recovery never asks for them again.
+use crate::repo::ClusterRepo;
+use crate::wal::{self, WalKind};
+use crate::Error;
+use std::path::{Path, PathBuf};
+
+/// What `fetch` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetched {
+    /// Delivered from the repository; `prefetched` more are spooled.
+    FromRepository { prefetched: usize },
+    /// Delivered from the spool.
+    FromSpool,
+    /// Not in the repository: the end of the archive.
+    Missing,
+}
+
+/// The segment after `name` for segments of `segment_size` bytes.
+pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
+    if wal::classify(name).ok()? != WalKind::Segment || segment_size == 0 {
+        return None;
+    }
+    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
+    let log = u32::from_str_radix(&name[8..16], 16).ok()?;
+    let seg = u32::from_str_radix(&name[16..24], 16).ok()?;
+    let per_log = u32::try_from(0x1_0000_0000u64 / segment_size).ok()?;
+    let (log, seg) = if seg + 1 >= per_log {
+        (log.checked_add(1)?, 0)
+    } else {
+        (log, seg + 1)
+    };
+    Some(format!("{tli:08X}{log:08X}{seg:08X}"))
+}
+
+fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = dest.with_extension("pg_ark-tmp");
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, dest))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+fn io(path: &Path, source: std::io::Error) -> Error {
+    Error::ReadFile {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Deliver WAL file `name` to `dest`, from `spool` if it is there, else from
+/// the repository together with up to `depth - 1` following segments.
+pub fn fetch(
+    cluster: &ClusterRepo,
+    name: &str,
+    dest: &Path,
+    spool: &Path,
+    depth: usize,
+) -> Result<Fetched, Error> {
+    let is_segment = wal::classify(name)? == WalKind::Segment;
+    if is_segment {
+        clean_spool(spool, name);
+        let spooled = spool.join(name);
+        if spooled.is_file() {
+            // rename if on the same file system, else copy
+            if std::fs::rename(&spooled, dest).is_err() {
+                let data = std::fs::read(&spooled).map_err(|e| io(&spooled, e))?;
+                write_atomically(dest, &data).map_err(|e| io(dest, e))?;
+                let _ = std::fs::remove_file(&spooled);
+            }
+            return Ok(Fetched::FromSpool);
+        }
+    }
+    let Some(data) = cluster.get_wal(name)? else {
+        return Ok(Fetched::Missing);
+    };
+    if !is_segment || depth <= 1 {
+        write_atomically(dest, &data).map_err(|e| io(dest, e))?;
+        return Ok(Fetched::FromRepository { prefetched: 0 });
+    }
+    // The names that follow, then fetch them in parallel while this one is
+    // written out.
+    let mut next = Vec::new();
+    let mut cur = name.to_string();
+    for _ in 1..depth {
+        match next_segment(&cur, data.len() as u64) {
+            Some(n) => {
+                cur = n.clone();
+                if !spool.join(&n).is_file() {
+                    next.push(n);
+                }
+            }
+            None => break,
+        }
+    }
+    write_atomically(dest, &data).map_err(|e| io(dest, e))?;
+    if next.is_empty() {
+        return Ok(Fetched::FromRepository { prefetched: 0 });
+    }
+    std::fs::create_dir_all(spool).map_err(|e| io(spool, e))?;
+    let results: Vec<Result<bool, Error>> = crate::threads::with_signals_blocked(|| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = next
+                .iter()
+                .map(|n| {
+                    s.spawn(move || -> Result<bool, Error> {
+                        match cluster.get_wal(n)? {
+                            Some(d) => {
+                                let p = spool.join(n);
+                                write_atomically(&p, &d).map_err(|e| io(&p, e))?;
+                                Ok(true)
+                            }
+                            None => Ok(false),
+                        }
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Ok(false)))
+                .collect()
+        })
+    });
+    // A prefetch that failed is not an error of this call: the file will be
+    // fetched (and its error reported) when recovery asks for it.
+    let prefetched = results
+        .into_iter()
+        .filter(|r| matches!(r, Ok(true)))
+        .count();
+    Ok(Fetched::FromRepository { prefetched })
+}
+
+/// Remove spooled segments that sort before `name`.
+fn clean_spool(spool: &Path, name: &str) {
+    let Ok(entries) = std::fs::read_dir(spool) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let f = f.to_string_lossy();
+        let stale_tmp = f.ends_with(".pg_ark-tmp");
+        if stale_tmp || (wal::classify(&f).is_ok_and(|k| k == WalKind::Segment) && *f < *name) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The default spool for a data directory.
+pub fn default_spool(pgdata: &Path) -> PathBuf {
+    pgdata.join("pg_wal/pg_ark_prefetch")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::compress::Compression;
+    use crate::repo::Repository;
+    use crate::storage::local::LocalStorage;
+    use std::sync::Arc;
+
+    #[test]
+    fn next_segment_names() {
+        let sz = 16 * 1024 * 1024;
+        assert_eq!(
+            next_segment("000000010000000000000001", sz).unwrap(),
+            "000000010000000000000002"
+        );
+        assert_eq!(
+            next_segment("0000000100000000000000FF", sz).unwrap(),
+            "000000010000000100000000"
+        );
+        assert_eq!(
+            next_segment("00000002000000AB0000003F", 64 * 1024 * 1024).unwrap(),
+            "00000002000000AC00000000"
+        );
+        assert_eq!(next_segment("00000002.history", sz), None);
+    }
+
+    #[test]
+    fn prefetched_segments_are_served_from_the_spool() {
+        let repo_dir = tempfile::tempdir().unwrap();
+        let work = tempfile::tempdir().unwrap();
+        let repo = Arc::new(
+            Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap(),
+        );
+        let c = repo.cluster(42, 17, true).unwrap();
+        let seg_size = 1 << 20; // 1 MiB segments: 4096 per log id
+        let names: Vec<String> = (1..=6)
+            .map(|i| format!("0000000100000000{i:08X}"))
+            .collect();
+        for (i, n) in names.iter().enumerate() {
+            let mut seg = vec![i as u8; seg_size];
+            seg[2..4].copy_from_slice(&2u16.to_le_bytes());
+            seg[24..32].copy_from_slice(&42u64.to_le_bytes());
+            c.push_wal(n, &seg, Compression::Zstd, 1).unwrap();
+        }
+        let spool = work.path().join("spool");
+        let dest = work.path().join("RECOVERYXLOG");
+        assert_eq!(
+            fetch(&c, &names[0], &dest, &spool, 4).unwrap(),
+            Fetched::FromRepository { prefetched: 3 }
+        );
+        assert_eq!(std::fs::read(&dest).unwrap()[100], 0);
+        // Remove them from the repository: the spool must serve them.
+        for n in &names[1..4] {
+            repo.storage().delete(&c.wal_key(n).unwrap()).unwrap();
+        }
+        for (i, n) in names.iter().enumerate().take(4).skip(1) {
+            assert_eq!(
+                fetch(&c, n, &dest, &spool, 4).unwrap(),
+                Fetched::FromSpool,
+                "{n}"
+            );
+            assert_eq!(std::fs::read(&dest).unwrap()[100], i as u8);
+        }
+        // The fifth comes from the repository again, prefetching the sixth.
+        assert_eq!(
+            fetch(&c, &names[4], &dest, &spool, 4).unwrap(),
+            Fetched::FromRepository { prefetched: 1 }
+        );
+        assert_eq!(
+            fetch(&c, &names[5], &dest, &spool, 4).unwrap(),
+            Fetched::FromSpool
+        );
+        assert_eq!(
+            fetch(&c, "000000010000000000000007", &dest, &spool, 4).unwrap(),
+            Fetched::Missing
+        );
+        assert_eq!(
+            std::fs::read_dir(&spool).unwrap().count(),
+            0,
+            "nothing stale is left in the spool"
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! Pushing WAL ahead of the archiver.
+//!
+//! PostgreSQL's archiver offers one file at a time and waits for each. With
+//! compression and a network in the way that caps throughput at one core and
+//! one round trip per segment. `PushAhead` keeps a few worker threads busy
+//! with the *next* files waiting in `pg_wal/archive_status` (`.ready`), so
+//! that when the archiver offers them they are usually stored already.
+//!
+//! Safety at any moment of a crash or stop:
+//! - a file is reported archived only when *its own* push finished without
+//!   error (its result is consumed exactly once, when the archiver asks);
+//! - a file pushed ahead but never asked for (the server stopped) is offered
+//!   again after restart, and an identical re-push is a success;
+//! - `.ready` files are immutable WAL, so pushing one early stores the same
+//!   bytes as pushing it when asked.
+//!
+//! Threads: workers are created with every signal blocked and only call the
+//! pgrx-free core (file reads, compression, storage); results go back through
+//! a mutex and condition variable. The archiver's own thread does all
+//! reporting to PostgreSQL.
+use crate::repo::compress::Compression;
+use crate::repo::{ClusterRepo, PushOutcome};
+use crate::Error;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// What happened to a file pushed ahead, as a message (errors are re-raised
+/// by pushing the file again on the archiver's thread, for a full report).
+type Outcome = Result<PushOutcome, String>;
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(String, PathBuf)>,
+    in_flight: BTreeSet<String>,
+    done: HashMap<String, Outcome>,
+    shutdown: bool,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+    cluster: ClusterRepo,
+    compression: Compression,
+    level: i32,
+}
+
+pub struct PushAhead {
+    shared: Arc<Shared>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+    depth: usize,
+}
+
+impl PushAhead {
+    /// Start `workers` threads that push up to `depth` files ahead.
+    pub fn start(
+        cluster: ClusterRepo,
+        compression: Compression,
+        level: i32,
+        workers: usize,
+        depth: usize,
+    ) -> PushAhead {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+            cluster,
+            compression,
+            level,
+        });
+        let handles = crate::threads::with_signals_blocked(|| {
+            (0..workers.max(1))
+                .filter_map(|i| {
+                    let s = Arc::clone(&shared);
+                    std::thread::Builder::new()
+                        .name(format!("pg_ark-push-{i}"))
+                        .spawn(move || worker(&s))
+                        .ok()
+                })
+                .collect::<Vec<_>>()
+        });
+        PushAhead {
+            shared,
+            workers: handles,
+            depth,
+        }
+    }
+
+    pub fn cluster(&self) -> &ClusterRepo {
+        &self.shared.cluster
+    }
+
+    /// Archive `name` (at `path`, relative to the data directory): use the
+    /// result of a push ahead if there is one (waiting for it if it is in
+    /// flight), else push it now on this thread. Then queue the next ready
+    /// files found in `archive_status`.
+    pub fn archive(
+        &self,
+        name: &str,
+        path: &Path,
+        archive_status: &Path,
+    ) -> Result<PushOutcome, Error> {
+        let ahead = {
+            let mut st = self.lock();
+            st.queue.retain(|(n, _)| n != name);
+            while st.in_flight.contains(name) {
+                st = self
+                    .shared
+                    .changed
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            st.done.remove(name)
+        };
+        let result = match ahead {
+            Some(Ok(outcome)) => Ok(outcome),
+            // Failed ahead (or never tried): push on this thread, which
+            // produces the typed error for the report.
+            _ => push(&self.shared, name, path),
+        };
+        self.schedule(name, archive_status);
+        result
+    }
+
+    /// Queue the ready files after `current`, up to `depth` ahead.
+    fn schedule(&self, current: &str, archive_status: &Path) {
+        let Ok(entries) = std::fs::read_dir(archive_status) else {
+            return;
+        };
+        let mut ready: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()?
+                    .strip_suffix(".ready")
+                    .map(str::to_string)
+            })
+            .filter(|n| n.as_str() != current && crate::wal::classify(n).is_ok())
+            .collect();
+        ready.sort();
+        let mut st = self.lock();
+        // Forget results nobody will ask for (already archived by a retry).
+        let ready_set: BTreeSet<&String> = ready.iter().collect();
+        st.done.retain(|n, _| ready_set.contains(n));
+        let wal_dir = archive_status.parent().unwrap_or(Path::new("pg_wal"));
+        for n in ready {
+            if st.queue.len() + st.in_flight.len() + st.done.len() >= self.depth {
+                break;
+            }
+            if st.in_flight.contains(&n)
+                || st.done.contains_key(&n)
+                || st.queue.iter().any(|(q, _)| *q == n)
+            {
+                continue;
+            }
+            let p = wal_dir.join(&n);
+            st.queue.push_back((n, p));
+        }
+        drop(st);
+        self.shared.changed.notify_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for PushAhead {
+    fn drop(&mut self) {
+        self.lock().shutdown = true;
+        self.shared.changed.notify_all();
+        for h in self.workers.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+fn push(shared: &Shared, name: &str, path: &Path) -> Result<PushOutcome, Error> {
+    let data = std::fs::read(path).map_err(|source| Error::ReadFile {
+        path: path.display().to_string(),
+        source,
+    })?;
+    shared
+        .cluster
+        .push_wal(name, &data, shared.compression, shared.level)
+}
+
+fn worker(shared: &Shared) {
+    loop {
+        let (name, path) = {
+            let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(job) = st.queue.pop_front() {
+                    st.in_flight.insert(job.0.clone());
+                    break job;
+                }
+                st = shared.changed.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| push(shared, &name, &path)))
+                .map_err(|_| "push panicked".to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+        let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.in_flight.remove(&name);
+        st.done.insert(name, outcome);
+        drop(st);
+        shared.changed.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::repo::Repository;
+    use crate::storage::local::LocalStorage;
+
+    fn setup(n: usize) -> (tempfile::TempDir, tempfile::TempDir, Vec<String>) {
+        let pgdata = tempfile::tempdir().unwrap();
+        let st = pgdata.path().join("pg_wal/archive_status");
+        std::fs::create_dir_all(&st).unwrap();
+        let mut names = Vec::new();
+        for i in 1..=n {
+            let name = format!("0000000100000000{i:08X}");
+            let mut seg = vec![(i % 7) as u8; 1 << 20];
+            seg[2..4].copy_from_slice(&2u16.to_le_bytes());
+            seg[24..32].copy_from_slice(&42u64.to_le_bytes());
+            std::fs::write(pgdata.path().join("pg_wal").join(&name), seg).unwrap();
+            std::fs::write(st.join(format!("{name}.ready")), b"").unwrap();
+            names.push(name);
+        }
+        (pgdata, tempfile::tempdir().unwrap(), names)
+    }
+
+    #[test]
+    fn files_pushed_ahead_are_stored_and_reported_once() {
+        let (pgdata, repo_dir, names) = setup(8);
+        let repo = Arc::new(
+            Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap(),
+        );
+        let pa = PushAhead::start(
+            repo.cluster(42, 17, true).unwrap(),
+            Compression::Zstd,
+            1,
+            2,
+            4,
+        );
+        let st = pgdata.path().join("pg_wal/archive_status");
+        for name in &names {
+            let outcome = pa
+                .archive(name, &pgdata.path().join("pg_wal").join(name), &st)
+                .unwrap();
+            assert!(
+                matches!(outcome, PushOutcome::Stored { .. }),
+                "{name}: {outcome:?}"
+            );
+            // as PostgreSQL does once the callback returns true
+            std::fs::rename(
+                st.join(format!("{name}.ready")),
+                st.join(format!("{name}.done")),
+            )
+            .unwrap();
+        }
+        let entry = repo.cluster(42, 17, false).unwrap();
+        for name in &names {
+            assert_eq!(entry.get_wal(name).unwrap().unwrap().len(), 1 << 20);
+        }
+        assert!(pa.lock().done.is_empty() && pa.lock().queue.is_empty());
+    }
+
+    #[test]
+    fn a_failure_ahead_is_reported_by_the_archivers_own_push() {
+        let (pgdata, repo_dir, names) = setup(3);
+        let repo = Arc::new(
+            Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap(),
+        );
+        let entry = repo.cluster(42, 17, true).unwrap();
+        // A conflicting copy of the second file is already stored.
+        entry
+            .push_wal(&names[1], b"something else", Compression::None, 0)
+            .unwrap();
+        let pa = PushAhead::start(
+            repo.cluster(42, 17, true).unwrap(),
+            Compression::Zstd,
+            1,
+            2,
+            4,
+        );
+        let st = pgdata.path().join("pg_wal/archive_status");
+        pa.archive(
+            &names[0],
+            &pgdata.path().join("pg_wal").join(&names[0]),
+            &st,
+        )
+        .unwrap();
+        std::fs::rename(
+            st.join(format!("{}.ready", names[0])),
+            st.join(format!("{}.done", names[0])),
+        )
+        .unwrap();
+        let e = pa
+            .archive(
+                &names[1],
+                &pgdata.path().join("pg_wal").join(&names[1]),
+                &st,
+            )
+            .unwrap_err();
+        assert!(matches!(e, Error::WalConflict { .. }), "{e}");
+        // Asked again (PostgreSQL retries), it fails again: never a silent success.
+        assert!(pa
+            .archive(
+                &names[1],
+                &pgdata.path().join("pg_wal").join(&names[1]),
+                &st
+            )
+            .is_err());
+    }
+}

@@ -1,0 +1,320 @@
+//! S3, against a real S3-compatible server process (s3s-fs) on loopback:
+//! the storage contract, clear errors, archiving, an outage in the middle of
+//! archiving, and recovery through `pg_ark wal-get`.
+use pg_ark_core::repo::Repository;
+use pg_ark_core::storage::s3::{S3Options, S3Storage};
+use pg_ark_core::storage::{conformance, Storage};
+use pg_ark_tests::{wait_until, Cluster, ClusterOptions, S3Server};
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn options(s3: &S3Server) -> S3Options {
+    S3Options {
+        endpoint: Some(s3.endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+        access_key_id: Some(s3.access_key.clone()),
+        secret_access_key: Some(s3.secret_key.clone()),
+    }
+}
+
+fn archiving_to(s3: &S3Server, prefix: &str) -> ClusterOptions {
+    ClusterOptions::default()
+        .set("archive_mode", "on")
+        .set("archive_library", "'pg_ark'")
+        .set("ark.repository", &format!("'s3://{}/{prefix}'", s3.bucket))
+        .set("ark.s3_endpoint", &format!("'{}'", s3.endpoint()))
+        .set("ark.s3_force_path_style", "on")
+        .set("ark.s3_access_key_id", &format!("'{}'", s3.access_key))
+        .set("ark.s3_secret_access_key", &format!("'{}'", s3.secret_key))
+}
+
+fn switch_segment(c: &mut postgres::Client, i: i32) -> String {
+    c.execute(
+        "INSERT INTO t SELECT g, md5((g * $1)::text) || repeat('y', g % 90) FROM generate_series(1, 2000) g",
+        &[&i],
+    )
+    .unwrap();
+    c.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn last_archived(cluster: &Cluster) -> Option<String> {
+    cluster
+        .client()
+        .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+        .unwrap()
+        .get(0)
+}
+
+fn wait_archived(cluster: &Cluster, name: &str) {
+    wait_until(&format!("{name} archived"), WAIT, || {
+        last_archived(cluster).is_some_and(|l| l.as_str() >= name)
+    });
+}
+
+#[test]
+fn s3_storage_keeps_the_contract() {
+    let s3 = S3Server::start();
+    let storage = S3Storage::open(&s3.bucket, "conformance/run", &options(&s3)).unwrap();
+    assert_eq!(
+        storage.location(),
+        format!("s3://{}/conformance/run", s3.bucket)
+    );
+    conformance::run_all(&storage);
+    // The prefix isolates: nothing of the run is visible from another prefix.
+    let other = S3Storage::open(&s3.bucket, "elsewhere", &options(&s3)).unwrap();
+    assert!(other.list("").unwrap().is_empty());
+}
+
+#[test]
+fn s3_errors_name_the_problem() {
+    let s3 = S3Server::start();
+    // Opening probes the bucket, so each problem shows up at once, named.
+    let open_err = |bucket: &str, opts: &S3Options| {
+        S3Storage::open(bucket, "", opts)
+            .err()
+            .expect("must fail")
+            .to_string()
+    };
+    let e = open_err("no-such-bucket", &options(&s3));
+    assert_eq!(e, "s3://no-such-bucket: could not open bucket \"no-such-bucket\": NoSuchBucket: the bucket does not exist");
+
+    let mut bad = options(&s3);
+    bad.secret_access_key = Some("wrong-secret".into());
+    let e = open_err(&s3.bucket, &bad);
+    assert!(
+        e.contains("SignatureDoesNotMatch")
+            || e.contains("InvalidAccessKeyId")
+            || e.contains("AccessDenied"),
+        "{e}"
+    );
+
+    let mut down = options(&s3);
+    let port = pg_ark_tests::free_port();
+    down.endpoint = Some(format!("http://127.0.0.1:{port}"));
+    let e = open_err(&s3.bucket, &down);
+    assert!(
+        e.contains(&format!("cannot reach http://127.0.0.1:{port}")),
+        "{e}"
+    );
+}
+
+#[test]
+fn every_switched_segment_lands_in_s3_verified() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start_with(archiving_to(&s3, "prod/db1"));
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    let names: Vec<String> = (0..4).map(|i| switch_segment(&mut c, i)).collect();
+    wait_archived(&cluster, names.last().unwrap());
+
+    let storage = S3Storage::open(&s3.bucket, "prod/db1", &options(&s3)).unwrap();
+    let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
+    let entry = repo
+        .cluster(cluster.system_identifier(), cluster.install.major, false)
+        .unwrap();
+    for name in &names {
+        let data = entry
+            .get_wal(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} missing in S3"));
+        assert_eq!(
+            data,
+            std::fs::read(cluster.data.join(format!("pg_wal/{name}")))
+                .unwrap_or_else(|_| data.clone())
+        );
+        assert_eq!(data.len(), 16 * 1024 * 1024);
+    }
+    let failed: i64 = c
+        .query_one("SELECT failed_count FROM ark.archive_status()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(failed, 0);
+}
+
+#[test]
+fn an_s3_outage_delays_archiving_and_loses_nothing() {
+    let mut s3 = S3Server::start();
+    let cluster = Cluster::start_with(archiving_to(&s3, "outage"));
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    let first = switch_segment(&mut c, 1);
+    wait_archived(&cluster, &first);
+
+    s3.stop();
+    let during: Vec<String> = (2..5).map(|i| switch_segment(&mut c, i)).collect();
+    wait_until("failed attempts while S3 is down", WAIT, || {
+        let r = c
+            .query_one(
+                "SELECT failed_count, last_failure_reason FROM ark.archive_status()",
+                &[],
+            )
+            .unwrap();
+        r.get::<_, i64>(0) >= 2
+            && r.get::<_, Option<String>>(1)
+                .is_some_and(|m| m.contains("cannot reach"))
+    });
+    assert_eq!(
+        last_archived(&cluster).as_deref(),
+        Some(first.as_str()),
+        "nothing is reported archived while S3 is down"
+    );
+    for name in &during {
+        assert!(
+            cluster.data.join(format!("pg_wal/{name}")).exists(),
+            "{name} must stay in pg_wal"
+        );
+    }
+    let backlog: i64 = c
+        .query_one("SELECT backlog FROM ark.archive_status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(backlog >= 3, "backlog {backlog}");
+
+    s3.restart();
+    // The archiver retries by itself; a switch only makes it look sooner.
+    switch_segment(&mut c, 9);
+    wait_archived(&cluster, during.last().unwrap());
+    let storage = S3Storage::open(&s3.bucket, "outage", &options(&s3)).unwrap();
+    let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
+    let entry = repo
+        .cluster(cluster.system_identifier(), cluster.install.major, false)
+        .unwrap();
+    for name in std::iter::once(&first).chain(&during) {
+        assert!(
+            entry.get_wal(name).unwrap().is_some(),
+            "{name} in S3 after the outage"
+        );
+    }
+}
+
+#[test]
+fn bad_s3_settings_show_in_status_and_log() {
+    let s3 = S3Server::start();
+    let cluster = Cluster::start_with(
+        archiving_to(&s3, "x").set("ark.repository", "'s3://missing-bucket/x'"),
+    );
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    switch_segment(&mut c, 1);
+    cluster.wait_for_log("NoSuchBucket", WAIT);
+    let reason: Option<String> = c
+        .query_one("SELECT last_failure_reason FROM ark.archive_status()", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        reason
+            .as_deref()
+            .is_some_and(|r| r.contains("s3://missing-bucket/x") && r.contains("NoSuchBucket")),
+        "{reason:?}"
+    );
+
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET ark.repository = 's3://{}/x'",
+        s3.bucket
+    ))
+    .unwrap();
+    c.batch_execute("ALTER SYSTEM SET ark.s3_secret_access_key = 'not-the-secret'")
+        .unwrap();
+    c.execute("SELECT pg_reload_conf()", &[]).unwrap();
+    wait_until("a credentials failure in status", WAIT, || {
+        let r: Option<String> = c
+            .query_one("SELECT last_failure_reason FROM ark.archive_status()", &[])
+            .unwrap()
+            .get(0);
+        r.is_some_and(|r| {
+            r.contains("SignatureDoesNotMatch")
+                || r.contains("InvalidAccessKeyId")
+                || r.contains("AccessDenied")
+        })
+    });
+    // The secret is not shown to an ordinary role.
+    // Superusers and members of pg_read_all_settings (so pg_monitor) may read
+    // superuser-only settings; an ordinary role may not.
+    c.batch_execute("CREATE ROLE watcher LOGIN").unwrap();
+    let mut w = postgres::Client::connect(
+        &cluster
+            .connstr("postgres")
+            .replace("user=postgres", "user=watcher"),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let e = w
+        .query_one("SHOW ark.s3_secret_access_key", &[])
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("permission denied")
+            || e.as_db_error()
+                .unwrap()
+                .message()
+                .contains("must be superuser"),
+        "{e}"
+    );
+}
+
+#[test]
+fn recovery_fetches_wal_from_s3() {
+    let s3 = S3Server::start();
+    let mut primary = Cluster::start_with(archiving_to(&s3, "pitr"));
+    let mut c = primary.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    switch_segment(&mut c, 1);
+    let (bb_dir, backup) = primary.base_backup();
+    let last = switch_segment(&mut c, 2);
+    let expected: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
+    wait_archived(&primary, &last);
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+
+    // A wrapper script supplies the credentials through the environment, as
+    // an operator would; they never appear in restore_command.
+    let wrapper = bb_dir.path().join("wal-get.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}'\nexec {} wal-get --repo s3://{}/pitr --s3-endpoint {} --s3-path-style \"$@\"\n",
+            s3.access_key,
+            s3.secret_key,
+            primary.install.bin("pg_ark").display(),
+            s3.bucket,
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::write(backup.join("recovery.signal"), "").unwrap();
+    pg_ark_tests::give_to_test_user(&backup.join("recovery.signal"));
+    let restored = Cluster::start_from_backup(
+        bb_dir,
+        backup,
+        ClusterOptions::default()
+            .set("archive_mode", "off")
+            .set("restore_command", &format!("'{} %f %p'", wrapper.display())),
+    );
+    wait_until("recovery to end", WAIT, || {
+        postgres::Client::connect(&restored.connstr("postgres"), postgres::NoTls)
+            .ok()
+            .and_then(|mut c| c.query_one("SELECT NOT pg_is_in_recovery()", &[]).ok())
+            .is_some_and(|r| r.get::<_, bool>(0))
+    });
+    let n: i64 = restored
+        .client()
+        .query_one("SELECT count(*) FROM t", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, expected);
+}
