@@ -47,7 +47,7 @@ pub static REPOSITORY: GucSetting<Option<CString>> = GucSetting::<Option<CString
 pub static COMPRESSION: GucSetting<CompressionSetting> =
     GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
-pub static ARCHIVE_PUSH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static ARCHIVE_PUSH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
 pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_REGION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
@@ -135,7 +135,7 @@ pub fn init() {
     );
     GucRegistry::define_int_guc(
         c"ark.compression_level",
-        c"Compression level; 0 means the algorithm's default (zstd 3, gzip 6).",
+        c"Compression level; 0 means the algorithm's default (zstd 1, gzip 6).",
         c"zstd accepts 1 to 19 and gzip 1 to 9; lz4 and none ignore the level.",
         &COMPRESSION_LEVEL,
         0,
@@ -264,6 +264,6 @@ pub fn s3_options() -> pg_ark_core::storage::s3::S3Options {
 /// `ark.archive_push_workers`.
 pub fn archive_push_workers() -> usize {
     usize::try_from(ARCHIVE_PUSH_WORKERS.get())
-        .unwrap_or(2)
+        .unwrap_or(4)
         .max(1)
 }

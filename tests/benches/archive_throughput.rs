@@ -12,7 +12,9 @@
 //!
 //! Run: `make bench` (or `cargo bench -p pg_ark_tests --bench
 //! archive_throughput`), with pg_ark installed. ARK_BENCH_SEGMENTS sets the
-//! backlog (default 64, at least 60). This is a benchmark, not a test: it
+//! backlog (default 64, at least 60); ARK_BENCH_LEVEL and ARK_BENCH_WORKERS
+//! set pg_ark's compression level and push workers (default 0, meaning
+//! zstd 1, and 4: pg_ark's own defaults). This is a benchmark, not a test: it
 //! reports numbers and fails only if an archiver does not drain at all.
 use pg_ark_tests::{give_to_test_user, temp_dir, Cluster, ClusterOptions};
 use std::path::{Path, PathBuf};
@@ -66,7 +68,7 @@ fn make_backlog(segments: usize) -> (tempfile::TempDir, PathBuf, usize) {
         // Mixed content: random hex (incompressible-ish) beside repetitive text.
         c.execute(
             "INSERT INTO t SELECT g, md5(random()::text) || md5(random()::text),
-                    repeat('order shipped to warehouse ' || (g % 13), 1 + g % 5)
+                    repeat('order shipped to warehouse ' || (g % 13), (1 + g % 5)::int)
                FROM generate_series($1::bigint, $1::bigint + 19999) g",
             &[&i],
         )
@@ -162,18 +164,22 @@ fn main() {
     let mut runs = Vec::new();
 
     let repo = temp_dir("ark-bench-repo-");
-    runs.push(drain(
-        "pg_ark (zstd)",
-        &backlog,
-        base("'pg_ark'")
-            .set(
-                "ark.repository",
-                &format!("'file://{}'", repo.path().display()),
-            )
-            .set("ark.compression", "'zstd'"),
-        repo.path(),
-        n,
-    ));
+    let mut ark = base("'pg_ark'")
+        .set(
+            "ark.repository",
+            &format!("'file://{}'", repo.path().display()),
+        )
+        .set("ark.compression", "'zstd'");
+    // pg_ark's own defaults unless asked otherwise.
+    for (env, setting) in [
+        ("ARK_BENCH_LEVEL", "ark.compression_level"),
+        ("ARK_BENCH_WORKERS", "ark.archive_push_workers"),
+    ] {
+        if let Ok(v) = std::env::var(env) {
+            ark = ark.set(setting, &v);
+        }
+    }
+    runs.push(drain("pg_ark (zstd)", &backlog, ark, repo.path(), n));
     let cpdir = temp_dir("ark-bench-cp-");
     runs.push(drain(
         "archive_command cp",
