@@ -20,29 +20,6 @@ fn archiving(repo: &Path) -> ClusterOptions {
         .set("ark.repository", &format!("'file://{}'", repo.display()))
 }
 
-/// Write some WAL and switch; returns the name of the segment switched from.
-fn switch_segment(c: &mut postgres::Client, i: i32) -> String {
-    c.execute(
-        "INSERT INTO t SELECT g, md5((g * $1)::text) || repeat('x', g % 100) FROM generate_series(1, 2000) g",
-        &[&i],
-    )
-    .unwrap();
-    c.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .unwrap()
-        .get(0)
-}
-
-fn wait_archived(cluster: &Cluster, name: &str) {
-    wait_until(&format!("{name} archived"), WAIT, || {
-        let mut c = cluster.client();
-        let last: Option<String> = c
-            .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
-            .unwrap()
-            .get(0);
-        last.is_some_and(|l| l.as_str() >= name)
-    });
-}
-
 fn status(cluster: &Cluster) -> postgres::Row {
     cluster
         .client()
@@ -64,7 +41,7 @@ fn reoffer(cluster: &Cluster, c: &mut postgres::Client, name: &str, i: i32) {
         st.join(format!("{name}.ready")),
     )
     .unwrap();
-    switch_segment(c, i);
+    Cluster::write_and_switch_wal(c, i);
 }
 
 #[test]
@@ -74,8 +51,10 @@ fn every_switched_segment_lands_in_the_repository_verified() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let names: Vec<String> = (0..5).map(|i| switch_segment(&mut c, i)).collect();
-    wait_archived(&cluster, names.last().unwrap());
+    let names: Vec<String> = (0..5)
+        .map(|i| Cluster::write_and_switch_wal(&mut c, i))
+        .collect();
+    cluster.wait_archived(names.last().unwrap(), WAIT);
 
     let sysid = cluster.system_identifier();
     let repo = open_repo(repo_dir.path());
@@ -113,8 +92,8 @@ fn identical_repush_succeeds_and_conflicting_repush_is_refused() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let name = switch_segment(&mut c, 1);
-    wait_archived(&cluster, &name);
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
+    cluster.wait_archived(&name, WAIT);
 
     // The same file again: success, nothing rewritten.
     reoffer(&cluster, &mut c, &name, 2);
@@ -194,7 +173,7 @@ fn a_repository_entry_of_another_major_is_refused() {
     c.execute("SELECT pg_reload_conf()", &[]).unwrap();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    switch_segment(&mut c, 1);
+    Cluster::write_and_switch_wal(&mut c, 1);
     let expected = format!(
         "repository file://{} belongs to another cluster: it records PostgreSQL major version {other_major}, this cluster has {}",
         repo_dir.path().display(),
@@ -261,7 +240,7 @@ fn bad_settings_give_clear_messages() {
 
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let name = switch_segment(&mut c, 1);
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_for_log("Permission denied", WAIT);
     let s = status(&cluster);
     let reason: String = s.get::<_, Option<String>>("last_failure_reason").unwrap();
@@ -293,7 +272,7 @@ fn bad_settings_give_clear_messages() {
     c.batch_execute("ALTER SYSTEM SET ark.compression_level = 6")
         .unwrap();
     c.execute("SELECT pg_reload_conf()", &[]).unwrap();
-    wait_archived(&cluster, &name);
+    cluster.wait_archived(&name, WAIT);
     let repo = open_repo(good.path());
     let entry = repo
         .cluster(cluster.system_identifier(), cluster.install.major, false)
@@ -313,14 +292,36 @@ fn wal_get_serves_recovery_from_the_repository() {
     let mut c = primary.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    switch_segment(&mut c, 1);
+    Cluster::write_and_switch_wal(&mut c, 1);
     let (bb_dir, backup) = primary.base_backup();
     // Changes after the backup exist only in archived WAL.
-    let last = switch_segment(&mut c, 2);
+    let last = Cluster::write_and_switch_wal(&mut c, 2);
     let expected: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
-    wait_archived(&primary, &last);
+    primary.wait_archived(&last, WAIT);
     drop(c);
     assert!(primary.stop("fast").status.success());
+
+    // The backup history file pg_basebackup left is archived beside the
+    // segments, and reads back verified.
+    let repo = open_repo(repo_dir.path());
+    let sysid = primary.system_identifier_from_control();
+    let entry = repo.cluster(sysid, primary.install.major, false).unwrap();
+    let backup_files: Vec<String> = repo
+        .storage()
+        .list(&format!("clusters/{sysid}/wal/"))
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .rsplit('/')
+                .next()
+                .filter(|n| n.ends_with(".backup"))
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(backup_files.len(), 1, "{backup_files:?}");
+    let history = entry.get_wal(&backup_files[0]).unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&history).contains("START WAL LOCATION"));
 
     let pg_ark = primary.install.bin("pg_ark");
     let restore_command = format!(
@@ -328,21 +329,7 @@ fn wal_get_serves_recovery_from_the_repository() {
         pg_ark.display(),
         repo_dir.path().display()
     );
-    std::fs::write(backup.join("recovery.signal"), "").unwrap();
-    pg_ark_tests::give_to_test_user(&backup.join("recovery.signal"));
-    let restored = Cluster::start_from_backup(
-        bb_dir,
-        backup,
-        ClusterOptions::default()
-            .set("archive_mode", "off")
-            .set("restore_command", &format!("'{restore_command}'")),
-    );
-    wait_until("recovery to end", WAIT, || {
-        postgres::Client::connect(&restored.connstr("postgres"), postgres::NoTls)
-            .ok()
-            .and_then(|mut c| c.query_one("SELECT NOT pg_is_in_recovery()", &[]).ok())
-            .is_some_and(|r| r.get::<_, bool>(0))
-    });
+    let restored = Cluster::recover_from_backup(bb_dir, backup, &restore_command);
     let n: i64 = restored
         .client()
         .query_one("SELECT count(*) FROM t", &[])
@@ -367,8 +354,8 @@ fn wal_get_refuses_corrupt_files_loudly_and_missing_ones_quietly() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let name = switch_segment(&mut c, 1);
-    wait_archived(&cluster, &name);
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
+    cluster.wait_archived(&name, WAIT);
     let pg_ark = cluster.install.bin("pg_ark");
     let url = format!("file://{}", repo_dir.path().display());
     let out_dir = tempfile::tempdir().unwrap();

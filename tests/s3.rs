@@ -31,29 +31,12 @@ fn archiving_to(s3: &S3Server, prefix: &str) -> ClusterOptions {
         .set("ark.s3_secret_access_key", &format!("'{}'", s3.secret_key))
 }
 
-fn switch_segment(c: &mut postgres::Client, i: i32) -> String {
-    c.execute(
-        "INSERT INTO t SELECT g, md5((g * $1)::text) || repeat('y', g % 90) FROM generate_series(1, 2000) g",
-        &[&i],
-    )
-    .unwrap();
-    c.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
-        .unwrap()
-        .get(0)
-}
-
 fn last_archived(cluster: &Cluster) -> Option<String> {
     cluster
         .client()
         .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
         .unwrap()
         .get(0)
-}
-
-fn wait_archived(cluster: &Cluster, name: &str) {
-    wait_until(&format!("{name} archived"), WAIT, || {
-        last_archived(cluster).is_some_and(|l| l.as_str() >= name)
-    });
 }
 
 #[test]
@@ -110,8 +93,10 @@ fn every_switched_segment_lands_in_s3_verified() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let names: Vec<String> = (0..4).map(|i| switch_segment(&mut c, i)).collect();
-    wait_archived(&cluster, names.last().unwrap());
+    let names: Vec<String> = (0..4)
+        .map(|i| Cluster::write_and_switch_wal(&mut c, i))
+        .collect();
+    cluster.wait_archived(names.last().unwrap(), WAIT);
 
     let storage = S3Storage::open(&s3.bucket, "prod/db1", &options(&s3)).unwrap();
     let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
@@ -144,11 +129,13 @@ fn an_s3_outage_delays_archiving_and_loses_nothing() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let first = switch_segment(&mut c, 1);
-    wait_archived(&cluster, &first);
+    let first = Cluster::write_and_switch_wal(&mut c, 1);
+    cluster.wait_archived(&first, WAIT);
 
     s3.stop();
-    let during: Vec<String> = (2..5).map(|i| switch_segment(&mut c, i)).collect();
+    let during: Vec<String> = (2..5)
+        .map(|i| Cluster::write_and_switch_wal(&mut c, i))
+        .collect();
     wait_until("failed attempts while S3 is down", WAIT, || {
         let r = c
             .query_one(
@@ -179,8 +166,8 @@ fn an_s3_outage_delays_archiving_and_loses_nothing() {
 
     s3.restart();
     // The archiver retries by itself; a switch only makes it look sooner.
-    switch_segment(&mut c, 9);
-    wait_archived(&cluster, during.last().unwrap());
+    Cluster::write_and_switch_wal(&mut c, 9);
+    cluster.wait_archived(during.last().unwrap(), WAIT);
     let storage = S3Storage::open(&s3.bucket, "outage", &options(&s3)).unwrap();
     let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
     let entry = repo
@@ -203,7 +190,7 @@ fn bad_s3_settings_show_in_status_and_log() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    switch_segment(&mut c, 1);
+    Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_for_log("NoSuchBucket", WAIT);
     let reason: Option<String> = c
         .query_one("SELECT last_failure_reason FROM ark.archive_status()", &[])
@@ -268,11 +255,11 @@ fn recovery_fetches_wal_from_s3() {
     let mut primary = Cluster::start_with(archiving_to(&s3, "pitr"));
     let mut c = primary.client();
     c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
-    switch_segment(&mut c, 1);
+    Cluster::write_and_switch_wal(&mut c, 1);
     let (bb_dir, backup) = primary.base_backup();
-    let last = switch_segment(&mut c, 2);
+    let last = Cluster::write_and_switch_wal(&mut c, 2);
     let expected: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
-    wait_archived(&primary, &last);
+    primary.wait_archived(&last, WAIT);
     drop(c);
     assert!(primary.stop("fast").status.success());
 
@@ -296,21 +283,8 @@ fn recovery_fetches_wal_from_s3() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .unwrap();
-    std::fs::write(backup.join("recovery.signal"), "").unwrap();
-    pg_ark_tests::give_to_test_user(&backup.join("recovery.signal"));
-    let restored = Cluster::start_from_backup(
-        bb_dir,
-        backup,
-        ClusterOptions::default()
-            .set("archive_mode", "off")
-            .set("restore_command", &format!("'{} %f %p'", wrapper.display())),
-    );
-    wait_until("recovery to end", WAIT, || {
-        postgres::Client::connect(&restored.connstr("postgres"), postgres::NoTls)
-            .ok()
-            .and_then(|mut c| c.query_one("SELECT NOT pg_is_in_recovery()", &[]).ok())
-            .is_some_and(|r| r.get::<_, bool>(0))
-    });
+    let restored =
+        Cluster::recover_from_backup(bb_dir, backup, &format!("{} %f %p", wrapper.display()));
     let n: i64 = restored
         .client()
         .query_one("SELECT count(*) FROM t", &[])

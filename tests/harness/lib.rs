@@ -228,8 +228,6 @@ impl Cluster {
         let install = PgInstall::from_env();
         let dir = temp_dir("ark-");
         let data = dir.path().join("data");
-        let sockdir = dir.path().to_path_buf();
-        let logfile = dir.path().join("server.log");
         run_ok(
             server_command(install.bin("initdb"))
                 .args([
@@ -246,17 +244,7 @@ impl Cluster {
                 .arg(&data),
             "initdb",
         );
-        let cluster = Cluster {
-            install,
-            data,
-            sockdir,
-            port: 0,
-            logfile,
-            running: false,
-            dir,
-        };
-        cluster.write_conf(&opts);
-        cluster.start_on_free_port()
+        Cluster::configure_and_start(dir, data, &opts)
     }
 
     /// Start a cluster from a base backup of another one: `pg_basebackup`
@@ -267,21 +255,76 @@ impl Cluster {
         backup: PathBuf,
         opts: ClusterOptions,
     ) -> Cluster {
-        let install = PgInstall::from_env();
-        let sockdir = dir.path().to_path_buf();
-        let logfile = dir.path().join("server.log");
         let _ = fs::remove_file(backup.join("postmaster.pid"));
+        Cluster::configure_and_start(dir, backup, &opts)
+    }
+
+    /// Recover a cluster from `backup` (see `base_backup`) with
+    /// `restore_command`, and wait until recovery has ended and it accepts
+    /// writes.
+    pub fn recover_from_backup(
+        dir: tempfile::TempDir,
+        backup: PathBuf,
+        restore_command: &str,
+    ) -> Cluster {
+        let signal = backup.join("recovery.signal");
+        fs::write(&signal, "").expect("write recovery.signal");
+        give_to_test_user(&signal);
+        let opts = ClusterOptions::default()
+            .set("archive_mode", "off")
+            .set("restore_command", &format!("'{restore_command}'"));
+        let cluster = Cluster::start_from_backup(dir, backup, opts);
+        wait_until("recovery to end", Duration::from_secs(120), || {
+            postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls)
+                .ok()
+                .and_then(|mut c| c.query_one("SELECT NOT pg_is_in_recovery()", &[]).ok())
+                .is_some_and(|r| r.get::<_, bool>(0))
+        });
+        cluster
+    }
+
+    /// Write `postgresql.conf` for a data dir in `dir` and start it.
+    fn configure_and_start(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        opts: &ClusterOptions,
+    ) -> Cluster {
         let cluster = Cluster {
-            install,
-            data: backup,
-            sockdir,
+            install: PgInstall::from_env(),
+            data,
+            sockdir: dir.path().to_path_buf(),
             port: 0,
-            logfile,
+            logfile: dir.path().join("server.log"),
             running: false,
             dir,
         };
-        cluster.write_conf(&opts);
+        cluster.write_conf(opts);
         cluster.start_on_free_port()
+    }
+
+    /// Insert some rows into table `t (id int, v text)` and switch to a new
+    /// WAL segment; returns the name of the segment switched from.
+    pub fn write_and_switch_wal(c: &mut postgres::Client, i: i32) -> String {
+        c.execute(
+            "INSERT INTO t SELECT g, md5((g * $1)::text) || repeat('x', g % 100) FROM generate_series(1, 2000) g",
+            &[&i],
+        )
+        .expect("insert");
+        c.query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+            .expect("pg_switch_wal")
+            .get(0)
+    }
+
+    /// Wait until `pg_stat_archiver` reports `name` (or a later file) archived.
+    pub fn wait_archived(&self, name: &str, timeout: Duration) {
+        wait_until(&format!("{name} archived"), timeout, || {
+            let last: Option<String> = self
+                .client()
+                .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+                .expect("pg_stat_archiver")
+                .get(0);
+            last.is_some_and(|l| l.as_str() >= name)
+        });
     }
 
     fn start_on_free_port(mut self) -> Cluster {
@@ -448,6 +491,12 @@ impl Cluster {
             .expect("pg_control_system()")
             .get(0);
         v.parse().expect("system identifier")
+    }
+
+    /// The system identifier from `global/pg_control`, which also works
+    /// while the cluster is stopped.
+    pub fn system_identifier_from_control(&self) -> u64 {
+        pg_ark_core::pgdata::system_identifier(&self.data).expect("read pg_control")
     }
 
     /// The temp dir holding this cluster; tests may put their own files there.
