@@ -83,6 +83,35 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A local file operation other than reading (logical backups' work
+    /// directory, running a program).
+    #[error("could not {op} \"{path}\": {source}")]
+    LocalIo {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A logical backup request that cannot be run as given.
+    #[error("invalid logical backup request: {reason}")]
+    InvalidLogicalRequest { reason: String },
+
+    /// pg_dump exited with an error (or could not be read); nothing was stored.
+    #[error("pg_dump failed for database \"{database}\": {detail}")]
+    DumpFailed { database: String, detail: String },
+
+    /// The dump was cancelled; nothing was stored.
+    #[error("the dump of database \"{database}\" was cancelled")]
+    DumpCancelled { database: String },
+
+    #[error("logical backup \"{label}\" of database \"{database}\" already exists in {location}")]
+    LogicalBackupExists {
+        location: String,
+        database: String,
+        label: String,
+    },
 }
 
 impl Error {
@@ -108,6 +137,18 @@ impl Error {
             }
             Error::Info(InfoError::Damaged { .. }) => {
                 "Both copies of the metadata are damaged; restore them from a copy of the repository.".into()
+            }
+            Error::DumpFailed { .. } => {
+                "Nothing was stored. Check that the database exists and accepts local connections \
+                 of the role pg_ark dumps as, and that pg_dump is of the server's major version or newer."
+                    .into()
+            }
+            Error::DumpCancelled { .. } => "Nothing was stored.".into(),
+            Error::LogicalBackupExists { .. } => "Give each logical backup its own label.".into(),
+            Error::LocalIo { .. } => {
+                "Check that the path exists, that the PostgreSQL OS user may use it, and that the \
+                 file system has free space."
+                    .into()
             }
             Error::Storage(StorageError::Io { .. }) => {
                 "Check that the repository location exists and is writable by the PostgreSQL OS user.".into()

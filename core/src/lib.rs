@@ -6,7 +6,12 @@
 //! implementation. Everything here is tested with plain `cargo test`.
 pub mod archive_get;
 pub mod archive_push;
+pub mod cron;
 pub mod error;
+pub mod health;
+pub mod jobs;
+pub mod logical;
+pub mod notify;
 pub mod pgdata;
 pub mod repo;
 pub mod repo_url;

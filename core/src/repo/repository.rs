@@ -138,8 +138,19 @@ pub struct ClusterRepo {
 }
 
 impl ClusterRepo {
-    fn key(&self, rest: &str) -> String {
+    /// The key of `rest` inside this cluster's entry.
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("clusters/{}/{rest}", self.system_identifier)
+    }
+
+    /// The storage of the repository this entry is in.
+    pub fn storage(&self) -> &dyn Storage {
+        self.repo.storage()
+    }
+
+    /// Where the repository is, for messages.
+    pub fn location(&self) -> String {
+        self.repo.location()
     }
 
     fn check_identity(&self, recorded: &Value) -> Result<(), Error> {

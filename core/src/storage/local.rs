@@ -10,15 +10,23 @@
 //! never both "create" the same object and an existing one is never replaced.
 //! `PutMode::Overwrite` uses `rename(2)`.
 //!
+//! `put_stream` is `put` with the temporary file written as the data arrives
+//! (a chunk at a time, so memory stays bounded); `PutMode::Create` checks
+//! for an existing key before reading anything, so a doomed upload does not
+//! stream a whole body first, and `link(2)` decides at the end. A failing
+//! reader removes the temporary file and leaves nothing under the key.
+//!
 //! Temporary files start with `.ark-tmp.` and are never listed; a crash can
 //! leave one behind, which `list` ignores and a later `put` does not mind.
 use super::{validate_key, ObjectInfo, PutMode, Storage, StorageError};
 use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 const TMP_PREFIX: &str = ".ark-tmp.";
+/// `put_stream` moves data in chunks of this size: memory stays bounded.
+const STREAM_CHUNK: usize = 256 * 1024;
 
 pub struct LocalStorage {
     root: PathBuf,
@@ -47,6 +55,58 @@ impl LocalStorage {
     fn path(&self, key: &str) -> Result<PathBuf, StorageError> {
         validate_key(key)?;
         Ok(self.root.join(key))
+    }
+
+    /// Write a new object through a temporary file: `write` fills it (and
+    /// names the failed operation on error), then it is fsync'd and moved
+    /// into place as `mode` says, and the directory fsync'd. On any error the
+    /// temporary file is removed and nothing is left under `key`.
+    fn store(
+        &self,
+        key: &str,
+        mode: PutMode,
+        write: impl FnOnce(&mut File) -> Result<u64, (&'static str, std::io::Error)>,
+    ) -> Result<u64, StorageError> {
+        let path = self.path(key)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        self.create_dirs(&dir)
+            .map_err(|e| self.io("create directory for", key, e))?;
+        let tmp = tmp_name(&dir);
+        let written = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| ("write", e))
+            .and_then(|mut f| {
+                let n = write(&mut f)?;
+                f.sync_all().map_err(|e| ("write", e))?;
+                Ok(n)
+            });
+        let size = match written {
+            Ok(n) => n,
+            Err((op, e)) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(self.io(op, key, e));
+            }
+        };
+        let placed = match mode {
+            PutMode::Create => fs::hard_link(&tmp, &path).map(|()| {
+                let _ = fs::remove_file(&tmp);
+            }),
+            PutMode::Overwrite => fs::rename(&tmp, &path),
+        };
+        if let Err(e) = placed {
+            let _ = fs::remove_file(&tmp);
+            if e.kind() == ErrorKind::AlreadyExists {
+                return Err(StorageError::AlreadyExists {
+                    key: key.to_string(),
+                    location: self.location(),
+                });
+            }
+            return Err(self.io("store", key, e));
+        }
+        fsync_dir(&dir).map_err(|e| self.io("sync directory of", key, e))?;
+        Ok(size)
     }
 
     /// `mkdir -p`, fsyncing each new directory's parent so the new entry
@@ -117,37 +177,39 @@ impl Storage for LocalStorage {
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
-        let path = self.path(key)?;
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        self.create_dirs(&dir)
-            .map_err(|e| self.io("create directory for", key, e))?;
-        let tmp = tmp_name(&dir);
-        let write = || -> std::io::Result<()> {
-            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(self.io("write", key, e));
+        self.store(key, mode, |f| {
+            f.write_all(data).map_err(|e| ("write", e))?;
+            Ok(data.len() as u64)
+        })
+        .map(|_| ())
+    }
+
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        mode: PutMode,
+    ) -> Result<u64, StorageError> {
+        if mode == PutMode::Create && self.head(key)?.is_some() {
+            return Err(StorageError::AlreadyExists {
+                key: key.to_string(),
+                location: self.location(),
+            });
         }
-        let placed = match mode {
-            PutMode::Create => fs::hard_link(&tmp, &path).map(|()| {
-                let _ = fs::remove_file(&tmp);
-            }),
-            PutMode::Overwrite => fs::rename(&tmp, &path),
-        };
-        if let Err(e) = placed {
-            let _ = fs::remove_file(&tmp);
-            if e.kind() == ErrorKind::AlreadyExists {
-                return Err(StorageError::AlreadyExists {
-                    key: key.to_string(),
-                    location: self.location(),
-                });
+        self.store(key, mode, |f| {
+            let mut buf = vec![0u8; STREAM_CHUNK];
+            let mut total = 0u64;
+            loop {
+                let n = match body.read(&mut buf) {
+                    Ok(0) => return Ok(total),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(("read the data for", e)),
+                };
+                f.write_all(&buf[..n]).map_err(|e| ("write", e))?;
+                total += n as u64;
             }
-            return Err(self.io("store", key, e));
-        }
-        fsync_dir(&dir).map_err(|e| self.io("sync directory of", key, e))
+        })
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
@@ -243,6 +305,35 @@ mod tests {
             leftovers, 2,
             "only the object and the simulated crash leftover"
         );
+    }
+
+    #[test]
+    fn a_failed_put_stream_removes_its_temporary_file() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(std::io::Error::other("producer died"));
+                }
+                let n = buf.len().min(self.0);
+                buf[..n].fill(7);
+                self.0 -= n;
+                Ok(n)
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        let e = s
+            .put_stream("a/b", &mut Failing(3 * STREAM_CHUNK + 5), PutMode::Create)
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!(
+                "could not read the data for \"a/b\" in file://{}: producer died",
+                dir.path().display()
+            )),
+            "{e}"
+        );
+        assert_eq!(fs::read_dir(dir.path().join("a")).unwrap().count(), 0);
     }
 
     #[test]

@@ -21,6 +21,28 @@
 //!   - [`PutMode::Create`] never overwrites: if `key` exists the call fails
 //!     with [`StorageError::AlreadyExists`] and the stored object is untouched.
 //!     [`PutMode::Overwrite`] replaces the object atomically.
+//! - **`put_stream`**: stores the bytes `body` yields until end of file, with
+//!   the same guarantees as `put`, and returns how many bytes were stored.
+//!   - Durable and atomic exactly like `put`: the object becomes visible only
+//!     once complete. The whole body is never held in memory (local: written
+//!     to the temporary file as it arrives; S3: at most two parts of 8 MiB
+//!     or more, see `s3.rs`).
+//!   - A caller aborts by making `body.read()` fail (for example when the
+//!     process producing the data failed or was cancelled): `put_stream`
+//!     then fails with [`StorageError::Io`] carrying the reader's error, and
+//!     nothing is left under `key` (with `Overwrite`, an existing object
+//!     stays as it was), nor any temporary file or multipart upload. (Should
+//!     that cleanup fail too, the error says so and names what is left.)
+//!     `ErrorKind::Interrupted` is retried, not treated as a failure.
+//!   - [`PutMode::Create`] refuses an existing key with `AlreadyExists`
+//!     before reading anything, and checks again when the object is put in
+//!     place, so an object created by someone else while the body streamed
+//!     is never replaced: local storage by `link(2)`; S3 by a conditional
+//!     request (`If-None-Match: *`), which AWS S3 and the s3s-fs test server
+//!     honor. On an S3-compatible server that ignores it, only the check
+//!     before reading protects: two writers racing on the same new key can
+//!     then both succeed, the later one replacing the other (see `s3.rs`).
+//!     The same holds for `put`.
 //! - **`list`**: every object whose key starts with `prefix` (a plain string
 //!   prefix, so `wal/0000` matches `wal/00000001…`), at any depth, sorted by
 //!   key. A prefix that matches nothing gives an empty list. Temporary files
@@ -85,6 +107,13 @@ pub trait Storage: Send + Sync {
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError>;
+    /// Store everything `body` yields until EOF; returns the bytes stored.
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        mode: PutMode,
+    ) -> Result<u64, StorageError>;
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
     fn delete(&self, key: &str) -> Result<(), StorageError>;
 }
@@ -129,6 +158,23 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
         return bad("a key may not contain NUL or backslash");
     }
     Ok(())
+}
+
+/// Append to `buf` what `body` yields until `buf` holds `limit` bytes or
+/// `body` is at EOF; `Interrupted` reads are retried. Returns the number of
+/// bytes appended (0 only at EOF).
+pub(crate) fn read_up_to(
+    body: &mut dyn std::io::Read,
+    buf: &mut Vec<u8>,
+    limit: usize,
+) -> std::io::Result<usize> {
+    use std::io::Read;
+    let start = buf.len();
+    let want = limit.saturating_sub(start);
+    buf.reserve(want);
+    // `read_to_end` retries `Interrupted` and reads straight into `buf`.
+    body.take(want as u64).read_to_end(buf)?;
+    Ok(buf.len() - start)
 }
 
 #[cfg(test)]

@@ -11,6 +11,31 @@
 //!   `PutMode::Create` checks with HeadObject first and sends
 //!   `If-None-Match: *`, so servers with conditional writes refuse a racing
 //!   second writer with 412 (mapped to AlreadyExists) and never overwrite.
+//! - `put_stream`: the body is read in parts of [`PART_SIZE`] (8 MiB; after
+//!   every 1000 parts the size doubles, up to 256 MiB, so S3's 10,000 parts
+//!   hold about 1.4 TiB). A body of at most one part is one PutObject, as
+//!   `put`. A longer one is a multipart upload: CreateMultipartUpload with
+//!   checksum algorithm SHA-256, UploadPart with each part's SHA-256 (AWS
+//!   rejects a part that does not match it; s3s-fs 0.14 does not check part
+//!   checksums), CompleteMultipartUpload listing each part's SHA-256; an
+//!   echoed part checksum and the completed object's composite checksum
+//!   (SHA-256 of the parts' SHA-256s) are compared when the server reports
+//!   them.
+//!   Only one part uploads while the next is read, so memory stays at two
+//!   parts at most. Any error before completion (the reader's included)
+//!   aborts the upload (AbortMultipartUpload), which discards the parts: no
+//!   object and no upload remain. An abort that fails is reported in the
+//!   error; a bucket lifecycle rule `AbortIncompleteMultipartUpload` is the
+//!   backstop for uploads orphaned by a crash.
+//!   `PutMode::Create` checks with HeadObject before reading any data, and
+//!   the completing request (PutObject or CompleteMultipartUpload) carries
+//!   `If-None-Match: *`. AWS S3 (since August 2024) and s3s-fs (0.14, the
+//!   test server) honor it on both requests, so an object created by another
+//!   writer while the body streamed is never replaced: the upload is aborted
+//!   and the call fails with AlreadyExists. A server that ignores the header
+//!   leaves only the HeadObject check, so two writers racing on the same new
+//!   key could both succeed and the later one win; pg_ark's keys are
+//!   chosen so that this never happens in normal operation.
 //! - `list`: ListObjectsV2, all pages; S3 returns keys in binary order.
 //! - `delete`: DeleteObject, which S3 already treats as idempotent.
 //!
@@ -20,13 +45,22 @@
 //! backend's own thread), and every request runs as a task on those workers;
 //! the caller's thread only waits. The runtime is created when the storage is
 //! opened, i.e. lazily in the process that uses it, never in the postmaster.
-use super::{validate_key, ObjectInfo, PutMode, Storage, StorageError};
+use super::{read_up_to, validate_key, ObjectInfo, PutMode, Storage, StorageError};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
 use aws_sdk_s3::Client;
 use base64::Engine;
+use sha2::{Digest, Sha256};
 use std::future::Future;
+use std::io::Read;
 use std::time::Duration;
+
+/// `put_stream` sends a body of up to this many bytes as one PutObject, and
+/// a longer one as a multipart upload whose parts start at this size.
+pub const PART_SIZE: usize = 8 * 1024 * 1024;
+/// S3's limit on the parts of one upload.
+const MAX_PARTS: i32 = 10_000;
 
 /// Where and how to reach S3. Unset credentials mean the standard AWS chain
 /// (environment, profile, web identity/IRSA, container and instance roles).
@@ -189,6 +223,348 @@ impl S3Storage {
     }
 }
 
+impl S3Storage {
+    fn already_exists(&self, key: &str) -> StorageError {
+        StorageError::AlreadyExists {
+            key: key.into(),
+            location: self.location(),
+        }
+    }
+
+    /// `PutMode::Create`'s early check: fail before sending any data.
+    fn refuse_existing(&self, key: &str) -> Result<(), StorageError> {
+        match self.head(key)? {
+            Some(_) => Err(self.already_exists(key)),
+            None => Ok(()),
+        }
+    }
+
+    fn read_failed(&self, key: &str, source: std::io::Error) -> StorageError {
+        StorageError::Io {
+            op: "read the data for",
+            key: key.into(),
+            location: self.location(),
+            source,
+        }
+    }
+
+    /// One PutObject of `data`, with its SHA-256 for the server to verify.
+    fn put_object(
+        &self,
+        key: &str,
+        full: String,
+        data: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<(), StorageError> {
+        let sha = b64(&crate::repo::envelope::sha256(&data));
+        let (client, bucket, sha_c) = (self.client.clone(), self.bucket.clone(), sha.clone());
+        let r = self.run(async move {
+            let len = data.len() as i64;
+            let mut req = client
+                .put_object()
+                .bucket(bucket)
+                .key(full)
+                .checksum_sha256(sha_c)
+                .content_length(len)
+                .body(ByteStream::from(data));
+            if mode == PutMode::Create {
+                req = req.if_none_match("*");
+            }
+            req.send().await
+        })?;
+        match r {
+            Ok(out) => match out.checksum_sha256() {
+                Some(echo) if echo != sha => Err(self.backend(format!(
+                    "could not store \"{key}\": the server acknowledged SHA-256 {echo}, expected {sha}"
+                ))),
+                _ => Ok(()),
+            },
+            Err(e) if status_of(&e) == Some(412) => Err(self.already_exists(key)),
+            Err(e) => Err(self.describe("store", key, &e)),
+        }
+    }
+
+    /// A body longer than one part: a multipart upload, aborted on any error
+    /// before completion so that neither an object nor parts stay behind.
+    fn put_multipart(
+        &self,
+        key: &str,
+        full: String,
+        first: Vec<u8>,
+        body: &mut dyn Read,
+        mode: PutMode,
+    ) -> Result<u64, StorageError> {
+        let (client, bucket, full_c) = (self.client.clone(), self.bucket.clone(), full.clone());
+        let created = self.run(async move {
+            client
+                .create_multipart_upload()
+                .bucket(bucket)
+                .key(full_c)
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
+                .send()
+                .await
+        })?;
+        let upload_id = match created {
+            Ok(out) => match out.upload_id() {
+                Some(id) => id.to_string(),
+                None => {
+                    return Err(self.backend(format!(
+                        "could not store \"{key}\": the server started a multipart upload without an upload ID"
+                    )))
+                }
+            },
+            Err(e) => return Err(self.describe("start a multipart upload of", key, &e)),
+        };
+        let upload = Upload {
+            key,
+            full: &full,
+            upload_id: &upload_id,
+        };
+        match self.upload_and_complete(&upload, first, body, mode) {
+            Ok(n) => Ok(n),
+            Err(Failed::BeforeCompletion(e)) => Err(self.abort(&upload, e)),
+            Err(Failed::Stored(e)) => {
+                // The server completed an object we cannot vouch for.
+                let _ = self.delete(key);
+                Err(e)
+            }
+        }
+    }
+
+    fn upload_and_complete(
+        &self,
+        up: &Upload<'_>,
+        first: Vec<u8>,
+        body: &mut dyn Read,
+        mode: PutMode,
+    ) -> Result<u64, Failed> {
+        let mut parts: Vec<CompletedPart> = Vec::new();
+        let mut part_shas: Vec<u8> = Vec::new();
+        let mut whole = Sha256::new();
+        let mut total = 0u64;
+        let mut carry = first;
+        let mut number: i32 = 1;
+        let mut in_flight: Option<PartTask> = None;
+        let result = loop {
+            let size = part_size(number);
+            let mut buf = std::mem::take(&mut carry);
+            if buf.len() > size {
+                carry = buf.split_off(size);
+            } else if let Err(e) = read_up_to(body, &mut buf, size) {
+                break Err(self.read_failed(up.key, e));
+            }
+            // One part uploads while the next one is read: at most two
+            // parts are in memory.
+            if let Some(task) = in_flight.take() {
+                match self.finish_part(up, task) {
+                    Ok(p) => parts.push(p),
+                    Err(e) => break Err(e),
+                }
+            }
+            if buf.is_empty() {
+                break Ok(());
+            }
+            if number > MAX_PARTS {
+                break Err(self.backend(format!(
+                    "could not store \"{}\": the object is larger than S3's {MAX_PARTS} parts allow",
+                    up.key
+                )));
+            }
+            let sha = crate::repo::envelope::sha256(&buf);
+            part_shas.extend_from_slice(&sha);
+            whole.update(&buf);
+            total += buf.len() as u64;
+            in_flight = Some(self.start_part(up, number, buf, b64(&sha)));
+            number += 1;
+        };
+        if let Err(e) = result {
+            if let Some(task) = in_flight.take() {
+                // Let it end before the abort, so no part outlives the upload.
+                let _ = self.runtime.block_on(task.handle);
+            }
+            return Err(Failed::BeforeCompletion(e));
+        }
+
+        let (client, bucket, full, id) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            up.full.to_string(),
+            up.upload_id.to_string(),
+        );
+        let count = parts.len();
+        let done = self
+            .run(async move {
+                let mut req = client
+                    .complete_multipart_upload()
+                    .bucket(bucket)
+                    .key(full)
+                    .upload_id(id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    );
+                if mode == PutMode::Create {
+                    req = req.if_none_match("*");
+                }
+                req.send().await
+            })
+            .map_err(Failed::BeforeCompletion)?;
+        match done {
+            Ok(out) => {
+                // For SHA-256 multipart uploads S3 reports a composite
+                // checksum: the SHA-256 of the parts' SHA-256s, "-<parts>".
+                let composite = b64(&crate::repo::envelope::sha256(&part_shas));
+                let whole = b64(&whole.finalize());
+                match out.checksum_sha256() {
+                    Some(echo) => {
+                        let base = echo.split_once('-').map_or(echo, |(b, _)| b);
+                        if base == composite || base == whole {
+                            Ok(total)
+                        } else {
+                            Err(Failed::Stored(self.backend(format!(
+                                "could not store \"{}\": the server acknowledged SHA-256 {echo}, expected {composite}-{count}",
+                                up.key
+                            ))))
+                        }
+                    }
+                    None => Ok(total),
+                }
+            }
+            Err(e) if status_of(&e) == Some(412) => {
+                Err(Failed::BeforeCompletion(self.already_exists(up.key)))
+            }
+            Err(e) => Err(Failed::BeforeCompletion(self.describe(
+                "complete the multipart upload of",
+                up.key,
+                &e,
+            ))),
+        }
+    }
+
+    fn start_part(&self, up: &Upload<'_>, number: i32, data: Vec<u8>, sha: String) -> PartTask {
+        let (client, bucket, full, id, sha_c) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            up.full.to_string(),
+            up.upload_id.to_string(),
+            sha.clone(),
+        );
+        let handle = self.runtime.spawn(async move {
+            let len = data.len() as i64;
+            client
+                .upload_part()
+                .bucket(bucket)
+                .key(full)
+                .upload_id(id)
+                .part_number(number)
+                .checksum_sha256(sha_c)
+                .content_length(len)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+        });
+        PartTask {
+            number,
+            sha,
+            handle,
+        }
+    }
+
+    fn finish_part(&self, up: &Upload<'_>, task: PartTask) -> Result<CompletedPart, StorageError> {
+        let what = format!("upload part {} of", task.number);
+        let out = self
+            .runtime
+            .block_on(task.handle)
+            .map_err(|e| self.backend(format!("I/O task failed: {e}")))?
+            .map_err(|e| self.describe(&what, up.key, &e))?;
+        if let Some(echo) = out.checksum_sha256() {
+            if echo != task.sha {
+                return Err(self.backend(format!(
+                    "could not {what} \"{}\": the server acknowledged SHA-256 {echo}, expected {}",
+                    up.key, task.sha
+                )));
+            }
+        }
+        Ok(CompletedPart::builder()
+            .part_number(task.number)
+            .set_e_tag(out.e_tag().map(str::to_string))
+            .checksum_sha256(task.sha)
+            .build())
+    }
+
+    /// Abort the upload after `err`. An abort that fails too is reported
+    /// with it: the parts then stay until a lifecycle rule removes them.
+    fn abort(&self, up: &Upload<'_>, err: StorageError) -> StorageError {
+        let (client, bucket, full, id) = (
+            self.client.clone(),
+            self.bucket.clone(),
+            up.full.to_string(),
+            up.upload_id.to_string(),
+        );
+        let aborted = self.run(async move {
+            client
+                .abort_multipart_upload()
+                .bucket(bucket)
+                .key(full)
+                .upload_id(id)
+                .send()
+                .await
+        });
+        let problem = match aborted {
+            Ok(Ok(_)) => return err,
+            Ok(Err(e)) if is_not_found(&e) => return err,
+            Ok(Err(e)) => self
+                .describe("abort the multipart upload of", up.key, &e)
+                .to_string(),
+            Err(e) => e.to_string(),
+        };
+        self.backend(format!(
+            "{err}; the incomplete multipart upload {} could not be aborted either ({problem}); \
+             a bucket lifecycle rule with AbortIncompleteMultipartUpload removes such uploads",
+            up.upload_id
+        ))
+    }
+}
+
+/// A multipart upload in progress.
+struct Upload<'a> {
+    key: &'a str,
+    full: &'a str,
+    upload_id: &'a str,
+}
+
+type UploadPartResult = Result<
+    aws_sdk_s3::operation::upload_part::UploadPartOutput,
+    SdkError<aws_sdk_s3::operation::upload_part::UploadPartError, Response>,
+>;
+
+/// An UploadPart running on the workers.
+struct PartTask {
+    number: i32,
+    sha: String,
+    handle: tokio::task::JoinHandle<UploadPartResult>,
+}
+
+/// How a multipart upload failed: before the object existed (abort the
+/// upload) or after the server completed it (remove the object).
+enum Failed {
+    BeforeCompletion(StorageError),
+    Stored(StorageError),
+}
+
+/// The size of part `number` (1-based): [`PART_SIZE`] for the first 1000
+/// parts, then doubling every 1000 parts up to 256 MiB, so that S3's 10,000
+/// parts still hold about 1.4 TiB while most bodies use small parts.
+fn part_size(number: i32) -> usize {
+    let doublings = ((number.max(1) - 1) / 1000).min(5) as u32;
+    PART_SIZE << doublings
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// Run `fut` as a task on the runtime's workers and wait for it here.
 fn block_on_workers<T: Send + 'static>(
     rt: &tokio::runtime::Runtime,
@@ -233,7 +609,7 @@ impl Storage for S3Storage {
                     .collect()
                     .await
                     .map(|b| b.into_bytes().to_vec())
-                    .map_err(|e| Err(e.to_string())),
+                    .map_err(|e| Err(DisplayErrorContext(&e).to_string())),
                 Err(e) => Err(Ok(e)),
             }
         })?;
@@ -263,45 +639,31 @@ impl Storage for S3Storage {
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
         let full = self.full_key(key)?;
-        if mode == PutMode::Create && self.head(key)?.is_some() {
-            return Err(StorageError::AlreadyExists {
-                key: key.into(),
-                location: self.location(),
-            });
+        if mode == PutMode::Create {
+            self.refuse_existing(key)?;
         }
-        let sha =
-            base64::engine::general_purpose::STANDARD.encode(crate::repo::envelope::sha256(data));
-        let (client, bucket, body, sha_c) = (
-            self.client.clone(),
-            self.bucket.clone(),
-            data.to_vec(),
-            sha.clone(),
-        );
-        let r = self.run(async move {
-            let mut req = client
-                .put_object()
-                .bucket(bucket)
-                .key(full)
-                .checksum_sha256(sha_c)
-                .content_length(body.len() as i64)
-                .body(ByteStream::from(body));
-            if mode == PutMode::Create {
-                req = req.if_none_match("*");
-            }
-            req.send().await
-        })?;
-        match r {
-            Ok(out) => match out.checksum_sha256() {
-                Some(echo) if echo != sha => Err(self.backend(format!(
-                    "could not store \"{key}\": the server acknowledged SHA-256 {echo}, expected {sha}"
-                ))),
-                _ => Ok(()),
-            },
-            Err(e) if status_of(&e) == Some(412) => {
-                Err(StorageError::AlreadyExists { key: key.into(), location: self.location() })
-            }
-            Err(e) => Err(self.describe("store", key, &e)),
+        self.put_object(key, full, data.to_vec(), mode)
+    }
+
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn Read,
+        mode: PutMode,
+    ) -> Result<u64, StorageError> {
+        let full = self.full_key(key)?;
+        if mode == PutMode::Create {
+            self.refuse_existing(key)?;
         }
+        // One byte more than a part tells a one-part body from a longer one.
+        let mut first = Vec::new();
+        read_up_to(body, &mut first, PART_SIZE + 1).map_err(|e| self.read_failed(key, e))?;
+        if first.len() <= PART_SIZE {
+            let n = first.len() as u64;
+            self.put_object(key, full, first, mode)?;
+            return Ok(n);
+        }
+        self.put_multipart(key, full, first, body, mode)
     }
 
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {

@@ -1,0 +1,1641 @@
+//! Cron schedules for pg_ark's scheduler: parsing crontab expressions and
+//! finding the next time a schedule is due, in a named IANA time zone.
+//!
+//! # Syntax
+//!
+//! Five fields, separated by white space, as in crontab(5):
+//!
+//! | field        | values                                   |
+//! |--------------|------------------------------------------|
+//! | minute       | 0-59                                     |
+//! | hour         | 0-23                                     |
+//! | day-of-month | 1-31                                     |
+//! | month        | 1-12 or JAN-DEC                          |
+//! | day-of-week  | 0-7 or SUN-SAT (0 and 7 are both Sunday) |
+//!
+//! Each field is a comma-separated list of items; an item is `*`, a value
+//! `a`, or a range `a-b`, optionally followed by a step `/n` (`*/15`,
+//! `0-30/10`; `a/n` means `a-MAX/n`, as in cronie). Names are case-insensitive
+//! and may appear wherever a number may, also in ranges (`MON-FRI`); as the
+//! upper end of a day-of-week range `SUN` means 7, so `FRI-SUN` is Friday to
+//! Sunday. A reversed range (`5-2`) and a step that leaves only the first
+//! value (`*/60` in the minute field) are rejected rather than silently
+//! accepted. The macros `@hourly`, `@daily` (= `@midnight`), `@weekly`,
+//! `@monthly` and `@yearly` (= `@annually`) stand for `0 * * * *`,
+//! `0 0 * * *`, `0 0 * * 0`, `0 0 1 * *` and `0 0 1 1 *`. `@reboot`, a seconds
+//! field and a year field (6 or 7 fields) are refused: schedules have minute
+//! resolution and run at times of day.
+//!
+//! Every field is validated here, so an error names the field and the exact
+//! value at fault (`minute field "75" is out of range 0-59`). An expression
+//! that can never match (`0 0 30 2 *`) is refused at parse time, so the
+//! scheduler never holds a schedule without a next run.
+//!
+//! # Day-of-month and day-of-week (the Vixie cron rule)
+//!
+//! As in Vixie cron, cronie and POSIX: when both day fields are restricted, a
+//! day matches if EITHER matches (`0 0 1,15 * 1` runs on the 1st, the 15th and
+//! every Monday). When either field is unrestricted, both must match (which
+//! reduces to the other field). Exactly like Vixie cron, a field counts as
+//! unrestricted when its text starts with `*`, so `*/2` is unrestricted:
+//! `0 0 */2 * 1` runs on Mondays that fall on odd days of the month.
+//!
+//! # Time zone and daylight saving time
+//!
+//! Expressions are matched against the local wall-clock time of a named IANA
+//! zone (`ark.cron_timezone`, default `UTC`; see [`parse_timezone`]). Each
+//! matching local time L runs at one instant:
+//!
+//! * L exists once: at that instant.
+//! * L falls in a spring-forward gap (02:30 on the day clocks jump from 02:00
+//!   to 03:00): at the first instant after the gap, i.e. 03:00 new time, like
+//!   Vixie cron's handling of skipped fixed-time jobs. Several matching times
+//!   in one gap (`*/15 * * * *` at 02:00, 02:15, ...) therefore collapse with
+//!   each other and with 03:00 itself into ONE run at 03:00.
+//! * L occurs twice (fall-back overlap, 02:30 on the day clocks go from 03:00
+//!   back to 02:00): only at its first occurrence. This holds for every local
+//!   time, so a schedule that matches every minute or hour has no runs during
+//!   the repeated hour's second pass (e.g. `0 * * * *` in Europe/Berlin runs at
+//!   02:00 CEST and next at 03:00 CET).
+//!
+//! Mapping local times to instants this way is monotonic, so "the next run"
+//! is well defined: [`CronSchedule::next_after`] returns the earliest such
+//! instant strictly after the given one.
+//!
+//! # Catch-up
+//!
+//! The scheduler stores each schedule's `next_run` (UTC). [`due`] says what to
+//! do when it wakes at `now`: if `next_run <= now`, enqueue ONE run (due at
+//! the stored `next_run`) and move `next_run` to the first occurrence strictly
+//! after `now` — not after the old `next_run` — so a server that was down
+//! across several periods runs the schedule once, not once per missed
+//! period. A new schedule, or one whose expression or time zone changed,
+//! starts with `next_run = next_after(now)`.
+//!
+//! # Why not the `cron` crate
+//!
+//! The evaluator (bit sets and a day-by-day search) is written here instead
+//! of using the `cron` crate: that crate uses a seconds field (and an optional
+//! year field), intersects day-of-month and day-of-week instead of following
+//! the Vixie OR rule, and its treatment of nonexistent and repeated local
+//! times is its own, not the rules above. All three would have needed working
+//! around, and its error messages do not say which field is wrong. Evaluating
+//! ourselves makes the DST rules explicit (chrono-tz reports gaps and overlaps
+//! directly) and keeps the search provably bounded: it looks at most 400 years
+//! ahead, one cheap date check per day, and returns `None` instead of looping.
+use chrono::{
+    DateTime, Datelike, Days, LocalResult, NaiveDate, NaiveDateTime, Offset, TimeZone, Utc,
+};
+use chrono_tz::{GapInfo, Tz};
+use std::fmt;
+use std::str::FromStr;
+use thiserror::Error;
+
+/// Days searched ahead of the start: 400 Gregorian years, the period after
+/// which the calendar (weekdays included) repeats. Any satisfiable expression
+/// matches within it.
+const SEARCH_DAYS: u32 = 146_097 + 3;
+
+/// Days looked back from the local date of `after`: a local time may map to
+/// an instant after `after` even though it reads earlier on the wall clock
+/// (a fall-back transition; the largest, Pacific/Apia in 1892, repeated a whole
+/// day).
+const LOOKBEHIND_DAYS: u64 = 2;
+
+const MONTH_NAMES: [&str; 12] = [
+    "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+];
+const WEEKDAY_NAMES: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+
+/// One of the five fields of a crontab expression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CronField {
+    Minute,
+    Hour,
+    DayOfMonth,
+    Month,
+    DayOfWeek,
+}
+
+impl CronField {
+    const ALL: [CronField; 5] = [
+        CronField::Minute,
+        CronField::Hour,
+        CronField::DayOfMonth,
+        CronField::Month,
+        CronField::DayOfWeek,
+    ];
+
+    /// The name used in messages (`day-of-month`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CronField::Minute => "minute",
+            CronField::Hour => "hour",
+            CronField::DayOfMonth => "day-of-month",
+            CronField::Month => "month",
+            CronField::DayOfWeek => "day-of-week",
+        }
+    }
+
+    /// Smallest value allowed.
+    pub fn min(self) -> u32 {
+        match self {
+            CronField::DayOfMonth | CronField::Month => 1,
+            _ => 0,
+        }
+    }
+
+    /// Largest value allowed (7 for day-of-week: 7 is Sunday too).
+    pub fn max(self) -> u32 {
+        match self {
+            CronField::Minute => 59,
+            CronField::Hour => 23,
+            CronField::DayOfMonth => 31,
+            CronField::Month => 12,
+            CronField::DayOfWeek => 7,
+        }
+    }
+
+    /// What a value of this field may be, for messages.
+    fn expected_value(self) -> &'static str {
+        match self {
+            CronField::Month => "a number or a month name (JAN-DEC)",
+            CronField::DayOfWeek => "a number or a weekday name (SUN-SAT)",
+            _ => "a number",
+        }
+    }
+}
+
+impl fmt::Display for CronField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The part of a field an error is about: the whole field, or one value or
+/// list item inside it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldPart {
+    pub field: CronField,
+    /// The offending text (a value, a range or a list item).
+    pub item: String,
+    /// The whole field as written.
+    pub text: String,
+}
+
+impl fmt::Display for FieldPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.item == self.text {
+            write!(f, "{} field {:?}", self.field, self.text)
+        } else {
+            write!(f, "{:?} in {} field {:?}", self.item, self.field, self.text)
+        }
+    }
+}
+
+/// Why a cron expression or a time zone name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum CronError {
+    #[error("cron expression is empty; expected 5 fields (minute hour day-of-month month day-of-week) or a macro such as @daily")]
+    Empty,
+
+    #[error("cron expression {expr:?} has {count} fields; expected 5 (minute hour day-of-month month day-of-week) or a macro such as @daily")]
+    FieldCount { expr: String, count: usize },
+
+    /// 6 or 7 fields: a seconds field and maybe a year field, which we refuse.
+    #[error("cron expression {expr:?} has {count} fields; expected 5 (minute hour day-of-month month day-of-week) or a macro such as @daily: pg_ark does not accept a seconds or year field")]
+    SecondsOrYearField { expr: String, count: usize },
+
+    #[error("cron macro \"@reboot\" is not supported: pg_ark schedules run at times of day, not at server start")]
+    Reboot,
+
+    #[error("unknown cron macro {name:?}; expected @hourly, @daily, @midnight, @weekly, @monthly, @yearly or @annually")]
+    UnknownMacro { name: String },
+
+    #[error(
+        "cron macro {name:?} must stand alone, but cron expression {expr:?} has more after it"
+    )]
+    MacroWithFields { expr: String, name: String },
+
+    #[error("{field} field {text:?} has an empty list item")]
+    EmptyItem { field: CronField, text: String },
+
+    #[error(
+        "{at} is malformed: expected a value, a range a-b or *, optionally followed by a step /n"
+    )]
+    Malformed { at: FieldPart },
+
+    #[error("{at} is not {}", .at.field.expected_value())]
+    NotAValue { at: FieldPart },
+
+    #[error("{at} is out of range {min}-{max}")]
+    OutOfRange { at: FieldPart, min: u32, max: u32 },
+
+    #[error("{at} is a reversed range: {low} is greater than {high}")]
+    ReversedRange { at: FieldPart, low: u32, high: u32 },
+
+    #[error("{at} has step 0; a step must be at least 1")]
+    ZeroStep { at: FieldPart },
+
+    #[error("{at} has a step larger than its range {low}-{high}, so it would match only {low}")]
+    StepTooLarge { at: FieldPart, low: u32, high: u32 },
+
+    /// Day-of-month and month (which must both match) never coincide.
+    #[error("cron expression {expr:?} never matches: no month in month field {months:?} has a day in day-of-month field {days:?}")]
+    NeverMatches {
+        expr: String,
+        days: String,
+        months: String,
+    },
+
+    #[error("time zone name is empty")]
+    EmptyTimeZone,
+
+    #[error("unknown time zone {name:?}")]
+    UnknownTimeZone { name: String },
+}
+
+impl CronError {
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            CronError::Empty | CronError::FieldCount { .. } => {
+                "Examples: \"0 3 * * *\" (daily at 03:00), \"*/15 * * * *\" (every 15 minutes), \
+                 \"30 2 * * SUN\" (Sundays at 02:30), @daily."
+                    .into()
+            }
+            CronError::SecondsOrYearField { .. } => {
+                "Schedules have minute resolution: remove the leading seconds field (and a trailing \
+                 year field, if any)."
+                    .into()
+            }
+            CronError::Reboot => {
+                "Use a time-based schedule such as @daily; the scheduler catches up once after \
+                 downtime."
+                    .into()
+            }
+            CronError::NotAValue { at } if at.item.contains(['?', 'L', 'W', 'l', 'w', '#']) => {
+                "Only standard crontab syntax is accepted; the extensions ?, L, W and # are not \
+                 supported."
+                    .into()
+            }
+            CronError::OutOfRange { at, .. } if at.field == CronField::DayOfWeek => {
+                "Days of the week are 0-7, where 0 and 7 are both Sunday, or SUN-SAT.".into()
+            }
+            CronError::ReversedRange { at, low, high } => {
+                let (min, max) = (at.field.min(), at.field.max());
+                format!("A range cannot wrap around; write it as two ranges: \"{low}-{max},{min}-{high}\".")
+            }
+            CronError::StepTooLarge { low, .. } => {
+                format!("Write \"{low}\" if that is what you mean, or use a smaller step.")
+            }
+            CronError::NeverMatches { .. } => {
+                "February has at most 29 days; April, June, September and November have 30.".into()
+            }
+            CronError::EmptyTimeZone | CronError::UnknownTimeZone { .. } => {
+                "Use an IANA time zone name such as UTC, Europe/Berlin or America/New_York; for a \
+                 fixed offset use Etc/GMT-2 (meaning UTC+2: the sign is inverted)."
+                    .into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// How the day-of-month and day-of-week fields combine (the Vixie rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DayRule {
+    /// One of the fields starts with `*`: both must match.
+    Both,
+    /// Both fields are restricted: either may match.
+    Either,
+}
+
+/// A parsed cron expression.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronSchedule {
+    expression: String,
+    /// Bit n set: minute n matches.
+    minutes: u64,
+    /// Bit n set: hour n matches.
+    hours: u64,
+    /// Bit n set: day n (1-31) of the month matches.
+    days_of_month: u64,
+    /// Bit n set: month n (1-12) matches.
+    months: u64,
+    /// Bit n set: weekday n (0 = Sunday .. 6) matches.
+    days_of_week: u64,
+    day_rule: DayRule,
+}
+
+/// What [`due`] decided: one run to enqueue, and the schedule's new `next_run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueRun {
+    /// When the run was due: the stored `next_run`.
+    pub due_at: DateTime<Utc>,
+    /// The first occurrence strictly after `now`; `None` only if there is
+    /// none within the search bound (not for an expression that parsed, short
+    /// of the end of chrono's calendar).
+    pub next_run: Option<DateTime<Utc>>,
+}
+
+impl CronSchedule {
+    /// Parse a 5-field crontab expression or a macro such as `@daily`.
+    pub fn parse(expr: &str) -> Result<CronSchedule, CronError> {
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let normalized = fields.join(" ");
+        match fields.as_slice() {
+            [] => Err(CronError::Empty),
+            [first, ..] if first.starts_with('@') => parse_macro(first, &normalized, fields.len()),
+            [minute, hour, dom, month, dow] => {
+                Self::from_fields([*minute, *hour, *dom, *month, *dow], normalized)
+            }
+            _ if fields.len() == 6 || fields.len() == 7 => Err(CronError::SecondsOrYearField {
+                expr: normalized,
+                count: fields.len(),
+            }),
+            _ => Err(CronError::FieldCount {
+                expr: normalized,
+                count: fields.len(),
+            }),
+        }
+    }
+
+    /// The expression as written, with white space normalized to single
+    /// spaces and a macro in lowercase.
+    pub fn expression(&self) -> &str {
+        &self.expression
+    }
+
+    /// The first time this schedule runs strictly after `after`, evaluated in
+    /// `tz` with the DST rules of the module documentation. `None` only if
+    /// there is no run within 400 years or before the end of chrono's calendar.
+    pub fn next_after(&self, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let offset = tz.offset_from_utc_datetime(&after.naive_utc()).fix();
+        let local_date = after.naive_utc().checked_add_offset(offset)?.date();
+        let mut date = local_date
+            .checked_sub_days(Days::new(LOOKBEHIND_DAYS))
+            .unwrap_or(local_date);
+        for _ in 0..SEARCH_DAYS {
+            if self.day_matches(date) {
+                if let Some(run) = self.first_run_on(date, after, tz) {
+                    return Some(run);
+                }
+            }
+            date = date.succ_opt()?;
+        }
+        None
+    }
+
+    /// [`CronSchedule::next_after`] on Unix epoch seconds.
+    pub fn next_after_epoch(&self, after_epoch_secs: i64, tz: Tz) -> Option<i64> {
+        let after = DateTime::from_timestamp(after_epoch_secs, 0)?;
+        self.next_after(after, tz).map(|t| t.timestamp())
+    }
+
+    fn from_fields(texts: [&str; 5], expression: String) -> Result<CronSchedule, CronError> {
+        let [_, _, dom, month, dow] = texts;
+        let mut masks = [0u64; 5];
+        for ((mask, field), text) in masks.iter_mut().zip(CronField::ALL).zip(texts) {
+            *mask = parse_field(field, text)?;
+        }
+        let [minutes, hours, days_of_month, months, dow_mask] = masks;
+        // Day-of-week 7 is Sunday, as 0 is.
+        let days_of_week = (dow_mask | (dow_mask >> 7)) & 0x7f;
+        let day_rule = if dom.starts_with('*') || dow.starts_with('*') {
+            DayRule::Both
+        } else {
+            DayRule::Either
+        };
+        let schedule = CronSchedule {
+            expression,
+            minutes,
+            hours,
+            days_of_month,
+            months,
+            days_of_week,
+            day_rule,
+        };
+        if day_rule == DayRule::Both && !schedule.some_month_has_a_day() {
+            return Err(CronError::NeverMatches {
+                expr: schedule.expression,
+                days: dom.to_string(),
+                months: month.to_string(),
+            });
+        }
+        Ok(schedule)
+    }
+
+    /// Whether some allowed month has some allowed day of the month (February
+    /// counted with 29 days). With both day fields required to match this
+    /// decides whether the expression ever matches: every valid date falls on
+    /// every weekday within 400 years.
+    fn some_month_has_a_day(&self) -> bool {
+        (1..=12u32)
+            .filter(|m| has_bit(self.months, *m))
+            .any(|m| (1..=max_days_in_month(m)).any(|d| has_bit(self.days_of_month, d)))
+    }
+
+    /// Whether the schedule runs on this (local) date at all.
+    fn day_matches(&self, date: NaiveDate) -> bool {
+        if !has_bit(self.months, date.month()) {
+            return false;
+        }
+        let dom = has_bit(self.days_of_month, date.day());
+        let dow = has_bit(self.days_of_week, date.weekday().num_days_from_sunday());
+        match self.day_rule {
+            DayRule::Both => dom && dow,
+            DayRule::Either => dom || dow,
+        }
+    }
+
+    /// The first run on local `date` strictly after `after`, if any. Since
+    /// run instants grow with local time, a whole day (or hour) whose last
+    /// candidate is not after `after` is skipped with one conversion.
+    fn first_run_on(&self, date: NaiveDate, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
+        let last_hour = highest_bit(self.hours)?;
+        let last_minute = highest_bit(self.minutes)?;
+        if run_instant(date, last_hour, last_minute, tz).is_some_and(|t| t <= after) {
+            return None;
+        }
+        for hour in bits(self.hours) {
+            if run_instant(date, hour, last_minute, tz).is_some_and(|t| t <= after) {
+                continue;
+            }
+            for minute in bits(self.minutes) {
+                if let Some(t) = run_instant(date, hour, minute, tz).filter(|t| *t > after) {
+                    return Some(t);
+                }
+            }
+        }
+        None
+    }
+}
+
+impl FromStr for CronSchedule {
+    type Err = CronError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CronSchedule::parse(s)
+    }
+}
+
+impl fmt::Display for CronSchedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expression)
+    }
+}
+
+/// The scheduler's catch-up decision. If `next_run <= now`, ONE run is due
+/// (at `next_run`) and the new `next_run` is the first occurrence strictly
+/// after `now`, however many periods were missed; otherwise `None`.
+pub fn due(
+    schedule: &CronSchedule,
+    next_run: DateTime<Utc>,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> Option<DueRun> {
+    if next_run > now {
+        return None;
+    }
+    Some(DueRun {
+        due_at: next_run,
+        next_run: schedule.next_after(now, tz),
+    })
+}
+
+/// [`due`] on Unix epoch seconds: `Some((due_at, new_next_run))`.
+pub fn due_epoch(
+    schedule: &CronSchedule,
+    next_run_epoch: i64,
+    now_epoch: i64,
+    tz: Tz,
+) -> Option<(i64, Option<i64>)> {
+    if next_run_epoch > now_epoch {
+        return None;
+    }
+    Some((next_run_epoch, schedule.next_after_epoch(now_epoch, tz)))
+}
+
+/// Parse an IANA time zone name (`UTC`, `Europe/Berlin`), ignoring case and
+/// surrounding white space as PostgreSQL does for its `timezone` setting.
+pub fn parse_timezone(name: &str) -> Result<Tz, CronError> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err(CronError::EmptyTimeZone);
+    }
+    if let Ok(tz) = name.parse::<Tz>() {
+        return Ok(tz);
+    }
+    chrono_tz::TZ_VARIANTS
+        .iter()
+        .copied()
+        .find(|tz| tz.name().eq_ignore_ascii_case(name))
+        .ok_or_else(|| CronError::UnknownTimeZone {
+            name: name.to_string(),
+        })
+}
+
+fn parse_macro(
+    name: &str,
+    normalized: &str,
+    field_count: usize,
+) -> Result<CronSchedule, CronError> {
+    let lower = name.to_ascii_lowercase();
+    let fields: [&str; 5] = match lower.as_str() {
+        "@hourly" => ["0", "*", "*", "*", "*"],
+        "@daily" | "@midnight" => ["0", "0", "*", "*", "*"],
+        "@weekly" => ["0", "0", "*", "*", "0"],
+        "@monthly" => ["0", "0", "1", "*", "*"],
+        "@yearly" | "@annually" => ["0", "0", "1", "1", "*"],
+        "@reboot" => return Err(CronError::Reboot),
+        _ => {
+            return Err(CronError::UnknownMacro {
+                name: name.to_string(),
+            })
+        }
+    };
+    if field_count > 1 {
+        return Err(CronError::MacroWithFields {
+            expr: normalized.to_string(),
+            name: lower,
+        });
+    }
+    CronSchedule::from_fields(fields, lower)
+}
+
+/// Parse one field into a bit mask of its values (day-of-week: bits 0-7).
+fn parse_field(field: CronField, text: &str) -> Result<u64, CronError> {
+    let mut mask = 0u64;
+    for item in text.split(',') {
+        if item.is_empty() {
+            return Err(CronError::EmptyItem {
+                field,
+                text: text.to_string(),
+            });
+        }
+        mask |= parse_item(field, text, item)?;
+    }
+    Ok(mask)
+}
+
+/// Parse one list item: `*`, `a`, `a-b`, each optionally with `/n`.
+fn parse_item(field: CronField, text: &str, item: &str) -> Result<u64, CronError> {
+    let at = |part: &str| FieldPart {
+        field,
+        item: part.to_string(),
+        text: text.to_string(),
+    };
+    let malformed = || CronError::Malformed { at: at(item) };
+    let (base, step) = match item.split_once('/') {
+        Some((base, step)) => (base, Some(step)),
+        None => (item, None),
+    };
+    let step = match step {
+        None => None,
+        Some(s) if s.is_empty() || s.contains('/') => return Err(malformed()),
+        // Too many digits for a u32 is too large a step all the same.
+        Some(s) if is_number(s) => Some(s.parse::<u32>().unwrap_or(u32::MAX)),
+        Some(s) => return Err(CronError::NotAValue { at: at(s) }),
+    };
+    let (low, high) = if base == "*" {
+        (field.min(), field.max())
+    } else {
+        match base.split_once('-') {
+            Some((a, b)) if a.is_empty() || b.is_empty() || b.contains('-') => {
+                return Err(malformed())
+            }
+            Some((a, b)) => {
+                let low = parse_value(field, a, &at)?;
+                let mut high = parse_value(field, b, &at)?;
+                // `FRI-SUN`: as the upper end of a range, SUN is 7.
+                if field == CronField::DayOfWeek && high == 0 && low > 0 && !is_number(b) {
+                    high = 7;
+                }
+                if low > high {
+                    return Err(CronError::ReversedRange {
+                        at: at(item),
+                        low,
+                        high,
+                    });
+                }
+                (low, high)
+            }
+            None if base.is_empty() => return Err(malformed()),
+            None => {
+                let value = parse_value(field, base, &at)?;
+                // `a/n` means `a-MAX/n`; a plain value is just itself.
+                (value, if step.is_some() { field.max() } else { value })
+            }
+        }
+    };
+    let step = match step {
+        None => 1,
+        Some(0) => return Err(CronError::ZeroStep { at: at(item) }),
+        Some(n) if n > high - low => {
+            return Err(CronError::StepTooLarge {
+                at: at(item),
+                low,
+                high,
+            })
+        }
+        Some(n) => n,
+    };
+    Ok((low..=high)
+        .step_by(step as usize)
+        .fold(0u64, |mask, v| mask | (1u64 << v)))
+}
+
+/// Parse a value: a number, or for month and day-of-week a 3-letter name.
+fn parse_value(
+    field: CronField,
+    token: &str,
+    at: &dyn Fn(&str) -> FieldPart,
+) -> Result<u32, CronError> {
+    let value = if is_number(token) {
+        // Too many digits for a u32 is out of range all the same.
+        token.parse().unwrap_or(u32::MAX)
+    } else {
+        name_value(field, token).ok_or_else(|| CronError::NotAValue { at: at(token) })?
+    };
+    if value < field.min() || value > field.max() {
+        return Err(CronError::OutOfRange {
+            at: at(token),
+            min: field.min(),
+            max: field.max(),
+        });
+    }
+    Ok(value)
+}
+
+/// Whether `token` is a run of ASCII digits (no sign, no white space).
+fn is_number(token: &str) -> bool {
+    !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The value of a month (1-12) or weekday (0-6) name, case-insensitively.
+fn name_value(field: CronField, token: &str) -> Option<u32> {
+    let (names, first): (&[&str], u32) = match field {
+        CronField::Month => (&MONTH_NAMES, 1),
+        CronField::DayOfWeek => (&WEEKDAY_NAMES, 0),
+        _ => return None,
+    };
+    let index = names.iter().position(|n| n.eq_ignore_ascii_case(token))?;
+    u32::try_from(index).ok().map(|i| i + first)
+}
+
+/// The instant at which local `date hour:minute` in `tz` runs: its only
+/// instant, the first of two (fall-back), or the end of the gap it falls in
+/// (spring-forward). `None` if it cannot be represented.
+fn run_instant(date: NaiveDate, hour: u32, minute: u32, tz: Tz) -> Option<DateTime<Utc>> {
+    let local = date.and_hms_opt(hour, minute, 0)?;
+    resolve_local(local, tz)
+}
+
+fn resolve_local(local: NaiveDateTime, tz: Tz) -> Option<DateTime<Utc>> {
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
+        LocalResult::Ambiguous(a, b) => Some(a.with_timezone(&Utc).min(b.with_timezone(&Utc))),
+        LocalResult::None => GapInfo::new(&local, &tz)?
+            .end
+            .map(|t| t.with_timezone(&Utc)),
+    }
+}
+
+/// Days in `month`, February counted as 29.
+fn max_days_in_month(month: u32) -> u32 {
+    match month {
+        2 => 29,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn has_bit(mask: u64, n: u32) -> bool {
+    n < 64 && mask & (1u64 << n) != 0
+}
+
+fn highest_bit(mask: u64) -> Option<u32> {
+    (mask != 0).then(|| 63 - mask.leading_zeros())
+}
+
+/// The set bits of `mask`, lowest first.
+fn bits(mask: u64) -> impl Iterator<Item = u32> {
+    (0..64u32).filter(move |n| has_bit(mask, *n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveTime, Timelike, Weekday};
+    use chrono_tz::America::New_York;
+    use chrono_tz::Europe::Berlin;
+
+    fn utc(text: &str) -> DateTime<Utc> {
+        text.parse().expect("a UTC time")
+    }
+
+    fn sched(expr: &str) -> CronSchedule {
+        CronSchedule::parse(expr).expect("a valid expression")
+    }
+
+    fn err(expr: &str) -> CronError {
+        CronSchedule::parse(expr).expect_err("an invalid expression")
+    }
+
+    fn msg(expr: &str) -> String {
+        err(expr).to_string()
+    }
+
+    fn values(mask: u64) -> Vec<u32> {
+        bits(mask).collect()
+    }
+
+    /// The next `n` runs after `after`, as UTC `YYYY-MM-DDTHH:MMZ`.
+    fn runs(expr: &str, tz: Tz, after: &str, n: usize) -> Vec<String> {
+        let schedule = sched(expr);
+        let mut t = utc(after);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            t = schedule.next_after(t, tz).expect("a next run");
+            out.push(t.format("%Y-%m-%dT%H:%MZ").to_string());
+        }
+        out
+    }
+
+    /// The next `n` runs after `after`, as local `YYYY-MM-DD HH:MM ABBR`.
+    fn local_runs(expr: &str, tz: Tz, after: &str, n: usize) -> Vec<String> {
+        let schedule = sched(expr);
+        let mut t = utc(after);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            t = schedule.next_after(t, tz).expect("a next run");
+            out.push(t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string());
+        }
+        out
+    }
+
+    fn same_evaluation(a: &CronSchedule, b: &CronSchedule) -> bool {
+        (
+            a.minutes,
+            a.hours,
+            a.days_of_month,
+            a.months,
+            a.days_of_week,
+            a.day_rule,
+        ) == (
+            b.minutes,
+            b.hours,
+            b.days_of_month,
+            b.months,
+            b.days_of_week,
+            b.day_rule,
+        )
+    }
+
+    // ---- parsing -------------------------------------------------------
+
+    #[test]
+    fn parses_stars() {
+        let s = sched("* * * * *");
+        assert_eq!(values(s.minutes), (0..=59).collect::<Vec<_>>());
+        assert_eq!(values(s.hours), (0..=23).collect::<Vec<_>>());
+        assert_eq!(values(s.days_of_month), (1..=31).collect::<Vec<_>>());
+        assert_eq!(values(s.months), (1..=12).collect::<Vec<_>>());
+        assert_eq!(values(s.days_of_week), (0..=6).collect::<Vec<_>>());
+        assert_eq!(s.day_rule, DayRule::Both);
+    }
+
+    #[test]
+    fn parses_values_lists_ranges_and_steps() {
+        let s = sched("5,10-12,40-50/5 */6 1,15,31 */3 1/2");
+        assert_eq!(values(s.minutes), [5, 10, 11, 12, 40, 45, 50]);
+        assert_eq!(values(s.hours), [0, 6, 12, 18]);
+        assert_eq!(values(s.days_of_month), [1, 15, 31]);
+        assert_eq!(values(s.months), [1, 4, 7, 10]);
+        // 1/2 is 1-7/2 = 1,3,5,7 and 7 is Sunday.
+        assert_eq!(values(s.days_of_week), [0, 1, 3, 5]);
+        assert_eq!(s.day_rule, DayRule::Either);
+
+        let s = sched("*/20 9-17/4 * * *");
+        assert_eq!(values(s.minutes), [0, 20, 40]);
+        assert_eq!(values(s.hours), [9, 13, 17]);
+        assert_eq!(values(sched("5/20 * * * *").minutes), [5, 25, 45]);
+        assert_eq!(values(sched("0-59/1 * * * *").minutes).len(), 60);
+        assert_eq!(values(sched("59 23 31 12 *").minutes), [59]);
+    }
+
+    #[test]
+    fn parses_month_names_case_insensitively() {
+        assert_eq!(values(sched("0 0 1 jan,Mar,DEC *").months), [1, 3, 12]);
+        assert_eq!(values(sched("0 0 1 JAN-MAR *").months), [1, 2, 3]);
+        assert_eq!(values(sched("0 0 1 feb-4 *").months), [2, 3, 4]);
+        assert_eq!(values(sched("0 0 1 Jun/3 *").months), [6, 9, 12]);
+    }
+
+    #[test]
+    fn parses_weekdays_and_sunday_as_0_or_7() {
+        assert_eq!(
+            values(sched("0 0 * * MON-FRI").days_of_week),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(values(sched("0 0 * * sun").days_of_week), [0]);
+        assert_eq!(values(sched("0 0 * * 7").days_of_week), [0]);
+        assert_eq!(values(sched("0 0 * * 0,7").days_of_week), [0]);
+        assert_eq!(values(sched("0 0 * * 5-7").days_of_week), [0, 5, 6]);
+        assert_eq!(values(sched("0 0 * * FRI-SUN").days_of_week), [0, 5, 6]);
+        assert_eq!(values(sched("0 0 * * sat,Sun").days_of_week), [0, 6]);
+        assert_eq!(
+            values(sched("0 0 * * SUN-SAT").days_of_week),
+            [0, 1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(values(sched("0 0 * * */2").days_of_week), [0, 2, 4, 6]);
+        assert_eq!(values(sched("0 0 * * */7").days_of_week), [0]);
+    }
+
+    #[test]
+    fn normalizes_the_expression_text() {
+        let s = sched("  0   3 * *\tMON ");
+        assert_eq!(s.expression(), "0 3 * * MON");
+        assert_eq!(s.to_string(), "0 3 * * MON");
+        let parsed: CronSchedule = "0 3 * * MON".parse().expect("valid");
+        assert_eq!(parsed, s);
+        assert_eq!(sched(" @DAILY ").expression(), "@daily");
+    }
+
+    #[test]
+    fn macros_equal_their_expansions() {
+        for (mac, expansion) in [
+            ("@hourly", "0 * * * *"),
+            ("@daily", "0 0 * * *"),
+            ("@midnight", "0 0 * * *"),
+            ("@weekly", "0 0 * * 0"),
+            ("@monthly", "0 0 1 * *"),
+            ("@yearly", "0 0 1 1 *"),
+            ("@annually", "0 0 1 1 *"),
+            ("@Weekly", "0 0 * * 0"),
+        ] {
+            let m = sched(mac);
+            assert!(same_evaluation(&m, &sched(expansion)), "{mac}");
+            assert_eq!(m.expression(), mac.to_ascii_lowercase());
+        }
+        assert_eq!(
+            runs("@weekly", Tz::UTC, "2024-05-01T00:00:00Z", 2),
+            ["2024-05-05T00:00Z", "2024-05-12T00:00Z"]
+        );
+    }
+
+    // ---- errors --------------------------------------------------------
+
+    const FIELDS: &str =
+        "expected 5 (minute hour day-of-month month day-of-week) or a macro such as @daily";
+
+    #[test]
+    fn field_count_errors() {
+        let expected = "cron expression is empty; expected 5 fields (minute hour day-of-month \
+                        month day-of-week) or a macro such as @daily";
+        assert_eq!(msg(""), expected);
+        assert_eq!(err(" \t "), CronError::Empty);
+        assert_eq!(
+            msg("* * *"),
+            format!("cron expression \"* * *\" has 3 fields; {FIELDS}")
+        );
+        assert_eq!(
+            msg("0 0 1 1"),
+            format!("cron expression \"0 0 1 1\" has 4 fields; {FIELDS}")
+        );
+        assert_eq!(
+            msg("* * * * * * * *"),
+            format!("cron expression \"* * * * * * * *\" has 8 fields; {FIELDS}")
+        );
+        assert_eq!(
+            msg("0 0 3 * * *"),
+            format!(
+                "cron expression \"0 0 3 * * *\" has 6 fields; {FIELDS}: pg_ark does not \
+                 accept a seconds or year field"
+            )
+        );
+        assert_eq!(
+            err("0 0 3 * * * 2030"),
+            CronError::SecondsOrYearField {
+                expr: "0 0 3 * * * 2030".into(),
+                count: 7
+            }
+        );
+        assert!(err("0 0 3 * * *")
+            .hint()
+            .is_some_and(|h| h.contains("seconds")));
+        assert!(err("* * *").hint().is_some());
+    }
+
+    #[test]
+    fn macro_errors() {
+        let reboot = "cron macro \"@reboot\" is not supported: pg_ark schedules run at times \
+                      of day, not at server start";
+        assert_eq!(msg("@reboot"), reboot);
+        assert_eq!(msg("@REBOOT"), reboot);
+        assert!(err("@reboot").hint().is_some());
+        assert_eq!(
+            msg("@often"),
+            "unknown cron macro \"@often\"; expected @hourly, @daily, @midnight, @weekly, \
+             @monthly, @yearly or @annually"
+        );
+        assert_eq!(
+            msg("@daily  0"),
+            "cron macro \"@daily\" must stand alone, but cron expression \"@daily 0\" has more after it"
+        );
+    }
+
+    #[test]
+    fn out_of_range_errors() {
+        assert_eq!(
+            msg("75 * * * *"),
+            "minute field \"75\" is out of range 0-59"
+        );
+        assert_eq!(
+            msg("0-75 * * * *"),
+            "\"75\" in minute field \"0-75\" is out of range 0-59"
+        );
+        assert_eq!(msg("* 24 * * *"), "hour field \"24\" is out of range 0-23");
+        assert_eq!(
+            msg("* * 0 * *"),
+            "day-of-month field \"0\" is out of range 1-31"
+        );
+        assert_eq!(
+            msg("* * 1,32 * *"),
+            "\"32\" in day-of-month field \"1,32\" is out of range 1-31"
+        );
+        assert_eq!(msg("* * * 13 *"), "month field \"13\" is out of range 1-12");
+        assert_eq!(
+            msg("* * * 0-3 *"),
+            "\"0\" in month field \"0-3\" is out of range 1-12"
+        );
+        assert_eq!(
+            msg("* * * * 8"),
+            "day-of-week field \"8\" is out of range 0-7"
+        );
+        assert_eq!(
+            msg("99999999999 * * * *"),
+            "minute field \"99999999999\" is out of range 0-59"
+        );
+        assert!(err("* * * * 8")
+            .hint()
+            .is_some_and(|h| h.contains("Sunday")));
+        assert_eq!(err("75 * * * *").hint(), None);
+        assert_eq!(
+            err("* * * * 1-9"),
+            CronError::OutOfRange {
+                at: FieldPart {
+                    field: CronField::DayOfWeek,
+                    item: "9".into(),
+                    text: "1-9".into()
+                },
+                min: 0,
+                max: 7
+            }
+        );
+    }
+
+    #[test]
+    fn not_a_value_errors() {
+        assert_eq!(msg("x * * * *"), "minute field \"x\" is not a number");
+        assert_eq!(
+            msg("* * JAN * *"),
+            "day-of-month field \"JAN\" is not a number"
+        );
+        assert_eq!(
+            msg("* * * FOO *"),
+            "month field \"FOO\" is not a number or a month name (JAN-DEC)"
+        );
+        assert_eq!(
+            msg("* * * * MONDAY"),
+            "day-of-week field \"MONDAY\" is not a number or a weekday name (SUN-SAT)"
+        );
+        assert_eq!(
+            msg("* * * * MON-FRIDAY"),
+            "\"FRIDAY\" in day-of-week field \"MON-FRIDAY\" is not a number or a weekday name (SUN-SAT)"
+        );
+        assert_eq!(
+            msg("*/x * * * *"),
+            "\"x\" in minute field \"*/x\" is not a number"
+        );
+        assert_eq!(
+            msg("5-* * * * *"),
+            "\"*\" in minute field \"5-*\" is not a number"
+        );
+        assert_eq!(msg("+5 * * * *"), "minute field \"+5\" is not a number");
+        for quartz in [
+            "0 0 L * *",
+            "0 0 ? * 1",
+            "0 0 * * MON#2",
+            "0 0 15W * *",
+            "0 0 * * 5L",
+        ] {
+            let hint = err(quartz).hint().unwrap_or_default();
+            assert!(hint.contains("?, L, W and #"), "{quartz}: {hint}");
+        }
+        assert_eq!(err("x * * * *").hint(), None);
+    }
+
+    #[test]
+    fn list_and_shape_errors() {
+        assert_eq!(
+            msg("1,,2 * * * *"),
+            "minute field \"1,,2\" has an empty list item"
+        );
+        assert_eq!(
+            msg("* 1, * * *"),
+            "hour field \"1,\" has an empty list item"
+        );
+        assert_eq!(
+            msg("* * * ,1 *"),
+            "month field \",1\" has an empty list item"
+        );
+        let shape =
+            "is malformed: expected a value, a range a-b or *, optionally followed by a step /n";
+        assert_eq!(msg("1- * * * *"), format!("minute field \"1-\" {shape}"));
+        assert_eq!(msg("-1 * * * *"), format!("minute field \"-1\" {shape}"));
+        assert_eq!(msg("*/ * * * *"), format!("minute field \"*/\" {shape}"));
+        assert_eq!(msg("/5 * * * *"), format!("minute field \"/5\" {shape}"));
+        assert_eq!(
+            msg("1-2-3 * * * *"),
+            format!("minute field \"1-2-3\" {shape}")
+        );
+        assert_eq!(
+            msg("0,*/2/3 * * * *"),
+            format!("\"*/2/3\" in minute field \"0,*/2/3\" {shape}")
+        );
+    }
+
+    #[test]
+    fn range_and_step_errors() {
+        assert_eq!(
+            msg("5-2 * * * *"),
+            "minute field \"5-2\" is a reversed range: 5 is greater than 2"
+        );
+        assert_eq!(
+            err("* 22-2 * * *").hint().as_deref(),
+            Some("A range cannot wrap around; write it as two ranges: \"22-23,0-2\".")
+        );
+        assert_eq!(
+            msg("* * * * FRI-MON"),
+            "day-of-week field \"FRI-MON\" is a reversed range: 5 is greater than 1"
+        );
+        assert_eq!(
+            msg("*/0 * * * *"),
+            "minute field \"*/0\" has step 0; a step must be at least 1"
+        );
+        assert_eq!(
+            msg("*/60 * * * *"),
+            "minute field \"*/60\" has a step larger than its range 0-59, so it would match only 0"
+        );
+        assert_eq!(
+            msg("* 1,2-4/2,20-22/5 * * *"),
+            "\"20-22/5\" in hour field \"1,2-4/2,20-22/5\" has a step larger than its range 20-22, \
+             so it would match only 20"
+        );
+        assert_eq!(
+            msg("*/99999999999 * * * *"),
+            "minute field \"*/99999999999\" has a step larger than its range 0-59, so it would match only 0"
+        );
+        assert_eq!(
+            msg("* * * */12 *"),
+            "month field \"*/12\" has a step larger than its range 1-12, so it would match only 1"
+        );
+        assert!(err("*/60 * * * *")
+            .hint()
+            .is_some_and(|h| h.contains("\"0\"")));
+    }
+
+    #[test]
+    fn impossible_dates_are_refused() {
+        assert_eq!(
+            msg("0 0 30 2 *"),
+            "cron expression \"0 0 30 2 *\" never matches: no month in month field \"2\" has a \
+             day in day-of-month field \"30\""
+        );
+        assert!(matches!(
+            err("0 0 31 APR,JUN,SEP,NOV *"),
+            CronError::NeverMatches { .. }
+        ));
+        // Day-of-week starting with `*` makes both fields required.
+        assert!(matches!(
+            err("0 0 31 2 */2"),
+            CronError::NeverMatches { .. }
+        ));
+        assert!(err("0 0 30 2 *").hint().is_some());
+        // Possible: some month has the day, or the Vixie OR rule applies.
+        for ok in [
+            "0 0 31 1-2 *",
+            "0 0 29 2 *",
+            "0 0 30 2 1",
+            "0 0 30-31 2,4 *",
+        ] {
+            assert!(CronSchedule::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            runs("0 0 30 2 1", Tz::UTC, "2024-01-31T00:00:00Z", 2),
+            ["2024-02-05T00:00Z", "2024-02-12T00:00Z"]
+        );
+    }
+
+    // ---- the Vixie day rule --------------------------------------------
+
+    #[test]
+    fn restricted_day_fields_match_either() {
+        // 2024-01-01 is a Monday.
+        assert_eq!(
+            runs("0 0 1,15 * 1", Tz::UTC, "2024-01-01T00:00:00Z", 9),
+            [
+                "2024-01-08T00:00Z",
+                "2024-01-15T00:00Z",
+                "2024-01-22T00:00Z",
+                "2024-01-29T00:00Z",
+                "2024-02-01T00:00Z",
+                "2024-02-05T00:00Z",
+                "2024-02-12T00:00Z",
+                "2024-02-15T00:00Z",
+                "2024-02-19T00:00Z",
+            ]
+        );
+        assert_eq!(
+            runs("0 0 13 * FRI", Tz::UTC, "2024-01-01T00:00:00Z", 4),
+            [
+                "2024-01-05T00:00Z",
+                "2024-01-12T00:00Z",
+                "2024-01-13T00:00Z",
+                "2024-01-19T00:00Z"
+            ]
+        );
+        // A restricted field covering every day still takes part in the OR.
+        assert_eq!(
+            runs("0 0 1-31 * 1", Tz::UTC, "2024-01-01T00:00:00Z", 2),
+            ["2024-01-02T00:00Z", "2024-01-03T00:00Z"]
+        );
+    }
+
+    #[test]
+    fn a_star_prefixed_day_field_makes_both_required() {
+        assert_eq!(sched("0 0 */2 * 1").day_rule, DayRule::Both);
+        // Mondays that are odd days of the month.
+        assert_eq!(
+            runs("0 0 */2 * 1", Tz::UTC, "2024-01-01T00:00:00Z", 4),
+            [
+                "2024-01-15T00:00Z",
+                "2024-01-29T00:00Z",
+                "2024-02-05T00:00Z",
+                "2024-02-19T00:00Z"
+            ]
+        );
+        assert_eq!(
+            runs("0 0 * * 1", Tz::UTC, "2024-01-01T00:00:00Z", 2),
+            ["2024-01-08T00:00Z", "2024-01-15T00:00Z"]
+        );
+        assert_eq!(
+            runs("0 0 15 * *", Tz::UTC, "2024-01-01T00:00:00Z", 2),
+            ["2024-01-15T00:00Z", "2024-02-15T00:00Z"]
+        );
+        // 15th of the month AND Monday (day-of-week */1 starts with `*`).
+        assert_eq!(
+            runs("0 0 15 * */1", Tz::UTC, "2024-01-01T00:00:00Z", 1),
+            ["2024-01-15T00:00Z"]
+        );
+    }
+
+    // ---- next_after ----------------------------------------------------
+
+    #[test]
+    fn next_after_is_strictly_after() {
+        let hourly = sched("0 * * * *");
+        let next = |t: &str| hourly.next_after(utc(t), Tz::UTC);
+        assert_eq!(
+            next("2024-05-05T10:00:00Z"),
+            Some(utc("2024-05-05T11:00:00Z"))
+        );
+        assert_eq!(
+            next("2024-05-05T10:00:30Z"),
+            Some(utc("2024-05-05T11:00:00Z"))
+        );
+        assert_eq!(
+            next("2024-05-05T09:59:59Z"),
+            Some(utc("2024-05-05T10:00:00Z"))
+        );
+        assert_eq!(
+            runs("* * * * *", Tz::UTC, "2024-05-05T10:00:00Z", 2),
+            ["2024-05-05T10:01Z", "2024-05-05T10:02Z"]
+        );
+    }
+
+    #[test]
+    fn next_after_crosses_month_and_year_ends() {
+        assert_eq!(
+            runs("0 0 31 * *", Tz::UTC, "2024-01-31T00:00:00Z", 4),
+            [
+                "2024-03-31T00:00Z",
+                "2024-05-31T00:00Z",
+                "2024-07-31T00:00Z",
+                "2024-08-31T00:00Z"
+            ]
+        );
+        assert_eq!(
+            runs("59 23 31 12 *", Tz::UTC, "2024-12-31T23:59:00Z", 1),
+            ["2025-12-31T23:59Z"]
+        );
+        assert_eq!(
+            runs("@yearly", Tz::UTC, "2024-12-31T23:59:59Z", 2),
+            ["2025-01-01T00:00Z", "2026-01-01T00:00Z"]
+        );
+        assert_eq!(
+            runs("@monthly", Tz::UTC, "2024-12-15T00:00:00Z", 2),
+            ["2025-01-01T00:00Z", "2025-02-01T00:00Z"]
+        );
+        assert_eq!(
+            runs("*/15 9-17 * * MON-FRI", Tz::UTC, "2024-05-03T17:50:00Z", 2),
+            ["2024-05-06T09:00Z", "2024-05-06T09:15Z"]
+        );
+    }
+
+    #[test]
+    fn next_after_handles_leap_years() {
+        assert_eq!(
+            runs("0 0 29 2 *", Tz::UTC, "2023-03-01T00:00:00Z", 2),
+            ["2024-02-29T00:00Z", "2028-02-29T00:00Z"]
+        );
+        // 2100 is not a leap year.
+        assert_eq!(
+            runs("0 0 29 2 *", Tz::UTC, "2096-02-29T00:00:00Z", 1),
+            ["2104-02-29T00:00Z"]
+        );
+        // February 29th that is also a Sunday: rare, found all the same.
+        let next = sched("0 0 29 2 */7")
+            .next_after(utc("2024-03-01T00:00:00Z"), Tz::UTC)
+            .expect("a run");
+        assert_eq!(next, utc("2032-02-29T00:00:00Z"));
+        assert_eq!(next.weekday(), Weekday::Sun);
+    }
+
+    #[test]
+    fn next_after_in_utc_and_other_zones() {
+        assert_eq!(
+            runs("0 3 * * *", Tz::UTC, "2024-06-01T03:00:00Z", 2),
+            ["2024-06-02T03:00Z", "2024-06-03T03:00Z"]
+        );
+        // 03:00 in Berlin in summer is 01:00 UTC; in New York 07:00 UTC.
+        assert_eq!(
+            runs("0 3 * * *", Berlin, "2024-06-01T12:00:00Z", 1),
+            ["2024-06-02T01:00Z"]
+        );
+        assert_eq!(
+            runs("0 3 * * *", New_York, "2024-06-01T12:00:00Z", 1),
+            ["2024-06-02T07:00Z"]
+        );
+        // Day-of-week is that of the local date: Monday 00:30 in Tokyo is Sunday in UTC.
+        assert_eq!(
+            runs(
+                "30 0 * * MON",
+                chrono_tz::Asia::Tokyo,
+                "2024-06-01T00:00:00Z",
+                1
+            ),
+            ["2024-06-02T15:30Z"]
+        );
+    }
+
+    #[test]
+    fn next_after_never_panics_at_the_edges() {
+        for tz in [
+            Tz::UTC,
+            Berlin,
+            chrono_tz::Pacific::Kiritimati,
+            chrono_tz::Etc::GMTPlus12,
+        ] {
+            for expr in ["* * * * *", "0 0 29 2 *", "@yearly"] {
+                let s = sched(expr);
+                assert_eq!(s.next_after(DateTime::<Utc>::MAX_UTC, tz), None);
+                let _ = s.next_after(DateTime::<Utc>::MIN_UTC, tz);
+                assert_eq!(s.next_after_epoch(i64::MAX, tz), None);
+                assert_eq!(s.next_after_epoch(i64::MIN, tz), None);
+            }
+        }
+    }
+
+    #[test]
+    fn epoch_convenience() {
+        let s = sched("0 * * * *");
+        // 2024-01-01T00:00:00Z = 1704067200.
+        assert_eq!(
+            s.next_after_epoch(1_704_067_200, Tz::UTC),
+            Some(1_704_070_800)
+        );
+        assert_eq!(
+            s.next_after_epoch(1_704_067_199, Tz::UTC),
+            Some(1_704_067_200)
+        );
+    }
+
+    // ---- catch-up ------------------------------------------------------
+
+    #[test]
+    fn due_runs_once_after_downtime() {
+        let hourly = sched("@hourly");
+        let run = due(
+            &hourly,
+            utc("2024-01-01T00:00:00Z"),
+            utc("2024-01-01T05:30:00Z"),
+            Tz::UTC,
+        );
+        assert_eq!(
+            run,
+            Some(DueRun {
+                due_at: utc("2024-01-01T00:00:00Z"),
+                next_run: Some(utc("2024-01-01T06:00:00Z")),
+            })
+        );
+        let daily = sched("0 3 * * *");
+        let run = due(
+            &daily,
+            utc("2024-01-01T03:00:00Z"),
+            utc("2024-01-04T12:00:00Z"),
+            Tz::UTC,
+        )
+        .expect("due");
+        assert_eq!(run.next_run, Some(utc("2024-01-05T03:00:00Z")));
+    }
+
+    #[test]
+    fn due_on_time_and_not_yet() {
+        let hourly = sched("@hourly");
+        let t = utc("2024-01-01T05:00:00Z");
+        assert_eq!(
+            due(&hourly, t, t, Tz::UTC),
+            Some(DueRun {
+                due_at: t,
+                next_run: Some(utc("2024-01-01T06:00:00Z")),
+            })
+        );
+        assert_eq!(due(&hourly, t, utc("2024-01-01T04:59:59Z"), Tz::UTC), None);
+    }
+
+    #[test]
+    fn simulated_scheduler_runs_once_per_period_and_once_after_an_outage() {
+        let schedule = sched("*/15 * * * *");
+        let start = utc("2024-01-01T00:00:00Z");
+        let mut next_run = schedule.next_after(start, Tz::UTC).expect("next");
+        let mut runs = Vec::new();
+        // Wake every minute for a day, except during an outage 06:10-11:20.
+        for minute in 1..=24 * 60 {
+            let now = start + chrono::TimeDelta::minutes(minute);
+            let down = (6 * 60 + 10..11 * 60 + 20).contains(&minute);
+            if down {
+                continue;
+            }
+            if let Some(run) = due(&schedule, next_run, now, Tz::UTC) {
+                runs.push(run.due_at);
+                next_run = run.next_run.expect("next");
+                assert!(next_run > now);
+            }
+        }
+        // 96 periods in the day, 21 of them (06:15 .. 11:15) missed, caught up once.
+        assert_eq!(runs.len(), 96 - 21 + 1);
+        assert!(runs.contains(&utc("2024-01-01T06:15:00Z")));
+        assert!(!runs.contains(&utc("2024-01-01T06:30:00Z")));
+        assert!(runs.contains(&utc("2024-01-01T11:30:00Z")));
+    }
+
+    #[test]
+    fn due_across_a_dst_gap() {
+        let s = sched("30 2 * * *");
+        let run = due(
+            &s,
+            utc("2024-03-30T01:30:00Z"),
+            utc("2024-03-31T00:30:00Z"),
+            Berlin,
+        )
+        .expect("due");
+        // 02:30 does not exist in Berlin on 2024-03-31: it runs at 03:00 CEST.
+        assert_eq!(run.next_run, Some(utc("2024-03-31T01:00:00Z")));
+    }
+
+    #[test]
+    fn due_epoch_matches_due() {
+        let s = sched("@hourly");
+        assert_eq!(
+            due_epoch(&s, 1_704_067_200, 1_704_067_200 + 5 * 3600 + 1800, Tz::UTC),
+            Some((1_704_067_200, Some(1_704_067_200 + 6 * 3600)))
+        );
+        assert_eq!(due_epoch(&s, 1_704_067_200, 1_704_067_199, Tz::UTC), None);
+    }
+
+    // ---- daylight saving time ------------------------------------------
+
+    #[test]
+    fn berlin_spring_forward_runs_a_missing_time_once_at_the_end_of_the_gap() {
+        // 2024-03-31: 02:00 CET jumps to 03:00 CEST (01:00 UTC).
+        assert_eq!(
+            local_runs("30 2 * * *", Berlin, "2024-03-29T12:00:00Z", 3),
+            [
+                "2024-03-30 02:30 CET",
+                "2024-03-31 03:00 CEST",
+                "2024-04-01 02:30 CEST"
+            ]
+        );
+        assert_eq!(
+            runs("30 2 * * *", Berlin, "2024-03-29T12:00:00Z", 3),
+            [
+                "2024-03-30T01:30Z",
+                "2024-03-31T01:00Z",
+                "2024-04-01T00:30Z"
+            ]
+        );
+        assert_eq!(
+            runs("0 2 * * *", Berlin, "2024-03-30T12:00:00Z", 1),
+            ["2024-03-31T01:00Z"]
+        );
+        assert_eq!(
+            runs("59 2 * * *", Berlin, "2024-03-30T12:00:00Z", 1),
+            ["2024-03-31T01:00Z"]
+        );
+        // 02:00 and 02:30 (missing) and 03:00 collapse into one run at 03:00.
+        assert_eq!(
+            local_runs("*/30 * * * *", Berlin, "2024-03-31T00:00:00Z", 3),
+            [
+                "2024-03-31 01:30 CET",
+                "2024-03-31 03:00 CEST",
+                "2024-03-31 03:30 CEST"
+            ]
+        );
+    }
+
+    #[test]
+    fn berlin_fall_back_runs_a_repeated_time_once_at_its_first_occurrence() {
+        // 2024-10-27: 03:00 CEST goes back to 02:00 CET (01:00 UTC).
+        assert_eq!(
+            local_runs("30 2 * * *", Berlin, "2024-10-26T12:00:00Z", 2),
+            ["2024-10-27 02:30 CEST", "2024-10-28 02:30 CET"]
+        );
+        // Asked again from between the two 02:30s, it does not run the second.
+        assert_eq!(
+            runs("30 2 * * *", Berlin, "2024-10-27T00:45:00Z", 1),
+            ["2024-10-28T01:30Z"]
+        );
+        // Hourly: 02:00 CEST, then 03:00 CET; the second 02:00 is the same local time.
+        assert_eq!(
+            local_runs("0 * * * *", Berlin, "2024-10-26T23:30:00Z", 3),
+            [
+                "2024-10-27 02:00 CEST",
+                "2024-10-27 03:00 CET",
+                "2024-10-27 04:00 CET"
+            ]
+        );
+    }
+
+    #[test]
+    fn new_york_spring_forward_and_fall_back() {
+        // 2024-03-10: 02:00 EST jumps to 03:00 EDT (07:00 UTC).
+        assert_eq!(
+            local_runs("30 2 * * *", New_York, "2024-03-09T00:00:00Z", 3),
+            [
+                "2024-03-09 02:30 EST",
+                "2024-03-10 03:00 EDT",
+                "2024-03-11 02:30 EDT"
+            ]
+        );
+        assert_eq!(
+            runs("30 2 * * *", New_York, "2024-03-09T00:00:00Z", 3),
+            [
+                "2024-03-09T07:30Z",
+                "2024-03-10T07:00Z",
+                "2024-03-11T06:30Z"
+            ]
+        );
+        // 2024-11-03: 02:00 EDT goes back to 01:00 EST (06:00 UTC).
+        assert_eq!(
+            runs("30 1 * * *", New_York, "2024-11-02T12:00:00Z", 2),
+            ["2024-11-03T05:30Z", "2024-11-04T06:30Z"]
+        );
+        assert_eq!(
+            local_runs("*/20 * * * *", New_York, "2024-11-03T05:00:00Z", 3),
+            [
+                "2024-11-03 01:20 EDT",
+                "2024-11-03 01:40 EDT",
+                "2024-11-03 02:00 EST"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_skipped_day_runs_at_the_end_of_the_gap() {
+        // Pacific/Apia skipped 2011-12-30 entirely (UTC-10 to UTC+14).
+        let apia = chrono_tz::Pacific::Apia;
+        assert_eq!(
+            local_runs("0 12 * * *", apia, "2011-12-29T00:00:00Z", 3),
+            [
+                "2011-12-29 12:00 -10",
+                "2011-12-31 00:00 +14",
+                "2011-12-31 12:00 +14"
+            ]
+        );
+    }
+
+    /// Reference: every matching local minute in a window, mapped to its run
+    /// instant, minute by minute, with no skipping.
+    fn brute_force(
+        schedule: &CronSchedule,
+        tz: Tz,
+        after: DateTime<Utc>,
+        horizon: DateTime<Utc>,
+    ) -> Vec<DateTime<Utc>> {
+        let local_after = after.with_timezone(&tz).naive_local();
+        let mut local = local_after.date().and_time(NaiveTime::MIN) - chrono::TimeDelta::days(2);
+        let end = local_after + chrono::TimeDelta::days(4);
+        let mut out = Vec::new();
+        while local < end {
+            let matches = schedule.day_matches(local.date())
+                && has_bit(schedule.hours, local.hour())
+                && has_bit(schedule.minutes, local.minute());
+            if matches {
+                if let Some(t) = resolve_local(local, tz).filter(|t| *t > after && *t <= horizon) {
+                    out.push(t);
+                }
+            }
+            local += chrono::TimeDelta::minutes(1);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    #[test]
+    fn next_after_agrees_with_a_minute_by_minute_scan() {
+        let zones = [
+            Tz::UTC,
+            Berlin,
+            New_York,
+            chrono_tz::Australia::Lord_Howe,
+            chrono_tz::Asia::Kathmandu,
+            chrono_tz::America::Havana,
+            chrono_tz::America::Santiago,
+        ];
+        let exprs = [
+            "*/7 * * * *",
+            "30 2 * * *",
+            "0 */3 * * *",
+            "15,45 0-3 * * *",
+            "0 0 * * 0",
+            "*/20 0-3 * 3,4,9,10,11 1-5",
+            "45 1 1-10 * SAT,SUN",
+        ];
+        let afters = [
+            "2024-03-09T20:00:00Z",
+            "2024-03-30T20:10:00Z",
+            "2024-04-06T10:00:00Z",
+            "2024-09-07T12:00:00Z",
+            "2024-10-05T14:00:00Z",
+            "2024-10-26T20:00:00Z",
+            "2024-11-02T20:00:30Z",
+        ];
+        for tz in zones {
+            for expr in exprs {
+                let schedule = sched(expr);
+                for after in afters {
+                    let after = utc(after);
+                    let horizon = after + chrono::TimeDelta::days(2);
+                    let expected = brute_force(&schedule, tz, after, horizon);
+                    let mut got = Vec::new();
+                    let mut t = after;
+                    while let Some(next) = schedule.next_after(t, tz).filter(|n| *n <= horizon) {
+                        assert!(next > t);
+                        got.push(next);
+                        t = next;
+                    }
+                    assert_eq!(got, expected, "{expr} in {tz} after {after}");
+                }
+            }
+        }
+    }
+
+    // ---- time zones ----------------------------------------------------
+
+    #[test]
+    fn parses_time_zone_names() {
+        assert_eq!(parse_timezone("UTC"), Ok(Tz::UTC));
+        assert_eq!(parse_timezone("Europe/Berlin"), Ok(Berlin));
+        assert_eq!(parse_timezone("europe/berlin"), Ok(Berlin));
+        assert_eq!(parse_timezone(" America/New_York "), Ok(New_York));
+        assert_eq!(parse_timezone("utc"), Ok(Tz::UTC));
+    }
+
+    #[test]
+    fn rejects_unknown_time_zones() {
+        let e = parse_timezone("Europe/Berln").expect_err("unknown");
+        assert_eq!(e.to_string(), "unknown time zone \"Europe/Berln\"");
+        assert!(e.hint().is_some_and(|h| h.contains("IANA")));
+        assert_eq!(
+            parse_timezone("+02:00").map_err(|e| e.to_string()),
+            Err("unknown time zone \"+02:00\"".into())
+        );
+        let e = parse_timezone("  ").expect_err("empty");
+        assert_eq!(e, CronError::EmptyTimeZone);
+        assert_eq!(e.to_string(), "time zone name is empty");
+        assert!(e.hint().is_some());
+    }
+}

@@ -1,0 +1,464 @@
+//! Job kinds, their options, and retry timing: the rules of pg_ark's job
+//! queue that need no database.
+//!
+//! A job is a `kind` plus an `options` JSON object. Options are checked when
+//! the job (or the schedule that makes it) is created, never when it runs: an
+//! unknown key is an error that lists the allowed keys, and a value of the
+//! wrong type or range names the key and what it accepts.
+//!
+//! Kinds:
+//! - `logical`: pg_dump of one or more databases into the repository;
+//! - `expire`: apply logical-backup retention now;
+//! - `full`, `incremental`, `differential`: physical backups. They share the
+//!   queue (and conflict with each other: two physical backups of one cluster
+//!   never run at once), but this version refuses them with a clear error.
+//!
+//! Retry timing: attempt `n` (1-based) that fails is retried after
+//! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// The kinds of job the queue knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Logical,
+    Expire,
+    Full,
+    Incremental,
+    Differential,
+}
+
+pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential";
+
+impl JobKind {
+    pub fn parse(s: &str) -> Result<JobKind, JobError> {
+        match s {
+            "logical" => Ok(JobKind::Logical),
+            "expire" => Ok(JobKind::Expire),
+            "full" => Ok(JobKind::Full),
+            "incremental" => Ok(JobKind::Incremental),
+            "differential" => Ok(JobKind::Differential),
+            other => Err(JobError::UnknownKind { kind: other.into() }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Logical => "logical",
+            JobKind::Expire => "expire",
+            JobKind::Full => "full",
+            JobKind::Incremental => "incremental",
+            JobKind::Differential => "differential",
+        }
+    }
+
+    /// Physical backups of one cluster never run at the same time.
+    pub fn is_physical(self) -> bool {
+        matches!(
+            self,
+            JobKind::Full | JobKind::Incremental | JobKind::Differential
+        )
+    }
+
+    /// Jobs with the same conflict key never run concurrently.
+    pub fn conflict_key(self) -> Option<&'static str> {
+        self.is_physical().then_some("physical")
+    }
+
+    /// The option keys this kind accepts, in documentation order.
+    pub fn allowed_options(self) -> &'static [&'static str] {
+        match self {
+            JobKind::Logical => &[
+                "database",
+                "format",
+                "schema",
+                "jobs",
+                "compression",
+                "retain_count",
+                "retain_days",
+                "max_attempts",
+                "retry_base",
+                "retry_cap",
+            ],
+            JobKind::Expire => &[
+                "database",
+                "retain_count",
+                "retain_days",
+                "max_attempts",
+                "retry_base",
+                "retry_cap",
+            ],
+            JobKind::Full | JobKind::Incremental | JobKind::Differential => {
+                &["max_attempts", "retry_base", "retry_cap"]
+            }
+        }
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum JobError {
+    #[error("unknown job kind \"{kind}\"")]
+    UnknownKind { kind: String },
+    #[error("job kind \"{kind}\" is not available in this version of pg_ark")]
+    KindNotAvailable { kind: String },
+    #[error("options must be a JSON object, not {found}")]
+    OptionsNotAnObject { found: String },
+    #[error("unknown option \"{key}\" for job kind \"{kind}\"")]
+    UnknownOption {
+        kind: String,
+        key: String,
+        allowed: String,
+    },
+    #[error("invalid value for option \"{key}\": {reason}")]
+    InvalidOption { key: String, reason: String },
+}
+
+impl JobError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            JobError::UnknownKind { .. } => Some(format!("The job kinds are: {KIND_NAMES}.")),
+            JobError::KindNotAvailable { .. } => Some(
+                "Physical backups (full, incremental, differential) come in a later version; \
+                 use kind 'logical' for pg_dump backups."
+                    .into(),
+            ),
+            JobError::OptionsNotAnObject { .. } => Some(
+                "Pass options as a JSON object, for example '{\"format\": \"custom\"}'.".into(),
+            ),
+            JobError::UnknownOption { allowed, .. } => {
+                Some(format!("The allowed option keys are: {allowed}."))
+            }
+            JobError::InvalidOption { .. } => None,
+        }
+    }
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> JobError {
+    JobError::InvalidOption {
+        key: key.into(),
+        reason: reason.into(),
+    }
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A non-empty string, or a non-empty array of non-empty strings.
+fn names(key: &str, v: &Value) -> Result<Vec<String>, JobError> {
+    let list = match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(items) if !items.is_empty() => items
+            .iter()
+            .map(|i| match i {
+                Value::String(s) => Ok(s.clone()),
+                other => Err(invalid(
+                    key,
+                    format!("expected strings in the array, found {}", json_type(other)),
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Value::Array(_) => return Err(invalid(key, "the array is empty")),
+        other => {
+            return Err(invalid(
+                key,
+                format!(
+                    "expected a name or an array of names, found {}",
+                    json_type(other)
+                ),
+            ))
+        }
+    };
+    if list.iter().any(|s| s.is_empty()) {
+        return Err(invalid(key, "a name is empty"));
+    }
+    Ok(list)
+}
+
+fn integer(key: &str, v: &Value, min: i64, max: i64) -> Result<i64, JobError> {
+    match v.as_i64() {
+        Some(n) if (min..=max).contains(&n) => Ok(n),
+        Some(n) => Err(invalid(key, format!("{n} is out of range {min}..{max}"))),
+        None => Err(invalid(
+            key,
+            format!(
+                "expected an integer from {min} to {max}, found {}",
+                match v {
+                    Value::Number(n) => n.to_string(),
+                    other => json_type(other).to_string(),
+                }
+            ),
+        )),
+    }
+}
+
+/// A number of seconds > 0 (strings such as '5 min' are turned into seconds
+/// by the caller before validation: PostgreSQL parses intervals).
+fn seconds(key: &str, v: &Value) -> Result<f64, JobError> {
+    match v.as_f64() {
+        Some(s) if s > 0.0 && s <= 30.0 * 86400.0 => Ok(s),
+        Some(s) => Err(invalid(
+            key,
+            format!("{s} seconds is out of range (more than 0, at most 30 days)"),
+        )),
+        None => Err(invalid(
+            key,
+            format!(
+                "expected a number of seconds or an interval such as '30s', found {}",
+                json_type(v)
+            ),
+        )),
+    }
+}
+
+/// The logical dump formats.
+pub const FORMATS: [&str; 3] = ["custom", "directory", "plain"];
+
+fn compression(key: &str, v: &Value) -> Result<(), JobError> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        other => {
+            return Err(invalid(
+                key,
+                format!("expected a level or a method, found {}", json_type(other)),
+            ))
+        }
+    };
+    let (method, detail) = text.split_once(':').unwrap_or((&text, ""));
+    let ok = if method.chars().all(|c| c.is_ascii_digit()) && !method.is_empty() {
+        detail.is_empty() && method.parse::<u32>().is_ok_and(|n| n <= 9)
+    } else {
+        matches!(method, "none" | "gzip" | "lz4" | "zstd")
+            && detail
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '=' || c == ',' || c == '_')
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "\"{text}\" is not a pg_dump compression: use a level 0-9, or none, gzip, lz4 \
+                 or zstd, optionally with :level"
+            ),
+        ))
+    }
+}
+
+/// Check `options` for a job of `kind`; returns them unchanged when valid.
+/// `kind` must be available to be enqueued ([`JobError::KindNotAvailable`]).
+pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, JobError> {
+    if kind.is_physical() {
+        return Err(JobError::KindNotAvailable {
+            kind: kind.as_str().into(),
+        });
+    }
+    let Value::Object(map) = options else {
+        return Err(JobError::OptionsNotAnObject {
+            found: json_type(options).into(),
+        });
+    };
+    let allowed = kind.allowed_options();
+    for (key, v) in map {
+        if !allowed.contains(&key.as_str()) {
+            return Err(JobError::UnknownOption {
+                kind: kind.as_str().into(),
+                key: key.clone(),
+                allowed: allowed.join(", "),
+            });
+        }
+        match key.as_str() {
+            "database" | "schema" => {
+                names(key, v)?;
+            }
+            "format" => match v.as_str() {
+                Some(f) if FORMATS.contains(&f) => {}
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!("expected one of {}, found {v}", FORMATS.join(", ")),
+                    ))
+                }
+            },
+            "jobs" => {
+                integer(key, v, 1, 64)?;
+                if map.get("format").and_then(Value::as_str) != Some("directory") {
+                    return Err(invalid(
+                        key,
+                        "parallel dump needs \"format\": \"directory\"",
+                    ));
+                }
+            }
+            "compression" => compression(key, v)?,
+            "retain_count" => {
+                integer(key, v, 1, 100_000)?;
+            }
+            "retain_days" => {
+                integer(key, v, 1, 36_500)?;
+            }
+            "max_attempts" => {
+                integer(key, v, 1, 100)?;
+            }
+            "retry_base" | "retry_cap" => {
+                seconds(key, v)?;
+            }
+            _ => {}
+        }
+    }
+    if let (Some(b), Some(c)) = (
+        map.get("retry_base").and_then(Value::as_f64),
+        map.get("retry_cap").and_then(Value::as_f64),
+    ) {
+        if c < b {
+            return Err(invalid(
+                "retry_cap",
+                format!("{c} seconds is less than retry_base ({b} seconds)"),
+            ));
+        }
+    }
+    Ok(map.clone())
+}
+
+/// The list of names in option `key` (`database`, `schema`), if given.
+pub fn option_names(options: &Value, key: &str) -> Option<Vec<String>> {
+    options.get(key).and_then(|v| names(key, v).ok())
+}
+
+/// Seconds to wait before retrying after failed attempt `attempt` (1-based):
+/// `base × 2^(attempt-1)`, capped at `cap`.
+pub fn retry_delay(attempt: i32, base: f64, cap: f64) -> f64 {
+    let exp = (attempt.max(1) - 1).min(62);
+    (base * 2f64.powi(exp)).min(cap).max(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn kinds_parse_and_conflict() {
+        assert_eq!(JobKind::parse("logical").unwrap(), JobKind::Logical);
+        assert_eq!(
+            JobKind::parse("Logical").unwrap_err(),
+            JobError::UnknownKind {
+                kind: "Logical".into()
+            }
+        );
+        assert_eq!(JobKind::Full.conflict_key(), Some("physical"));
+        assert_eq!(JobKind::Differential.conflict_key(), Some("physical"));
+        assert_eq!(JobKind::Logical.conflict_key(), None);
+    }
+
+    #[test]
+    fn unknown_keys_list_the_allowed_ones() {
+        let e = validate(JobKind::Logical, &json!({"databse": "x"})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown option \"databse\" for job kind \"logical\""
+        );
+        assert_eq!(
+            e.hint().unwrap(),
+            "The allowed option keys are: database, format, schema, jobs, compression, \
+             retain_count, retain_days, max_attempts, retry_base, retry_cap."
+        );
+    }
+
+    #[test]
+    fn good_logical_options_pass() {
+        for o in [
+            json!({}),
+            json!({"database": "app", "format": "custom"}),
+            json!({"database": ["a", "b"], "schema": "public", "compression": "zstd:3"}),
+            json!({"format": "directory", "jobs": 2, "compression": 6}),
+            json!({"retain_count": 3, "retain_days": 7, "max_attempts": 5,
+                   "retry_base": 0.5, "retry_cap": 60}),
+        ] {
+            validate(JobKind::Logical, &o).unwrap_or_else(|e| panic!("{o}: {e}"));
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_rule() {
+        let cases = [
+            (json!({"format": "tar"}), "invalid value for option \"format\": expected one of custom, directory, plain, found \"tar\""),
+            (json!({"jobs": 2}), "invalid value for option \"jobs\": parallel dump needs \"format\": \"directory\""),
+            (json!({"format": "directory", "jobs": 0}), "invalid value for option \"jobs\": 0 is out of range 1..64"),
+            (json!({"database": ""}), "invalid value for option \"database\": a name is empty"),
+            (json!({"database": []}), "invalid value for option \"database\": the array is empty"),
+            (json!({"database": 5}), "invalid value for option \"database\": expected a name or an array of names, found a number"),
+            (json!({"compression": "brotli"}), "invalid value for option \"compression\": \"brotli\" is not a pg_dump compression: use a level 0-9, or none, gzip, lz4 or zstd, optionally with :level"),
+            (json!({"compression": 12}), "invalid value for option \"compression\": \"12\" is not a pg_dump compression: use a level 0-9, or none, gzip, lz4 or zstd, optionally with :level"),
+            (json!({"max_attempts": 0}), "invalid value for option \"max_attempts\": 0 is out of range 1..100"),
+            (json!({"max_attempts": "3"}), "invalid value for option \"max_attempts\": expected an integer from 1 to 100, found a string"),
+            (json!({"retry_base": -1}), "invalid value for option \"retry_base\": -1 seconds is out of range (more than 0, at most 30 days)"),
+            (json!({"retry_base": 10, "retry_cap": 5}), "invalid value for option \"retry_cap\": 5 seconds is less than retry_base (10 seconds)"),
+            (json!({"retain_days": 0}), "invalid value for option \"retain_days\": 0 is out of range 1..36500"),
+        ];
+        for (o, msg) in cases {
+            assert_eq!(
+                validate(JobKind::Logical, &o).unwrap_err().to_string(),
+                msg,
+                "{o}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_must_be_an_object_and_kinds_available() {
+        assert_eq!(
+            validate(JobKind::Logical, &json!([1]))
+                .unwrap_err()
+                .to_string(),
+            "options must be a JSON object, not an array"
+        );
+        let e = validate(JobKind::Full, &json!({})).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job kind \"full\" is not available in this version of pg_ark"
+        );
+        assert!(e.hint().unwrap().contains("'logical'"));
+        assert_eq!(
+            validate(JobKind::Expire, &json!({"format": "custom"}))
+                .unwrap_err()
+                .to_string(),
+            "unknown option \"format\" for job kind \"expire\""
+        );
+    }
+
+    #[test]
+    fn retry_delay_doubles_and_caps() {
+        let d: Vec<f64> = (1..=7).map(|a| retry_delay(a, 1.0, 20.0)).collect();
+        assert_eq!(d, vec![1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]);
+        assert_eq!(retry_delay(1000, 60.0, 3600.0), 3600.0);
+        assert_eq!(retry_delay(0, 5.0, 100.0), 5.0);
+    }
+
+    #[test]
+    fn option_names_reads_one_or_many() {
+        assert_eq!(
+            option_names(&json!({"database": "a"}), "database"),
+            Some(vec!["a".to_string()])
+        );
+        assert_eq!(
+            option_names(&json!({"database": ["a", "b"]}), "database"),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(option_names(&json!({}), "database"), None);
+    }
+}
