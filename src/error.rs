@@ -16,6 +16,51 @@ pub enum ArkError {
     NoRepository,
     #[error(transparent)]
     Core(#[from] pg_ark_core::Error),
+    #[error(transparent)]
+    Job(#[from] pg_ark_core::jobs::JobError),
+    #[error(transparent)]
+    Cron(#[from] pg_ark_core::cron::CronError),
+    #[error("permission denied to {action}")]
+    NotAdmin { action: &'static str, role: String },
+    #[error("permission denied to read pg_ark's status")]
+    NotMonitor { role: String },
+    #[error("pg_ark's job queue is in database \"{queue_db}\", not in \"{current_db}\"")]
+    WrongDatabase {
+        queue_db: String,
+        current_db: String,
+    },
+    #[error("pg_ark jobs cannot be queued during recovery")]
+    InRecovery,
+    #[error("the pg_ark scheduler is not running")]
+    SchedulerNotRunning,
+    #[error("the pg_ark scheduler did not confirm the new job within {seconds} seconds")]
+    SchedulerTimeout { seconds: u64 },
+    #[error("the pg_ark scheduler could not queue the job: {message}")]
+    EnqueueFailed { message: String },
+    #[error("job options are too large ({bytes} bytes; at most {max})")]
+    OptionsTooLarge { bytes: usize, max: usize },
+    #[error("schedule name must not be empty")]
+    EmptyScheduleName,
+    #[error("job {id} does not exist")]
+    NoSuchJob { id: i64 },
+    #[error("job {id} cannot be {action}: it is {state}")]
+    JobState {
+        id: i64,
+        action: &'static str,
+        state: String,
+    },
+    #[error("job {id} did not end within {timeout}: it is {state}")]
+    WaitTimeout {
+        id: i64,
+        timeout: String,
+        state: String,
+    },
+    #[error("ark.wait() cannot see the job change under {isolation} isolation")]
+    WaitNeedsReadCommitted { isolation: &'static str },
+    #[error("no retention rule is set")]
+    NoRetentionRule,
+    #[error("SPI error: {0}")]
+    Spi(#[from] pgrx::spi::SpiError),
 }
 
 impl ArkError {
@@ -38,7 +83,37 @@ impl ArkError {
                 }
                 C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
                 C::Unsupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                C::LocalIo { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+                C::InvalidLogicalRequest { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                C::DumpFailed { .. } => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
+                C::DumpCancelled { .. } => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                C::LogicalBackupExists { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
             },
+            ArkError::Job(pg_ark_core::jobs::JobError::KindNotAvailable { .. }) => {
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            ArkError::Job(_) | ArkError::Cron(_) | ArkError::OptionsTooLarge { .. } => {
+                PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
+            }
+            ArkError::EmptyScheduleName => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            ArkError::NotAdmin { .. } | ArkError::NotMonitor { .. } => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
+            ArkError::InRecovery => PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION,
+            ArkError::WrongDatabase { .. }
+            | ArkError::SchedulerNotRunning
+            | ArkError::JobState { .. }
+            | ArkError::NoRetentionRule
+            | ArkError::WaitNeedsReadCommitted { .. } => {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            }
+            ArkError::SchedulerTimeout { .. } | ArkError::WaitTimeout { .. } => {
+                PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+            }
+            ArkError::EnqueueFailed { .. } | ArkError::Spi(_) => {
+                PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
+            }
+            ArkError::NoSuchJob { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
         }
     }
 
@@ -53,6 +128,44 @@ impl ArkError {
                     .into(),
             ),
             ArkError::Core(e) => e.hint(),
+            ArkError::Job(e) => e.hint(),
+            ArkError::Cron(e) => e.hint(),
+            ArkError::NotAdmin { role, .. } => Some(format!(
+                "Only superusers and members of role ark_admin may schedule, run, cancel, retry or expire backups: GRANT ark_admin TO \"{role}\";"
+            )),
+            ArkError::NotMonitor { role } => Some(format!(
+                "Members of ark_monitor (or ark_admin) may read pg_ark's status: GRANT ark_monitor TO \"{role}\";"
+            )),
+            ArkError::WrongDatabase { queue_db, .. } => Some(format!(
+                "The scheduler reads schedules and jobs from ark.database; connect to \"{queue_db}\", or set ark.database and restart the server."
+            )),
+            ArkError::InRecovery => Some(
+                "This server is a standby; pg_ark runs jobs on the primary.".into(),
+            ),
+            ArkError::SchedulerNotRunning => Some(
+                "The scheduler starts once recovery is finished; look for \"pg_ark scheduler\" in pg_stat_activity and in the server log.".into(),
+            ),
+            ArkError::SchedulerTimeout { .. } => Some(
+                "The job may still have been queued: look at ark.jobs before trying again.".into(),
+            ),
+            ArkError::OptionsTooLarge { .. } => {
+                Some("Pass only the options the job kind needs.".into())
+            }
+            ArkError::NoSuchJob { .. } => Some("The jobs are listed in ark.jobs.".into()),
+            ArkError::JobState { action, .. } => Some(match *action {
+                "cancelled" => "Only queued, retrying and running jobs can be cancelled.".into(),
+                _ => "Only failed, cancelled and retrying jobs can be retried.".into(),
+            }),
+            ArkError::WaitTimeout { id, .. } => Some(format!(
+                "The job goes on; call ark.wait({id}) again, or ark.cancel({id}) to stop it."
+            )),
+            ArkError::WaitNeedsReadCommitted { .. } => Some(
+                "Call ark.wait() in a READ COMMITTED transaction (the default).".into(),
+            ),
+            ArkError::NoRetentionRule => Some(
+                "Set ark.logical_retain_count or ark.logical_retain_days, or pass retain_count or retain_days to ark.expire().".into(),
+            ),
+            ArkError::EnqueueFailed { .. } | ArkError::Spi(_) | ArkError::EmptyScheduleName => None,
         }
     }
 

@@ -9,12 +9,33 @@
 //! - postmaster death: exit.
 //!
 //! It starts only once recovery is finished, so on a standby it does nothing
-//! until promotion. Schedules and the job queue plug into `tick()`.
-use crate::settings;
+//! until promotion (and a server that goes back into recovery has no
+//! scheduler: the job queue is the primary's).
+//!
+//! Each pass ([`tick`]), in short transactions of its own:
+//! 1. serves the enqueue mailbox (`ark.backup()`);
+//! 2. recovers jobs left `running` by a worker that is gone (killed, or the
+//!    server crashed): retried with backoff, or failed when out of attempts;
+//! 3. queues each due schedule run exactly once: the job insert (unique on
+//!    schedule and due time) and the schedule's new `next_run` commit
+//!    together; after downtime a schedule runs once, not once per missed
+//!    period;
+//! 4. starts job workers (dynamic background workers) for runnable jobs, up
+//!    to `ark.max_parallel_jobs`;
+//! 5. hands due webhook notifications to a delivery thread and records the
+//!    outcome of the previous batch;
+//! 6. prunes finished jobs older than `ark.job_history_days`.
+//!
+//! An error in a pass is logged and the pass is retried on the next wake; it
+//! never ends the worker.
+use crate::{jobworker, mailbox, notify, queue, settings, xact};
 use pgrx::bgworkers::{
-    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
 };
 use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::Value;
 use std::time::Duration;
 
 pub const WORKER_NAME: &str = "pg_ark scheduler";
@@ -40,13 +61,18 @@ pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let database = settings::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // SAFETY: reads the worker's own pid.
+    mailbox::set_scheduler_pid(unsafe { pg_sys::MyProcPid });
     log!(
         "pg_ark scheduler started (database \"{}\", naptime {}s)",
         database,
         settings::scheduler_naptime().as_secs()
     );
 
-    while BackgroundWorker::wait_latch(Some(settings::scheduler_naptime())) {
+    let mut state = State::default();
+    let mut timezone = settings::cron_timezone();
+    let mut sleep = Duration::ZERO;
+    while BackgroundWorker::wait_latch(Some(sleep)) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: on the worker's own thread, outside any transaction.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
@@ -54,10 +80,16 @@ pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
                 "pg_ark scheduler reloaded its configuration (ark.scheduler_naptime = {}s)",
                 settings::scheduler_naptime().as_secs()
             );
+            let tz = settings::cron_timezone();
+            if tz != timezone {
+                timezone = tz;
+                state.recompute_schedules = true;
+            }
         }
-        tick();
+        sleep = tick(&mut state);
     }
 
+    mailbox::set_scheduler_pid(0);
     log!("pg_ark scheduler shutting down");
     // Exit code 1: the postmaster restarts the worker after RESTART_DELAY
     // unless the whole server is shutting down (exit 0 would unregister it).
@@ -65,8 +97,278 @@ pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
-/// One pass of the scheduler. The schedule and job-queue issue fills it in;
-/// today a pass only reports that the worker is alive.
-fn tick() {
-    pgrx::debug1!("pg_ark scheduler pass");
+/// What the scheduler keeps between passes.
+#[derive(Default)]
+pub struct State {
+    workers: Vec<DynamicBackgroundWorker>,
+    delivery: Option<notify::Delivery>,
+    recompute_schedules: bool,
+    installed_warned: bool,
+    no_slot_warned: bool,
+    last_prune: Option<std::time::Instant>,
+}
+
+/// One pass; returns how long to sleep before the next one.
+fn tick(st: &mut State) -> Duration {
+    let naptime = settings::scheduler_naptime();
+    // SAFETY: reads backend state on the worker's thread.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return naptime;
+    }
+    let installed = xact::run(|| {
+        Ok(Spi::get_one::<bool>(
+            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_ark')",
+        )?
+        .unwrap_or(false))
+    });
+    if installed != Ok(true) {
+        for req in mailbox::take_pending() {
+            mailbox::answer(
+                &req,
+                Err(format!(
+                    "the pg_ark extension is not installed in database \"{}\" (ark.database)",
+                    settings::database()
+                )),
+            );
+        }
+        if !st.installed_warned {
+            log!(
+                "pg_ark scheduler: the extension is not installed in database \"{}\"; waiting for CREATE EXTENSION pg_ark",
+                settings::database()
+            );
+            st.installed_warned = true;
+        }
+        return naptime;
+    }
+    st.installed_warned = false;
+
+    serve_mailbox();
+    report("recover interrupted jobs", xact::run(recover_orphans));
+    if st.recompute_schedules {
+        st.recompute_schedules = false;
+        report("recompute schedules", xact::run(recompute_schedules));
+    }
+    report("queue due schedules", xact::run(enqueue_due));
+    start_workers(st);
+    notify::pump(&mut st.delivery);
+    if st
+        .last_prune
+        .is_none_or(|t| t.elapsed() > Duration::from_secs(600))
+    {
+        st.last_prune = Some(std::time::Instant::now());
+        report("prune job history", xact::run(prune_history));
+    }
+    // Sleep until the next due thing, at most the naptime.
+    let until_due = xact::run(seconds_until_due).ok().flatten();
+    match until_due {
+        Some(s) => naptime.min(Duration::from_secs_f64(s.clamp(0.05, 3600.0))),
+        None => naptime,
+    }
+    .min(if st.delivery.is_some() {
+        Duration::from_millis(500)
+    } else {
+        naptime
+    })
+}
+
+fn report(what: &str, r: Result<(), String>) {
+    if let Err(e) = r {
+        warning!("pg_ark scheduler could not {}: {}", what, e);
+    }
+}
+
+/// Insert the jobs `ark.backup()` asked for, each in its own transaction,
+/// and answer the callers.
+fn serve_mailbox() {
+    for req in mailbox::take_pending() {
+        let result = xact::run(|| {
+            let options: Value = serde_json::from_str(&req.options).unwrap_or(Value::Null);
+            queue::insert_job(&req.kind, &options, None)?.ok_or(
+                crate::error::ArkError::EnqueueFailed {
+                    message: "the job row was not inserted".into(),
+                },
+            )
+        });
+        mailbox::answer(&req, result);
+    }
+}
+
+/// Jobs left `running` by a worker that no longer exists.
+fn recover_orphans() -> Result<(), crate::error::ArkError> {
+    let orphans = Spi::connect_mut(|c| {
+        let t = c.update(
+            "SELECT id, attempts, max_attempts, worker_pid, options FROM ark.jobs j
+              WHERE state = 'running'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+                                 WHERE a.pid = j.worker_pid AND a.backend_type = $1)
+              FOR UPDATE SKIP LOCKED",
+            None,
+            &[jobworker::WORKER_TYPE.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<i32>(2)?.unwrap_or(0),
+                r.get::<i32>(3)?.unwrap_or(1),
+                r.get::<i32>(4)?.unwrap_or(0),
+                r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    for (id, attempts, max_attempts, pid, options) in orphans {
+        let msg = format!(
+            "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
+        );
+        warning!("pg_ark job {}: {}", id, msg);
+        jobworker::record_failure(id, attempts, max_attempts, &options, &msg)?;
+    }
+    Ok(())
+}
+
+/// After ark.cron_timezone changed: every schedule's next run again.
+fn recompute_schedules() -> Result<(), crate::error::ArkError> {
+    let rows = Spi::connect(|c| {
+        let t = c.select("SELECT id, cron FROM ark.schedules", None, &[])?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    let now = queue::now_epoch();
+    for (id, cron) in rows {
+        let next = match pg_ark_core::cron::CronSchedule::parse(&cron) {
+            Ok(s) => queue::next_run(&s, now)?,
+            Err(_) => None,
+        };
+        Spi::run_with_args(
+            "UPDATE ark.schedules SET next_run = to_timestamp($2::float8) WHERE id = $1",
+            &[id.into(), next.map(|n| n as f64).into()],
+        )?;
+    }
+    Ok(())
+}
+
+/// Queue every due schedule run, once.
+fn enqueue_due() -> Result<(), crate::error::ArkError> {
+    let due = Spi::connect_mut(|c| {
+        let t = c.update(
+            "SELECT id, name, cron, kind, options, extract(epoch FROM next_run)::float8
+               FROM ark.schedules
+              WHERE enabled AND next_run <= now()
+              ORDER BY next_run
+              FOR UPDATE SKIP LOCKED",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<String>(3)?.unwrap_or_default(),
+                r.get::<String>(4)?.unwrap_or_default(),
+                r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
+                r.get::<f64>(6)?.unwrap_or(0.0),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    let now = queue::now_epoch();
+    for (id, name, cron, kind, options, due_at) in due {
+        // The next run is the first one after *now*: missed periods collapse
+        // into this one run.
+        let next = match pg_ark_core::cron::CronSchedule::parse(&cron) {
+            Ok(s) => queue::next_run(&s, now)?,
+            Err(e) => {
+                warning!("pg_ark schedule \"{}\" is disabled: {}", name, e);
+                Spi::run_with_args(
+                    "UPDATE ark.schedules SET enabled = false WHERE id = $1",
+                    &[id.into()],
+                )?;
+                continue;
+            }
+        };
+        let job = queue::insert_job(&kind, &options, Some((&name, due_at)))?;
+        Spi::run_with_args(
+            "UPDATE ark.schedules
+                SET next_run = to_timestamp($2::float8), last_run = now(),
+                    last_job_id = coalesce($3, last_job_id)
+              WHERE id = $1",
+            &[id.into(), next.map(|n| n as f64).into(), job.into()],
+        )?;
+        if let Some(job) = job {
+            log!("pg_ark schedule \"{}\" queued job {} ({})", name, job, kind);
+        }
+    }
+    Ok(())
+}
+
+/// Seconds until the next schedule or job attempt is due, if any.
+fn seconds_until_due() -> Result<Option<f64>, crate::error::ArkError> {
+    Ok(Spi::get_one::<f64>(
+        "SELECT extract(epoch FROM least(
+                    (SELECT min(next_run) FROM ark.schedules WHERE enabled),
+                    (SELECT min(next_attempt_at) FROM ark.jobs WHERE state IN ('queued', 'retrying')),
+                    (SELECT min(next_attempt_at) FROM ark.notifications WHERE state = 'pending')
+                ) - clock_timestamp())::float8",
+    )?)
+}
+
+fn prune_history() -> Result<(), crate::error::ArkError> {
+    let days = settings::JOB_HISTORY_DAYS.get();
+    Spi::run_with_args(
+        "DELETE FROM ark.jobs
+          WHERE state IN ('succeeded', 'failed', 'cancelled')
+            AND finished_at < now() - make_interval(days => $1)",
+        &[days.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM ark.notifications
+          WHERE state IN ('delivered', 'failed')
+            AND created_at < now() - make_interval(days => $1)",
+        &[days.into()],
+    )?;
+    Ok(())
+}
+
+/// Start job workers for runnable jobs, up to ark.max_parallel_jobs.
+fn start_workers(st: &mut State) {
+    use pgrx::bgworkers::BackgroundWorkerStatus as S;
+    st.workers
+        .retain(|w| matches!(w.pid(), Ok(_) | Err(S::NotYetStarted)));
+    let runnable = xact::run(|| {
+        Ok(Spi::get_one::<i64>(
+            "SELECT count(*) FROM ark.jobs
+              WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now()",
+        )?
+        .unwrap_or(0))
+    })
+    .unwrap_or(0);
+    let max = usize::try_from(settings::MAX_PARALLEL_JOBS.get()).unwrap_or(1);
+    let wanted = usize::try_from(runnable)
+        .unwrap_or(0)
+        .min(max.saturating_sub(st.workers.len()));
+    for _ in 0..wanted {
+        match jobworker::launch() {
+            Ok(w) => {
+                st.workers.push(w);
+                st.no_slot_warned = false;
+            }
+            Err(()) => {
+                if !st.no_slot_warned {
+                    warning!(
+                        "pg_ark could not start a job worker: no background worker slot is free"
+                    );
+                    st.no_slot_warned = true;
+                }
+                break;
+            }
+        }
+    }
 }

@@ -56,6 +56,91 @@ pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<C
 pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+pub static MAX_PARALLEL_JOBS: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static JOB_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
+pub static JOB_RETRY_BASE: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static JOB_RETRY_CAP: GucSetting<i32> = GucSetting::<i32>::new(3600);
+pub static JOB_HISTORY_DAYS: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static CRON_TIMEZONE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"UTC"));
+pub static LOGICAL_RETAIN_COUNT: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static LOGICAL_RETAIN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static NOTIFY_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static NOTIFY_ON_SUCCESS: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static NOTIFY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static NOTIFY_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
+pub static HEALTH_BACKUP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(26 * 3600);
+pub static HEALTH_ARCHIVE_BACKLOG: GucSetting<i32> = GucSetting::<i32>::new(16);
+
+/// Report a refused value from a check hook: PostgreSQL adds the detail and
+/// hint to its "invalid value for parameter" error.
+fn refuse(detail: &str, hint: Option<&str>) -> bool {
+    let detail = CString::new(detail).unwrap_or_default();
+    let hint = CString::new(hint.unwrap_or_default()).unwrap_or_default();
+    // SAFETY: pstrdup copies into the current memory context, which outlives
+    // the hook; PostgreSQL reports these with its error.
+    unsafe {
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+        pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
+    }
+    false
+}
+
+/// The candidate value of a string setting in a check hook; `None` for NULL.
+///
+/// # Safety
+/// `newval` must be the pointer PostgreSQL passes to a string check hook.
+unsafe fn candidate(newval: *mut *mut c_char) -> Option<String> {
+    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
+    let value = unsafe { newval.as_ref().copied() }.filter(|p| !p.is_null())?;
+    // SAFETY: a NUL-terminated string owned by the GUC machinery.
+    Some(
+        unsafe { CStr::from_ptr(value) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+/// Check hook of `ark.cron_timezone`: an IANA zone name.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_cron_timezone(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let Some(text) = (unsafe { candidate(newval) }) else {
+        return true;
+    };
+    match pg_ark_core::cron::parse_timezone(&text) {
+        Ok(_) => true,
+        Err(e) => refuse(&e.to_string(), e.hint().as_deref()),
+    }
+}
+
+/// Check hook of `ark.notify_url`: empty, or an http(s) URL.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_notify_url(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let Some(text) = (unsafe { candidate(newval) }) else {
+        return true;
+    };
+    if text.trim().is_empty() {
+        return true;
+    }
+    match pg_ark_core::notify::validate_url(&text) {
+        Ok(()) => true,
+        Err(e) => refuse(
+            &e,
+            Some("Set ark.notify_url to an http:// or https:// URL, or to '' to send no notifications."),
+        ),
+    }
+}
+
 /// Check hook of `ark.repository`: a value that is not a repository URL is
 /// refused where it is set (SET, ALTER SYSTEM, a reload), with the reason and
 /// a hint, instead of failing later in the archiver.
@@ -65,29 +150,16 @@ unsafe extern "C-unwind" fn check_repository(
     _extra: *mut *mut c_void,
     _source: pg_sys::GucSource::Type,
 ) -> bool {
-    // SAFETY: PostgreSQL passes a valid pointer to the candidate value.
-    let value = unsafe { newval.as_ref().copied() };
-    let Some(value) = value.filter(|p| !p.is_null()) else {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let Some(text) = (unsafe { candidate(newval) }) else {
         return true;
     };
-    // SAFETY: a NUL-terminated string owned by the GUC machinery.
-    let text = unsafe { CStr::from_ptr(value) }.to_string_lossy();
     if text.is_empty() {
         return true; // unset: archiving reports "not configured"
     }
     match RepoUrl::parse(&text) {
         Ok(_) => true,
-        Err(e) => {
-            let detail = CString::new(e.to_string()).unwrap_or_default();
-            let hint = CString::new(e.hint().unwrap_or_default()).unwrap_or_default();
-            // SAFETY: pstrdup copies into the current memory context, which
-            // outlives the hook; PostgreSQL reports these with its error.
-            unsafe {
-                pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
-                pg_sys::GUC_check_errhint_string = pg_sys::pstrdup(hint.as_ptr());
-            }
-            false
-        }
+        Err(e) => refuse(&e.to_string(), e.hint().as_deref()),
     }
 }
 
@@ -193,6 +265,7 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
     );
+    init_queue_settings();
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ark".as_ptr()) };
 }
@@ -266,4 +339,166 @@ pub fn archive_push_workers() -> usize {
     usize::try_from(ARCHIVE_PUSH_WORKERS.get())
         .unwrap_or(4)
         .max(1)
+}
+
+/// The settings of the job queue, schedules, retention, notifications and
+/// health thresholds. All are `sighup`: the scheduler and new job workers
+/// pick up a reload.
+fn init_queue_settings() {
+    GucRegistry::define_int_guc(
+        c"ark.max_parallel_jobs",
+        c"How many pg_ark jobs may run at the same time, each in its own background worker.",
+        c"Job workers count against max_worker_processes.",
+        &MAX_PARALLEL_JOBS,
+        1,
+        64,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.job_max_attempts",
+        c"How many times a job is attempted before it fails for good.",
+        c"A job's option max_attempts overrides it.",
+        &JOB_MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.job_retry_base",
+        c"Delay before the first retry of a failed job; it doubles with each attempt.",
+        c"Attempt n is retried after base * 2^(n-1), at most ark.job_retry_cap. A job's option retry_base overrides it.",
+        &JOB_RETRY_BASE,
+        1,
+        86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ark.job_retry_cap",
+        c"Longest delay between two attempts of a job.",
+        c"A job's option retry_cap overrides it.",
+        &JOB_RETRY_CAP,
+        1,
+        7 * 86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ark.job_history_days",
+        c"Days that finished jobs are kept in ark.jobs before the scheduler prunes them.",
+        c"",
+        &JOB_HISTORY_DAYS,
+        1,
+        36500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // SAFETY: the hook is #[pg_guard]ed and only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"ark.cron_timezone",
+            c"Time zone in which schedules' cron expressions are evaluated.",
+            c"An IANA time zone name such as UTC or Europe/Berlin.",
+            &CRON_TIMEZONE,
+            GucContext::Sighup,
+            GucFlags::default(),
+            Some(check_cron_timezone),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_int_guc(
+        c"ark.logical_retain_count",
+        c"Logical backups kept per database; older ones expire. 0 keeps them all.",
+        c"A job's option retain_count overrides it. The newest dump of a database never expires.",
+        &LOGICAL_RETAIN_COUNT,
+        0,
+        100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.logical_retain_days",
+        c"Days logical backups are kept; older ones expire. 0 keeps them regardless of age.",
+        c"A job's option retain_days overrides it. A dump kept by either rule stays.",
+        &LOGICAL_RETAIN_DAYS,
+        0,
+        36500,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    // SAFETY: the hook is #[pg_guard]ed and only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"ark.notify_url",
+            c"Webhook that receives a JSON POST when a job fails for good (and on success with ark.notify_on_success).",
+            c"Empty sends no notifications.",
+            &NOTIFY_URL,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_notify_url),
+            None,
+            None,
+        );
+    }
+    GucRegistry::define_bool_guc(
+        c"ark.notify_on_success",
+        c"Also notify ark.notify_url when a job succeeds.",
+        c"",
+        &NOTIFY_ON_SUCCESS,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.notify_timeout",
+        c"How long one webhook delivery may take.",
+        c"",
+        &NOTIFY_TIMEOUT,
+        1,
+        300,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ark.notify_max_attempts",
+        c"How many times a webhook delivery is tried before it is given up.",
+        c"",
+        &NOTIFY_MAX_ATTEMPTS,
+        1,
+        100,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.health_backup_max_age",
+        c"Age after which the last successful backup of a scheduled kind makes ark.status() degraded (twice that: failing).",
+        c"",
+        &HEALTH_BACKUP_MAX_AGE,
+        60,
+        365 * 86400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"ark.health_archive_backlog",
+        c"WAL files waiting to be archived from which ark.status() reports a backlog.",
+        c"",
+        &HEALTH_ARCHIVE_BACKLOG,
+        1,
+        1_000_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+}
+
+/// `ark.cron_timezone`, as text (`UTC` when unset).
+pub fn cron_timezone() -> String {
+    text(&CRON_TIMEZONE).unwrap_or_else(|| "UTC".into())
+}
+
+/// `ark.notify_url`, or `None` when unset.
+pub fn notify_url() -> Option<String> {
+    text(&NOTIFY_URL)
 }

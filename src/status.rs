@@ -36,13 +36,13 @@ pub fn record_failure(wal: &str, err: &ArkError) {
     }
 }
 
-fn last_failure() -> Option<Value> {
+pub fn last_failure() -> Option<Value> {
     let text = std::fs::read_to_string(FAILURE_FILE).ok()?;
     serde_json::from_str(&text).ok()
 }
 
 /// Files waiting for the archiver.
-fn backlog() -> i64 {
+pub fn backlog() -> i64 {
     let Ok(dir) = std::fs::read_dir(Path::new("pg_wal/archive_status")) else {
         return 0;
     };

@@ -1,0 +1,115 @@
+-- pg_ark's catalog: schedules, the job queue, the backups it made, and the
+-- webhook outbox. These tables are catalog data: no install or upgrade
+-- script ever drops or truncates them (see sql/README.md).
+
+-- The roles of the SQL surface. Roles are cluster-wide, so they may exist
+-- already (pg_ark installed in another database, or created by the DBA).
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'ark_monitor') THEN
+        CREATE ROLE ark_monitor NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'ark_admin') THEN
+        CREATE ROLE ark_admin NOLOGIN;
+    END IF;
+    IF NOT pg_catalog.pg_has_role('ark_admin', 'ark_monitor', 'MEMBER') THEN
+        GRANT ark_monitor TO ark_admin;
+    END IF;
+END
+$roles$;
+
+CREATE TABLE ark.schedules (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    name        text NOT NULL UNIQUE CHECK (name <> ''),
+    cron        text NOT NULL,
+    kind        text NOT NULL,
+    options     jsonb NOT NULL DEFAULT '{}',
+    enabled     boolean NOT NULL DEFAULT true,
+    next_run    timestamptz,
+    last_run    timestamptz,
+    last_job_id bigint,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE ark.jobs (
+    id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind             text NOT NULL,
+    options          jsonb NOT NULL DEFAULT '{}',
+    schedule_name    text,
+    scheduled_for    timestamptz,
+    conflict_key     text,
+    state            text NOT NULL DEFAULT 'queued'
+                     CHECK (state IN ('queued', 'running', 'retrying', 'failed', 'succeeded', 'cancelled')),
+    attempts         integer NOT NULL DEFAULT 0,
+    max_attempts     integer NOT NULL CHECK (max_attempts >= 1),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    worker_pid       integer,
+    progress         jsonb,
+    last_error       text,
+    result           jsonb,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    -- A schedule's run for one due time is enqueued once, even across restarts.
+    UNIQUE (schedule_name, scheduled_for)
+);
+CREATE INDEX jobs_runnable ON ark.jobs (next_attempt_at, id)
+    WHERE state IN ('queued', 'retrying');
+CREATE INDEX jobs_running ON ark.jobs (conflict_key) WHERE state = 'running';
+CREATE INDEX jobs_finished ON ark.jobs (finished_at)
+    WHERE state IN ('failed', 'succeeded', 'cancelled');
+
+CREATE TABLE ark.backups (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    kind           text NOT NULL,
+    label          text NOT NULL,
+    database       text,
+    format         text,
+    size_bytes     bigint NOT NULL,
+    started_at     timestamptz NOT NULL,
+    finished_at    timestamptz NOT NULL,
+    server_version text NOT NULL,
+    repository     text NOT NULL,
+    path           text NOT NULL,
+    job_id         bigint,
+    info           jsonb NOT NULL DEFAULT '{}',
+    UNIQUE (repository, path)
+);
+CREATE INDEX backups_by_kind ON ark.backups (kind, database, finished_at);
+
+CREATE TABLE ark.notifications (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id          bigint,
+    event           text NOT NULL,
+    payload         jsonb NOT NULL,
+    state           text NOT NULL DEFAULT 'pending'
+                    CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    delivered_at    timestamptz,
+    last_error      text
+);
+CREATE INDEX notifications_pending ON ark.notifications (next_attempt_at)
+    WHERE state = 'pending';
+
+COMMENT ON TABLE ark.schedules IS 'pg_ark schedules: a cron expression (evaluated in ark.cron_timezone), a job kind and its options';
+COMMENT ON TABLE ark.jobs IS 'pg_ark job queue and run history: one row per job, with its state, attempts, progress, last error and result';
+COMMENT ON TABLE ark.backups IS 'Backups pg_ark made and still keeps, with their place in the repository';
+COMMENT ON TABLE ark.notifications IS 'Webhook notifications (ark.notify_url) waiting, delivered or given up';
+COMMENT ON COLUMN ark.jobs.state IS 'queued, running, retrying (waiting for next_attempt_at), failed (for good), succeeded or cancelled';
+COMMENT ON COLUMN ark.jobs.conflict_key IS 'Jobs with the same key never run at the same time (physical backups of the cluster)';
+COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository';
+
+-- Schedules are the user's configuration: pg_dump keeps them.
+SELECT pg_catalog.pg_extension_config_dump('ark.schedules', '');
+
+-- Privileges: PUBLIC may look at nothing and write nothing. ark_monitor
+-- reads; ark_admin reads and writes (the functions check membership too, to
+-- give a clear error with a hint).
+GRANT USAGE ON SCHEMA ark TO PUBLIC;
+REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications FROM PUBLIC;
+GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications TO ark_monitor;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ark.schedules, ark.jobs, ark.backups, ark.notifications TO ark_admin;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA ark TO ark_admin;

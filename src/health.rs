@@ -1,0 +1,167 @@
+//! `ark.status()`: the health document, for psql and for monitoring.
+//!
+//! The facts come from the catalog (`ark.backups`, `ark.jobs`,
+//! `ark.schedules`) and from the archiver (`pg_stat_archiver`, pg_ark's
+//! failure record, the `.ready` backlog); the verdict and its messages are
+//! `pg_ark_core::health::evaluate`'s.
+use crate::error::ArkError;
+use crate::xact::{raise, require_monitor};
+use crate::{mailbox, settings, status};
+use pg_ark_core::health::{self, ArchiveFacts, Facts, JobFacts, KindFacts, Thresholds};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Map, Value};
+
+const BACKUP_KINDS: [&str; 4] = ["logical", "full", "incremental", "differential"];
+
+fn jobs_in(state: &str, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkError> {
+    Ok(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT j.id, j.kind, j.attempts, j.max_attempts, j.last_error,
+                    EXISTS (SELECT FROM ark.jobs s
+                             WHERE s.kind = j.kind AND s.state = 'succeeded'
+                               AND s.finished_at > coalesce(j.finished_at, j.created_at)),
+                    to_char(j.next_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'),
+                    to_char(j.finished_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'),
+                    j.schedule_name
+               FROM ark.jobs j
+              WHERE j.state = $1
+                AND ($1 <> 'failed' OR j.finished_at > now() - make_interval(secs => $2))
+              ORDER BY j.id",
+            None,
+            &[state.into(), within.into()],
+        )?;
+        let mut facts = Vec::new();
+        let mut docs = Vec::new();
+        for r in t {
+            let f = JobFacts {
+                id: r.get::<i64>(1)?.unwrap_or(0),
+                kind: r.get::<String>(2)?.unwrap_or_default(),
+                attempts: r.get::<i32>(3)?.unwrap_or(0),
+                max_attempts: r.get::<i32>(4)?.unwrap_or(0),
+                last_error: r.get::<String>(5)?,
+                superseded: r.get::<bool>(6)?.unwrap_or(false),
+            };
+            let mut doc = json!({
+                "id": f.id, "kind": f.kind, "attempts": f.attempts,
+                "max_attempts": f.max_attempts, "last_error": f.last_error,
+                "schedule": r.get::<String>(9)?,
+            });
+            if state == "retrying" {
+                doc["next_attempt_at"] = json!(r.get::<String>(7)?);
+            } else {
+                doc["finished_at"] = json!(r.get::<String>(8)?);
+                doc["superseded"] = json!(f.superseded);
+            }
+            facts.push(f);
+            docs.push(doc);
+        }
+        Ok::<_, pgrx::spi::SpiError>((facts, docs))
+    })?)
+}
+
+fn status_impl() -> Result<Value, ArkError> {
+    require_monitor()?;
+    let thresholds = Thresholds {
+        backup_max_age: f64::from(settings::HEALTH_BACKUP_MAX_AGE.get()),
+        archive_backlog: i64::from(settings::HEALTH_ARCHIVE_BACKLOG.get()),
+    };
+    let now = crate::queue::now_epoch();
+    let mut kinds = Vec::new();
+    let mut ages = Map::new();
+    for kind in BACKUP_KINDS {
+        let (last, since) = Spi::get_two_with_args::<f64, f64>(
+            "SELECT (SELECT extract(epoch FROM max(finished_at))::float8
+                       FROM ark.backups WHERE kind = $1),
+                    (SELECT extract(epoch FROM min(created_at))::float8
+                       FROM ark.schedules WHERE kind = $1 AND enabled)",
+            &[kind.into()],
+        )?;
+        ages.insert(
+            kind.into(),
+            json!(last.map(|l| ((now - l) * 10.0).round() / 10.0)),
+        );
+        kinds.push(KindFacts {
+            kind: kind.into(),
+            last_success: last,
+            scheduled_since: since,
+        });
+    }
+    let (retrying, retrying_docs) = jobs_in("retrying", 0.0)?;
+    let (failed, failed_docs) = jobs_in("failed", thresholds.backup_max_age)?;
+    let (queued, running) = Spi::get_two::<i64, i64>(
+        "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running')
+           FROM ark.jobs",
+    )?;
+
+    let (enabled, archived_time, failed_time, last_wal, failed_wal) = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT current_setting('archive_mode') <> 'off'
+                    AND current_setting('archive_library') = 'pg_ark',
+                    extract(epoch FROM last_archived_time)::float8,
+                    extract(epoch FROM last_failed_time)::float8,
+                    last_archived_wal, last_failed_wal
+               FROM pg_catalog.pg_stat_archiver",
+            None,
+            &[],
+        )?;
+        let r = t.first();
+        Ok::<_, pgrx::spi::SpiError>((
+            r.get::<bool>(1)?.unwrap_or(false),
+            r.get::<f64>(2)?,
+            r.get::<f64>(3)?,
+            r.get::<String>(4)?,
+            r.get::<String>(5)?,
+        ))
+    })?;
+    let failure = status::last_failure();
+    let reason = failure
+        .as_ref()
+        .and_then(|f| f.get("message")?.as_str().map(str::to_string));
+    let archive = ArchiveFacts {
+        enabled,
+        backlog: status::backlog(),
+        last_archived: archived_time,
+        last_failed: failed_time,
+        last_failure_reason: reason.clone(),
+    };
+    let facts = Facts {
+        now,
+        kinds,
+        retrying,
+        failed,
+        archive: archive.clone(),
+    };
+    let report = health::evaluate(&facts, &thresholds);
+    Ok(json!({
+        "status": report.verdict.as_str(),
+        "messages": report.messages,
+        "last_backup_age_seconds": ages,
+        "jobs": {
+            "queued": queued.unwrap_or(0),
+            "running": running.unwrap_or(0),
+            "retrying": retrying_docs,
+            "failed": failed_docs,
+        },
+        "archive": {
+            "enabled": archive.enabled,
+            "backlog": archive.backlog,
+            "last_archived_wal": last_wal,
+            "last_failed_wal": failed_wal,
+            "last_failure_reason": reason,
+        },
+        "scheduler": { "running": mailbox::scheduler_pid().is_some() },
+        "thresholds": {
+            "backup_max_age_seconds": thresholds.backup_max_age,
+            "archive_backlog": thresholds.archive_backlog,
+        },
+    }))
+}
+
+/// pg_ark's health: `status` (healthy, degraded or failing), `messages` in
+/// plain words, the age of the last successful backup of each kind, failing
+/// and retrying jobs, and WAL archiving's backlog and last error.
+#[pg_extern(volatile)]
+fn status() -> JsonB {
+    JsonB(status_impl().unwrap_or_else(|e| raise(e)))
+}

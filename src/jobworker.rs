@@ -1,0 +1,362 @@
+//! Job workers: dynamic background workers that run queued jobs.
+//!
+//! The scheduler starts one per runnable job, up to `ark.max_parallel_jobs`.
+//! A worker claims jobs one at a time until none is runnable, then exits:
+//!
+//! - **Claim**: one `UPDATE … WHERE id = (SELECT … FOR UPDATE SKIP LOCKED)`,
+//!   so a job runs exactly once. Claims take a transaction-level advisory
+//!   lock first, so the check "no running job has my conflict key" (two
+//!   physical backups never run together) cannot race with another claim.
+//! - **Run**: the work itself (pg_dump, storage I/O) runs on a thread of its
+//!   own with every signal blocked and never calls PostgreSQL. The worker's
+//!   thread polls it, publishes progress, and watches for `ark.cancel()` and
+//!   for SIGTERM.
+//! - **End**: succeeded (result recorded), retrying after
+//!   `base × 2^(attempt-1)` capped, failed when out of attempts, cancelled,
+//!   or, on SIGTERM, put back as retrying without using up an attempt.
+//!
+//! A worker that dies mid-job (kill -9, crash) leaves its job `running`; the
+//! scheduler notices that the worker's pid is gone and retries or fails it.
+use crate::error::ArkError;
+use crate::{logical_job, notify, settings, xact};
+use pg_ark_core::jobs::{self, JobKind};
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
+    SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use pgrx::{JsonB, PgMemoryContexts};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `backend_type` of job workers in `pg_stat_activity`.
+pub const WORKER_TYPE: &str = "pg_ark job";
+/// Advisory lock key that serializes claims ("pg_ark" in ASCII).
+const CLAIM_LOCK: i64 = 0x70_67_5f_61_72_6b;
+
+/// Start a job worker (from the scheduler).
+pub fn launch() -> Result<DynamicBackgroundWorker, ()> {
+    // The handle must outlive the current transaction's memory.
+    // SAFETY: switches back to the current context when the closure returns.
+    unsafe {
+        PgMemoryContexts::TopMemoryContext.switch_to(|_| {
+            BackgroundWorkerBuilder::new("pg_ark job worker")
+                .set_type(WORKER_TYPE)
+                .set_library("pg_ark")
+                .set_function("ark_job_worker_main")
+                .enable_spi_access()
+                .set_start_time(BgWorkerStartTime::RecoveryFinished)
+                .set_restart_time(None)
+                .set_notify_pid(pg_sys::MyProcPid)
+                .load_dynamic()
+                .map_err(|_| ())
+        })
+    }
+}
+
+/// A claimed job.
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub options: Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// How a job's run ended.
+pub enum Outcome {
+    Succeeded(Value),
+    Failed(String),
+    Cancelled,
+    Interrupted,
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
+    loop {
+        if BackgroundWorker::sigterm_received() {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: on the worker's own thread, outside any transaction.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        let job = match xact::run(claim) {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(e) => {
+                warning!("pg_ark job worker could not claim a job: {}", e);
+                break;
+            }
+        };
+        log!(
+            "pg_ark job {} ({}) started, attempt {} of {}",
+            job.id,
+            job.kind,
+            job.attempts,
+            job.max_attempts
+        );
+        let outcome = match job.kind {
+            JobKind::Logical => logical_job::run_logical(&job),
+            JobKind::Expire => logical_job::run_expire(&job),
+            other => Outcome::Failed(format!("job kind \"{other}\" is not available")),
+        };
+        if let Err(e) = xact::run(|| finish(&job, &outcome)) {
+            warning!("pg_ark could not record the end of job {}: {}", job.id, e);
+        }
+    }
+    // SAFETY: normal exit of a dynamic worker (never restarted).
+    unsafe { pg_sys::proc_exit(0) };
+}
+
+fn claim() -> Result<Option<Job>, ArkError> {
+    Spi::run_with_args("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()])?;
+    Ok(Spi::connect_mut(|c| {
+        let t = c.update(
+            "UPDATE ark.jobs
+                SET state = 'running', attempts = attempts + 1, started_at = now(),
+                    worker_pid = pg_backend_pid(), progress = NULL, cancel_requested = false
+              WHERE id = (SELECT j.id FROM ark.jobs j
+                           WHERE j.state IN ('queued', 'retrying')
+                             AND j.next_attempt_at <= now()
+                             AND (j.conflict_key IS NULL OR NOT EXISTS (
+                                    SELECT FROM ark.jobs r
+                                     WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
+                           ORDER BY j.next_attempt_at, j.id
+                           LIMIT 1
+                           FOR UPDATE SKIP LOCKED)
+              RETURNING id, kind, options, attempts, max_attempts",
+            None,
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        let r = t.first();
+        let kind: String = r.get(2)?.unwrap_or_default();
+        Ok(Some((
+            r.get::<i64>(1)?.unwrap_or(0),
+            kind,
+            r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+            r.get::<i32>(4)?.unwrap_or(1),
+            r.get::<i32>(5)?.unwrap_or(1),
+        )))
+    })?
+    .map(|(id, kind, options, attempts, max_attempts)| {
+        JobKind::parse(&kind).map(|kind| Job {
+            id,
+            kind,
+            options,
+            attempts,
+            max_attempts,
+        })
+    })
+    .transpose()?)
+}
+
+/// Record a failed attempt: retry with backoff, or fail for good.
+pub fn record_failure(
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    options: &Value,
+    message: &str,
+) -> Result<(), ArkError> {
+    if attempts >= max_attempts {
+        Spi::run_with_args(
+            "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
+                    worker_pid = NULL
+              WHERE id = $1",
+            &[id.into(), message.into()],
+        )?;
+        warning!(
+            "pg_ark job {} failed after {} attempts: {}",
+            id,
+            attempts,
+            message
+        );
+        notify::queue(id, "job.failed")?;
+    } else {
+        let base = options
+            .get("retry_base")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
+        let cap = options
+            .get("retry_cap")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()))
+            .max(base);
+        let delay = jobs::retry_delay(attempts, base, cap);
+        Spi::run_with_args(
+            "UPDATE ark.jobs SET state = 'retrying', last_error = $2, worker_pid = NULL,
+                    next_attempt_at = now() + make_interval(secs => $3)
+              WHERE id = $1",
+            &[id.into(), message.into(), delay.into()],
+        )?;
+        log!(
+            "pg_ark job {} attempt {} of {} failed, retrying in {:.1}s: {}",
+            id,
+            attempts,
+            max_attempts,
+            delay,
+            message
+        );
+    }
+    Ok(())
+}
+
+fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
+    match outcome {
+        Outcome::Succeeded(result) => {
+            Spi::run_with_args(
+                "UPDATE ark.jobs SET state = 'succeeded', finished_at = now(), result = $2,
+                        worker_pid = NULL
+                  WHERE id = $1",
+                &[job.id.into(), JsonB(result.clone()).into()],
+            )?;
+            log!("pg_ark job {} ({}) succeeded", job.id, job.kind);
+            notify::queue(job.id, "job.succeeded")?;
+        }
+        Outcome::Failed(message) => record_failure(
+            job.id,
+            job.attempts,
+            job.max_attempts,
+            &job.options,
+            message,
+        )?,
+        Outcome::Cancelled => {
+            Spi::run_with_args(
+                "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), worker_pid = NULL,
+                        last_error = 'cancelled by ark.cancel() while running'
+                  WHERE id = $1",
+                &[job.id.into()],
+            )?;
+            log!("pg_ark job {} cancelled", job.id);
+        }
+        Outcome::Interrupted => {
+            // Not the job's fault: the attempt does not count.
+            Spi::run_with_args(
+                "UPDATE ark.jobs SET state = 'retrying', attempts = greatest(attempts - 1, 0),
+                        next_attempt_at = now(), worker_pid = NULL,
+                        last_error = 'interrupted by a shutdown or pg_terminate_backend(); it runs again'
+                  WHERE id = $1",
+                &[job.id.into()],
+            )?;
+            log!("pg_ark job {} interrupted; it will run again", job.id);
+        }
+    }
+    Ok(())
+}
+
+/// Shared between a job's work thread and the worker's thread.
+#[derive(Default)]
+pub struct Control {
+    /// Set by the worker: stop as soon as possible.
+    pub stop: Arc<AtomicBool>,
+    /// Set by the work thread: what it is doing, for `ark.jobs.progress`.
+    pub progress: Mutex<Value>,
+    /// Bytes stored so far by the part in progress.
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// Why the work was stopped early.
+pub enum Stopped {
+    Cancelled,
+    Interrupted,
+    /// The work thread could not start or panicked: a failed attempt.
+    Broken(String),
+}
+
+/// Run `work` on a thread with signals blocked while this (the worker's)
+/// thread watches: every second it publishes `progress` and checks for
+/// `ark.cancel()`; SIGTERM stops the work. `on_event` runs on this thread
+/// for each event the work sends (to record finished parts in the catalog).
+pub fn supervise<T: Send + 'static, E: Send + 'static>(
+    job: &Job,
+    work: impl FnOnce(Arc<Control>, std::sync::mpsc::Sender<E>) -> T + Send + 'static,
+    mut on_event: impl FnMut(E),
+) -> Result<T, Stopped> {
+    let control = Arc::new(Control::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c2 = Arc::clone(&control);
+    let handle = match pg_ark_core::threads::with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name(format!("pg_ark-job-{}", job.id))
+            .spawn(move || work(c2, tx))
+    }) {
+        Ok(h) => h,
+        Err(e) => {
+            return Err(Stopped::Broken(format!("could not start a thread: {e}")));
+        }
+    };
+    let mut stopped = None;
+    let started = Instant::now();
+    let mut last_check = Instant::now();
+    loop {
+        while let Ok(ev) = rx.try_recv() {
+            on_event(ev);
+        }
+        if handle.is_finished() {
+            break;
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) && stopped.is_none() {
+            stopped = Some(Stopped::Interrupted);
+            control.stop.store(true, Ordering::SeqCst);
+        }
+        if stopped.is_none() && last_check.elapsed() >= Duration::from_secs(1) {
+            last_check = Instant::now();
+            let mut progress = control
+                .progress
+                .lock()
+                .map(|p| p.clone())
+                .unwrap_or(Value::Null);
+            if let Value::Object(map) = &mut progress {
+                map.insert("bytes".into(), json!(control.bytes.load(Ordering::Relaxed)));
+                map.insert("elapsed_seconds".into(), json!(started.elapsed().as_secs()));
+            }
+            let cancel = xact::run(|| {
+                Ok(Spi::get_one_with_args::<bool>(
+                    "UPDATE ark.jobs SET progress = $2 WHERE id = $1 RETURNING cancel_requested",
+                    &[job.id.into(), JsonB(progress).into()],
+                )?
+                .unwrap_or(false))
+            });
+            if cancel == Ok(true) {
+                stopped = Some(Stopped::Cancelled);
+                control.stop.store(true, Ordering::SeqCst);
+            }
+        }
+    }
+    while let Ok(ev) = rx.try_recv() {
+        on_event(ev);
+    }
+    let result = handle.join();
+    match (stopped, result) {
+        (Some(s), _) => Err(s),
+        (None, Ok(v)) => Ok(v),
+        (None, Err(_)) => Err(Stopped::Broken("the job's work thread panicked".into())),
+    }
+}
+
+/// The outcome for a work result.
+pub fn outcome(r: Result<Result<Value, String>, Stopped>) -> Outcome {
+    match r {
+        Ok(Ok(v)) => Outcome::Succeeded(v),
+        Ok(Err(e)) => Outcome::Failed(e),
+        Err(Stopped::Cancelled) => Outcome::Cancelled,
+        Err(Stopped::Interrupted) => Outcome::Interrupted,
+        Err(Stopped::Broken(e)) => Outcome::Failed(e),
+    }
+}
+
+/// Progress document helper.
+pub fn set_progress(control: &Control, doc: Value) {
+    if let Ok(mut p) = control.progress.lock() {
+        *p = doc;
+    }
+}

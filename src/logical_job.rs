@@ -1,0 +1,438 @@
+//! Logical backups (`logical` jobs), retention (`expire` jobs and
+//! `ark.expire()`).
+//!
+//! The worker's thread gathers everything PostgreSQL knows (databases, the
+//! socket, the port, pg_dump's path beside the server's own binary, the
+//! system identifier, the settings); the dumps then run on a work thread
+//! through `pg_ark_core::logical`: pg_dump is started with an argument
+//! vector (never a shell), over the local socket, with no password on its
+//! command line, and its output streams into the repository (custom and
+//! plain formats without any temporary copy). Each finished dump is
+//! recorded in `ark.backups` as soon as it is durable; its `backup.info` in
+//! the repository makes it restorable without the database.
+//!
+//! Retention keeps, per database, the newest `retain_count` dumps and those
+//! younger than `retain_days` (options, else `ark.logical_retain_*`); the
+//! newest dump of a database never expires. Expired dumps leave the
+//! repository first (`backup.info` first), then the catalog.
+use crate::error::ArkError;
+use crate::jobworker::{outcome, set_progress, supervise, Control, Job, Outcome};
+use crate::xact::{raise, require_admin, require_queue_database};
+use crate::{settings, xact};
+use pg_ark_core::logical::{
+    self, DumpControl, DumpFormat, DumpMeta, DumpRequest, LogicalBackupInfo,
+};
+use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::storage::s3::S3Options;
+use pg_ark_core::{jobs, storage, RepoUrl};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::Arc;
+
+/// Where the repository is and which cluster entry is ours.
+#[derive(Clone)]
+struct Target {
+    url: String,
+    s3: S3Options,
+    sysid: u64,
+    major: u32,
+}
+
+impl Target {
+    /// Read on the backend's thread.
+    fn current() -> Result<Target, ArkError> {
+        let url = settings::repository().ok_or(ArkError::NoRepository)?;
+        RepoUrl::parse(&url)?;
+        // SAFETY: reads the control file's identifier, loaded at start.
+        let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+        Ok(Target {
+            url,
+            s3: settings::s3_options(),
+            sysid,
+            major: pg_sys::PG_VERSION_NUM / 10000,
+        })
+    }
+
+    /// Open our cluster entry (any thread: no PostgreSQL calls).
+    fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
+        let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
+        let repo = Arc::new(Repository::open(storage, true)?);
+        repo.cluster(self.sysid, self.major, true)
+    }
+}
+
+/// Retention rules: options first, then the settings (0 = unset).
+fn retention(options: &Value) -> (Option<u32>, Option<u32>) {
+    let pick = |key: &str, setting: i32| {
+        options
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .or_else(|| u32::try_from(setting).ok().filter(|n| *n > 0))
+    };
+    (
+        pick("retain_count", settings::LOGICAL_RETAIN_COUNT.get()),
+        pick("retain_days", settings::LOGICAL_RETAIN_DAYS.get()),
+    )
+}
+
+/// Everything a logical job needs, gathered on the backend's thread.
+struct Plan {
+    target: Target,
+    databases: Vec<String>,
+    request: DumpRequest,
+    label: String,
+    server_version: String,
+    job_id: i64,
+    retain: (Option<u32>, Option<u32>),
+}
+
+fn setting(name: &str) -> Result<String, ArkError> {
+    Ok(
+        Spi::get_one_with_args::<String>("SELECT current_setting($1)", &[name.into()])?
+            .unwrap_or_default(),
+    )
+}
+
+fn plan(job: &Job) -> Result<Plan, ArkError> {
+    let target = Target::current()?;
+    let databases = match jobs::option_names(&job.options, "database") {
+        Some(list) => list,
+        None => {
+            let mut out = Vec::new();
+            Spi::connect(|c| {
+                let t = c.select(
+                    "SELECT datname::text FROM pg_catalog.pg_database
+                      WHERE datallowconn AND NOT datistemplate ORDER BY datname",
+                    None,
+                    &[],
+                )?;
+                for r in t {
+                    if let Some(name) = r.get::<String>(1)? {
+                        out.push(name);
+                    }
+                }
+                Ok::<_, pgrx::spi::SpiError>(())
+            })?;
+            out
+        }
+    };
+    let format = DumpFormat::parse(
+        job.options
+            .get("format")
+            .and_then(Value::as_str)
+            .unwrap_or("custom"),
+    )?;
+    let socket_dir = setting("unix_socket_directories")?
+        .split(',')
+        .map(str::trim)
+        .find(|s| !s.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| pg_ark_core::Error::InvalidLogicalRequest {
+            reason: "unix_socket_directories is empty, and pg_ark runs pg_dump over the local socket only".into(),
+        })?;
+    let port: u16 = setting("port")?.parse().unwrap_or(5432);
+    let user =
+        Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")?;
+    // SAFETY: my_exec_path is the server binary's path, set at start.
+    let exec = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::my_exec_path).cast()) }
+        .to_string_lossy()
+        .into_owned();
+    let pg_dump = PathBuf::from(exec)
+        .parent()
+        .map(|d| d.join("pg_dump"))
+        .unwrap_or_else(|| PathBuf::from("pg_dump"));
+    let data_dir = setting("data_directory")?;
+    let label = Spi::get_one_with_args::<String>(
+        "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS\"Z\"') || '-j' || $1",
+        &[job.id.to_string().into()],
+    )?
+    .unwrap_or_else(|| format!("j{}", job.id));
+    Ok(Plan {
+        target,
+        databases,
+        request: DumpRequest {
+            pg_dump,
+            socket_dir,
+            port,
+            user,
+            database: String::new(),
+            format,
+            schemas: jobs::option_names(&job.options, "schema").unwrap_or_default(),
+            jobs: job
+                .options
+                .get("jobs")
+                .and_then(Value::as_u64)
+                .and_then(|n| u32::try_from(n).ok()),
+            compression: job.options.get("compression").map(|v| match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            }),
+            work_dir: Some(PathBuf::from(data_dir).join("pg_ark/tmp")),
+        },
+        label,
+        server_version: setting("server_version")?,
+        job_id: job.id,
+        retain: retention(&job.options),
+    })
+}
+
+/// What the work thread reports as it goes.
+enum Event {
+    Stored {
+        info: Box<LogicalBackupInfo>,
+        location: String,
+        prefix: String,
+    },
+    Expired {
+        location: String,
+        prefix: String,
+    },
+}
+
+fn summary(info: &LogicalBackupInfo, prefix: &str) -> Value {
+    json!({
+        "database": info.database,
+        "label": info.label,
+        "format": info.format.as_str(),
+        "path": prefix,
+        "keys": info.files.iter().map(|f| f.key.clone()).collect::<Vec<_>>(),
+        "bytes": info.bytes,
+        "sha256": info.sha256,
+        "seconds": info.finished_epoch - info.started_epoch,
+    })
+}
+
+/// Apply retention to `databases` (all when `None`) of the entry; sends an
+/// event per expired dump and returns their summaries.
+fn expire_dumps(
+    cluster: &ClusterRepo,
+    databases: Option<&[String]>,
+    retain: (Option<u32>, Option<u32>),
+    tx: &Sender<Event>,
+) -> Result<Vec<Value>, pg_ark_core::Error> {
+    let mut all = Vec::new();
+    match databases {
+        Some(list) => {
+            for db in list {
+                all.extend(logical::list_logical_backups(cluster, Some(db))?);
+            }
+        }
+        None => all = logical::list_logical_backups(cluster, None)?,
+    }
+    let mut out = Vec::new();
+    for b in logical::select_expired(&all, retain.0, retain.1, logical::now_epoch()) {
+        logical::delete_logical_backup(cluster, b)?;
+        let prefix = logical::backup_prefix(cluster, &b.database, &b.label);
+        let _ = tx.send(Event::Expired {
+            location: cluster.location(),
+            prefix: prefix.clone(),
+        });
+        out.push(json!({
+            "database": b.database, "label": b.label, "path": prefix,
+            "job_id": b.job_id, "finished_at": b.finished_at,
+        }));
+    }
+    Ok(out)
+}
+
+fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, String> {
+    let cluster = plan.target.open().map_err(|e| e.to_string())?;
+    let mut done = Vec::new();
+    for (n, db) in plan.databases.iter().enumerate() {
+        if control.stop.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("stopped".into());
+        }
+        set_progress(
+            &control,
+            json!({"database": db, "done": n, "databases": plan.databases.len()}),
+        );
+        let mut req = plan.request.clone();
+        req.database = db.clone();
+        if let Some(dir) = &req.work_dir {
+            let own = dir.join(format!("job-{}-{n}", plan.job_id));
+            let _ = std::fs::remove_dir_all(&own);
+            req.work_dir = Some(own);
+        }
+        let meta = DumpMeta {
+            label: plan.label.clone(),
+            job_id: Some(plan.job_id),
+            server_version: plan.server_version.clone(),
+            pg_dump_version: None,
+        };
+        control.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
+        let dc = DumpControl {
+            bytes: Arc::clone(&control.bytes),
+            cancel: Arc::clone(&control.stop),
+        };
+        let info =
+            logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(|e| e.to_string())?;
+        let prefix = logical::backup_prefix(&cluster, db, &info.label);
+        done.push(summary(&info, &prefix));
+        let _ = tx.send(Event::Stored {
+            info: Box::new(info),
+            location: cluster.location(),
+            prefix,
+        });
+    }
+    let mut result = json!({ "backups": done, "expired": [] });
+    if plan.retain.0.is_some() || plan.retain.1.is_some() {
+        match expire_dumps(&cluster, Some(&plan.databases), plan.retain, &tx) {
+            Ok(expired) => result["expired"] = json!(expired),
+            // The dumps are safe; a failed expiry is retried next time.
+            Err(e) => result["retention_error"] = json!(e.to_string()),
+        }
+    }
+    Ok(result)
+}
+
+/// Record an event in the catalog (backend's thread).
+fn record(event: Event) {
+    let r = xact::run(|| {
+        match &event {
+            Event::Stored {
+                info,
+                location,
+                prefix,
+            } => {
+                Spi::run_with_args(
+                    "INSERT INTO ark.backups (kind, label, database, format, size_bytes,
+                            started_at, finished_at, server_version, repository, path, job_id, info)
+                     VALUES ('logical', $1, $2, $3, $4, to_timestamp($5::float8),
+                             to_timestamp($6::float8), $7, $8, $9, $10, $11)
+                     ON CONFLICT (repository, path) DO NOTHING",
+                    &[
+                        info.label.clone().into(),
+                        info.database.clone().into(),
+                        info.format.as_str().into(),
+                        i64::try_from(info.bytes).unwrap_or(i64::MAX).into(),
+                        (info.started_epoch as f64).into(),
+                        (info.finished_epoch as f64).into(),
+                        info.server_version.clone().into(),
+                        location.clone().into(),
+                        prefix.clone().into(),
+                        info.job_id.into(),
+                        JsonB(serde_json::to_value(info.as_ref()).unwrap_or(Value::Null)).into(),
+                    ],
+                )?;
+            }
+            Event::Expired { location, prefix } => {
+                Spi::run_with_args(
+                    "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
+                    &[location.clone().into(), prefix.clone().into()],
+                )?;
+            }
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        warning!("pg_ark could not update ark.backups: {}", e);
+    }
+}
+
+/// Run a `logical` job.
+pub fn run_logical(job: &Job) -> Outcome {
+    let plan = match xact::run(|| plan(job)) {
+        Ok(p) => p,
+        Err(e) => return Outcome::Failed(e),
+    };
+    if plan.databases.is_empty() {
+        return Outcome::Failed("there is no connectable database to dump".into());
+    }
+    outcome(supervise(job, move |c, tx| dump_all(plan, c, tx), record))
+}
+
+/// Run an `expire` job.
+pub fn run_expire(job: &Job) -> Outcome {
+    let retain = retention(&job.options);
+    if retain.0.is_none() && retain.1.is_none() {
+        return Outcome::Failed(ArkError::NoRetentionRule.to_string());
+    }
+    let target = match xact::run(Target::current) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let databases = jobs::option_names(&job.options, "database");
+    outcome(supervise(
+        job,
+        move |_c, tx| {
+            let cluster = target.open().map_err(|e| e.to_string())?;
+            let expired = expire_dumps(&cluster, databases.as_deref(), retain, &tx)
+                .map_err(|e| e.to_string())?;
+            Ok(json!({ "expired": expired }))
+        },
+        record,
+    ))
+}
+
+#[allow(clippy::type_complexity)]
+fn expire_impl(
+    retain_count: Option<i32>,
+    retain_days: Option<i32>,
+) -> Result<Vec<(String, String, String, Option<i64>, String)>, ArkError> {
+    require_admin("expire pg_ark backups")?;
+    require_queue_database()?;
+    let mut options = serde_json::Map::new();
+    if let Some(n) = retain_count {
+        options.insert("retain_count".into(), json!(n));
+    }
+    if let Some(n) = retain_days {
+        options.insert("retain_days".into(), json!(n));
+    }
+    let options = Value::Object(options);
+    jobs::validate(jobs::JobKind::Expire, &options)?;
+    let retain = retention(&options);
+    if retain.0.is_none() && retain.1.is_none() {
+        return Err(ArkError::NoRetentionRule);
+    }
+    let cluster = Target::current()?.open()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let expired = expire_dumps(&cluster, None, retain, &tx)?;
+    drop(tx);
+    for ev in rx {
+        if let Event::Expired { location, prefix } = ev {
+            Spi::run_with_args(
+                "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
+                &[location.into(), prefix.into()],
+            )?;
+        }
+    }
+    Ok(expired
+        .iter()
+        .map(|e| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            (
+                s("database"),
+                s("label"),
+                s("path"),
+                e["job_id"].as_i64(),
+                s("finished_at"),
+            )
+        })
+        .collect())
+}
+
+/// Apply logical-backup retention now, with the given rules or else the
+/// ark.logical_retain_* settings: removes expired dumps from the repository
+/// and from ark.backups, and lists what it removed.
+#[pg_extern(volatile)]
+#[allow(clippy::type_complexity)]
+fn expire(
+    retain_count: default!(Option<i32>, "NULL"),
+    retain_days: default!(Option<i32>, "NULL"),
+) -> TableIterator<
+    'static,
+    (
+        name!(database, String),
+        name!(label, String),
+        name!(path, String),
+        name!(job_id, Option<i64>),
+        name!(finished_at, String),
+    ),
+> {
+    let rows = expire_impl(retain_count, retain_days).unwrap_or_else(|e| raise(e));
+    TableIterator::new(rows)
+}

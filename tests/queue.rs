@@ -1,0 +1,716 @@
+//! The job queue on real clusters: schedules, `ark.backup()` + `ark.wait()`,
+//! logical dumps that pg_restore reads (local and S3), retries with growing
+//! delays, recovery of a job whose worker was killed, exactly-once claims,
+//! cancel, the webhook, retention, and roles.
+use pg_ark_core::storage::s3::{S3Options, S3Storage};
+use pg_ark_core::storage::Storage;
+use pg_ark_tests::{temp_dir, wait_until, Cluster, ClusterOptions, S3Server};
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// A cluster whose scheduler wakes every second and retries after 1 s.
+fn queue_options(repo: &str) -> ClusterOptions {
+    ClusterOptions::default()
+        .set("ark.repository", &format!("'{repo}'"))
+        .set("ark.scheduler_naptime", "1")
+        .set("ark.job_retry_base", "1")
+        .set("ark.job_retry_cap", "4")
+}
+
+fn local(repo: &Path) -> String {
+    format!("file://{}", repo.display())
+}
+
+/// Install pg_ark and make database `app` with some rows.
+fn prepare(cluster: &Cluster) -> postgres::Client {
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    c.batch_execute("CREATE DATABASE app").unwrap();
+    let mut app = cluster.client_on("app");
+    app.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    c
+}
+
+fn json(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Value {
+    let row = c.query_one(sql, params).unwrap();
+    let text: String = row.get(0);
+    serde_json::from_str(&text).unwrap()
+}
+
+/// `ark.wait(id)` as JSON.
+fn wait_job(c: &mut postgres::Client, id: i64) -> Value {
+    json(c, "SELECT ark.wait($1, '120s')::text", &[&id])
+}
+
+/// `ark.wait(ark.backup('logical', options))`, as the issue's psql user writes it.
+fn run_backup(c: &mut postgres::Client, options: &str) -> Value {
+    json(
+        c,
+        "SELECT ark.wait(ark.backup('logical', $1::text::jsonb), '120s')::text",
+        &[&options],
+    )
+}
+
+fn backup(c: &mut postgres::Client, options: &str) -> i64 {
+    c.query_one("SELECT ark.backup('logical', $1::text::jsonb)", &[&options])
+        .unwrap()
+        .get(0)
+}
+
+/// The data key of each dump a job's result lists.
+fn dump_keys(result: &Value) -> Vec<String> {
+    result["backups"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backups in {result}"))
+        .iter()
+        .flat_map(|b| {
+            b["keys"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no keys in {b}"))
+                .iter()
+                .map(|k| k.as_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// `pg_restore --list` of a dump file; returns its output.
+fn pg_restore_list(cluster: &Cluster, file: &Path) -> String {
+    let out = Command::new(cluster.install.bin("pg_restore"))
+        .arg("--list")
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pg_restore --list {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn wait_on_backup_gives_a_dump_that_pg_restore_reads() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let id = backup(&mut c, r#"{"database": "app"}"#);
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+    let keys = dump_keys(&done["result"]);
+    assert_eq!(keys.len(), 1, "{done}");
+    let list = pg_restore_list(&cluster, &repo.path().join(&keys[0]));
+    assert!(list.contains("TABLE public orders"), "{list}");
+    assert!(list.contains("TABLE DATA public orders"), "{list}");
+
+    // The catalog knows the dump, with its place in the repository.
+    let row = c
+        .query_one(
+            "SELECT kind, database, format, size_bytes, job_id, server_version = current_setting('server_version'),
+                    repository
+               FROM ark.backups",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "logical");
+    assert_eq!(row.get::<_, String>(1), "app");
+    assert_eq!(row.get::<_, String>(2), "custom");
+    assert_eq!(
+        row.get::<_, i64>(3) as u64,
+        std::fs::metadata(repo.path().join(&keys[0])).unwrap().len()
+    );
+    assert_eq!(row.get::<_, i64>(4), id);
+    assert!(row.get::<_, bool>(5));
+    // The repository describes the dump too: restore works without the database.
+    let info_dir = repo.path().join(&keys[0]);
+    let info = info_dir.parent().unwrap().join("backup.info");
+    assert!(info.exists(), "{} is missing", info.display());
+}
+
+#[test]
+fn default_backup_dumps_every_connectable_database_in_plain_and_directory_formats() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    // Every connectable database but templates: postgres and app.
+    let done = run_backup(&mut c, "{}");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let mut dbs: Vec<String> = done["result"]["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["database"].as_str().unwrap().to_string())
+        .collect();
+    dbs.sort();
+    assert_eq!(dbs, vec!["app", "postgres"]);
+
+    let plain = run_backup(&mut c, r#"{"database": "app", "format": "plain"}"#);
+    assert_eq!(plain["state"], "succeeded", "{plain}");
+    let sql = std::fs::read_to_string(repo.path().join(&dump_keys(&plain["result"])[0])).unwrap();
+    assert!(sql.contains("CREATE TABLE public.orders"), "{sql}");
+
+    let dir = run_backup(
+        &mut c,
+        r#"{"database": "app", "format": "directory", "jobs": 2}"#,
+    );
+    assert_eq!(dir["state"], "succeeded", "{dir}");
+    let keys = dump_keys(&dir["result"]);
+    let toc = keys
+        .iter()
+        .find(|k| k.ends_with("/toc.dat"))
+        .unwrap_or_else(|| panic!("no toc.dat in {keys:?}"));
+    let list = pg_restore_list(&cluster, repo.path().join(toc).parent().unwrap());
+    assert!(list.contains("TABLE DATA public orders"), "{list}");
+}
+
+#[test]
+fn wait_on_backup_into_s3() {
+    let s3 = S3Server::start();
+    let url = format!("s3://{}/ark", s3.bucket);
+    let cluster = Cluster::start_with(
+        queue_options(&url)
+            .set("ark.s3_endpoint", &format!("'{}'", s3.endpoint()))
+            .set("ark.s3_force_path_style", "on")
+            .set("ark.s3_access_key_id", &format!("'{}'", s3.access_key))
+            .set("ark.s3_secret_access_key", &format!("'{}'", s3.secret_key)),
+    );
+    let mut c = prepare(&cluster);
+    let done = run_backup(&mut c, r#"{"database": "app"}"#);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let keys = dump_keys(&done["result"]);
+    let storage = S3Storage::open(
+        &s3.bucket,
+        "ark",
+        &S3Options {
+            endpoint: Some(s3.endpoint()),
+            region: Some("us-east-1".into()),
+            force_path_style: true,
+            access_key_id: Some(s3.access_key.clone()),
+            secret_access_key: Some(s3.secret_key.clone()),
+        },
+    )
+    .unwrap();
+    let dump = storage.get(&keys[0]).unwrap();
+    let file = temp_dir("ark-dl-");
+    let path = file.path().join("app.dump");
+    std::fs::write(&path, dump).unwrap();
+    let list = pg_restore_list(&cluster, &path);
+    assert!(list.contains("TABLE DATA public orders"), "{list}");
+}
+
+#[test]
+fn a_schedule_runs_when_due_and_once_per_due_time() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let id: i64 = c
+        .query_one(
+            "SELECT ark.schedule('app-every-minute', '* * * * *', 'logical', '{\"database\": \"app\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(id > 0);
+    // The next run is the start of the next minute.
+    let next_ok: bool = c
+        .query_one(
+            "SELECT next_run = date_trunc('minute', now()) + interval '1 minute' FROM ark.schedules",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(next_ok);
+    let job = {
+        let mut found = None;
+        wait_until("the scheduled job", Duration::from_secs(90), || {
+            found = c
+                .query_opt(
+                    "SELECT id FROM ark.jobs WHERE schedule_name = 'app-every-minute'",
+                    &[],
+                )
+                .unwrap()
+                .map(|r| r.get::<_, i64>(0));
+            found.is_some()
+        });
+        found.unwrap()
+    };
+    let done = wait_job(&mut c, job);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // One job per due time: the unique (schedule, due time) and the new
+    // next_run commit together.
+    let (jobs, distinct, last_job_ok): (i64, i64, bool) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(DISTINCT scheduled_for),
+                        bool_and(s.last_job_id IS NOT NULL AND s.next_run > now() - interval '1 minute')
+                   FROM ark.jobs j JOIN ark.schedules s ON s.name = j.schedule_name",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(jobs, distinct);
+    assert!(last_job_ok);
+    // Replacing keeps the id; unscheduling removes it; jobs stay.
+    let again: i64 = c
+        .query_one(
+            "SELECT ark.schedule('app-every-minute', '@daily', 'logical', '{\"database\": \"app\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(again, id);
+    assert!(c
+        .query_one("SELECT ark.unschedule('app-every-minute')", &[])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(!c
+        .query_one("SELECT ark.unschedule('app-every-minute')", &[])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(
+        c.query_one("SELECT count(*) FROM ark.jobs", &[])
+            .unwrap()
+            .get::<_, i64>(0)
+            >= 1
+    );
+}
+
+#[test]
+fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let id = backup(&mut c, r#"{"database": "no_such_db", "max_attempts": 4}"#);
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 4, "{done}");
+    let err = done["error"].as_str().unwrap();
+    assert!(err.contains("no_such_db"), "{err}");
+    // base 1 s, doubling, capped at 4 s: 1, 2, 4 after attempts 1, 2, 3.
+    let log = cluster.log();
+    for (attempt, delay) in [(1, "1.0"), (2, "2.0"), (3, "4.0")] {
+        let needle = format!("pg_ark job {id} attempt {attempt} of 4 failed, retrying in {delay}s");
+        assert!(log.contains(&needle), "{needle:?} missing from the log");
+    }
+    assert!(log.contains(&format!("pg_ark job {id} failed after 4 attempts")));
+    // Nothing half-written is left in the repository or the catalog.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ark.backups", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    // The health document says so, in words.
+    let status = json(&mut c, "SELECT ark.status()::text", &[]);
+    assert_eq!(status["status"], "failing", "{status}");
+    let messages = status["messages"].to_string();
+    assert!(
+        messages.contains(&format!("logical job {id} failed after 4 attempts")),
+        "{messages}"
+    );
+    // ark.retry() queues it afresh.
+    let again: i64 = c.query_one("SELECT ark.retry($1)", &[&id]).unwrap().get(0);
+    assert_eq!(again, id);
+    let state: String = c
+        .query_one("SELECT state FROM ark.jobs WHERE id = $1", &[&id])
+        .unwrap()
+        .get(0);
+    assert!(
+        state == "queued" || state == "running" || state == "retrying",
+        "{state}"
+    );
+}
+
+/// Hold a lock that pg_dump waits for, so a job stays running.
+fn block_dumps(cluster: &Cluster) -> postgres::Client {
+    let mut blocker = cluster.client_on("app");
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    blocker
+}
+
+fn wait_running(c: &mut postgres::Client, id: i64) -> i32 {
+    let mut pid = 0;
+    wait_until("the job to run", WAIT, || {
+        let r = c
+            .query_one(
+                "SELECT state, coalesce(worker_pid, 0) FROM ark.jobs WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        pid = r.get(1);
+        r.get::<_, String>(0) == "running" && pid > 0
+    });
+    pid
+}
+
+#[test]
+fn a_killed_job_worker_leaves_no_stuck_job() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let mut blocker = block_dumps(&cluster);
+    let id = backup(&mut c, r#"{"database": "app", "max_attempts": 3}"#);
+    let pid = wait_running(&mut c, id);
+    // kill -9: the postmaster restarts every process (crash recovery).
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    drop(c);
+    let _ = blocker.batch_execute("ROLLBACK");
+    drop(blocker);
+    let mut c = None;
+    wait_until("the server back after the crash", WAIT, || {
+        c = postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls).ok();
+        c.is_some()
+    });
+    let mut c = c.unwrap();
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "{done}");
+    let err = done["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!(
+            "the job worker (pid {pid}) ended without finishing the job"
+        )),
+        "{done}"
+    );
+}
+
+#[test]
+fn twenty_jobs_with_two_workers_each_run_exactly_once() {
+    let repo = temp_dir("ark-repo-");
+    let cluster =
+        Cluster::start_with(queue_options(&local(repo.path())).set("ark.max_parallel_jobs", "2"));
+    let mut c = prepare(&cluster);
+    let ids: Vec<i64> = (0..20)
+        .map(|_| backup(&mut c, r#"{"database": "app"}"#))
+        .collect();
+    let mut peak = 0i64;
+    let start = Instant::now();
+    loop {
+        let r = c
+            .query_one(
+                "SELECT count(*) FILTER (WHERE state = 'running'),
+                        count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled'))
+                   FROM ark.jobs",
+                &[],
+            )
+            .unwrap();
+        peak = peak.max(r.get(0));
+        if r.get::<_, i64>(1) == 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "jobs did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        peak <= 2,
+        "{peak} jobs ran at once with ark.max_parallel_jobs = 2"
+    );
+    let log = cluster.log();
+    for id in &ids {
+        let r = c
+            .query_one("SELECT state, attempts FROM ark.jobs WHERE id = $1", &[id])
+            .unwrap();
+        assert_eq!(r.get::<_, String>(0), "succeeded", "job {id}");
+        assert_eq!(r.get::<_, i32>(1), 1, "job {id}");
+        let starts = log
+            .matches(&format!("pg_ark job {id} (logical) started"))
+            .count();
+        assert_eq!(starts, 1, "job {id} started {starts} times");
+    }
+    let (rows, jobs): (i64, i64) = {
+        let r = c
+            .query_one(
+                "SELECT count(*), count(DISTINCT job_id) FROM ark.backups",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((rows, jobs), (20, 20));
+}
+
+#[test]
+fn cancel_stops_queued_and_running_jobs() {
+    let repo = temp_dir("ark-repo-");
+    let cluster =
+        Cluster::start_with(queue_options(&local(repo.path())).set("ark.max_parallel_jobs", "1"));
+    let mut c = prepare(&cluster);
+    let mut blocker = block_dumps(&cluster);
+    let running = backup(&mut c, r#"{"database": "app"}"#);
+    wait_running(&mut c, running);
+    // With one worker busy, the second job waits in the queue.
+    let queued = backup(&mut c, r#"{"database": "app"}"#);
+    assert!(c
+        .query_one("SELECT ark.cancel($1)", &[&queued])
+        .unwrap()
+        .get::<_, bool>(0));
+    assert!(c
+        .query_one("SELECT ark.cancel($1)", &[&running])
+        .unwrap()
+        .get::<_, bool>(0));
+    let done = wait_job(&mut c, running);
+    assert_eq!(done["state"], "cancelled", "{done}");
+    let q = wait_job(&mut c, queued);
+    assert_eq!(q["state"], "cancelled", "{q}");
+    let _ = blocker.batch_execute("ROLLBACK");
+    // Nothing was stored, and cancelling again is refused with a reason.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ark.backups", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+    let e = c
+        .query_one("SELECT ark.cancel($1)", &[&running])
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert_eq!(
+        db.message(),
+        format!("job {running} cannot be cancelled: it is cancelled")
+    );
+}
+
+/// A one-shot HTTP listener on loopback: returns the request bodies it got.
+fn listen(n: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let h = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        for _ in 0..n {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                r.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+                if line == "\r\n" || line.is_empty() {
+                    break;
+                }
+            }
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            bodies.push(String::from_utf8(body).unwrap());
+        }
+        bodies
+    });
+    (port, h)
+}
+
+#[test]
+fn the_webhook_hears_about_failures_and_successes() {
+    let repo = temp_dir("ark-repo-");
+    let (port, listener) = listen(2);
+    let cluster = Cluster::start_with(
+        queue_options(&local(repo.path()))
+            .set("ark.notify_url", &format!("'http://127.0.0.1:{port}/hook'"))
+            .set("ark.notify_on_success", "on"),
+    );
+    let mut c = prepare(&cluster);
+    let failed = backup(&mut c, r#"{"database": "no_such_db", "max_attempts": 1}"#);
+    assert_eq!(wait_job(&mut c, failed)["state"], "failed");
+    let ok = backup(&mut c, r#"{"database": "app"}"#);
+    assert_eq!(wait_job(&mut c, ok)["state"], "succeeded");
+    let bodies: Vec<Value> = listener
+        .join()
+        .unwrap()
+        .iter()
+        .map(|b| serde_json::from_str(b).unwrap())
+        .collect();
+    let by_job = |id: i64| {
+        bodies
+            .iter()
+            .find(|b| b["job_id"] == id)
+            .unwrap_or_else(|| panic!("no notification for job {id}: {bodies:?}"))
+    };
+    assert_eq!(by_job(failed)["event"], "job.failed");
+    assert!(by_job(failed)["error"]
+        .as_str()
+        .unwrap()
+        .contains("no_such_db"));
+    assert_eq!(by_job(ok)["event"], "job.succeeded");
+    assert_eq!(by_job(ok)["kind"], "logical");
+    wait_until("deliveries recorded", WAIT, || {
+        c.query_one(
+            "SELECT count(*) FROM ark.notifications WHERE state = 'delivered'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 2
+    });
+}
+
+#[test]
+fn a_dead_webhook_does_not_block_the_queue() {
+    let repo = temp_dir("ark-repo-");
+    // A listener that accepts and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let cluster = Cluster::start_with(
+        queue_options(&local(repo.path()))
+            .set("ark.notify_url", &format!("'http://127.0.0.1:{port}/'"))
+            .set("ark.notify_on_success", "on")
+            .set("ark.notify_timeout", "2")
+            .set("ark.notify_max_attempts", "2"),
+    );
+    let mut c = prepare(&cluster);
+    for _ in 0..3 {
+        let id = backup(&mut c, r#"{"database": "app"}"#);
+        assert_eq!(wait_job(&mut c, id)["state"], "succeeded");
+    }
+    wait_until("deliveries given up", WAIT, || {
+        c.query_one(
+            "SELECT count(*) FROM ark.notifications WHERE state = 'failed' AND attempts = 2",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 3
+    });
+    drop(silent);
+}
+
+fn dumps_in_repo(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap() == "dump.custom" {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn retention_removes_exactly_the_expired_dumps() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let id = backup(&mut c, r#"{"database": "app", "retain_count": 2}"#);
+        let done = wait_job(&mut c, id);
+        assert_eq!(done["state"], "succeeded", "{done}");
+        ids.push((id, dump_keys(&done["result"])[0].clone(), done));
+    }
+    // The last two dumps stay; the first two are gone from repository and catalog.
+    let kept: Vec<i64> = c
+        .query("SELECT job_id FROM ark.backups ORDER BY job_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(kept, vec![ids[2].0, ids[3].0]);
+    for (i, (_, key, _)) in ids.iter().enumerate() {
+        assert_eq!(repo.path().join(key).exists(), i >= 2, "{key}");
+    }
+    assert_eq!(dumps_in_repo(repo.path()).len(), 2);
+    let expired = ids[3].2["result"]["expired"].to_string();
+    assert!(
+        expired.contains(&ids[1].1.split('/').rev().nth(1).unwrap().to_string()),
+        "{expired}"
+    );
+
+    // ark.expire() applies a rule given now: keep the newest only.
+    let removed: Vec<i64> = c
+        .query("SELECT job_id FROM ark.expire(retain_count => 1)", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(removed, vec![ids[2].0]);
+    assert_eq!(dumps_in_repo(repo.path()).len(), 1);
+    assert!(repo.path().join(&ids[3].1).exists());
+    // Without any rule it refuses instead of doing nothing silently.
+    let e = c.query("SELECT * FROM ark.expire()", &[]).unwrap_err();
+    assert_eq!(
+        e.as_db_error().unwrap().message(),
+        "no retention rule is set"
+    );
+}
+
+#[test]
+fn only_admins_run_jobs_and_monitors_read() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    c.batch_execute(
+        "CREATE ROLE alice LOGIN; CREATE ROLE mona LOGIN; CREATE ROLE adam LOGIN;
+         GRANT ark_monitor TO mona; GRANT ark_admin TO adam;",
+    )
+    .unwrap();
+    let connect = |role: &str| {
+        postgres::Client::connect(
+            &format!("{} user={role}", cluster.connstr("postgres")),
+            postgres::NoTls,
+        )
+        .unwrap()
+    };
+    let mut alice = connect("alice");
+    let e = alice
+        .query_one("SELECT ark.backup('logical')", &[])
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42501");
+    assert_eq!(db.message(), "permission denied to run pg_ark backups");
+    assert_eq!(
+        db.hint(),
+        Some("Only superusers and members of role ark_admin may schedule, run, cancel, retry or expire backups: GRANT ark_admin TO \"alice\";")
+    );
+    for sql in [
+        "SELECT ark.schedule('x', '@daily', 'logical')",
+        "SELECT ark.status()",
+        "SELECT count(*) FROM ark.jobs",
+        "INSERT INTO ark.schedules (name, cron, kind) VALUES ('x', '@daily', 'logical')",
+    ] {
+        let e = alice.query(sql, &[]).unwrap_err();
+        assert_eq!(e.as_db_error().unwrap().code().code(), "42501", "{sql}");
+    }
+    let mut mona = connect("mona");
+    let status = json(&mut mona, "SELECT ark.status()::text", &[]);
+    assert_eq!(status["status"], "healthy", "{status}");
+    let e = mona
+        .query_one("SELECT ark.backup('logical')", &[])
+        .unwrap_err();
+    assert_eq!(e.as_db_error().unwrap().code().code(), "42501");
+    let mut adam = connect("adam");
+    let id: i64 = adam
+        .query_one(
+            "SELECT ark.backup('logical', '{\"database\": \"app\"}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(wait_job(&mut adam, id)["state"], "succeeded");
+}
