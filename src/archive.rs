@@ -53,8 +53,20 @@ fn identity() -> (u64, u32) {
 fn open_push(url: &str) -> Result<PushAhead, ArkError> {
     let (compression, level) = settings::compression()?;
     let workers = settings::archive_push_workers();
+    let cluster = open_cluster(url)?;
+    // A previous archiver killed in the middle of a push left its
+    // temporary files; nothing else removes them.
+    match cluster.remove_stale_temporaries() {
+        Ok(0) => {}
+        Ok(n) => pgrx::log!(
+            "pg_ark removed {} temporary files that an interrupted archiver left in {}",
+            n,
+            cluster.location()
+        ),
+        Err(e) => pgrx::warning!("pg_ark could not clean up temporary files: {}", e),
+    }
     Ok(PushAhead::start(
-        open_cluster(url)?,
+        cluster,
         compression,
         level,
         workers,

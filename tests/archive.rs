@@ -407,3 +407,585 @@ fn wal_get_refuses_corrupt_files_loudly_and_missing_ones_quietly() {
     );
     assert!(err.contains("pg_ark: hint:"), "{err}");
 }
+
+/// `restore_command` fetching from the repository with the installed CLI.
+fn wal_get_command(cluster: &Cluster, repo: &Path) -> String {
+    format!(
+        "{} wal-get --repo file://{} %f %p",
+        cluster.install.bin("pg_ark").display(),
+        repo.display()
+    )
+}
+
+/// Put an empty signal file (`recovery.signal`, `standby.signal`) in a
+/// backup before it is started.
+fn signal_file(backup: &Path, name: &str) {
+    let signal = backup.join(name);
+    std::fs::write(&signal, "").unwrap();
+    pg_ark_tests::give_to_test_user(&signal);
+}
+
+/// A fresh session, or `None` while the server is not accepting them
+/// (restarting after a crash, shutting down).
+fn try_client(cluster: &Cluster) -> Option<postgres::Client> {
+    postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls).ok()
+}
+
+fn in_recovery(cluster: &Cluster) -> Option<bool> {
+    try_client(cluster)?
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .ok()
+        .map(|r| r.get(0))
+}
+
+/// The WAL segment that holds the byte just before `lsn` (PostgreSQL's
+/// `XLByteToPrevSeg`), on timeline `tli`, for 16 MiB segments.
+fn segment_before(tli: u32, lsn: &str) -> String {
+    let (hi, lo) = lsn.split_once('/').unwrap();
+    let lsn = (u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap();
+    let segno = (lsn - 1) / SEGMENT;
+    format!("{tli:08X}{:08X}{:08X}", segno / 256, segno % 256)
+}
+
+const SEGMENT: u64 = 16 * 1024 * 1024;
+
+/// File names in `pg_wal/archive_status` with the given suffix.
+fn archive_status_files(cluster: &Cluster, suffix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(cluster.data.join("pg_wal/archive_status"))
+        .unwrap()
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_suffix(suffix)
+                .map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every file below `dir`, recursively, as paths relative to `dir`.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue; // removed meanwhile
+        };
+        for e in entries.filter_map(Result::ok) {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(e.path()),
+                Ok(_) => out.push(e.path().strip_prefix(dir).unwrap().to_path_buf()),
+                Err(_) => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The repository's temporary files (`.ark-tmp.<pid>.<nanos>.<seq>`, see
+/// `storage/local.rs`), and the WAL objects stored so far (by file name).
+fn repo_files(dir: &Path) -> (Vec<String>, Vec<String>) {
+    let mut tmp = Vec::new();
+    let mut wal = Vec::new();
+    for p in files_below(dir) {
+        let name = p.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with(".ark-tmp.") || name.ends_with(".tmp") {
+            tmp.push(p.display().to_string());
+        } else if p.components().any(|c| c.as_os_str() == "wal") {
+            wal.push(name);
+        }
+    }
+    (tmp, wal)
+}
+
+#[test]
+fn the_timeline_history_file_of_a_promotion_is_archived() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    Cluster::write_and_switch_wal(&mut c, 1);
+    let (bb_dir, backup) = primary.base_backup();
+    let last = Cluster::write_and_switch_wal(&mut c, 2);
+    primary.wait_archived(&last, WAIT);
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    let sysid = primary.system_identifier_from_control();
+
+    // Recover from the archive and promote at its end, archiving on into
+    // the same repository: the same system identifier, so the same entry.
+    signal_file(&backup, "recovery.signal");
+    let restore = wal_get_command(&primary, repo_dir.path());
+    let restored = Cluster::start_from_backup(
+        bb_dir,
+        backup,
+        archiving(repo_dir.path()).set("restore_command", &format!("'{restore}'")),
+    );
+    wait_until("recovery to end", 2 * WAIT, || {
+        in_recovery(&restored) == Some(false)
+    });
+    assert_eq!(restored.system_identifier(), sysid);
+    let mut rc = restored.client();
+    let wal: String = rc
+        .query_one("SELECT pg_walfile_name(pg_current_wal_lsn())", &[])
+        .unwrap()
+        .get(0);
+    assert!(wal.starts_with("00000002"), "new timeline 2: {wal}");
+
+    let history_path = restored.data.join("pg_wal/00000002.history");
+    wait_until("00000002.history archived", WAIT, || {
+        restored
+            .data
+            .join("pg_wal/archive_status/00000002.history.done")
+            .exists()
+    });
+    let local = std::fs::read(&history_path).unwrap();
+    assert!(
+        String::from_utf8_lossy(&local).starts_with("1\t"),
+        "the history names timeline 1 as the parent: {:?}",
+        String::from_utf8_lossy(&local)
+    );
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, restored.install.major, false).unwrap();
+    assert_eq!(
+        entry.wal_key("00000002.history").unwrap(),
+        format!("clusters/{sysid}/wal/00000002.history")
+    );
+    assert!(repo
+        .storage()
+        .head(&format!("clusters/{sysid}/wal/00000002.history"))
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        entry.get_wal("00000002.history").unwrap().as_deref(),
+        Some(local.as_slice()),
+        "the archived history decodes to the file in pg_wal"
+    );
+
+    // The new timeline's segments go into the same entry, verified.
+    let tl2 = Cluster::write_and_switch_wal(&mut rc, 3);
+    assert!(tl2.starts_with("00000002"), "{tl2}");
+    restored.wait_archived(&tl2, WAIT);
+    assert_eq!(
+        entry.get_wal(&tl2).unwrap().unwrap(),
+        std::fs::read(restored.data.join(format!("pg_wal/{tl2}"))).unwrap()
+    );
+    let log = restored.log();
+    assert!(!log.contains("could not archive"), "{log}");
+    assert!(!log.contains("pg_ark: error"), "{log}");
+}
+
+#[test]
+fn promoting_a_standby_archives_the_partial_last_segment_of_the_old_timeline() {
+    let repo_dir = temp_dir("ark-repo-");
+    // wal_keep_size: the standby streams from the backup's start (the
+    // backup has no WAL), so the primary must not recycle it meanwhile.
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()).set("wal_keep_size", "'1GB'"));
+    let mut c = primary.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    Cluster::write_and_switch_wal(&mut c, 1);
+    let (sb_dir, backup) = primary.base_backup();
+    signal_file(&backup, "standby.signal");
+    let standby = Cluster::start_from_backup(
+        sb_dir,
+        backup,
+        archiving(repo_dir.path()).set("hot_standby", "on").set(
+            "primary_conninfo",
+            &format!(
+                "'host={} port={} user=postgres application_name=ark_standby'",
+                primary.sockdir.display(),
+                primary.port
+            ),
+        ),
+    );
+    wait_until("the standby streaming", WAIT, || {
+        c.query_one(
+            "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'ark_standby' AND state = 'streaming'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    });
+
+    // WAL in the current segment, not switched: the segment stays incomplete.
+    c.execute(
+        "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 1000) g",
+        &[],
+    )
+    .unwrap();
+    let lsn: String = c
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the standby replaying the insert", WAIT, || {
+        try_client(&standby)
+            .and_then(|mut s| {
+                s.query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&lsn],
+                )
+                .ok()
+            })
+            .is_some_and(|r| r.get::<_, bool>(0))
+    });
+    // The old primary goes away (its last segment is never completed, so
+    // never archived by it); the standby takes over.
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    let mut sc = standby.client();
+    let promoted: bool = sc
+        .query_one("SELECT pg_promote(true, 60)", &[])
+        .unwrap()
+        .get(0);
+    assert!(promoted, "pg_promote");
+    let end: String = sc
+        .query_one("SELECT pg_last_wal_replay_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    let segment = segment_before(1, &end);
+    let partial = format!("{segment}.partial");
+
+    // PostgreSQL renamed the old timeline's last, incomplete segment and
+    // marked it ready (xlog.c, CleanupAfterArchiveRecovery).
+    let partials = || -> Vec<String> {
+        std::fs::read_dir(standby.data.join("pg_wal"))
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".partial"))
+            .collect()
+    };
+    wait_until("a .partial file in pg_wal", WAIT, || !partials().is_empty());
+    let partials = partials();
+    assert_eq!(partials, vec![partial.clone()], "end of recovery at {end}");
+    let local = std::fs::read(standby.data.join(format!("pg_wal/{partial}"))).unwrap();
+    wait_until(&format!("{partial} archived"), WAIT, || {
+        standby
+            .data
+            .join(format!("pg_wal/archive_status/{partial}.done"))
+            .exists()
+    });
+
+    let sysid = standby.system_identifier();
+    assert_eq!(sysid, primary.system_identifier_from_control());
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, standby.install.major, false).unwrap();
+    assert_eq!(
+        entry.wal_key(&partial).unwrap(),
+        format!("clusters/{sysid}/wal/{}/{partial}", &segment[..16])
+    );
+    // get_wal verifies the checksum and the system identifier in the page header.
+    let stored = entry.get_wal(&partial).unwrap().expect("partial archived");
+    assert_eq!(stored.len() as u64, SEGMENT);
+    assert!(
+        stored == local,
+        "the archived .partial is the file in pg_wal"
+    );
+    assert_eq!(
+        pg_ark_core::wal::segment_system_identifier(&stored),
+        Some(sysid)
+    );
+    // It holds the old timeline's WAL up to the switch point, as the old
+    // primary wrote it.
+    let (hi, lo) = end.split_once('/').unwrap();
+    let end_off =
+        (((u64::from_str_radix(hi, 16).unwrap() << 32) | u64::from_str_radix(lo, 16).unwrap()) - 1)
+            % SEGMENT
+            + 1;
+    let old = std::fs::read(primary.data.join(format!("pg_wal/{segment}"))).unwrap();
+    assert!(
+        stored[..end_off as usize] == old[..end_off as usize],
+        "the first {end_off} bytes match the old primary's segment"
+    );
+    // Only as .partial: the incomplete segment is never stored under the
+    // whole segment's name, where the old primary's copy would belong.
+    assert_eq!(entry.get_wal(&segment).unwrap(), None);
+
+    // The new timeline's history is archived by the promoted standby too.
+    wait_until("00000002.history archived", WAIT, || {
+        standby
+            .data
+            .join("pg_wal/archive_status/00000002.history.done")
+            .exists()
+    });
+    assert_eq!(
+        entry.get_wal("00000002.history").unwrap().unwrap(),
+        std::fs::read(standby.data.join("pg_wal/00000002.history")).unwrap()
+    );
+    let log = standby.log();
+    assert!(!log.contains("could not archive"), "{log}");
+}
+
+/// The archiver's PID, once one is running and the server takes sessions.
+fn archiver_pid(cluster: &Cluster) -> Option<i32> {
+    try_client(cluster)?
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+            &[],
+        )
+        .ok()
+        .flatten()
+        .map(|r| r.get(0))
+}
+
+/// The PID in a temporary file's name, `.ark-tmp.<pid>.<nanos>.<seq>`.
+fn tmp_pid(path: &str) -> Option<i32> {
+    let name = path.rsplit('/').next()?;
+    name.strip_prefix(".ark-tmp.")?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// What the repository and `archive_status` showed at one moment.
+#[derive(Debug)]
+struct PushState {
+    /// Temporary WAL objects of the archiver being watched: pushes in flight.
+    in_flight: Vec<String>,
+    /// WAL objects stored.
+    stored: Vec<String>,
+    /// Stored objects whose file is still `.ready` although the archiver
+    /// has not come to it (it takes the oldest first): pushed ahead, not yet
+    /// reported to PostgreSQL.
+    ahead: Vec<String>,
+    /// `.ready` files left.
+    ready: usize,
+}
+
+fn push_state(cluster: &Cluster, repo: &Path, pid: i32) -> PushState {
+    let (tmp, stored) = repo_files(repo);
+    let ready = archive_status_files(cluster, ".ready");
+    PushState {
+        in_flight: tmp
+            .into_iter()
+            .filter(|t| t.contains("/wal/") && tmp_pid(t) == Some(pid))
+            .collect(),
+        ahead: stored
+            .iter()
+            .filter(|n| ready.iter().skip(1).any(|r| r == *n))
+            .cloned()
+            .collect(),
+        stored,
+        ready: ready.len(),
+    }
+}
+
+/// Poll until archiver `pid` is caught mid-catch-up with work of its push
+/// threads under way: two objects being written at once, or an object not
+/// among `stored_before` stored ahead of its turn (or, failing both, three
+/// more objects stored, or nothing left to archive).
+fn wait_for_pushes_in_flight(cluster: &Cluster, repo: &Path, pid: i32, stored_before: &[String]) {
+    let start = std::time::Instant::now();
+    loop {
+        let st = push_state(cluster, repo, pid);
+        if st.in_flight.len() >= 2
+            || st.ahead.iter().any(|n| !stored_before.contains(n))
+            || st.stored.len() >= stored_before.len() + 3
+            || st.ready == 0
+        {
+            return;
+        }
+        assert!(
+            start.elapsed() < 2 * WAIT,
+            "archiver {pid} never pushed: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Wait until process `pid` is gone (or a zombie): its threads no longer run.
+fn wait_dead(pid: i32) {
+    wait_until(
+        &format!("process {pid} to die"),
+        WAIT,
+        || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X')),
+        },
+    );
+}
+
+#[test]
+fn a_crash_while_pushing_ahead_loses_nothing() {
+    let repo_dir = temp_dir("ark-repo-");
+    // No repository yet: archiving is "not configured", so .ready files pile
+    // up without a single failed attempt.
+    let mut cluster = Cluster::start_with(
+        archiving(repo_dir.path())
+            .set("ark.repository", "''")
+            .set("ark.archive_push_workers", "4"),
+    );
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    // Segments full of barely compressible rows, so each push takes a while.
+    for _ in 0..40 {
+        if archive_status_files(&cluster, ".ready").len() >= 12 {
+            break;
+        }
+        c.batch_execute(
+            "INSERT INTO t SELECT g, md5(random()::text) || md5(random()::text) FROM generate_series(1, 150000) g;
+             SELECT pg_switch_wal();",
+        )
+        .unwrap();
+    }
+    let backlog = archive_status_files(&cluster, ".ready");
+    assert!(backlog.len() >= 12, "{backlog:?}");
+    // Completed segments are immutable: remember them before archiving
+    // lets checkpoints recycle them.
+    let expected: Vec<(String, [u8; 32])> = backlog
+        .iter()
+        .map(|n| {
+            let data = std::fs::read(cluster.data.join(format!("pg_wal/{n}"))).unwrap();
+            assert_eq!(data.len() as u64, SEGMENT, "{n}");
+            (n.clone(), envelope::sha256(&data))
+        })
+        .collect();
+    let sysid = cluster.system_identifier();
+
+    // Archiving with push-ahead starts on the backlog; SIGKILL the archiver
+    // (and its push threads) while pushes are in flight.
+    let first = archiver_pid(&cluster).expect("archiver running");
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET ark.repository = 'file://{}'",
+        repo_dir.path().display()
+    ))
+    .unwrap();
+    c.execute("SELECT pg_reload_conf()", &[]).unwrap();
+    drop(c);
+    wait_for_pushes_in_flight(&cluster, repo_dir.path(), first, &[]);
+    // SAFETY: kill(2) on a PID we just read from the server.
+    assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
+    wait_dead(first);
+    // Frozen until a new archiver runs (after crash recovery).
+    let at_kill = push_state(&cluster, repo_dir.path(), first);
+    eprintln!("SIGKILL archiver {first}: {at_kill:?}");
+    assert!(
+        at_kill.stored.len() < backlog.len(),
+        "killed before the backlog was archived: {at_kill:?}"
+    );
+    // The postmaster treats the archiver's death as a crash: every process
+    // restarts after crash recovery, then a new archiver resumes.
+    let second = {
+        let mut pid = None;
+        wait_until("a new archiver after the crash", 2 * WAIT, || {
+            pid = archiver_pid(&cluster).filter(|p| *p != first);
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
+
+    // And again, as an immediate shutdown, once the new archiver pushes.
+    wait_for_pushes_in_flight(&cluster, repo_dir.path(), second, &at_kill.stored);
+    assert!(cluster.stop("immediate").status.success());
+    let at_stop = push_state(&cluster, repo_dir.path(), second);
+    eprintln!("immediate stop with archiver {second}: {at_stop:?}");
+    assert!(
+        [&at_kill, &at_stop]
+            .iter()
+            .any(|st| !st.ahead.is_empty() || !st.in_flight.is_empty()),
+        "neither interruption caught work pushed ahead: {at_kill:?} {at_stop:?}"
+    );
+    cluster.restart_stopped();
+    let last = {
+        let mut pid = None;
+        wait_until("the archiver after the restart", 2 * WAIT, || {
+            pid = archiver_pid(&cluster);
+            pid.is_some()
+        });
+        pid.unwrap()
+    };
+
+    // Catch-up: nothing waits in pg_wal, every file of the backlog is stored.
+    wait_until("the backlog archived", 2 * WAIT, || {
+        archive_status_files(&cluster, ".ready").is_empty()
+    });
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, cluster.install.major, false).unwrap();
+    for (name, sha) in &expected {
+        assert!(
+            cluster
+                .data
+                .join(format!("pg_wal/archive_status/{name}.done"))
+                .exists()
+                || !cluster.data.join(format!("pg_wal/{name}")).exists(),
+            "{name} is done or recycled"
+        );
+        let data = entry
+            .get_wal(name)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{name} lost"));
+        assert_eq!(data.len() as u64, SEGMENT, "{name}");
+        assert!(envelope::sha256(&data) == *sha, "{name}: other bytes");
+    }
+    // No attempt ever failed: the archive module records every failure's
+    // reason for ark.archive_status() (status.rs), and none was recorded.
+    let failure = cluster.data.join("pg_ark/archive_failure.json");
+    assert!(
+        !failure.exists(),
+        "{}",
+        std::fs::read_to_string(&failure).unwrap_or_default()
+    );
+    let mut c = cluster.client();
+    let row = c
+        .query_one(
+            "SELECT failed_count, last_failed_time IS NULL OR last_failed_time < last_archived_time
+               FROM pg_stat_archiver",
+            &[],
+        )
+        .unwrap();
+    assert!(
+        row.get::<_, bool>(1),
+        "{} failures not followed by success",
+        row.get::<_, i64>(0)
+    );
+    let log = cluster.log();
+    assert!(
+        log.contains(&format!(
+            "archiver process (PID {first}) was terminated by signal 9"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("could not archive"), "{log}");
+    // A file pushed ahead but not reported when its archiver died was
+    // offered again, and the identical copy was accepted as archived.
+    for name in at_kill.ahead.iter().chain(&at_stop.ahead) {
+        assert!(
+            log.contains(&format!(
+                "WAL file \"{name}\" was already archived with identical content"
+            )),
+            "{name}: {log}"
+        );
+    }
+
+    // Stored objects are only WAL files; a temporary file can only be the
+    // remains of a push cut short by one of the two kills.
+    let listed = repo
+        .storage()
+        .list(&format!("clusters/{sysid}/wal/"))
+        .unwrap();
+    for o in &listed {
+        let name = o.key.rsplit('/').next().unwrap();
+        assert!(pg_ark_core::wal::classify(name).is_ok(), "{}", o.key);
+    }
+    let (leftover, _) = repo_files(repo_dir.path());
+    let sizes: Vec<u64> = leftover
+        .iter()
+        .map(|t| {
+            std::fs::metadata(repo_dir.path().join(t))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .collect();
+    // The archiver that opened the repository after the restarts removed
+    // what the killed ones ({first}, {second}) left; it runs as {last}.
+    assert!(
+        leftover.is_empty(),
+        "temporary files left: {leftover:?}, bytes {sizes:?} (killed archivers {first}, {second}; running {last})"
+    );
+}

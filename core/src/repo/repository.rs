@@ -153,6 +153,11 @@ impl ClusterRepo {
         self.repo.location()
     }
 
+    /// Remove temporary files that crashed writers left in this entry.
+    pub fn remove_stale_temporaries(&self) -> Result<usize, Error> {
+        Ok(self.storage().remove_stale_temporaries(&self.key(""))?)
+    }
+
     fn check_identity(&self, recorded: &Value) -> Result<(), Error> {
         let mismatch = |what, repo_value: String, our_value: String| Error::ClusterMismatch {
             location: self.repo.location(),

@@ -16,8 +16,10 @@
 //! stream a whole body first, and `link(2)` decides at the end. A failing
 //! reader removes the temporary file and leaves nothing under the key.
 //!
-//! Temporary files start with `.ark-tmp.` and are never listed; a crash can
-//! leave one behind, which `list` ignores and a later `put` does not mind.
+//! Temporary files are named `.ark-tmp.<pid>.<nanos>.<n>` and are never
+//! listed; a crash can leave one behind, which `list` ignores, a later `put`
+//! does not mind, and `remove_stale_temporaries` removes once its process is
+//! gone (the archiver calls it when it opens the repository).
 use super::{validate_key, ObjectInfo, PutMode, Storage, StorageError};
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
@@ -144,7 +146,65 @@ fn tmp_name(dir: &Path) -> PathBuf {
     dir.join(format!("{TMP_PREFIX}{}.{nanos}.{n}", std::process::id()))
 }
 
+/// The pid in a temporary file's name, if it is one.
+fn tmp_owner(name: &str) -> Option<u32> {
+    name.strip_prefix(TMP_PREFIX)?
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Whether process `pid` exists (it may belong to another user).
+fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks for existence and permission.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
 impl Storage for LocalStorage {
+    fn remove_stale_temporaries(&self, prefix: &str) -> Result<usize, StorageError> {
+        let start = if prefix.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(prefix.trim_end_matches('/'))
+        };
+        let mut removed = 0;
+        let mut dirs = vec![start];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => continue,
+                Err(e) => return Err(self.io("list", prefix, e)),
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                let name = entry.file_name().to_string_lossy().into_owned();
+                match tmp_owner(&name) {
+                    Some(pid) if pid != std::process::id() && !process_alive(pid) => {
+                        match fs::remove_file(&path) {
+                            Ok(()) => removed += 1,
+                            Err(e) if e.kind() == ErrorKind::NotFound => {}
+                            Err(e) => return Err(self.io("remove temporary file", &name, e)),
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                            dirs.push(path);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     fn location(&self) -> String {
         format!("file://{}", self.root.display())
     }
@@ -284,6 +344,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(&dir.path().join("repo")).unwrap();
         super::super::conformance::run_all(&s);
+    }
+
+    #[test]
+    fn stale_temporaries_of_dead_writers_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = LocalStorage::open(dir.path()).unwrap();
+        s.put("wal/a/x", b"kept", PutMode::Create).unwrap();
+        // A pid that does not exist (beyond pid_max) and our own, live one.
+        let dead = dir.path().join("wal/a/.ark-tmp.2147483647.1.0");
+        let live = dir
+            .path()
+            .join(format!("wal/a/.ark-tmp.{}.1.0", std::process::id()));
+        fs::write(&dead, b"partial").unwrap();
+        fs::write(&live, b"in flight").unwrap();
+        assert_eq!(s.remove_stale_temporaries("wal/").unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert_eq!(s.get("wal/a/x").unwrap(), b"kept");
+        assert_eq!(s.remove_stale_temporaries("nothing/here/").unwrap(), 0);
     }
 
     #[test]

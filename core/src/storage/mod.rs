@@ -49,6 +49,12 @@
 //!   of in-flight writes are never listed.
 //! - **`delete`**: removes the object; deleting a missing object succeeds, so
 //!   retention can be retried safely.
+//! - **`remove_stale_temporaries`**: removes what writers that died in the
+//!   middle of a write left under a prefix (local: `.ark-tmp.<pid>.*` files of
+//!   processes that no longer exist), never an object nor a live writer's
+//!   file. Backends without such leftovers return 0. (On S3 a crash can
+//!   leave an incomplete multipart upload, which is invisible to `get` and
+//!   `list`; a bucket lifecycle rule for incomplete uploads removes it.)
 //!
 //! Every method may fail with [`StorageError::Io`] (or a backend's own
 //! variant) for anything else; such errors name the key and the location.
@@ -116,6 +122,13 @@ pub trait Storage: Send + Sync {
     ) -> Result<u64, StorageError>;
     fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError>;
     fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Remove what writers that no longer exist left under `prefix` (a crash
+    /// in the middle of a write): temporary files of dead processes. Never
+    /// touches objects, nor the temporaries of a live writer. Returns how
+    /// many were removed; a backend with nothing to clean returns 0.
+    fn remove_stale_temporaries(&self, _prefix: &str) -> Result<usize, StorageError> {
+        Ok(0)
+    }
 }
 
 impl fmt::Debug for dyn Storage {
