@@ -51,11 +51,12 @@ pgrx-test:
 integration:
 	ARK_PG_CONFIG=$(PG17_CONFIG) cargo test --release --locked -p pg_ark_tests
 
-# The smoke suite on the other supported majors: the skeleton, and archiving
-# (15 and 16+ have different archive-module C APIs).
+# The smoke suite on the other supported majors: the skeleton, archiving
+# (15 and 16+ have different archive-module C APIs), and the job queue
+# (shared memory, dynamic workers).
 smoke:
-	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive
-	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive
+	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive --test queue
+	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive --test queue
 
 # pgrx-test installs a test build (with the pg_test feature) into 17, so the
 # release builds are installed after it and before the integration tests.

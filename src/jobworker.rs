@@ -79,7 +79,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
     loop {
-        if BackgroundWorker::sigterm_received() {
+        if shutdown_requested() {
             break;
         }
         if BackgroundWorker::sighup_received() {
@@ -112,6 +112,13 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
     }
     // SAFETY: normal exit of a dynamic worker (never restarted).
     unsafe { pg_sys::proc_exit(0) };
+}
+
+/// SIGTERM arrived (pgrx's handler sets ShutdownRequestPending, which,
+/// unlike `sigterm_received()`, is not reset by reading it).
+fn shutdown_requested() -> bool {
+    // SAFETY: a flag the signal handler sets; read on the worker's thread.
+    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
 }
 
 fn claim() -> Result<Option<Job>, ArkError> {
@@ -304,7 +311,8 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
         if handle.is_finished() {
             break;
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) && stopped.is_none() {
+        BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
+        if shutdown_requested() && stopped.is_none() {
             stopped = Some(Stopped::Interrupted);
             control.stop.store(true, Ordering::SeqCst);
         }

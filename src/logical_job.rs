@@ -241,6 +241,8 @@ fn expire_dumps(
 
 fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, String> {
     let cluster = plan.target.open().map_err(|e| e.to_string())?;
+    // Leftovers of a worker killed in the middle of a dump.
+    let _ = cluster.remove_stale_temporaries();
     let mut done = Vec::new();
     for (n, db) in plan.databases.iter().enumerate() {
         if control.stop.load(std::sync::atomic::Ordering::SeqCst) {

@@ -714,3 +714,110 @@ fn only_admins_run_jobs_and_monitors_read() {
         .get(0);
     assert_eq!(wait_job(&mut adam, id)["state"], "succeeded");
 }
+
+#[test]
+fn a_fast_shutdown_interrupts_a_running_job_which_runs_again_after_restart() {
+    let repo = temp_dir("ark-repo-");
+    let mut cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let mut blocker = block_dumps(&cluster);
+    let id = backup(&mut c, r#"{"database": "app", "max_attempts": 1}"#);
+    wait_running(&mut c, id);
+    drop(c);
+    // pg_ctl stop -m fast waits for the worker, which records the
+    // interruption before it exits; the blocked pg_dump is stopped.
+    let started = Instant::now();
+    let out = cluster.stop("fast");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "shutdown took {:?}",
+        started.elapsed()
+    );
+    drop(blocker.batch_execute("ROLLBACK"));
+    assert!(cluster
+        .log()
+        .contains(&format!("pg_ark job {id} interrupted; it will run again")));
+    cluster.restart_stopped();
+    let mut c = cluster.client();
+    let done = wait_job(&mut c, id);
+    // The interruption did not use up the only attempt.
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+}
+
+#[test]
+fn finished_jobs_are_pruned_after_the_history_period() {
+    let repo = temp_dir("ark-repo-");
+    let cluster =
+        Cluster::start_with(queue_options(&local(repo.path())).set("ark.job_history_days", "3"));
+    let mut c = prepare(&cluster);
+    let old = backup(&mut c, r#"{"database": "app"}"#);
+    let recent = backup(&mut c, r#"{"database": "app"}"#);
+    assert_eq!(wait_job(&mut c, old)["state"], "succeeded");
+    assert_eq!(wait_job(&mut c, recent)["state"], "succeeded");
+    c.execute(
+        "UPDATE ark.jobs SET finished_at = now() - interval '4 days' WHERE id = $1",
+        &[&old],
+    )
+    .unwrap();
+    // The scheduler prunes on its first pass after a start: restart it.
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'pg_ark scheduler'",
+        &[],
+    )
+    .unwrap();
+    wait_until("the old job pruned", WAIT, || {
+        c.query_one("SELECT count(*) FROM ark.jobs WHERE id = $1", &[&old])
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    });
+    let left: Vec<i64> = c
+        .query("SELECT id FROM ark.jobs", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(left, vec![recent]);
+}
+
+#[test]
+fn the_queue_is_used_from_its_database_and_wait_times_out_clearly() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    // The extension in another database cannot queue: the scheduler reads ark.database.
+    let mut app = cluster.client_on("app");
+    app.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    let e = app
+        .query_one("SELECT ark.backup('logical')", &[])
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert_eq!(
+        db.message(),
+        "pg_ark's job queue is in database \"postgres\", not in \"app\""
+    );
+    assert!(db.hint().unwrap().contains("ark.database"));
+    // ark.wait() gives up after its timeout with an error; the job goes on.
+    let mut blocker = block_dumps(&cluster);
+    let id = backup(&mut c, r#"{"database": "app"}"#);
+    let e = c
+        .query_one("SELECT ark.wait($1, '1 second')", &[&id])
+        .unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "57014");
+    assert!(
+        db.message()
+            .starts_with(&format!("job {id} did not end within 1 second: it is ")),
+        "{}",
+        db.message()
+    );
+    blocker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(wait_job(&mut c, id)["state"], "succeeded");
+}
