@@ -22,7 +22,8 @@ CREATE TABLE ark.schedules (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     name        text NOT NULL UNIQUE CHECK (name <> ''),
     cron        text NOT NULL,
-    kind        text NOT NULL,
+    kind        text NOT NULL
+                CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential')),
     options     jsonb NOT NULL DEFAULT '{}',
     enabled     boolean NOT NULL DEFAULT true,
     next_run    timestamptz,
@@ -33,7 +34,8 @@ CREATE TABLE ark.schedules (
 
 CREATE TABLE ark.jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind             text NOT NULL,
+    kind             text NOT NULL
+                     CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential')),
     options          jsonb NOT NULL DEFAULT '{}',
     schedule_name    text,
     scheduled_for    timestamptz,
@@ -104,6 +106,7 @@ COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repositor
 
 -- Schedules are the user's configuration: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('ark.schedules', '');
+SELECT pg_catalog.pg_extension_config_dump('ark.schedules_id_seq', '');
 
 -- Privileges: PUBLIC may look at nothing and write nothing. ark_monitor
 -- reads; ark_admin reads and writes (the functions check membership too, to

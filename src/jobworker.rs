@@ -76,7 +76,11 @@ pub enum Outcome {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGINT (pg_cancel_backend) cancels the running job instead of raising
+    // an ERROR that would end the worker.
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
+    );
     BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
     loop {
         if shutdown_requested() {
@@ -114,11 +118,16 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(0) };
 }
 
+/// Set when the postmaster died: stop everything.
+static POSTMASTER_GONE: AtomicBool = AtomicBool::new(false);
+
 /// SIGTERM arrived (pgrx's handler sets ShutdownRequestPending, which,
-/// unlike `sigterm_received()`, is not reset by reading it).
+/// unlike `sigterm_received()`, is not reset by reading it), or the
+/// postmaster is gone.
 fn shutdown_requested() -> bool {
     // SAFETY: a flag the signal handler sets; read on the worker's thread.
-    unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 }
+    let requested = unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 };
+    requested || POSTMASTER_GONE.load(Ordering::SeqCst)
 }
 
 fn claim() -> Result<Option<Job>, ArkError> {
@@ -127,7 +136,7 @@ fn claim() -> Result<Option<Job>, ArkError> {
         let t = c.update(
             "UPDATE ark.jobs
                 SET state = 'running', attempts = attempts + 1, started_at = now(),
-                    worker_pid = pg_backend_pid(), progress = NULL, cancel_requested = false
+                    worker_pid = pg_backend_pid(), progress = NULL
               WHERE id = (SELECT j.id FROM ark.jobs j
                            WHERE j.state IN ('queued', 'retrying')
                              AND j.next_attempt_at <= now()
@@ -174,6 +183,18 @@ pub fn record_failure(
     options: &Value,
     message: &str,
 ) -> Result<(), ArkError> {
+    // A cancel asked for while the attempt ran wins over a retry.
+    let cancelled = crate::xact::first_value::<i64>(
+        "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), last_error = $2,
+                worker_pid = NULL
+          WHERE id = $1 AND cancel_requested
+          RETURNING id",
+        &[id.into(), message.into()],
+    )?;
+    if cancelled.is_some() {
+        log!("pg_ark job {} cancelled", id);
+        return Ok(());
+    }
     if attempts >= max_attempts {
         Spi::run_with_args(
             "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
@@ -218,6 +239,19 @@ pub fn record_failure(
 }
 
 fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
+    // Only the worker that holds the job records its end.
+    let ours = crate::xact::first_value::<bool>(
+        "SELECT state = 'running' AND worker_pid = pg_backend_pid()
+           FROM ark.jobs WHERE id = $1 FOR UPDATE",
+        &[job.id.into()],
+    )?;
+    if ours != Some(true) {
+        warning!(
+            "pg_ark job {} was taken from this worker (its row changed); its outcome is not recorded",
+            job.id
+        );
+        return Ok(());
+    }
     match outcome {
         Outcome::Succeeded(result) => {
             Spi::run_with_args(
@@ -246,9 +280,13 @@ fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
             log!("pg_ark job {} cancelled", job.id);
         }
         Outcome::Interrupted => {
-            // Not the job's fault: the attempt does not count.
+            // Not the job's fault: the attempt does not count (unless a
+            // cancel was asked for meanwhile).
             Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'retrying', attempts = greatest(attempts - 1, 0),
+                "UPDATE ark.jobs
+                    SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
+                        finished_at = CASE WHEN cancel_requested THEN now() END,
+                        attempts = greatest(attempts - 1, 0),
                         next_attempt_at = now(), worker_pid = NULL,
                         last_error = 'interrupted by a shutdown or pg_terminate_backend(); it runs again'
                   WHERE id = $1",
@@ -311,9 +349,19 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
         if handle.is_finished() {
             break;
         }
-        BackgroundWorker::wait_latch(Some(Duration::from_millis(200)));
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) && !shutdown_requested()
+        {
+            // wait_latch returns false for SIGTERM (seen below) or the
+            // postmaster's death.
+            POSTMASTER_GONE.store(true, Ordering::SeqCst);
+        }
         if shutdown_requested() && stopped.is_none() {
             stopped = Some(Stopped::Interrupted);
+            control.stop.store(true, Ordering::SeqCst);
+        }
+        if BackgroundWorker::sigint_received() && stopped.is_none() {
+            log!("pg_ark job {}: cancelled by pg_cancel_backend()", job.id);
+            stopped = Some(Stopped::Cancelled);
             control.stop.store(true, Ordering::SeqCst);
         }
         if stopped.is_none() && last_check.elapsed() >= Duration::from_secs(1) {

@@ -13,7 +13,9 @@
 //! The mailbox has a few slots; each goes Free → Pending (backend) → Taken
 //! (scheduler, while it inserts) → Done (scheduler, with the id or an error)
 //! → Free (backend, once it read the answer). A backend that gives up waiting
-//! marks its slot Abandoned, and the scheduler frees it.
+//! (timeout, query cancel) marks its slot Abandoned, and the scheduler frees
+//! it; the scheduler also frees slots whose backend is gone or that nobody
+//! collected for two minutes, so a slot can never leak.
 use crate::error::ArkError;
 use pgrx::prelude::*;
 use pgrx::{pg_shmem_init, PGRXSharedMemory, PgLwLock};
@@ -39,6 +41,8 @@ struct Slot {
     state: SlotState,
     ticket: u64,
     requester_pid: i32,
+    /// Seconds since the epoch when the request was posted.
+    posted_at: u64,
     kind: [u8; 32],
     kind_len: usize,
     options: [u8; MAX_OPTIONS],
@@ -53,6 +57,7 @@ impl Slot {
         state: SlotState::Free,
         ticket: 0,
         requester_pid: 0,
+        posted_at: 0,
         kind: [0; 32],
         kind_len: 0,
         options: [0; MAX_OPTIONS],
@@ -127,6 +132,32 @@ pub fn wake_scheduler() {
     }
 }
 
+fn epoch_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Whether backend `pid` still exists.
+fn backend_alive(pid: i32) -> bool {
+    // SAFETY: lookup in the proc array.
+    pid > 0 && !unsafe { pg_sys::BackendPidGetProc(pid) }.is_null()
+}
+
+/// Give up slot `index` of `ticket` (the requester stopped waiting).
+fn abandon(index: usize, ticket: u64) {
+    let mut mb = MAILBOX.exclusive();
+    let slot = &mut mb.slots[index];
+    if slot.ticket == ticket {
+        if matches!(slot.state, SlotState::Pending | SlotState::Done) {
+            *slot = Slot::EMPTY;
+        } else if slot.state == SlotState::Taken {
+            slot.state = SlotState::Abandoned;
+        }
+    }
+}
+
 fn copy_in(dst: &mut [u8], src: &str) -> usize {
     let n = src.len().min(dst.len());
     dst[..n].copy_from_slice(&src.as_bytes()[..n]);
@@ -178,6 +209,7 @@ pub fn enqueue(kind: &str, options: &str) -> Result<i64, ArkError> {
                 slot.state = SlotState::Pending;
                 slot.ticket = ticket;
                 slot.requester_pid = me;
+                slot.posted_at = epoch_secs();
                 slot.kind_len = copy_in(&mut slot.kind, kind);
                 slot.options_len = copy_in(&mut slot.options, options);
                 break (i, ticket);
@@ -189,6 +221,17 @@ pub fn enqueue(kind: &str, options: &str) -> Result<i64, ArkError> {
         sleep(Duration::from_millis(20));
     };
     wake(scheduler);
+    // A query cancel or terminate during the wait raises an ERROR: give the
+    // slot up before it propagates.
+    PgTryBuilder::new(|| wait_answer(index, ticket, started))
+        .catch_others(|e| {
+            abandon(index, ticket);
+            e.rethrow()
+        })
+        .execute()
+}
+
+fn wait_answer(index: usize, ticket: u64, started: Instant) -> Result<i64, ArkError> {
     let timeout = Duration::from_secs(30);
     loop {
         {
@@ -203,18 +246,12 @@ pub fn enqueue(kind: &str, options: &str) -> Result<i64, ArkError> {
                     Err(ArkError::EnqueueFailed { message: err })
                 };
             }
-            if started.elapsed() > timeout {
-                if slot.ticket == ticket {
-                    if slot.state == SlotState::Pending {
-                        *slot = Slot::EMPTY;
-                    } else {
-                        slot.state = SlotState::Abandoned;
-                    }
-                }
-                return Err(ArkError::SchedulerTimeout {
-                    seconds: timeout.as_secs(),
-                });
-            }
+        }
+        if started.elapsed() > timeout {
+            abandon(index, ticket);
+            return Err(ArkError::SchedulerTimeout {
+                seconds: timeout.as_secs(),
+            });
         }
         if scheduler_pid().is_none() {
             // It went away; its successor serves the mailbox.
@@ -233,11 +270,19 @@ pub struct Request {
 }
 
 /// Scheduler: take every pending request (marking them Taken), and free
-/// abandoned slots.
+/// abandoned slots, slots of backends that are gone, and answers nobody
+/// collected.
 pub fn take_pending() -> Vec<Request> {
+    let now = epoch_secs();
     let mut mb = MAILBOX.exclusive();
     let mut out = Vec::new();
     for (index, slot) in mb.slots.iter_mut().enumerate() {
+        let stale = slot.state != SlotState::Free
+            && (!backend_alive(slot.requester_pid) || now.saturating_sub(slot.posted_at) > 120);
+        if stale {
+            *slot = Slot::EMPTY;
+            continue;
+        }
         match slot.state {
             SlotState::Pending => {
                 slot.state = SlotState::Taken;
@@ -270,6 +315,7 @@ pub fn answer(req: &Request, result: Result<i64, String>) {
         slot.state = SlotState::Done;
         match result {
             Ok(id) => slot.job_id = id,
+            Err(e) if e.is_empty() => slot.error_len = copy_in(&mut slot.error, "unknown error"),
             Err(e) => slot.error_len = copy_in(&mut slot.error, &e),
         }
         slot.requester_pid

@@ -53,10 +53,23 @@ pub struct Delivery {
 pub fn pump(delivery: &mut Option<Delivery>) {
     if let Some(d) = delivery.as_mut() {
         let mut done = Vec::new();
-        while let Ok(o) = d.results.try_recv() {
-            done.push(o);
+        let mut thread_gone = false;
+        loop {
+            match d.results.try_recv() {
+                Ok(o) => done.push(o),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    thread_gone = true;
+                    break;
+                }
+            }
         }
         d.pending = d.pending.saturating_sub(done.len());
+        if thread_gone {
+            // The thread ended (or panicked) without reporting the rest:
+            // they stay pending and go out in a later batch.
+            d.pending = 0;
+        }
         if !done.is_empty() {
             if let Err(e) = xact::run(|| record(&done)) {
                 warning!("pg_ark could not record webhook deliveries: {}", e);
@@ -138,7 +151,7 @@ fn record(done: &[Outcome]) -> Result<(), crate::error::ArkError> {
                 &[(*id).into()],
             )?,
             Err(e) => {
-                let gave_up = Spi::get_one_with_args::<bool>(
+                let gave_up = crate::xact::first_value::<bool>(
                     "UPDATE ark.notifications
                         SET attempts = attempts + 1, last_error = $2,
                             state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END,

@@ -26,29 +26,19 @@ pub fn now_epoch() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Turn interval strings of `retry_base` / `retry_cap` into seconds, using
-/// PostgreSQL's own interval parser ('30s', '5 min', '1 hour').
+/// Turn interval strings of `retry_base` / `retry_cap` ('30s', '5 min',
+/// '1 hour', '00:05:00') into seconds.
 fn normalize_options(mut options: Value) -> Result<Value, ArkError> {
     if let Value::Object(map) = &mut options {
         for key in ["retry_base", "retry_cap"] {
             if let Some(Value::String(text)) = map.get(key).cloned() {
-                let parsed = PgTryBuilder::new(|| {
-                    Spi::get_one_with_args::<f64>(
-                        "SELECT extract(epoch FROM $1::interval)::float8",
-                        &[text.clone().into()],
-                    )
-                    .ok()
-                    .flatten()
-                })
-                .catch_others(|_| None)
-                .execute();
-                let Some(seconds) = parsed else {
-                    return Err(jobs::JobError::InvalidOption {
+                let seconds =
+                    jobs::parse_interval(&text).ok_or_else(|| jobs::JobError::InvalidOption {
                         key: key.into(),
-                        reason: format!("\"{text}\" is not an interval"),
-                    }
-                    .into());
-                };
+                        reason: format!(
+                            "\"{text}\" is not an interval such as '30s', '5 min' or '1 hour'"
+                        ),
+                    })?;
                 map.insert(key.into(), json!(seconds));
             }
         }
@@ -94,7 +84,7 @@ fn schedule_impl(name: &str, cron: &str, kind: &str, options: Value) -> Result<i
             next.map(|n| n as f64).into(),
         ],
     )?;
-    mailbox::wake_scheduler();
+    wake_scheduler_at_commit();
     id.ok_or(ArkError::EnqueueFailed {
         message: "the schedule was not stored".into(),
     })
@@ -252,31 +242,30 @@ fn wait(job_id: i64, timeout: default!(Interval, "'1 hour'")) -> JsonB {
 fn cancel_impl(id: i64) -> Result<bool, ArkError> {
     require_admin("cancel pg_ark jobs")?;
     require_queue_database()?;
-    let (state, _) = job_row(id)?;
-    match state.as_str() {
-        "queued" | "retrying" => {
-            Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(),
-                        last_error = coalesce(last_error, 'cancelled before it ran')
-                  WHERE id = $1",
-                &[id.into()],
-            )?;
-            Ok(true)
+    // One statement, so a claim cannot slip between reading the state and
+    // changing it: a queued or retrying job is cancelled at once; a running
+    // one is flagged, and its worker stops it within about a second.
+    let changed = crate::xact::first_value::<String>(
+        "UPDATE ark.jobs
+            SET cancel_requested = true,
+                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+                finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
+                last_error = CASE WHEN state = 'running' THEN last_error
+                                  ELSE coalesce(last_error, 'cancelled before it ran') END
+          WHERE id = $1 AND state IN ('queued', 'retrying', 'running')
+          RETURNING state",
+        &[id.into()],
+    )?;
+    match changed {
+        Some(_) => Ok(true),
+        None => {
+            let (state, _) = job_row(id)?;
+            Err(ArkError::JobState {
+                id,
+                action: "cancelled",
+                state,
+            })
         }
-        "running" => {
-            // The worker sees the request within a second, stops the job and
-            // records it cancelled.
-            Spi::run_with_args(
-                "UPDATE ark.jobs SET cancel_requested = true WHERE id = $1",
-                &[id.into()],
-            )?;
-            Ok(true)
-        }
-        other => Err(ArkError::JobState {
-            id,
-            action: "cancelled",
-            state: other.into(),
-        }),
     }
 }
 

@@ -58,9 +58,21 @@ pub fn register() {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
-    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // SIGINT (pg_cancel_backend) only wakes the scheduler: without a handler
+    // of ours it would raise an ERROR and end the process.
+    BackgroundWorker::attach_signal_handlers(
+        SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM | SignalWakeFlags::SIGINT,
+    );
     let database = settings::database();
     BackgroundWorker::connect_worker_to_spi(Some(&database), None);
+    // A row lock held by an idle session must never stall the scheduler.
+    report(
+        "set lock_timeout",
+        xact::run(|| {
+            Spi::run("SELECT pg_catalog.set_config('lock_timeout', '5s', false)")?;
+            Ok(())
+        }),
+    );
     // SAFETY: reads the worker's own pid.
     mailbox::set_scheduler_pid(unsafe { pg_sys::MyProcPid });
     log!(
@@ -86,6 +98,7 @@ pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
                 state.recompute_schedules = true;
             }
         }
+        let _ = BackgroundWorker::sigint_received();
         sleep = tick(&mut state);
     }
 
@@ -159,9 +172,12 @@ fn tick(st: &mut State) -> Duration {
         report("prune job history", xact::run(prune_history));
     }
     // Sleep until the next due thing, at most the naptime.
-    let until_due = xact::run(seconds_until_due).ok().flatten();
+    let notifications = settings::notify_url().is_some() && st.delivery.is_none();
+    let until_due = xact::run(|| seconds_until_due(notifications))
+        .ok()
+        .flatten();
     match until_due {
-        Some(s) => naptime.min(Duration::from_secs_f64(s.clamp(0.05, 3600.0))),
+        Some(s) => naptime.min(Duration::from_secs_f64(s.clamp(0.1, 3600.0))),
         None => naptime,
     }
     .min(if st.delivery.is_some() {
@@ -294,6 +310,18 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
                 continue;
             }
         };
+        // Rows can be edited by hand: a bad one disables its schedule instead
+        // of blocking every other one.
+        if let Err(e) = pg_ark_core::jobs::JobKind::parse(&kind)
+            .and_then(|k| pg_ark_core::jobs::validate(k, &options).map(|_| ()))
+        {
+            warning!("pg_ark schedule \"{}\" is disabled: {}", name, e);
+            Spi::run_with_args(
+                "UPDATE ark.schedules SET enabled = false WHERE id = $1",
+                &[id.into()],
+            )?;
+            continue;
+        }
         let job = queue::insert_job(&kind, &options, Some((&name, due_at)))?;
         Spi::run_with_args(
             "UPDATE ark.schedules
@@ -309,14 +337,20 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
     Ok(())
 }
 
-/// Seconds until the next schedule or job attempt is due, if any.
-fn seconds_until_due() -> Result<Option<f64>, crate::error::ArkError> {
-    Ok(Spi::get_one::<f64>(
+/// Seconds until the next schedule, job attempt or notification comes due
+/// (future ones only: what is due now was handled by this pass, or waits for
+/// a worker slot, and a worker's exit wakes the scheduler anyway).
+fn seconds_until_due(notifications: bool) -> Result<Option<f64>, crate::error::ArkError> {
+    Ok(Spi::get_one_with_args::<f64>(
         "SELECT extract(epoch FROM least(
-                    (SELECT min(next_run) FROM ark.schedules WHERE enabled),
-                    (SELECT min(next_attempt_at) FROM ark.jobs WHERE state IN ('queued', 'retrying')),
-                    (SELECT min(next_attempt_at) FROM ark.notifications WHERE state = 'pending')
+                    (SELECT min(next_run) FROM ark.schedules
+                      WHERE enabled AND next_run > clock_timestamp()),
+                    (SELECT min(next_attempt_at) FROM ark.jobs
+                      WHERE state IN ('queued', 'retrying') AND next_attempt_at > clock_timestamp()),
+                    (SELECT min(next_attempt_at) FROM ark.notifications
+                      WHERE $1 AND state = 'pending' AND next_attempt_at > clock_timestamp())
                 ) - clock_timestamp())::float8",
+        &[notifications.into()],
     )?)
 }
 
@@ -342,18 +376,22 @@ fn start_workers(st: &mut State) {
     use pgrx::bgworkers::BackgroundWorkerStatus as S;
     st.workers
         .retain(|w| matches!(w.pid(), Ok(_) | Err(S::NotYetStarted)));
-    let runnable = xact::run(|| {
-        Ok(Spi::get_one::<i64>(
-            "SELECT count(*) FROM ark.jobs
-              WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now()",
-        )?
-        .unwrap_or(0))
+    // Workers of a previous scheduler (restarted) count too.
+    let (runnable, running) = xact::run(|| {
+        let (r, w) = Spi::get_two_with_args::<i64, i64>(
+            "SELECT (SELECT count(*) FROM ark.jobs
+                      WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now()),
+                    (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1)",
+            &[jobworker::WORKER_TYPE.into()],
+        )?;
+        Ok((r.unwrap_or(0), w.unwrap_or(0)))
     })
-    .unwrap_or(0);
+    .unwrap_or((0, 0));
+    let live = st.workers.len().max(usize::try_from(running).unwrap_or(0));
     let max = usize::try_from(settings::MAX_PARALLEL_JOBS.get()).unwrap_or(1);
     let wanted = usize::try_from(runnable)
         .unwrap_or(0)
-        .min(max.saturating_sub(st.workers.len()));
+        .min(max.saturating_sub(live));
     for _ in 0..wanted {
         match jobworker::launch() {
             Ok(w) => {

@@ -821,3 +821,76 @@ fn the_queue_is_used_from_its_database_and_wait_times_out_clearly() {
     blocker.batch_execute("ROLLBACK").unwrap();
     assert_eq!(wait_job(&mut c, id)["state"], "succeeded");
 }
+
+#[test]
+fn cancelled_calls_to_backup_never_use_up_the_mailbox() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let scheduler: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ark scheduler'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // With the scheduler paused, each ark.backup() waits for its answer
+    // until statement_timeout cancels it; more cancels than mailbox slots.
+    assert_eq!(unsafe { libc::kill(scheduler, libc::SIGSTOP) }, 0);
+    c.batch_execute("SET statement_timeout = '100ms'").unwrap();
+    for _ in 0..20 {
+        let e = c
+            .query_one("SELECT ark.backup('logical')", &[])
+            .unwrap_err();
+        assert_eq!(e.as_db_error().unwrap().code().code(), "57014", "{e}");
+    }
+    c.batch_execute("RESET statement_timeout").unwrap();
+    assert_eq!(unsafe { libc::kill(scheduler, libc::SIGCONT) }, 0);
+    let done = run_backup(&mut c, r#"{"database": "app"}"#);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    // The cancelled requests queued nothing.
+    let jobs: i64 = c
+        .query_one("SELECT count(*) FROM ark.jobs", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(jobs, 1);
+}
+
+#[test]
+fn pg_cancel_backend_cancels_a_job_and_never_kills_a_worker() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let scheduler = |c: &mut postgres::Client| -> i32 {
+        c.query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ark scheduler'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = scheduler(&mut c);
+    assert!(c
+        .query_one("SELECT pg_cancel_backend($1)", &[&before])
+        .unwrap()
+        .get::<_, bool>(0));
+    let mut blocker = block_dumps(&cluster);
+    let id = backup(&mut c, r#"{"database": "app"}"#);
+    let worker = wait_running(&mut c, id);
+    assert!(c
+        .query_one("SELECT pg_cancel_backend($1)", &[&worker])
+        .unwrap()
+        .get::<_, bool>(0));
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "cancelled", "{done}");
+    blocker.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(scheduler(&mut c), before, "the scheduler was restarted");
+    let log = cluster.log();
+    assert!(!log.contains("terminated by signal"), "{log}");
+    assert!(!log.contains("exited with exit code 1"), "{log}");
+    // The queue still works.
+    assert_eq!(
+        run_backup(&mut c, r#"{"database": "app"}"#)["state"],
+        "succeeded"
+    );
+}

@@ -339,6 +339,35 @@ pub fn option_names(options: &Value, key: &str) -> Option<Vec<String>> {
     options.get(key).and_then(|v| names(key, v).ok())
 }
 
+/// Seconds in an interval written as a number with a unit ('30s', '30 sec',
+/// '5 min', '1.5 hours', '2d', '500ms') or as `HH:MM:SS`; `None` if it is
+/// neither (or not positive).
+pub fn parse_interval(text: &str) -> Option<f64> {
+    let t = text.trim().to_ascii_lowercase();
+    if let Some((h, rest)) = t.split_once(':') {
+        let (m, sec) = rest.split_once(':').unwrap_or((rest, "0"));
+        let v = h.trim().parse::<f64>().ok()? * 3600.0
+            + m.trim().parse::<f64>().ok()? * 60.0
+            + sec.trim().parse::<f64>().ok()?;
+        return (v > 0.0 && v.is_finite()).then_some(v);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let factor = match unit.trim() {
+        "" | "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
+        "ms" | "msec" | "millisecond" | "milliseconds" => 0.001,
+        "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
+        "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
+        "d" | "day" | "days" => 86400.0,
+        _ => return None,
+    };
+    let v = n * factor;
+    (v > 0.0 && v.is_finite()).then_some(v)
+}
+
 /// Seconds to wait before retrying after failed attempt `attempt` (1-based):
 /// `base × 2^(attempt-1)`, capped at `cap`.
 pub fn retry_delay(attempt: i32, base: f64, cap: f64) -> f64 {
@@ -447,6 +476,26 @@ mod tests {
         assert_eq!(d, vec![1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]);
         assert_eq!(retry_delay(1000, 60.0, 3600.0), 3600.0);
         assert_eq!(retry_delay(0, 5.0, 100.0), 5.0);
+    }
+
+    #[test]
+    fn intervals_in_words_and_clock_form() {
+        for (text, secs) in [
+            ("30s", 30.0),
+            ("30 sec", 30.0),
+            ("5 min", 300.0),
+            ("1.5 hours", 5400.0),
+            ("2d", 172_800.0),
+            ("500ms", 0.5),
+            ("00:05:00", 300.0),
+            ("1:30", 5400.0),
+            ("45", 45.0),
+        ] {
+            assert_eq!(parse_interval(text), Some(secs), "{text}");
+        }
+        for bad in ["soon", "", "-5 s", "0s", "5 fortnights", "1:xx"] {
+            assert_eq!(parse_interval(bad), None, "{bad}");
+        }
     }
 
     #[test]
