@@ -297,10 +297,18 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
     })?;
     let now = queue::now_epoch();
     for (id, name, cron, kind, options, due_at) in due {
-        // The next run is the first one after *now*: missed periods collapse
-        // into this one run.
-        let next = match pg_ark_core::cron::CronSchedule::parse(&cron) {
-            Ok(s) => queue::next_run(&s, now)?,
+        // Rows can be edited by hand: a bad one disables its schedule instead
+        // of blocking every other one.
+        let checked = pg_ark_core::cron::CronSchedule::parse(&cron)
+            .map_err(|e| e.to_string())
+            .and_then(|sched| {
+                pg_ark_core::jobs::JobKind::parse(&kind)
+                    .and_then(|k| pg_ark_core::jobs::validate(k, &options))
+                    .map(|_| sched)
+                    .map_err(|e| e.to_string())
+            });
+        let sched = match checked {
+            Ok(sched) => sched,
             Err(e) => {
                 warning!("pg_ark schedule \"{}\" is disabled: {}", name, e);
                 Spi::run_with_args(
@@ -310,18 +318,9 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
                 continue;
             }
         };
-        // Rows can be edited by hand: a bad one disables its schedule instead
-        // of blocking every other one.
-        if let Err(e) = pg_ark_core::jobs::JobKind::parse(&kind)
-            .and_then(|k| pg_ark_core::jobs::validate(k, &options).map(|_| ()))
-        {
-            warning!("pg_ark schedule \"{}\" is disabled: {}", name, e);
-            Spi::run_with_args(
-                "UPDATE ark.schedules SET enabled = false WHERE id = $1",
-                &[id.into()],
-            )?;
-            continue;
-        }
+        // The next run is the first one after *now*: missed periods collapse
+        // into this one run.
+        let next = queue::next_run(&sched, now)?;
         let job = queue::insert_job(&kind, &options, Some((&name, due_at)))?;
         Spi::run_with_args(
             "UPDATE ark.schedules

@@ -894,3 +894,27 @@ fn pg_cancel_backend_cancels_a_job_and_never_kills_a_worker() {
         "succeeded"
     );
 }
+
+#[test]
+fn the_schema_option_dumps_only_that_schema() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    cluster
+        .client_on("app")
+        .batch_execute("CREATE SCHEMA \"Sales\"; CREATE TABLE \"Sales\".leads (id int);")
+        .unwrap();
+    let done = run_backup(
+        &mut c,
+        r#"{"database": "app", "schema": "Sales", "compression": "0"}"#,
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let list = pg_restore_list(&cluster, &repo.path().join(&dump_keys(&done["result"])[0]));
+    assert!(list.contains("TABLE Sales leads"), "{list}");
+    assert!(!list.contains("orders"), "{list}");
+    let info: String = c
+        .query_one("SELECT info->>'compression' FROM ark.backups", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(info, "0");
+}
