@@ -14,7 +14,8 @@
 //! archive_throughput`), with pg_ark installed. ARK_BENCH_SEGMENTS sets the
 //! backlog (default 64, at least 60); ARK_BENCH_LEVEL and ARK_BENCH_WORKERS
 //! set pg_ark's compression level and push workers (default 0, meaning
-//! zstd 1, and 4: pg_ark's own defaults). This is a benchmark, not a test: it
+//! zstd 1, and 4: pg_ark's own defaults); ARK_BENCH_COMPRESSION picks
+//! another algorithm (lz4, gzip, none) for comparison. This is a benchmark, not a test: it
 //! reports numbers and fails only if an archiver does not drain at all.
 use pg_ark_tests::{give_to_test_user, temp_dir, Cluster, ClusterOptions};
 use std::path::{Path, PathBuf};
@@ -185,7 +186,13 @@ fn main() {
             "ark.repository",
             &format!("'file://{}'", repo.path().display()),
         )
-        .set("ark.compression", "'zstd'");
+        .set(
+            "ark.compression",
+            &format!(
+                "'{}'",
+                std::env::var("ARK_BENCH_COMPRESSION").unwrap_or_else(|_| "zstd".into())
+            ),
+        );
     // pg_ark's own defaults unless asked otherwise.
     for (env, setting) in [
         ("ARK_BENCH_LEVEL", "ark.compression_level"),
