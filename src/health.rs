@@ -94,36 +94,18 @@ fn status_impl() -> Result<Value, ArkError> {
            FROM ark.jobs",
     )?;
 
-    let (enabled, archived_time, failed_time, last_wal, failed_wal) = Spi::connect(|c| {
-        let t = c.select(
-            "SELECT current_setting('archive_mode') <> 'off'
-                    AND current_setting('archive_library') = 'pg_ark',
-                    extract(epoch FROM last_archived_time)::float8,
-                    extract(epoch FROM last_failed_time)::float8,
-                    last_archived_wal, last_failed_wal
-               FROM pg_catalog.pg_stat_archiver",
-            None,
-            &[],
-        )?;
-        let r = t.first();
-        Ok::<_, pgrx::spi::SpiError>((
-            r.get::<bool>(1)?.unwrap_or(false),
-            r.get::<f64>(2)?,
-            r.get::<f64>(3)?,
-            r.get::<String>(4)?,
-            r.get::<String>(5)?,
-        ))
-    })?;
-    let failure = status::last_failure();
-    let reason = failure
-        .as_ref()
-        .and_then(|f| f.get("message")?.as_str().map(str::to_string));
+    let enabled = Spi::get_one::<bool>(
+        "SELECT current_setting('archive_mode') <> 'off'
+                AND current_setting('archive_library') = 'pg_ark'",
+    )?
+    .unwrap_or(false);
+    let st = status::archiver_state()?;
     let archive = ArchiveFacts {
         enabled,
         backlog: status::backlog(),
-        last_archived: archived_time,
-        last_failed: failed_time,
-        last_failure_reason: reason.clone(),
+        last_archived: st.last_archived_epoch,
+        last_failed: st.last_failed_epoch,
+        last_failure_reason: st.last_failure_reason.clone(),
     };
     let facts = Facts {
         now,
@@ -146,9 +128,9 @@ fn status_impl() -> Result<Value, ArkError> {
         "archive": {
             "enabled": archive.enabled,
             "backlog": archive.backlog,
-            "last_archived_wal": last_wal,
-            "last_failed_wal": failed_wal,
-            "last_failure_reason": reason,
+            "last_archived_wal": st.last_archived_wal,
+            "last_failed_wal": st.last_failed_wal,
+            "last_failure_reason": st.last_failure_reason,
         },
         "scheduler": { "running": mailbox::scheduler_pid().is_some() },
         "thresholds": {

@@ -291,6 +291,15 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
     Ok(result)
 }
 
+/// Remove an expired dump's row from ark.backups.
+fn forget(location: &str, prefix: &str) -> Result<(), ArkError> {
+    Spi::run_with_args(
+        "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
+        &[location.into(), prefix.into()],
+    )?;
+    Ok(())
+}
+
 /// Record an event in the catalog (backend's thread).
 fn record(event: Event) {
     let r = xact::run(|| {
@@ -321,12 +330,7 @@ fn record(event: Event) {
                     ],
                 )?;
             }
-            Event::Expired { location, prefix } => {
-                Spi::run_with_args(
-                    "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
-                    &[location.clone().into(), prefix.clone().into()],
-                )?;
-            }
+            Event::Expired { location, prefix } => forget(location, prefix)?,
         }
         Ok(())
     });
@@ -396,10 +400,7 @@ fn expire_impl(
     drop(tx);
     for ev in rx {
         if let Event::Expired { location, prefix } = ev {
-            Spi::run_with_args(
-                "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
-                &[location.into(), prefix.into()],
-            )?;
+            forget(&location, &prefix)?;
         }
     }
     Ok(expired

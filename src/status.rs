@@ -16,11 +16,7 @@ const FAILURE_FILE: &str = "pg_ark/archive_failure.json";
 /// Record why archiving `wal` failed. Best effort: a failure to record is
 /// only logged, it never turns into an error of its own.
 pub fn record_failure(wal: &str, err: &ArkError) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let doc = json!({ "wal": wal, "epoch": now, "message": err.to_string(), "hint": err.hint() });
+    let doc = json!({ "wal": wal, "epoch": crate::queue::now_epoch(), "message": err.to_string(), "hint": err.hint() });
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all("pg_ark")?;
         let tmp = format!("{FAILURE_FILE}.tmp");
@@ -51,6 +47,55 @@ pub fn backlog() -> i64 {
         .count() as i64
 }
 
+/// What `pg_stat_archiver` and pg_ark's failure record say, for
+/// `ark.archive_status()` and `ark.status()`.
+pub struct ArchiverState {
+    pub archived_count: i64,
+    pub last_archived_wal: Option<String>,
+    pub last_archived_time: Option<TimestampWithTimeZone>,
+    pub last_archived_epoch: Option<f64>,
+    pub failed_count: i64,
+    pub last_failed_wal: Option<String>,
+    pub last_failed_time: Option<TimestampWithTimeZone>,
+    pub last_failed_epoch: Option<f64>,
+    pub last_failure_reason: Option<String>,
+    pub last_failure_hint: Option<String>,
+}
+
+pub fn archiver_state() -> Result<ArchiverState, pgrx::spi::SpiError> {
+    let failure = last_failure();
+    let field = |name: &str| {
+        failure
+            .as_ref()
+            .and_then(|f| f.get(name)?.as_str().map(str::to_string))
+    };
+    let (last_failure_reason, last_failure_hint) = (field("message"), field("hint"));
+    Spi::connect(|client| {
+        let t = client.select(
+            "SELECT archived_count, last_archived_wal, last_archived_time,
+                    extract(epoch FROM last_archived_time)::float8,
+                    failed_count, last_failed_wal, last_failed_time,
+                    extract(epoch FROM last_failed_time)::float8
+               FROM pg_catalog.pg_stat_archiver",
+            None,
+            &[],
+        )?;
+        let r = t.first();
+        Ok(ArchiverState {
+            archived_count: r.get::<i64>(1)?.unwrap_or(0),
+            last_archived_wal: r.get(2)?,
+            last_archived_time: r.get(3)?,
+            last_archived_epoch: r.get(4)?,
+            failed_count: r.get::<i64>(5)?.unwrap_or(0),
+            last_failed_wal: r.get(6)?,
+            last_failed_time: r.get(7)?,
+            last_failed_epoch: r.get(8)?,
+            last_failure_reason,
+            last_failure_hint,
+        })
+    })
+}
+
 mod sql {
     use super::*;
 
@@ -73,45 +118,20 @@ mod sql {
             name!(backlog, i64),
         ),
     > {
-        let failure = last_failure();
-        let reason = failure
-            .as_ref()
-            .and_then(|f| f.get("message")?.as_str().map(str::to_string));
-        let hint = failure
-            .as_ref()
-            .and_then(|f| f.get("hint")?.as_str().map(str::to_string));
-        let row = Spi::connect(|client| {
-            let t = client.select(
-                "SELECT archived_count, last_archived_wal, last_archived_time,
-                        failed_count, last_failed_wal, last_failed_time
-                   FROM pg_catalog.pg_stat_archiver",
-                None,
-                &[],
-            )?;
-            let r = t.first();
-            Ok::<_, pgrx::spi::SpiError>((
-                r.get::<i64>(1)?.unwrap_or(0),
-                r.get::<String>(2)?,
-                r.get::<TimestampWithTimeZone>(3)?,
-                r.get::<i64>(4)?.unwrap_or(0),
-                r.get::<String>(5)?,
-                r.get::<TimestampWithTimeZone>(6)?,
-            ))
-        });
-        let (archived, last_wal, last_time, failed, failed_wal, failed_time) = match row {
-            Ok(r) => r,
+        let st = match archiver_state() {
+            Ok(st) => st,
             Err(e) => pgrx::error!("pg_ark could not read pg_stat_archiver: {}", e),
         };
         TableIterator::once((
             crate::settings::repository(),
-            archived,
-            last_wal,
-            last_time,
-            failed,
-            failed_wal,
-            failed_time,
-            reason,
-            hint,
+            st.archived_count,
+            st.last_archived_wal,
+            st.last_archived_time,
+            st.failed_count,
+            st.last_failed_wal,
+            st.last_failed_time,
+            st.last_failure_reason,
+            st.last_failure_hint,
             backlog(),
         ))
     }
