@@ -20,10 +20,23 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup install install-all test lint unit pgrx-test integration smoke bench demo demo-stop clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench demo demo-stop clean-cache
+
+# Setup runs outside this make: PostgreSQL's own build must not inherit
+# MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
+NOMAKE := env -u MAKELEVEL -u MAKEFLAGS -u MFLAGS -u MAKEOVERRIDES
 
 setup:
-	@bash scripts/setup.sh
+	@$(NOMAKE) bash scripts/setup.sh
+
+# What the demo needs only: PostgreSQL 17 and cargo-pgrx.
+setup-demo:
+	@$(NOMAKE) ARK_PG_MAJORS=17 ARK_SETUP_S3=0 bash scripts/setup.sh
+
+# The fresh-machine path without wiping the machine: setup with ARK_CACHE
+# (and pgrx's home) in an empty scratch folder, run from make.
+cold-setup-check:
+	@bash scripts/cold-setup-check.sh
 
 install:
 	@bash scripts/install.sh "$(PG_CONFIG)"
@@ -40,7 +53,7 @@ lint:
 	cargo clippy --release --workspace --all-targets --locked -- -D warnings
 
 unit:
-	cargo test --release --locked -p pg_ark_core -p pg_ark_cli
+	ARK_PG_DUMP=$(ARK_CACHE)/pg/17/bin/pg_dump cargo test --release --locked -p pg_ark_core -p pg_ark_cli
 
 # #[pg_test]s inside a pgrx-managed cluster. initdb refuses root, so pgrx runs
 # the server as the test user (through sudo) in a data dir it can write.
@@ -54,9 +67,20 @@ integration:
 # The smoke suite on the other supported majors: the skeleton, archiving
 # (15 and 16+ have different archive-module C APIs), and the job queue
 # (shared memory, dynamic workers).
+SMOKE_TESTS := --test skeleton --test archive --test queue
 smoke:
-	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive --test queue
-	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests --test skeleton --test archive --test queue
+	@$(MAKE) --no-print-directory smoke-15
+	@$(MAKE) --no-print-directory smoke-18
+
+smoke-15:
+	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+
+smoke-18:
+	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+
+# Proof of stability: integration and smoke suites ARK_RUNS (5) times in a row.
+stability:
+	@bash scripts/stability.sh
 
 # pgrx-test installs a test build (with the pg_test feature) into 17, so the
 # release builds are installed after it and before the integration tests.
@@ -72,8 +96,9 @@ test: setup
 bench: setup install
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench archive_throughput
 
-demo: setup install
-	@bash scripts/demo.sh start "$(PG_CONFIG)"
+demo: setup-demo
+	@bash scripts/install.sh "$(PG17_CONFIG)"
+	@bash scripts/demo.sh start "$(PG17_CONFIG)"
 
 demo-stop:
 	@bash scripts/demo.sh stop "$(PG_CONFIG)"

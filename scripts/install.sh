@@ -11,8 +11,8 @@ cd "$(dirname "$0")/.."
 [ -x "$PG_CONFIG" ] || { echo "install: $PG_CONFIG is not an executable pg_config (run make setup)" >&2; exit 1; }
 major=$("$PG_CONFIG" --version | awk '{print $2}' | cut -d. -f1)
 case "$major" in
-  15|16|17|18) ;;
-  *) echo "install: PostgreSQL $major is not supported (15 to 18 are)" >&2; exit 1 ;;
+  15|17|18) ;;
+  *) echo "install: PostgreSQL $major is not supported (15, 17 and 18 are)" >&2; exit 1 ;;
 esac
 bindir=$("$PG_CONFIG" --bindir)
 echo "== installing pg_ark into PostgreSQL $major ($bindir)"
