@@ -257,7 +257,6 @@ mod api {
         pub shutdown_cb: Option<unsafe extern "C-unwind" fn(state: *mut ArchiveModuleState)>,
     }
 
-    #[cfg(not(feature = "pg16"))]
     unsafe extern "C" {
         /// 17+: detail shown with "archiving is not configured".
         static mut arch_module_check_errdetail_string: *mut c_char;
@@ -267,16 +266,11 @@ mod api {
         guarded("configuration check", || match not_configured_reason() {
             None => true,
             Some(reason) => {
-                #[cfg(not(feature = "pg16"))]
-                {
-                    // PostgreSQL prints this as the DETAIL of its warning; it
-                    // must be palloc'd in a context that outlives the call.
-                    let s = std::ffi::CString::new(reason).unwrap_or_default();
-                    // SAFETY: archiver thread; pstrdup copies into the current context.
-                    unsafe { arch_module_check_errdetail_string = pg_sys::pstrdup(s.as_ptr()) };
-                }
-                #[cfg(feature = "pg16")]
-                pgrx::log!("{}", reason);
+                // PostgreSQL prints this as the DETAIL of its warning; it
+                // must be palloc'd in a context that outlives the call.
+                let s = std::ffi::CString::new(reason).unwrap_or_default();
+                // SAFETY: archiver thread; pstrdup copies into the current context.
+                unsafe { arch_module_check_errdetail_string = pg_sys::pstrdup(s.as_ptr()) };
                 false
             }
         })
