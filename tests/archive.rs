@@ -27,6 +27,26 @@ fn status(cluster: &Cluster) -> postgres::Row {
         .unwrap()
 }
 
+/// `ark.archive_status()` once `cond` holds for it. The archiver logs a
+/// failure before the module records its reason, and marks a file done
+/// before pg_stat_archiver counts it: a single read right after the log line
+/// or the `.done` file can come too early.
+fn status_when(cluster: &Cluster, what: &str, cond: impl Fn(&postgres::Row) -> bool) -> postgres::Row {
+    let mut row = None;
+    wait_until(&format!("ark.archive_status() with {what}"), WAIT, || {
+        let s = status(cluster);
+        let ok = cond(&s);
+        row = Some(s);
+        ok
+    });
+    row.expect("a status row")
+}
+
+fn reason_of(s: &postgres::Row) -> String {
+    s.get::<_, Option<String>>("last_failure_reason")
+        .unwrap_or_default()
+}
+
 fn open_repo(dir: &Path) -> Arc<Repository> {
     Arc::new(Repository::open(Box::new(LocalStorage::open(dir).unwrap()), false).unwrap())
 }
@@ -76,8 +96,9 @@ fn every_switched_segment_lands_in_the_repository_verified() {
             obj.len()
         );
     }
-    let s = status(&cluster);
-    assert!(s.get::<_, i64>("archived_count") >= 5);
+    let s = status_when(&cluster, "5 files counted", |s| {
+        s.get::<_, i64>("archived_count") >= 5
+    });
     assert_eq!(s.get::<_, i64>("failed_count"), 0);
     assert_eq!(
         s.get::<_, Option<String>>("repository").unwrap(),
@@ -124,14 +145,10 @@ fn identical_repush_succeeds_and_conflicting_repush_is_refused() {
         &format!("WAL file \"{name}\" is already archived with different content"),
         WAIT,
     );
-    let s = status(&cluster);
-    let reason: String = s.get::<_, Option<String>>("last_failure_reason").unwrap();
-    assert!(
-        reason.starts_with(&format!(
-            "WAL file \"{name}\" is already archived with different content"
-        )),
-        "{reason}"
-    );
+    let refused = format!("WAL file \"{name}\" is already archived with different content");
+    let s = status_when(&cluster, "the refusal recorded and counted", |s| {
+        reason_of(s).starts_with(&refused) && s.get::<_, i64>("failed_count") >= 1
+    });
     assert!(s
         .get::<_, Option<String>>("last_failure_hint")
         .unwrap()
@@ -180,11 +197,9 @@ fn a_repository_entry_of_another_major_is_refused() {
         cluster.install.major
     );
     cluster.wait_for_log(&expected, WAIT);
-    let s = status(&cluster);
-    assert_eq!(
-        s.get::<_, Option<String>>("last_failure_reason").unwrap(),
-        expected
-    );
+    let s = status_when(&cluster, "the refusal recorded", |s| {
+        reason_of(s) == expected
+    });
     assert!(s
         .get::<_, Option<String>>("last_failure_hint")
         .unwrap()
@@ -242,12 +257,12 @@ fn bad_settings_give_clear_messages() {
         .unwrap();
     let name = Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_for_log("Permission denied", WAIT);
-    let s = status(&cluster);
-    let reason: String = s.get::<_, Option<String>>("last_failure_reason").unwrap();
-    assert!(
-        reason.contains(&unwritable.display().to_string()) && reason.contains("Permission denied"),
-        "{reason}"
-    );
+    let s = status_when(&cluster, "the failure recorded for that file", |s| {
+        let reason = reason_of(s);
+        reason.contains(&unwritable.display().to_string())
+            && reason.contains("Permission denied")
+            && s.get::<_, Option<String>>("last_failed_wal").as_deref() == Some(name.as_str())
+    });
     assert!(s
         .get::<_, Option<String>>("last_failure_hint")
         .unwrap()
@@ -774,27 +789,64 @@ fn push_state(cluster: &Cluster, repo: &Path, pid: i32) -> PushState {
     }
 }
 
-/// Poll until archiver `pid` is caught mid-catch-up with work of its push
-/// threads under way: two objects being written at once, or an object not
-/// among `stored_before` stored ahead of its turn (or, failing both, three
-/// more objects stored, or nothing left to archive).
-fn wait_for_pushes_in_flight(cluster: &Cluster, repo: &Path, pid: i32, stored_before: &[String]) {
+/// Freeze archiver `pid` (SIGSTOP stops all its threads at once) at a moment
+/// when `caught` holds for its push state (work of its push threads under
+/// way). The state is read while the process is stopped, so it is exactly
+/// the state a SIGKILL sent next interrupts; if `caught` does not hold, the
+/// archiver is let go (SIGCONT) and looked at again. Returns that state with
+/// the process still stopped.
+fn freeze_when(
+    cluster: &Cluster,
+    repo: &Path,
+    pid: i32,
+    caught: impl Fn(&PushState) -> bool,
+) -> PushState {
     let start = std::time::Instant::now();
     loop {
+        // SAFETY: kill(2) on the archiver's PID, read from the server.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        wait_stopped(pid);
         let st = push_state(cluster, repo, pid);
-        if st.in_flight.len() >= 2
-            || st.ahead.iter().any(|n| !stored_before.contains(n))
-            || st.stored.len() >= stored_before.len() + 3
-            || st.ready == 0
-        {
-            return;
+        if caught(&st) {
+            return st;
         }
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
         assert!(
-            start.elapsed() < 2 * WAIT,
-            "archiver {pid} never pushed: {st:?}"
+            st.ready > 0 && start.elapsed() < 2 * WAIT,
+            "archiver {pid} was never caught with a push under way: {st:?}"
         );
-        std::thread::sleep(Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(2));
     }
+}
+
+/// Wait until signal `sig` is pending for process `pid` (or it is gone).
+fn wait_signal_pending(pid: i32, sig: i32) {
+    wait_until(&format!("signal {sig} pending for {pid}"), WAIT, || {
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            return true;
+        };
+        status.lines().any(|l| {
+            l.strip_prefix("ShdPnd:")
+                .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+                .is_some_and(|m| m & (1u64 << (sig - 1)) != 0)
+        })
+    });
+}
+
+/// Wait until every thread of process `pid` is stopped (state T).
+fn wait_stopped(pid: i32) {
+    wait_until(&format!("process {pid} to stop"), WAIT, || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return true;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat")).map_or(true, |stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with(['T', 't', 'Z', 'X']))
+            })
+        })
+    });
 }
 
 /// Wait until process `pid` is gone (or a zombie): its threads no longer run.
@@ -858,12 +910,14 @@ fn a_crash_while_pushing_ahead_loses_nothing() {
     .unwrap();
     c.execute("SELECT pg_reload_conf()", &[]).unwrap();
     drop(c);
-    wait_for_pushes_in_flight(&cluster, repo_dir.path(), first, &[]);
+    // The state seen while the archiver is stopped is the one the kill cuts
+    // short (read now: once a new archiver runs, it changes).
+    let at_kill = freeze_when(&cluster, repo_dir.path(), first, |st| {
+        !st.in_flight.is_empty() || !st.ahead.is_empty()
+    });
     // SAFETY: kill(2) on a PID we just read from the server.
     assert_eq!(unsafe { libc::kill(first, libc::SIGKILL) }, 0);
     wait_dead(first);
-    // Frozen until a new archiver runs (after crash recovery).
-    let at_kill = push_state(&cluster, repo_dir.path(), first);
     eprintln!("SIGKILL archiver {first}: {at_kill:?}");
     assert!(
         at_kill.stored.len() < backlog.len(),
@@ -880,17 +934,30 @@ fn a_crash_while_pushing_ahead_loses_nothing() {
         pid.unwrap()
     };
 
-    // And again, as an immediate shutdown, once the new archiver pushes.
-    wait_for_pushes_in_flight(&cluster, repo_dir.path(), second, &at_kill.stored);
-    assert!(cluster.stop("immediate").status.success());
+    // And again, as an immediate shutdown, once the new archiver has stored
+    // a file ahead of its turn that the first one had not stored. Frozen
+    // there, the archiver gets the postmaster's SIGQUIT while stopped and
+    // handles it first thing when let go, so nothing it pushed ahead can be
+    // reported archived any more.
+    let frozen = freeze_when(&cluster, repo_dir.path(), second, |st| {
+        st.ahead.iter().any(|n| !at_kill.stored.contains(n))
+    });
+    let mark = cluster.log_mark();
+    let out = cluster.stop_while("immediate", |cl| {
+        cl.wait_for_log_after(mark, "received immediate shutdown request", WAIT);
+        wait_signal_pending(second, libc::SIGQUIT);
+        // SAFETY: kill(2) on the archiver's PID, read from the server.
+        assert_eq!(unsafe { libc::kill(second, libc::SIGCONT) }, 0);
+    });
+    assert!(out.status.success(), "{out:?}");
     let at_stop = push_state(&cluster, repo_dir.path(), second);
     eprintln!("immediate stop with archiver {second}: {at_stop:?}");
-    assert!(
-        [&at_kill, &at_stop]
-            .iter()
-            .any(|st| !st.ahead.is_empty() || !st.in_flight.is_empty()),
-        "neither interruption caught work pushed ahead: {at_kill:?} {at_stop:?}"
-    );
+    for name in frozen.ahead.iter().filter(|n| !at_kill.stored.contains(n)) {
+        assert!(
+            at_stop.ahead.contains(name),
+            "{name}, pushed ahead, was reported archived during an immediate stop: {at_stop:?}"
+        );
+    }
     cluster.restart_stopped();
     let last = {
         let mut pid = None;

@@ -10,7 +10,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -218,6 +218,12 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
     let repo = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(queue_options(&local(repo.path())));
     let mut c = prepare(&cluster);
+    let clock = |c: &mut postgres::Client| -> f64 {
+        c.query_one("SELECT extract(epoch FROM clock_timestamp())::float8", &[])
+            .unwrap()
+            .get(0)
+    };
+    let before = clock(&mut c);
     let id: i64 = c
         .query_one(
             "SELECT ark.schedule('app-every-minute', '* * * * *', 'logical', '{\"database\": \"app\"}')",
@@ -225,22 +231,32 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
         )
         .unwrap()
         .get(0);
+    let after = clock(&mut c);
     assert!(id > 0);
-    // The next run is the start of the next minute.
-    let next_ok: bool = c
-        .query_one(
-            "SELECT next_run = date_trunc('minute', now()) + interval '1 minute' FROM ark.schedules",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert!(next_ok);
+    // The next run is the start of the minute after the call (which may
+    // itself straddle a minute boundary).
+    let (next_ok, first_due): (bool, f64) = {
+        let r = c
+            .query_one(
+                "SELECT next_run IN (date_trunc('minute', to_timestamp($1)) + interval '1 minute',
+                                     date_trunc('minute', to_timestamp($2)) + interval '1 minute'),
+                        extract(epoch FROM next_run)::float8
+                   FROM ark.schedules",
+                &[&before, &after],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(next_ok, "next_run {first_due} for a call between {before} and {after}");
     let job = {
         let mut found = None;
-        wait_until("the scheduled job", Duration::from_secs(90), || {
+        // Due at the next minute: up to 60 s away, and a loaded machine
+        // may take a while more to queue it.
+        wait_until("the scheduled job", Duration::from_secs(180), || {
             found = c
                 .query_opt(
-                    "SELECT id FROM ark.jobs WHERE schedule_name = 'app-every-minute'",
+                    "SELECT id FROM ark.jobs WHERE schedule_name = 'app-every-minute'
+                      ORDER BY scheduled_for LIMIT 1",
                     &[],
                 )
                 .unwrap()
@@ -251,21 +267,46 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
     };
     let done = wait_job(&mut c, job);
     assert_eq!(done["state"], "succeeded", "{done}");
-    // One job per due time: the unique (schedule, due time) and the new
-    // next_run commit together.
-    let (jobs, distinct, last_job_ok): (i64, i64, bool) = {
+    // The first job is the run due at that next_run, and the schedule moved
+    // on past it in the same commit.
+    let (due, next, last_job): (f64, f64, Option<i64>) = {
         let r = c
             .query_one(
-                "SELECT count(*), count(DISTINCT scheduled_for),
-                        bool_and(s.last_job_id IS NOT NULL AND s.next_run > now() - interval '1 minute')
-                   FROM ark.jobs j JOIN ark.schedules s ON s.name = j.schedule_name",
-                &[],
+                "SELECT extract(epoch FROM j.scheduled_for)::float8,
+                        extract(epoch FROM s.next_run)::float8, s.last_job_id
+                   FROM ark.jobs j JOIN ark.schedules s ON s.name = j.schedule_name
+                  WHERE j.id = $1",
+                &[&job],
             )
             .unwrap();
         (r.get(0), r.get(1), r.get(2))
     };
-    assert_eq!(jobs, distinct);
-    assert!(last_job_ok);
+    assert_eq!(due, first_due, "job {job} ran for another due time");
+    assert!(next >= due + 60.0, "next_run {next} did not move past {due}");
+    assert!(last_job.is_some_and(|j| j >= job), "last_job_id {last_job:?}");
+    // Each job the schedule queued was started exactly once: worker claims
+    // never run one twice. States are read before the log, so a job seen
+    // finished has its start line in the log read after.
+    let jobs: Vec<(i64, String)> = c
+        .query(
+            "SELECT id, state FROM ark.jobs WHERE schedule_name = 'app-every-minute'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let log = cluster.log();
+    for (id, state) in &jobs {
+        let starts = log
+            .matches(&format!("pg_ark job {id} (logical) started"))
+            .count();
+        if state == "succeeded" {
+            assert_eq!(starts, 1, "job {id} started {starts} times");
+        } else {
+            assert!(starts <= 1, "job {id} ({state}) started {starts} times");
+        }
+    }
     // Replacing keeps the id; unscheduling removes it; jobs stay.
     let again: i64 = c
         .query_one(
@@ -323,17 +364,22 @@ fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
         messages.contains(&format!("logical job {id} failed after 4 attempts")),
         "{messages}"
     );
-    // ark.retry() queues it afresh.
-    let again: i64 = c.query_one("SELECT ark.retry($1)", &[&id]).unwrap().get(0);
+    // ark.retry() queues it afresh (seen inside its own transaction, before
+    // a worker can claim it), and it runs all its attempts again.
+    let mut tx = c.transaction().unwrap();
+    let again: i64 = tx.query_one("SELECT ark.retry($1)", &[&id]).unwrap().get(0);
     assert_eq!(again, id);
-    let state: String = c
-        .query_one("SELECT state FROM ark.jobs WHERE id = $1", &[&id])
-        .unwrap()
-        .get(0);
-    assert!(
-        state == "queued" || state == "running" || state == "retrying",
-        "{state}"
-    );
+    let (state, attempts): (String, i32) = {
+        let r = tx
+            .query_one("SELECT state, attempts FROM ark.jobs WHERE id = $1", &[&id])
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+    tx.commit().unwrap();
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 4, "{done}");
 }
 
 /// Hold a lock that pg_dump waits for, so a job stays running.
@@ -368,17 +414,13 @@ fn a_killed_job_worker_leaves_no_stuck_job() {
     let mut blocker = block_dumps(&cluster);
     let id = backup(&mut c, r#"{"database": "app", "max_attempts": 3}"#);
     let pid = wait_running(&mut c, id);
-    // kill -9: the postmaster restarts every process (crash recovery).
+    // kill -9: the postmaster restarts every process (crash recovery). A
+    // session is trusted only once that restart has happened.
+    let mark = cluster.log_mark();
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     drop(c);
-    let _ = blocker.batch_execute("ROLLBACK");
     drop(blocker);
-    let mut c = None;
-    wait_until("the server back after the crash", WAIT, || {
-        c = postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls).ok();
-        c.is_some()
-    });
-    let mut c = c.unwrap();
+    let mut c = cluster.wait_crash_restart(mark, WAIT);
     let done = wait_job(&mut c, id);
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2, "{done}");
@@ -400,30 +442,35 @@ fn twenty_jobs_with_two_workers_each_run_exactly_once() {
     let ids: Vec<i64> = (0..20)
         .map(|_| backup(&mut c, r#"{"database": "app"}"#))
         .collect();
-    let mut peak = 0i64;
-    let start = Instant::now();
-    loop {
+    wait_until("the 20 jobs to finish", Duration::from_secs(300), || {
+        c.query_one(
+            "SELECT count(*) FROM ark.jobs WHERE state IN ('succeeded', 'failed', 'cancelled')",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            == 20
+    });
+    // Each worker records when it claimed its job and when it finished it;
+    // the most jobs running at once is the largest number of those
+    // [started, finished) spans that hold at the start of one of them. A
+    // sampled count could miss a peak; this cannot.
+    let (peak, spans): (i64, String) = {
         let r = c
             .query_one(
-                "SELECT count(*) FILTER (WHERE state = 'running'),
-                        count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled'))
-                   FROM ark.jobs",
+                "SELECT max(n), string_agg(span, ', ' ORDER BY span) FROM (
+                    SELECT (SELECT count(*) FROM ark.jobs k
+                             WHERE k.started_at <= j.started_at AND j.started_at < k.finished_at) AS n,
+                           j.id || ': ' || j.started_at || ' .. ' || j.finished_at AS span
+                      FROM ark.jobs j) s",
                 &[],
             )
             .unwrap();
-        peak = peak.max(r.get(0));
-        if r.get::<_, i64>(1) == 20 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "jobs did not finish"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        (r.get(0), r.get(1))
+    };
     assert!(
-        peak <= 2,
-        "{peak} jobs ran at once with ark.max_parallel_jobs = 2"
+        (1..=2).contains(&peak),
+        "{peak} jobs ran at once with ark.max_parallel_jobs = 2: {spans}"
     );
     let log = cluster.log();
     for id in &ids {
@@ -491,56 +538,75 @@ fn cancel_stops_queued_and_running_jobs() {
 }
 
 /// A one-shot HTTP listener on loopback: returns the request bodies it got.
-fn listen(n: usize) -> (u16, std::thread::JoinHandle<Vec<String>>) {
+/// A webhook endpoint: answers 200 to every POST and passes each body on.
+/// The thread ends with the test process.
+fn listen() -> (u16, std::sync::mpsc::Receiver<String>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let h = std::thread::spawn(move || {
-        let mut bodies = Vec::new();
-        for _ in 0..n {
-            let (mut s, _) = listener.accept().unwrap();
-            let mut r = BufReader::new(s.try_clone().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut s) = conn else { continue };
+            let Ok(clone) = s.try_clone() else { continue };
+            let mut r = BufReader::new(clone);
             let mut len = 0;
             loop {
                 let mut line = String::new();
-                r.read_line(&mut line).unwrap();
+                if r.read_line(&mut line).is_err() {
+                    break;
+                }
                 if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap();
+                    len = v.trim().parse().unwrap_or(0);
                 }
                 if line == "\r\n" || line.is_empty() {
                     break;
                 }
             }
             let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-                .unwrap();
-            bodies.push(String::from_utf8(body).unwrap());
+            if r.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            if tx.send(String::from_utf8_lossy(&body).into_owned()).is_err() {
+                break;
+            }
         }
-        bodies
     });
-    (port, h)
+    (port, rx)
 }
 
 #[test]
 fn the_webhook_hears_about_failures_and_successes() {
     let repo = temp_dir("ark-repo-");
-    let (port, listener) = listen(2);
+    let (port, listener) = listen();
+    // A loaded machine may answer slowly: a delivery timed out would be
+    // sent again, which the test tolerates, but it must not be given up.
     let cluster = Cluster::start_with(
         queue_options(&local(repo.path()))
             .set("ark.notify_url", &format!("'http://127.0.0.1:{port}/hook'"))
-            .set("ark.notify_on_success", "on"),
+            .set("ark.notify_on_success", "on")
+            .set("ark.notify_timeout", "30"),
     );
     let mut c = prepare(&cluster);
     let failed = backup(&mut c, r#"{"database": "no_such_db", "max_attempts": 1}"#);
     assert_eq!(wait_job(&mut c, failed)["state"], "failed");
     let ok = backup(&mut c, r#"{"database": "app"}"#);
     assert_eq!(wait_job(&mut c, ok)["state"], "succeeded");
-    let bodies: Vec<Value> = listener
-        .join()
-        .unwrap()
+    // Bodies until both jobs were heard of (a retried delivery may repeat one).
+    let mut bodies: Vec<Value> = Vec::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while ![failed, ok]
         .iter()
-        .map(|b| serde_json::from_str(b).unwrap())
-        .collect();
+        .all(|id| bodies.iter().any(|b| b["job_id"] == *id))
+    {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let body = listener
+            .recv_timeout(left)
+            .unwrap_or_else(|e| panic!("webhook deliveries: {e}; heard {bodies:?}"));
+        bodies.push(serde_json::from_str(&body).unwrap());
+    }
     let by_job = |id: i64| {
         bodies
             .iter()
@@ -726,17 +792,13 @@ fn a_fast_shutdown_interrupts_a_running_job_which_runs_again_after_restart() {
     drop(c);
     // pg_ctl stop -m fast waits for the worker, which records the
     // interruption before it exits; the blocked pg_dump is stopped.
-    let started = Instant::now();
+    // The blocker holds its lock throughout: were pg_dump not stopped, the
+    // shutdown would never finish and pg_ctl's own limit (60 s) would fail.
     let out = cluster.stop("fast");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(30),
-        "shutdown took {:?}",
-        started.elapsed()
     );
     drop(blocker.batch_execute("ROLLBACK"));
     assert!(cluster
@@ -827,6 +889,8 @@ fn cancelled_calls_to_backup_never_use_up_the_mailbox() {
     let repo = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(queue_options(&local(repo.path())));
     let mut c = prepare(&cluster);
+    // The scheduler serves the mailbox once it has logged its start.
+    cluster.wait_for_log("pg_ark scheduler started", WAIT);
     let scheduler: i32 = c
         .query_one(
             "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ark scheduler'",
@@ -834,17 +898,67 @@ fn cancelled_calls_to_backup_never_use_up_the_mailbox() {
         )
         .unwrap()
         .get(0);
-    // With the scheduler paused, each ark.backup() waits for its answer
-    // until statement_timeout cancels it; more cancels than mailbox slots.
-    assert_eq!(unsafe { libc::kill(scheduler, libc::SIGSTOP) }, 0);
-    c.batch_execute("SET statement_timeout = '100ms'").unwrap();
-    for _ in 0..20 {
-        let e = c
-            .query_one("SELECT ark.backup('logical')", &[])
-            .unwrap_err();
-        assert_eq!(e.as_db_error().unwrap().code().code(), "57014", "{e}");
-    }
-    c.batch_execute("RESET statement_timeout").unwrap();
+    let mut watcher = cluster.client();
+    // Pause the scheduler while it sleeps on its latch (so it holds no
+    // lock a caller could wait for): SIGSTOP, and if it was caught busy,
+    // let it go and try again.
+    wait_until("the scheduler paused while idle", WAIT, || {
+        assert_eq!(unsafe { libc::kill(scheduler, libc::SIGSTOP) }, 0);
+        let idle: bool = watcher
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Extension', false)
+                   FROM pg_stat_activity WHERE pid = $1",
+                &[&scheduler],
+            )
+            .unwrap()
+            .get(0);
+        if !idle {
+            assert_eq!(unsafe { libc::kill(scheduler, libc::SIGCONT) }, 0);
+        }
+        idle
+    });
+    // Each ark.backup() now waits for its answer with a mailbox slot taken;
+    // a second session cancels each call once it is seen waiting. More
+    // cancelled calls than the mailbox has slots.
+    let me: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    const CALLS: usize = 20;
+    std::thread::scope(|scope| {
+        let canceller = scope.spawn(|| {
+            let mut last_start = None::<String>;
+            for _ in 0..CALLS {
+                let mut start = None::<String>;
+                wait_until("a waiting ark.backup() call", WAIT, || {
+                    start = watcher
+                        .query_opt(
+                            "SELECT query_start::text FROM pg_stat_activity
+                              WHERE pid = $1 AND state = 'active'
+                                AND wait_event_type = 'Extension'
+                                AND query LIKE '%ark.backup%'",
+                            &[&me],
+                        )
+                        .unwrap()
+                        .map(|r| r.get(0));
+                    start.is_some() && start != last_start
+                });
+                assert!(watcher
+                    .query_one("SELECT pg_cancel_backend($1)", &[&me])
+                    .unwrap()
+                    .get::<_, bool>(0));
+                last_start = start;
+            }
+        });
+        for i in 0..CALLS {
+            let e = c
+                .query_one("SELECT ark.backup('logical')", &[])
+                .unwrap_err();
+            assert_eq!(
+                e.as_db_error().map(|d| d.code().code()),
+                Some("57014"),
+                "call {i}: {e}"
+            );
+        }
+        canceller.join().unwrap();
+    });
     assert_eq!(unsafe { libc::kill(scheduler, libc::SIGCONT) }, 0);
     let done = run_backup(&mut c, r#"{"database": "app"}"#);
     assert_eq!(done["state"], "succeeded", "{done}");

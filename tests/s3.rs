@@ -93,9 +93,16 @@ fn every_switched_segment_lands_in_s3_verified() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
         .unwrap();
-    let names: Vec<String> = (0..4)
-        .map(|i| Cluster::write_and_switch_wal(&mut c, i))
-        .collect();
+    // Each completed segment is read right after its switch, before a
+    // checkpoint can recycle it once archived.
+    let (names, originals): (Vec<String>, Vec<Vec<u8>>) = (0..4)
+        .map(|i| {
+            let name = Cluster::write_and_switch_wal(&mut c, i);
+            let data = std::fs::read(cluster.data.join(format!("pg_wal/{name}")))
+                .unwrap_or_else(|e| panic!("{name} right after its switch: {e}"));
+            (name, data)
+        })
+        .unzip();
     cluster.wait_archived(names.last().unwrap(), WAIT);
 
     let storage = S3Storage::open(&s3.bucket, "prod/db1", &options(&s3)).unwrap();
@@ -103,17 +110,13 @@ fn every_switched_segment_lands_in_s3_verified() {
     let entry = repo
         .cluster(cluster.system_identifier(), cluster.install.major, false)
         .unwrap();
-    for name in &names {
+    for (name, original) in names.iter().zip(&originals) {
         let data = entry
             .get_wal(name)
             .unwrap()
             .unwrap_or_else(|| panic!("{name} missing in S3"));
-        assert_eq!(
-            data,
-            std::fs::read(cluster.data.join(format!("pg_wal/{name}")))
-                .unwrap_or_else(|_| data.clone())
-        );
         assert_eq!(data.len(), 16 * 1024 * 1024);
+        assert!(data == *original, "{name}: S3 holds other bytes");
     }
     let failed: i64 = c
         .query_one("SELECT failed_count FROM ark.archive_status()", &[])
@@ -192,16 +195,17 @@ fn bad_s3_settings_show_in_status_and_log() {
         .unwrap();
     Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_for_log("NoSuchBucket", WAIT);
-    let reason: Option<String> = c
-        .query_one("SELECT last_failure_reason FROM ark.archive_status()", &[])
-        .unwrap()
-        .get(0);
-    assert!(
+    // The module records the reason just after the archiver logs it.
+    let mut reason: Option<String> = None;
+    wait_until("the failure reason in ark.archive_status()", WAIT, || {
+        reason = c
+            .query_one("SELECT last_failure_reason FROM ark.archive_status()", &[])
+            .unwrap()
+            .get(0);
         reason
             .as_deref()
-            .is_some_and(|r| r.contains("s3://missing-bucket/x") && r.contains("NoSuchBucket")),
-        "{reason:?}"
-    );
+            .is_some_and(|r| r.contains("s3://missing-bucket/x") && r.contains("NoSuchBucket"))
+    });
 
     c.batch_execute(&format!(
         "ALTER SYSTEM SET ark.repository = 's3://{}/x'",

@@ -93,7 +93,7 @@ mod tests {
         let code = post_json(
             &format!("http://127.0.0.1:{port}/hook"),
             r#"{"event":"job.failed"}"#,
-            Duration::from_secs(5),
+            Duration::from_secs(60),
         )
         .unwrap();
         assert_eq!(code, 204);

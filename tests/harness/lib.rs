@@ -411,6 +411,25 @@ impl Cluster {
         out
     }
 
+    /// `pg_ctl stop -m <mode>`, calling `during` while pg_ctl runs (for a
+    /// test that must act between the shutdown request and the end).
+    pub fn stop_while(&mut self, mode: &str, during: impl FnOnce(&Cluster)) -> Output {
+        let child = server_command(self.install.bin("pg_ctl"))
+            .arg("-D")
+            .arg(&self.data)
+            .args(["-w", "-t", "60", "-m", mode, "stop"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run pg_ctl stop");
+        during(self);
+        let out = child.wait_with_output().expect("wait for pg_ctl stop");
+        if out.status.success() {
+            self.running = false;
+        }
+        out
+    }
+
     /// Connection string for database `db` over the cluster's socket.
     pub fn connstr(&self, db: &str) -> String {
         format!(
@@ -440,6 +459,64 @@ impl Cluster {
         wait_until(&format!("{needle:?} in the server log"), timeout, || {
             self.log().contains(needle)
         });
+    }
+
+    /// Where the server log ends now; `wait_for_log_after` looks only at
+    /// what is written after such a mark.
+    pub fn log_mark(&self) -> usize {
+        fs::metadata(&self.logfile).map(|m| m.len() as usize).unwrap_or(0)
+    }
+
+    /// Wait until `needle` appears in the server log after `mark`; returns
+    /// the mark just past it.
+    pub fn wait_for_log_after(&self, mark: usize, needle: &str, timeout: Duration) -> usize {
+        let mut found = 0;
+        wait_until(
+            &format!("{needle:?} in the server log after byte {mark}"),
+            timeout,
+            || {
+                let log = fs::read(&self.logfile).unwrap_or_default();
+                let tail = String::from_utf8_lossy(log.get(mark..).unwrap_or_default());
+                match tail.find(needle) {
+                    Some(at) => {
+                        found = mark + at + needle.len();
+                        true
+                    }
+                    None => false,
+                }
+            },
+        );
+        found
+    }
+
+    /// After a process of this cluster was killed (`mark` taken before the
+    /// kill): wait for the postmaster's crash restart to have happened, that
+    /// is every old backend terminated and the server reinitialized and ready
+    /// again, then return a session that has answered a query. A connection
+    /// accepted before the postmaster noticed the kill would be closed under
+    /// the test, so none is trusted before that.
+    pub fn wait_crash_restart(&self, mark: usize, timeout: Duration) -> postgres::Client {
+        let at = self.wait_for_log_after(
+            mark,
+            "all server processes terminated; reinitializing",
+            timeout,
+        );
+        self.wait_for_log_after(at, "database system is ready to accept connections", timeout);
+        self.client_when_ready(timeout)
+    }
+
+    /// A session that has answered `SELECT 1`, retrying connections that
+    /// are refused or closed while the server is (re)starting.
+    pub fn client_when_ready(&self, timeout: Duration) -> postgres::Client {
+        let mut client = None;
+        wait_until("a session that answers", timeout, || {
+            client = postgres::Client::connect(&self.connstr("postgres"), postgres::NoTls)
+                .ok()
+                .filter(|c: &postgres::Client| !c.is_closed())
+                .and_then(|mut c| c.simple_query("SELECT 1").ok().map(|_| c));
+            client.is_some()
+        });
+        client.expect("a session")
     }
 
     /// PID of the postmaster.
@@ -548,9 +625,29 @@ impl Drop for Cluster {
             }
         }
         if self.running || self.data.join("postmaster.pid").exists() {
+            let pid = fs::read_to_string(self.data.join("postmaster.pid"))
+                .ok()
+                .and_then(|p| p.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
             let _ = self.stop("immediate");
+            // pg_ctl returns once postmaster.pid is gone, which the
+            // postmaster removes just before it exits: wait for the exit, so
+            // the directory is removed after the server is really gone.
+            if let Some(pid) = pid {
+                let start = Instant::now();
+                while process_running(pid) && start.elapsed() < Duration::from_secs(60) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
         }
     }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn process_running(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
 }
 
 /// A real S3-compatible server (`s3s-fs`) on a free loopback port, with one
@@ -624,7 +721,7 @@ impl S3Server {
                 )
             });
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(15) {
+        while start.elapsed() < Duration::from_secs(60) {
             if let Ok(Some(_)) = child.try_wait() {
                 return false; // exited: most likely the port was taken
             }
