@@ -31,7 +31,11 @@ fn status(cluster: &Cluster) -> postgres::Row {
 /// failure before the module records its reason, and marks a file done
 /// before pg_stat_archiver counts it: a single read right after the log line
 /// or the `.done` file can come too early.
-fn status_when(cluster: &Cluster, what: &str, cond: impl Fn(&postgres::Row) -> bool) -> postgres::Row {
+fn status_when(
+    cluster: &Cluster,
+    what: &str,
+    cond: impl Fn(&postgres::Row) -> bool,
+) -> postgres::Row {
     let mut row = None;
     wait_until(&format!("ark.archive_status() with {what}"), WAIT, || {
         let s = status(cluster);

@@ -247,7 +247,10 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
             .unwrap();
         (r.get(0), r.get(1))
     };
-    assert!(next_ok, "next_run {first_due} for a call between {before} and {after}");
+    assert!(
+        next_ok,
+        "next_run {first_due} for a call between {before} and {after}"
+    );
     let job = {
         let mut found = None;
         // Due at the next minute: up to 60 s away, and a loaded machine
@@ -282,8 +285,14 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
         (r.get(0), r.get(1), r.get(2))
     };
     assert_eq!(due, first_due, "job {job} ran for another due time");
-    assert!(next >= due + 60.0, "next_run {next} did not move past {due}");
-    assert!(last_job.is_some_and(|j| j >= job), "last_job_id {last_job:?}");
+    assert!(
+        next >= due + 60.0,
+        "next_run {next} did not move past {due}"
+    );
+    assert!(
+        last_job.is_some_and(|j| j >= job),
+        "last_job_id {last_job:?}"
+    );
     // Each job the schedule queued was started exactly once: worker claims
     // never run one twice. States are read before the log, so a job seen
     // finished has its start line in the log read after.
@@ -566,10 +575,12 @@ fn listen() -> (u16, std::sync::mpsc::Receiver<String>) {
             if r.read_exact(&mut body).is_err() {
                 continue;
             }
-            let _ = s.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            );
-            if tx.send(String::from_utf8_lossy(&body).into_owned()).is_err() {
+            let _ =
+                s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx
+                .send(String::from_utf8_lossy(&body).into_owned())
+                .is_err()
+            {
                 break;
             }
         }

@@ -464,7 +464,9 @@ impl Cluster {
     /// Where the server log ends now; `wait_for_log_after` looks only at
     /// what is written after such a mark.
     pub fn log_mark(&self) -> usize {
-        fs::metadata(&self.logfile).map(|m| m.len() as usize).unwrap_or(0)
+        fs::metadata(&self.logfile)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0)
     }
 
     /// Wait until `needle` appears in the server log after `mark`; returns
@@ -501,7 +503,11 @@ impl Cluster {
             "all server processes terminated; reinitializing",
             timeout,
         );
-        self.wait_for_log_after(at, "database system is ready to accept connections", timeout);
+        self.wait_for_log_after(
+            at,
+            "database system is ready to accept connections",
+            timeout,
+        );
         self.client_when_ready(timeout)
     }
 
