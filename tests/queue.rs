@@ -420,7 +420,7 @@ fn a_killed_job_worker_leaves_no_stuck_job() {
     let repo = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(queue_options(&local(repo.path())));
     let mut c = prepare(&cluster);
-    let mut blocker = block_dumps(&cluster);
+    let blocker = block_dumps(&cluster);
     let id = backup(&mut c, r#"{"database": "app", "max_attempts": 3}"#);
     let pid = wait_running(&mut c, id);
     // kill -9: the postmaster restarts every process (crash recovery). A
@@ -546,7 +546,6 @@ fn cancel_stops_queued_and_running_jobs() {
     );
 }
 
-/// A one-shot HTTP listener on loopback: returns the request bodies it got.
 /// A webhook endpoint: answers 200 to every POST and passes each body on.
 /// The thread ends with the test process.
 fn listen() -> (u16, std::sync::mpsc::Receiver<String>) {
