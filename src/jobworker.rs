@@ -392,13 +392,6 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
         on_event(ev);
     }
     let result = handle.join();
-    // A fast shutdown signals this worker and pg_dump's backend together:
-    // the work can fail (its connection cut) before the loop above saw the
-    // SIGTERM. A failure during shutdown is an interruption, not an attempt
-    // used up; work that finished anyway keeps its result.
-    if stopped.is_none() && shutdown_requested() && matches!(result, Ok(Err(_))) {
-        stopped = Some(Stopped::Interrupted);
-    }
     match (stopped, result) {
         (Some(s), _) => Err(s),
         (None, Ok(v)) => Ok(v),
@@ -410,6 +403,12 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
 pub fn outcome(r: Result<Result<Value, String>, Stopped>) -> Outcome {
     match r {
         Ok(Ok(v)) => Outcome::Succeeded(v),
+        // A fast shutdown signals this worker and pg_dump's backend
+        // together: the work can fail (its connection cut) before the
+        // supervisor saw the SIGTERM. A failure during shutdown is an
+        // interruption, not an attempt used up; work that finished anyway
+        // keeps its result.
+        Ok(Err(_)) if shutdown_requested() => Outcome::Interrupted,
         Ok(Err(e)) => Outcome::Failed(e),
         Err(Stopped::Cancelled) => Outcome::Cancelled,
         Err(Stopped::Interrupted) => Outcome::Interrupted,
