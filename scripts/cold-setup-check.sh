@@ -7,6 +7,10 @@
 #
 #   scripts/cold-setup-check.sh            PostgreSQL 17 only (about 5 minutes)
 #   ARK_PG_MAJORS="17 18" scripts/...      more majors
+#   ARK_COLD_INSTALL=1                     then `make install` into the scratch
+#                                          PostgreSQL 17 with an empty build
+#                                          cache, timed (what `make demo` does
+#                                          after its setup)
 #   ARK_COLD_KEEP=1                        keep the scratch folder afterwards
 #
 # Debian packages, cargo-pgrx and s3s-fs live outside ARK_CACHE and are
@@ -39,3 +43,11 @@ done
 grep -q "pg17 = \"$scratch/cache/pg/17/bin/pg_config\"" "$scratch/pgrx/config.toml" \
   || { echo "cold setup check: cargo pgrx init did not register the scratch PostgreSQL 17" >&2; exit 1; }
 echo "== cold setup check passed in $((end - start)) s"
+if [ "${ARK_COLD_INSTALL:-0}" = 1 ]; then
+  echo "== cold install: make install into the scratch PostgreSQL 17, CARGO_TARGET_DIR=$scratch/cache/target"
+  istart=$(date +%s)
+  env ARK_CACHE="$scratch/cache" CARGO_TARGET_DIR="$scratch/cache/target" PGRX_HOME="$scratch/pgrx" \
+    make -C "$PWD" install PG_CONFIG="$scratch/cache/pg/17/bin/pg_config"
+  "$scratch/cache/pg/17/bin/pg_ark" --version
+  echo "== cold install done in $(($(date +%s) - istart)) s (setup $((end - start)) s before it)"
+fi
