@@ -42,6 +42,9 @@ struct Opened {
 
 static OPENED: Mutex<Option<Opened>> = Mutex::new(None);
 
+/// The repository location whose stale temporaries this archiver removed.
+static CLEANED: Mutex<Option<String>> = Mutex::new(None);
+
 /// This cluster's system identifier and major version.
 fn identity() -> (u64, u32) {
     // SAFETY: plain reads on the backend's own thread; the control file is
@@ -54,16 +57,25 @@ fn open_push(url: &str) -> Result<PushAhead, ArkError> {
     let (compression, level) = settings::compression()?;
     let workers = settings::archive_push_workers();
     let cluster = open_cluster(url)?;
+    pgrx::log!(
+        "pg_ark archiver opened repository {}",
+        cluster.location()
+    );
     // A previous archiver killed in the middle of a push left its
-    // temporary files; nothing else removes them.
-    match cluster.remove_stale_temporaries() {
-        Ok(0) => {}
-        Ok(n) => pgrx::log!(
-            "pg_ark removed {} temporary files that an interrupted archiver left in {}",
-            n,
-            cluster.location()
-        ),
-        Err(e) => pgrx::warning!("pg_ark could not clean up temporary files: {}", e),
+    // temporary files; nothing else removes them. Once per location in
+    // this archiver's life: it walks the cluster's whole entry.
+    let mut cleaned = CLEANED.lock().unwrap_or_else(|p| p.into_inner());
+    if cleaned.as_deref() != Some(cluster.location().as_str()) {
+        match cluster.remove_stale_temporaries() {
+            Ok(0) => {}
+            Ok(n) => pgrx::log!(
+                "pg_ark removed {} temporary files that an interrupted archiver left in {}",
+                n,
+                cluster.location()
+            ),
+            Err(e) => pgrx::warning!("pg_ark could not clean up temporary files: {}", e),
+        }
+        *cleaned = Some(cluster.location());
     }
     Ok(PushAhead::start(
         cluster,
@@ -74,8 +86,15 @@ fn open_push(url: &str) -> Result<PushAhead, ArkError> {
     ))
 }
 
+/// The S3 options, with each S3 operation bounded by `ark.archive_timeout`.
+fn archiver_s3_options() -> Result<pg_ark_core::storage::s3::S3Options, ArkError> {
+    let mut o = settings::s3_options()?;
+    o.operation_timeout = Some(settings::archive_timeout());
+    Ok(o)
+}
+
 fn open_cluster(url: &str) -> Result<ClusterRepo, ArkError> {
-    let storage = storage::open(&RepoUrl::parse(url)?, &settings::s3_options())?;
+    let storage = storage::open(&RepoUrl::parse(url)?, &archiver_s3_options()?)?;
     let repo = Arc::new(Repository::open(storage, true)?);
     let (sysid, major) = identity();
     Ok(repo.cluster(sysid, major, true)?)
@@ -109,16 +128,41 @@ fn archive_file(file: &CStr, path: &CStr) -> bool {
                         file
                     )
                 }
+                PushOutcome::Repaired {
+                    damaged_key,
+                    reason,
+                    ..
+                } => {
+                    pgrx::pg_sys::panic::ErrorReport::new(
+                        pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                        format!("stored copy of WAL file \"{file}\" was damaged and has been replaced"),
+                        "pg_ark",
+                    )
+                    .set_detail(format!(
+                        "The stored copy failed verification: {reason}. It was kept as \"{damaged_key}\"."
+                    ))
+                    .set_hint("Check the repository's storage: other objects may be damaged too.")
+                    .report(PgLogLevel::WARNING);
+                }
             }
             true
         }
         Err(e) => {
             // A WARNING, never an ERROR: before 17 an ERROR here restarts the
             // archiver. PostgreSQL retries the file.
-            let mut report = e.to_report();
-            report = report.set_detail(format!(
-                "pg_ark could not archive \"{file}\"; PostgreSQL will retry it"
+            // PostgreSQL's message style: what failed, then why (DETAIL),
+            // then what to do (HINT).
+            let mut report = pgrx::pg_sys::panic::ErrorReport::new(
+                e.sqlstate(),
+                format!("could not archive file \"{file}\""),
+                "pg_ark",
+            )
+            .set_detail(format!(
+                "{e}. The file stays in pg_wal, and PostgreSQL tries it again."
             ));
+            if let Some(hint) = e.hint() {
+                report = report.set_hint(hint);
+            }
             report.report(PgLogLevel::WARNING);
             status::record_failure(&file, &e);
             false
@@ -130,9 +174,14 @@ fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
     let url = settings::repository().ok_or(ArkError::NoRepository)?;
     let compression = settings::compression()?;
     // Reopen when any setting that shapes the repository handle changed.
+    // S3Options' Debug hides the secret key, so its digest stands in for it.
+    let s3 = archiver_s3_options()?;
+    let secret = s3
+        .secret_access_key
+        .as_deref()
+        .map(|k| pg_ark_core::repo::envelope::hex(&pg_ark_core::repo::envelope::sha256(k.as_bytes())));
     let fingerprint = format!(
-        "{url} {:?} {:?} {}",
-        settings::s3_options(),
+        "{url} {s3:?} {secret:?} {:?} {}",
         compression,
         settings::archive_push_workers()
     );
@@ -145,16 +194,44 @@ fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
         });
     }
     let opened = guard.as_ref().ok_or(ArkError::NoRepository)?;
-    match opened
-        .push
-        .archive(file, Path::new(path), Path::new("pg_wal/archive_status"))
-    {
+    match opened.push.archive(
+        file,
+        Path::new(path),
+        Path::new("pg_wal/archive_status"),
+        settings::archive_timeout(),
+        &stop_requested,
+    ) {
         Ok(o) => Ok(o),
         Err(e) => {
-            // Reopen next time: the repository may have been replaced.
-            *guard = None;
+            // Reopen next time only when the repository itself is in doubt
+            // (replaced, reformatted, another cluster's entry): opening
+            // re-probes S3 and re-reads the descriptors. An unreachable
+            // server, a conflicting or damaged file, a local I/O error keep
+            // the handle.
+            if needs_reopen(&e) {
+                *guard = None;
+            }
             Err(e.into())
         }
+    }
+}
+
+fn needs_reopen(e: &pg_ark_core::Error) -> bool {
+    use pg_ark_core::Error as E;
+    matches!(
+        e,
+        E::ClusterMismatch { .. } | E::BadMetadata { .. } | E::RepositoryTooNew { .. } | E::Info(_)
+    )
+}
+
+/// The archiver was asked to stop (SIGTERM), or the postmaster is gone:
+/// an attempt waiting on the repository gives up at once.
+fn stop_requested() -> bool {
+    // SAFETY: plain reads of flags the archiver's signal handlers set, and
+    // PostgreSQL's postmaster-alive check, on the archiver's own thread.
+    unsafe {
+        (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0
+            || !pg_sys::PostmasterIsAliveInternal()
     }
 }
 

@@ -43,6 +43,12 @@ pub enum ArkError {
     EmptyScheduleName,
     #[error("job {id} does not exist")]
     NoSuchJob { id: i64 },
+    #[error("job {id} {state}: {error}")]
+    JobFailed {
+        id: i64,
+        state: String,
+        error: String,
+    },
     #[error("job {id} cannot be {action}: it is {state}")]
     JobState {
         id: i64,
@@ -88,6 +94,10 @@ impl ArkError {
                 C::DumpFailed { .. } => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                 C::DumpCancelled { .. } => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
                 C::LogicalBackupExists { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                C::ArchiveTimeout { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+                C::NotEnoughSpace { .. } => PgSqlErrorCode::ERRCODE_DISK_FULL,
+                C::ArchiveInterrupted { .. } => PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
+                C::PushPanicked { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             },
             ArkError::Job(pg_ark_core::jobs::JobError::KindNotAvailable { .. }) => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
@@ -114,6 +124,7 @@ impl ArkError {
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR
             }
             ArkError::NoSuchJob { .. } => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND,
+            ArkError::JobFailed { .. } => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
         }
     }
 
@@ -152,6 +163,9 @@ impl ArkError {
                 Some("Pass only the options the job kind needs.".into())
             }
             ArkError::NoSuchJob { .. } => Some("The jobs are listed in ark.jobs.".into()),
+            ArkError::JobFailed { id, .. } => Some(format!(
+                "The job's record is in ark.jobs (id {id}); nothing was removed after the error."
+            )),
             ArkError::JobState { action, .. } => Some(match *action {
                 "cancelled" => "Only queued, retrying and running jobs can be cancelled.".into(),
                 _ => "Only failed, cancelled and retrying jobs can be retried.".into(),

@@ -63,6 +63,8 @@ pub struct Job {
     pub options: Value,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// The schedule that queued it, if any.
+    pub schedule: Option<String>,
 }
 
 /// How a job's run ended.
@@ -146,7 +148,7 @@ fn claim() -> Result<Option<Job>, ArkError> {
                            ORDER BY j.next_attempt_at, j.id
                            LIMIT 1
                            FOR UPDATE SKIP LOCKED)
-              RETURNING id, kind, options, attempts, max_attempts",
+              RETURNING id, kind, options, attempts, max_attempts, schedule_name",
             None,
             &[],
         )?;
@@ -161,15 +163,17 @@ fn claim() -> Result<Option<Job>, ArkError> {
             r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
             r.get::<i32>(4)?.unwrap_or(1),
             r.get::<i32>(5)?.unwrap_or(1),
+            r.get::<String>(6)?,
         )))
     })?
-    .map(|(id, kind, options, attempts, max_attempts)| {
+    .map(|(id, kind, options, attempts, max_attempts, schedule)| {
         JobKind::parse(&kind).map(|kind| Job {
             id,
             kind,
             options,
             attempts,
             max_attempts,
+            schedule,
         })
     })
     .transpose()?)

@@ -47,7 +47,7 @@ pub extern "C-unwind" fn _PG_init() {
         });
         return;
     }
-    settings::init();
+    settings::init(preloading);
     if preloading {
         mailbox::init();
         scheduler::register();

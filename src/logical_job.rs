@@ -50,7 +50,7 @@ impl Target {
         let sysid = unsafe { pg_sys::GetSystemIdentifier() };
         Ok(Target {
             url,
-            s3: settings::s3_options(),
+            s3: settings::s3_options()?,
             sysid,
             major: pg_sys::PG_VERSION_NUM / 10000,
         })
@@ -84,6 +84,10 @@ struct Plan {
     target: Target,
     databases: Vec<String>,
     request: DumpRequest,
+    /// For a directory dump: bytes each database may need in the work directory.
+    stage_bytes: std::collections::HashMap<String, u64>,
+    /// The retention series of a schedule's dumps (`schedule:<name>`).
+    series: Option<String>,
     label: String,
     server_version: String,
     job_id: i64,
@@ -145,7 +149,19 @@ fn plan(job: &Job) -> Result<Plan, ArkError> {
         .parent()
         .map(|d| d.join("pg_dump"))
         .unwrap_or_else(|| PathBuf::from("pg_dump"));
-    let data_dir = setting("data_directory")?;
+    // A directory dump is staged whole before upload: the database's size
+    // bounds what it needs there.
+    let mut stage_bytes = std::collections::HashMap::new();
+    if format == DumpFormat::Directory {
+        for db in &databases {
+            let size = Spi::get_one_with_args::<i64>(
+                "SELECT pg_catalog.pg_database_size($1::text::name)",
+                &[db.as_str().into()],
+            )?
+            .unwrap_or(0);
+            stage_bytes.insert(db.clone(), u64::try_from(size).unwrap_or(0));
+        }
+    }
     let label = Spi::get_one_with_args::<String>(
         "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD\"T\"HH24MISS\"Z\"') || '-j' || $1",
         &[job.id.to_string().into()],
@@ -171,8 +187,10 @@ fn plan(job: &Job) -> Result<Plan, ArkError> {
                 Value::String(s) => s.clone(),
                 other => other.to_string(),
             }),
-            work_dir: Some(PathBuf::from(data_dir).join("pg_ark/tmp")),
+            work_dir: Some(settings::work_directory()?),
         },
+        stage_bytes,
+        series: job.schedule.as_ref().map(|name| format!("schedule:{name}")),
         label,
         server_version: setting("server_version")?,
         job_id: job.id,
@@ -206,12 +224,15 @@ fn summary(info: &LogicalBackupInfo, prefix: &str) -> Value {
     })
 }
 
-/// Apply retention to `databases` (all when `None`) of the entry; sends an
-/// event per expired dump and returns their summaries.
+/// Apply retention to `databases` (all when `None`) of the entry, each
+/// series on its own (see `logical::series_key`); with `series`, only to
+/// those series (a dump job's rule governs its own series). Sends an event
+/// per expired dump and returns their summaries.
 fn expire_dumps(
     cluster: &ClusterRepo,
     databases: Option<&[String]>,
     retain: (Option<u32>, Option<u32>),
+    series: Option<&[String]>,
     tx: &Sender<Event>,
 ) -> Result<Vec<Value>, pg_ark_core::Error> {
     let mut all = Vec::new();
@@ -222,6 +243,9 @@ fn expire_dumps(
             }
         }
         None => all = logical::list_logical_backups(cluster, None)?,
+    }
+    if let Some(keys) = series {
+        all.retain(|b| keys.contains(&logical::series_key(b)));
     }
     let mut out = Vec::new();
     for b in logical::select_expired(&all, retain.0, retain.1, logical::now_epoch()) {
@@ -244,6 +268,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
     // Leftovers of a worker killed in the middle of a dump.
     let _ = cluster.remove_stale_temporaries();
     let mut done = Vec::new();
+    let mut series = Vec::new();
     for (n, db) in plan.databases.iter().enumerate() {
         if control.stop.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("stopped".into());
@@ -257,6 +282,9 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
         if let Some(dir) = &req.work_dir {
             let own = dir.join(format!("job-{}-{n}", plan.job_id));
             let _ = std::fs::remove_dir_all(&own);
+            if let Some(needed) = plan.stage_bytes.get(db) {
+                pg_ark_core::workdir::check_space(dir, *needed).map_err(|e| e.to_string())?;
+            }
             req.work_dir = Some(own);
         }
         let meta = DumpMeta {
@@ -264,6 +292,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             job_id: Some(plan.job_id),
             server_version: plan.server_version.clone(),
             pg_dump_version: None,
+            series: plan.series.clone(),
         };
         control.bytes.store(0, std::sync::atomic::Ordering::Relaxed);
         let dc = DumpControl {
@@ -274,6 +303,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(|e| e.to_string())?;
         let prefix = logical::backup_prefix(&cluster, db, &info.label);
         done.push(summary(&info, &prefix));
+        series.push(logical::series_key(&info));
         let _ = tx.send(Event::Stored {
             info: Box::new(info),
             location: cluster.location(),
@@ -282,7 +312,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
     }
     let mut result = json!({ "backups": done, "expired": [] });
     if plan.retain.0.is_some() || plan.retain.1.is_some() {
-        match expire_dumps(&cluster, Some(&plan.databases), plan.retain, &tx) {
+        match expire_dumps(&cluster, Some(&plan.databases), plan.retain, Some(&series), &tx) {
             Ok(expired) => result["expired"] = json!(expired),
             // The dumps are safe; a failed expiry is retried next time.
             Err(e) => result["retention_error"] = json!(e.to_string()),
@@ -366,7 +396,7 @@ pub fn run_expire(job: &Job) -> Outcome {
         job,
         move |_c, tx| {
             let cluster = target.open().map_err(|e| e.to_string())?;
-            let expired = expire_dumps(&cluster, databases.as_deref(), retain, &tx)
+            let expired = expire_dumps(&cluster, databases.as_deref(), retain, None, &tx)
                 .map_err(|e| e.to_string())?;
             Ok(json!({ "expired": expired }))
         },
@@ -394,15 +424,28 @@ fn expire_impl(
     if retain.0.is_none() && retain.1.is_none() {
         return Err(ArkError::NoRetentionRule);
     }
-    let cluster = Target::current()?.open()?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let expired = expire_dumps(&cluster, None, retain, &tx)?;
-    drop(tx);
-    for ev in rx {
-        if let Event::Expired { location, prefix } = ev {
-            forget(&location, &prefix)?;
-        }
+    // A standby's repository entry is its primary's: expiring from here
+    // would remove the primary's backups.
+    // SAFETY: a plain check of shared state, on the backend's own thread.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(ArkError::InRecovery);
     }
+    // The removal runs as an `expire` job, in a worker's own transactions,
+    // like ark.backup(): catalog and repository change together, and the
+    // caller's ROLLBACK cannot bring back catalog rows of removed dumps.
+    // Called and waited for now: one attempt, no retries later.
+    let mut options = options;
+    options["max_attempts"] = json!(1);
+    let id = crate::mailbox::enqueue("expire", &options.to_string())?;
+    let done = crate::queue::wait_impl(id, std::time::Duration::from_secs(3600), "1 hour".into())?;
+    if done["state"] != "succeeded" {
+        return Err(ArkError::JobFailed {
+            id,
+            state: done["state"].as_str().unwrap_or_default().to_string(),
+            error: done["error"].as_str().unwrap_or_default().to_string(),
+        });
+    }
+    let expired = done["result"]["expired"].as_array().cloned().unwrap_or_default();
     Ok(expired
         .iter()
         .map(|e| {

@@ -196,7 +196,7 @@ fn job_row(id: i64) -> Result<(String, Value), ArkError> {
     row.ok_or(ArkError::NoSuchJob { id })
 }
 
-fn wait_impl(id: i64, timeout: Duration, timeout_text: String) -> Result<Value, ArkError> {
+pub(crate) fn wait_impl(id: i64, timeout: Duration, timeout_text: String) -> Result<Value, ArkError> {
     require_monitor()?;
     require_queue_database()?;
     // SAFETY: reads a backend global.
@@ -279,28 +279,35 @@ fn cancel(job_id: i64) -> bool {
 fn retry_impl(id: i64) -> Result<i64, ArkError> {
     require_admin("retry pg_ark jobs")?;
     require_queue_database()?;
-    let (state, _) = job_row(id)?;
-    match state.as_str() {
-        "failed" | "cancelled" => Spi::run_with_args(
-            "UPDATE ark.jobs SET state = 'queued', attempts = 0, next_attempt_at = now(),
-                    finished_at = NULL, cancel_requested = false
-              WHERE id = $1",
-            &[id.into()],
-        )?,
-        "retrying" => Spi::run_with_args(
-            "UPDATE ark.jobs SET next_attempt_at = now() WHERE id = $1",
-            &[id.into()],
-        )?,
-        other => {
-            return Err(ArkError::JobState {
+    // One statement, like cancel: the state it acts on is the state it
+    // changes, so a worker finishing or claiming the job in between cannot
+    // be overwritten. A failed or cancelled job is queued afresh; a retrying
+    // one runs now.
+    let changed = crate::xact::first_value::<String>(
+        "UPDATE ark.jobs
+            SET state = CASE WHEN state = 'retrying' THEN state ELSE 'queued' END,
+                attempts = CASE WHEN state = 'retrying' THEN attempts ELSE 0 END,
+                next_attempt_at = now(),
+                finished_at = CASE WHEN state = 'retrying' THEN finished_at END,
+                cancel_requested = CASE WHEN state = 'retrying' THEN cancel_requested ELSE false END
+          WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying')
+          RETURNING state",
+        &[id.into()],
+    )?;
+    match changed {
+        Some(_) => {
+            wake_scheduler_at_commit();
+            Ok(id)
+        }
+        None => {
+            let (state, _) = job_row(id)?;
+            Err(ArkError::JobState {
                 id,
                 action: "retried",
-                state: other.into(),
+                state,
             })
         }
     }
-    wake_scheduler_at_commit();
-    Ok(id)
 }
 
 /// Run job `job_id` again: a failed or cancelled job is queued afresh (its

@@ -81,6 +81,8 @@ pub extern "C-unwind" fn ark_scheduler_main(_arg: pg_sys::Datum) {
         settings::scheduler_naptime().as_secs()
     );
 
+    report("sweep the work directory", xact::run(sweep_work_directory));
+
     let mut state = State::default();
     let mut timezone = settings::cron_timezone();
     let mut sleep = Duration::ZERO;
@@ -185,6 +187,40 @@ fn tick(st: &mut State) -> Duration {
     } else {
         naptime
     })
+}
+
+/// Remove what jobs whose worker died left staged in `ark.work_directory`
+/// (a job still running, perhaps under a previous scheduler, keeps its own).
+fn sweep_work_directory() -> Result<(), crate::error::ArkError> {
+    let installed = Spi::get_one::<bool>("SELECT to_regclass('ark.jobs') IS NOT NULL")?;
+    if installed != Some(true) {
+        return Ok(());
+    }
+    let dir = settings::work_directory()?;
+    let mut running = Vec::new();
+    Spi::connect(|c| {
+        // Running by the catalog and by a live worker: after a crash the
+        // catalog still says running until the orphans are recovered.
+        for r in c.select(
+            "SELECT j.id FROM ark.jobs j
+              WHERE j.state = 'running'
+                AND j.worker_pid IN (SELECT pid FROM pg_catalog.pg_stat_activity)",
+            None,
+            &[],
+        )? {
+            if let Some(id) = r.get::<i64>(1)? {
+                running.push(id);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(())
+    })?;
+    for p in pg_ark_core::workdir::sweep(&dir, |id| running.contains(&id)) {
+        log!(
+            "pg_ark removed \"{}\", left by a job that did not finish",
+            p.display()
+        );
+    }
+    Ok(())
 }
 
 fn report(what: &str, r: Result<(), String>) {

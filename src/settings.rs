@@ -48,6 +48,7 @@ pub static COMPRESSION: GucSetting<CompressionSetting> =
     GucSetting::<CompressionSetting>::new(CompressionSetting::Zstd);
 pub static COMPRESSION_LEVEL: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static ARCHIVE_PUSH_WORKERS: GucSetting<i32> = GucSetting::<i32>::new(4);
+pub static ARCHIVE_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static S3_ENDPOINT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_REGION: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"us-east-1"));
@@ -55,6 +56,9 @@ pub static S3_FORCE_PATH_STYLE: GucSetting<bool> = GucSetting::<bool>::new(false
 pub static S3_ACCESS_KEY_ID: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static WORK_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub static MAX_PARALLEL_JOBS: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static JOB_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(3);
@@ -164,15 +168,24 @@ unsafe extern "C-unwind" fn check_repository(
 }
 
 /// Register the settings. Called from `_PG_init`, once per process.
-pub fn init() {
-    GucRegistry::define_string_guc(
-        c"ark.database",
-        c"Database in which the pg_ark extension is installed and the scheduler connects.",
-        c"The scheduler reads its schedules and job queue from this database. Changing it needs a restart.",
-        &DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+///
+/// `preloading` is false when the archiver loads pg_ark as its
+/// `archive_library` without `shared_preload_libraries`: a `postmaster`
+/// setting cannot be defined after startup (PostgreSQL makes that FATAL, and
+/// the archiver would die in a loop), so only the reloadable ones are
+/// defined then; `ark.database` matters only to the scheduler, which does
+/// not run in that case.
+pub fn init(preloading: bool) {
+    if preloading {
+        GucRegistry::define_string_guc(
+            c"ark.database",
+            c"Database in which the pg_ark extension is installed and the scheduler connects.",
+            c"The scheduler reads its schedules and job queue from this database. Changing it needs a restart.",
+            &DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
     GucRegistry::define_int_guc(
         c"ark.scheduler_naptime",
         c"How long the pg_ark scheduler sleeps between passes.",
@@ -225,6 +238,16 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"ark.archive_timeout",
+        c"Longest one attempt to archive a WAL file may take.",
+        c"After it the attempt fails (PostgreSQL retries the file), so a hung repository cannot hold the archiver, or a shutdown, for long.",
+        &ARCHIVE_TIMEOUT,
+        1,
+        3600,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
     GucRegistry::define_string_guc(
         c"ark.s3_endpoint",
         c"S3 endpoint URL, for S3-compatible servers (empty: AWS's endpoint for the region).",
@@ -264,6 +287,22 @@ pub fn init() {
         &S3_SECRET_ACCESS_KEY,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL,
+    );
+    GucRegistry::define_string_guc(
+        c"ark.work_directory",
+        c"Local directory, outside the data directory, where directory-format dumps are staged before upload.",
+        c"Empty: /var/tmp/pg_ark-<system identifier>. It must be writable by the server's OS user.",
+        &WORK_DIRECTORY,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"ark.s3_credentials_file",
+        c"File with the S3 access key ID and secret key (AWS credentials format), read by the server's OS user.",
+        c"The recommended place for keys: outside the data directory, so no physical backup copies them.",
+        &S3_CREDENTIALS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
     );
     init_queue_settings();
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
@@ -323,15 +362,67 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
-/// The `ark.s3_*` settings, for opening an S3 repository.
-pub fn s3_options() -> pg_ark_core::storage::s3::S3Options {
-    pg_ark_core::storage::s3::S3Options {
+/// The `ark.s3_*` settings, for opening an S3 repository. With
+/// `ark.s3_credentials_file`, the keys come from that file (read now, so a
+/// rotated key is picked up at the next open), and setting keys in
+/// `ark.s3_access_key_id` or `ark.s3_secret_access_key` as well is an error.
+pub fn s3_options() -> Result<pg_ark_core::storage::s3::S3Options, pg_ark_core::Error> {
+    let mut o = pg_ark_core::storage::s3::S3Options {
         endpoint: text(&S3_ENDPOINT),
         region: text(&S3_REGION),
         force_path_style: S3_FORCE_PATH_STYLE.get(),
         access_key_id: text(&S3_ACCESS_KEY_ID),
         secret_access_key: text(&S3_SECRET_ACCESS_KEY),
+        operation_timeout: None,
+    };
+    if let Some(file) = text(&S3_CREDENTIALS_FILE) {
+        let invalid = |reason: String| pg_ark_core::Error::InvalidSetting {
+            name: "ark.s3_credentials_file",
+            value: file.clone(),
+            reason,
+        };
+        if o.access_key_id.is_some() || o.secret_access_key.is_some() {
+            return Err(invalid(
+                "ark.s3_access_key_id or ark.s3_secret_access_key is set as well; keep the keys in one place".into(),
+            ));
+        }
+        // SAFETY: DataDir is set at startup and not changed after; read on
+        // the backend's own thread.
+        let dd = unsafe { pg_sys::DataDir };
+        let data_dir = (!dd.is_null()).then(|| {
+            // SAFETY: a NUL-terminated string owned by PostgreSQL.
+            let c = unsafe { CStr::from_ptr(dd) };
+            std::path::PathBuf::from(c.to_string_lossy().into_owned())
+        });
+        let (id, secret) = pg_ark_core::storage::s3::read_credentials_file(
+            std::path::Path::new(&file),
+            data_dir.as_deref(),
+        )
+        .map_err(invalid)?;
+        o.access_key_id = Some(id);
+        o.secret_access_key = Some(secret);
     }
+    Ok(o)
+}
+
+/// `ark.work_directory`, resolved (see `pg_ark_core::workdir::resolve`).
+pub fn work_directory() -> Result<std::path::PathBuf, pg_ark_core::Error> {
+    // SAFETY: DataDir is set at startup; read on the backend's own thread.
+    let dd = unsafe { pg_sys::DataDir };
+    let data_dir = if dd.is_null() {
+        std::path::PathBuf::new()
+    } else {
+        // SAFETY: a NUL-terminated string owned by PostgreSQL.
+        std::path::PathBuf::from(unsafe { CStr::from_ptr(dd) }.to_string_lossy().into_owned())
+    };
+    // SAFETY: the control file's identifier, loaded at start.
+    let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+    pg_ark_core::workdir::resolve(text(&WORK_DIRECTORY).as_deref(), &data_dir, sysid)
+}
+
+/// `ark.archive_timeout`.
+pub fn archive_timeout() -> Duration {
+    Duration::from_secs(u64::try_from(ARCHIVE_TIMEOUT.get()).unwrap_or(60).max(1))
 }
 
 /// `ark.archive_push_workers`.

@@ -111,6 +111,61 @@ fn every_switched_segment_lands_in_the_repository_verified() {
 }
 
 #[test]
+fn a_damaged_stored_copy_is_replaced_not_taken_as_archived() {
+    let repo_dir = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
+    let original = std::fs::read(cluster.data.join(format!("pg_wal/{name}"))).unwrap();
+    cluster.wait_archived(&name, WAIT);
+    // The stored copy's body is damaged (its header is intact and still
+    // records the segment's checksum).
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(cluster.system_identifier(), cluster.install.major, false)
+        .unwrap();
+    let key = entry.wal_key(&name).unwrap();
+    let mut damaged = repo.storage().get(&key).unwrap();
+    let at = damaged.len() - 100;
+    damaged[at] ^= 0xff;
+    repo.storage()
+        .put(&key, &damaged, PutMode::Overwrite)
+        .unwrap();
+    // Offered again, the segment is verified against the stored body, which
+    // fails: the damaged copy is kept aside and the good one stored.
+    reoffer(&cluster, &mut c, &name, 2);
+    cluster.wait_for_log(
+        &format!("stored copy of WAL file \"{name}\" was damaged and has been replaced"),
+        WAIT,
+    );
+    wait_until("the re-offered file marked done", WAIT, || {
+        cluster
+            .data
+            .join(format!("pg_wal/archive_status/{name}.done"))
+            .exists()
+    });
+    assert!(
+        !cluster
+            .log()
+            .contains(&format!("WAL file \"{name}\" was already archived with identical content")),
+        "a damaged copy was taken as identical"
+    );
+    let fixed = entry.get_wal(&name).unwrap().expect("the segment is stored");
+    assert!(fixed == original, "{name}: the stored copy is not the segment");
+    let aside: Vec<String> = repo
+        .storage()
+        .list(&format!("{key}.damaged-"))
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    assert_eq!(repo.storage().get(&aside[0]).unwrap(), damaged);
+}
+
+#[test]
 fn identical_repush_succeeds_and_conflicting_repush_is_refused() {
     let repo_dir = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(archiving(repo_dir.path()));
@@ -171,6 +226,17 @@ fn identical_repush_succeeds_and_conflicting_repush_is_refused() {
         cluster.data.join(format!("pg_wal/{name}")).exists(),
         "the segment stays in pg_wal"
     );
+    // The refusal is the file's problem, not the repository's: the
+    // archiver keeps its handle through PostgreSQL's retries instead of
+    // opening (and probing) the repository again for each.
+    status_when(&cluster, "the refusal repeated", |s| {
+        s.get::<_, i64>("failed_count") >= 3
+    });
+    let opens = cluster
+        .log()
+        .matches("pg_ark archiver opened repository")
+        .count();
+    assert_eq!(opens, 1, "the repository was opened {opens} times");
 }
 
 #[test]
@@ -301,6 +367,62 @@ fn bad_settings_give_clear_messages() {
     assert_eq!(
         envelope::header(&obj).unwrap().compression,
         Compression::Gzip
+    );
+}
+
+#[test]
+fn a_corrupt_segment_stops_recovery_instead_of_promoting_early() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    Cluster::write_and_switch_wal(&mut c, 1);
+    let (bb_dir, backup) = primary.base_backup();
+    // Three segments after the backup; the middle one gets damaged.
+    let after: Vec<String> = (2..5)
+        .map(|i| Cluster::write_and_switch_wal(&mut c, i))
+        .collect();
+    primary.wait_archived(after.last().unwrap(), WAIT);
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    let repo = open_repo(repo_dir.path());
+    let sysid = primary.system_identifier_from_control();
+    let entry = repo.cluster(sysid, primary.install.major, false).unwrap();
+    let bad = &after[1];
+    let key = entry.wal_key(bad).unwrap();
+    let mut obj = repo.storage().get(&key).unwrap();
+    let at = obj.len() / 2;
+    obj[at] ^= 0xff;
+    repo.storage().put(&key, &obj, PutMode::Overwrite).unwrap();
+
+    let restore_command = format!(
+        "{} wal-get --repo file://{} --prefetch 1 %f %p",
+        primary.install.bin("pg_ark").display(),
+        repo_dir.path().display()
+    );
+    let restored = Cluster::start_recovery_from_backup(bb_dir, backup, &restore_command);
+    // The startup process stops on the damaged file, named in the log, and
+    // the server shuts down: it never promotes on a short archive.
+    restored.wait_for_log(&format!("could not restore file \"{bad}\" from archive"), WAIT);
+    wait_until("the recovering server to stop", WAIT, || {
+        !restored.data.join("postmaster.pid").exists()
+    });
+    let log = restored.log();
+    assert!(
+        log.contains(&format!("pg_ark: error: stored object \"{key}\"")),
+        "the damaged file is not named: {log}"
+    );
+    assert!(
+        log.contains(&format!("restored log file \"{}\" from archive", after[0])),
+        "{log}"
+    );
+    assert!(log.contains("exit code 126"), "{log}");
+    assert!(!log.contains("selected new timeline ID"), "{log}");
+    assert!(!log.contains("archive recovery complete"), "{log}");
+    assert!(
+        !restored.data.join("pg_wal/00000002.history").exists(),
+        "a new timeline was started"
     );
 }
 

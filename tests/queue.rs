@@ -179,6 +179,74 @@ fn default_backup_dumps_every_connectable_database_in_plain_and_directory_format
 }
 
 #[test]
+fn a_directory_dump_stages_outside_pgdata_and_a_dead_jobs_leftovers_are_swept() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    pg_ark_tests::give_to_test_user(work.path());
+    let cluster = Cluster::start_with(
+        queue_options(&local(repo.path()))
+            .set("ark.work_directory", &format!("'{}'", work.path().display())),
+    );
+    let mut c = prepare(&cluster);
+    let blocker = block_dumps(&cluster);
+    let id = backup(
+        &mut c,
+        r#"{"database": "app", "format": "directory", "max_attempts": 1}"#,
+    );
+    let pid = wait_running(&mut c, id);
+    let staged = work.path().join(format!("job-{id}-0"));
+    wait_until("pg_dump's output directory", WAIT, || staged.is_dir());
+    assert!(
+        !cluster.data.join("pg_ark/tmp").exists(),
+        "a dump was staged inside the data directory"
+    );
+    // The worker dies in the middle: its staged files stay behind until the
+    // next scheduler start sweeps them.
+    let mark = cluster.log_mark();
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    drop(c);
+    drop(blocker);
+    let mut c = cluster.wait_crash_restart(mark, WAIT);
+    cluster.wait_for_log_after(
+        mark,
+        &format!(
+            "pg_ark removed \"{}\", left by a job that did not finish",
+            staged.display()
+        ),
+        WAIT,
+    );
+    assert!(!staged.exists(), "{} is still there", staged.display());
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "failed", "{done}");
+}
+
+#[test]
+fn a_work_directory_inside_pgdata_is_refused() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let inside = cluster.data.join("pg_ark/tmp");
+    let mut c = prepare(&cluster);
+    c.batch_execute(&format!(
+        "ALTER SYSTEM SET ark.work_directory = '{}'; SELECT pg_reload_conf();",
+        inside.display()
+    ))
+    .unwrap();
+    // Reloaded once the scheduler and new workers see it.
+    cluster.wait_for_log("received SIGHUP, reloading configuration files", WAIT);
+    let done = run_backup(
+        &mut c,
+        r#"{"database": "app", "format": "directory", "max_attempts": 1}"#,
+    );
+    assert_eq!(done["state"], "failed", "{done}");
+    let err = done["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("ark.work_directory") && err.contains("inside the data directory"),
+        "{err}"
+    );
+    assert!(!inside.exists(), "{}", inside.display());
+}
+
+#[test]
 fn wait_on_backup_into_s3() {
     let s3 = S3Server::start();
     let url = format!("s3://{}/ark", s3.bucket);
@@ -202,6 +270,7 @@ fn wait_on_backup_into_s3() {
             force_path_style: true,
             access_key_id: Some(s3.access_key.clone()),
             secret_access_key: Some(s3.secret_key.clone()),
+            operation_timeout: None,
         },
     )
     .unwrap();
@@ -389,6 +458,52 @@ fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
     let done = wait_job(&mut c, id);
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["attempts"], 4, "{done}");
+}
+
+#[test]
+fn retry_acts_only_on_the_state_it_sees() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let id = backup(&mut c, r#"{"database": "no_such_db", "max_attempts": 1}"#);
+    assert_eq!(wait_job(&mut c, id)["state"], "failed");
+    // Another session changes the job (as a claim after someone else's
+    // retry would) and holds its row while ark.retry() runs.
+    let mut other = cluster.client();
+    other
+        .batch_execute(&format!(
+            "BEGIN; UPDATE ark.jobs SET state = 'running', attempts = 1 WHERE id = {id}"
+        ))
+        .unwrap();
+    let me: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+    let result = std::thread::scope(|scope| {
+        let call = scope.spawn(|| {
+            c.query_one("SELECT ark.retry($1)", &[&id])
+                .map(|r| r.get::<_, i64>(0))
+        });
+        let mut watcher = cluster.client();
+        wait_until("ark.retry() waiting for the row", WAIT, || {
+            watcher
+                .query_one(
+                    "SELECT coalesce(wait_event_type = 'Lock', false)
+                       FROM pg_stat_activity WHERE pid = $1",
+                    &[&me],
+                )
+                .unwrap()
+                .get(0)
+        });
+        other.batch_execute("COMMIT").unwrap();
+        call.join().unwrap()
+    });
+    // It saw "failed" when it started, but the row it got is running: it is
+    // refused, never turned back to queued under a running worker.
+    let e = result.unwrap_err();
+    let db = e.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "55000");
+    assert_eq!(
+        db.message(),
+        format!("job {id} cannot be retried: it is running")
+    );
 }
 
 /// Hold a lock that pg_dump waits for, so a job stays running.
@@ -649,7 +764,10 @@ fn a_dead_webhook_does_not_block_the_queue() {
     let port = silent.local_addr().unwrap().port();
     let cluster = Cluster::start_with(
         queue_options(&local(repo.path()))
-            .set("ark.notify_url", &format!("'http://127.0.0.1:{port}/'"))
+            .set(
+                "ark.notify_url",
+                &format!("'http://hook:pw-s3cr3t@127.0.0.1:{port}/x?token=tok-s3cr3t'"),
+            )
             .set("ark.notify_on_success", "on")
             .set("ark.notify_timeout", "2")
             .set("ark.notify_max_attempts", "2"),
@@ -668,6 +786,24 @@ fn a_dead_webhook_does_not_block_the_queue() {
         .get::<_, i64>(0)
             == 3
     });
+    // The URL's credentials and token reach neither the catalog, which
+    // ark_monitor reads, nor the server log: errors name the host only.
+    let errors: Vec<String> = c
+        .query("SELECT last_error FROM ark.notifications", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
+        .collect();
+    for e in &errors {
+        assert!(
+            e.starts_with(&format!("could not reach the webhook host 127.0.0.1:{port}: ")),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+    }
+    let log = cluster.log();
+    assert!(log.contains("pg_ark gave up delivering notification"), "{log}");
+    assert!(!log.contains("s3cr3t"), "the webhook URL's secrets are in the log");
     drop(silent);
 }
 
@@ -718,22 +854,114 @@ fn retention_removes_exactly_the_expired_dumps() {
         "{expired}"
     );
 
-    // ark.expire() applies a rule given now: keep the newest only.
-    let removed: Vec<i64> = c
+    // ark.expire() applies a rule given now: keep the newest only. It runs
+    // as a job, like ark.backup(): a ROLLBACK of the calling transaction
+    // does not undo it, and catalog and repository still agree.
+    let mut tx = c.transaction().unwrap();
+    let removed: Vec<i64> = tx
         .query("SELECT job_id FROM ark.expire(retain_count => 1)", &[])
         .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
+    tx.rollback().unwrap();
     assert_eq!(removed, vec![ids[2].0]);
     assert_eq!(dumps_in_repo(repo.path()).len(), 1);
     assert!(repo.path().join(&ids[3].1).exists());
+    let in_catalog: Vec<i64> = c
+        .query("SELECT job_id FROM ark.backups ORDER BY job_id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(in_catalog, vec![ids[3].0], "the catalog lists a dump the repository no longer has");
+    let expire_job: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ark.jobs WHERE kind = 'expire' AND state = 'succeeded'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(expire_job, 1, "ark.expire() ran as one expire job");
     // Without any rule it refuses instead of doing nothing silently.
     let e = c.query("SELECT * FROM ark.expire()", &[]).unwrap_err();
     assert_eq!(
         e.as_db_error().unwrap().message(),
         "no retention rule is set"
     );
+}
+
+#[test]
+fn retention_counts_each_series_on_its_own() {
+    let repo = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())));
+    let mut c = prepare(&cluster);
+    let mut full = Vec::new();
+    for _ in 0..2 {
+        let done = run_backup(&mut c, r#"{"database": "app"}"#);
+        assert_eq!(done["state"], "succeeded", "{done}");
+        full.push(dump_keys(&done["result"])[0].clone());
+    }
+    // Schema-only dumps with a rule of their own: it counts their series
+    // (database, format and schema set) only, never the full dumps.
+    let mut partial = Vec::new();
+    for _ in 0..2 {
+        let done = run_backup(
+            &mut c,
+            r#"{"database": "app", "schema": "public", "retain_count": 1}"#,
+        );
+        assert_eq!(done["state"], "succeeded", "{done}");
+        partial.push(dump_keys(&done["result"])[0].clone());
+    }
+    for key in &full {
+        assert!(repo.path().join(key).exists(), "full dump {key} was expired");
+    }
+    assert!(!repo.path().join(&partial[0]).exists(), "the older schema-only dump stays");
+    assert!(repo.path().join(&partial[1]).exists());
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ark.backups", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+}
+
+#[test]
+fn expire_is_refused_on_a_standby() {
+    let repo = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(
+        queue_options(&local(repo.path())).set("wal_keep_size", "'1GB'"),
+    );
+    let mut c = prepare(&primary);
+    for _ in 0..2 {
+        let done = run_backup(&mut c, r#"{"database": "app"}"#);
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    let (sb_dir, backup) = primary.base_backup();
+    let signal = backup.join("standby.signal");
+    std::fs::write(&signal, "").unwrap();
+    pg_ark_tests::give_to_test_user(&signal);
+    let standby = Cluster::start_from_backup(
+        sb_dir,
+        backup,
+        queue_options(&local(repo.path())).set(
+            "primary_conninfo",
+            &format!(
+                "'host={} port={} user=postgres application_name=ark_standby'",
+                primary.sockdir.display(),
+                primary.port
+            ),
+        ),
+    );
+    // The standby sees the primary's catalog, and the same repository: an
+    // expiry from there would remove the primary's dumps.
+    let mut s = standby.client_when_ready(WAIT);
+    let e = s
+        .query("SELECT * FROM ark.expire(retain_count => 1)", &[])
+        .unwrap_err();
+    let db = e.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "25006", "{e}");
+    assert_eq!(db.message(), "pg_ark jobs cannot be queued during recovery");
+    assert_eq!(dumps_in_repo(repo.path()).len(), 2, "a dump was removed");
 }
 
 #[test]

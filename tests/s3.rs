@@ -17,6 +17,7 @@ fn options(s3: &S3Server) -> S3Options {
         force_path_style: true,
         access_key_id: Some(s3.access_key.clone()),
         secret_access_key: Some(s3.secret_key.clone()),
+        operation_timeout: None,
     }
 }
 
@@ -295,4 +296,44 @@ fn recovery_fetches_wal_from_s3() {
         .unwrap()
         .get(0);
     assert_eq!(n, expected);
+}
+
+#[test]
+fn a_hung_s3_server_holds_an_archive_attempt_only_until_its_deadline() {
+    // A server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let mut cluster = Cluster::start_with(
+        ClusterOptions::default()
+            .set("archive_mode", "on")
+            .set("archive_library", "'pg_ark'")
+            .set("ark.repository", "'s3://bucket/x'")
+            .set("ark.s3_endpoint", &format!("'http://127.0.0.1:{port}'"))
+            .set("ark.s3_force_path_style", "on")
+            .set("ark.s3_access_key_id", "'k'")
+            .set("ark.s3_secret_access_key", "'s'")
+            .set("ark.archive_timeout", "3"),
+    );
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
+    // The attempt fails once its deadline passes (not after the SDK's
+    // minutes of retries), and says why; the segment waits in pg_wal.
+    let mut failed = 0i64;
+    wait_until("failed archive attempts", WAIT, || {
+        failed = c
+            .query_one("SELECT failed_count FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get(0);
+        failed >= 2
+    });
+    let log = cluster.log();
+    assert!(log.contains(&format!("could not archive file \"{name}\"")), "{log}");
+    assert!(cluster.data.join(format!("pg_wal/{name}")).exists());
+    // A fast shutdown is not held up by the hung server: pg_ctl's own
+    // limit (60 s) would fail the stop otherwise.
+    drop(c);
+    let out = cluster.stop("fast");
+    assert!(out.status.success(), "{out:?}");
+    drop(silent);
 }

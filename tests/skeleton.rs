@@ -224,6 +224,40 @@ fn archive_module_loads_through_the_majors_api() {
 }
 
 #[test]
+fn the_archive_module_works_without_shared_preload_libraries() {
+    // Only the archiver loads pg_ark here; it must not define a
+    // postmaster-level setting after startup (which is FATAL, and would
+    // make the archiver die in a loop).
+    let repo = pg_ark_tests::temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(
+        ClusterOptions::default()
+            .without_preload()
+            .set("archive_mode", "on")
+            .set("archive_library", "'pg_ark'")
+            .set("ark.repository", &format!("'file://{}'", repo.path().display())),
+    );
+    let mut c = cluster.client();
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    let name = Cluster::write_and_switch_wal(&mut c, 1);
+    cluster.wait_archived(&name, Duration::from_secs(120));
+    let log = cluster.log();
+    assert!(!log.contains("cannot create PGC_POSTMASTER variables"), "{log}");
+    assert!(!log.contains("archiver process"), "the archiver was restarted: {log}");
+    // The stored copy reads back as the segment.
+    let r = std::sync::Arc::new(
+        pg_ark_core::repo::Repository::open(
+            Box::new(pg_ark_core::storage::local::LocalStorage::open(repo.path()).unwrap()),
+            false,
+        )
+        .unwrap(),
+    );
+    let entry = r
+        .cluster(cluster.system_identifier(), cluster.install.major, false)
+        .unwrap();
+    assert!(entry.get_wal(&name).unwrap().is_some(), "{name} not stored");
+}
+
+#[test]
 fn pg_regress_suite() {
     // pg_regress runs in its own database; the job queue lives there.
     let cluster =

@@ -60,6 +60,29 @@ fn io(path: &Path, source: std::io::Error) -> Error {
     }
 }
 
+/// Deliver WAL segment `name` to `dest` from `spool` if it is there (spooled
+/// files were verified when fetched). Needs no repository at all, so a
+/// restore_command served from the spool makes no round trip. Also removes
+/// spooled segments older than `name`, which recovery never asks for again.
+/// Returns whether it delivered the file.
+pub fn take_spooled(name: &str, dest: &Path, spool: &Path) -> Result<bool, Error> {
+    if wal::classify(name)? != WalKind::Segment {
+        return Ok(false);
+    }
+    clean_spool(spool, name);
+    let spooled = spool.join(name);
+    if !spooled.is_file() {
+        return Ok(false);
+    }
+    // rename if on the same file system, else copy
+    if std::fs::rename(&spooled, dest).is_err() {
+        let data = std::fs::read(&spooled).map_err(|e| io(&spooled, e))?;
+        write_atomically(dest, &data).map_err(|e| io(dest, e))?;
+        let _ = std::fs::remove_file(&spooled);
+    }
+    Ok(true)
+}
+
 /// Deliver WAL file `name` to `dest`, from `spool` if it is there, else from
 /// the repository together with up to `depth - 1` following segments.
 pub fn fetch(
@@ -70,18 +93,8 @@ pub fn fetch(
     depth: usize,
 ) -> Result<Fetched, Error> {
     let is_segment = wal::classify(name)? == WalKind::Segment;
-    if is_segment {
-        clean_spool(spool, name);
-        let spooled = spool.join(name);
-        if spooled.is_file() {
-            // rename if on the same file system, else copy
-            if std::fs::rename(&spooled, dest).is_err() {
-                let data = std::fs::read(&spooled).map_err(|e| io(&spooled, e))?;
-                write_atomically(dest, &data).map_err(|e| io(dest, e))?;
-                let _ = std::fs::remove_file(&spooled);
-            }
-            return Ok(Fetched::FromSpool);
-        }
+    if take_spooled(name, dest, spool)? {
+        return Ok(Fetched::FromSpool);
     }
     let Some(data) = cluster.get_wal(name)? else {
         return Ok(Fetched::Missing);

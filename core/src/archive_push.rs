@@ -24,10 +24,12 @@ use crate::Error;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
-/// What happened to a file pushed ahead, as a message (errors are re-raised
-/// by pushing the file again on the archiver's thread, for a full report).
-type Outcome = Result<PushOutcome, String>;
+/// What happened to a push. A failed push ahead is not trusted when the
+/// archiver comes to its file (the cause may have passed): it is pushed
+/// again.
+type Outcome = Result<PushOutcome, Error>;
 
 #[derive(Default)]
 struct State {
@@ -91,31 +93,55 @@ impl PushAhead {
 
     /// Archive `name` (at `path`, relative to the data directory): use the
     /// result of a push ahead if there is one (waiting for it if it is in
-    /// flight), else push it now on this thread. Then queue the next ready
+    /// flight), else have a worker push it now. Then queue the next ready
     /// files found in `archive_status`.
+    ///
+    /// The archiver's thread only waits: it gives up after `timeout`, or as
+    /// soon as `should_stop` says so (polled every 100 ms), so a repository
+    /// that does not answer holds neither the archiver nor a shutdown. A
+    /// push still running then finishes (or times out) on its worker, and a
+    /// later attempt at the same file uses its result.
     pub fn archive(
         &self,
         name: &str,
         path: &Path,
         archive_status: &Path,
+        timeout: Duration,
+        should_stop: &dyn Fn() -> bool,
     ) -> Result<PushOutcome, Error> {
-        let ahead = {
+        let deadline = Instant::now() + timeout;
+        let result = {
             let mut st = self.lock();
             st.queue.retain(|(n, _)| n != name);
-            while st.in_flight.contains(name) {
+            if matches!(st.done.get(name), Some(Err(_))) {
+                st.done.remove(name);
+            }
+            if !st.in_flight.contains(name) && !st.done.contains_key(name) {
+                st.queue.push_front((name.to_string(), path.to_path_buf()));
+                self.shared.changed.notify_all();
+            }
+            loop {
+                if let Some(r) = st.done.remove(name) {
+                    break r;
+                }
+                if should_stop() {
+                    return Err(Error::ArchiveInterrupted { name: name.into() });
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Err(Error::ArchiveTimeout {
+                        name: name.into(),
+                        seconds: timeout.as_secs(),
+                    });
+                }
+                let wait = (deadline - now).min(Duration::from_millis(100));
                 st = self
                     .shared
                     .changed
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
+                    .wait_timeout(st, wait)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
             }
-            st.done.remove(name)
-        };
-        let result = match ahead {
-            Some(Ok(outcome)) => Ok(outcome),
-            // Failed ahead (or never tried): push on this thread, which
-            // produces the typed error for the report.
-            _ => push(&self.shared, name, path),
         };
         self.schedule(name, archive_status);
         result
@@ -165,12 +191,15 @@ impl PushAhead {
 }
 
 impl Drop for PushAhead {
+    /// Tell the workers to stop after their current push, without waiting
+    /// for them: one may be stuck on a repository that does not answer, and
+    /// the archiver must not be. They never call PostgreSQL, and a push cut
+    /// short by the process's exit leaves only a temporary object, which
+    /// the next archiver removes.
     fn drop(&mut self) {
         self.lock().shutdown = true;
         self.shared.changed.notify_all();
-        for h in self.workers.drain(..) {
-            let _ = h.join();
-        }
+        self.workers.clear();
     }
 }
 
@@ -201,8 +230,7 @@ fn worker(shared: &Shared) {
         };
         let outcome =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| push(shared, &name, &path)))
-                .map_err(|_| "push panicked".to_string())
-                .and_then(|r| r.map_err(|e| e.to_string()));
+                .unwrap_or_else(|_| Err(Error::PushPanicked { name: name.clone() }));
         let mut st = shared.state.lock().unwrap_or_else(|p| p.into_inner());
         st.in_flight.remove(&name);
         st.done.insert(name, outcome);
@@ -216,6 +244,110 @@ mod tests {
     use super::*;
     use crate::repo::Repository;
     use crate::storage::local::LocalStorage;
+
+    const LONG: Duration = Duration::from_secs(600);
+
+    fn never() -> bool {
+        false
+    }
+
+    /// Local storage whose writes wait until the gate opens: a repository
+    /// that does not answer.
+    struct Gated {
+        inner: LocalStorage,
+        open: Arc<(Mutex<bool>, Condvar)>,
+    }
+
+    impl Gated {
+        fn wait(&self) {
+            let (m, cv) = &*self.open;
+            let mut open = m.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+    }
+
+    impl crate::storage::Storage for Gated {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn get(&self, key: &str) -> Result<Vec<u8>, crate::storage::StorageError> {
+            self.inner.get(key)
+        }
+        fn head(
+            &self,
+            key: &str,
+        ) -> Result<Option<crate::storage::ObjectInfo>, crate::storage::StorageError> {
+            self.inner.head(key)
+        }
+        fn put(
+            &self,
+            key: &str,
+            data: &[u8],
+            mode: crate::storage::PutMode,
+        ) -> Result<(), crate::storage::StorageError> {
+            if key.contains("/wal/") {
+                self.wait();
+            }
+            self.inner.put(key, data, mode)
+        }
+        fn put_stream(
+            &self,
+            key: &str,
+            body: &mut dyn std::io::Read,
+            mode: crate::storage::PutMode,
+        ) -> Result<u64, crate::storage::StorageError> {
+            self.wait();
+            self.inner.put_stream(key, body, mode)
+        }
+        fn list(
+            &self,
+            prefix: &str,
+        ) -> Result<Vec<crate::storage::ObjectInfo>, crate::storage::StorageError> {
+            self.inner.list(prefix)
+        }
+        fn delete(&self, key: &str) -> Result<(), crate::storage::StorageError> {
+            self.inner.delete(key)
+        }
+    }
+
+    #[test]
+    fn a_repository_that_does_not_answer_holds_the_archiver_only_until_its_deadline() {
+        let (pgdata, repo_dir, names) = setup(2);
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let storage = Gated {
+            inner: LocalStorage::open(repo_dir.path()).unwrap(),
+            open: Arc::clone(&gate),
+        };
+        let repo = Arc::new(Repository::open(Box::new(storage), true).unwrap());
+        let pa = PushAhead::start(repo.cluster(42, 17, true).unwrap(), Compression::Zstd, 1, 2, 4);
+        let st = pgdata.path().join("pg_wal/archive_status");
+        let path = pgdata.path().join("pg_wal").join(&names[0]);
+        let e = pa
+            .archive(&names[0], &path, &st, Duration::from_millis(300), &never)
+            .unwrap_err();
+        assert!(matches!(e, Error::ArchiveTimeout { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("could not archive WAL file \"{}\" within ", names[0])),
+            "{e}"
+        );
+        // A shutdown request ends the wait at once.
+        let e = pa.archive(&names[0], &path, &st, LONG, &|| true).unwrap_err();
+        assert!(matches!(e, Error::ArchiveInterrupted { .. }), "{e}");
+        // Once the repository answers, the push that was under way is
+        // used: stored once, reported once.
+        {
+            let (m, cv) = &*gate;
+            *m.lock().unwrap() = true;
+            cv.notify_all();
+        }
+        let outcome = pa.archive(&names[0], &path, &st, LONG, &never).unwrap();
+        assert!(matches!(outcome, PushOutcome::Stored { .. }), "{outcome:?}");
+        // Dropping the pusher never waits for its workers.
+        drop(pa);
+    }
 
     fn setup(n: usize) -> (tempfile::TempDir, tempfile::TempDir, Vec<String>) {
         let pgdata = tempfile::tempdir().unwrap();
@@ -250,7 +382,7 @@ mod tests {
         let st = pgdata.path().join("pg_wal/archive_status");
         for name in &names {
             let outcome = pa
-                .archive(name, &pgdata.path().join("pg_wal").join(name), &st)
+                .archive(name, &pgdata.path().join("pg_wal").join(name), &st, LONG, &never)
                 .unwrap();
             assert!(
                 matches!(outcome, PushOutcome::Stored { .. }),
@@ -293,6 +425,8 @@ mod tests {
             &names[0],
             &pgdata.path().join("pg_wal").join(&names[0]),
             &st,
+            LONG,
+            &never,
         )
         .unwrap();
         std::fs::rename(
@@ -305,6 +439,8 @@ mod tests {
                 &names[1],
                 &pgdata.path().join("pg_wal").join(&names[1]),
                 &st,
+                LONG,
+                &never,
             )
             .unwrap_err();
         assert!(matches!(e, Error::WalConflict { .. }), "{e}");
@@ -313,7 +449,9 @@ mod tests {
             .archive(
                 &names[1],
                 &pgdata.path().join("pg_wal").join(&names[1]),
-                &st
+                &st,
+                LONG,
+                &never,
             )
             .is_err());
     }

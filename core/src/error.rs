@@ -106,6 +106,25 @@ pub enum Error {
     #[error("the dump of database \"{database}\" was cancelled")]
     DumpCancelled { database: String },
 
+    #[error("not enough free space in \"{path}\": {needed} bytes needed, {available} available")]
+    NotEnoughSpace {
+        path: String,
+        needed: u64,
+        available: u64,
+    },
+
+    /// One attempt to archive a WAL file ran past `ark.archive_timeout`.
+    #[error("could not archive WAL file \"{name}\" within {seconds} s")]
+    ArchiveTimeout { name: String, seconds: u64 },
+
+    /// The archiver is stopping; the file will be offered again.
+    #[error("archiving of WAL file \"{name}\" was interrupted: the archiver is stopping")]
+    ArchiveInterrupted { name: String },
+
+    /// A push thread panicked (a defect); the file will be offered again.
+    #[error("pushing WAL file \"{name}\" failed unexpectedly")]
+    PushPanicked { name: String },
+
     #[error("logical backup \"{label}\" of database \"{database}\" already exists in {location}")]
     LogicalBackupExists {
         location: String,
@@ -115,6 +134,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether trying the same operation again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Storage(e) if e.is_transient())
+    }
+
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
@@ -133,7 +157,12 @@ impl Error {
                     .into()
             }
             Error::Corrupt { .. } | Error::ForeignWal { .. } => {
-                "Do not use this file for recovery; run `pg_ark verify` on the repository.".into()
+                "Do not use this file for recovery; check the repository's storage for other damage.".into()
+            }
+            Error::Storage(StorageError::Unavailable { .. }) => {
+                "The repository could not be reached; check the endpoint, the network and the \
+                 server's health, then try again."
+                    .into()
             }
             Error::Info(InfoError::Damaged { .. }) => {
                 "Both copies of the metadata are damaged; restore them from a copy of the repository.".into()
@@ -144,6 +173,19 @@ impl Error {
                     .into()
             }
             Error::DumpCancelled { .. } => "Nothing was stored.".into(),
+            Error::NotEnoughSpace { .. } => {
+                "Free space there, or set ark.work_directory to a larger file system outside the \
+                 data directory: a directory-format dump is staged there whole before it is uploaded."
+                    .into()
+            }
+            Error::ArchiveTimeout { .. } => {
+                "The repository is slow or does not answer; PostgreSQL tries the file again. \
+                 Raise ark.archive_timeout if the link is merely slow."
+                    .into()
+            }
+            Error::ArchiveInterrupted { .. } | Error::PushPanicked { .. } => {
+                "The file stays in pg_wal and is offered again.".into()
+            }
             Error::LogicalBackupExists { .. } => "Give each logical backup its own label.".into(),
             Error::LocalIo { .. } => {
                 "Check that the path exists, that the PostgreSQL OS user may use it, and that the \

@@ -18,6 +18,7 @@ pub mod repo_url;
 pub mod storage;
 pub mod threads;
 pub mod wal;
+pub mod workdir;
 
 pub use error::Error;
 pub use repo_url::RepoUrl;

@@ -351,6 +351,10 @@ pub struct DumpMeta {
     /// pg_dump's version line; `None` runs `pg_dump --version`
     /// ([`run_logical_backup`]) or records "unknown" ([`backup_with_command`]).
     pub pg_dump_version: Option<String>,
+    /// The retention series (see [`series_key`]): `schedule:<name>` for a
+    /// schedule's dumps; `None` for an ad-hoc dump, whose series is its
+    /// format and schema set.
+    pub series: Option<String>,
 }
 
 /// One stored object of a logical backup.
@@ -396,6 +400,29 @@ pub struct LogicalBackupInfo {
     pub system_identifier: u64,
     pub job_id: Option<i64>,
     pub created_by: String,
+    /// The retention series of a schedule's dump (`schedule:<name>`);
+    /// absent for ad-hoc dumps and in files written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub series: Option<String>,
+}
+
+/// The series a dump's retention counts in, per database: its schedule's,
+/// or for an ad-hoc dump its format and schema set. A schema-only or
+/// ad-hoc dump with its own rule never expires a schedule's full dumps.
+pub fn series_key(b: &LogicalBackupInfo) -> String {
+    match &b.series {
+        Some(s) => format!("{}\u{0}{s}", b.database),
+        None => {
+            let mut schemas = b.schemas.clone();
+            schemas.sort();
+            format!(
+                "{}\u{0}adhoc:{}:{}",
+                b.database,
+                b.format.as_str(),
+                schemas.join(",")
+            )
+        }
+    }
 }
 
 /// 64-bit identifiers as JSON strings, like `cluster.info`, so that no JSON
@@ -1151,6 +1178,7 @@ pub fn backup_with_command(
         system_identifier: cluster.system_identifier,
         job_id: meta.job_id,
         created_by: format!("pg_ark {}", crate::VERSION),
+        series: meta.series.clone(),
     };
     let info_key = format!("{prefix}/{INFO_NAME}");
     let saved = serde_json::to_value(&info)
@@ -1377,11 +1405,11 @@ pub fn delete_incomplete_logical_backup(
 }
 
 /// The backups that retention removes, in the order given. Per database, a
-/// backup is kept if it is among the newest `keep_last`, or younger than
-/// `keep_days` days (by its start, relative to `now_epoch`); the newest
-/// backup of each database is always kept, and with neither rule set
-/// nothing expires. "Newest" orders by start time, then finish time, then
-/// label.
+/// backup is kept if it is among the newest `keep_last` of its series (see
+/// [`series_key`]), or younger than `keep_days` days (by its start, relative
+/// to `now_epoch`); the newest backup of each series is always kept, and
+/// with neither rule set nothing expires. "Newest" orders by start time,
+/// then finish time, then job id, then label.
 pub fn select_expired(
     backups: &[LogicalBackupInfo],
     keep_last: Option<u32>,
@@ -1391,17 +1419,18 @@ pub fn select_expired(
     if keep_last.is_none() && keep_days.is_none() {
         return Vec::new();
     }
-    let mut by_db: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut by_series: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, b) in backups.iter().enumerate() {
-        by_db.entry(b.database.as_str()).or_default().push(i);
+        by_series.entry(series_key(b)).or_default().push(i);
     }
     let mut rank = vec![0usize; backups.len()];
-    for indexes in by_db.values_mut() {
+    for indexes in by_series.values_mut() {
         indexes.sort_by(|&a, &b| {
             let (x, y) = (&backups[a], &backups[b]);
-            (y.started_epoch, y.finished_epoch, &y.label).cmp(&(
+            (y.started_epoch, y.finished_epoch, y.job_id, &y.label).cmp(&(
                 x.started_epoch,
                 x.finished_epoch,
+                x.job_id,
                 &x.label,
             ))
         });
@@ -1469,6 +1498,7 @@ mod tests {
             job_id: Some(42),
             server_version: "17.2".into(),
             pg_dump_version: Some("pg_dump (PostgreSQL) 17.2".into()),
+            series: None,
         }
     }
 
@@ -2395,7 +2425,36 @@ mod tests {
             system_identifier: SYSID,
             job_id: None,
             created_by: String::new(),
+            series: None,
         }
+    }
+
+    #[test]
+    fn retention_counts_per_series() {
+        // Two schedules' full dumps, and ad-hoc schema-only dumps, of one
+        // database: a rule applied to the schema-only ones never touches
+        // the others, and each series keeps its own newest.
+        let mut all = Vec::new();
+        for (i, series) in ["schedule:nightly", "schedule:nightly", "schedule:hourly"].iter().enumerate() {
+            let mut b = backup("app", &format!("full{i}"), 1000 - i as i64);
+            b.series = Some(series.to_string());
+            all.push(b);
+        }
+        for i in 0..3 {
+            let mut b = backup("app", &format!("schema{i}"), 500 - i);
+            b.schemas = vec!["sales".into()];
+            all.push(b);
+        }
+        assert_eq!(
+            labels(&select_expired(&all, Some(1), None, NOW)),
+            ["full0", "schema0", "schema1"]
+        );
+        // Ties on time are broken by job id, not by label text ("j10" < "j9").
+        let mut a = backup("db", "x-j9", 100);
+        a.job_id = Some(9);
+        let mut b = backup("db", "x-j10", 100);
+        b.job_id = Some(10);
+        assert_eq!(labels(&select_expired(&[a, b], Some(1), None, NOW)), ["x-j9"]);
     }
 
     fn labels<'a>(v: &[&'a LogicalBackupInfo]) -> Vec<&'a str> {

@@ -283,6 +283,64 @@ impl Cluster {
         cluster
     }
 
+    /// Start recovery of `backup` (see `base_backup`) with `restore_command`
+    /// and return as soon as the server listens, without waiting for the
+    /// recovery's end: for tests of a recovery that must stop.
+    pub fn start_recovery_from_backup(
+        dir: tempfile::TempDir,
+        backup: PathBuf,
+        restore_command: &str,
+    ) -> Cluster {
+        let signal = backup.join("recovery.signal");
+        fs::write(&signal, "").expect("write recovery.signal");
+        give_to_test_user(&signal);
+        let _ = fs::remove_file(backup.join("postmaster.pid"));
+        let opts = ClusterOptions::default()
+            .set("archive_mode", "off")
+            .set("restore_command", &format!("'{restore_command}'"));
+        let mut cluster = Cluster {
+            install: PgInstall::from_env(),
+            data: backup,
+            sockdir: dir.path().to_path_buf(),
+            port: 0,
+            logfile: dir.path().join("server.log"),
+            running: false,
+            dir,
+        };
+        cluster.write_conf(&opts);
+        for _ in 0..5 {
+            cluster.port = free_port();
+            cluster.write_port();
+            let mark = cluster.log_mark();
+            run_ok(
+                server_command(cluster.install.bin("pg_ctl"))
+                    .arg("-D")
+                    .arg(&cluster.data)
+                    .arg("-l")
+                    .arg(&cluster.logfile)
+                    .args(["-W", "start"]),
+                "pg_ctl start -W",
+            );
+            cluster.running = true;
+            let mut taken = false;
+            wait_until("the server to listen", Duration::from_secs(120), || {
+                let log = fs::read(&cluster.logfile).unwrap_or_default();
+                let tail = String::from_utf8_lossy(log.get(mark..).unwrap_or_default()).into_owned();
+                taken = tail.contains("Address already in use");
+                taken || tail.contains("listening on Unix socket")
+            });
+            if !taken {
+                return cluster;
+            }
+            // A parallel test took the port first: the server exits.
+            cluster.running = false;
+            wait_until("the server that found its port taken to exit", Duration::from_secs(60), || {
+                !cluster.data.join("postmaster.pid").exists()
+            });
+        }
+        panic!("no free port for the recovering server");
+    }
+
     /// Write `postgresql.conf` for a data dir in `dir` and start it.
     fn configure_and_start(
         dir: tempfile::TempDir,

@@ -23,12 +23,19 @@ pub struct Repository {
 }
 
 /// The outcome of storing a WAL file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
     /// Newly stored.
     Stored { stored_bytes: u64 },
-    /// An identical copy was already there: success, nothing written.
+    /// An identical copy was already there, verified: success, nothing written.
     AlreadyArchived,
+    /// The stored copy was damaged (it failed its checksum): it was moved to
+    /// `damaged_key` and the offered file stored in its place.
+    Repaired {
+        damaged_key: String,
+        reason: String,
+        stored_bytes: u64,
+    },
 }
 
 impl Repository {
@@ -196,7 +203,11 @@ impl ClusterRepo {
     }
 
     /// Store WAL file `name` with content `data`, durably. An identical copy
-    /// already stored is success; a different one is refused and kept.
+    /// already stored is success, but only once its body has been read and
+    /// verified: a damaged stored copy must never let PostgreSQL recycle the
+    /// good segment. A damaged copy is kept aside under `<key>.damaged-<unix
+    /// time>` and replaced with the offered file (`PushOutcome::Repaired`);
+    /// an intact copy of other content is refused and kept.
     pub fn push_wal(
         &self,
         name: &str,
@@ -216,24 +227,52 @@ impl ClusterRepo {
             Err(StorageError::AlreadyExists { .. }) => {
                 let stored = self.repo.storage().get(&key)?;
                 let offered = envelope::sha256(data);
-                match envelope::header(&stored) {
-                    Ok(h) if h.sha256 == offered && h.original_len == data.len() as u64 => {
+                match envelope::open(&stored) {
+                    Ok((h, body)) if h.sha256 == offered && body == data => {
                         Ok(PushOutcome::AlreadyArchived)
                     }
-                    Ok(h) => Err(Error::WalConflict {
+                    Ok((h, _)) => Err(Error::WalConflict {
                         name: name.into(),
                         stored: hex(&h.sha256),
                         offered: hex(&offered),
                     }),
-                    Err(source) => Err(Error::Corrupt {
-                        location: self.repo.location(),
-                        key,
-                        source,
-                    }),
+                    Err(damage) => self.replace_damaged(&key, &stored, &sealed, &damage.to_string()),
                 }
             }
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Keep the damaged object `stored` aside, then store `sealed` under `key`.
+    fn replace_damaged(
+        &self,
+        key: &str,
+        stored: &[u8],
+        sealed: &[u8],
+        reason: &str,
+    ) -> Result<PushOutcome, Error> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut damaged_key = format!("{key}.damaged-{now}");
+        let mut n = 1;
+        loop {
+            match self.repo.storage().put(&damaged_key, stored, PutMode::Create) {
+                Ok(()) => break,
+                Err(StorageError::AlreadyExists { .. }) => {
+                    damaged_key = format!("{key}.damaged-{now}-{n}");
+                    n += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.repo.storage().put(key, sealed, PutMode::Overwrite)?;
+        Ok(PushOutcome::Repaired {
+            damaged_key,
+            reason: reason.to_string(),
+            stored_bytes: sealed.len() as u64,
+        })
     }
 
     /// Fetch WAL file `name`, verified: `Ok(None)` if it is not in the
@@ -325,6 +364,47 @@ mod tests {
             "WAL file \"000000010000000000000003\" is already archived with different content"
         ));
         assert_eq!(c.get_wal(name).unwrap().unwrap(), segment(SYSID, 1));
+    }
+
+    #[test]
+    fn a_damaged_stored_copy_is_never_taken_as_archived() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let c = r.cluster(SYSID, 17, true).unwrap();
+        let name = "000000010000000000000007";
+        let seg = segment(SYSID, 4);
+        c.push_wal(name, &seg, Compression::Zstd, 1).unwrap();
+        // One flipped byte in the body: the header still records the
+        // offered file's checksum, which alone used to pass as "identical".
+        let key = c.wal_key(name).unwrap();
+        let mut damaged = r.storage().get(&key).unwrap();
+        let last = damaged.len() - 10;
+        damaged[last] ^= 0x5a;
+        r.storage()
+            .put(&key, &damaged, PutMode::Overwrite)
+            .unwrap();
+        match c.push_wal(name, &seg, Compression::Zstd, 1).unwrap() {
+            PushOutcome::Repaired {
+                damaged_key,
+                reason,
+                stored_bytes,
+            } => {
+                assert!(
+                    damaged_key.starts_with(&format!("{key}.damaged-")),
+                    "{damaged_key}"
+                );
+                assert_eq!(r.storage().get(&damaged_key).unwrap(), damaged);
+                assert!(!reason.is_empty());
+                assert_eq!(stored_bytes, r.storage().get(&key).unwrap().len() as u64);
+            }
+            other => panic!("a damaged copy was taken as {other:?}"),
+        }
+        assert_eq!(c.get_wal(name).unwrap().unwrap(), seg);
+        // Now intact: identical again.
+        assert_eq!(
+            c.push_wal(name, &seg, Compression::Zstd, 1).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
     }
 
     #[test]

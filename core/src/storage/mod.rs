@@ -98,11 +98,21 @@ pub enum StorageError {
     },
     #[error("{location}: {message}")]
     Backend { location: String, message: String },
+    /// A failure that may pass if the same call is tried again: the server
+    /// could not be reached, timed out, throttled the request or answered
+    /// with a server error.
+    #[error("{location}: {message}")]
+    Unavailable { location: String, message: String },
 }
 
 impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+
+    /// Whether trying again may succeed (see [`StorageError::Unavailable`]).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StorageError::Unavailable { .. })
     }
 }
 

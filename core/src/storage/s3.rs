@@ -64,13 +64,102 @@ const MAX_PARTS: i32 = 10_000;
 
 /// Where and how to reach S3. Unset credentials mean the standard AWS chain
 /// (environment, profile, web identity/IRSA, container and instance roles).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// `Debug` never prints the secret key.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Options {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     pub force_path_style: bool,
     pub access_key_id: Option<String>,
     pub secret_access_key: Option<String>,
+    /// Limit of one whole S3 operation, retries included (`None`: 120 s per
+    /// attempt, 3 attempts).
+    pub operation_timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for S3Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Options")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("force_path_style", &self.force_path_style)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &self.secret_access_key.as_ref().map(|_| "(hidden)"),
+            )
+            .field("operation_timeout", &self.operation_timeout)
+            .finish()
+    }
+}
+
+/// S3 keys from a credentials file, in AWS's shared-credentials format:
+///
+/// ```text
+/// [default]
+/// aws_access_key_id = AKIA...
+/// aws_secret_access_key = ...
+/// ```
+///
+/// (the `[default]` section, or keys before any section). The file is the
+/// recommended place for keys: unlike `ALTER SYSTEM SET
+/// ark.s3_secret_access_key`, which writes `postgresql.auto.conf` inside the
+/// data directory, it is not copied by a physical backup. So a file inside
+/// `data_dir` is refused, and so is one that other OS users can read.
+/// Errors are reasons in words; they never contain the file's contents.
+pub fn read_credentials_file(
+    path: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> Result<(String, String), String> {
+    use std::os::unix::fs::PermissionsExt;
+    if !path.is_absolute() {
+        return Err("it must be an absolute path".into());
+    }
+    let real = std::fs::canonicalize(path).map_err(|e| format!("could not open it: {e}"))?;
+    if let Some(dd) = data_dir.and_then(|d| std::fs::canonicalize(d).ok()) {
+        if real.starts_with(&dd) {
+            return Err(format!(
+                "it is inside the data directory {}, which every physical backup copies",
+                dd.display()
+            ));
+        }
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("could not open it: {e}"))?;
+    if meta.permissions().mode() & 0o007 != 0 {
+        return Err(format!(
+            "other OS users can access it (mode {:04o}); allow only its owner and group (chmod 600 or 640)",
+            meta.permissions().mode() & 0o7777
+        ));
+    }
+    let text = std::fs::read_to_string(&real).map_err(|e| format!("could not read it: {e}"))?;
+    let (mut id, mut secret) = (None, None);
+    let mut section: Option<String> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = Some(name.trim().to_string());
+            continue;
+        }
+        if section.as_deref().is_some_and(|s| s != "default") {
+            continue;
+        }
+        if let Some((k, v)) = line.split_once('=') {
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v.trim().to_string()),
+                "aws_secret_access_key" => secret = Some(v.trim().to_string()),
+                _ => {}
+            }
+        }
+    }
+    match (id.filter(|v| !v.is_empty()), secret.filter(|v| !v.is_empty())) {
+        (Some(id), Some(secret)) => Ok((id, secret)),
+        _ => Err(
+            "it has no aws_access_key_id and aws_secret_access_key in its [default] section".into(),
+        ),
+    }
 }
 
 pub struct S3Storage {
@@ -118,12 +207,19 @@ impl S3Storage {
             let shared = loader.load().await;
             let mut conf = aws_sdk_s3::config::Builder::from(&shared)
                 .force_path_style(opts_c.force_path_style)
-                .timeout_config(
-                    aws_config::timeout::TimeoutConfig::builder()
-                        .connect_timeout(Duration::from_secs(5))
-                        .operation_attempt_timeout(Duration::from_secs(120))
-                        .build(),
-                )
+                .timeout_config({
+                    let attempt = Duration::from_secs(120);
+                    let mut t = aws_config::timeout::TimeoutConfig::builder()
+                        .connect_timeout(Duration::from_secs(5));
+                    t = match opts_c.operation_timeout {
+                        // One whole operation, its retries included.
+                        Some(total) => t
+                            .operation_timeout(total)
+                            .operation_attempt_timeout(attempt.min(total)),
+                        None => t.operation_attempt_timeout(attempt),
+                    };
+                    t.build()
+                })
                 .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(3));
             if let Some(ep) = &opts_c.endpoint {
                 conf = conf.endpoint_url(ep);
@@ -198,10 +294,26 @@ impl S3Storage {
     where
         E: std::error::Error + aws_sdk_s3::error::ProvideErrorMetadata + 'static,
     {
+        let mut transient = matches!(
+            err,
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_)
+        );
         let what = match err {
             SdkError::ServiceError(se) => {
                 let e = se.err();
                 let code = e.code().unwrap_or("error");
+                let status = se.raw().status().as_u16();
+                transient = status >= 500
+                    || status == 429
+                    || matches!(
+                        code,
+                        "SlowDown"
+                            | "Throttling"
+                            | "ThrottlingException"
+                            | "RequestTimeout"
+                            | "InternalError"
+                            | "ServiceUnavailable"
+                    );
                 let words = match (e.message(), code) {
                     (Some(m), _) if !m.is_empty() => m,
                     (_, "NoSuchBucket") => "the bucket does not exist",
@@ -219,7 +331,15 @@ impl S3Storage {
             ),
             _ => DisplayErrorContext(err).to_string(),
         };
-        self.backend(format!("could not {op} \"{key}\": {what}"))
+        let message = format!("could not {op} \"{key}\": {what}");
+        if transient {
+            StorageError::Unavailable {
+                location: self.location(),
+                message,
+            }
+        } else {
+            self.backend(message)
+        }
     }
 }
 
@@ -725,5 +845,59 @@ impl Storage for S3Storage {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(self.describe("delete", key, &e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{read_credentials_file, S3Options};
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn credentials_files_are_read_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s3.credentials");
+        let write = |text: &str, mode: u32| {
+            std::fs::write(&file, text).unwrap();
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        };
+        write(
+            "# keys\n[other]\naws_access_key_id = NOPE\n[default]\naws_access_key_id = AKIA1\naws_secret_access_key = s3cr3t/key\n",
+            0o600,
+        );
+        assert_eq!(
+            read_credentials_file(&file, None).unwrap(),
+            ("AKIA1".to_string(), "s3cr3t/key".to_string())
+        );
+        // Inside the data directory: a physical backup would copy it.
+        let e = read_credentials_file(&file, Some(dir.path())).unwrap_err();
+        assert!(e.starts_with("it is inside the data directory"), "{e}");
+        // Readable by everyone.
+        write("aws_access_key_id = A\naws_secret_access_key = s3cr3t\n", 0o644);
+        let e = read_credentials_file(&file, None).unwrap_err();
+        assert!(e.starts_with("other OS users can access it (mode 0644)"), "{e}");
+        // Incomplete, and errors never show the contents.
+        write("aws_access_key_id = A-s3cr3t\n", 0o600);
+        let e = read_credentials_file(&file, None).unwrap_err();
+        assert!(e.contains("no aws_access_key_id and aws_secret_access_key"), "{e}");
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let e = read_credentials_file(std::path::Path::new("relative"), None).unwrap_err();
+        assert_eq!(e, "it must be an absolute path");
+        let e = read_credentials_file(&dir.path().join("missing"), None).unwrap_err();
+        assert!(e.starts_with("could not open it: "), "{e}");
+    }
+
+    #[test]
+    fn debug_never_prints_the_secret_key() {
+        let o = S3Options {
+            access_key_id: Some("AKIAEXAMPLE".into()),
+            secret_access_key: Some("wJalr-very-secret".into()),
+            ..S3Options::default()
+        };
+        let shown = format!("{o:?} {o:#?}");
+        assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("AKIAEXAMPLE") && shown.contains("(hidden)"), "{shown}");
+        let none = format!("{:?}", S3Options::default());
+        assert!(none.contains("secret_access_key: None"), "{none}");
     }
 }

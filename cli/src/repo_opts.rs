@@ -1,0 +1,51 @@
+//! Options that name the repository, shared by every subcommand that reads
+//! one, as flags or from the environment.
+use pg_ark_core::storage;
+
+/// S3 credentials come from `--s3-credentials-file` (AWS's credentials
+/// format, the same file `ark.s3_credentials_file` names) or the standard
+/// AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, profile, web identity,
+/// instance role), never from the command line.
+#[derive(clap::Args, Debug)]
+pub struct RepoOpts {
+    /// Repository URL: file:///path or s3://bucket/prefix
+    #[arg(long = "repo", env = "PG_ARK_REPOSITORY", value_name = "URL")]
+    pub repository: String,
+    /// S3 endpoint URL, for S3-compatible servers
+    #[arg(long, env = "PG_ARK_S3_ENDPOINT", value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1]
+    #[arg(long, env = "PG_ARK_S3_REGION", value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Address buckets as endpoint/bucket (most S3-compatible servers need it)
+    #[arg(long, env = "PG_ARK_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// File with the S3 keys ([default] aws_access_key_id and aws_secret_access_key)
+    #[arg(long, env = "PG_ARK_S3_CREDENTIALS_FILE", value_name = "FILE")]
+    pub s3_credentials_file: Option<std::path::PathBuf>,
+}
+
+impl RepoOpts {
+    pub fn s3(&self) -> Result<storage::s3::S3Options, pg_ark_core::Error> {
+        let mut o = storage::s3::S3Options {
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            force_path_style: self.s3_path_style,
+            access_key_id: None,
+            secret_access_key: None,
+            operation_timeout: None,
+        };
+        if let Some(file) = &self.s3_credentials_file {
+            let (id, secret) = storage::s3::read_credentials_file(file, None).map_err(|reason| {
+                pg_ark_core::Error::InvalidSetting {
+                    name: "--s3-credentials-file",
+                    value: file.display().to_string(),
+                    reason,
+                }
+            })?;
+            o.access_key_id = Some(id);
+            o.secret_access_key = Some(secret);
+        }
+        Ok(o)
+    }
+}
