@@ -3,8 +3,9 @@
 //! This crate is the part of pg_ark that runs *inside* PostgreSQL: the SQL
 //! surface in schema `ark`, the `pg_ark scheduler` background worker, and the
 //! archive module (`archive_library = 'pg_ark'`). Everything that must also
-//! work with the server down (storage, repository format, catalog, restore
-//! planning) lives in the pgrx-free `pg_ark_core` crate, shared with the CLI.
+//! work with the server down (storage, the repository format, WAL push and
+//! fetch, the logical-dump format) lives in the pgrx-free `pg_ark_core`
+//! crate, shared with the CLI.
 //!
 //! Rules this crate keeps:
 //! - no pgrx or PostgreSQL call from any thread but the backend's own;
@@ -33,7 +34,8 @@ pgrx::pg_module_magic!(name, version);
 /// pg_ark needs `shared_preload_libraries` for its background worker and its
 /// settings; loading it any other way is refused with a hint, like pg_cron
 /// does. The one exception is the archiver loading us as `archive_library`:
-/// archiving alone needs neither the worker nor the SQL surface.
+/// archiving alone needs neither the worker nor the SQL surface, and then
+/// only the reloadable settings are defined (see `settings::init`).
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     // SAFETY: plain reads of backend globals, on the backend's own thread.
@@ -83,7 +85,7 @@ COMMENT ON FUNCTION ark.backup(text, jsonb) IS 'Queue a job now (independently o
 COMMENT ON FUNCTION ark.wait(bigint, interval) IS 'Wait until a job ends and return its final state, attempts, result and error';
 COMMENT ON FUNCTION ark.cancel(bigint) IS 'Cancel a queued, retrying or running job';
 COMMENT ON FUNCTION ark.retry(bigint) IS 'Queue a failed or cancelled job again, or run a retrying one now; returns the job id';
-COMMENT ON FUNCTION ark.expire(integer, integer) IS 'Apply logical-backup retention now: remove expired dumps from the repository and from ark.backups, and list them';
+COMMENT ON FUNCTION ark.expire(integer, integer) IS 'Apply logical-backup retention now, per series, as an expire job it waits for: remove expired dumps from the repository and from ark.backups, and list them';
 COMMENT ON FUNCTION ark.status() IS 'pg_ark health: healthy, degraded or failing, with messages, backup ages, failing and retrying jobs, and WAL archiving';
 "#,
         name = "comments",
