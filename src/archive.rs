@@ -57,10 +57,7 @@ fn open_push(url: &str) -> Result<PushAhead, ArkError> {
     let (compression, level) = settings::compression()?;
     let workers = settings::archive_push_workers();
     let cluster = open_cluster(url)?;
-    pgrx::log!(
-        "pg_ark archiver opened repository {}",
-        cluster.location()
-    );
+    pgrx::log!("pg_ark archiver opened repository {}", cluster.location());
     // A previous archiver killed in the middle of a push left its
     // temporary files; nothing else removes them. Once per location in
     // this archiver's life: it walks the cluster's whole entry.
@@ -176,10 +173,9 @@ fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
     // Reopen when any setting that shapes the repository handle changed.
     // S3Options' Debug hides the secret key, so its digest stands in for it.
     let s3 = archiver_s3_options()?;
-    let secret = s3
-        .secret_access_key
-        .as_deref()
-        .map(|k| pg_ark_core::repo::envelope::hex(&pg_ark_core::repo::envelope::sha256(k.as_bytes())));
+    let secret = s3.secret_access_key.as_deref().map(|k| {
+        pg_ark_core::repo::envelope::hex(&pg_ark_core::repo::envelope::sha256(k.as_bytes()))
+    });
     let fingerprint = format!(
         "{url} {s3:?} {secret:?} {:?} {}",
         compression,

@@ -312,7 +312,13 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
     }
     let mut result = json!({ "backups": done, "expired": [] });
     if plan.retain.0.is_some() || plan.retain.1.is_some() {
-        match expire_dumps(&cluster, Some(&plan.databases), plan.retain, Some(&series), &tx) {
+        match expire_dumps(
+            &cluster,
+            Some(&plan.databases),
+            plan.retain,
+            Some(&series),
+            &tx,
+        ) {
             Ok(expired) => result["expired"] = json!(expired),
             // The dumps are safe; a failed expiry is retried next time.
             Err(e) => result["retention_error"] = json!(e.to_string()),
@@ -445,7 +451,10 @@ fn expire_impl(
             error: done["error"].as_str().unwrap_or_default().to_string(),
         });
     }
-    let expired = done["result"]["expired"].as_array().cloned().unwrap_or_default();
+    let expired = done["result"]["expired"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     Ok(expired
         .iter()
         .map(|e| {

@@ -196,7 +196,11 @@ fn job_row(id: i64) -> Result<(String, Value), ArkError> {
     row.ok_or(ArkError::NoSuchJob { id })
 }
 
-pub(crate) fn wait_impl(id: i64, timeout: Duration, timeout_text: String) -> Result<Value, ArkError> {
+pub(crate) fn wait_impl(
+    id: i64,
+    timeout: Duration,
+    timeout_text: String,
+) -> Result<Value, ArkError> {
     require_monitor()?;
     require_queue_database()?;
     // SAFETY: reads a backend global.

@@ -147,13 +147,19 @@ fn a_damaged_stored_copy_is_replaced_not_taken_as_archived() {
             .exists()
     });
     assert!(
-        !cluster
-            .log()
-            .contains(&format!("WAL file \"{name}\" was already archived with identical content")),
+        !cluster.log().contains(&format!(
+            "WAL file \"{name}\" was already archived with identical content"
+        )),
         "a damaged copy was taken as identical"
     );
-    let fixed = entry.get_wal(&name).unwrap().expect("the segment is stored");
-    assert!(fixed == original, "{name}: the stored copy is not the segment");
+    let fixed = entry
+        .get_wal(&name)
+        .unwrap()
+        .expect("the segment is stored");
+    assert!(
+        fixed == original,
+        "{name}: the stored copy is not the segment"
+    );
     let aside: Vec<String> = repo
         .storage()
         .list(&format!("{key}.damaged-"))
@@ -404,7 +410,10 @@ fn a_corrupt_segment_stops_recovery_instead_of_promoting_early() {
     let restored = Cluster::start_recovery_from_backup(bb_dir, backup, &restore_command);
     // The startup process stops on the damaged file, named in the log, and
     // the server shuts down: it never promotes on a short archive.
-    restored.wait_for_log(&format!("could not restore file \"{bad}\" from archive"), WAIT);
+    restored.wait_for_log(
+        &format!("could not restore file \"{bad}\" from archive"),
+        WAIT,
+    );
     wait_until("the recovering server to stop", WAIT, || {
         !restored.data.join("postmaster.pid").exists()
     });

@@ -110,12 +110,25 @@ fn wal_get_serves_its_spool_without_the_repository() {
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
     let (code, err) = wal_get(
         dir.path(),
-        &["--repo", "s3://bucket/x", "--s3-endpoint", &endpoint, "--s3-path-style",
-          name, "pg_wal/RECOVERYXLOG"],
+        &[
+            "--repo",
+            "s3://bucket/x",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-path-style",
+            name,
+            "pg_wal/RECOVERYXLOG",
+        ],
     );
     assert_eq!(code, 0, "{err}");
-    assert_eq!(std::fs::read(dir.path().join("pg_wal/RECOVERYXLOG")).unwrap(), body);
-    assert!(!spool.join(name).exists(), "the spooled copy was handed over");
+    assert_eq!(
+        std::fs::read(dir.path().join("pg_wal/RECOVERYXLOG")).unwrap(),
+        body
+    );
+    assert!(
+        !spool.join(name).exists(),
+        "the spooled copy was handed over"
+    );
 }
 
 #[test]
@@ -124,27 +137,62 @@ fn wal_get_exits_1_only_for_a_missing_file_and_stops_recovery_otherwise() {
     assert!(cluster.stop("fast").status.success());
     let sysid = cluster.system_identifier_from_control();
     let repo_dir = temp_dir("ark-repo-");
-    let repo = Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap();
-    Arc::new(repo).cluster(sysid, cluster.install.major, true).unwrap();
+    let repo =
+        Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap();
+    Arc::new(repo)
+        .cluster(sysid, cluster.install.major, true)
+        .unwrap();
     let local = format!("file://{}", repo_dir.path().display());
     // Truly absent: exit 1 with no message, the normal end of recovery.
-    let (code, err) = wal_get(&cluster.data, &["--repo", &local, "000000010000000000000042", "pg_wal/RECOVERYXLOG"]);
+    let (code, err) = wal_get(
+        &cluster.data,
+        &[
+            "--repo",
+            &local,
+            "000000010000000000000042",
+            "pg_wal/RECOVERYXLOG",
+        ],
+    );
     assert_eq!((code, err.as_str()), (1, ""));
     // A repository that is not there is no "end of archive".
     let nowhere = format!("file://{}/none", repo_dir.path().display());
-    let (code, err) = wal_get(&cluster.data, &["--repo", &nowhere, "000000010000000000000042", "pg_wal/RECOVERYXLOG"]);
+    let (code, err) = wal_get(
+        &cluster.data,
+        &[
+            "--repo",
+            &nowhere,
+            "000000010000000000000042",
+            "pg_wal/RECOVERYXLOG",
+        ],
+    );
     assert_eq!(code, 126, "{err}");
     assert!(err.contains("not a pg_ark repository"), "{err}");
     // Unreachable S3: tried again with growing delays, then recovery stops.
     let endpoint = format!("http://127.0.0.1:{}", closed_port());
     let (code, err) = wal_get(
         &cluster.data,
-        &["--repo", "s3://bucket/x", "--s3-endpoint", &endpoint, "--s3-path-style",
-          "--retries", "2", "000000010000000000000042", "pg_wal/RECOVERYXLOG"],
+        &[
+            "--repo",
+            "s3://bucket/x",
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-path-style",
+            "--retries",
+            "2",
+            "000000010000000000000042",
+            "pg_wal/RECOVERYXLOG",
+        ],
     );
     assert_eq!(code, 126, "{err}");
-    assert!(err.contains("attempt 1 of 2 to fetch \"000000010000000000000042\" failed"), "{err}");
-    assert!(err.contains("pg_ark: error: ") && err.contains("pg_ark: hint: The repository could not be reached"), "{err}");
+    assert!(
+        err.contains("attempt 1 of 2 to fetch \"000000010000000000000042\" failed"),
+        "{err}"
+    );
+    assert!(
+        err.contains("pg_ark: error: ")
+            && err.contains("pg_ark: hint: The repository could not be reached"),
+        "{err}"
+    );
     // Bad options in a restore_command stop recovery too (not clap's 2).
     let (code, err) = wal_get(&cluster.data, &["--no-such-flag", "x", "y"]);
     assert_eq!(code, 126, "{err}");

@@ -183,10 +183,10 @@ fn a_directory_dump_stages_outside_pgdata_and_a_dead_jobs_leftovers_are_swept() 
     let repo = temp_dir("ark-repo-");
     let work = temp_dir("ark-work-");
     pg_ark_tests::give_to_test_user(work.path());
-    let cluster = Cluster::start_with(
-        queue_options(&local(repo.path()))
-            .set("ark.work_directory", &format!("'{}'", work.path().display())),
-    );
+    let cluster = Cluster::start_with(queue_options(&local(repo.path())).set(
+        "ark.work_directory",
+        &format!("'{}'", work.path().display()),
+    ));
     let mut c = prepare(&cluster);
     let blocker = block_dumps(&cluster);
     let id = backup(
@@ -796,14 +796,22 @@ fn a_dead_webhook_does_not_block_the_queue() {
         .collect();
     for e in &errors {
         assert!(
-            e.starts_with(&format!("could not reach the webhook host 127.0.0.1:{port}: ")),
+            e.starts_with(&format!(
+                "could not reach the webhook host 127.0.0.1:{port}: "
+            )),
             "{e}"
         );
         assert!(!e.contains("s3cr3t"), "{e}");
     }
     let log = cluster.log();
-    assert!(log.contains("pg_ark gave up delivering notification"), "{log}");
-    assert!(!log.contains("s3cr3t"), "the webhook URL's secrets are in the log");
+    assert!(
+        log.contains("pg_ark gave up delivering notification"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("s3cr3t"),
+        "the webhook URL's secrets are in the log"
+    );
     drop(silent);
 }
 
@@ -874,7 +882,11 @@ fn retention_removes_exactly_the_expired_dumps() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(in_catalog, vec![ids[3].0], "the catalog lists a dump the repository no longer has");
+    assert_eq!(
+        in_catalog,
+        vec![ids[3].0],
+        "the catalog lists a dump the repository no longer has"
+    );
     let expire_job: i64 = c
         .query_one(
             "SELECT count(*) FROM ark.jobs WHERE kind = 'expire' AND state = 'succeeded'",
@@ -914,9 +926,15 @@ fn retention_counts_each_series_on_its_own() {
         partial.push(dump_keys(&done["result"])[0].clone());
     }
     for key in &full {
-        assert!(repo.path().join(key).exists(), "full dump {key} was expired");
+        assert!(
+            repo.path().join(key).exists(),
+            "full dump {key} was expired"
+        );
     }
-    assert!(!repo.path().join(&partial[0]).exists(), "the older schema-only dump stays");
+    assert!(
+        !repo.path().join(&partial[0]).exists(),
+        "the older schema-only dump stays"
+    );
     assert!(repo.path().join(&partial[1]).exists());
     let n: i64 = c
         .query_one("SELECT count(*) FROM ark.backups", &[])
@@ -928,9 +946,8 @@ fn retention_counts_each_series_on_its_own() {
 #[test]
 fn expire_is_refused_on_a_standby() {
     let repo = temp_dir("ark-repo-");
-    let primary = Cluster::start_with(
-        queue_options(&local(repo.path())).set("wal_keep_size", "'1GB'"),
-    );
+    let primary =
+        Cluster::start_with(queue_options(&local(repo.path())).set("wal_keep_size", "'1GB'"));
     let mut c = prepare(&primary);
     for _ in 0..2 {
         let done = run_backup(&mut c, r#"{"database": "app"}"#);

@@ -328,7 +328,10 @@ fn a_hung_s3_server_holds_an_archive_attempt_only_until_its_deadline() {
         failed >= 2
     });
     let log = cluster.log();
-    assert!(log.contains(&format!("could not archive file \"{name}\"")), "{log}");
+    assert!(
+        log.contains(&format!("could not archive file \"{name}\"")),
+        "{log}"
+    );
     assert!(cluster.data.join(format!("pg_wal/{name}")).exists());
     // A fast shutdown is not held up by the hung server: pg_ctl's own
     // limit (60 s) would fail the stop otherwise.

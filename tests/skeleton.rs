@@ -234,15 +234,24 @@ fn the_archive_module_works_without_shared_preload_libraries() {
             .without_preload()
             .set("archive_mode", "on")
             .set("archive_library", "'pg_ark'")
-            .set("ark.repository", &format!("'file://{}'", repo.path().display())),
+            .set(
+                "ark.repository",
+                &format!("'file://{}'", repo.path().display()),
+            ),
     );
     let mut c = cluster.client();
     c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
     let name = Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_archived(&name, Duration::from_secs(120));
     let log = cluster.log();
-    assert!(!log.contains("cannot create PGC_POSTMASTER variables"), "{log}");
-    assert!(!log.contains("archiver process"), "the archiver was restarted: {log}");
+    assert!(
+        !log.contains("cannot create PGC_POSTMASTER variables"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("archiver process"),
+        "the archiver was restarted: {log}"
+    );
     // The stored copy reads back as the segment.
     let r = std::sync::Arc::new(
         pg_ark_core::repo::Repository::open(

@@ -36,13 +36,14 @@ impl RepoOpts {
             operation_timeout: None,
         };
         if let Some(file) = &self.s3_credentials_file {
-            let (id, secret) = storage::s3::read_credentials_file(file, None).map_err(|reason| {
-                pg_ark_core::Error::InvalidSetting {
-                    name: "--s3-credentials-file",
-                    value: file.display().to_string(),
-                    reason,
-                }
-            })?;
+            let (id, secret) =
+                storage::s3::read_credentials_file(file, None).map_err(|reason| {
+                    pg_ark_core::Error::InvalidSetting {
+                        name: "--s3-credentials-file",
+                        value: file.display().to_string(),
+                        reason,
+                    }
+                })?;
             o.access_key_id = Some(id);
             o.secret_access_key = Some(secret);
         }

@@ -64,7 +64,16 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     let tries = args.retries.max(1);
     let mut attempt = 1;
     loop {
-        match fetch_once(&url, &s3, sysid, major, &args.file, &dest, &spool, args.prefetch) {
+        match fetch_once(
+            &url,
+            &s3,
+            sysid,
+            major,
+            &args.file,
+            &dest,
+            &spool,
+            args.prefetch,
+        ) {
             Err(e) if e.is_transient() && attempt < tries => {
                 let delay = Duration::from_secs(1u64 << (attempt - 1).min(5));
                 eprintln!(

@@ -321,7 +321,13 @@ mod tests {
             open: Arc::clone(&gate),
         };
         let repo = Arc::new(Repository::open(Box::new(storage), true).unwrap());
-        let pa = PushAhead::start(repo.cluster(42, 17, true).unwrap(), Compression::Zstd, 1, 2, 4);
+        let pa = PushAhead::start(
+            repo.cluster(42, 17, true).unwrap(),
+            Compression::Zstd,
+            1,
+            2,
+            4,
+        );
         let st = pgdata.path().join("pg_wal/archive_status");
         let path = pgdata.path().join("pg_wal").join(&names[0]);
         let e = pa
@@ -329,12 +335,16 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, Error::ArchiveTimeout { .. }), "{e}");
         assert!(
-            e.to_string()
-                .starts_with(&format!("could not archive WAL file \"{}\" within ", names[0])),
+            e.to_string().starts_with(&format!(
+                "could not archive WAL file \"{}\" within ",
+                names[0]
+            )),
             "{e}"
         );
         // A shutdown request ends the wait at once.
-        let e = pa.archive(&names[0], &path, &st, LONG, &|| true).unwrap_err();
+        let e = pa
+            .archive(&names[0], &path, &st, LONG, &|| true)
+            .unwrap_err();
         assert!(matches!(e, Error::ArchiveInterrupted { .. }), "{e}");
         // Once the repository answers, the push that was under way is
         // used: stored once, reported once.
@@ -382,7 +392,13 @@ mod tests {
         let st = pgdata.path().join("pg_wal/archive_status");
         for name in &names {
             let outcome = pa
-                .archive(name, &pgdata.path().join("pg_wal").join(name), &st, LONG, &never)
+                .archive(
+                    name,
+                    &pgdata.path().join("pg_wal").join(name),
+                    &st,
+                    LONG,
+                    &never,
+                )
                 .unwrap();
             assert!(
                 matches!(outcome, PushOutcome::Stored { .. }),

@@ -2435,7 +2435,10 @@ mod tests {
         // database: a rule applied to the schema-only ones never touches
         // the others, and each series keeps its own newest.
         let mut all = Vec::new();
-        for (i, series) in ["schedule:nightly", "schedule:nightly", "schedule:hourly"].iter().enumerate() {
+        for (i, series) in ["schedule:nightly", "schedule:nightly", "schedule:hourly"]
+            .iter()
+            .enumerate()
+        {
             let mut b = backup("app", &format!("full{i}"), 1000 - i as i64);
             b.series = Some(series.to_string());
             all.push(b);
@@ -2454,7 +2457,10 @@ mod tests {
         a.job_id = Some(9);
         let mut b = backup("db", "x-j10", 100);
         b.job_id = Some(10);
-        assert_eq!(labels(&select_expired(&[a, b], Some(1), None, NOW)), ["x-j9"]);
+        assert_eq!(
+            labels(&select_expired(&[a, b], Some(1), None, NOW)),
+            ["x-j9"]
+        );
     }
 
     fn labels<'a>(v: &[&'a LogicalBackupInfo]) -> Vec<&'a str> {

@@ -95,7 +95,10 @@ mod tests {
 
     #[test]
     fn errors_name_the_host_never_the_url() {
-        assert_eq!(url_host("https://u:pw@hooks.example.com:8443/x?t=1"), "hooks.example.com:8443");
+        assert_eq!(
+            url_host("https://u:pw@hooks.example.com:8443/x?t=1"),
+            "hooks.example.com:8443"
+        );
         assert_eq!(url_host("http://127.0.0.1:9"), "127.0.0.1:9");
         // A closed port: the error names the host, not the token in the URL.
         let port = {
@@ -109,7 +112,9 @@ mod tests {
             let e = post_json(&url, "{}", Duration::from_secs(30)).unwrap_err();
             assert!(!e.contains("s3cr3t"), "{e}");
             assert!(
-                e.starts_with(&format!("could not reach the webhook host 127.0.0.1:{port}: ")),
+                e.starts_with(&format!(
+                    "could not reach the webhook host 127.0.0.1:{port}: "
+                )),
                 "{e}"
             );
         }

@@ -53,11 +53,12 @@ fn nearest_existing(path: &Path) -> PathBuf {
 /// will hold) `path`.
 pub fn free_bytes(path: &Path) -> Result<u64, Error> {
     let at = nearest_existing(path);
-    let c = std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| Error::LocalIo {
-        op: "check free space of",
-        path: at.display().to_string(),
-        source: std::io::Error::other("path contains a NUL byte"),
-    })?;
+    let c =
+        std::ffi::CString::new(at.as_os_str().as_encoded_bytes()).map_err(|_| Error::LocalIo {
+            op: "check free space of",
+            path: at.display().to_string(),
+            source: std::io::Error::other("path contains a NUL byte"),
+        })?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: a valid C string and a statvfs buffer we own.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -67,7 +68,7 @@ pub fn free_bytes(path: &Path) -> Result<u64, Error> {
             source: std::io::Error::last_os_error(),
         });
     }
-    Ok(u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize)))
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// Refuse to stage `needed` bytes in `dir` when its file system has less free.

@@ -325,7 +325,8 @@ impl Cluster {
             let mut taken = false;
             wait_until("the server to listen", Duration::from_secs(120), || {
                 let log = fs::read(&cluster.logfile).unwrap_or_default();
-                let tail = String::from_utf8_lossy(log.get(mark..).unwrap_or_default()).into_owned();
+                let tail =
+                    String::from_utf8_lossy(log.get(mark..).unwrap_or_default()).into_owned();
                 taken = tail.contains("Address already in use");
                 taken || tail.contains("listening on Unix socket")
             });
@@ -334,9 +335,11 @@ impl Cluster {
             }
             // A parallel test took the port first: the server exits.
             cluster.running = false;
-            wait_until("the server that found its port taken to exit", Duration::from_secs(60), || {
-                !cluster.data.join("postmaster.pid").exists()
-            });
+            wait_until(
+                "the server that found its port taken to exit",
+                Duration::from_secs(60),
+                || !cluster.data.join("postmaster.pid").exists(),
+            );
         }
         panic!("no free port for the recovering server");
     }

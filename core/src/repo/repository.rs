@@ -236,7 +236,9 @@ impl ClusterRepo {
                         stored: hex(&h.sha256),
                         offered: hex(&offered),
                     }),
-                    Err(damage) => self.replace_damaged(&key, &stored, &sealed, &damage.to_string()),
+                    Err(damage) => {
+                        self.replace_damaged(&key, &stored, &sealed, &damage.to_string())
+                    }
                 }
             }
             Err(e) => Err(e.into()),
@@ -258,7 +260,11 @@ impl ClusterRepo {
         let mut damaged_key = format!("{key}.damaged-{now}");
         let mut n = 1;
         loop {
-            match self.repo.storage().put(&damaged_key, stored, PutMode::Create) {
+            match self
+                .repo
+                .storage()
+                .put(&damaged_key, stored, PutMode::Create)
+            {
                 Ok(()) => break,
                 Err(StorageError::AlreadyExists { .. }) => {
                     damaged_key = format!("{key}.damaged-{now}-{n}");
@@ -380,9 +386,7 @@ mod tests {
         let mut damaged = r.storage().get(&key).unwrap();
         let last = damaged.len() - 10;
         damaged[last] ^= 0x5a;
-        r.storage()
-            .put(&key, &damaged, PutMode::Overwrite)
-            .unwrap();
+        r.storage().put(&key, &damaged, PutMode::Overwrite).unwrap();
         match c.push_wal(name, &seg, Compression::Zstd, 1).unwrap() {
             PushOutcome::Repaired {
                 damaged_key,

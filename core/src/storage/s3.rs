@@ -154,7 +154,10 @@ pub fn read_credentials_file(
             }
         }
     }
-    match (id.filter(|v| !v.is_empty()), secret.filter(|v| !v.is_empty())) {
+    match (
+        id.filter(|v| !v.is_empty()),
+        secret.filter(|v| !v.is_empty()),
+    ) {
         (Some(id), Some(secret)) => Ok((id, secret)),
         _ => Err(
             "it has no aws_access_key_id and aws_secret_access_key in its [default] section".into(),
@@ -873,13 +876,22 @@ mod tests {
         let e = read_credentials_file(&file, Some(dir.path())).unwrap_err();
         assert!(e.starts_with("it is inside the data directory"), "{e}");
         // Readable by everyone.
-        write("aws_access_key_id = A\naws_secret_access_key = s3cr3t\n", 0o644);
+        write(
+            "aws_access_key_id = A\naws_secret_access_key = s3cr3t\n",
+            0o644,
+        );
         let e = read_credentials_file(&file, None).unwrap_err();
-        assert!(e.starts_with("other OS users can access it (mode 0644)"), "{e}");
+        assert!(
+            e.starts_with("other OS users can access it (mode 0644)"),
+            "{e}"
+        );
         // Incomplete, and errors never show the contents.
         write("aws_access_key_id = A-s3cr3t\n", 0o600);
         let e = read_credentials_file(&file, None).unwrap_err();
-        assert!(e.contains("no aws_access_key_id and aws_secret_access_key"), "{e}");
+        assert!(
+            e.contains("no aws_access_key_id and aws_secret_access_key"),
+            "{e}"
+        );
         assert!(!e.contains("s3cr3t"), "{e}");
         let e = read_credentials_file(std::path::Path::new("relative"), None).unwrap_err();
         assert_eq!(e, "it must be an absolute path");
@@ -896,7 +908,10 @@ mod tests {
         };
         let shown = format!("{o:?} {o:#?}");
         assert!(!shown.contains("very-secret"), "{shown}");
-        assert!(shown.contains("AKIAEXAMPLE") && shown.contains("(hidden)"), "{shown}");
+        assert!(
+            shown.contains("AKIAEXAMPLE") && shown.contains("(hidden)"),
+            "{shown}"
+        );
         let none = format!("{:?}", S3Options::default());
         assert!(none.contains("secret_access_key: None"), "{none}");
     }
