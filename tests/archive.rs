@@ -426,7 +426,7 @@ fn a_corrupt_segment_stops_recovery_instead_of_promoting_early() {
         log.contains(&format!("restored log file \"{}\" from archive", after[0])),
         "{log}"
     );
-    assert!(log.contains("exit code 126"), "{log}");
+    assert!(log.contains("exit code 255"), "{log}");
     assert!(!log.contains("selected new timeline ID"), "{log}");
     assert!(!log.contains("archive recovery complete"), "{log}");
     assert!(
@@ -546,8 +546,9 @@ fn wal_get_refuses_corrupt_files_loudly_and_missing_ones_quietly() {
     let mid = obj.len() / 2;
     obj[mid] ^= 0x55;
     repo.storage().put(&key, &obj, PutMode::Overwrite).unwrap();
+    // Corrupt is no "end of archive": the status stops recovery.
     let corrupt = run(&name);
-    assert_eq!(corrupt.status.code(), Some(1));
+    assert_eq!(corrupt.status.code(), Some(255));
     let err = String::from_utf8_lossy(&corrupt.stderr);
     assert!(
         err.starts_with(&format!(

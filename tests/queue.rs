@@ -227,10 +227,11 @@ fn a_work_directory_inside_pgdata_is_refused() {
     let inside = cluster.data.join("pg_ark/tmp");
     let mut c = prepare(&cluster);
     c.batch_execute(&format!(
-        "ALTER SYSTEM SET ark.work_directory = '{}'; SELECT pg_reload_conf();",
+        "ALTER SYSTEM SET ark.work_directory = '{}'",
         inside.display()
     ))
     .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
     // Reloaded once the scheduler and new workers see it.
     cluster.wait_for_log("received SIGHUP, reloading configuration files", WAIT);
     let done = run_backup(

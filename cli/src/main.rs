@@ -4,7 +4,7 @@
 //!
 //! Exit codes: 0 success; 1 an error, or for `wal-get` *quietly* a file that
 //! is not in the repository (how recovery learns it has reached the end of
-//! the archive); 2 bad usage (clap's convention); 126 for `wal-get` errors
+//! the archive); 2 bad usage (clap's convention); 255 for `wal-get` errors
 //! that must stop recovery (PostgreSQL reads any status below 126 as "no
 //! such file", which would end recovery early and promote at the wrong
 //! point).
@@ -32,7 +32,7 @@ enum Command {
     /// in its first page) and decompressed into DEST. A file that is not in the
     /// repository exits 1 without a message: the normal end of recovery. Any
     /// other failure (corrupt or foreign file, unreachable repository after
-    /// retries, full disk) exits 126 with a message, so recovery stops
+    /// retries, full disk) exits 255 with a message, so recovery stops
     /// instead of finishing short.
     WalGet(wal_get::Args),
 }
@@ -43,7 +43,7 @@ pub enum Failure {
     Quiet,
     /// Exit 1 with the error and its hint.
     Error(pg_ark_core::Error),
-    /// Exit 126 with the error and its hint: PostgreSQL stops recovery.
+    /// Exit 255 with the error and its hint: PostgreSQL stops recovery.
     Fatal(pg_ark_core::Error),
 }
 
@@ -53,8 +53,10 @@ impl From<pg_ark_core::Error> for Failure {
     }
 }
 
-/// The status PostgreSQL's restore_command handling treats as fatal.
-pub const EXIT_STOP_RECOVERY: u8 = 126;
+/// A status PostgreSQL's restore_command handling treats as fatal (any
+/// above 125). Not 126 or 127, which PostgreSQL reports as "command not
+/// executable" and "command not found".
+pub const EXIT_STOP_RECOVERY: u8 = 255;
 
 fn report(e: &pg_ark_core::Error) {
     eprintln!("pg_ark: error: {e}");

@@ -4,7 +4,7 @@
 //! with care: 0 delivered; 1, quietly, only when the file is truly absent
 //! from the repository (the normal end of the archive); anything else (a
 //! corrupt or foreign file, a repository still unreachable after retries, a
-//! full disk, a bad option) exits 126, which makes PostgreSQL stop recovery
+//! full disk, a bad option) exits 255, which makes PostgreSQL stop recovery
 //! with our message in its log instead of promoting at the wrong point.
 //!
 //! A segment already in the prefetch spool is delivered without opening the
