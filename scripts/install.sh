@@ -17,7 +17,12 @@ esac
 bindir=$("$PG_CONFIG" --bindir)
 echo "== installing pg_ark into PostgreSQL $major ($bindir)"
 cargo pgrx install --release --pg-config "$PG_CONFIG" --no-default-features --features "pg$major"
-cargo build --release --locked -p pg_ark_cli
+# The CLI is built with the link flag cargo-pgrx gives the extension: Rust
+# flags are part of every crate's build hash, so with the same flag (and the
+# features core/Cargo.toml aligns) the CLI reuses the extension's build of
+# the whole dependency tree instead of compiling it again.
+cargo --config "target.'cfg(all(target_family = \"unix\", not(target_os = \"macos\")))'.rustflags = [\"-C\", \"link-arg=-Wl,--no-gc-sections\"]" \
+  build --release --locked -p pg_ark_cli
 target=${CARGO_TARGET_DIR:-target}
 install -m 0755 "$target/release/pg_ark" "$bindir/pg_ark"
 echo "== installed: $("$bindir/pg_ark" --version) in $bindir"
