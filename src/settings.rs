@@ -386,14 +386,7 @@ pub fn s3_options() -> Result<pg_ark_core::storage::s3::S3Options, pg_ark_core::
                 "ark.s3_access_key_id or ark.s3_secret_access_key is set as well; keep the keys in one place".into(),
             ));
         }
-        // SAFETY: DataDir is set at startup and not changed after; read on
-        // the backend's own thread.
-        let dd = unsafe { pg_sys::DataDir };
-        let data_dir = (!dd.is_null()).then(|| {
-            // SAFETY: a NUL-terminated string owned by PostgreSQL.
-            let c = unsafe { CStr::from_ptr(dd) };
-            std::path::PathBuf::from(c.to_string_lossy().into_owned())
-        });
+        let data_dir = data_directory();
         let (id, secret) = pg_ark_core::storage::s3::read_credentials_file(
             std::path::Path::new(&file),
             data_dir.as_deref(),
@@ -405,16 +398,21 @@ pub fn s3_options() -> Result<pg_ark_core::storage::s3::S3Options, pg_ark_core::
     Ok(o)
 }
 
+/// The server's data directory (`None` before it is known).
+fn data_directory() -> Option<std::path::PathBuf> {
+    // SAFETY: DataDir is set at startup and not changed after; read on the
+    // backend's own thread.
+    let dd = unsafe { pg_sys::DataDir };
+    (!dd.is_null()).then(|| {
+        // SAFETY: a NUL-terminated string owned by PostgreSQL.
+        let c = unsafe { CStr::from_ptr(dd) };
+        std::path::PathBuf::from(c.to_string_lossy().into_owned())
+    })
+}
+
 /// `ark.work_directory`, resolved (see `pg_ark_core::workdir::resolve`).
 pub fn work_directory() -> Result<std::path::PathBuf, pg_ark_core::Error> {
-    // SAFETY: DataDir is set at startup; read on the backend's own thread.
-    let dd = unsafe { pg_sys::DataDir };
-    let data_dir = if dd.is_null() {
-        std::path::PathBuf::new()
-    } else {
-        // SAFETY: a NUL-terminated string owned by PostgreSQL.
-        std::path::PathBuf::from(unsafe { CStr::from_ptr(dd) }.to_string_lossy().into_owned())
-    };
+    let data_dir = data_directory().unwrap_or_default();
     // SAFETY: the control file's identifier, loaded at start.
     let sysid = unsafe { pg_sys::GetSystemIdentifier() };
     pg_ark_core::workdir::resolve(text(&WORK_DIRECTORY).as_deref(), &data_dir, sysid)

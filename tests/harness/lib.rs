@@ -259,6 +259,17 @@ impl Cluster {
         Cluster::configure_and_start(dir, backup, &opts)
     }
 
+    /// Put `recovery.signal` in `backup`; the settings of a recovery with
+    /// `restore_command` (and no archiving of its own).
+    fn prepare_recovery(backup: &Path, restore_command: &str) -> ClusterOptions {
+        let signal = backup.join("recovery.signal");
+        fs::write(&signal, "").expect("write recovery.signal");
+        give_to_test_user(&signal);
+        ClusterOptions::default()
+            .set("archive_mode", "off")
+            .set("restore_command", &format!("'{restore_command}'"))
+    }
+
     /// Recover a cluster from `backup` (see `base_backup`) with
     /// `restore_command`, and wait until recovery has ended and it accepts
     /// writes.
@@ -267,12 +278,7 @@ impl Cluster {
         backup: PathBuf,
         restore_command: &str,
     ) -> Cluster {
-        let signal = backup.join("recovery.signal");
-        fs::write(&signal, "").expect("write recovery.signal");
-        give_to_test_user(&signal);
-        let opts = ClusterOptions::default()
-            .set("archive_mode", "off")
-            .set("restore_command", &format!("'{restore_command}'"));
+        let opts = Cluster::prepare_recovery(&backup, restore_command);
         let cluster = Cluster::start_from_backup(dir, backup, opts);
         wait_until("recovery to end", Duration::from_secs(120), || {
             postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls)
@@ -291,13 +297,8 @@ impl Cluster {
         backup: PathBuf,
         restore_command: &str,
     ) -> Cluster {
-        let signal = backup.join("recovery.signal");
-        fs::write(&signal, "").expect("write recovery.signal");
-        give_to_test_user(&signal);
+        let opts = Cluster::prepare_recovery(&backup, restore_command);
         let _ = fs::remove_file(backup.join("postmaster.pid"));
-        let opts = ClusterOptions::default()
-            .set("archive_mode", "off")
-            .set("restore_command", &format!("'{restore_command}'"));
         let mut cluster = Cluster {
             install: PgInstall::from_env(),
             data: backup,
