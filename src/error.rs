@@ -17,9 +17,9 @@ pub enum ArkError {
     #[error(transparent)]
     Core(#[from] pg_ark_core::Error),
     #[error(transparent)]
-    Job(#[from] pg_ark_core::jobs::JobError),
+    Job(#[from] pg_ark_core::schedule::jobs::JobError),
     #[error(transparent)]
-    Cron(#[from] pg_ark_core::cron::CronError),
+    Cron(#[from] pg_ark_core::schedule::cron::CronError),
     #[error("permission denied to {action}")]
     NotAdmin { action: &'static str, role: String },
     #[error("permission denied to read pg_ark's status")]
@@ -99,7 +99,7 @@ impl ArkError {
                 C::ArchiveInterrupted { .. } => PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
                 C::PushPanicked { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             },
-            ArkError::Job(pg_ark_core::jobs::JobError::KindNotAvailable { .. }) => {
+            ArkError::Job(pg_ark_core::schedule::jobs::JobError::KindNotAvailable { .. }) => {
                 PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
             }
             ArkError::Job(_) | ArkError::Cron(_) | ArkError::OptionsTooLarge { .. } => {
@@ -183,9 +183,33 @@ impl ArkError {
         }
     }
 
-    /// Build the PostgreSQL error report for this error.
+    /// The primary message: what failed (the cause is in [`ArkError::detail`]).
+    pub fn primary(&self) -> String {
+        match self {
+            ArkError::Core(e) => e.primary(),
+            ArkError::JobFailed { id, state, .. } => format!("job {id} {state}"),
+            ArkError::EnqueueFailed { .. } => "the pg_ark scheduler could not queue the job".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The cause, for the report's DETAIL.
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            ArkError::Core(e) => e.detail(),
+            ArkError::JobFailed { error, .. } => Some(error.clone()),
+            ArkError::EnqueueFailed { message } => Some(message.clone()),
+            _ => None,
+        }
+    }
+
+    /// Build the PostgreSQL error report for this error: message, DETAIL
+    /// and HINT apart, as PostgreSQL's style guide asks.
     pub fn to_report(&self) -> ErrorReport {
-        let mut report = ErrorReport::new(self.sqlstate(), self.to_string(), "pg_ark");
+        let mut report = ErrorReport::new(self.sqlstate(), self.primary(), "pg_ark");
+        if let Some(detail) = self.detail() {
+            report = report.set_detail(detail);
+        }
         if let Some(hint) = self.hint() {
             report = report.set_hint(hint);
         }

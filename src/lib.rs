@@ -15,16 +15,11 @@
 use pgrx::prelude::*;
 
 mod archive;
+mod catalog;
 mod error;
-mod health;
-mod jobworker;
-mod logical_job;
-mod mailbox;
-mod notify;
-mod queue;
-mod scheduler;
 mod settings;
-mod status;
+mod sql;
+mod worker;
 mod xact;
 
 pgrx::pg_module_magic!(name, version);
@@ -51,46 +46,9 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::init(preloading);
     if preloading {
-        mailbox::init();
-        scheduler::register();
+        worker::mailbox::init();
+        worker::scheduler::register();
     }
-}
-
-/// Functions of the SQL surface. The control file puts the extension in
-/// schema `ark`, so these are `ark.<name>`.
-mod sql {
-    use pgrx::prelude::*;
-
-    /// The version of pg_ark's library, which is also the extension version
-    /// that `CREATE EXTENSION pg_ark` installs by default.
-    #[pg_extern(immutable, parallel_safe)]
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    // The catalog tables and roles come first: functions' grants refer to them.
-    extension_sql_file!("catalog.sql", name = "catalog", bootstrap);
-
-    extension_sql!(
-        r#"
-COMMENT ON SCHEMA ark IS 'pg_ark: backups managed by PostgreSQL itself';
-COMMENT ON FUNCTION ark.version() IS 'Version of the pg_ark library and extension';
-COMMENT ON FUNCTION ark.archive_status() IS 'WAL archiving: last archived file, last failure with its reason, counts, and the backlog in pg_wal';
-REVOKE ALL ON FUNCTION ark.archive_status() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION ark.archive_status() TO pg_monitor, ark_monitor;
-
-COMMENT ON FUNCTION ark.schedule(text, text, text, jsonb) IS 'Create or replace a schedule: run a job of a kind with options whenever a cron expression (5 fields or @hourly/@daily/@weekly/@monthly, in ark.cron_timezone) comes due; returns the schedule id';
-COMMENT ON FUNCTION ark.unschedule(text) IS 'Remove a schedule by name; false if there is none';
-COMMENT ON FUNCTION ark.backup(text, jsonb) IS 'Queue a job now (independently of the calling transaction) and return its id';
-COMMENT ON FUNCTION ark.wait(bigint, interval) IS 'Wait until a job ends and return its final state, attempts, result and error';
-COMMENT ON FUNCTION ark.cancel(bigint) IS 'Cancel a queued, retrying or running job';
-COMMENT ON FUNCTION ark.retry(bigint) IS 'Queue a failed or cancelled job again, or run a retrying one now; returns the job id';
-COMMENT ON FUNCTION ark.expire(integer, integer) IS 'Apply logical-backup retention now, per series, as an expire job it waits for: remove expired dumps from the repository and from ark.backups, and list them';
-COMMENT ON FUNCTION ark.status() IS 'pg_ark health: healthy, degraded or failing, with messages, backup ages, failing and retrying jobs, and WAL archiving';
-"#,
-        name = "comments",
-        finalize
-    );
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -116,7 +116,7 @@ unsafe extern "C-unwind" fn check_cron_timezone(
     let Some(text) = (unsafe { candidate(newval) }) else {
         return true;
     };
-    match pg_ark_core::cron::parse_timezone(&text) {
+    match pg_ark_core::schedule::cron::parse_timezone(&text) {
         Ok(_) => true,
         Err(e) => refuse(&e.to_string(), e.hint().as_deref()),
     }

@@ -12,7 +12,7 @@
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use pg_ark_core::repo::Repository;
-use pg_ark_core::{archive_get, pgdata, storage, RepoUrl};
+use pg_ark_core::{pgdata, storage, wal, RepoUrl};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,8 +53,8 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     } else {
         args.pgdata.join(&args.dest)
     };
-    let spool = archive_get::default_spool(&args.pgdata);
-    if archive_get::take_spooled(&args.file, &dest, &spool)? {
+    let spool = wal::get::default_spool(&args.pgdata);
+    if wal::get::take_spooled(&args.file, &dest, &spool)? {
         return Ok(());
     }
     let url = RepoUrl::parse(&args.repo.repository)?;
@@ -85,7 +85,7 @@ fn fetch(args: &Args) -> Result<(), Failure> {
                 attempt += 1;
             }
             Err(e) => return Err(Failure::Error(e)),
-            Ok(archive_get::Fetched::Missing) => return Err(Failure::Quiet),
+            Ok(wal::get::Fetched::Missing) => return Err(Failure::Quiet),
             Ok(_) => return Ok(()),
         }
     }
@@ -101,8 +101,8 @@ fn fetch_once(
     dest: &Path,
     spool: &Path,
     prefetch: usize,
-) -> Result<archive_get::Fetched, pg_ark_core::Error> {
+) -> Result<wal::get::Fetched, pg_ark_core::Error> {
     let repository = Arc::new(Repository::open(storage::open(url, s3)?, false)?);
     let cluster = repository.cluster(sysid, major, false)?;
-    archive_get::fetch(&cluster, file, dest, spool, prefetch.max(1))
+    wal::get::fetch(&cluster, file, dest, spool, prefetch.max(1))
 }

@@ -134,6 +134,77 @@ pub enum Error {
 }
 
 impl Error {
+    /// The primary message of a PostgreSQL report: what failed. The cause,
+    /// if it is not part of the object's name, goes into [`Error::detail`];
+    /// `Display` joins both, for logs and the CLI.
+    pub fn primary(&self) -> String {
+        match self {
+            Error::InvalidRepositoryUrl { url, .. } => format!("invalid repository URL \"{url}\""),
+            Error::RepositoryTooNew { location, .. } => {
+                format!("repository {location} has a newer format version")
+            }
+            Error::BadMetadata { location, key, .. } => {
+                format!("repository metadata \"{key}\" in {location} is invalid")
+            }
+            Error::ClusterMismatch { location, .. } => {
+                format!("repository {location} belongs to another cluster")
+            }
+            Error::WalConflict { name, .. } => {
+                format!("WAL file \"{name}\" is already archived with different content")
+            }
+            Error::Corrupt { location, key, .. } => {
+                format!("stored object \"{key}\" in {location} is corrupt")
+            }
+            Error::ForeignWal { name, .. } => {
+                format!("WAL file \"{name}\" in the repository belongs to another cluster")
+            }
+            Error::InvalidSetting { name, value, .. } => {
+                format!("invalid value for setting {name}: {value:?}")
+            }
+            Error::DumpFailed { database, .. } => {
+                format!("pg_dump failed for database \"{database}\"")
+            }
+            Error::ArchiveInterrupted { name } => {
+                format!("archiving of WAL file \"{name}\" was interrupted")
+            }
+            other => other.to_string(),
+        }
+    }
+
+    /// The cause behind [`Error::primary`], for the report's DETAIL.
+    pub fn detail(&self) -> Option<String> {
+        Some(match self {
+            Error::InvalidRepositoryUrl { reason, .. }
+            | Error::BadMetadata { reason, .. }
+            | Error::InvalidSetting { reason, .. } => upper_first(reason),
+            Error::RepositoryTooNew {
+                found, supported, ..
+            } => format!(
+                "The repository has format version {found}; this pg_ark supports up to {supported}."
+            ),
+            Error::ClusterMismatch {
+                what,
+                repo_value,
+                our_value,
+                ..
+            } => {
+                format!("The repository records {what} {repo_value}; this cluster has {our_value}.")
+            }
+            Error::WalConflict {
+                stored, offered, ..
+            } => format!("The stored copy has SHA-256 {stored}; the offered file has {offered}."),
+            Error::Corrupt { source, .. } => upper_first(&source.to_string()),
+            Error::ForeignWal {
+                expected, found, ..
+            } => format!("It belongs to system identifier {found}, not {expected}."),
+            Error::DumpFailed { detail, .. } => upper_first(detail),
+            Error::ArchiveInterrupted { .. } => {
+                "The archiver is stopping; the file will be offered again.".to_string()
+            }
+            _ => return None,
+        })
+    }
+
     /// Whether trying the same operation again may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Storage(e) if e.is_transient())
@@ -197,5 +268,14 @@ impl Error {
             }
             _ => return None,
         })
+    }
+}
+
+/// PostgreSQL's DETAIL is a sentence: capital first letter.
+fn upper_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_uppercase().collect::<String>() + c.as_str(),
+        None => String::new(),
     }
 }

@@ -1,27 +1,34 @@
 //! pg_ark_core: the part of pg_ark that needs no running PostgreSQL.
 //!
-//! Storage backends, the repository format, the backup catalog and restore
-//! planning live here, free of pgrx, so that the extension (inside the
-//! server) and the `pg_ark` CLI (with the server down) share one
-//! implementation. Everything here is tested with plain `cargo test`.
-pub mod archive_get;
-pub mod archive_push;
-pub mod cron;
+//! Everything that must also work with the server down lives here, free of
+//! pgrx, so that the extension (inside the server) and the `pg_ark` CLI share
+//! one implementation, tested with plain `cargo test`:
+//!
+//! - `storage`: the backends (local, S3) and the contract they keep;
+//! - `repo`: the repository format (keys, envelopes, checksummed info files,
+//!   compression, repository URLs);
+//! - `wal`: WAL names, push (the archive module's engine) and get (for
+//!   `restore_command`, with its spool);
+//! - `process`: running PostgreSQL's programs with an argument vector;
+//! - `logical`: pg_dump backups; `retention`: which backups expire;
+//! - `schedule`: cron expressions, job kinds and retry timing;
+//! - `health`, `notify`, `workdir`, `pgdata`, `threads`.
 pub mod error;
 pub mod health;
-pub mod jobs;
 pub mod logical;
 pub mod notify;
 pub mod pgdata;
+pub mod process;
 pub mod repo;
-pub mod repo_url;
+pub mod retention;
+pub mod schedule;
 pub mod storage;
 pub mod threads;
 pub mod wal;
 pub mod workdir;
 
 pub use error::Error;
-pub use repo_url::RepoUrl;
+pub use repo::url::RepoUrl;
 
 /// Version of the core library (the same for the extension and the CLI).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

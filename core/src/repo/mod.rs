@@ -15,5 +15,6 @@ pub mod compress;
 pub mod envelope;
 pub mod info;
 pub mod repository;
+pub mod url;
 
 pub use repository::{ClusterRepo, PushOutcome, Repository};

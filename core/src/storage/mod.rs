@@ -60,6 +60,7 @@
 //! variant) for anything else; such errors name the key and the location.
 use std::fmt;
 
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod local;
 pub mod s3;

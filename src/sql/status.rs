@@ -4,9 +4,11 @@
 //! `ark.schedules`) and from the archiver (`pg_stat_archiver`, pg_ark's
 //! failure record, the `.ready` backlog); the verdict and its messages are
 //! `pg_ark_core::health::evaluate`'s.
+use crate::archive::status;
 use crate::error::ArkError;
+use crate::settings;
+use crate::worker::mailbox;
 use crate::xact::{raise, require_monitor};
-use crate::{mailbox, settings, status};
 use pg_ark_core::health::{self, ArchiveFacts, Facts, JobFacts, KindFacts, Thresholds};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -66,7 +68,7 @@ fn status_impl() -> Result<Value, ArkError> {
         backup_max_age: f64::from(settings::HEALTH_BACKUP_MAX_AGE.get()),
         archive_backlog: i64::from(settings::HEALTH_ARCHIVE_BACKLOG.get()),
     };
-    let now = crate::queue::now_epoch();
+    let now = crate::sql::jobs::now_epoch();
     let mut kinds = Vec::new();
     let mut ages = Map::new();
     for kind in BACKUP_KINDS {

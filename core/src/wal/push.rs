@@ -87,10 +87,6 @@ impl PushAhead {
         }
     }
 
-    pub fn cluster(&self) -> &ClusterRepo {
-        &self.shared.cluster
-    }
-
     /// Archive `name` (at `path`, relative to the data directory): use the
     /// result of a push ahead if there is one (waiting for it if it is in
     /// flight), else have a worker push it now. Then queue the next ready

@@ -5,18 +5,17 @@
 //! also `ark_monitor`), and that it runs in `ark.database`, where the
 //! scheduler reads the queue. Options are validated here, when a job or a
 //! schedule is created, never when it runs.
+use crate::catalog::jobs::{job_row, FINAL_STATES};
 use crate::error::ArkError;
+use crate::settings;
+use crate::worker::mailbox;
 use crate::xact::{raise, require_admin, require_monitor, require_queue_database};
-use crate::{mailbox, settings};
-use pg_ark_core::cron::CronSchedule;
-use pg_ark_core::jobs::{self, JobKind};
+use pg_ark_core::schedule::cron::CronSchedule;
+use pg_ark_core::schedule::jobs::{self, JobKind};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// Final states: a job in one of them never changes again by itself.
-pub const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 /// Seconds since the Unix epoch, now.
 pub fn now_epoch() -> f64 {
@@ -56,7 +55,7 @@ fn checked(kind: &str, options: Value) -> Result<(JobKind, Value), ArkError> {
 
 /// The next run of `cron` after now, in epoch seconds.
 pub fn next_run(schedule: &CronSchedule, after: f64) -> Result<Option<i64>, ArkError> {
-    let tz = pg_ark_core::cron::parse_timezone(&settings::cron_timezone())?;
+    let tz = pg_ark_core::schedule::cron::parse_timezone(&settings::cron_timezone())?;
     Ok(schedule.next_after_epoch(after.floor() as i64, tz))
 }
 
@@ -137,65 +136,6 @@ fn backup(kind: &str, options: default!(JsonB, "'{}'")) -> i64 {
     backup_impl(kind, options.0).unwrap_or_else(|e| raise(e))
 }
 
-/// The row the scheduler inserts for a request from `ark.backup()` (or a
-/// schedule). Returns the new job's id.
-pub fn insert_job(
-    kind: &str,
-    options: &Value,
-    schedule: Option<(&str, f64)>,
-) -> Result<Option<i64>, ArkError> {
-    let kind = JobKind::parse(kind)?;
-    let max_attempts = options
-        .get("max_attempts")
-        .and_then(Value::as_i64)
-        .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or_else(|| settings::JOB_MAX_ATTEMPTS.get());
-    crate::xact::first_value::<i64>(
-        "INSERT INTO ark.jobs (kind, options, schedule_name, scheduled_for, conflict_key, max_attempts)
-         VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6)
-         ON CONFLICT (schedule_name, scheduled_for) DO NOTHING
-         RETURNING id",
-        &[
-            kind.as_str().into(),
-            JsonB(options.clone()).into(),
-            schedule.map(|s| s.0).into(),
-            schedule.map(|s| s.1).into(),
-            kind.conflict_key().into(),
-            max_attempts.into(),
-        ],
-    )
-}
-
-/// A job's state, attempts, result and last error.
-fn job_row(id: i64) -> Result<(String, Value), ArkError> {
-    // Read-write SPI: each call takes a fresh snapshot (read-only SPI would
-    // reuse the statement's, and ark.wait() would never see the job end).
-    let row = Spi::connect_mut(|client| {
-        let t = client.update(
-            "SELECT state, attempts, max_attempts, result, last_error, kind
-               FROM ark.jobs WHERE id = $1",
-            None,
-            &[id.into()],
-        )?;
-        if t.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let r = t.first();
-        let state: String = r.get(1)?.unwrap_or_default();
-        let doc = json!({
-            "job_id": id,
-            "kind": r.get::<String>(6)?,
-            "state": state,
-            "attempts": r.get::<i32>(2)?,
-            "max_attempts": r.get::<i32>(3)?,
-            "result": r.get::<JsonB>(4)?.map(|j| j.0),
-            "error": r.get::<String>(5)?,
-        });
-        Ok(Some((state, doc)))
-    })?;
-    row.ok_or(ArkError::NoSuchJob { id })
-}
-
 pub(crate) fn wait_impl(
     id: i64,
     timeout: Duration,
@@ -246,31 +186,7 @@ fn wait(job_id: i64, timeout: default!(Interval, "'1 hour'")) -> JsonB {
 fn cancel_impl(id: i64) -> Result<bool, ArkError> {
     require_admin("cancel pg_ark jobs")?;
     require_queue_database()?;
-    // One statement, so a claim cannot slip between reading the state and
-    // changing it: a queued or retrying job is cancelled at once; a running
-    // one is flagged, and its worker stops it within about a second.
-    let changed = crate::xact::first_value::<String>(
-        "UPDATE ark.jobs
-            SET cancel_requested = true,
-                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
-                finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
-                last_error = CASE WHEN state = 'running' THEN last_error
-                                  ELSE coalesce(last_error, 'cancelled before it ran') END
-          WHERE id = $1 AND state IN ('queued', 'retrying', 'running')
-          RETURNING state",
-        &[id.into()],
-    )?;
-    match changed {
-        Some(_) => Ok(true),
-        None => {
-            let (state, _) = job_row(id)?;
-            Err(ArkError::JobState {
-                id,
-                action: "cancelled",
-                state,
-            })
-        }
-    }
+    crate::catalog::jobs::cancel(id)
 }
 
 /// Cancel job `job_id`: a queued or retrying job is cancelled at once; a
@@ -283,35 +199,7 @@ fn cancel(job_id: i64) -> bool {
 fn retry_impl(id: i64) -> Result<i64, ArkError> {
     require_admin("retry pg_ark jobs")?;
     require_queue_database()?;
-    // One statement, like cancel: the state it acts on is the state it
-    // changes, so a worker finishing or claiming the job in between cannot
-    // be overwritten. A failed or cancelled job is queued afresh; a retrying
-    // one runs now.
-    let changed = crate::xact::first_value::<String>(
-        "UPDATE ark.jobs
-            SET state = CASE WHEN state = 'retrying' THEN state ELSE 'queued' END,
-                attempts = CASE WHEN state = 'retrying' THEN attempts ELSE 0 END,
-                next_attempt_at = now(),
-                finished_at = CASE WHEN state = 'retrying' THEN finished_at END,
-                cancel_requested = CASE WHEN state = 'retrying' THEN cancel_requested ELSE false END
-          WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying')
-          RETURNING state",
-        &[id.into()],
-    )?;
-    match changed {
-        Some(_) => {
-            wake_scheduler_at_commit();
-            Ok(id)
-        }
-        None => {
-            let (state, _) = job_row(id)?;
-            Err(ArkError::JobState {
-                id,
-                action: "retried",
-                state,
-            })
-        }
-    }
+    crate::catalog::jobs::retry(id)
 }
 
 /// Run job `job_id` again: a failed or cancelled job is queued afresh (its

@@ -17,9 +17,10 @@
 //!
 //! A worker that dies mid-job (kill -9, crash) leaves its job `running`; the
 //! scheduler notices that the worker's pid is gone and retries or fails it.
-use crate::error::ArkError;
-use crate::{logical_job, notify, settings, xact};
-use pg_ark_core::jobs::{self, JobKind};
+use crate::catalog::jobs::{claim, finish, Job, Outcome};
+use crate::worker::logical;
+use crate::{settings, xact};
+use pg_ark_core::schedule::jobs::JobKind;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -33,8 +34,6 @@ use std::time::{Duration, Instant};
 
 /// `backend_type` of job workers in `pg_stat_activity`.
 pub const WORKER_TYPE: &str = "pg_ark job";
-/// Advisory lock key that serializes claims ("pg_ark" in ASCII).
-const CLAIM_LOCK: i64 = 0x70_67_5f_61_72_6b;
 
 /// Start a job worker (from the scheduler).
 pub fn launch() -> Result<DynamicBackgroundWorker, ()> {
@@ -54,25 +53,6 @@ pub fn launch() -> Result<DynamicBackgroundWorker, ()> {
                 .map_err(|_| ())
         })
     }
-}
-
-/// A claimed job.
-pub struct Job {
-    pub id: i64,
-    pub kind: JobKind,
-    pub options: Value,
-    pub attempts: i32,
-    pub max_attempts: i32,
-    /// The schedule that queued it, if any.
-    pub schedule: Option<String>,
-}
-
-/// How a job's run ended.
-pub enum Outcome {
-    Succeeded(Value),
-    Failed(String),
-    Cancelled,
-    Interrupted,
 }
 
 #[pg_guard]
@@ -108,8 +88,8 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
             job.max_attempts
         );
         let outcome = match job.kind {
-            JobKind::Logical => logical_job::run_logical(&job),
-            JobKind::Expire => logical_job::run_expire(&job),
+            JobKind::Logical => logical::run_logical(&job),
+            JobKind::Expire => logical::run_expire(&job),
             other => Outcome::Failed(format!("job kind \"{other}\" is not available")),
         };
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {
@@ -130,176 +110,6 @@ fn shutdown_requested() -> bool {
     // SAFETY: a flag the signal handler sets; read on the worker's thread.
     let requested = unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 };
     requested || POSTMASTER_GONE.load(Ordering::SeqCst)
-}
-
-fn claim() -> Result<Option<Job>, ArkError> {
-    Spi::run_with_args("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()])?;
-    Ok(Spi::connect_mut(|c| {
-        let t = c.update(
-            "UPDATE ark.jobs
-                SET state = 'running', attempts = attempts + 1, started_at = now(),
-                    worker_pid = pg_backend_pid(), progress = NULL
-              WHERE id = (SELECT j.id FROM ark.jobs j
-                           WHERE j.state IN ('queued', 'retrying')
-                             AND j.next_attempt_at <= now()
-                             AND (j.conflict_key IS NULL OR NOT EXISTS (
-                                    SELECT FROM ark.jobs r
-                                     WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
-                           ORDER BY j.next_attempt_at, j.id
-                           LIMIT 1
-                           FOR UPDATE SKIP LOCKED)
-              RETURNING id, kind, options, attempts, max_attempts, schedule_name",
-            None,
-            &[],
-        )?;
-        if t.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let r = t.first();
-        let kind: String = r.get(2)?.unwrap_or_default();
-        Ok(Some((
-            r.get::<i64>(1)?.unwrap_or(0),
-            kind,
-            r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
-            r.get::<i32>(4)?.unwrap_or(1),
-            r.get::<i32>(5)?.unwrap_or(1),
-            r.get::<String>(6)?,
-        )))
-    })?
-    .map(|(id, kind, options, attempts, max_attempts, schedule)| {
-        JobKind::parse(&kind).map(|kind| Job {
-            id,
-            kind,
-            options,
-            attempts,
-            max_attempts,
-            schedule,
-        })
-    })
-    .transpose()?)
-}
-
-/// Record a failed attempt: retry with backoff, or fail for good.
-pub fn record_failure(
-    id: i64,
-    attempts: i32,
-    max_attempts: i32,
-    options: &Value,
-    message: &str,
-) -> Result<(), ArkError> {
-    // A cancel asked for while the attempt ran wins over a retry.
-    let cancelled = crate::xact::first_value::<i64>(
-        "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), last_error = $2,
-                worker_pid = NULL
-          WHERE id = $1 AND cancel_requested
-          RETURNING id",
-        &[id.into(), message.into()],
-    )?;
-    if cancelled.is_some() {
-        log!("pg_ark job {} cancelled", id);
-        return Ok(());
-    }
-    if attempts >= max_attempts {
-        Spi::run_with_args(
-            "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
-                    worker_pid = NULL
-              WHERE id = $1",
-            &[id.into(), message.into()],
-        )?;
-        warning!(
-            "pg_ark job {} failed after {} attempts: {}",
-            id,
-            attempts,
-            message
-        );
-        notify::queue(id, "job.failed")?;
-    } else {
-        let base = options
-            .get("retry_base")
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
-        let cap = options
-            .get("retry_cap")
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()))
-            .max(base);
-        let delay = jobs::retry_delay(attempts, base, cap);
-        Spi::run_with_args(
-            "UPDATE ark.jobs SET state = 'retrying', last_error = $2, worker_pid = NULL,
-                    next_attempt_at = now() + make_interval(secs => $3)
-              WHERE id = $1",
-            &[id.into(), message.into(), delay.into()],
-        )?;
-        log!(
-            "pg_ark job {} attempt {} of {} failed, retrying in {:.1}s: {}",
-            id,
-            attempts,
-            max_attempts,
-            delay,
-            message
-        );
-    }
-    Ok(())
-}
-
-fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
-    // Only the worker that holds the job records its end.
-    let ours = crate::xact::first_value::<bool>(
-        "SELECT state = 'running' AND worker_pid = pg_backend_pid()
-           FROM ark.jobs WHERE id = $1 FOR UPDATE",
-        &[job.id.into()],
-    )?;
-    if ours != Some(true) {
-        warning!(
-            "pg_ark job {} was taken from this worker (its row changed); its outcome is not recorded",
-            job.id
-        );
-        return Ok(());
-    }
-    match outcome {
-        Outcome::Succeeded(result) => {
-            Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'succeeded', finished_at = now(), result = $2,
-                        worker_pid = NULL
-                  WHERE id = $1",
-                &[job.id.into(), JsonB(result.clone()).into()],
-            )?;
-            log!("pg_ark job {} ({}) succeeded", job.id, job.kind);
-            notify::queue(job.id, "job.succeeded")?;
-        }
-        Outcome::Failed(message) => record_failure(
-            job.id,
-            job.attempts,
-            job.max_attempts,
-            &job.options,
-            message,
-        )?,
-        Outcome::Cancelled => {
-            Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), worker_pid = NULL,
-                        last_error = 'cancelled by ark.cancel() while running'
-                  WHERE id = $1",
-                &[job.id.into()],
-            )?;
-            log!("pg_ark job {} cancelled", job.id);
-        }
-        Outcome::Interrupted => {
-            // Not the job's fault: the attempt does not count (unless a
-            // cancel was asked for meanwhile).
-            Spi::run_with_args(
-                "UPDATE ark.jobs
-                    SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
-                        finished_at = CASE WHEN cancel_requested THEN now() END,
-                        attempts = greatest(attempts - 1, 0),
-                        next_attempt_at = now(), worker_pid = NULL,
-                        last_error = 'interrupted by a shutdown or pg_terminate_backend(); it runs again'
-                  WHERE id = $1",
-                &[job.id.into()],
-            )?;
-            log!("pg_ark job {} interrupted; it will run again", job.id);
-        }
-    }
-    Ok(())
 }
 
 /// Shared between a job's work thread and the worker's thread.

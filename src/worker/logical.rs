@@ -15,16 +15,18 @@
 //! younger than `retain_days` (options, else `ark.logical_retain_*`); the
 //! newest dump of a database never expires. Expired dumps leave the
 //! repository first (`backup.info` first), then the catalog.
+use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
-use crate::jobworker::{outcome, set_progress, supervise, Control, Job, Outcome};
-use crate::xact::{raise, require_admin, require_queue_database};
+use crate::worker::job::{outcome, set_progress, supervise, Control};
+use crate::xact::{require_admin, require_queue_database};
 use crate::{settings, xact};
 use pg_ark_core::logical::{
     self, DumpControl, DumpFormat, DumpMeta, DumpRequest, LogicalBackupInfo,
 };
 use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::schedule::jobs;
 use pg_ark_core::storage::s3::S3Options;
-use pg_ark_core::{jobs, storage, RepoUrl};
+use pg_ark_core::{storage, RepoUrl};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -248,7 +250,8 @@ fn expire_dumps(
         all.retain(|b| keys.contains(&logical::series_key(b)));
     }
     let mut out = Vec::new();
-    for b in logical::select_expired(&all, retain.0, retain.1, logical::now_epoch()) {
+    for b in pg_ark_core::retention::select_expired(&all, retain.0, retain.1, logical::now_epoch())
+    {
         logical::delete_logical_backup(cluster, b)?;
         let prefix = logical::backup_prefix(cluster, &b.database, &b.label);
         let _ = tx.send(Event::Expired {
@@ -411,7 +414,7 @@ pub fn run_expire(job: &Job) -> Outcome {
 }
 
 #[allow(clippy::type_complexity)]
-fn expire_impl(
+pub(crate) fn expire_impl(
     retain_count: Option<i32>,
     retain_days: Option<i32>,
 ) -> Result<Vec<(String, String, String, Option<i64>, String)>, ArkError> {
@@ -442,8 +445,9 @@ fn expire_impl(
     // Called and waited for now: one attempt, no retries later.
     let mut options = options;
     options["max_attempts"] = json!(1);
-    let id = crate::mailbox::enqueue("expire", &options.to_string())?;
-    let done = crate::queue::wait_impl(id, std::time::Duration::from_secs(3600), "1 hour".into())?;
+    let id = crate::worker::mailbox::enqueue("expire", &options.to_string())?;
+    let done =
+        crate::sql::jobs::wait_impl(id, std::time::Duration::from_secs(3600), "1 hour".into())?;
     if done["state"] != "succeeded" {
         return Err(ArkError::JobFailed {
             id,
@@ -468,26 +472,4 @@ fn expire_impl(
             )
         })
         .collect())
-}
-
-/// Apply logical-backup retention now, with the given rules or else the
-/// ark.logical_retain_* settings: removes expired dumps from the repository
-/// and from ark.backups, and lists what it removed.
-#[pg_extern(volatile)]
-#[allow(clippy::type_complexity)]
-fn expire(
-    retain_count: default!(Option<i32>, "NULL"),
-    retain_days: default!(Option<i32>, "NULL"),
-) -> TableIterator<
-    'static,
-    (
-        name!(database, String),
-        name!(label, String),
-        name!(path, String),
-        name!(job_id, Option<i64>),
-        name!(finished_at, String),
-    ),
-> {
-    let rows = expire_impl(retain_count, retain_days).unwrap_or_else(|e| raise(e));
-    TableIterator::new(rows)
 }

@@ -2,6 +2,9 @@
 //! inside a segment's first page that identifies its cluster.
 use crate::Error;
 
+pub mod get;
+pub mod push;
+
 /// The kinds of files the archiver archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WalKind {

@@ -16,7 +16,7 @@ const FAILURE_FILE: &str = "pg_ark/archive_failure.json";
 /// Record why archiving `wal` failed. Best effort: a failure to record is
 /// only logged, it never turns into an error of its own.
 pub fn record_failure(wal: &str, err: &ArkError) {
-    let doc = json!({ "wal": wal, "epoch": crate::queue::now_epoch(), "message": err.to_string(), "hint": err.hint() });
+    let doc = json!({ "wal": wal, "epoch": crate::sql::jobs::now_epoch(), "message": err.to_string(), "hint": err.hint() });
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all("pg_ark")?;
         let tmp = format!("{FAILURE_FILE}.tmp");
@@ -94,45 +94,4 @@ pub fn archiver_state() -> Result<ArchiverState, pgrx::spi::SpiError> {
             last_failure_hint,
         })
     })
-}
-
-mod sql {
-    use super::*;
-
-    /// The archive module's state: the last archived file, the last failure
-    /// with its reason, counts, and the backlog still in pg_wal.
-    #[pg_extern(name = "archive_status", volatile)]
-    #[allow(clippy::type_complexity)]
-    fn archive_status() -> TableIterator<
-        'static,
-        (
-            name!(repository, Option<String>),
-            name!(archived_count, i64),
-            name!(last_archived_wal, Option<String>),
-            name!(last_archived_time, Option<TimestampWithTimeZone>),
-            name!(failed_count, i64),
-            name!(last_failed_wal, Option<String>),
-            name!(last_failed_time, Option<TimestampWithTimeZone>),
-            name!(last_failure_reason, Option<String>),
-            name!(last_failure_hint, Option<String>),
-            name!(backlog, i64),
-        ),
-    > {
-        let st = match archiver_state() {
-            Ok(st) => st,
-            Err(e) => pgrx::error!("pg_ark could not read pg_stat_archiver: {}", e),
-        };
-        TableIterator::once((
-            crate::settings::repository(),
-            st.archived_count,
-            st.last_archived_wal,
-            st.last_archived_time,
-            st.failed_count,
-            st.last_failed_wal,
-            st.last_failed_time,
-            st.last_failure_reason,
-            st.last_failure_hint,
-            backlog(),
-        ))
-    }
 }

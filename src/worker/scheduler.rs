@@ -28,7 +28,10 @@
 //!
 //! An error in a pass is logged and the pass is retried on the next wake; it
 //! never ends the worker.
-use crate::{jobworker, mailbox, notify, queue, settings, xact};
+use crate::catalog::jobs::{prune_history, recover_orphans};
+use crate::sql::jobs::{next_run, now_epoch};
+use crate::worker::{job, mailbox, notify};
+use crate::{settings, xact};
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -235,7 +238,7 @@ fn serve_mailbox() {
     for req in mailbox::take_pending() {
         let result = xact::run(|| {
             let options: Value = serde_json::from_str(&req.options).unwrap_or(Value::Null);
-            queue::insert_job(&req.kind, &options, None)?.ok_or(
+            crate::catalog::jobs::insert_job(&req.kind, &options, None)?.ok_or(
                 crate::error::ArkError::EnqueueFailed {
                     message: "the job row was not inserted".into(),
                 },
@@ -243,40 +246,6 @@ fn serve_mailbox() {
         });
         mailbox::answer(&req, result);
     }
-}
-
-/// Jobs left `running` by a worker that no longer exists.
-fn recover_orphans() -> Result<(), crate::error::ArkError> {
-    let orphans = Spi::connect_mut(|c| {
-        let t = c.update(
-            "SELECT id, attempts, max_attempts, worker_pid, options FROM ark.jobs j
-              WHERE state = 'running'
-                AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
-                                 WHERE a.pid = j.worker_pid AND a.backend_type = $1)
-              FOR UPDATE SKIP LOCKED",
-            None,
-            &[jobworker::WORKER_TYPE.into()],
-        )?;
-        let mut out = Vec::new();
-        for r in t {
-            out.push((
-                r.get::<i64>(1)?.unwrap_or(0),
-                r.get::<i32>(2)?.unwrap_or(0),
-                r.get::<i32>(3)?.unwrap_or(1),
-                r.get::<i32>(4)?.unwrap_or(0),
-                r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })?;
-    for (id, attempts, max_attempts, pid, options) in orphans {
-        let msg = format!(
-            "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
-        );
-        warning!("pg_ark job {}: {}", id, msg);
-        jobworker::record_failure(id, attempts, max_attempts, &options, &msg)?;
-    }
-    Ok(())
 }
 
 /// After ark.cron_timezone changed: every schedule's next run again.
@@ -292,10 +261,10 @@ fn recompute_schedules() -> Result<(), crate::error::ArkError> {
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
-    let now = queue::now_epoch();
+    let now = now_epoch();
     for (id, cron) in rows {
-        let next = match pg_ark_core::cron::CronSchedule::parse(&cron) {
-            Ok(s) => queue::next_run(&s, now)?,
+        let next = match pg_ark_core::schedule::cron::CronSchedule::parse(&cron) {
+            Ok(s) => next_run(&s, now)?,
             Err(_) => None,
         };
         Spi::run_with_args(
@@ -331,15 +300,15 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
-    let now = queue::now_epoch();
+    let now = now_epoch();
     for (id, name, cron, kind, options, due_at) in due {
         // Rows can be edited by hand: a bad one disables its schedule instead
         // of blocking every other one.
-        let checked = pg_ark_core::cron::CronSchedule::parse(&cron)
+        let checked = pg_ark_core::schedule::cron::CronSchedule::parse(&cron)
             .map_err(|e| e.to_string())
             .and_then(|sched| {
-                pg_ark_core::jobs::JobKind::parse(&kind)
-                    .and_then(|k| pg_ark_core::jobs::validate(k, &options))
+                pg_ark_core::schedule::jobs::JobKind::parse(&kind)
+                    .and_then(|k| pg_ark_core::schedule::jobs::validate(k, &options))
                     .map(|_| sched)
                     .map_err(|e| e.to_string())
             });
@@ -356,8 +325,8 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
         };
         // The next run is the first one after *now*: missed periods collapse
         // into this one run.
-        let next = queue::next_run(&sched, now)?;
-        let job = queue::insert_job(&kind, &options, Some((&name, due_at)))?;
+        let next = next_run(&sched, now)?;
+        let job = crate::catalog::jobs::insert_job(&kind, &options, Some((&name, due_at)))?;
         Spi::run_with_args(
             "UPDATE ark.schedules
                 SET next_run = to_timestamp($2::float8), last_run = now(),
@@ -389,23 +358,6 @@ fn seconds_until_due(notifications: bool) -> Result<Option<f64>, crate::error::A
     )?)
 }
 
-fn prune_history() -> Result<(), crate::error::ArkError> {
-    let days = settings::JOB_HISTORY_DAYS.get();
-    Spi::run_with_args(
-        "DELETE FROM ark.jobs
-          WHERE state IN ('succeeded', 'failed', 'cancelled')
-            AND finished_at < now() - make_interval(days => $1)",
-        &[days.into()],
-    )?;
-    Spi::run_with_args(
-        "DELETE FROM ark.notifications
-          WHERE state IN ('delivered', 'failed')
-            AND created_at < now() - make_interval(days => $1)",
-        &[days.into()],
-    )?;
-    Ok(())
-}
-
 /// Start job workers for runnable jobs, up to ark.max_parallel_jobs.
 fn start_workers(st: &mut State) {
     use pgrx::bgworkers::BackgroundWorkerStatus as S;
@@ -417,7 +369,7 @@ fn start_workers(st: &mut State) {
             "SELECT (SELECT count(*) FROM ark.jobs
                       WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now()),
                     (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1)",
-            &[jobworker::WORKER_TYPE.into()],
+            &[job::WORKER_TYPE.into()],
         )?;
         Ok((r.unwrap_or(0), w.unwrap_or(0)))
     })
@@ -428,7 +380,7 @@ fn start_workers(st: &mut State) {
         .unwrap_or(0)
         .min(max.saturating_sub(live));
     for _ in 0..wanted {
-        match jobworker::launch() {
+        match job::launch() {
             Ok(w) => {
                 st.workers.push(w);
                 st.no_slot_warned = false;

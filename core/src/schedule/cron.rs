@@ -328,17 +328,6 @@ pub struct CronSchedule {
     day_rule: DayRule,
 }
 
-/// What [`due`] decided: one run to enqueue, and the schedule's new `next_run`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DueRun {
-    /// When the run was due: the stored `next_run`.
-    pub due_at: DateTime<Utc>,
-    /// The first occurrence strictly after `now`; `None` only if there is
-    /// none within the search bound (not for an expression that parsed, short
-    /// of the end of chrono's calendar).
-    pub next_run: Option<DateTime<Utc>>,
-}
-
 impl CronSchedule {
     /// Parse a 5-field crontab expression or a macro such as `@daily`.
     pub fn parse(expr: &str) -> Result<CronSchedule, CronError> {
@@ -483,37 +472,6 @@ impl fmt::Display for CronSchedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.expression)
     }
-}
-
-/// The scheduler's catch-up decision. If `next_run <= now`, ONE run is due
-/// (at `next_run`) and the new `next_run` is the first occurrence strictly
-/// after `now`, however many periods were missed; otherwise `None`.
-pub fn due(
-    schedule: &CronSchedule,
-    next_run: DateTime<Utc>,
-    now: DateTime<Utc>,
-    tz: Tz,
-) -> Option<DueRun> {
-    if next_run > now {
-        return None;
-    }
-    Some(DueRun {
-        due_at: next_run,
-        next_run: schedule.next_after(now, tz),
-    })
-}
-
-/// [`due`] on Unix epoch seconds: `Some((due_at, new_next_run))`.
-pub fn due_epoch(
-    schedule: &CronSchedule,
-    next_run_epoch: i64,
-    now_epoch: i64,
-    tz: Tz,
-) -> Option<(i64, Option<i64>)> {
-    if next_run_epoch > now_epoch {
-        return None;
-    }
-    Some((next_run_epoch, schedule.next_after_epoch(now_epoch, tz)))
 }
 
 /// Parse an IANA time zone name (`UTC`, `Europe/Berlin`), ignoring case and
@@ -1330,99 +1288,6 @@ mod tests {
             s.next_after_epoch(1_704_067_199, Tz::UTC),
             Some(1_704_067_200)
         );
-    }
-
-    // ---- catch-up ------------------------------------------------------
-
-    #[test]
-    fn due_runs_once_after_downtime() {
-        let hourly = sched("@hourly");
-        let run = due(
-            &hourly,
-            utc("2024-01-01T00:00:00Z"),
-            utc("2024-01-01T05:30:00Z"),
-            Tz::UTC,
-        );
-        assert_eq!(
-            run,
-            Some(DueRun {
-                due_at: utc("2024-01-01T00:00:00Z"),
-                next_run: Some(utc("2024-01-01T06:00:00Z")),
-            })
-        );
-        let daily = sched("0 3 * * *");
-        let run = due(
-            &daily,
-            utc("2024-01-01T03:00:00Z"),
-            utc("2024-01-04T12:00:00Z"),
-            Tz::UTC,
-        )
-        .expect("due");
-        assert_eq!(run.next_run, Some(utc("2024-01-05T03:00:00Z")));
-    }
-
-    #[test]
-    fn due_on_time_and_not_yet() {
-        let hourly = sched("@hourly");
-        let t = utc("2024-01-01T05:00:00Z");
-        assert_eq!(
-            due(&hourly, t, t, Tz::UTC),
-            Some(DueRun {
-                due_at: t,
-                next_run: Some(utc("2024-01-01T06:00:00Z")),
-            })
-        );
-        assert_eq!(due(&hourly, t, utc("2024-01-01T04:59:59Z"), Tz::UTC), None);
-    }
-
-    #[test]
-    fn simulated_scheduler_runs_once_per_period_and_once_after_an_outage() {
-        let schedule = sched("*/15 * * * *");
-        let start = utc("2024-01-01T00:00:00Z");
-        let mut next_run = schedule.next_after(start, Tz::UTC).expect("next");
-        let mut runs = Vec::new();
-        // Wake every minute for a day, except during an outage 06:10-11:20.
-        for minute in 1..=24 * 60 {
-            let now = start + chrono::TimeDelta::minutes(minute);
-            let down = (6 * 60 + 10..11 * 60 + 20).contains(&minute);
-            if down {
-                continue;
-            }
-            if let Some(run) = due(&schedule, next_run, now, Tz::UTC) {
-                runs.push(run.due_at);
-                next_run = run.next_run.expect("next");
-                assert!(next_run > now);
-            }
-        }
-        // 96 periods in the day, 21 of them (06:15 .. 11:15) missed, caught up once.
-        assert_eq!(runs.len(), 96 - 21 + 1);
-        assert!(runs.contains(&utc("2024-01-01T06:15:00Z")));
-        assert!(!runs.contains(&utc("2024-01-01T06:30:00Z")));
-        assert!(runs.contains(&utc("2024-01-01T11:30:00Z")));
-    }
-
-    #[test]
-    fn due_across_a_dst_gap() {
-        let s = sched("30 2 * * *");
-        let run = due(
-            &s,
-            utc("2024-03-30T01:30:00Z"),
-            utc("2024-03-31T00:30:00Z"),
-            Berlin,
-        )
-        .expect("due");
-        // 02:30 does not exist in Berlin on 2024-03-31: it runs at 03:00 CEST.
-        assert_eq!(run.next_run, Some(utc("2024-03-31T01:00:00Z")));
-    }
-
-    #[test]
-    fn due_epoch_matches_due() {
-        let s = sched("@hourly");
-        assert_eq!(
-            due_epoch(&s, 1_704_067_200, 1_704_067_200 + 5 * 3600 + 1800, Tz::UTC),
-            Some((1_704_067_200, Some(1_704_067_200 + 6 * 3600)))
-        );
-        assert_eq!(due_epoch(&s, 1_704_067_200, 1_704_067_199, Tz::UTC), None);
     }
 
     // ---- daylight saving time ------------------------------------------

@@ -1,0 +1,392 @@
+//! The job state machine: every change of a row of `ark.jobs` is here, each
+//! one conditional update, so that two actors (the scheduler, a job
+//! worker, a caller of `ark.cancel()` or `ark.retry()`) can never overwrite
+//! each other's transition.
+//!
+//! ```text
+//! queued ──claim──> running ──finish──> succeeded
+//!    │                 │  └──failure──> retrying ──claim──> running
+//!    │                 │  └──failure, out of attempts──> failed
+//!    │                 │  └──interrupted (SIGTERM)──> retrying (attempt not counted)
+//!    └──cancel──> cancelled <──cancel (flag, the worker stops it)──┘
+//! failed, cancelled ──retry──> queued;  retrying ──retry──> runs now
+//! running, worker gone ──recover_orphans──> retrying or failed
+//! ```
+use crate::error::ArkError;
+use crate::settings;
+use crate::sql::jobs::wake_scheduler_at_commit;
+use crate::worker::job::WORKER_TYPE;
+use crate::worker::notify;
+use pg_ark_core::schedule::jobs::{self, JobKind};
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// Final states: a job in one of them never changes again by itself.
+pub const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
+/// Advisory lock key that serializes claims ("pg_ark" in ASCII).
+const CLAIM_LOCK: i64 = 0x70_67_5f_61_72_6b;
+
+/// A claimed job.
+pub struct Job {
+    pub id: i64,
+    pub kind: JobKind,
+    pub options: Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    /// The schedule that queued it, if any.
+    pub schedule: Option<String>,
+}
+
+/// How a job's run ended.
+pub enum Outcome {
+    Succeeded(Value),
+    Failed(String),
+    Cancelled,
+    Interrupted,
+}
+
+/// The row the scheduler inserts for a request from `ark.backup()` (or a
+/// schedule). Returns the new job's id.
+pub fn insert_job(
+    kind: &str,
+    options: &Value,
+    schedule: Option<(&str, f64)>,
+) -> Result<Option<i64>, ArkError> {
+    let kind = JobKind::parse(kind)?;
+    let max_attempts = options
+        .get("max_attempts")
+        .and_then(Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok())
+        .unwrap_or_else(|| settings::JOB_MAX_ATTEMPTS.get());
+    crate::xact::first_value::<i64>(
+        "INSERT INTO ark.jobs (kind, options, schedule_name, scheduled_for, conflict_key, max_attempts)
+         VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6)
+         ON CONFLICT (schedule_name, scheduled_for) DO NOTHING
+         RETURNING id",
+        &[
+            kind.as_str().into(),
+            JsonB(options.clone()).into(),
+            schedule.map(|s| s.0).into(),
+            schedule.map(|s| s.1).into(),
+            kind.conflict_key().into(),
+            max_attempts.into(),
+        ],
+    )
+}
+
+pub fn claim() -> Result<Option<Job>, ArkError> {
+    Spi::run_with_args("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()])?;
+    Ok(Spi::connect_mut(|c| {
+        let t = c.update(
+            "UPDATE ark.jobs
+                SET state = 'running', attempts = attempts + 1, started_at = now(),
+                    worker_pid = pg_backend_pid(), progress = NULL
+              WHERE id = (SELECT j.id FROM ark.jobs j
+                           WHERE j.state IN ('queued', 'retrying')
+                             AND j.next_attempt_at <= now()
+                             AND (j.conflict_key IS NULL OR NOT EXISTS (
+                                    SELECT FROM ark.jobs r
+                                     WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
+                           ORDER BY j.next_attempt_at, j.id
+                           LIMIT 1
+                           FOR UPDATE SKIP LOCKED)
+              RETURNING id, kind, options, attempts, max_attempts, schedule_name",
+            None,
+            &[],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        let r = t.first();
+        let kind: String = r.get(2)?.unwrap_or_default();
+        Ok(Some((
+            r.get::<i64>(1)?.unwrap_or(0),
+            kind,
+            r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+            r.get::<i32>(4)?.unwrap_or(1),
+            r.get::<i32>(5)?.unwrap_or(1),
+            r.get::<String>(6)?,
+        )))
+    })?
+    .map(|(id, kind, options, attempts, max_attempts, schedule)| {
+        JobKind::parse(&kind).map(|kind| Job {
+            id,
+            kind,
+            options,
+            attempts,
+            max_attempts,
+            schedule,
+        })
+    })
+    .transpose()?)
+}
+
+/// Record a failed attempt: retry with backoff, or fail for good.
+pub fn record_failure(
+    id: i64,
+    attempts: i32,
+    max_attempts: i32,
+    options: &Value,
+    message: &str,
+) -> Result<(), ArkError> {
+    // A cancel asked for while the attempt ran wins over a retry.
+    let cancelled = crate::xact::first_value::<i64>(
+        "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), last_error = $2,
+                worker_pid = NULL
+          WHERE id = $1 AND cancel_requested
+          RETURNING id",
+        &[id.into(), message.into()],
+    )?;
+    if cancelled.is_some() {
+        log!("pg_ark job {} cancelled", id);
+        return Ok(());
+    }
+    if attempts >= max_attempts {
+        Spi::run_with_args(
+            "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
+                    worker_pid = NULL
+              WHERE id = $1",
+            &[id.into(), message.into()],
+        )?;
+        warning!(
+            "pg_ark job {} failed after {} attempts: {}",
+            id,
+            attempts,
+            message
+        );
+        notify::queue(id, "job.failed")?;
+    } else {
+        let base = options
+            .get("retry_base")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
+        let cap = options
+            .get("retry_cap")
+            .and_then(Value::as_f64)
+            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()))
+            .max(base);
+        let delay = jobs::retry_delay(attempts, base, cap);
+        Spi::run_with_args(
+            "UPDATE ark.jobs SET state = 'retrying', last_error = $2, worker_pid = NULL,
+                    next_attempt_at = now() + make_interval(secs => $3)
+              WHERE id = $1",
+            &[id.into(), message.into(), delay.into()],
+        )?;
+        log!(
+            "pg_ark job {} attempt {} of {} failed, retrying in {:.1}s: {}",
+            id,
+            attempts,
+            max_attempts,
+            delay,
+            message
+        );
+    }
+    Ok(())
+}
+
+pub fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
+    // Only the worker that holds the job records its end.
+    let ours = crate::xact::first_value::<bool>(
+        "SELECT state = 'running' AND worker_pid = pg_backend_pid()
+           FROM ark.jobs WHERE id = $1 FOR UPDATE",
+        &[job.id.into()],
+    )?;
+    if ours != Some(true) {
+        warning!(
+            "pg_ark job {} was taken from this worker (its row changed); its outcome is not recorded",
+            job.id
+        );
+        return Ok(());
+    }
+    match outcome {
+        Outcome::Succeeded(result) => {
+            Spi::run_with_args(
+                "UPDATE ark.jobs SET state = 'succeeded', finished_at = now(), result = $2,
+                        worker_pid = NULL
+                  WHERE id = $1",
+                &[job.id.into(), JsonB(result.clone()).into()],
+            )?;
+            log!("pg_ark job {} ({}) succeeded", job.id, job.kind);
+            notify::queue(job.id, "job.succeeded")?;
+        }
+        Outcome::Failed(message) => record_failure(
+            job.id,
+            job.attempts,
+            job.max_attempts,
+            &job.options,
+            message,
+        )?,
+        Outcome::Cancelled => {
+            Spi::run_with_args(
+                "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), worker_pid = NULL,
+                        last_error = 'cancelled by ark.cancel() while running'
+                  WHERE id = $1",
+                &[job.id.into()],
+            )?;
+            log!("pg_ark job {} cancelled", job.id);
+        }
+        Outcome::Interrupted => {
+            // Not the job's fault: the attempt does not count (unless a
+            // cancel was asked for meanwhile).
+            Spi::run_with_args(
+                "UPDATE ark.jobs
+                    SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
+                        finished_at = CASE WHEN cancel_requested THEN now() END,
+                        attempts = greatest(attempts - 1, 0),
+                        next_attempt_at = now(), worker_pid = NULL,
+                        last_error = 'interrupted by a shutdown or pg_terminate_backend(); it runs again'
+                  WHERE id = $1",
+                &[job.id.into()],
+            )?;
+            log!("pg_ark job {} interrupted; it will run again", job.id);
+        }
+    }
+    Ok(())
+}
+
+/// A job's state, attempts, result and last error.
+pub fn job_row(id: i64) -> Result<(String, Value), ArkError> {
+    // Read-write SPI: each call takes a fresh snapshot (read-only SPI would
+    // reuse the statement's, and ark.wait() would never see the job end).
+    let row = Spi::connect_mut(|client| {
+        let t = client.update(
+            "SELECT state, attempts, max_attempts, result, last_error, kind
+               FROM ark.jobs WHERE id = $1",
+            None,
+            &[id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok::<_, pgrx::spi::SpiError>(None);
+        }
+        let r = t.first();
+        let state: String = r.get(1)?.unwrap_or_default();
+        let doc = json!({
+            "job_id": id,
+            "kind": r.get::<String>(6)?,
+            "state": state,
+            "attempts": r.get::<i32>(2)?,
+            "max_attempts": r.get::<i32>(3)?,
+            "result": r.get::<JsonB>(4)?.map(|j| j.0),
+            "error": r.get::<String>(5)?,
+        });
+        Ok(Some((state, doc)))
+    })?;
+    row.ok_or(ArkError::NoSuchJob { id })
+}
+
+/// Jobs left `running` by a worker that no longer exists.
+pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
+    let orphans = Spi::connect_mut(|c| {
+        let t = c.update(
+            "SELECT id, attempts, max_attempts, worker_pid, options FROM ark.jobs j
+              WHERE state = 'running'
+                AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
+                                 WHERE a.pid = j.worker_pid AND a.backend_type = $1)
+              FOR UPDATE SKIP LOCKED",
+            None,
+            &[WORKER_TYPE.into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<i32>(2)?.unwrap_or(0),
+                r.get::<i32>(3)?.unwrap_or(1),
+                r.get::<i32>(4)?.unwrap_or(0),
+                r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    for (id, attempts, max_attempts, pid, options) in orphans {
+        let msg = format!(
+            "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
+        );
+        warning!("pg_ark job {}: {}", id, msg);
+        record_failure(id, attempts, max_attempts, &options, &msg)?;
+    }
+    Ok(())
+}
+
+pub fn prune_history() -> Result<(), crate::error::ArkError> {
+    let days = settings::JOB_HISTORY_DAYS.get();
+    Spi::run_with_args(
+        "DELETE FROM ark.jobs
+          WHERE state IN ('succeeded', 'failed', 'cancelled')
+            AND finished_at < now() - make_interval(days => $1)",
+        &[days.into()],
+    )?;
+    Spi::run_with_args(
+        "DELETE FROM ark.notifications
+          WHERE state IN ('delivered', 'failed')
+            AND created_at < now() - make_interval(days => $1)",
+        &[days.into()],
+    )?;
+    Ok(())
+}
+
+/// Cancel job `id` in one statement: a queued or retrying job at once, a
+/// running one flagged for its worker. An error names the state it is in.
+pub fn cancel(id: i64) -> Result<bool, ArkError> {
+    // One statement, so a claim cannot slip between reading the state and
+    // changing it: a queued or retrying job is cancelled at once; a running
+    // one is flagged, and its worker stops it within about a second.
+    let changed = crate::xact::first_value::<String>(
+        "UPDATE ark.jobs
+            SET cancel_requested = true,
+                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
+                finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
+                last_error = CASE WHEN state = 'running' THEN last_error
+                                  ELSE coalesce(last_error, 'cancelled before it ran') END
+          WHERE id = $1 AND state IN ('queued', 'retrying', 'running')
+          RETURNING state",
+        &[id.into()],
+    )?;
+    match changed {
+        Some(_) => Ok(true),
+        None => {
+            let (state, _) = job_row(id)?;
+            Err(ArkError::JobState {
+                id,
+                action: "cancelled",
+                state,
+            })
+        }
+    }
+}
+
+/// Queue job `id` again in one statement (a failed or cancelled one afresh,
+/// a retrying one now), waking the scheduler at commit.
+pub fn retry(id: i64) -> Result<i64, ArkError> {
+    // One statement, like cancel: the state it acts on is the state it
+    // changes, so a worker finishing or claiming the job in between cannot
+    // be overwritten. A failed or cancelled job is queued afresh; a retrying
+    // one runs now.
+    let changed = crate::xact::first_value::<String>(
+        "UPDATE ark.jobs
+            SET state = CASE WHEN state = 'retrying' THEN state ELSE 'queued' END,
+                attempts = CASE WHEN state = 'retrying' THEN attempts ELSE 0 END,
+                next_attempt_at = now(),
+                finished_at = CASE WHEN state = 'retrying' THEN finished_at END,
+                cancel_requested = CASE WHEN state = 'retrying' THEN cancel_requested ELSE false END
+          WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying')
+          RETURNING state",
+        &[id.into()],
+    )?;
+    match changed {
+        Some(_) => {
+            wake_scheduler_at_commit();
+            Ok(id)
+        }
+        None => {
+            let (state, _) = job_row(id)?;
+            Err(ArkError::JobState {
+                id,
+                action: "retried",
+                state,
+            })
+        }
+    }
+}

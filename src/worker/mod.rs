@@ -1,0 +1,8 @@
+//! The background workers: the scheduler (schedules, the queue, webhooks,
+//! the mailbox through which SQL calls reach it) and the job worker that
+//! runs one job at a time.
+pub mod job;
+pub mod logical;
+pub mod mailbox;
+pub mod notify;
+pub mod scheduler;
