@@ -45,7 +45,7 @@ pub enum Error {
     NotAWalFileName { name: String },
 
     /// The same WAL file name was offered with different content.
-    #[error("WAL file \"{name}\" is already archived with different content (stored SHA-256 {stored}, offered {offered})")]
+    #[error("WAL file \"{name}\" is already archived with different content (stored {stored}, offered {offered})")]
     WalConflict {
         name: String,
         stored: String,
@@ -192,7 +192,7 @@ impl Error {
             }
             Error::WalConflict {
                 stored, offered, ..
-            } => format!("The stored copy has SHA-256 {stored}; the offered file has {offered}."),
+            } => format!("The stored copy has {stored}; the offered file has {offered}."),
             Error::Corrupt { source, .. } => upper_first(&source.to_string()),
             Error::ForeignWal {
                 expected, found, ..

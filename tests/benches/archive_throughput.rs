@@ -10,9 +10,20 @@
 //! stopped cluster is copied once per archiver, and each copy is started with
 //! its archiver; the clock runs until no `.ready` file is left.
 //!
+//! Each archiver drains its own copy ARK_BENCH_RUNS times (default 3) and
+//! the median is reported. Besides time, the run measures the *machine's*
+//! CPU (all processes, from /proc/stat) spent per archived segment, between
+//! the first file archived and the last, and compares it with `zstd -1`
+//! alone compressing the same segments (also median of the runs); for
+//! pg_ark it also reads the archiver's peak RSS (VmHWM).
+//!
+//! Goals (issue 9): pg_ark's CPU per segment at most 1.25x that of
+//! `zstd -1`, a drain at least 2x as fast as basic_archive, and the
+//! archiver below 64 MiB RSS with the default workers.
+//!
 //! Run: `make bench` (or `cargo bench -p pg_ark_tests --bench
 //! archive_throughput`), with pg_ark installed. ARK_BENCH_SEGMENTS sets the
-//! backlog (default 64, at least 60); ARK_BENCH_LEVEL and ARK_BENCH_WORKERS
+//! backlog (default 100, at least 60); ARK_BENCH_LEVEL and ARK_BENCH_WORKERS
 //! set pg_ark's compression level and push workers (default 0, meaning
 //! zstd 1, and 4: pg_ark's own defaults); ARK_BENCH_COMPRESSION picks
 //! another algorithm (lz4, gzip, none) for comparison. This is a benchmark, not a test: it
@@ -96,8 +107,83 @@ fn make_backlog(segments: usize) -> (tempfile::TempDir, PathBuf, usize) {
     (keep, data, n)
 }
 
+/// Busy jiffies of the whole machine (every CPU, every process) so far.
+fn machine_busy_jiffies() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(line) = stat.lines().find(|l| l.starts_with("cpu ")) else {
+        return 0;
+    };
+    // user nice system idle iowait irq softirq steal ...
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    v.iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4 && *i < 8)
+        .map(|(_, x)| x)
+        .sum()
+}
+
+fn jiffies_to_ms(j: u64) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    j as f64 * 1000.0 / hz
+}
+
+/// Peak resident set of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// `zstd -1` alone over the backlog's segments: machine CPU per segment,
+/// in ms.
+fn zstd_alone(backlog: &Path) -> f64 {
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(backlog.join("pg_wal"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        })
+        .collect();
+    segs.sort();
+    // Warm the page cache, as the archivers find it.
+    for s in &segs {
+        let _ = std::fs::read(s);
+    }
+    let before = machine_busy_jiffies();
+    let st = Command::new("zstd")
+        .args(["-1", "-q", "-c"])
+        .args(&segs)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success(), "zstd -1 failed");
+    jiffies_to_ms(machine_busy_jiffies() - before) / segs.len() as f64
+}
+
 struct Run {
     name: &'static str,
+    /// Machine CPU per archived segment (ms), first file to last.
+    cpu_ms: f64,
+    /// The archiver process's peak RSS, KiB.
+    rss_kib: Option<u64>,
     /// From `pg_ctl start` until no `.ready` file is left.
     seconds: f64,
     /// From the first file archived until the last: the archiver's own rate,
@@ -128,10 +214,12 @@ fn drain(
     let start = Instant::now();
     let cluster = Cluster::start_from_backup(dir, data, settings);
     let mut first_done: Option<Instant> = None;
+    let mut busy_from = 0;
     loop {
         let left = ready_count(&cluster.data);
         if left < n && first_done.is_none() {
             first_done = Some(Instant::now());
+            busy_from = machine_busy_jiffies();
         }
         if left == 0 {
             break;
@@ -142,6 +230,7 @@ fn drain(
         );
         std::thread::sleep(Duration::from_millis(5));
     }
+    let busy = machine_busy_jiffies() - busy_from;
     let seconds = start.elapsed().as_secs_f64();
     let steady_seconds = first_done.map_or(seconds, |t| t.elapsed().as_secs_f64());
     let archived: i64 = cluster
@@ -150,8 +239,18 @@ fn drain(
         .unwrap()
         .get(0);
     assert!(archived as usize >= n, "{name}: {archived} archived of {n}");
+    let archiver: Option<i32> = cluster
+        .client()
+        .query_opt(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get(0));
     Run {
         name,
+        cpu_ms: jiffies_to_ms(busy) / (n - 1) as f64,
+        rss_kib: archiver.and_then(peak_rss_kib),
         seconds,
         steady_seconds,
         stored_bytes: dir_size(target),
@@ -162,7 +261,7 @@ fn main() {
     let segments: usize = std::env::var("ARK_BENCH_SEGMENTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(100)
         .max(60);
     println!("archive throughput: making a backlog of {segments} segments ...");
     let t = Instant::now();
@@ -179,20 +278,20 @@ fn main() {
             .set("archive_library", lib)
     };
     let mut runs = Vec::new();
+    let rounds: usize = std::env::var("ARK_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let zstd_ms = median((0..rounds).map(|_| zstd_alone(&backlog)).collect());
 
-    let repo = temp_dir("ark-bench-repo-");
-    let mut ark = base("'pg_ark'")
-        .set(
-            "ark.repository",
-            &format!("'file://{}'", repo.path().display()),
-        )
-        .set(
-            "ark.compression",
-            &format!(
-                "'{}'",
-                std::env::var("ARK_BENCH_COMPRESSION").unwrap_or_else(|_| "zstd".into())
-            ),
-        );
+    let mut ark = base("'pg_ark'").set(
+        "ark.compression",
+        &format!(
+            "'{}'",
+            std::env::var("ARK_BENCH_COMPRESSION").unwrap_or_else(|_| "zstd".into())
+        ),
+    );
     // pg_ark's own defaults unless asked otherwise.
     for (env, setting) in [
         ("ARK_BENCH_LEVEL", "ark.compression_level"),
@@ -202,62 +301,108 @@ fn main() {
             ark = ark.set(setting, &v);
         }
     }
-    runs.push(drain("pg_ark (zstd)", &backlog, ark, repo.path(), n));
-    let cpdir = temp_dir("ark-bench-cp-");
-    runs.push(drain(
-        "archive_command cp",
-        &backlog,
-        base("''").set(
-            "archive_command",
-            &format!("'test ! -f {0}/%f && cp %p {0}/%f'", cpdir.path().display()),
-        ),
-        cpdir.path(),
-        n,
-    ));
-    let badir = temp_dir("ark-bench-ba-");
-    runs.push(drain(
-        "basic_archive",
-        &backlog,
-        base("'basic_archive'").set(
-            "basic_archive.archive_directory",
-            &format!("'{}'", badir.path().display()),
-        ),
-        badir.path(),
-        n,
-    ));
+    for _ in 0..rounds {
+        let repo_run = temp_dir("ark-bench-repo-");
+        let opts = ark.clone().set(
+            "ark.repository",
+            &format!("'file://{}'", repo_run.path().display()),
+        );
+        runs.push(drain("pg_ark (zstd)", &backlog, opts, repo_run.path(), n));
+    }
+    for _ in 0..rounds {
+        let cpdir = temp_dir("ark-bench-cp-");
+        runs.push(drain(
+            "archive_command cp",
+            &backlog,
+            base("''").set(
+                "archive_command",
+                &format!("'test ! -f {0}/%f && cp %p {0}/%f'", cpdir.path().display()),
+            ),
+            cpdir.path(),
+            n,
+        ));
+    }
+    for _ in 0..rounds {
+        let badir = temp_dir("ark-bench-ba-");
+        runs.push(drain(
+            "basic_archive",
+            &backlog,
+            base("'basic_archive'").set(
+                "basic_archive.archive_directory",
+                &format!("'{}'", badir.path().display()),
+            ),
+            badir.path(),
+            n,
+        ));
+    }
 
-    println!();
-    println!(
-        "{:<20} {:>9} {:>12} {:>12} {:>14}",
-        "archiver", "seconds", "segments/s", "steady seg/s", "stored MiB"
-    );
     // Steady rate: the n-1 files archived after the first one, over the time
-    // from the first to the last.
+    // from the first to the last. Each figure is the median of the rounds.
     let steady = |r: &Run| (n - 1) as f64 / r.steady_seconds;
-    for r in &runs {
+    struct Summary {
+        name: &'static str,
+        seconds: f64,
+        steady: f64,
+        cpu_ms: f64,
+        rss_kib: Option<u64>,
+        stored_mib: f64,
+    }
+    let mut summary = Vec::new();
+    for name in ["pg_ark (zstd)", "archive_command cp", "basic_archive"] {
+        let of: Vec<&Run> = runs.iter().filter(|r| r.name == name).collect();
+        let med = |f: &dyn Fn(&Run) -> f64| median(of.iter().map(|r| f(r)).collect());
+        summary.push(Summary {
+            name,
+            seconds: med(&|r| r.seconds),
+            steady: med(&|r| steady(r)),
+            cpu_ms: med(&|r| r.cpu_ms),
+            rss_kib: of.iter().filter_map(|r| r.rss_kib).max(),
+            stored_mib: med(&|r| r.stored_bytes as f64 / 1048576.0),
+        });
+    }
+    println!();
+    println!("median of {rounds} runs each, {n} segments");
+    println!(
+        "{:<20} {:>9} {:>12} {:>12} {:>12} {:>12} {:>11}",
+        "archiver", "seconds", "segments/s", "steady seg/s", "CPU ms/seg", "stored MiB", "peak RSS"
+    );
+    for r in &summary {
         println!(
-            "{:<20} {:>9.2} {:>12.1} {:>12.1} {:>14.1}",
+            "{:<20} {:>9.2} {:>12.1} {:>12.1} {:>12.1} {:>12.1} {:>11}",
             r.name,
             r.seconds,
             n as f64 / r.seconds,
-            steady(r),
-            r.stored_bytes as f64 / 1048576.0
+            r.steady,
+            r.cpu_ms,
+            r.stored_mib,
+            r.rss_kib
+                .map_or("-".into(), |k| format!("{:.1} MiB", k as f64 / 1024.0))
         );
     }
-    let find = |name: &str| runs.iter().find(|r| r.name.starts_with(name));
-    let (Some(ark), Some(cp), Some(ba)) = (find("pg_ark"), find("archive_command"), find("basic"))
-    else {
-        unreachable!("all three archivers ran");
-    };
+    println!(
+        "{:<20} {:>9} {:>12} {:>12} {:>12.1}",
+        "zstd -1 alone", "", "", "", zstd_ms
+    );
+    let (ark, cp, ba) = (&summary[0], &summary[1], &summary[2]);
     println!();
+    println!(
+        "pg_ark CPU per segment vs zstd -1 alone: {:.2}x   (goal: at most 1.25x)",
+        ark.cpu_ms / zstd_ms
+    );
     println!(
         "pg_ark vs basic_archive: {:.2}x wall, {:.2}x steady   (goal: at least 2x)",
         ba.seconds / ark.seconds,
-        steady(ark) / steady(ba)
+        ark.steady / ba.steady
     );
     println!(
         "pg_ark vs cp:            {:.2}x wall, {:.2}x steady",
         cp.seconds / ark.seconds,
-        steady(ark) / steady(cp)
+        ark.steady / cp.steady
     );
+    if let Some(k) = ark.rss_kib {
+        println!(
+            "pg_ark archiver peak RSS: {:.1} MiB   (goal: below 64 MiB)",
+            k as f64 / 1024.0
+        );
+    }
 }

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Every stored file is wrapped in an envelope (`envelope.rs`): compression
-//! algorithm, original length and SHA-256 of the original. Descriptors are
+//! algorithm, original length and digest (BLAKE3; SHA-256 in version 1) of
+//! the original. Descriptors are
 //! checksummed pairs (`info.rs`).
 pub mod compress;
 pub mod envelope;

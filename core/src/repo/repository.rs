@@ -7,7 +7,7 @@
 //! PostgreSQL major: WAL of another cluster or another major is never mixed
 //! in.
 use super::compress::Compression;
-use super::envelope::{self, hex};
+use super::envelope;
 use super::info;
 use crate::storage::{PutMode, Storage, StorageError};
 use crate::{wal, Error};
@@ -225,23 +225,78 @@ impl ClusterRepo {
                 stored_bytes: sealed.len() as u64,
             }),
             Err(StorageError::AlreadyExists { .. }) => {
-                let stored = self.repo.storage().get(&key)?;
-                let offered = envelope::sha256(data);
-                match envelope::open(&stored) {
-                    Ok((h, body)) if h.sha256 == offered && body == data => {
-                        Ok(PushOutcome::AlreadyArchived)
-                    }
-                    Ok((h, _)) => Err(Error::WalConflict {
-                        name: name.into(),
-                        stored: hex(&h.sha256),
-                        offered: hex(&offered),
-                    }),
-                    Err(damage) => {
-                        self.replace_damaged(&key, &stored, &sealed, &damage.to_string())
-                    }
-                }
+                self.compare_stored(name, &key, data, compression, level)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// [`ClusterRepo::push_wal`] of the file at `path`, streamed: the file
+    /// is read once, hashed and compressed on its way into storage, with a
+    /// bounded buffer (never a whole copy of the segment in memory). If the
+    /// file changes length while it is read, nothing is stored. Only the
+    /// rare "already there" case reads the whole file, to compare.
+    pub fn push_wal_file(
+        &self,
+        name: &str,
+        path: &std::path::Path,
+        compression: Compression,
+        level: i32,
+    ) -> Result<PushOutcome, Error> {
+        let key = self.wal_key(name)?;
+        let read_err = |source| Error::ReadFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(read_err)?;
+        let len = file.metadata().map_err(read_err)?.len();
+        let mut sealed =
+            envelope::SealReader::new(file, len, compression, level).map_err(read_err)?;
+        match self
+            .repo
+            .storage()
+            .put_stream(&key, &mut sealed, PutMode::Create)
+        {
+            Ok(stored_bytes) => Ok(PushOutcome::Stored { stored_bytes }),
+            Err(StorageError::AlreadyExists { .. }) => {
+                let data = std::fs::read(path).map_err(read_err)?;
+                self.compare_stored(name, &key, &data, compression, level)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `key` already holds an object: success if it is intact and holds
+    /// `data`; a damaged one is set aside and replaced; an intact one of
+    /// other content is a conflict.
+    fn compare_stored(
+        &self,
+        name: &str,
+        key: &str,
+        data: &[u8],
+        compression: Compression,
+        level: i32,
+    ) -> Result<PushOutcome, Error> {
+        let stored = self.repo.storage().get(key)?;
+        match envelope::open(&stored) {
+            Ok((h, body)) if h.matches(data) && body == data => Ok(PushOutcome::AlreadyArchived),
+            Ok((h, _)) => Err(Error::WalConflict {
+                name: name.into(),
+                stored: h.digest.to_string(),
+                offered: envelope::ContentDigest {
+                    kind: h.digest.kind,
+                    bytes: h.digest.kind.of(data),
+                }
+                .to_string(),
+            }),
+            Err(damage) => {
+                let sealed =
+                    envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
+                        path: name.into(),
+                        source: e,
+                    })?;
+                self.replace_damaged(key, &stored, &sealed, &damage.to_string())
+            }
         }
     }
 

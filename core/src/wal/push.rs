@@ -39,6 +39,15 @@ struct State {
     shutdown: bool,
 }
 
+/// The ready files found by the last scan of `archive_status` that are not
+/// queued yet, in order. `archive_status` is scanned again only once these
+/// run out, so a long backlog costs one directory scan per `depth`-ish
+/// files instead of one (and a sort) per file.
+#[derive(Default)]
+struct Scan {
+    pending: VecDeque<String>,
+}
+
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
@@ -49,6 +58,7 @@ struct Shared {
 
 pub struct PushAhead {
     shared: Arc<Shared>,
+    scan: Mutex<Scan>,
     workers: Vec<std::thread::JoinHandle<()>>,
     depth: usize,
 }
@@ -82,6 +92,7 @@ impl PushAhead {
         });
         PushAhead {
             shared,
+            scan: Mutex::new(Scan::default()),
             workers: handles,
             depth,
         }
@@ -145,29 +156,24 @@ impl PushAhead {
 
     /// Queue the ready files after `current`, up to `depth` ahead.
     fn schedule(&self, current: &str, archive_status: &Path) {
-        let Ok(entries) = std::fs::read_dir(archive_status) else {
-            return;
-        };
-        let mut ready: Vec<String> = entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()?
-                    .strip_suffix(".ready")
-                    .map(str::to_string)
-            })
-            .filter(|n| n.as_str() != current && crate::wal::classify(n).is_ok())
-            .collect();
-        ready.sort();
-        let mut st = self.lock();
-        // Forget results nobody will ask for (already archived by a retry).
-        let ready_set: BTreeSet<&String> = ready.iter().collect();
-        st.done.retain(|n, _| ready_set.contains(n));
+        let mut scan = self.scan.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop what is behind the archiver: WAL is offered in name order.
+        while scan.pending.front().is_some_and(|n| n.as_str() <= current) {
+            scan.pending.pop_front();
+        }
+        if scan.pending.is_empty() {
+            scan.pending = ready_after(current, archive_status);
+            // Forget results nobody will ask for (their file is no longer
+            // ready: archived by a retry, or removed).
+            let mut st = self.lock();
+            st.done.retain(|n, _| scan.pending.contains(n));
+        }
         let wal_dir = archive_status.parent().unwrap_or(Path::new("pg_wal"));
-        for n in ready {
-            if st.queue.len() + st.in_flight.len() + st.done.len() >= self.depth {
+        let mut st = self.lock();
+        while st.queue.len() + st.in_flight.len() + st.done.len() < self.depth {
+            let Some(n) = scan.pending.pop_front() else {
                 break;
-            }
+            };
             if st.in_flight.contains(&n)
                 || st.done.contains_key(&n)
                 || st.queue.iter().any(|(q, _)| *q == n)
@@ -199,14 +205,29 @@ impl Drop for PushAhead {
     }
 }
 
+/// The `.ready` files after `current` in `archive_status`, in name order.
+fn ready_after(current: &str, archive_status: &Path) -> VecDeque<String> {
+    let Ok(entries) = std::fs::read_dir(archive_status) else {
+        return VecDeque::new();
+    };
+    let mut ready: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".ready")
+                .map(str::to_string)
+        })
+        .filter(|n| n.as_str() > current && crate::wal::classify(n).is_ok())
+        .collect();
+    ready.sort();
+    ready.into()
+}
+
 fn push(shared: &Shared, name: &str, path: &Path) -> Result<PushOutcome, Error> {
-    let data = std::fs::read(path).map_err(|source| Error::ReadFile {
-        path: path.display().to_string(),
-        source,
-    })?;
     shared
         .cluster
-        .push_wal(name, &data, shared.compression, shared.level)
+        .push_wal_file(name, path, shared.compression, shared.level)
 }
 
 fn worker(shared: &Shared) {
