@@ -46,6 +46,8 @@ struct State {
 #[derive(Default)]
 struct Scan {
     pending: VecDeque<String>,
+    /// Directory scans so far (for tests).
+    scans: usize,
 }
 
 struct Shared {
@@ -163,6 +165,7 @@ impl PushAhead {
         }
         if scan.pending.is_empty() {
             scan.pending = ready_after(current, archive_status);
+            scan.scans += 1;
             // Forget results nobody will ask for (their file is no longer
             // ready: archived by a retry, or removed).
             let mut st = self.lock();
@@ -487,5 +490,44 @@ mod tests {
                 &never,
             )
             .is_err());
+    }
+
+    /// A long backlog is scanned a few times, not once per file (which was
+    /// quadratic: every push listed and sorted the whole directory).
+    #[test]
+    fn a_long_backlog_is_scanned_once_not_per_file() {
+        let (pgdata, repo_dir, names) = setup(120);
+        let repo = Arc::new(
+            Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap(),
+        );
+        let pa = PushAhead::start(
+            repo.cluster(42, 17, true).unwrap(),
+            Compression::Zstd,
+            1,
+            2,
+            4,
+        );
+        let st = pgdata.path().join("pg_wal/archive_status");
+        for name in &names {
+            let path = pgdata.path().join("pg_wal").join(name);
+            pa.archive(name, &path, &st, LONG, &never).unwrap();
+            std::fs::rename(
+                st.join(format!("{name}.ready")),
+                st.join(format!("{name}.done")),
+            )
+            .unwrap();
+        }
+        let scans = pa.scan.lock().unwrap().scans;
+        // The first push scans; the last few find the list empty and look
+        // again (as every push did before): a handful in all, not 120.
+        assert!(
+            (1..=8).contains(&scans),
+            "{scans} scans for {} files",
+            names.len()
+        );
+        let entry = repo.cluster(42, 17, false).unwrap();
+        for name in &names {
+            assert!(entry.get_wal(name).unwrap().is_some(), "{name}");
+        }
     }
 }
