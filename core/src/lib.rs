@@ -18,6 +18,7 @@ pub mod health;
 pub mod logical;
 pub mod notify;
 pub mod pgdata;
+pub mod physical;
 pub mod process;
 pub mod repo;
 pub mod retention;

@@ -297,6 +297,11 @@ impl<'a> SealReader<'a> {
         })
     }
 
+    /// The digest of the content, once the whole object has been read.
+    pub fn content_digest(&self) -> Option<[u8; 32]> {
+        self.trailer.as_ref().map(|t| *t.get_ref())
+    }
+
     fn read_payload(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match &mut self.payload {
             Payload::None(r) => r.read(buf),

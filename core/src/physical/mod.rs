@@ -1,0 +1,754 @@
+//! Physical backups: the files of a data directory, stored in the
+//! repository with a manifest, and rebuilt from it.
+//!
+//! # Layout
+//!
+//! ```text
+//! clusters/<system id>/backup/<id>/data/<path, each component encoded>   one object per file
+//! clusters/<system id>/backup/<id>/manifest(.copy)     every file: size, BLAKE3, key
+//! clusters/<system id>/backup/<id>/backup.info(.copy)  the descriptor, written last
+//! ```
+//!
+//! Each file is an envelope (`repo/envelope.rs`): compressed as it streams,
+//! with the BLAKE3 digest of its content, checked on every read. The
+//! manifest records the same digest, so a restore or a verification checks
+//! each file twice over: the object against itself, and against what the
+//! backup read. `backup.info` is written only after the data, the manifest
+//! and the `backup_label` are durable: a backup without one is incomplete
+//! and never restored.
+//!
+//! # What is copied
+//!
+//! PostgreSQL's own rules for a base backup (`src/backend/backup/
+//! basebackup.c`): the contents of `pg_wal`, `pg_replslot`, `pg_dynshmem`,
+//! `pg_notify`, `pg_serial`, `pg_snapshots`, `pg_stat_tmp` and `pg_subtrans`
+//! are left out (the directories themselves are kept, empty), as are
+//! `postmaster.pid`, `postmaster.opts`, `pg_internal.init`, `backup_label`
+//! and `tablespace_map` files of an earlier backup, temporary files and
+//! relations (`pgsql_tmp*`, `t<n>_<relfilenode>`), and every fork but the
+//! init fork of unlogged relations. `global/pg_control` is copied last.
+//! pg_ark's own `pg_ark/` state folder is left out too.
+//!
+//! # Threads
+//!
+//! [`store_files`] reads on worker threads with every signal blocked and
+//! never calls PostgreSQL: it is run from a job worker's thread while the
+//! worker's session holds the backup open (`pg_backup_start`).
+use crate::logical::encode_database as encode_component;
+use crate::repo::compress::Compression;
+use crate::repo::envelope::{self, DigestKind};
+use crate::repo::{info, ClusterRepo};
+use crate::storage::PutMode;
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The version of `backup.info` and `manifest` this pg_ark writes and reads.
+pub const PHYSICAL_INFO_VERSION: u32 = 1;
+pub const INFO_NAME: &str = "backup.info";
+pub const MANIFEST_NAME: &str = "manifest";
+
+/// Directories whose contents a base backup leaves out.
+const EMPTY_DIRS: &[&str] = &[
+    "pg_wal",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+];
+/// Files left out wherever they are.
+const SKIP_FILES: &[&str] = &[
+    "postmaster.pid",
+    "postmaster.opts",
+    "pg_internal.init",
+    "backup_label",
+    "backup_label.old",
+    "tablespace_map",
+    "tablespace_map.old",
+    "recovery.signal",
+    "standby.signal",
+];
+/// Top-level entries left out entirely.
+const SKIP_TOP: &[&str] = &["pg_ark"];
+
+/// One file to copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceFile {
+    /// `/`-separated, relative to the data directory.
+    pub path: String,
+    pub size: u64,
+}
+
+/// What [`walk`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DataDirectory {
+    pub files: Vec<SourceFile>,
+    /// Directories, relative, including the kept-empty ones.
+    pub dirs: Vec<String>,
+}
+
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+    Error::LocalIo {
+        op,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// A temporary relation file: `t<backend>_<relfilenode>[_fork][.segment]`.
+fn is_temp_relation(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix('t') else {
+        return false;
+    };
+    let mut parts = rest.splitn(2, '_');
+    let (Some(backend), Some(tail)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    !backend.is_empty()
+        && backend.bytes().all(|b| b.is_ascii_digit())
+        && tail.bytes().next().is_some_and(|b| b.is_ascii_digit())
+}
+
+/// The relfilenode of a relation file name (`16384`, `16384_fsm`,
+/// `16384.1`), if it is one.
+fn relfilenode(name: &str) -> Option<&str> {
+    let end = name
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(name.len());
+    (end > 0).then(|| &name[..end])
+}
+
+/// List what a base backup of `pgdata` copies. Tablespaces (links in
+/// `pg_tblspc`) are not supported yet and make this an error.
+pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
+    let mut out = DataDirectory::default();
+    let mut stack = vec![(String::new(), pgdata.to_path_buf())];
+    while let Some((rel, dir)) = stack.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))?;
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err("list", &dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                return Err(io_err(
+                    "back up",
+                    &entry.path(),
+                    std::io::Error::other("the file name is not UTF-8"),
+                ));
+            };
+            names.push((name, entry));
+        }
+        // Unlogged relations: every fork but the init fork is left out.
+        let unlogged: std::collections::HashSet<String> = names
+            .iter()
+            .filter_map(|(n, _)| n.strip_suffix("_init"))
+            .filter(|base| relfilenode(base) == Some(*base))
+            .map(str::to_string)
+            .collect();
+        for (name, entry) in names {
+            let path = entry.path();
+            let rel_name = if rel.is_empty() {
+                name.clone()
+            } else {
+                format!("{rel}/{name}")
+            };
+            if (rel.is_empty() && SKIP_TOP.contains(&name.as_str()))
+                || SKIP_FILES.contains(&name.as_str())
+                || name.starts_with("pgsql_tmp")
+                || is_temp_relation(&name)
+            {
+                continue;
+            }
+            if !name.ends_with("_init") && relfilenode(&name).is_some_and(|r| unlogged.contains(r))
+            {
+                continue;
+            }
+            let ft = entry.file_type().map_err(|e| io_err("stat", &path, e))?;
+            if ft.is_symlink() && rel == "pg_tblspc" {
+                return Err(Error::Unsupported {
+                    what: format!(
+                        "the cluster has a tablespace (pg_tblspc/{name}); physical backups of clusters with tablespaces are not supported yet"
+                    ),
+                });
+            }
+            let meta = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?;
+            if meta.is_dir() {
+                out.dirs.push(rel_name.clone());
+                if !(rel.is_empty() && EMPTY_DIRS.contains(&name.as_str())) {
+                    stack.push((rel_name, path));
+                } else if name == "pg_wal" {
+                    out.dirs.push("pg_wal/archive_status".into());
+                }
+            } else if meta.is_file() {
+                out.files.push(SourceFile {
+                    path: rel_name,
+                    size: meta.len(),
+                });
+            }
+        }
+    }
+    out.dirs.sort();
+    out.dirs.dedup();
+    // Name order, with global/pg_control last.
+    out.files.sort_by(|a, b| {
+        (a.path == "global/pg_control", &a.path).cmp(&(b.path == "global/pg_control", &b.path))
+    });
+    Ok(out)
+}
+
+/// One stored file, as the manifest records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: String,
+    /// Bytes read (the file's length in the backup).
+    #[serde(with = "u64_string")]
+    pub size: u64,
+    /// BLAKE3 of the content, hex.
+    pub blake3: String,
+    /// The object that holds it.
+    pub key: String,
+    #[serde(with = "u64_string")]
+    pub stored: u64,
+}
+
+mod u64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Every file and directory of a backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub backup_id: String,
+    pub files: Vec<ManifestFile>,
+    pub dirs: Vec<String>,
+}
+
+/// A physical backup's descriptor (`backup.info`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PhysicalBackupInfo {
+    pub format_version: u32,
+    /// `full` (incremental and differential come with block-level increments).
+    pub kind: String,
+    pub backup_id: String,
+    pub start_lsn: String,
+    pub stop_lsn: String,
+    pub timeline: u32,
+    /// The WAL segments from the start to the stop LSN, which a restore needs.
+    pub start_wal: String,
+    pub stop_wal: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub started_epoch: i64,
+    pub finished_epoch: i64,
+    #[serde(with = "u64_string")]
+    pub original_bytes: u64,
+    #[serde(with = "u64_string")]
+    pub stored_bytes: u64,
+    pub files: usize,
+    pub server_version: String,
+    #[serde(with = "u64_string")]
+    pub system_identifier: u64,
+    pub job_id: Option<i64>,
+    pub created_by: String,
+}
+
+/// The key prefix of backup `id` (no trailing `/`).
+pub fn backup_prefix(cluster: &ClusterRepo, id: &str) -> String {
+    cluster.key(&format!("backup/{id}"))
+}
+
+/// A backup id: one key component of safe characters.
+pub fn check_backup_id(id: &str) -> Result<(), Error> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && !id.starts_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidLogicalRequest {
+            reason: format!("\"{id}\" is not a valid backup id (letters, digits, - and _)"),
+        })
+    }
+}
+
+/// The key of `path` (relative to the data directory) in backup `prefix`.
+pub fn data_key(prefix: &str, path: &str) -> String {
+    let encoded: Vec<String> = path.split('/').map(encode_component).collect();
+    format!("{prefix}/data/{}", encoded.join("/"))
+}
+
+/// Progress and cancellation shared with the caller.
+#[derive(Debug, Default)]
+pub struct Progress {
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub cancel: AtomicBool,
+}
+
+/// How files are stored.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    pub compression: Compression,
+    pub level: i32,
+    /// Reading threads.
+    pub threads: usize,
+}
+
+/// Store `files` of `pgdata` under `prefix` on `opts.threads` threads. Returns
+/// the manifest entries in the order of `files`. The first error stops the
+/// others; the caller removes what was stored.
+pub fn store_files(
+    cluster: &ClusterRepo,
+    prefix: &str,
+    pgdata: &Path,
+    files: &[SourceFile],
+    opts: StoreOptions,
+    progress: &Progress,
+) -> Result<Vec<ManifestFile>, Error> {
+    let StoreOptions {
+        compression,
+        level,
+        threads,
+    } = opts;
+    progress
+        .bytes_total
+        .store(files.iter().map(|f| f.size).sum(), Ordering::Relaxed);
+    // pg_control is copied last, after every other file is stored.
+    let (last, rest): (Vec<usize>, Vec<usize>) =
+        (0..files.len()).partition(|&i| files[i].path == "global/pg_control");
+    let next = AtomicU64::new(0);
+    // Per file: None = not stored (yet), Some(None) = vanished meanwhile.
+    let results: Mutex<Vec<Option<Option<ManifestFile>>>> = Mutex::new(vec![None; files.len()]);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    let store_one = |i: usize| -> Result<(), Error> {
+        let f = &files[i];
+        let entry = store_file(cluster, prefix, pgdata, f, compression, level)?;
+        progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+        results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
+        Ok(())
+    };
+    let failed = |e: Error| {
+        let mut slot = failure.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(e);
+        }
+        progress.cancel.store(true, Ordering::SeqCst);
+    };
+    crate::threads::with_signals_blocked(|| {
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    if progress.cancel.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let n = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    let Some(&i) = rest.get(n) else {
+                        return;
+                    };
+                    if let Err(e) = store_one(i) {
+                        failed(e);
+                        return;
+                    }
+                });
+            }
+        })
+    });
+    if let Some(e) = failure.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(e);
+    }
+    if progress.cancel.load(Ordering::SeqCst) {
+        return Err(Error::Unsupported {
+            what: "the backup was cancelled".into(),
+        });
+    }
+    for i in last {
+        store_one(i)?;
+    }
+    let stored = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut out = Vec::new();
+    for (e, f) in stored.into_iter().zip(files) {
+        match e {
+            Some(Some(entry)) => out.push(entry),
+            Some(None) => {}
+            None => {
+                return Err(Error::Unsupported {
+                    what: format!("\"{}\" was not stored", f.path),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Exactly `left` bytes of `inner`: if the file ends early (truncated
+/// while it is read) the rest is zeros, as PostgreSQL's base backup pads;
+/// bytes beyond `left` (extended meanwhile) are not read. WAL replay from
+/// the backup's start repairs both.
+struct Padded<R> {
+    inner: R,
+    left: u64,
+    ended: bool,
+}
+
+impl<R: std::io::Read> std::io::Read for Padded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = usize::try_from(self.left)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = if self.ended {
+            0
+        } else {
+            self.inner.read(&mut buf[..want])?
+        };
+        let n = if n == 0 {
+            self.ended = true;
+            buf[..want].fill(0);
+            want
+        } else {
+            n
+        };
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Store one file, streamed (never held whole in memory). `None`: the file
+/// was removed while the backup ran (a dropped relation), which WAL replay
+/// accounts for, so it is left out.
+fn store_file(
+    cluster: &ClusterRepo,
+    prefix: &str,
+    pgdata: &Path,
+    f: &SourceFile,
+    compression: Compression,
+    level: i32,
+) -> Result<Option<ManifestFile>, Error> {
+    let path = pgdata.join(&f.path);
+    let key = data_key(prefix, &f.path);
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", &path, e)),
+    };
+    let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
+    let reader = Padded {
+        inner: file,
+        left: len,
+        ended: false,
+    };
+    let mut sealed = envelope::SealReader::new(reader, len, compression, level)
+        .map_err(|e| io_err("read", &path, e))?;
+    let stored = cluster
+        .storage()
+        .put_stream(&key, &mut sealed, PutMode::Create)?;
+    let digest = sealed.content_digest().ok_or_else(|| Error::Unsupported {
+        what: format!("\"{}\" was not read to its end", f.path),
+    })?;
+    Ok(Some(ManifestFile {
+        path: f.path.clone(),
+        size: len,
+        blake3: envelope::hex(&digest),
+        key,
+        stored,
+    }))
+}
+
+/// Store a small file made by the backup itself (`backup_label`).
+pub fn store_bytes(
+    cluster: &ClusterRepo,
+    prefix: &str,
+    path: &str,
+    content: &[u8],
+) -> Result<ManifestFile, Error> {
+    let key = data_key(prefix, path);
+    let sealed = envelope::seal(content, Compression::None, 0).map_err(|e| Error::LocalIo {
+        op: "seal",
+        path: path.into(),
+        source: e,
+    })?;
+    cluster.storage().put(&key, &sealed, PutMode::Create)?;
+    Ok(ManifestFile {
+        path: path.into(),
+        size: content.len() as u64,
+        blake3: envelope::hex(&DigestKind::Blake3.of(content)),
+        key,
+        stored: sealed.len() as u64,
+    })
+}
+
+fn save_json(cluster: &ClusterRepo, key: &str, value: &impl Serialize) -> Result<(), Error> {
+    let v = serde_json::to_value(value).map_err(|e| Error::BadMetadata {
+        location: cluster.location(),
+        key: key.into(),
+        reason: e.to_string(),
+    })?;
+    info::save(cluster.storage(), key, &v, PutMode::Create).map_err(Error::from)
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(
+    cluster: &ClusterRepo,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    match info::load(cluster.storage(), key)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| Error::BadMetadata {
+                location: cluster.location(),
+                key: key.into(),
+                reason: e.to_string(),
+            }),
+    }
+}
+
+/// Write the manifest, then the descriptor: the backup is complete once
+/// this returns.
+pub fn finish_backup(
+    cluster: &ClusterRepo,
+    manifest: &Manifest,
+    descriptor: &PhysicalBackupInfo,
+) -> Result<(), Error> {
+    let prefix = backup_prefix(cluster, &manifest.backup_id);
+    save_json(cluster, &format!("{prefix}/{MANIFEST_NAME}"), manifest)?;
+    save_json(cluster, &format!("{prefix}/{INFO_NAME}"), descriptor)
+}
+
+/// Remove everything of backup `id`: the descriptor first, so that an
+/// interrupted removal never leaves a complete-looking backup.
+pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
+    check_backup_id(id)?;
+    let prefix = backup_prefix(cluster, id);
+    let storage = cluster.storage();
+    storage.delete(&format!("{prefix}/{INFO_NAME}"))?;
+    storage.delete(&format!("{prefix}/{INFO_NAME}.copy"))?;
+    for obj in storage.list(&format!("{prefix}/"))? {
+        storage.delete(&obj.key)?;
+    }
+    Ok(())
+}
+
+/// The complete physical backups of `cluster`, oldest first.
+pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
+    let base = cluster.key("backup/");
+    let mut ids: Vec<String> = cluster
+        .storage()
+        .list(&base)?
+        .into_iter()
+        .filter_map(|o| {
+            let rest = o.key.strip_prefix(&base)?;
+            let (id, name) = rest.split_once('/')?;
+            (name == INFO_NAME).then(|| id.to_string())
+        })
+        .collect();
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(info) = load_json::<PhysicalBackupInfo>(
+            cluster,
+            &format!("{}/{INFO_NAME}", backup_prefix(cluster, &id)),
+        )? {
+            if info.backup_id == id && info.system_identifier == cluster.system_identifier {
+                out.push(info);
+            }
+        }
+    }
+    out.sort_by(|a, b| (a.started_epoch, &a.backup_id).cmp(&(b.started_epoch, &b.backup_id)));
+    Ok(out)
+}
+
+/// A problem [`verify_backup`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The file (relative path) or object concerned.
+    pub file: String,
+    pub reason: String,
+}
+
+fn read_verified(cluster: &ClusterRepo, f: &ManifestFile) -> Result<Vec<u8>, String> {
+    let prefix_ok = f.key.starts_with(&cluster.key("backup/"));
+    if !prefix_ok {
+        return Err(format!("its object \"{}\" lies outside the backup", f.key));
+    }
+    let obj = cluster
+        .storage()
+        .get(&f.key)
+        .map_err(|e| format!("object \"{}\": {e}", f.key))?;
+    let (_, data) =
+        envelope::open(&obj).map_err(|e| format!("object \"{}\" is corrupt: {e}", f.key))?;
+    let digest = envelope::hex(&DigestKind::Blake3.of(&data));
+    if data.len() as u64 != f.size || digest != f.blake3 {
+        return Err(format!(
+            "content differs from the manifest ({} bytes, BLAKE3 {digest}; manifest: {} bytes, {})",
+            data.len(),
+            f.size,
+            f.blake3
+        ));
+    }
+    Ok(data)
+}
+
+/// The manifest and descriptor of complete backup `id`.
+pub fn load_backup(
+    cluster: &ClusterRepo,
+    id: &str,
+) -> Result<(PhysicalBackupInfo, Manifest), Error> {
+    check_backup_id(id)?;
+    let prefix = backup_prefix(cluster, id);
+    let missing = |what: &str| Error::BadMetadata {
+        location: cluster.location(),
+        key: format!("{prefix}/{what}"),
+        reason: format!("backup \"{id}\" has no {what}: it is not a complete backup"),
+    };
+    let info: PhysicalBackupInfo =
+        load_json(cluster, &format!("{prefix}/{INFO_NAME}"))?.ok_or_else(|| missing(INFO_NAME))?;
+    let manifest: Manifest = load_json(cluster, &format!("{prefix}/{MANIFEST_NAME}"))?
+        .ok_or_else(|| missing(MANIFEST_NAME))?;
+    Ok((info, manifest))
+}
+
+/// Re-read every object of backup `id` and check it against the manifest,
+/// and check that the WAL from its start to its stop segment is in the
+/// repository and intact. Returns every problem found (empty: the backup
+/// verifies).
+pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Error> {
+    let (info, manifest) = load_backup(cluster, id)?;
+    let mut problems = Vec::new();
+    for f in &manifest.files {
+        if let Err(reason) = read_verified(cluster, f) {
+            problems.push(Problem {
+                file: f.path.clone(),
+                reason,
+            });
+        }
+    }
+    for seg in wal_range(&info.start_wal, &info.stop_wal)? {
+        match cluster.get_wal(&seg) {
+            Ok(Some(_)) => {}
+            Ok(None) => problems.push(Problem {
+                file: format!("WAL {seg}"),
+                reason: "the segment is not in the repository".into(),
+            }),
+            Err(e) => problems.push(Problem {
+                file: format!("WAL {seg}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    Ok(problems)
+}
+
+/// Segment names from `start` to `stop`, inclusive (same timeline, 16 MiB
+/// segments).
+pub fn wal_range(start: &str, stop: &str) -> Result<Vec<String>, Error> {
+    let parse = |n: &str| -> Result<(u32, u64), Error> {
+        let bad = || Error::NotAWalFileName { name: n.into() };
+        if n.len() != 24 || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let tli = u32::from_str_radix(&n[..8], 16).map_err(|_| bad())?;
+        let log = u64::from_str_radix(&n[8..16], 16).map_err(|_| bad())?;
+        let seg = u64::from_str_radix(&n[16..], 16).map_err(|_| bad())?;
+        Ok((tli, log * 0x100 + seg))
+    };
+    let (t1, a) = parse(start)?;
+    let (t2, b) = parse(stop)?;
+    if t1 != t2 || b < a || b - a > 1_000_000 {
+        return Err(Error::NotAWalFileName {
+            name: format!("{start}..{stop}"),
+        });
+    }
+    Ok((a..=b)
+        .map(|n| format!("{t1:08X}{:08X}{:08X}", n / 0x100, n % 0x100))
+        .collect())
+}
+
+/// Rebuild backup `id` into `target`, which must be empty or absent: every
+/// directory, then every file, each checked against the manifest. Writes
+/// no recovery settings (the caller does). Returns the descriptor.
+pub fn restore_backup(
+    cluster: &ClusterRepo,
+    id: &str,
+    target: &Path,
+) -> Result<PhysicalBackupInfo, Error> {
+    let (info, manifest) = load_backup(cluster, id)?;
+    if let Ok(mut entries) = fs::read_dir(target) {
+        if entries.next().is_some() {
+            return Err(Error::InvalidLogicalRequest {
+                reason: format!("the target directory \"{}\" is not empty", target.display()),
+            });
+        }
+    }
+    let safe = |rel: &str| -> Result<PathBuf, Error> {
+        let ok = !rel.is_empty()
+            && rel
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
+        if ok {
+            Ok(target.join(rel))
+        } else {
+            Err(Error::BadMetadata {
+                location: cluster.location(),
+                key: format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id)),
+                reason: format!("the path \"{rel}\" would lie outside the target directory"),
+            })
+        }
+    };
+    let mkdir = |p: &Path| -> Result<(), Error> {
+        fs::create_dir_all(p).map_err(|e| io_err("create directory", p, e))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(p, fs::Permissions::from_mode(0o700))
+                .map_err(|e| io_err("chmod", p, e))?;
+        }
+        Ok(())
+    };
+    mkdir(target)?;
+    for d in &manifest.dirs {
+        mkdir(&safe(d)?)?;
+    }
+    for f in &manifest.files {
+        let path = safe(&f.path)?;
+        let data = read_verified(cluster, f).map_err(|reason| Error::BadMetadata {
+            location: cluster.location(),
+            key: f.key.clone(),
+            reason: format!("\"{}\": {reason}", f.path),
+        })?;
+        if let Some(parent) = path.parent() {
+            mkdir(parent)?;
+        }
+        let mut out = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(|e| io_err("create", &path, e))?;
+        out.write_all(&data)
+            .map_err(|e| io_err("write", &path, e))?;
+        out.sync_all().map_err(|e| io_err("fsync", &path, e))?;
+    }
+    Ok(info)
+}
+
+#[cfg(test)]
+mod tests;
