@@ -90,6 +90,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
         let outcome = match job.kind {
             JobKind::Logical => logical::run_logical(&job),
             JobKind::Expire => logical::run_expire(&job),
+            JobKind::Full => crate::worker::physical::run_full(&job),
             other => Outcome::Failed(format!("job kind \"{other}\" is not available")),
         };
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {

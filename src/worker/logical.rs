@@ -36,7 +36,7 @@ use std::sync::Arc;
 
 /// Where the repository is and which cluster entry is ours.
 #[derive(Clone)]
-struct Target {
+pub(crate) struct Target {
     url: String,
     s3: S3Options,
     sysid: u64,
@@ -45,7 +45,7 @@ struct Target {
 
 impl Target {
     /// Read on the backend's thread.
-    fn current() -> Result<Target, ArkError> {
+    pub(crate) fn current() -> Result<Target, ArkError> {
         let url = settings::repository().ok_or(ArkError::NoRepository)?;
         RepoUrl::parse(&url)?;
         // SAFETY: reads the control file's identifier, loaded at start.
@@ -59,7 +59,7 @@ impl Target {
     }
 
     /// Open our cluster entry (any thread: no PostgreSQL calls).
-    fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
+    pub(crate) fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
         let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
         let repo = Arc::new(Repository::open(storage, true)?);
         repo.cluster(self.sysid, self.major, true)

@@ -5,4 +5,5 @@ pub mod job;
 pub mod logical;
 pub mod mailbox;
 pub mod notify;
+pub mod physical;
 pub mod scheduler;

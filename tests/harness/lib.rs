@@ -131,6 +131,17 @@ pub fn give_to_test_user(path: &Path) {
     }
 }
 
+/// Give a whole tree to the test user (a data directory restored by the
+/// test process).
+pub fn give_tree_to_test_user(path: &Path) {
+    give_to_test_user(path);
+    if path.is_dir() && !path.is_symlink() {
+        for entry in fs::read_dir(path).expect("list a restored tree") {
+            give_tree_to_test_user(&entry.expect("a directory entry").path());
+        }
+    }
+}
+
 /// A fresh temp dir under /tmp (short paths: socket names are limited to
 /// 107 bytes), owned by the test user.
 pub fn temp_dir(prefix: &str) -> tempfile::TempDir {

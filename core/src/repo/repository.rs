@@ -138,6 +138,7 @@ impl Repository {
 }
 
 /// One cluster's entry in a repository.
+#[derive(Clone)]
 pub struct ClusterRepo {
     repo: Arc<Repository>,
     pub system_identifier: u64,

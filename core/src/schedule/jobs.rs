@@ -89,7 +89,7 @@ impl JobKind {
                 "retry_cap",
             ],
             JobKind::Full | JobKind::Incremental | JobKind::Differential => {
-                &["max_attempts", "retry_base", "retry_cap"]
+                &["wait_timeout", "max_attempts", "retry_base", "retry_cap"]
             }
         }
     }
@@ -124,8 +124,8 @@ impl JobError {
         match self {
             JobError::UnknownKind { .. } => Some(format!("The job kinds are: {KIND_NAMES}.")),
             JobError::KindNotAvailable { .. } => Some(
-                "Physical backups (full, incremental, differential) come in a later version; \
-                 use kind 'logical' for pg_dump backups."
+                "Block-level increments (incremental, differential) come in a later version; \
+                 use kind 'full' for a physical backup."
                     .into(),
             ),
             JobError::OptionsNotAnObject { .. } => Some(
@@ -263,7 +263,7 @@ fn compression(key: &str, v: &Value) -> Result<(), JobError> {
 /// Check `options` for a job of `kind`; returns them unchanged when valid.
 /// `kind` must be available to be enqueued ([`JobError::KindNotAvailable`]).
 pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, JobError> {
-    if kind.is_physical() {
+    if matches!(kind, JobKind::Incremental | JobKind::Differential) {
         return Err(JobError::KindNotAvailable {
             kind: kind.as_str().into(),
         });
@@ -313,6 +313,9 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
             }
             "max_attempts" => {
                 integer(key, v, 1, 100)?;
+            }
+            "wait_timeout" => {
+                integer(key, v, 1, 86_400)?;
             }
             "retry_base" | "retry_cap" => {
                 seconds(key, v)?;
@@ -456,12 +459,13 @@ mod tests {
                 .to_string(),
             "options must be a JSON object, not an array"
         );
-        let e = validate(JobKind::Full, &json!({})).unwrap_err();
+        assert!(validate(JobKind::Full, &json!({})).is_ok());
+        let e = validate(JobKind::Incremental, &json!({})).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "job kind \"full\" is not available in this version of pg_ark"
+            "job kind \"incremental\" is not available in this version of pg_ark"
         );
-        assert!(e.hint().unwrap().contains("'logical'"));
+        assert!(e.hint().unwrap().contains("'full'"));
         assert_eq!(
             validate(JobKind::Expire, &json!({"format": "custom"}))
                 .unwrap_err()

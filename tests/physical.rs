@@ -1,0 +1,176 @@
+//! Physical backups on a real cluster: a `full` job stores the data
+//! directory in the repository, the catalog records it, the repository
+//! alone verifies it, and the core's restore routine rebuilds it into a
+//! directory that recovers, with the archived WAL, to the backup's
+//! consistent point with the same data.
+use pg_ark_core::physical;
+use pg_ark_core::repo::Repository;
+use pg_ark_core::storage::local::LocalStorage;
+use pg_ark_core::storage::PutMode;
+use pg_ark_tests::{give_tree_to_test_user, temp_dir, Cluster, ClusterOptions};
+use serde_json::Value;
+use std::path::Path;
+use std::sync::Arc;
+
+fn archiving(repo: &Path) -> ClusterOptions {
+    ClusterOptions::default()
+        .set("archive_mode", "on")
+        .set("archive_library", "'pg_ark'")
+        .set("ark.repository", &format!("'file://{}'", repo.display()))
+}
+
+fn open_repo(dir: &Path) -> Arc<Repository> {
+    Arc::new(Repository::open(Box::new(LocalStorage::open(dir).unwrap()), false).unwrap())
+}
+
+fn wait_job(c: &mut postgres::Client, kind: &str, options: &str) -> Value {
+    let doc: String = c
+        .query_one(
+            "SELECT ark.wait(ark.backup($1, $2::text::jsonb), '5 min')::text",
+            &[&kind, &options],
+        )
+        .unwrap()
+        .get(0);
+    serde_json::from_str(&doc).unwrap()
+}
+
+/// A digest of a table's rows, in key order.
+fn table_digest(c: &mut postgres::Client, table: &str) -> (i64, String) {
+    let row = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY id)), '')
+                   FROM {table} t"
+            ),
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_full_backup_restores_from_the_repository_alone() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
+         CREATE UNLOGGED TABLE u AS SELECT g AS id FROM generate_series(1, 1000) g;
+         CHECKPOINT;",
+    )
+    .unwrap();
+    let before = table_digest(&mut c, "t");
+    let done = wait_job(&mut c, "full", "{}");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let result = &done["result"];
+    let id = result["backup_id"].as_str().unwrap().to_string();
+    assert_eq!(result["kind"], "full");
+    assert!(result["files"].as_u64().unwrap() > 100, "{result}");
+    assert!(
+        result["stored_bytes"].as_u64().unwrap() < result["original_bytes"].as_u64().unwrap(),
+        "{result}"
+    );
+    // Changes after the backup are not part of a restore to its consistent point.
+    c.batch_execute("INSERT INTO t SELECT g, 'after' FROM generate_series(100001, 100100) g")
+        .unwrap();
+    let row = c
+        .query_one(
+            "SELECT kind, path, info->>'stop_lsn' FROM ark.backups WHERE label = $1",
+            &[&id],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "full");
+    assert_eq!(
+        row.get::<_, String>(2),
+        result["stop_lsn"].as_str().unwrap()
+    );
+    // No backup is left in progress.
+    let running: bool = c
+        .query_one("SELECT count(*) > 0 FROM pg_stat_progress_basebackup", &[])
+        .unwrap()
+        .get(0);
+    assert!(!running);
+    drop(c);
+    let sysid = primary.system_identifier();
+    let major = primary.install.major;
+    assert!(primary.stop("fast").status.success());
+
+    // From here on, the repository alone.
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, major, false).unwrap();
+    let listed = physical::list_backups(&entry).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].backup_id, id);
+    assert_eq!(physical::verify_backup(&entry, &id).unwrap(), vec![]);
+
+    let dir = temp_dir("ark-restore-");
+    let data = dir.path().join("data");
+    physical::restore_backup(&entry, &id, &data).unwrap();
+    assert!(data.join("backup_label").exists());
+    assert!(!data.join("postmaster.pid").exists());
+    let auto = data.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
+    std::fs::write(&auto, conf).unwrap();
+    give_tree_to_test_user(&data);
+    let restore_command = format!(
+        "{} wal-get --repo file://{} %f %p",
+        primary.install.bin("pg_ark").display(),
+        repo_dir.path().display()
+    );
+    let restored = Cluster::recover_from_backup(dir, data, &restore_command);
+    let mut r = restored.client();
+    assert_eq!(table_digest(&mut r, "t"), before);
+    // An unlogged table comes back empty, as after a crash.
+    let n: i64 = r.query_one("SELECT count(*) FROM u", &[]).unwrap().get(0);
+    assert_eq!(n, 0);
+    let log = restored.log();
+    assert!(log.contains("restored log file"), "{log}");
+}
+
+#[test]
+fn a_full_backup_without_archiving_into_pg_ark_is_refused_clearly() {
+    let repo_dir = temp_dir("ark-repo-");
+    let cluster = Cluster::start_with(ClusterOptions::default().set(
+        "ark.repository",
+        &format!("'file://{}'", repo_dir.path().display()),
+    ));
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    let done = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap();
+    assert!(error.contains("archive_library = 'pg_ark'"), "{error}");
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ark.backups", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_corrupted_object_fails_verification_with_the_file_named() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t AS SELECT 1 AS id")
+        .unwrap();
+    let done = wait_job(&mut c, "full", "{}");
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let id = done["result"]["backup_id"].as_str().unwrap().to_string();
+    drop(c);
+    let sysid = primary.system_identifier();
+    let major = primary.install.major;
+    assert!(primary.stop("fast").status.success());
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, major, false).unwrap();
+    let key = physical::data_key(&physical::backup_prefix(&entry, &id), "global/pg_control");
+    let mut obj = repo.storage().get(&key).unwrap();
+    let at = obj.len() / 2;
+    obj[at] ^= 0x20;
+    repo.storage().put(&key, &obj, PutMode::Overwrite).unwrap();
+    let problems = physical::verify_backup(&entry, &id).unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].file, "global/pg_control");
+}
