@@ -65,9 +65,9 @@ integration:
 	ARK_PG_CONFIG=$(PG17_CONFIG) cargo test --release --locked -p pg_ark_tests
 
 # The smoke suite on the other supported majors: the skeleton, archiving
-# (15 and 16+ have different archive-module C APIs), and the job queue
-# (shared memory, dynamic workers).
-SMOKE_TESTS := --test skeleton --test archive --test queue
+# (15 and 16+ have different archive-module C APIs), the job queue
+# (shared memory, dynamic workers), and physical backups restored.
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18

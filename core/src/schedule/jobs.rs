@@ -11,7 +11,8 @@
 //! - `expire`: apply logical-backup retention now;
 //! - `full`, `incremental`, `differential`: physical backups. They share the
 //!   queue (and conflict with each other: two physical backups of one cluster
-//!   never run at once), but this version refuses them with a clear error.
+//!   never run at once); this version runs `full` and refuses the other two
+//!   with a clear error.
 //!
 //! Retry timing: attempt `n` (1-based) that fails is retried after
 //! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
