@@ -548,6 +548,29 @@ pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// Remove what failed or killed backups left: every backup prefix without a
+/// descriptor. Only for when no physical backup is running (the job queue
+/// runs one at a time: conflict key `physical`). Returns the ids removed.
+pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<Vec<String>, Error> {
+    let base = cluster.key("backup/");
+    let mut ids = std::collections::BTreeMap::<String, bool>::new();
+    for o in cluster.storage().list(&base)? {
+        let Some((id, name)) = o.key.strip_prefix(&base).and_then(|r| r.split_once('/')) else {
+            continue;
+        };
+        let complete = ids.entry(id.to_string()).or_insert(false);
+        *complete |= name == INFO_NAME;
+    }
+    let mut removed = Vec::new();
+    for (id, complete) in ids {
+        if !complete && check_backup_id(&id).is_ok() {
+            delete_backup(cluster, &id)?;
+            removed.push(id);
+        }
+    }
+    Ok(removed)
+}
+
 /// The complete physical backups of `cluster`, oldest first.
 pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
     let base = cluster.key("backup/");

@@ -259,8 +259,13 @@ fn an_incomplete_backup_is_neither_listed_nor_restored() {
     let out = tempfile::tempdir().unwrap();
     let e = restore_backup(&c, "b2", &out.path().join("x")).unwrap_err();
     assert!(e.to_string().contains("not a complete backup"), "{e}");
-    delete_backup(&c, "b2").unwrap();
+    // What a killed backup left is removed before the next one; complete
+    // backups stay.
+    take(&c, src.path(), "b1");
+    assert_eq!(remove_incomplete(&c).unwrap(), ["b2"]);
     assert!(c.storage().list(&format!("{prefix}/")).unwrap().is_empty());
+    assert_eq!(list_backups(&c).unwrap().len(), 1);
+    assert_eq!(remove_incomplete(&c).unwrap(), Vec::<String>::new());
 }
 
 #[test]
