@@ -7,10 +7,13 @@ use pg_ark_core::physical;
 use pg_ark_core::repo::Repository;
 use pg_ark_core::storage::local::LocalStorage;
 use pg_ark_core::storage::PutMode;
-use pg_ark_tests::{give_tree_to_test_user, temp_dir, Cluster, ClusterOptions};
+use pg_ark_tests::{give_tree_to_test_user, temp_dir, wait_until, Cluster, ClusterOptions};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
 
 fn archiving(repo: &Path) -> ClusterOptions {
     ClusterOptions::default()
@@ -173,4 +176,103 @@ fn a_corrupted_object_fails_verification_with_the_file_named() {
     let problems = physical::verify_backup(&entry, &id).unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].file, "global/pg_control");
+}
+
+#[test]
+fn a_killed_backup_leaves_nothing_complete_and_the_next_attempt_succeeds() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g",
+    )
+    .unwrap();
+    // Hold the archiver, so that the backup, its files stored, waits for
+    // its WAL (it says so in ark.jobs.progress) when its worker is killed.
+    let archiver: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // SAFETY: signals to a process of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(archiver, libc::SIGSTOP) }, 0);
+    let id: i64 = c
+        .query_one(
+            r#"SELECT ark.backup('full', '{"retry_base": 1, "max_attempts": 3}')"#,
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mut worker = 0;
+    wait_until("the backup to wait for its WAL", WAIT, || {
+        let row = c
+            .query_one(
+                "SELECT coalesce(progress->>'phase', ''), coalesce(worker_pid, 0)
+                   FROM ark.jobs WHERE id = $1",
+                &[&id],
+            )
+            .unwrap();
+        worker = row.get(1);
+        row.get::<_, String>(0) == "wait for WAL"
+    });
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    let stored_before_kill = repo
+        .storage()
+        .list(&format!("clusters/{}/backup/", entry.system_identifier))
+        .unwrap()
+        .len();
+    assert!(stored_before_kill > 100, "{stored_before_kill} objects");
+    // Its files are stored, but without the WAL it is not complete.
+    assert_eq!(physical::list_backups(&entry).unwrap(), vec![]);
+    let mark = primary.log_mark();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(libc::kill(worker, libc::SIGKILL), 0);
+        assert_eq!(libc::kill(archiver, libc::SIGCONT), 0);
+    }
+    drop(c);
+    let mut c = primary.wait_crash_restart(mark, WAIT);
+    let doc: String = c
+        .query_one("SELECT ark.wait($1, '5 min')::text", &[&id])
+        .unwrap()
+        .get(0);
+    let done: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(done["attempts"].as_i64().unwrap() >= 2, "{done}");
+    let backups = physical::list_backups(&entry).unwrap();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        backups[0].backup_id,
+        done["result"]["backup_id"].as_str().unwrap()
+    );
+    // The killed attempt's objects were removed by the retry.
+    let base = format!("clusters/{}/backup/", entry.system_identifier);
+    let prefixes: std::collections::BTreeSet<String> = repo
+        .storage()
+        .list(&base)
+        .unwrap()
+        .into_iter()
+        .filter_map(|o| {
+            o.key
+                .strip_prefix(&base)
+                .and_then(|r| r.split('/').next())
+                .map(str::to_string)
+        })
+        .collect();
+    assert_eq!(prefixes.len(), 1, "{prefixes:?}");
+    assert_eq!(
+        physical::verify_backup(&entry, &backups[0].backup_id).unwrap(),
+        vec![]
+    );
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM ark.backups WHERE kind = 'full'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
 }

@@ -246,13 +246,25 @@ pub fn run_full(job: &Job) -> Outcome {
     );
     // The repository is opened on a work thread (it may be S3).
     let target = plan.target.clone();
+    // What failed or killed backups left is removed first: no other
+    // physical backup runs (conflict key `physical`), so a backup prefix
+    // without a descriptor is garbage.
     let opened = supervise(
         job,
-        move |_c, _tx: std::sync::mpsc::Sender<()>| target.open(),
+        move |_c, _tx: std::sync::mpsc::Sender<()>| {
+            let c = target.open()?;
+            let removed = physical::remove_incomplete(&c)?;
+            Ok::<_, pg_ark_core::Error>((c, removed))
+        },
         |_| {},
     );
     let cluster = match opened {
-        Ok(Ok(c)) => c,
+        Ok(Ok((c, removed))) => {
+            for r in removed {
+                log!("pg_ark job {}: removed incomplete backup \"{}\"", job.id, r);
+            }
+            c
+        }
         Ok(Err(e)) => return Outcome::Failed(e.to_string()),
         Err(s) => return outcome(Err(s)),
     };
