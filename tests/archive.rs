@@ -6,19 +6,12 @@ use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::{envelope, Repository};
 use pg_ark_core::storage::local::LocalStorage;
 use pg_ark_core::storage::PutMode;
-use pg_ark_tests::{temp_dir, wait_until, Cluster, ClusterOptions};
+use pg_ark_tests::{archiving, open_repo, temp_dir, wait_until, Cluster};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn archiving(repo: &Path) -> ClusterOptions {
-    ClusterOptions::default()
-        .set("archive_mode", "on")
-        .set("archive_library", "'pg_ark'")
-        .set("ark.repository", &format!("'file://{}'", repo.display()))
-}
 
 fn status(cluster: &Cluster) -> postgres::Row {
     cluster
@@ -49,10 +42,6 @@ fn status_when(
 fn reason_of(s: &postgres::Row) -> String {
     s.get::<_, Option<String>>("last_failure_reason")
         .unwrap_or_default()
-}
-
-fn open_repo(dir: &Path) -> Arc<Repository> {
-    Arc::new(Repository::open(Box::new(LocalStorage::open(dir).unwrap()), false).unwrap())
 }
 
 /// Offer an already archived file again, as PostgreSQL does after a crash

@@ -4,27 +4,14 @@
 //! directory that recovers, with the archived WAL, to the backup's
 //! consistent point with the same data.
 use pg_ark_core::physical;
-use pg_ark_core::repo::Repository;
-use pg_ark_core::storage::local::LocalStorage;
 use pg_ark_core::storage::PutMode;
-use pg_ark_tests::{give_tree_to_test_user, temp_dir, wait_until, Cluster, ClusterOptions};
+use pg_ark_tests::{
+    archiving, give_tree_to_test_user, open_repo, temp_dir, wait_until, Cluster, ClusterOptions,
+};
 use serde_json::Value;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn archiving(repo: &Path) -> ClusterOptions {
-    ClusterOptions::default()
-        .set("archive_mode", "on")
-        .set("archive_library", "'pg_ark'")
-        .set("ark.repository", &format!("'file://{}'", repo.display()))
-}
-
-fn open_repo(dir: &Path) -> Arc<Repository> {
-    Arc::new(Repository::open(Box::new(LocalStorage::open(dir).unwrap()), false).unwrap())
-}
 
 fn wait_job(c: &mut postgres::Client, kind: &str, options: &str) -> Value {
     let doc: String = c

@@ -131,6 +131,27 @@ pub fn give_to_test_user(path: &Path) {
     }
 }
 
+/// A cluster that archives with pg_ark into the local repository `repo`.
+pub fn archiving(repo: &Path) -> ClusterOptions {
+    ClusterOptions::default()
+        .set("archive_mode", "on")
+        .set("archive_library", "'pg_ark'")
+        .set("ark.repository", &format!("'file://{}'", repo.display()))
+}
+
+/// The local repository in `dir`, opened read-only as the CLI would.
+pub fn open_repo(dir: &Path) -> std::sync::Arc<pg_ark_core::repo::Repository> {
+    std::sync::Arc::new(
+        pg_ark_core::repo::Repository::open(
+            Box::new(
+                pg_ark_core::storage::local::LocalStorage::open(dir).expect("open the repository"),
+            ),
+            false,
+        )
+        .expect("open the repository"),
+    )
+}
+
 /// Give a whole tree to the test user (a data directory restored by the
 /// test process).
 pub fn give_tree_to_test_user(path: &Path) {
