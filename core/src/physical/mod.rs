@@ -47,6 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod increment;
+pub use increment::{Basis, BLOCK};
+
 /// The version of `backup.info` and `manifest` this pg_ark writes and reads.
 pub const PHYSICAL_INFO_VERSION: u32 = 1;
 pub const INFO_NAME: &str = "backup.info";
@@ -94,7 +97,7 @@ pub struct DataDirectory {
     pub dirs: Vec<String>,
 }
 
-fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
+pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::LocalIo {
         op,
         path: path.display().to_string(),
@@ -211,10 +214,28 @@ pub struct ManifestFile {
     pub size: u64,
     /// BLAKE3 of the content, hex.
     pub blake3: String,
-    /// The object that holds it.
+    /// The object that holds it ("" when a block-level entry stores no
+    /// block).
     pub key: String,
     #[serde(with = "u64_string")]
     pub stored: u64,
+    /// Block-level entries (incremental and differential backups): the
+    /// object holds only these 8 KiB blocks, in this order, and `blake3` is
+    /// the digest of those bytes; every other block below `size` is the
+    /// same file's in the parent backup (`PhysicalBackupInfo::parent`),
+    /// rebuilt the same way. `None`: the object holds the whole file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<Vec<u32>>,
+}
+
+impl ManifestFile {
+    /// The length of what the object holds.
+    pub fn payload_len(&self) -> u64 {
+        match &self.blocks {
+            Some(b) => b.len() as u64 * increment::BLOCK,
+            None => self.size,
+        }
+    }
 }
 
 mod u64_string {
@@ -242,9 +263,19 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalBackupInfo {
     pub format_version: u32,
-    /// `full` (incremental and differential come with block-level increments).
+    /// `full`, `incremental` or `differential`.
     pub kind: String,
     pub backup_id: String,
+    /// The backup this one's block-level entries refer to (`None`: a full).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// The full backup the chain starts with (its own id for a full).
+    #[serde(default)]
+    pub chain: String,
+    /// Blocks with a page LSN at or after this were stored (the parent's
+    /// start for an incremental, the full's for a differential).
+    #[serde(default)]
+    pub reference_lsn: Option<String>,
     pub start_lsn: String,
     pub stop_lsn: String,
     pub timeline: u32,
@@ -321,6 +352,7 @@ pub fn store_files(
     pgdata: &Path,
     files: &[SourceFile],
     opts: StoreOptions,
+    basis: Option<&Basis>,
     progress: &Progress,
 ) -> Result<Vec<ManifestFile>, Error> {
     let StoreOptions {
@@ -340,7 +372,24 @@ pub fn store_files(
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     let store_one = |i: usize| -> Result<(), Error> {
         let f = &files[i];
-        let entry = store_file(cluster, prefix, pgdata, f, compression, level)?;
+        let parent_len = basis.and_then(|b| {
+            b.parent_sizes
+                .get(&f.path)
+                .filter(|_| increment::is_block_file(&f.path) && f.size % BLOCK == 0)
+                .map(|&len| (len, b.reference_lsn))
+        });
+        let entry = match parent_len {
+            Some((len, lsn)) => increment::store_increment(
+                cluster,
+                prefix,
+                pgdata,
+                f,
+                len,
+                lsn,
+                (compression, level),
+            )?,
+            None => store_file(cluster, prefix, pgdata, f, compression, level)?,
+        };
         progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
         results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
         Ok(())
@@ -402,10 +451,10 @@ pub fn store_files(
 /// while it is read) the rest is zeros, as PostgreSQL's base backup pads;
 /// bytes beyond `left` (extended meanwhile) are not read. WAL replay from
 /// the backup's start repairs both.
-struct Padded<R> {
-    inner: R,
-    left: u64,
-    ended: bool,
+pub(crate) struct Padded<R> {
+    pub(crate) inner: R,
+    pub(crate) left: u64,
+    pub(crate) ended: bool,
 }
 
 impl<R: std::io::Read> std::io::Read for Padded<R> {
@@ -471,6 +520,7 @@ fn store_file(
         blake3: envelope::hex(&digest),
         key,
         stored,
+        blocks: None,
     }))
 }
 
@@ -494,6 +544,7 @@ pub fn store_bytes(
         blake3: envelope::hex(&DigestKind::Blake3.of(content)),
         key,
         stored: sealed.len() as u64,
+        blocks: None,
     })
 }
 
@@ -608,7 +659,12 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// What `f`'s object holds, checked against the manifest (length and
+/// BLAKE3); a block-level entry without blocks holds nothing.
 fn read_verified(cluster: &ClusterRepo, f: &ManifestFile) -> Result<Vec<u8>, String> {
+    if f.blocks.as_ref().is_some_and(Vec::is_empty) {
+        return Ok(Vec::new());
+    }
     let prefix_ok = f.key.starts_with(&cluster.key("backup/"));
     if !prefix_ok {
         return Err(format!("its object \"{}\" lies outside the backup", f.key));
@@ -620,11 +676,11 @@ fn read_verified(cluster: &ClusterRepo, f: &ManifestFile) -> Result<Vec<u8>, Str
     let (_, data) =
         envelope::open(&obj).map_err(|e| format!("object \"{}\" is corrupt: {e}", f.key))?;
     let digest = envelope::hex(&DigestKind::Blake3.of(&data));
-    if data.len() as u64 != f.size || digest != f.blake3 {
+    if data.len() as u64 != f.payload_len() || digest != f.blake3 {
         return Err(format!(
             "content differs from the manifest ({} bytes, BLAKE3 {digest}; manifest: {} bytes, {})",
             data.len(),
-            f.size,
+            f.payload_len(),
             f.blake3
         ));
     }
@@ -650,19 +706,123 @@ pub fn load_backup(
     Ok((info, manifest))
 }
 
-/// Re-read every object of backup `id` and check it against the manifest,
+/// A backup and every backup its block-level entries rely on: `[0]` is the
+/// backup itself, the last one is the chain's full.
+pub struct Chain {
+    pub backups: Vec<(PhysicalBackupInfo, Manifest)>,
+    index: Vec<std::collections::HashMap<String, usize>>,
+}
+
+/// Load backup `id` and its ancestors, each complete.
+pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
+    let mut backups: Vec<(PhysicalBackupInfo, Manifest)> = Vec::new();
+    let mut next = Some(id.to_string());
+    while let Some(id) = next {
+        if backups.iter().any(|(i, _)| i.backup_id == id) || backups.len() > 10_000 {
+            return Err(Error::BadMetadata {
+                location: cluster.location(),
+                key: format!("{}/{INFO_NAME}", backup_prefix(cluster, &id)),
+                reason: format!("backup \"{id}\" is its own ancestor"),
+            });
+        }
+        let (info, manifest) = load_backup(cluster, &id)?;
+        next = info.parent.clone();
+        backups.push((info, manifest));
+    }
+    let index = backups
+        .iter()
+        .map(|(_, m)| {
+            m.files
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.path.clone(), i))
+                .collect()
+        })
+        .collect();
+    Ok(Chain { backups, index })
+}
+
+impl Chain {
+    pub fn info(&self) -> &PhysicalBackupInfo {
+        &self.backups[0].0
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.backups[0].1
+    }
+
+    /// The entries that rebuild `path` of the backup: its own entry first,
+    /// then the parent's, down to the one that holds the whole file. Each
+    /// comes with the id of its backup.
+    pub fn layers(&self, path: &str) -> Result<Vec<(&str, &ManifestFile)>, String> {
+        let mut out = Vec::new();
+        for (level, (info, manifest)) in self.backups.iter().enumerate() {
+            let Some(&i) = self.index[level].get(path) else {
+                return Err(format!(
+                    "backup \"{}\" has no entry for it, which backup \"{}\" relies on",
+                    info.backup_id,
+                    out.last()
+                        .map(|(id, _): &(&str, &ManifestFile)| *id)
+                        .unwrap_or("?")
+                ));
+            };
+            let f = &manifest.files[i];
+            if let Some(blocks) = &f.blocks {
+                let limit = f.size.div_ceil(BLOCK);
+                if blocks.windows(2).any(|w| w[0] >= w[1])
+                    || blocks.last().is_some_and(|&b| u64::from(b) >= limit)
+                {
+                    return Err(format!(
+                        "the block list of its entry in backup \"{}\" is out of order or beyond its length",
+                        info.backup_id
+                    ));
+                }
+            }
+            out.push((info.backup_id.as_str(), f));
+            if f.blocks.is_none() {
+                return Ok(out);
+            }
+        }
+        Err("no backup of the chain holds the whole file".into())
+    }
+}
+
+/// Re-read every object that a restore of backup `id` reads (its own and
+/// those of the ancestors it relies on), check each against its manifest,
 /// and check that the WAL from its start to its stop segment is in the
 /// repository and intact. Returns every problem found (empty: the backup
 /// verifies).
 pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Error> {
-    let (info, manifest) = load_backup(cluster, id)?;
+    let chain = load_chain(cluster, id)?;
+    let info = chain.info().clone();
     let mut problems = Vec::new();
-    for f in &manifest.files {
-        if let Err(reason) = read_verified(cluster, f) {
-            problems.push(Problem {
-                file: f.path.clone(),
-                reason,
-            });
+    let mut checked = std::collections::HashSet::new();
+    for f in &chain.manifest().files {
+        let layers = match chain.layers(&f.path) {
+            Ok(l) => l,
+            Err(reason) => {
+                problems.push(Problem {
+                    file: f.path.clone(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        for (backup, entry) in layers {
+            if !checked.insert((backup, entry.path.as_str())) {
+                continue;
+            }
+            if let Err(reason) = read_verified(cluster, entry) {
+                let reason = if backup == id {
+                    reason
+                } else {
+                    format!("in parent backup \"{backup}\": {reason}")
+                };
+                problems.push(Problem {
+                    file: f.path.clone(),
+                    reason,
+                });
+            }
         }
     }
     for seg in wal_range(&info.start_wal, &info.stop_wal)? {
@@ -679,6 +839,93 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
         }
     }
     Ok(problems)
+}
+
+/// The segments from `first` to `last` (inclusive, one timeline) that are
+/// not in the repository, found by listing (no segment is read).
+pub fn missing_wal(cluster: &ClusterRepo, first: &str, last: &str) -> Result<Vec<String>, Error> {
+    let wanted = wal_range(first, last)?;
+    let mut present = std::collections::HashSet::new();
+    let mut listed = std::collections::HashSet::new();
+    for seg in &wanted {
+        let group = &seg[..16];
+        if listed.insert(group.to_string()) {
+            let base = cluster.key(&format!("wal/{group}/"));
+            for o in cluster.storage().list(&base)? {
+                if let Some(name) = o.key.strip_prefix(&base) {
+                    present.insert(name.to_string());
+                }
+            }
+        }
+    }
+    Ok(wanted
+        .into_iter()
+        .filter(|s| !present.contains(s))
+        .collect())
+}
+
+/// The segment before `name` on its timeline (`None` for the first).
+pub fn previous_segment(name: &str) -> Option<String> {
+    let tli = u32::from_str_radix(name.get(..8)?, 16).ok()?;
+    let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
+    let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
+    let n = (log * 0x100 + seg).checked_sub(1)?;
+    Some(format!("{tli:08X}{:08X}{:08X}", n / 0x100, n % 0x100))
+}
+
+/// What an `incremental` or `differential` is taken against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParentChoice {
+    Parent {
+        parent: PhysicalBackupInfo,
+        /// The chain's full.
+        chain: String,
+    },
+    /// No usable parent: take a full, for this reason.
+    Full { reason: String },
+}
+
+/// Choose the parent of a backup of `kind` among the complete `backups`
+/// (oldest first) of a cluster now on `timeline`: the newest backup of the
+/// newest chain for an incremental, that chain's full for a differential.
+/// `unusable` names backups known to have failed verification.
+pub fn choose_parent(
+    backups: &[PhysicalBackupInfo],
+    kind: &str,
+    timeline: u32,
+    unusable: &std::collections::HashSet<String>,
+) -> ParentChoice {
+    let full = |reason: String| ParentChoice::Full { reason };
+    let Some(head) = backups.iter().rev().find(|b| b.kind == "full") else {
+        return full("no full backup in this repository".into());
+    };
+    let parent = if kind == "differential" {
+        head
+    } else {
+        backups
+            .iter()
+            .rev()
+            .find(|b| b.backup_id == head.backup_id || b.chain == head.backup_id)
+            .unwrap_or(head)
+    };
+    for b in [head, parent] {
+        if unusable.contains(&b.backup_id) {
+            return full(format!(
+                "backup \"{}\", which it would rely on, failed verification",
+                b.backup_id
+            ));
+        }
+    }
+    if parent.timeline != timeline {
+        return full(format!(
+            "the timeline changed: backup \"{}\" is on timeline {}, the cluster is on {timeline}",
+            parent.backup_id, parent.timeline
+        ));
+    }
+    ParentChoice::Parent {
+        parent: parent.clone(),
+        chain: head.backup_id.clone(),
+    }
 }
 
 /// Segment names from `start` to `stop`, inclusive (same timeline, 16 MiB
@@ -707,14 +954,17 @@ pub fn wal_range(start: &str, stop: &str) -> Result<Vec<String>, Error> {
 }
 
 /// Rebuild backup `id` into `target`, which must be empty or absent: every
-/// directory, then every file, each checked against the manifest. Writes
-/// no recovery settings (the caller does). Returns the descriptor.
+/// directory, then every file, each object checked against its manifest.
+/// A block-level file is rebuilt in place: the whole file from the chain's
+/// backup that holds it, then each newer backup's blocks and length, in
+/// order. Writes no recovery settings (the caller does). Returns the
+/// descriptor.
 pub fn restore_backup(
     cluster: &ClusterRepo,
     id: &str,
     target: &Path,
 ) -> Result<PhysicalBackupInfo, Error> {
-    let (info, manifest) = load_backup(cluster, id)?;
+    let chain = load_chain(cluster, id)?;
     if let Ok(mut entries) = fs::read_dir(target) {
         if entries.next().is_some() {
             return Err(Error::InvalidLogicalRequest {
@@ -722,6 +972,12 @@ pub fn restore_backup(
             });
         }
     }
+    let manifest_key = format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id));
+    let bad = |key: String, reason: String| Error::BadMetadata {
+        location: cluster.location(),
+        key,
+        reason,
+    };
     let safe = |rel: &str| -> Result<PathBuf, Error> {
         let ok = !rel.is_empty()
             && rel
@@ -730,11 +986,10 @@ pub fn restore_backup(
         if ok {
             Ok(target.join(rel))
         } else {
-            Err(Error::BadMetadata {
-                location: cluster.location(),
-                key: format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id)),
-                reason: format!("the path \"{rel}\" would lie outside the target directory"),
-            })
+            Err(bad(
+                manifest_key.clone(),
+                format!("the path \"{rel}\" would lie outside the target directory"),
+            ))
         }
     };
     let mkdir = |p: &Path| -> Result<(), Error> {
@@ -748,16 +1003,14 @@ pub fn restore_backup(
         Ok(())
     };
     mkdir(target)?;
-    for d in &manifest.dirs {
+    for d in &chain.manifest().dirs {
         mkdir(&safe(d)?)?;
     }
-    for f in &manifest.files {
+    for f in &chain.manifest().files {
         let path = safe(&f.path)?;
-        let data = read_verified(cluster, f).map_err(|reason| Error::BadMetadata {
-            location: cluster.location(),
-            key: f.key.clone(),
-            reason: format!("\"{}\": {reason}", f.path),
-        })?;
+        let layers = chain
+            .layers(&f.path)
+            .map_err(|reason| bad(manifest_key.clone(), format!("\"{}\": {reason}", f.path)))?;
         if let Some(parent) = path.parent() {
             mkdir(parent)?;
         }
@@ -766,11 +1019,43 @@ pub fn restore_backup(
             .create_new(true)
             .open(&path)
             .map_err(|e| io_err("create", &path, e))?;
-        out.write_all(&data)
-            .map_err(|e| io_err("write", &path, e))?;
+        for (backup, entry) in layers.into_iter().rev() {
+            let data = read_verified(cluster, entry).map_err(|reason| {
+                let key = if entry.key.is_empty() {
+                    manifest_key.clone()
+                } else {
+                    entry.key.clone()
+                };
+                bad(
+                    key,
+                    format!("\"{}\" (backup \"{backup}\"): {reason}", f.path),
+                )
+            })?;
+            match &entry.blocks {
+                None => out
+                    .write_all(&data)
+                    .map_err(|e| io_err("write", &path, e))?,
+                Some(blocks) => {
+                    use std::os::unix::fs::FileExt;
+                    out.set_len(entry.size)
+                        .map_err(|e| io_err("truncate", &path, e))?;
+                    for (page, &b) in data.chunks(BLOCK as usize).zip(blocks) {
+                        let at = u64::from(b) * BLOCK;
+                        let n = (entry.size.saturating_sub(at)).min(BLOCK) as usize;
+                        out.write_all_at(&page[..n], at)
+                            .map_err(|e| io_err("write", &path, e))?;
+                    }
+                }
+            }
+        }
         out.sync_all().map_err(|e| io_err("fsync", &path, e))?;
     }
-    Ok(info)
+    Ok(chain
+        .backups
+        .into_iter()
+        .next()
+        .map(|(i, _)| i)
+        .ok_or_else(|| bad(manifest_key.clone(), "the chain is empty".into()))?)
 }
 
 #[cfg(test)]

@@ -99,6 +99,32 @@ fn a_tablespace_is_refused_clearly() {
 }
 
 fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
+    take_kind(c, src, id, "full", None, "0/2000028", 1).1
+}
+
+/// Take a backup of `kind` against `parent` (its descriptor): a full when
+/// `None`.
+fn take_kind(
+    c: &ClusterRepo,
+    src: &Path,
+    id: &str,
+    kind: &str,
+    parent: Option<&PhysicalBackupInfo>,
+    start_lsn: &str,
+    epoch: i64,
+) -> (PhysicalBackupInfo, Manifest) {
+    let basis = parent.map(|p| {
+        let (pinfo, pm) = load_backup(c, &p.backup_id).unwrap();
+        let reference = if kind == "differential" {
+            load_backup(c, &pinfo.chain).unwrap().0.start_lsn
+        } else {
+            pinfo.start_lsn.clone()
+        };
+        Basis {
+            reference_lsn: increment::parse_lsn(&reference).unwrap(),
+            parent_sizes: pm.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
+        }
+    });
     let dd = walk(src).unwrap();
     let prefix = backup_prefix(c, id);
     let progress = Progress::default();
@@ -112,6 +138,7 @@ fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
             level: 1,
             threads: 2,
         },
+        basis.as_ref(),
         &progress,
     )
     .unwrap();
@@ -136,17 +163,20 @@ fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
     };
     let info = PhysicalBackupInfo {
         format_version: PHYSICAL_INFO_VERSION,
-        kind: "full".into(),
+        kind: kind.into(),
         backup_id: id.into(),
-        start_lsn: "0/2000028".into(),
+        parent: parent.map(|p| p.backup_id.clone()),
+        chain: parent.map_or(id.to_string(), |p| p.chain.clone()),
+        reference_lsn: None,
+        start_lsn: start_lsn.into(),
         stop_lsn: "0/3000100".into(),
         timeline: 1,
         start_wal: "000000010000000000000002".into(),
         stop_wal: "000000010000000000000003".into(),
         started_at: String::new(),
         finished_at: String::new(),
-        started_epoch: 1,
-        finished_epoch: 2,
+        started_epoch: epoch,
+        finished_epoch: epoch + 1,
         original_bytes: 0,
         stored_bytes: 0,
         files: manifest.files.len(),
@@ -156,7 +186,7 @@ fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
         created_by: "test".into(),
     };
     finish_backup(c, &manifest, &info).unwrap();
-    manifest
+    (info, manifest)
 }
 
 fn segment(n: u8) -> Vec<u8> {
@@ -313,4 +343,297 @@ fn a_truncated_file_is_padded_and_an_extended_one_cut() {
         256
     );
     assert!(wal_range("000000010000000000000002", "000000020000000000000003").is_err());
+}
+
+#[test]
+fn block_files_and_lsns() {
+    for yes in [
+        "base/5/16384",
+        "base/5/16384.1",
+        "base/5/16384_vm",
+        "base/5/16390_init",
+        "global/1262",
+        "global/1262.12",
+    ] {
+        assert!(increment::is_block_file(yes), "{yes}");
+    }
+    for no in [
+        "base/5/16384_fsm",
+        "base/5/PG_VERSION",
+        "base/5/pg_filenode.map",
+        "global/pg_control",
+        "pg_xact/0000",
+        "base/x/16384",
+        "base/5/16384.",
+        "base/5/16384.a",
+        "16384",
+    ] {
+        assert!(!increment::is_block_file(no), "{no}");
+    }
+    assert_eq!(increment::parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+    assert_eq!(increment::parse_lsn("0/0"), Some(0));
+    assert_eq!(increment::parse_lsn("x"), None);
+    let mut page = vec![0u8; 8192];
+    page[0..4].copy_from_slice(&0x16u32.to_ne_bytes());
+    page[4..8].copy_from_slice(&0xB374_D848u32.to_ne_bytes());
+    assert_eq!(increment::page_lsn(&page), 0x16_B374_D848);
+    assert_eq!(
+        previous_segment("000000010000000100000000").as_deref(),
+        Some("0000000100000000000000FF")
+    );
+    assert_eq!(previous_segment("000000010000000000000000"), None);
+}
+
+/// A page whose header carries `lsn` and whose body is `fill`.
+fn page(lsn: u64, fill: u8) -> Vec<u8> {
+    let mut p = vec![fill; BLOCK as usize];
+    p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
+    p[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
+    p
+}
+
+fn pages(list: &[(u64, u8)]) -> Vec<u8> {
+    list.iter().flat_map(|&(l, f)| page(l, f)).collect()
+}
+
+fn assert_restores(c: &ClusterRepo, id: &str, expected: &[(&str, Vec<u8>)], absent: &[&str]) {
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("r");
+    restore_backup(c, id, &target).unwrap();
+    for (path, content) in expected {
+        assert_eq!(
+            &fs::read(target.join(path)).unwrap(),
+            content,
+            "{id}: {path}"
+        );
+    }
+    for path in absent {
+        assert!(!target.join(path).exists(), "{id}: {path}");
+    }
+}
+
+#[test]
+fn increments_store_changed_blocks_only_and_rebuild_every_backup_of_a_chain() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    // LSNs: the full starts at 0/2000000, the incremental at 0/3000000,
+    // the differential at 0/4000000.
+    let rel = "base/5/16384";
+    write(
+        r,
+        rel,
+        &pages(&[(0x100, 1), (0x100, 2), (0x100, 3), (0x100, 4)]),
+    );
+    write(
+        r,
+        "base/5/16500",
+        &pages(&[(0x100, 1), (0x100, 2), (0x100, 3)]),
+    );
+    write(r, "base/5/16600", &pages(&[(0x100, 1)]));
+    let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    let v_full = fs::read(r.join(rel)).unwrap();
+
+    // Block 1 changes (new LSN); block 2 gets new bytes under its old LSN
+    // (a hint-bit change: not stored, the full's copy comes back); block 4
+    // is new. 16500 is truncated to one block, 16600 dropped, 16700 new.
+    write(
+        r,
+        rel,
+        &pages(&[(0x100, 1), (0x2000100, 20), (0x100, 33), (0x100, 4), (0, 0)]),
+    );
+    write(r, "base/5/16500", &pages(&[(0x100, 1)]));
+    fs::remove_file(r.join("base/5/16600")).unwrap();
+    write(r, "base/5/16700", &pages(&[(0x100, 7)]));
+    write(r, "postgresql.auto.conf", b"# changed\n");
+    let (inc, m_inc) = take_kind(&c, r, "i", "incremental", Some(&full), "0/3000000", 20);
+    let e = m_inc.files.iter().find(|f| f.path == rel).unwrap();
+    assert_eq!(e.blocks.as_deref(), Some(&[1, 4][..]), "{e:?}");
+    assert_eq!(e.payload_len(), 2 * BLOCK);
+    let e = m_inc
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16500")
+        .unwrap();
+    assert_eq!(e.blocks.as_deref(), Some(&[][..]));
+    assert_eq!((e.size, e.stored, e.key.as_str()), (BLOCK, 0, ""));
+    let e = m_inc
+        .files
+        .iter()
+        .find(|f| f.path == "base/5/16700")
+        .unwrap();
+    assert_eq!(e.blocks, None, "a new file is stored whole");
+    let mut v_inc = pages(&[(0x100, 1), (0x2000100, 20), (0x100, 3), (0x100, 4), (0, 0)]);
+
+    // A second incremental on the first: block 3 changes.
+    write(
+        r,
+        rel,
+        &pages(&[
+            (0x100, 1),
+            (0x2000100, 20),
+            (0x100, 33),
+            (0x3000200, 40),
+            (0, 0),
+        ]),
+    );
+    let (inc2, m_inc2) = take_kind(&c, r, "i2", "incremental", Some(&inc), "0/4000000", 30);
+    let e = m_inc2.files.iter().find(|f| f.path == rel).unwrap();
+    assert_eq!(e.blocks.as_deref(), Some(&[3, 4][..]), "{e:?}");
+    let mut v_inc2 = v_inc.clone();
+    v_inc2[3 * 8192..4 * 8192].copy_from_slice(&page(0x3000200, 40));
+
+    // A differential, against the full: every block changed since 0/2000000.
+    let (_, m_diff) = take_kind(&c, r, "d", "differential", Some(&full), "0/5000000", 40);
+    let e = m_diff.files.iter().find(|f| f.path == rel).unwrap();
+    assert_eq!(e.blocks.as_deref(), Some(&[1, 3, 4][..]), "{e:?}");
+
+    assert_restores(
+        &c,
+        "f",
+        &[
+            (rel, v_full),
+            ("base/5/16500", pages(&[(0x100, 1), (0x100, 2), (0x100, 3)])),
+            ("base/5/16600", pages(&[(0x100, 1)])),
+        ],
+        &["base/5/16700"],
+    );
+    assert_restores(
+        &c,
+        "i",
+        &[
+            (rel, std::mem::take(&mut v_inc)),
+            ("base/5/16500", pages(&[(0x100, 1)])),
+            ("base/5/16700", pages(&[(0x100, 7)])),
+            ("postgresql.auto.conf", b"# changed\n".to_vec()),
+        ],
+        &["base/5/16600"],
+    );
+    assert_restores(&c, "i2", &[(rel, v_inc2.clone())], &["base/5/16600"]);
+    // The differential keeps the full's copy of block 2 (old LSN).
+    assert_restores(&c, "d", &[(rel, v_inc2)], &["base/5/16600"]);
+    assert_eq!(inc2.chain, "f");
+
+    for id in ["f", "i", "i2", "d"] {
+        let wal = [
+            ("000000010000000000000002", 2),
+            ("000000010000000000000003", 3),
+        ];
+        for (name, n) in wal {
+            let _ = c.push_wal(name, &segment(n), Compression::Zstd, 1);
+        }
+        assert_eq!(verify_backup(&c, id).unwrap(), vec![], "{id}");
+    }
+    // A parent's damaged object is reported for the child that needs it.
+    let full_entry = load_backup(&c, "f")
+        .unwrap()
+        .1
+        .files
+        .into_iter()
+        .find(|f| f.path == rel)
+        .unwrap();
+    c.storage().delete(&full_entry.key).unwrap();
+    let problems = verify_backup(&c, "i2").unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].file, rel);
+    assert!(
+        problems[0].reason.contains("parent backup \"f\""),
+        "{problems:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let e = restore_backup(&c, "i2", &out.path().join("x")).unwrap_err();
+    assert!(e.to_string().contains(rel), "{e}");
+}
+
+fn described(id: &str, kind: &str, chain: &str, timeline: u32, epoch: i64) -> PhysicalBackupInfo {
+    PhysicalBackupInfo {
+        format_version: PHYSICAL_INFO_VERSION,
+        kind: kind.into(),
+        backup_id: id.into(),
+        parent: None,
+        chain: chain.into(),
+        reference_lsn: None,
+        start_lsn: "0/2000028".into(),
+        stop_lsn: "0/2000100".into(),
+        timeline,
+        start_wal: "000000010000000000000002".into(),
+        stop_wal: "000000010000000000000002".into(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        started_epoch: epoch,
+        finished_epoch: epoch,
+        original_bytes: 0,
+        stored_bytes: 0,
+        files: 0,
+        server_version: "17".into(),
+        system_identifier: SYSID,
+        job_id: None,
+        created_by: "test".into(),
+    }
+}
+
+#[test]
+fn the_parent_is_the_newest_of_the_newest_chain_or_a_full_is_taken_with_a_reason() {
+    use std::collections::HashSet;
+    let none = HashSet::new();
+    let reason = |c: ParentChoice| match c {
+        ParentChoice::Full { reason } => reason,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        reason(choose_parent(&[], "incremental", 1, &none)),
+        "no full backup in this repository"
+    );
+    let list = vec![
+        described("f1", "full", "f1", 1, 1),
+        described("i1", "incremental", "f1", 1, 2),
+        described("f2", "full", "f2", 1, 3),
+        described("i2", "incremental", "f2", 1, 4),
+        described("d2", "differential", "f2", 1, 5),
+    ];
+    let parent = |c: ParentChoice| match c {
+        ParentChoice::Parent { parent, chain } => (parent.backup_id, chain),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        parent(choose_parent(&list, "incremental", 1, &none)),
+        ("d2".to_string(), "f2".to_string())
+    );
+    assert_eq!(
+        parent(choose_parent(&list, "differential", 1, &none)),
+        ("f2".to_string(), "f2".to_string())
+    );
+    let r = reason(choose_parent(&list, "incremental", 2, &none));
+    assert!(r.contains("timeline changed"), "{r}");
+    let bad: HashSet<String> = ["d2".to_string()].into();
+    let r = reason(choose_parent(&list, "incremental", 1, &bad));
+    assert!(
+        r.contains("\"d2\"") && r.contains("failed verification"),
+        "{r}"
+    );
+    // A differential does not rely on d2.
+    assert_eq!(
+        parent(choose_parent(&list, "differential", 1, &bad)).0,
+        "f2"
+    );
+}
+
+#[test]
+fn missing_wal_is_found_by_listing() {
+    let (_r, c) = cluster();
+    for (name, n) in [
+        ("000000010000000000000002", 2),
+        ("000000010000000000000004", 4),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+    assert_eq!(
+        missing_wal(&c, "000000010000000000000002", "000000010000000000000005").unwrap(),
+        ["000000010000000000000003", "000000010000000000000005"]
+    );
+    assert!(
+        missing_wal(&c, "000000010000000000000004", "000000010000000000000004")
+            .unwrap()
+            .is_empty()
+    );
 }

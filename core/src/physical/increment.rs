@@ -1,0 +1,242 @@
+//! Block-level increments: which 8 KiB blocks of a relation file changed
+//! since a reference LSN, and storing only those.
+//!
+//! # The rule (page LSNs)
+//!
+//! A block of a relation file is stored when
+//! - it lies at or beyond the parent's length of the file (new), or
+//! - its page LSN is 0 (a new, zeroed or never WAL-logged page: storing it
+//!   costs nothing and never resurrects the parent's old content), or
+//! - its page LSN is at or after the reference LSN: the parent's start (the
+//!   redo point of its checkpoint) for an incremental, the full's for a
+//!   differential.
+//!
+//! Every other block is as it was at the reference point: every change
+//! after it is WAL-logged with a later LSN, and the checkpoint of
+//! `pg_backup_start` flushed every change before this backup's start. A
+//! page written while it is read is repaired by WAL replay from this
+//! backup's start, as for a full backup. Changes without WAL that leave the
+//! LSN alone are hint bits (harmless) and `wal_level = minimal`, which needs
+//! `archive_mode = off` and so leaves a gap in the archive: the job checks
+//! that the WAL from the parent's start to its own start is all in the
+//! repository, and takes a full when it is not.
+//!
+//! Only main, visibility-map and init forks of relations are stored by
+//! block (`base/<db>/<n>[_vm|_init][.<seg>]`, `global/<n>...`). Free-space
+//! maps are not WAL-logged page by page, so they are stored whole, as is
+//! every other file, and any relation file whose length is not a whole
+//! number of blocks.
+use super::{data_key, io_err, ManifestFile, Padded, SourceFile};
+use crate::repo::compress::Compression;
+use crate::repo::envelope;
+use crate::repo::ClusterRepo;
+use crate::storage::PutMode;
+use crate::Error;
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+pub const BLOCK: u64 = 8192;
+
+/// What an incremental or differential is taken against.
+#[derive(Debug, Clone, Default)]
+pub struct Basis {
+    /// Blocks with a page LSN at or after this are stored.
+    pub reference_lsn: u64,
+    /// Every file of the parent backup and its length.
+    pub parent_sizes: HashMap<String, u64>,
+}
+
+/// A relation fork that is stored block by block.
+pub fn is_block_file(path: &str) -> bool {
+    let mut parts = path.split('/');
+    let (dir_ok, name) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("global"), Some(name), None, None) => (true, name),
+        (Some("base"), Some(db), Some(name), None) => (
+            !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()),
+            name,
+        ),
+        _ => (false, ""),
+    };
+    if !dir_ok {
+        return false;
+    }
+    let (stem, segment) = match name.split_once('.') {
+        Some((s, seg)) => (s, Some(seg)),
+        None => (name, None),
+    };
+    if segment.is_some_and(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit())) {
+        return false;
+    }
+    let number = stem
+        .strip_suffix("_vm")
+        .or_else(|| stem.strip_suffix("_init"))
+        .unwrap_or(stem);
+    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The LSN in a page header (`pd_lsn`: two native-endian 32-bit halves).
+pub fn page_lsn(page: &[u8]) -> u64 {
+    let half = |r: std::ops::Range<usize>| {
+        page.get(r)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_ne_bytes)
+            .unwrap_or(0)
+    };
+    (u64::from(half(0..4)) << 32) | u64::from(half(4..8))
+}
+
+/// Parse an LSN written as PostgreSQL prints it (`16/B374D848`).
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+/// The blocks of the first `len` bytes of `file` that the rule stores.
+fn changed_blocks(
+    file: &fs::File,
+    path: &Path,
+    len: u64,
+    parent_len: u64,
+    reference_lsn: u64,
+) -> Result<Vec<u32>, Error> {
+    let mut changed = Vec::new();
+    let mut buf = vec![0u8; 128 * BLOCK as usize];
+    let mut reader = Padded {
+        inner: file,
+        left: len,
+        ended: false,
+    };
+    let parent_blocks = parent_len / BLOCK;
+    let mut block: u64 = 0;
+    loop {
+        let mut filled = 0;
+        while filled < buf.len() {
+            let n = reader
+                .read(&mut buf[filled..])
+                .map_err(|e| io_err("read", path, e))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        if filled == 0 {
+            break;
+        }
+        for page in buf[..filled].chunks(BLOCK as usize) {
+            let lsn = page_lsn(page);
+            if block >= parent_blocks || lsn == 0 || lsn >= reference_lsn {
+                changed.push(u32::try_from(block).map_err(|_| {
+                    io_err(
+                        "read",
+                        path,
+                        std::io::Error::other("more than 2^32 blocks in one file"),
+                    )
+                })?);
+            }
+            block += 1;
+        }
+    }
+    Ok(changed)
+}
+
+/// Reads the listed blocks of a file, in order (zeros where the file has
+/// been truncated meanwhile).
+struct Blocks<'a> {
+    file: &'a fs::File,
+    blocks: &'a [u32],
+    next: usize,
+    page: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Blocks<'_> {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        if self.at == self.page.len() {
+            let Some(&b) = self.blocks.get(self.next) else {
+                return Ok(0);
+            };
+            self.next += 1;
+            self.page.fill(0);
+            let mut filled = 0;
+            while filled < self.page.len() {
+                let n = self.file.read_at(
+                    &mut self.page[filled..],
+                    u64::from(b) * BLOCK + filled as u64,
+                )?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            self.at = 0;
+        }
+        let n = out.len().min(self.page.len() - self.at);
+        out[..n].copy_from_slice(&self.page[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Store the changed blocks of `f`, whose parent copy was `parent_len`
+/// bytes long. `Ok(None)`: the file vanished (a dropped relation).
+pub(super) fn store_increment(
+    cluster: &ClusterRepo,
+    prefix: &str,
+    pgdata: &Path,
+    f: &SourceFile,
+    parent_len: u64,
+    reference_lsn: u64,
+    (compression, level): (Compression, i32),
+) -> Result<Option<ManifestFile>, Error> {
+    let path = pgdata.join(&f.path);
+    let file = match fs::File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err("open", &path, e)),
+    };
+    let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
+    let blocks = changed_blocks(&file, &path, len, parent_len, reference_lsn)?;
+    let key = data_key(prefix, &f.path);
+    if blocks.is_empty() {
+        return Ok(Some(ManifestFile {
+            path: f.path.clone(),
+            size: len,
+            blake3: envelope::hex(blake3::hash(&[]).as_bytes()),
+            key: String::new(),
+            stored: 0,
+            blocks: Some(blocks),
+        }));
+    }
+    let payload = blocks.len() as u64 * BLOCK;
+    let (stored, digest) = {
+        let reader = Blocks {
+            file: &file,
+            blocks: &blocks,
+            next: 0,
+            page: vec![0u8; BLOCK as usize],
+            at: BLOCK as usize,
+        };
+        let mut sealed = envelope::SealReader::new(reader, payload, compression, level)
+            .map_err(|e| io_err("read", &path, e))?;
+        let stored = cluster
+            .storage()
+            .put_stream(&key, &mut sealed, PutMode::Create)?;
+        let digest = sealed.content_digest().ok_or_else(|| Error::Unsupported {
+            what: format!("\"{}\" was not read to its end", f.path),
+        })?;
+        (stored, digest)
+    };
+    Ok(Some(ManifestFile {
+        path: f.path.clone(),
+        size: len,
+        blake3: envelope::hex(&digest),
+        key,
+        stored,
+        blocks: Some(blocks),
+    }))
+}
