@@ -99,9 +99,6 @@ impl ArkError {
                 C::ArchiveInterrupted { .. } => PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
                 C::PushPanicked { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
             },
-            ArkError::Job(pg_ark_core::schedule::jobs::JobError::KindNotAvailable { .. }) => {
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED
-            }
             ArkError::Job(_) | ArkError::Cron(_) | ArkError::OptionsTooLarge { .. } => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }

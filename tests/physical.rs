@@ -119,6 +119,203 @@ fn a_full_backup_restores_from_the_repository_alone() {
     assert!(log.contains("restored log file"), "{log}");
 }
 
+/// Run pgbench against `cluster` with `args`.
+fn pgbench(cluster: &Cluster, args: &[&str]) {
+    let out = std::process::Command::new(cluster.install.bin("pgbench"))
+        .arg("-h")
+        .arg(&cluster.sockdir)
+        .arg("-p")
+        .arg(cluster.port.to_string())
+        .args(["-U", "postgres"])
+        .args(args)
+        .arg("postgres")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgbench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Row count and digest of each pgbench table.
+fn pgbench_digest(c: &mut postgres::Client) -> Vec<(String, i64, String)> {
+    [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+    ]
+    .iter()
+    .map(|t| {
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '')
+                           FROM {t} x"
+                ),
+                &[],
+            )
+            .unwrap();
+        (t.to_string(), row.get(0), row.get(1))
+    })
+    .collect()
+}
+
+/// Rebuild backup `id` from the repository in `repo_dir` with the core's
+/// restore routine, and start it with the archived WAL up to its
+/// consistent point (promoted: a new timeline).
+fn restore_and_start(
+    repo_dir: &std::path::Path,
+    entry: &pg_ark_core::repo::ClusterRepo,
+    id: &str,
+) -> Cluster {
+    let dir = temp_dir("ark-restore-");
+    let data = dir.path().join("data");
+    physical::restore_backup(entry, id, &data).unwrap();
+    let auto = data.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
+    std::fs::write(&auto, conf).unwrap();
+    give_tree_to_test_user(&data);
+    let restore_command = format!(
+        "{} wal-get --repo file://{} %f %p",
+        pg_ark_tests::PgInstall::from_env().bin("pg_ark").display(),
+        repo_dir.display()
+    );
+    Cluster::recover_from_backup(dir, data, &restore_command)
+}
+
+#[test]
+fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    pgbench(&primary, &["-i", "-s", "2", "-q"]);
+    // max_attempts 1: a restored copy must not retry the job it caught running.
+    let opts = r#"{"max_attempts": 1}"#;
+    // No full yet: an incremental becomes a full, and says why.
+    let first = wait_job(&mut c, "incremental", opts);
+    assert_eq!(first["state"], "succeeded", "{first}");
+    assert_eq!(first["result"]["kind"], "full", "{first}");
+    assert_eq!(first["result"]["requested"], "incremental", "{first}");
+    assert_eq!(
+        first["result"]["fallback"], "no full backup in this repository",
+        "{first}"
+    );
+    let mut taken = vec![(first["result"].clone(), pgbench_digest(&mut c))];
+    for kind in ["incremental", "differential", "incremental"] {
+        pgbench(&primary, &["-t", "200", "-c", "2", "-n"]);
+        let done = wait_job(&mut c, kind, opts);
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["result"]["kind"], kind, "{done}");
+        assert!(done["result"].get("fallback").is_none(), "{done}");
+        taken.push((done["result"].clone(), pgbench_digest(&mut c)));
+    }
+    let ids: Vec<String> = taken
+        .iter()
+        .map(|(r, _)| r["backup_id"].as_str().unwrap().to_string())
+        .collect();
+    // Parents: the incremental on the full, the differential on the full,
+    // the last incremental on the differential.
+    let parents: Vec<Value> = taken.iter().map(|(r, _)| r["parent"].clone()).collect();
+    assert_eq!(
+        parents,
+        [
+            Value::Null,
+            Value::from(ids[0].clone()),
+            Value::from(ids[0].clone()),
+            Value::from(ids[2].clone()),
+        ]
+    );
+    for (r, _) in &taken {
+        assert_eq!(r["chain"], ids[0].as_str(), "{r}");
+    }
+    // Block-level: an increment stores a small part of what the full stores.
+    let stored = |i: usize| taken[i].0["stored_bytes"].as_u64().unwrap();
+    for i in 1..4 {
+        assert!(stored(i) * 2 < stored(0), "{} vs {}", stored(i), stored(0));
+    }
+    let accounts: String = c
+        .query_one("SELECT pg_relation_filepath('pgbench_accounts')", &[])
+        .unwrap()
+        .get(0);
+    // The catalog records the same chain.
+    let rows = c
+        .query(
+            "SELECT label, kind, info->>'parent', info->>'chain' FROM ark.backups
+              WHERE kind <> 'logical' ORDER BY id",
+            &[],
+        )
+        .unwrap();
+    let catalog: Vec<(String, String, Option<String>, String)> = rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    assert_eq!(catalog.len(), 4);
+    for (row, (r, _)) in catalog.iter().zip(&taken) {
+        assert_eq!(row.0, r["backup_id"].as_str().unwrap());
+        assert_eq!(row.1, r["kind"].as_str().unwrap());
+        assert_eq!(row.2.as_deref(), r["parent"].as_str());
+        assert_eq!(row.3, ids[0]);
+    }
+    // ark.verify() checks the newest backup and its whole chain.
+    let v: String = c
+        .query_one("SELECT ark.wait(ark.verify(), '5 min')::text", &[])
+        .unwrap()
+        .get(0);
+    let v: Value = serde_json::from_str(&v).unwrap();
+    assert_eq!(v["state"], "succeeded", "{v}");
+    assert_eq!(v["result"]["backup_id"], ids[3].as_str(), "{v}");
+    drop(c);
+    let sysid = primary.system_identifier();
+    let major = primary.install.major;
+    assert!(primary.stop("fast").status.success());
+
+    let repo = open_repo(repo_dir.path());
+    let entry = repo.cluster(sysid, major, false).unwrap();
+    let listed = physical::list_backups(&entry).unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|b| b.backup_id.clone())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    // pgbench_accounts is stored whole in the full, by block in the others:
+    // only the blocks that changed, fewer than half of them.
+    for (i, id) in ids.iter().enumerate() {
+        let (_, m) = physical::load_backup(&entry, id).unwrap();
+        let e = m.files.iter().find(|f| f.path == accounts).unwrap();
+        match &e.blocks {
+            None => assert_eq!(i, 0, "{id}: {accounts} stored whole"),
+            Some(b) => {
+                assert!(i > 0);
+                let total = e.size / physical::BLOCK;
+                assert!(
+                    !b.is_empty() && (b.len() as u64) * 2 < total,
+                    "{id}: {} of {total}",
+                    b.len()
+                );
+            }
+        }
+    }
+    for (i, (result, digest)) in taken.iter().enumerate() {
+        let id = &ids[i];
+        assert_eq!(listed[i].kind, result["kind"].as_str().unwrap());
+        assert_eq!(physical::verify_backup(&entry, id).unwrap(), vec![], "{id}");
+        let restored = restore_and_start(repo_dir.path(), &entry, id);
+        let mut r = restored.client();
+        assert_eq!(
+            &pgbench_digest(&mut r),
+            digest,
+            "backup {id} ({})",
+            result["kind"]
+        );
+    }
+}
+
 #[test]
 fn a_full_backup_without_archiving_into_pg_ark_is_refused_clearly() {
     let repo_dir = temp_dir("ark-repo-");

@@ -31,7 +31,8 @@ SELECT ark.schedule('bad', '0 0 30 2 *', 'logical');
 SELECT ark.schedule('', '@daily', 'logical');
 -- Kinds and options.
 SELECT ark.schedule('bad', '@daily', 'snapshot');
-SELECT ark.schedule('bad', '@daily', 'incremental');
+SELECT ark.schedule('bad', '@daily', 'incremental', '{"retain_count": 2}');
+SELECT ark.schedule('bad', '@daily', 'verify', '{"backup_id": "../x"}');
 SELECT ark.schedule('bad', '@daily', 'logical', '{"databse": "x"}');
 SELECT ark.schedule('bad', '@daily', 'logical', '{"format": "tar"}');
 SELECT ark.schedule('bad', '@daily', 'logical', '{"jobs": 4}');

@@ -136,6 +136,20 @@ fn backup(kind: &str, options: default!(JsonB, "'{}'")) -> i64 {
     backup_impl(kind, options.0).unwrap_or_else(|e| raise(e))
 }
 
+/// Queue a verification of physical backup `backup_id` (the newest one when
+/// NULL) and return the job's id: every stored object the backup's restore
+/// needs is re-read and checked against its manifest, and the WAL from its
+/// start to its stop must be in the repository and intact. A problem fails
+/// the job, naming the file.
+#[pg_extern(volatile)]
+fn verify(backup_id: default!(Option<&str>, "NULL")) -> i64 {
+    let options = match backup_id {
+        Some(id) => serde_json::json!({ "backup_id": id }),
+        None => serde_json::json!({}),
+    };
+    backup_impl("verify", options).unwrap_or_else(|e| raise(e))
+}
+
 pub(crate) fn wait_impl(
     id: i64,
     timeout: Duration,

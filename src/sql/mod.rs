@@ -29,6 +29,7 @@ COMMENT ON FUNCTION ark.wait(bigint, interval) IS 'Wait until a job ends and ret
 COMMENT ON FUNCTION ark.cancel(bigint) IS 'Cancel a queued, retrying or running job';
 COMMENT ON FUNCTION ark.retry(bigint) IS 'Queue a failed or cancelled job again, or run a retrying one now; returns the job id';
 COMMENT ON FUNCTION ark.expire(integer, integer) IS 'Apply logical-backup retention now, per series, as an expire job it waits for: remove expired dumps from the repository and from ark.backups, and list them';
+COMMENT ON FUNCTION ark.verify(text) IS 'Queue a verification of a physical backup (the newest when NULL): re-read every object its restore needs, check each against the manifest, and check its WAL; returns the job id';
 COMMENT ON FUNCTION ark.status() IS 'pg_ark health: healthy, degraded or failing, with messages, backup ages, failing and retrying jobs, and WAL archiving';
 "#,
     name = "comments",

@@ -90,8 +90,10 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
         let outcome = match job.kind {
             JobKind::Logical => logical::run_logical(&job),
             JobKind::Expire => logical::run_expire(&job),
-            JobKind::Full => crate::worker::physical::run_full(&job),
-            other => Outcome::Failed(format!("job kind \"{other}\" is not available")),
+            JobKind::Full | JobKind::Incremental | JobKind::Differential => {
+                crate::worker::physical::run_physical(&job, job.kind.as_str())
+            }
+            JobKind::Verify => crate::worker::physical::run_verify(&job),
         };
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {
             warning!("pg_ark could not record the end of job {}: {}", job.id, e);

@@ -1,17 +1,23 @@
-//! Physical backups (`full` jobs).
+//! Physical backups (`full`, `incremental` and `differential` jobs).
 //!
 //! 1. Checks: not a standby; WAL archiving into pg_ark on (the backup is
 //!    restorable only with the WAL from its start to its stop).
 //! 2. `pg_backup_start(label, fast => true)` in this worker's own session
 //!    (non-exclusive: the backup ends with the session if the worker dies).
-//! 3. The data directory is read and stored on threads that never call
+//! 3. An incremental or differential chooses its parent
+//!    (`physical::choose_parent`) and checks that the WAL from the
+//!    parent's start to its own start is all in the repository (a gap means
+//!    WAL was not archived, for example under `wal_level = minimal`, and
+//!    page LSNs can no longer be trusted). Without a usable parent it takes
+//!    a full, and its result says why (`fallback`).
+//! 4. The data directory is read and stored on threads that never call
 //!    PostgreSQL (`pg_ark_core::physical`), while this thread publishes
 //!    progress and watches for `ark.cancel()` and SIGTERM.
-//! 4. `pg_backup_stop(wait_for_archive => false)`; its `backup_label` is
+//! 5. `pg_backup_stop(wait_for_archive => false)`; its `backup_label` is
 //!    stored with the data.
-//! 5. The WAL from the start to the stop segment is waited for in the
+//! 6. The WAL from the start to the stop segment is waited for in the
 //!    repository (option `wait_timeout`, default 600 s).
-//! 6. The manifest, then the descriptor: only now is the backup complete,
+//! 7. The manifest, then the descriptor: only now is the backup complete,
 //!    and only now is it recorded in `ark.backups`.
 //!
 //! Any failure ends the backup (`pg_backup_stop`) and removes what was
@@ -21,7 +27,9 @@ use crate::error::ArkError;
 use crate::worker::job::{outcome, set_progress, supervise, Control};
 use crate::worker::logical::Target;
 use crate::{settings, xact};
-use pg_ark_core::physical::{self, Manifest, PhysicalBackupInfo, Progress, StoreOptions};
+use pg_ark_core::physical::{
+    self, Basis, Manifest, ParentChoice, PhysicalBackupInfo, Progress, StoreOptions,
+};
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
 use pgrx::prelude::*;
@@ -146,6 +154,7 @@ fn copy(
     prefix: String,
     datadir: PathBuf,
     (compression, level): (Compression, i32),
+    basis: Option<Basis>,
     control: Arc<Control>,
 ) -> Result<(ClusterRepo, Vec<physical::ManifestFile>, Vec<String>), String> {
     let dd = physical::walk(&datadir).map_err(|e| e.to_string())?;
@@ -162,6 +171,7 @@ fn copy(
                     level,
                     threads: 2,
                 },
+                basis.as_ref(),
                 &progress,
             )
         });
@@ -186,6 +196,124 @@ fn copy(
     })
     .map_err(|e| e.to_string())?;
     Ok((cluster, files, dd.dirs))
+}
+
+/// What the backup is taken against.
+struct Decision {
+    /// `None`: a full.
+    parent: Option<(PhysicalBackupInfo, Basis)>,
+    chain: Option<String>,
+    fallback: Option<String>,
+}
+
+/// Choose the parent of an incremental or differential, or fall back to a
+/// full with the reason. Runs on a work thread (repository reads, and
+/// waits for segments still waiting to be archived).
+fn decide(
+    cluster: &ClusterRepo,
+    kind: &str,
+    started: (&str, u32),
+    unusable: &std::collections::HashSet<String>,
+    datadir: &std::path::Path,
+    wait: Duration,
+    control: &Control,
+) -> Result<Decision, String> {
+    let (start_wal, timeline) = started;
+    let full = |reason: String| Decision {
+        parent: None,
+        chain: None,
+        fallback: Some(reason),
+    };
+    let backups = physical::list_backups(cluster).map_err(|e| e.to_string())?;
+    let (parent, chain) = match physical::choose_parent(&backups, kind, timeline, unusable) {
+        ParentChoice::Full { reason } => return Ok(full(reason)),
+        ParentChoice::Parent { parent, chain } => (*parent, chain),
+    };
+    let manifest = match physical::load_backup(cluster, &parent.backup_id) {
+        Ok((_, m)) => m,
+        Err(e) => {
+            return Ok(full(format!(
+                "the manifest of backup \"{}\" could not be read: {e}",
+                parent.backup_id
+            )))
+        }
+    };
+    let Some(reference_lsn) = physical::increment::parse_lsn(&parent.start_lsn) else {
+        return Ok(full(format!(
+            "backup \"{}\" records no valid start LSN (\"{}\")",
+            parent.backup_id, parent.start_lsn
+        )));
+    };
+    // Every segment from the parent's start to the one before ours must be
+    // in the repository; segments still waiting to be archived are waited for.
+    if let Some(last) = physical::previous_segment(start_wal)
+        .filter(|last| last.as_str() >= parent.start_wal.as_str())
+    {
+        let deadline = Instant::now() + wait;
+        loop {
+            let missing = physical::missing_wal(cluster, &parent.start_wal, &last)
+                .map_err(|e| e.to_string())?;
+            let Some(first) = missing.first() else {
+                break;
+            };
+            let ready = datadir
+                .join("pg_wal/archive_status")
+                .join(format!("{first}.ready"));
+            if !ready.exists() && !datadir.join("pg_wal").join(first).exists() {
+                return Ok(full(format!(
+                    "WAL segment {first}, between backup \"{}\" and this one, is not in the repository (WAL archiving was off, or the segment was removed), so changed pages cannot be found by their LSN",
+                    parent.backup_id
+                )));
+            }
+            if control.stop.load(Ordering::SeqCst) {
+                return Err("the backup was stopped while it waited for WAL to be archived".into());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "WAL segment {first}, which this backup relies on, was not archived within {} s (check ark.archive_status())",
+                    wait.as_secs()
+                ));
+            }
+            set_progress(
+                control,
+                json!({"phase": "wait for earlier WAL", "segment": first}),
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let basis = Basis {
+        reference_lsn,
+        parent_sizes: manifest
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.size))
+            .collect(),
+    };
+    Ok(Decision {
+        parent: Some((parent, basis)),
+        chain: Some(chain),
+        fallback: None,
+    })
+}
+
+/// The ids of backups whose last verification failed.
+fn unusable_backups() -> Result<std::collections::HashSet<String>, ArkError> {
+    Ok(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT label FROM ark.backups
+              WHERE kind IN ('full', 'incremental', 'differential')
+                AND (info->'verification'->>'ok')::boolean IS FALSE",
+            None,
+            &[],
+        )?;
+        let mut out = std::collections::HashSet::new();
+        for r in t {
+            if let Some(l) = r.get::<String>(1)? {
+                out.insert(l);
+            }
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?)
 }
 
 /// Wait until every segment from `start_wal` to `stop_wal` is in the
@@ -228,22 +356,25 @@ fn wait_for_wal(
     Ok(())
 }
 
-/// Run a `full` job.
-pub fn run_full(job: &Job) -> Outcome {
+/// Run a `full`, `incremental` or `differential` job.
+pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     let plan = match xact::run(|| plan(job)) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(e),
+    };
+    let unusable = if requested == "full" {
+        Default::default()
+    } else {
+        match xact::run(unusable_backups) {
+            Ok(u) => u,
+            Err(e) => return Outcome::Failed(e),
+        }
     };
     let compression = match settings::compression() {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
     let started_epoch = pg_ark_core::logical::now_epoch();
-    let id = format!(
-        "{}-F-j{}",
-        pg_ark_core::logical::rfc3339_utc(started_epoch).replace(['-', ':'], ""),
-        job.id
-    );
     // The repository is opened on a work thread (it may be S3).
     let target = plan.target.clone();
     // What failed or killed backups left is removed first: no other
@@ -268,22 +399,92 @@ pub fn run_full(job: &Job) -> Outcome {
         Ok(Err(e)) => return Outcome::Failed(e.to_string()),
         Err(s) => return outcome(Err(s)),
     };
-    let prefix = physical::backup_prefix(&cluster, &id);
-    let started = match xact::run(|| start(&id)) {
+    let label = format!("pg_ark job {}", job.id);
+    let started = match xact::run(|| start(&label)) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("could not start the backup: {e}")),
     };
-    log!(
-        "pg_ark job {}: backup \"{}\" started at {}",
-        job.id,
-        id,
-        started.start_lsn
+    let decision = if requested == "full" {
+        Ok(Ok(Decision {
+            parent: None,
+            chain: None,
+            fallback: None,
+        }))
+    } else {
+        let (c, d, w) = (cluster.clone(), plan.datadir.clone(), plan.wait);
+        let (start_wal, timeline) = (started.start_wal.clone(), started.timeline);
+        supervise(
+            job,
+            move |control, _tx: std::sync::mpsc::Sender<()>| {
+                decide(
+                    &c,
+                    requested,
+                    (&start_wal, timeline),
+                    &unusable,
+                    &d,
+                    w,
+                    &control,
+                )
+            },
+            |_| {},
+        )
+    };
+    let decision = match decision {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            abandon(None, "");
+            return Outcome::Failed(e);
+        }
+        Err(s) => {
+            abandon(None, "");
+            return outcome(Err(s));
+        }
+    };
+    let (kind, letter) = match (&decision.parent, requested) {
+        (None, _) => ("full", "F"),
+        (Some(_), "differential") => ("differential", "D"),
+        (Some(_), _) => ("incremental", "I"),
+    };
+    let id = format!(
+        "{}-{letter}-j{}",
+        pg_ark_core::logical::rfc3339_utc(started_epoch).replace(['-', ':'], ""),
+        job.id
     );
+    let prefix = physical::backup_prefix(&cluster, &id);
+    match &decision.fallback {
+        Some(reason) => log!(
+            "pg_ark job {}: {} backup \"{}\" started at {}, a full instead of the {} requested: {}",
+            job.id,
+            kind,
+            id,
+            started.start_lsn,
+            requested,
+            reason
+        ),
+        None => log!(
+            "pg_ark job {}: {} backup \"{}\" started at {}{}",
+            job.id,
+            kind,
+            id,
+            started.start_lsn,
+            decision
+                .parent
+                .as_ref()
+                .map(|(p, _)| format!(", against \"{}\"", p.backup_id))
+                .unwrap_or_default()
+        ),
+    }
+    let (parent_info, basis) = match decision.parent {
+        Some((p, b)) => (Some(p), Some(b)),
+        None => (None, None),
+    };
     let copied = {
         let (c, p, d) = (cluster.clone(), prefix.clone(), plan.datadir.clone());
         supervise(
             job,
-            move |control, _tx: std::sync::mpsc::Sender<()>| copy(c, p, d, compression, control),
+            move |control, _tx: std::sync::mpsc::Sender<()>| {
+                copy(c, p, d, compression, basis, control)
+            },
             |_| {},
         )
     };
@@ -339,8 +540,11 @@ pub fn run_full(job: &Job) -> Outcome {
     let finished_epoch = pg_ark_core::logical::now_epoch();
     let info = PhysicalBackupInfo {
         format_version: physical::PHYSICAL_INFO_VERSION,
-        kind: "full".into(),
+        kind: kind.into(),
         backup_id: id.clone(),
+        parent: parent_info.as_ref().map(|p| p.backup_id.clone()),
+        chain: decision.chain.clone().unwrap_or_else(|| id.clone()),
+        reference_lsn: parent_info.as_ref().map(|p| p.start_lsn.clone()),
         start_lsn: started.start_lsn.clone(),
         stop_lsn: stop_lsn.clone(),
         timeline: started.timeline,
@@ -373,7 +577,7 @@ pub fn run_full(job: &Job) -> Outcome {
         Spi::run_with_args(
             "INSERT INTO ark.backups (kind, label, size_bytes, started_at, finished_at,
                     server_version, repository, path, job_id, info)
-             VALUES ('full', $1, $2, to_timestamp($3::float8), to_timestamp($4::float8),
+             VALUES ($10, $1, $2, to_timestamp($3::float8), to_timestamp($4::float8),
                      $5, $6, $7, $8, $9)
              ON CONFLICT (repository, path) DO NOTHING",
             &[
@@ -388,6 +592,7 @@ pub fn run_full(job: &Job) -> Outcome {
                 prefix.clone().into(),
                 job.id.into(),
                 JsonB(doc.clone()).into(),
+                kind.into(),
             ],
         )?;
         Ok(())
@@ -401,9 +606,11 @@ pub fn run_full(job: &Job) -> Outcome {
             e
         );
     }
-    Outcome::Succeeded(json!({
+    let mut result = json!({
         "backup_id": id,
-        "kind": "full",
+        "kind": kind,
+        "parent": info.parent,
+        "chain": info.chain,
         "path": prefix,
         "start_lsn": info.start_lsn,
         "stop_lsn": info.stop_lsn,
@@ -411,5 +618,92 @@ pub fn run_full(job: &Job) -> Outcome {
         "files": info.files,
         "original_bytes": info.original_bytes,
         "stored_bytes": info.stored_bytes,
-    }))
+    });
+    if let Some(reason) = decision.fallback {
+        result["requested"] = json!(requested);
+        result["fallback"] = json!(reason);
+    }
+    Outcome::Succeeded(result)
+}
+
+/// Run a `verify` job: re-read backup `backup_id` (the newest complete
+/// physical backup by default) and everything its restore needs. Problems
+/// fail the job, each named with its file; the outcome is recorded in
+/// `ark.backups.info->'verification'` either way, and an incremental or
+/// differential never takes a backup that failed it as its parent.
+pub fn run_verify(job: &Job) -> Outcome {
+    let target = match xact::run(Target::current) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let wanted = job
+        .options
+        .get("backup_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let checked = supervise(
+        job,
+        move |control, _tx: std::sync::mpsc::Sender<()>| {
+            let c = target.open().map_err(|e| e.to_string())?;
+            let id = match wanted {
+                Some(id) => id,
+                None => physical::list_backups(&c)
+                    .map_err(|e| e.to_string())?
+                    .pop()
+                    .map(|b| b.backup_id)
+                    .ok_or_else(|| {
+                        "there is no complete physical backup in the repository to verify"
+                            .to_string()
+                    })?,
+            };
+            set_progress(&control, json!({"phase": "verify", "backup_id": id}));
+            let problems = physical::verify_backup(&c, &id).map_err(|e| e.to_string())?;
+            Ok::<_, String>((id, problems))
+        },
+        |_| {},
+    );
+    let (id, problems) = match checked {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Outcome::Failed(e),
+        Err(s) => return outcome(Err(s)),
+    };
+    let listed: Vec<Value> = problems
+        .iter()
+        .map(|p| json!({"file": p.file, "problem": p.reason}))
+        .collect();
+    let verification = json!({
+        "ok": problems.is_empty(),
+        "job_id": job.id,
+        "at": pg_ark_core::logical::rfc3339_utc(pg_ark_core::logical::now_epoch()),
+        "problems": listed.len(),
+    });
+    if let Err(e) = xact::run(|| {
+        Spi::run_with_args(
+            "UPDATE ark.backups SET info = info || jsonb_build_object('verification', $2::jsonb)
+              WHERE label = $1 AND kind IN ('full', 'incremental', 'differential')",
+            &[id.clone().into(), JsonB(verification.clone()).into()],
+        )?;
+        Ok(())
+    }) {
+        warning!(
+            "pg_ark could not record the verification of \"{}\": {}",
+            id,
+            e
+        );
+    }
+    if problems.is_empty() {
+        log!("pg_ark job {}: backup \"{}\" verified", job.id, id);
+        return Outcome::Succeeded(json!({"backup_id": id, "ok": true, "problems": []}));
+    }
+    let mut message = format!(
+        "backup \"{id}\" failed verification: {} problem(s):",
+        problems.len()
+    );
+    for p in problems.iter().take(20) {
+        message.push_str(&format!(" {}: {};", p.file, p.reason));
+    }
+    if problems.len() > 20 {
+        message.push_str(&format!(" and {} more", problems.len() - 20));
+    }
+    Outcome::Failed(message)
 }

@@ -375,7 +375,7 @@ pub fn store_files(
         let parent_len = basis.and_then(|b| {
             b.parent_sizes
                 .get(&f.path)
-                .filter(|_| increment::is_block_file(&f.path) && f.size % BLOCK == 0)
+                .filter(|_| increment::is_block_file(&f.path) && f.size.is_multiple_of(BLOCK))
                 .map(|&len| (len, b.reference_lsn))
         });
         let entry = match parent_len {
@@ -877,7 +877,7 @@ pub fn previous_segment(name: &str) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParentChoice {
     Parent {
-        parent: PhysicalBackupInfo,
+        parent: Box<PhysicalBackupInfo>,
         /// The chain's full.
         chain: String,
     },
@@ -923,7 +923,7 @@ pub fn choose_parent(
         ));
     }
     ParentChoice::Parent {
-        parent: parent.clone(),
+        parent: Box::new(parent.clone()),
         chain: head.backup_id.clone(),
     }
 }
@@ -1050,12 +1050,12 @@ pub fn restore_backup(
         }
         out.sync_all().map_err(|e| io_err("fsync", &path, e))?;
     }
-    Ok(chain
+    chain
         .backups
         .into_iter()
         .next()
         .map(|(i, _)| i)
-        .ok_or_else(|| bad(manifest_key.clone(), "the chain is empty".into()))?)
+        .ok_or_else(|| bad(manifest_key.clone(), "the chain is empty".into()))
 }
 
 #[cfg(test)]

@@ -592,7 +592,7 @@ fn the_parent_is_the_newest_of_the_newest_chain_or_a_full_is_taken_with_a_reason
         described("d2", "differential", "f2", 1, 5),
     ];
     let parent = |c: ParentChoice| match c {
-        ParentChoice::Parent { parent, chain } => (parent.backup_id, chain),
+        ParentChoice::Parent { parent, chain } => (parent.backup_id.clone(), chain),
         other => panic!("{other:?}"),
     };
     assert_eq!(

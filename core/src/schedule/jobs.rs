@@ -9,10 +9,11 @@
 //! Kinds:
 //! - `logical`: pg_dump of one or more databases into the repository;
 //! - `expire`: apply logical-backup retention now;
+//! - `verify`: re-read a physical backup (option `backup_id`; the newest by
+//!   default) and check it against its manifest and the WAL it needs;
 //! - `full`, `incremental`, `differential`: physical backups. They share the
-//!   queue (and conflict with each other: two physical backups of one cluster
-//!   never run at once); this version runs `full` and refuses the other two
-//!   with a clear error.
+//!   queue and conflict with each other: two physical backups of one cluster
+//!   never run at once.
 //!
 //! Retry timing: attempt `n` (1-based) that fails is retried after
 //! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
@@ -27,9 +28,10 @@ pub enum JobKind {
     Full,
     Incremental,
     Differential,
+    Verify,
 }
 
-pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential";
+pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential, verify";
 
 impl JobKind {
     pub fn parse(s: &str) -> Result<JobKind, JobError> {
@@ -39,6 +41,7 @@ impl JobKind {
             "full" => Ok(JobKind::Full),
             "incremental" => Ok(JobKind::Incremental),
             "differential" => Ok(JobKind::Differential),
+            "verify" => Ok(JobKind::Verify),
             other => Err(JobError::UnknownKind { kind: other.into() }),
         }
     }
@@ -50,6 +53,7 @@ impl JobKind {
             JobKind::Full => "full",
             JobKind::Incremental => "incremental",
             JobKind::Differential => "differential",
+            JobKind::Verify => "verify",
         }
     }
 
@@ -61,9 +65,11 @@ impl JobKind {
         )
     }
 
-    /// Jobs with the same conflict key never run concurrently.
+    /// Jobs with the same conflict key never run concurrently. A
+    /// verification shares the physical backups' key, so no backup's
+    /// removal (after a backup) runs while it reads.
     pub fn conflict_key(self) -> Option<&'static str> {
-        self.is_physical().then_some("physical")
+        (self.is_physical() || self == JobKind::Verify).then_some("physical")
     }
 
     /// The option keys this kind accepts, in documentation order.
@@ -92,6 +98,7 @@ impl JobKind {
             JobKind::Full | JobKind::Incremental | JobKind::Differential => {
                 &["wait_timeout", "max_attempts", "retry_base", "retry_cap"]
             }
+            JobKind::Verify => &["backup_id", "max_attempts", "retry_base", "retry_cap"],
         }
     }
 }
@@ -106,8 +113,6 @@ impl fmt::Display for JobKind {
 pub enum JobError {
     #[error("unknown job kind \"{kind}\"")]
     UnknownKind { kind: String },
-    #[error("job kind \"{kind}\" is not available in this version of pg_ark")]
-    KindNotAvailable { kind: String },
     #[error("options must be a JSON object, not {found}")]
     OptionsNotAnObject { found: String },
     #[error("unknown option \"{key}\" for job kind \"{kind}\"")]
@@ -124,11 +129,6 @@ impl JobError {
     pub fn hint(&self) -> Option<String> {
         match self {
             JobError::UnknownKind { .. } => Some(format!("The job kinds are: {KIND_NAMES}.")),
-            JobError::KindNotAvailable { .. } => Some(
-                "Block-level increments (incremental, differential) come in a later version; \
-                 use kind 'full' for a physical backup."
-                    .into(),
-            ),
             JobError::OptionsNotAnObject { .. } => Some(
                 "Pass options as a JSON object, for example '{\"format\": \"custom\"}'.".into(),
             ),
@@ -262,13 +262,7 @@ fn compression(key: &str, v: &Value) -> Result<(), JobError> {
 }
 
 /// Check `options` for a job of `kind`; returns them unchanged when valid.
-/// `kind` must be available to be enqueued ([`JobError::KindNotAvailable`]).
 pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, JobError> {
-    if matches!(kind, JobKind::Incremental | JobKind::Differential) {
-        return Err(JobError::KindNotAvailable {
-            kind: kind.as_str().into(),
-        });
-    }
     let Value::Object(map) = options else {
         return Err(JobError::OptionsNotAnObject {
             found: json_type(options).into(),
@@ -321,6 +315,15 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
             "retry_base" | "retry_cap" => {
                 seconds(key, v)?;
             }
+            "backup_id" => match v.as_str() {
+                Some(id) if crate::physical::check_backup_id(id).is_ok() => {}
+                _ => {
+                    return Err(invalid(
+                        key,
+                        format!("expected a backup id (letters, digits, - and _), found {v}"),
+                    ))
+                }
+            },
             _ => {}
         }
     }
@@ -460,13 +463,9 @@ mod tests {
                 .to_string(),
             "options must be a JSON object, not an array"
         );
-        assert!(validate(JobKind::Full, &json!({})).is_ok());
-        let e = validate(JobKind::Incremental, &json!({})).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "job kind \"incremental\" is not available in this version of pg_ark"
-        );
-        assert!(e.hint().unwrap().contains("'full'"));
+        for kind in [JobKind::Full, JobKind::Incremental, JobKind::Differential] {
+            assert!(validate(kind, &json!({"wait_timeout": 60})).is_ok());
+        }
         assert_eq!(
             validate(JobKind::Expire, &json!({"format": "custom"}))
                 .unwrap_err()
