@@ -317,6 +317,74 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
 }
 
 #[test]
+fn an_incremental_after_an_archive_gap_or_a_timeline_switch_is_a_full_with_the_reason() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    let opts = r#"{"max_attempts": 1}"#;
+    let full = wait_job(&mut c, "full", opts);
+    assert_eq!(full["state"], "succeeded", "{full}");
+    let full_id = full["result"]["backup_id"].as_str().unwrap().to_string();
+    // A segment after the full is lost from the repository: page LSNs can
+    // no longer tell what changed.
+    let lost = Cluster::write_and_switch_wal(&mut c, 1);
+    let last = Cluster::write_and_switch_wal(&mut c, 2);
+    primary.wait_archived(&last, WAIT);
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    repo.storage()
+        .delete(&entry.wal_key(&lost).unwrap())
+        .unwrap();
+    let gap = wait_job(&mut c, "incremental", opts);
+    assert_eq!(gap["state"], "succeeded", "{gap}");
+    assert_eq!(gap["result"]["kind"], "full", "{gap}");
+    let reason = gap["result"]["fallback"].as_str().unwrap();
+    assert!(
+        reason.contains(&lost) && reason.contains("not in the repository"),
+        "{reason}"
+    );
+    // With the archive whole again, the next incremental is one.
+    let inc = wait_job(&mut c, "incremental", opts);
+    assert_eq!(inc["result"]["kind"], "incremental", "{inc}");
+    assert_eq!(inc["result"]["parent"], gap["result"]["backup_id"], "{inc}");
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+
+    // A restore of the first full, promoted, is on timeline 2: it archives
+    // into the same repository, and its incremental must be a full.
+    let mut restored = restore_and_start(repo_dir.path(), &entry, &full_id);
+    {
+        let mut r = restored.client();
+        let tli: i32 = r
+            .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+            .unwrap()
+            .get(0);
+        assert!(tli >= 2, "timeline {tli}");
+        r.execute("CHECKPOINT", &[]).unwrap();
+    }
+    assert!(restored.stop("fast").status.success());
+    let conf = restored.data.join("postgresql.conf");
+    let mut text = std::fs::read_to_string(&conf).unwrap();
+    text += "archive_mode = on\n";
+    std::fs::write(&conf, text).unwrap();
+    restored.restart_stopped();
+    let mut r = restored.client();
+    let after = wait_job(&mut r, "incremental", opts);
+    assert_eq!(after["state"], "succeeded", "{after}");
+    assert_eq!(after["result"]["kind"], "full", "{after}");
+    let reason = after["result"]["fallback"].as_str().unwrap();
+    assert!(reason.contains("timeline changed"), "{reason}");
+    assert!(
+        after["result"]["timeline"].as_u64().unwrap() >= 2,
+        "{after}"
+    );
+}
+
+#[test]
 fn a_full_backup_without_archiving_into_pg_ark_is_refused_clearly() {
     let repo_dir = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(ClusterOptions::default().set(

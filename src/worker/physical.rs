@@ -259,7 +259,13 @@ fn decide(
             let ready = datadir
                 .join("pg_wal/archive_status")
                 .join(format!("{first}.ready"));
-            if !ready.exists() && !datadir.join("pg_wal").join(first).exists() {
+            // Not waiting to be archived: missing for good, unless the
+            // archiver stored it between the listing and this check.
+            let gone = !ready.exists()
+                && physical::missing_wal(cluster, first, first)
+                    .map_err(|e| e.to_string())?
+                    .contains(first);
+            if gone {
                 return Ok(full(format!(
                     "WAL segment {first}, between backup \"{}\" and this one, is not in the repository (WAL archiving was off, or the segment was removed), so changed pages cannot be found by their LSN",
                     parent.backup_id
