@@ -193,6 +193,10 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     let mut c = primary.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     pgbench(&primary, &["-i", "-s", "2", "-q"]);
+    // A table nothing changes after the full (frozen: not even hint bits).
+    c.batch_execute("CREATE TABLE untouched AS SELECT g FROM generate_series(1, 10000) g")
+        .unwrap();
+    c.batch_execute("VACUUM (FREEZE) untouched").unwrap();
     // max_attempts 1: a restored copy must not retry the job it caught running.
     let opts = r#"{"max_attempts": 1}"#;
     // No full yet: an incremental becomes a full, and says why.
@@ -239,6 +243,10 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     }
     let accounts: String = c
         .query_one("SELECT pg_relation_filepath('pgbench_accounts')", &[])
+        .unwrap()
+        .get(0);
+    let untouched: String = c
+        .query_one("SELECT pg_relation_filepath('untouched')", &[])
         .unwrap()
         .get(0);
     // The catalog records the same chain.
@@ -314,6 +322,68 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
             result["kind"]
         );
     }
+    // `pg_ark verify`, from the repository alone.
+    let verify = |extra: &[&str]| {
+        let out = std::process::Command::new(pg_ark_tests::PgInstall::from_env().bin("pg_ark"))
+            .args(["verify", "--repo"])
+            .arg(format!("file://{}", repo_dir.path().display()))
+            .args(extra)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = verify(&[]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("4 backup(s) verified"), "{stdout}");
+    // Faults: a flipped byte in the first incremental's pgbench_accounts
+    // blocks, a removed object of the full, a removed WAL segment of the
+    // last backup.
+    let (_, m1) = physical::load_backup(&entry, &ids[1]).unwrap();
+    let flipped = m1.files.iter().find(|f| f.path == accounts).unwrap();
+    let mut obj = repo.storage().get(&flipped.key).unwrap();
+    let at = obj.len() / 2;
+    obj[at] ^= 1;
+    repo.storage()
+        .put(&flipped.key, &obj, PutMode::Overwrite)
+        .unwrap();
+    // A relation no backup after the full changed: each relies on the
+    // full's copy.
+    let (_, m0) = physical::load_backup(&entry, &ids[0]).unwrap();
+    let removed = m0.files.iter().find(|f| f.path == untouched).unwrap();
+    repo.storage().delete(&removed.key).unwrap();
+    let wal = listed[3].stop_wal.clone();
+    repo.storage()
+        .delete(&entry.wal_key(&wal).unwrap())
+        .unwrap();
+    let files = |id: &str| -> Vec<String> {
+        physical::verify_backup(&entry, id)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.file)
+            .collect()
+    };
+    let mut both = vec![accounts.clone(), untouched.clone()];
+    both.sort();
+    assert_eq!(files(&ids[0]), [untouched.clone()]);
+    assert_eq!(files(&ids[1]), both);
+    assert_eq!(files(&ids[2]), [untouched.clone()]);
+    assert_eq!(files(&ids[3]), [untouched.clone(), format!("WAL {wal}")]);
+    let (code, stdout, stderr) = verify(&["--backup", &ids[1]]);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("  {accounts}: ")), "{stdout}");
+    let parent = format!("  {untouched}: in parent backup \"{}\"", ids[0]);
+    assert!(stdout.contains(&parent), "{stdout}");
+    assert!(
+        stderr.contains("1 of 1 backup(s) failed verification"),
+        "{stderr}"
+    );
+    let (code, stdout, _) = verify(&[]);
+    assert_eq!(code, Some(1));
+    assert!(stdout.contains(&format!("  WAL {wal}: ")), "{stdout}");
 }
 
 #[test]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod location;
 mod repo_opts;
+mod verify;
 mod wal_get;
 
 #[derive(Parser, Debug)]
@@ -35,6 +36,14 @@ enum Command {
     /// retries, full disk) exits 255 with a message, so recovery stops
     /// instead of finishing short.
     WalGet(wal_get::Args),
+    /// Re-read physical backups and check every file and the WAL each needs
+    ///
+    /// Every object a restore of the backup would read (its own and its
+    /// parents') is read and checked against its checksum and the manifest,
+    /// and the WAL from the backup's start to its stop must be in the
+    /// repository and intact. Each problem is printed with its file; any
+    /// problem exits 1.
+    Verify(verify::Args),
 }
 
 /// How a command ended, when not in plain success.
@@ -45,6 +54,8 @@ pub enum Failure {
     Error(pg_ark_core::Error),
     /// Exit 255 with the error and its hint: PostgreSQL stops recovery.
     Fatal(pg_ark_core::Error),
+    /// Exit 1 with this message.
+    Message(String),
 }
 
 impl From<pg_ark_core::Error> for Failure {
@@ -82,12 +93,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Location(args) => location::run(&args),
         Command::WalGet(args) => wal_get::run(&args),
+        Command::Verify(args) => verify::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Quiet) => ExitCode::from(1),
         Err(Failure::Error(e)) => {
             report(&e);
+            ExitCode::from(1)
+        }
+        Err(Failure::Message(m)) => {
+            eprintln!("pg_ark: error: {m}");
             ExitCode::from(1)
         }
         Err(Failure::Fatal(e)) => {

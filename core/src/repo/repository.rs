@@ -137,6 +137,42 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// Every cluster entry in the repository, by system identifier (each
+    /// checked against its `cluster.info`).
+    pub fn clusters(self: &Arc<Self>) -> Result<Vec<ClusterRepo>, Error> {
+        let mut out = Vec::new();
+        for o in self.storage().list("clusters/")? {
+            let Some(sysid) = o
+                .key
+                .strip_prefix("clusters/")
+                .and_then(|r| r.strip_suffix("/cluster.info"))
+            else {
+                continue;
+            };
+            let Ok(sysid) = sysid.parse::<u64>() else {
+                continue;
+            };
+            let key = format!("clusters/{sysid}/cluster.info");
+            let Some(v) = info::load(self.storage(), &key)? else {
+                continue;
+            };
+            let major = v
+                .get("pg_major")
+                .and_then(Value::as_u64)
+                .and_then(|m| u32::try_from(m).ok())
+                .ok_or_else(|| Error::BadMetadata {
+                    location: self.location(),
+                    key: key.clone(),
+                    reason: "it records no PostgreSQL major version".into(),
+                })?;
+            out.push(self.cluster(sysid, major, false)?);
+        }
+        out.sort_by_key(|c| c.system_identifier);
+        Ok(out)
+    }
+}
+
 /// One cluster's entry in a repository.
 #[derive(Clone)]
 pub struct ClusterRepo {

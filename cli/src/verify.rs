@@ -1,0 +1,107 @@
+//! `pg_ark verify`: re-read physical backups from the repository alone and
+//! check them, with the server down or the database gone.
+//!
+//! Each backup is checked as its restore would read it: every object of
+//! every file (its own and the parents' blocks it relies on) is read,
+//! decompressed and checked against its BLAKE3 digest and the manifest, and
+//! the WAL from its start to its stop segment must be in the repository and
+//! intact. Every problem is printed with its file; any problem exits 1.
+use crate::repo_opts::RepoOpts;
+use crate::Failure;
+use pg_ark_core::physical;
+use pg_ark_core::repo::Repository;
+use pg_ark_core::{storage, RepoUrl};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    repo: RepoOpts,
+    /// Only the cluster with this system identifier [default: every cluster]
+    #[arg(long, value_name = "ID")]
+    system_identifier: Option<u64>,
+    /// Only this backup [default: every complete physical backup]
+    #[arg(long, value_name = "BACKUP_ID")]
+    backup: Option<String>,
+}
+
+pub fn run(args: &Args) -> Result<(), Failure> {
+    let url = RepoUrl::parse(&args.repo.repository)?;
+    let store = storage::open(&url, &args.repo.s3()?)?;
+    let repo = Arc::new(Repository::open(store, false)?);
+    let clusters: Vec<_> = repo
+        .clusters()?
+        .into_iter()
+        .filter(|c| {
+            args.system_identifier
+                .is_none_or(|id| id == c.system_identifier)
+        })
+        .collect();
+    if let Some(id) = args.system_identifier {
+        if clusters.is_empty() {
+            return Err(Failure::Message(format!(
+                "the repository {} has no cluster with system identifier {id}",
+                repo.location()
+            )));
+        }
+    }
+    let (mut checked, mut bad) = (0usize, 0usize);
+    for cluster in &clusters {
+        let ids: Vec<String> = match &args.backup {
+            Some(id) => {
+                physical::check_backup_id(id)?;
+                if physical::list_backups(cluster)?
+                    .iter()
+                    .all(|b| &b.backup_id != id)
+                {
+                    continue;
+                }
+                vec![id.clone()]
+            }
+            None => physical::list_backups(cluster)?
+                .into_iter()
+                .map(|b| b.backup_id)
+                .collect(),
+        };
+        for id in ids {
+            let (info, _) = physical::load_backup(cluster, &id)?;
+            let problems = physical::verify_backup(cluster, &id)?;
+            checked += 1;
+            let what = match &info.parent {
+                Some(p) => format!("{}, on {p}", info.kind),
+                None => info.kind.clone(),
+            };
+            if problems.is_empty() {
+                println!(
+                    "cluster {} backup {id} ({what}): ok",
+                    cluster.system_identifier
+                );
+            } else {
+                bad += 1;
+                println!(
+                    "cluster {} backup {id} ({what}): {} problem(s)",
+                    cluster.system_identifier,
+                    problems.len()
+                );
+                for p in problems {
+                    println!("  {}: {}", p.file, p.reason);
+                }
+            }
+        }
+    }
+    if let Some(id) = &args.backup {
+        if checked == 0 {
+            return Err(Failure::Message(format!(
+                "backup \"{id}\" is not a complete physical backup in {}",
+                repo.location()
+            )));
+        }
+    }
+    if bad > 0 {
+        return Err(Failure::Message(format!(
+            "{bad} of {checked} backup(s) failed verification"
+        )));
+    }
+    println!("{checked} backup(s) verified");
+    Ok(())
+}
