@@ -63,8 +63,6 @@ pub enum ArkError {
     },
     #[error("ark.wait() cannot see the job change under {isolation} isolation")]
     WaitNeedsReadCommitted { isolation: &'static str },
-    #[error("no retention rule is set")]
-    NoRetentionRule,
     #[error("SPI error: {0}")]
     Spi(#[from] pgrx::spi::SpiError),
 }
@@ -110,7 +108,6 @@ impl ArkError {
             ArkError::WrongDatabase { .. }
             | ArkError::SchedulerNotRunning
             | ArkError::JobState { .. }
-            | ArkError::NoRetentionRule
             | ArkError::WaitNeedsReadCommitted { .. } => {
                 PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
             }
@@ -172,9 +169,6 @@ impl ArkError {
             )),
             ArkError::WaitNeedsReadCommitted { .. } => Some(
                 "Call ark.wait() in a READ COMMITTED transaction (the default).".into(),
-            ),
-            ArkError::NoRetentionRule => Some(
-                "Set ark.logical_retain_count or ark.logical_retain_days, or pass retain_count or retain_days to ark.expire().".into(),
             ),
             ArkError::EnqueueFailed { .. } | ArkError::Spi(_) | ArkError::EmptyScheduleName => None,
         }

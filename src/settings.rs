@@ -69,6 +69,9 @@ pub static CRON_TIMEZONE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"UTC"));
 pub static LOGICAL_RETAIN_COUNT: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static LOGICAL_RETAIN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_FULL: GucSetting<i32> = GucSetting::<i32>::new(2);
+pub static RETENTION_DIFF: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static NOTIFY_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static NOTIFY_ON_SUCCESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static NOTIFY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -505,6 +508,36 @@ fn init_queue_settings() {
         &LOGICAL_RETAIN_COUNT,
         0,
         100_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.retention_full",
+        c"Physical backup chains (a full and the backups that rely on it) kept; older chains expire whole.",
+        c"Expiry runs after each physical backup and on ark.expire(). WAL older than the oldest kept backup's start expires with them.",
+        &RETENTION_FULL,
+        1,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.retention_diff",
+        c"Differential backups kept per chain, with the incrementals taken on them. 0 keeps them all.",
+        c"Incrementals are never removed on their own, only with the chain or the differential they rely on.",
+        &RETENTION_DIFF,
+        0,
+        10_000,
+        GucContext::Sighup,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"ark.retention_days",
+        c"Physical backup chains whose newest backup is younger than this many days are kept too. 0: only ark.retention_full counts.",
+        c"A chain kept by either rule stays.",
+        &RETENTION_DAYS,
+        0,
+        36500,
         GucContext::Sighup,
         GucFlags::default(),
     );

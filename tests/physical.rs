@@ -368,9 +368,9 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     };
     let mut both = vec![accounts.clone(), untouched.clone()];
     both.sort();
-    assert_eq!(files(&ids[0]), [untouched.clone()]);
+    assert_eq!(files(&ids[0]), [untouched.as_str()]);
     assert_eq!(files(&ids[1]), both);
-    assert_eq!(files(&ids[2]), [untouched.clone()]);
+    assert_eq!(files(&ids[2]), [untouched.as_str()]);
     assert_eq!(files(&ids[3]), [untouched.clone(), format!("WAL {wal}")]);
     let (code, stdout, stderr) = verify(&["--backup", &ids[1]]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -452,6 +452,137 @@ fn an_incremental_after_an_archive_gap_or_a_timeline_switch_is_a_full_with_the_r
         after["result"]["timeline"].as_u64().unwrap() >= 2,
         "{after}"
     );
+}
+
+#[test]
+fn retention_keeps_whole_chains_and_the_wal_they_need_and_a_dry_run_lists_the_same() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()).set("ark.retention_full", "2"));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int, v text)")
+        .unwrap();
+    let mut ids = Vec::new();
+    let mut results = Vec::new();
+    for (i, kind) in [
+        "full",
+        "incremental",
+        "full",
+        "differential",
+        "incremental",
+        "differential",
+        "full",
+    ]
+    .iter()
+    .enumerate()
+    {
+        Cluster::write_and_switch_wal(&mut c, i as i32);
+        let done = wait_job(&mut c, kind, "{}");
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["result"]["kind"], *kind, "{done}");
+        ids.push(done["result"]["backup_id"].as_str().unwrap().to_string());
+        results.push(done["result"].clone());
+    }
+    let (f1, i1, f2, d2a, i2, d2b, f3) = (
+        &ids[0], &ids[1], &ids[2], &ids[3], &ids[4], &ids[5], &ids[6],
+    );
+    // After each backup, retention ran: two chains are kept, so the third
+    // full expired the first chain, child first, and the WAL before the
+    // second full's start.
+    let labels = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for r in &results[..6] {
+        assert_eq!(
+            labels(&r["expired"]["backups"]),
+            Vec::<String>::new(),
+            "{r}"
+        );
+    }
+    assert_eq!(
+        labels(&results[6]["expired"]["backups"]),
+        [i1.clone(), f1.clone()]
+    );
+    assert!(!results[6]["expired"]["wal"].as_array().unwrap().is_empty());
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    let listed = |entry: &pg_ark_core::repo::ClusterRepo| -> Vec<String> {
+        physical::list_backups(entry)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_id)
+            .collect()
+    };
+    assert_eq!(listed(&entry), [f2.as_str(), d2a, i2, d2b, f3]);
+    let (f2_info, _) = physical::load_backup(&entry, f2).unwrap();
+    let (f3_info, _) = physical::load_backup(&entry, f3).unwrap();
+    let wal_names = || -> Vec<String> {
+        let base = format!("clusters/{}/wal/", entry.system_identifier);
+        repo.storage()
+            .list(&base)
+            .unwrap()
+            .into_iter()
+            .filter_map(|o| o.key.rsplit('/').next().map(str::to_string))
+            .filter(|n| n.len() >= 24 && !n.ends_with(".history"))
+            .collect()
+    };
+    assert!(wal_names()
+        .iter()
+        .all(|n| n[8..24] >= f2_info.start_wal[8..24]));
+    assert_eq!(
+        physical::missing_wal(&entry, &f2_info.start_wal, &f3_info.stop_wal).unwrap(),
+        Vec::<String>::new()
+    );
+
+    // A dry run with one chain and one differential kept, then the real
+    // run: the same list, and only the real run removes.
+    let expire = |c: &mut postgres::Client, dry: bool| -> Vec<(String, String)> {
+        c.query(
+            "SELECT kind, label FROM ark.expire(retention_full => 1, retention_diff => 1,
+                                                dry_run => $1)",
+            &[&dry],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+    };
+    let dry = expire(&mut c, true);
+    assert_eq!(listed(&entry).len(), 5, "a dry run removed something");
+    let physical_rows: Vec<(String, String)> =
+        dry.iter().filter(|r| r.0 != "wal").cloned().collect();
+    assert_eq!(
+        physical_rows,
+        [
+            ("differential".to_string(), d2b.clone()),
+            ("incremental".to_string(), i2.clone()),
+            ("differential".to_string(), d2a.clone()),
+            ("full".to_string(), f2.clone()),
+        ]
+    );
+    assert!(dry.iter().any(|r| r.0 == "wal"), "{dry:?}");
+    let real = expire(&mut c, false);
+    assert_eq!(real, dry);
+    assert_eq!(listed(&entry), [f3.as_str()]);
+    assert!(wal_names()
+        .iter()
+        .all(|n| n[8..24] >= f3_info.start_wal[8..24]));
+    assert_eq!(physical::verify_backup(&entry, f3).unwrap(), vec![]);
+    let in_catalog: Vec<String> = c
+        .query(
+            "SELECT label FROM ark.backups WHERE kind <> 'logical' ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(in_catalog, [f3.as_str()]);
 }
 
 #[test]

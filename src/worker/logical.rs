@@ -229,13 +229,15 @@ fn summary(info: &LogicalBackupInfo, prefix: &str) -> Value {
 /// Apply retention to `databases` (all when `None`) of the entry, each
 /// series on its own (see `logical::series_key`); with `series`, only to
 /// those series (a dump job's rule governs its own series). Sends an event
-/// per expired dump and returns their summaries.
+/// per expired dump and returns their summaries. With `dry_run`, nothing is
+/// removed and no event sent: the same list, of what would go.
 fn expire_dumps(
     cluster: &ClusterRepo,
     databases: Option<&[String]>,
     retain: (Option<u32>, Option<u32>),
     series: Option<&[String]>,
     tx: &Sender<Event>,
+    dry_run: bool,
 ) -> Result<Vec<Value>, pg_ark_core::Error> {
     let mut all = Vec::new();
     match databases {
@@ -252,12 +254,14 @@ fn expire_dumps(
     let mut out = Vec::new();
     for b in pg_ark_core::retention::select_expired(&all, retain.0, retain.1, logical::now_epoch())
     {
-        logical::delete_logical_backup(cluster, b)?;
         let prefix = logical::backup_prefix(cluster, &b.database, &b.label);
-        let _ = tx.send(Event::Expired {
-            location: cluster.location(),
-            prefix: prefix.clone(),
-        });
+        if !dry_run {
+            logical::delete_logical_backup(cluster, b)?;
+            let _ = tx.send(Event::Expired {
+                location: cluster.location(),
+                prefix: prefix.clone(),
+            });
+        }
         out.push(json!({
             "database": b.database, "label": b.label, "path": prefix,
             "job_id": b.job_id, "finished_at": b.finished_at,
@@ -321,6 +325,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             plan.retain,
             Some(&series),
             &tx,
+            false,
         ) {
             Ok(expired) => result["expired"] = json!(expired),
             // The dumps are safe; a failed expiry is retried next time.
@@ -390,49 +395,104 @@ pub fn run_logical(job: &Job) -> Outcome {
     outcome(supervise(job, move |c, tx| dump_all(plan, c, tx), record))
 }
 
-/// Run an `expire` job.
+/// Run an `expire` job: logical retention when a rule is set (options or
+/// ark.logical_retain_*), and physical retention always (ark.retention_*,
+/// with WAL expiry). Option `dry_run` lists what would go and removes
+/// nothing.
 pub fn run_expire(job: &Job) -> Outcome {
     let retain = retention(&job.options);
-    if retain.0.is_none() && retain.1.is_none() {
-        return Outcome::Failed(ArkError::NoRetentionRule.to_string());
-    }
     let target = match xact::run(Target::current) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(e),
     };
     let databases = jobs::option_names(&job.options, "database");
-    outcome(supervise(
+    let dry_run = job
+        .options
+        .get("dry_run")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let rules = crate::worker::physical::retention_rules(&job.options);
+    let mut prefixes = Vec::new();
+    let mut location = String::new();
+    let r = supervise(
         job,
         move |_c, tx| {
             let cluster = target.open().map_err(|e| e.to_string())?;
-            let expired = expire_dumps(&cluster, databases.as_deref(), retain, None, &tx)
+            let expired = if retain.0.is_some() || retain.1.is_some() {
+                expire_dumps(&cluster, databases.as_deref(), retain, None, &tx, dry_run)
+                    .map_err(|e| e.to_string())?
+            } else {
+                Vec::new()
+            };
+            let physical = crate::worker::physical::expire_physical(&cluster, rules, dry_run)
                 .map_err(|e| e.to_string())?;
-            Ok(json!({ "expired": expired }))
+            Ok((
+                cluster.location(),
+                physical.prefixes,
+                json!({
+                    "expired": expired,
+                    "physical": physical.backups,
+                    "wal": physical.wal,
+                    "dry_run": dry_run,
+                }),
+            ))
         },
         record,
-    ))
+    );
+    let r = r.map(|inner| {
+        inner.map(|(loc, p, v)| {
+            location = loc;
+            prefixes = p;
+            v
+        })
+    });
+    let out = outcome(r);
+    if !dry_run && !prefixes.is_empty() {
+        crate::worker::physical::forget_expired(&location, &prefixes);
+    }
+    out
 }
 
-#[allow(clippy::type_complexity)]
-pub(crate) fn expire_impl(
-    retain_count: Option<i32>,
-    retain_days: Option<i32>,
-) -> Result<Vec<(String, String, String, Option<i64>, String)>, ArkError> {
+/// One row of `ark.expire()`: kind, database, label, path, job id, finish.
+pub(crate) type ExpiredRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    Option<i64>,
+    Option<String>,
+);
+
+/// What `ark.expire()` was asked.
+pub(crate) struct ExpireArgs {
+    pub retain_count: Option<i32>,
+    pub retain_days: Option<i32>,
+    pub retention_full: Option<i32>,
+    pub retention_diff: Option<i32>,
+    pub retention_days: Option<i32>,
+    pub dry_run: bool,
+}
+
+pub(crate) fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError> {
     require_admin("expire pg_ark backups")?;
     require_queue_database()?;
     let mut options = serde_json::Map::new();
-    if let Some(n) = retain_count {
-        options.insert("retain_count".into(), json!(n));
+    for (key, v) in [
+        ("retain_count", args.retain_count),
+        ("retain_days", args.retain_days),
+        ("retention_full", args.retention_full),
+        ("retention_diff", args.retention_diff),
+        ("retention_days", args.retention_days),
+    ] {
+        if let Some(n) = v {
+            options.insert(key.into(), json!(n));
+        }
     }
-    if let Some(n) = retain_days {
-        options.insert("retain_days".into(), json!(n));
+    if args.dry_run {
+        options.insert("dry_run".into(), json!(true));
     }
     let options = Value::Object(options);
     jobs::validate(jobs::JobKind::Expire, &options)?;
-    let retain = retention(&options);
-    if retain.0.is_none() && retain.1.is_none() {
-        return Err(ArkError::NoRetentionRule);
-    }
     // A standby's repository entry is its primary's: expiring from here
     // would remove the primary's backups.
     // SAFETY: a plain check of shared state, on the backend's own thread.
@@ -455,21 +515,42 @@ pub(crate) fn expire_impl(
             error: done["error"].as_str().unwrap_or_default().to_string(),
         });
     }
-    let expired = done["result"]["expired"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    Ok(expired
-        .iter()
-        .map(|e| {
-            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
-            (
-                s("database"),
-                s("label"),
-                s("path"),
-                e["job_id"].as_i64(),
-                s("finished_at"),
-            )
-        })
-        .collect())
+    let list = |key: &str| done["result"][key].as_array().cloned().unwrap_or_default();
+    let s = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
+    let mut rows: Vec<ExpiredRow> = Vec::new();
+    for e in list("expired") {
+        rows.push((
+            "logical".into(),
+            Some(s(&e, "database")),
+            s(&e, "label"),
+            s(&e, "path"),
+            e["job_id"].as_i64(),
+            Some(s(&e, "finished_at")),
+        ));
+    }
+    for e in list("physical") {
+        rows.push((
+            s(&e, "kind"),
+            None,
+            s(&e, "label"),
+            s(&e, "path"),
+            e["job_id"].as_i64(),
+            Some(s(&e, "finished_at")),
+        ));
+    }
+    for e in list("wal") {
+        rows.push((
+            "wal".into(),
+            None,
+            format!("{} .. {}", s(&e, "first"), s(&e, "last")),
+            format!(
+                "{} file(s) on timeline {}",
+                e["files"].as_u64().unwrap_or(0),
+                s(&e, "timeline")
+            ),
+            None,
+            None,
+        ));
+    }
+    Ok(rows)
 }

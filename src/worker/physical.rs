@@ -629,6 +629,31 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         result["requested"] = json!(requested);
         result["fallback"] = json!(reason);
     }
+    // Retention, now that this backup is complete: whole chains that are
+    // no longer kept, and the WAL only they needed. A failure here leaves
+    // the backup complete; the next backup or ark.expire() tries again.
+    let rules = retention_rules(&job.options);
+    let c = cluster.clone();
+    match supervise(
+        job,
+        move |_control, _tx: std::sync::mpsc::Sender<()>| expire_physical(&c, rules, false),
+        |_| {},
+    ) {
+        Ok(Ok(expired)) => {
+            forget_expired(&cluster.location(), &expired.prefixes);
+            for b in &expired.backups {
+                log!("pg_ark job {}: expired backup {}", job.id, b["label"]);
+            }
+            result["expired"] = json!({"backups": expired.backups, "wal": expired.wal});
+        }
+        Ok(Err(e)) => {
+            warning!("pg_ark job {}: retention was not applied: {}", job.id, e);
+            result["expire_error"] = json!(e.to_string());
+        }
+        Err(_) => {
+            result["expire_error"] = json!("stopped before retention was applied");
+        }
+    }
     Outcome::Succeeded(result)
 }
 
@@ -712,4 +737,97 @@ pub fn run_verify(job: &Job) -> Outcome {
         message.push_str(&format!(" and {} more", problems.len() - 20));
     }
     Outcome::Failed(message)
+}
+
+/// The physical retention rules: a job's options over the settings.
+pub(crate) fn retention_rules(options: &Value) -> pg_ark_core::retention::physical::Rules {
+    let pick = |key: &str, setting: i32| {
+        options
+            .get(key)
+            .and_then(Value::as_u64)
+            .and_then(|n| u32::try_from(n).ok())
+            .or_else(|| u32::try_from(setting).ok())
+            .filter(|n| *n > 0)
+    };
+    pg_ark_core::retention::physical::Rules {
+        full: pick("retention_full", settings::RETENTION_FULL.get()).unwrap_or(2),
+        diff: pick("retention_diff", settings::RETENTION_DIFF.get()),
+        days: pick("retention_days", settings::RETENTION_DAYS.get()),
+    }
+}
+
+/// What physical expiry removed (or, in a dry run, would remove).
+pub(crate) struct Expired {
+    /// One summary per backup, newest first.
+    pub backups: Vec<Value>,
+    /// The prefixes of the backups, for the catalog.
+    pub prefixes: Vec<String>,
+    /// One summary per run of WAL files.
+    pub wal: Vec<Value>,
+}
+
+/// Apply `rules` to the physical backups of `cluster` and to its WAL: whole
+/// chains, children before parents (each backup's descriptor first, so an
+/// interruption never leaves a complete-looking backup without its parent),
+/// then the WAL that no kept backup needs. With `dry_run`, only list. Runs
+/// on a work thread.
+pub(crate) fn expire_physical(
+    cluster: &ClusterRepo,
+    rules: pg_ark_core::retention::physical::Rules,
+    dry_run: bool,
+) -> Result<Expired, pg_ark_core::Error> {
+    use pg_ark_core::retention::physical as r;
+    let backups = physical::list_backups(cluster)?;
+    let expired = r::select_expired(&backups, rules, pg_ark_core::logical::now_epoch());
+    let gone: std::collections::HashSet<&str> =
+        expired.iter().map(|b| b.backup_id.as_str()).collect();
+    let kept: Vec<&PhysicalBackupInfo> = backups
+        .iter()
+        .filter(|b| !gone.contains(b.backup_id.as_str()))
+        .collect();
+    let wal = r::expired_wal(cluster, &kept)?;
+    let mut out = Expired {
+        backups: Vec::new(),
+        prefixes: Vec::new(),
+        wal: Vec::new(),
+    };
+    for b in &expired {
+        if !dry_run {
+            physical::delete_backup(cluster, &b.backup_id)?;
+        }
+        let prefix = physical::backup_prefix(cluster, &b.backup_id);
+        out.backups.push(json!({
+            "kind": b.kind, "label": b.backup_id, "path": prefix,
+            "job_id": b.job_id, "finished_at": b.finished_at,
+        }));
+        out.prefixes.push(prefix);
+    }
+    if !dry_run {
+        for (_, key) in &wal {
+            cluster.storage().delete(key)?;
+        }
+    }
+    let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();
+    for (timeline, first, last, files) in r::wal_runs(&names) {
+        out.wal.push(json!({
+            "timeline": timeline, "first": first, "last": last, "files": files,
+        }));
+    }
+    Ok(out)
+}
+
+/// Remove the catalog rows of expired physical backups (backend's thread).
+pub(crate) fn forget_expired(location: &str, prefixes: &[String]) {
+    let r = xact::run(|| {
+        for p in prefixes {
+            Spi::run_with_args(
+                "DELETE FROM ark.backups WHERE repository = $1 AND path = $2",
+                &[location.into(), p.clone().into()],
+            )?;
+        }
+        Ok(())
+    });
+    if let Err(e) = r {
+        warning!("pg_ark could not update ark.backups: {}", e);
+    }
 }

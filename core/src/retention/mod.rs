@@ -2,6 +2,8 @@
 //! applied per series (the schedule, or for ad-hoc runs what the backup
 //! contains), so that one series' count never expires another's backups.
 use crate::logical::{series_key, LogicalBackupInfo};
+
+pub mod physical;
 use std::collections::HashMap;
 
 /// The backups that retention removes, in the order given. Per database, a

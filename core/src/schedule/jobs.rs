@@ -65,11 +65,12 @@ impl JobKind {
         )
     }
 
-    /// Jobs with the same conflict key never run concurrently. A
-    /// verification shares the physical backups' key, so no backup's
-    /// removal (after a backup) runs while it reads.
+    /// Jobs with the same conflict key never run concurrently. Expiry and
+    /// verification share the physical backups' key: no backup is removed
+    /// while a backup relies on it or a verification reads it.
     pub fn conflict_key(self) -> Option<&'static str> {
-        (self.is_physical() || self == JobKind::Verify).then_some("physical")
+        (self.is_physical() || matches!(self, JobKind::Verify | JobKind::Expire))
+            .then_some("physical")
     }
 
     /// The option keys this kind accepts, in documentation order.
@@ -91,6 +92,10 @@ impl JobKind {
                 "database",
                 "retain_count",
                 "retain_days",
+                "retention_full",
+                "retention_diff",
+                "retention_days",
+                "dry_run",
                 "max_attempts",
                 "retry_base",
                 "retry_cap",
@@ -306,6 +311,18 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
             "retain_days" => {
                 integer(key, v, 1, 36_500)?;
             }
+            "retention_full" => {
+                integer(key, v, 1, 10_000)?;
+            }
+            "retention_diff" => {
+                integer(key, v, 0, 10_000)?;
+            }
+            "retention_days" => {
+                integer(key, v, 0, 36_500)?;
+            }
+            "dry_run" if !v.is_boolean() => {
+                return Err(invalid(key, format!("expected true or false, found {v}")));
+            }
             "max_attempts" => {
                 integer(key, v, 1, 100)?;
             }
@@ -399,6 +416,8 @@ mod tests {
         assert_eq!(JobKind::Full.conflict_key(), Some("physical"));
         assert_eq!(JobKind::Differential.conflict_key(), Some("physical"));
         assert_eq!(JobKind::Logical.conflict_key(), None);
+        assert_eq!(JobKind::Verify.conflict_key(), Some("physical"));
+        assert_eq!(JobKind::Expire.conflict_key(), Some("physical"));
     }
 
     #[test]

@@ -1,0 +1,288 @@
+//! Retention of physical backups and of the WAL they need.
+//!
+//! # Backups: whole chains
+//!
+//! A chain is a full and every backup that relies on it (same `chain`).
+//! Chains are ranked newest first by their full's start. A chain is kept if
+//! it is among the newest `full` chains, or (with `days`) its newest backup
+//! finished less than `days` days ago; the newest chain is always kept.
+//! Expiry removes whole chains only, so a parent is never removed while a
+//! child is kept.
+//!
+//! Within kept chains, with `diff`, only the newest `diff` differentials
+//! stay; an older differential goes with every backup that relies on it
+//! (the incrementals taken on it). Incrementals are never removed on their
+//! own: the next backup of their chain may rely on them.
+//!
+//! # WAL
+//!
+//! Every WAL segment (and `.partial` and `.backup` file) whose position is
+//! before the start segment of the oldest kept backup is removed, on every
+//! timeline: no restore from a kept backup, to any point after it, reads
+//! WAL from before its start. Timeline history files are always kept. With
+//! no physical backup, no WAL is removed (the archive may be all there is).
+use crate::physical::PhysicalBackupInfo;
+use crate::repo::ClusterRepo;
+use crate::wal::{self, WalKind};
+use crate::Error;
+use std::collections::{BTreeMap, HashSet};
+
+/// The retention rules of physical backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Full chains kept (at least 1).
+    pub full: u32,
+    /// Differentials kept per chain (`None`: all).
+    pub diff: Option<u32>,
+    /// Chains whose newest backup is younger than this are kept too.
+    pub days: Option<u32>,
+}
+
+/// The backups `rules` remove, among complete `backups`, newest first (the
+/// order to remove them in: children before parents).
+pub fn select_expired(
+    backups: &[PhysicalBackupInfo],
+    rules: Rules,
+    now_epoch: i64,
+) -> Vec<&PhysicalBackupInfo> {
+    let order = |b: &PhysicalBackupInfo| (b.started_epoch, b.finished_epoch, b.backup_id.clone());
+    // chain id -> members
+    let mut chains: BTreeMap<&str, Vec<&PhysicalBackupInfo>> = BTreeMap::new();
+    for b in backups {
+        let chain = if b.kind == "full" {
+            b.backup_id.as_str()
+        } else {
+            b.chain.as_str()
+        };
+        chains.entry(chain).or_default().push(b);
+    }
+    let mut ranked: Vec<(&str, &Vec<&PhysicalBackupInfo>)> =
+        chains.iter().map(|(k, v)| (*k, v)).collect();
+    // Newest chain first, by its full (a chain without its full sorts by
+    // its oldest member).
+    let head = |members: &Vec<&PhysicalBackupInfo>, id: &str| {
+        members
+            .iter()
+            .find(|b| b.backup_id == id)
+            .or_else(|| members.iter().min_by_key(|b| order(b)))
+            .map(|b| order(b))
+    };
+    ranked.sort_by_key(|c| std::cmp::Reverse(head(c.1, c.0)));
+    let mut expired: HashSet<&str> = HashSet::new();
+    for (rank, (_, members)) in ranked.iter().enumerate() {
+        let newest_finish = members.iter().map(|b| b.finished_epoch).max().unwrap_or(0);
+        let young = rules
+            .days
+            .is_some_and(|d| now_epoch.saturating_sub(newest_finish) < i64::from(d) * 86_400);
+        let keep = rank == 0 || (rank as u64) < u64::from(rules.full.max(1)) || young;
+        if !keep {
+            expired.extend(members.iter().map(|b| b.backup_id.as_str()));
+            continue;
+        }
+        if let Some(n) = rules.diff {
+            let mut diffs: Vec<&&PhysicalBackupInfo> = members
+                .iter()
+                .filter(|b| b.kind == "differential")
+                .collect();
+            diffs.sort_by_key(|b| std::cmp::Reverse(order(b)));
+            for d in diffs.iter().skip(n as usize) {
+                expired.insert(d.backup_id.as_str());
+            }
+        }
+    }
+    // Whatever relies on an expired backup goes with it.
+    loop {
+        let more: Vec<&str> = backups
+            .iter()
+            .filter(|b| !expired.contains(b.backup_id.as_str()))
+            .filter(|b| b.parent.as_deref().is_some_and(|p| expired.contains(p)))
+            .map(|b| b.backup_id.as_str())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        expired.extend(more);
+    }
+    let mut out: Vec<&PhysicalBackupInfo> = backups
+        .iter()
+        .filter(|b| expired.contains(b.backup_id.as_str()))
+        .collect();
+    out.sort_by_key(|b| std::cmp::Reverse(order(b)));
+    out
+}
+
+/// A WAL file's position: (log, segment) as one number, or `None` for
+/// timeline history files and names that are not WAL.
+fn position(name: &str) -> Option<u64> {
+    match wal::classify(name).ok()? {
+        WalKind::TimelineHistory => None,
+        _ => {
+            let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
+            let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
+            Some(log * 0x100 + seg)
+        }
+    }
+}
+
+/// The WAL files that the `kept` backups do not need, as (name, key),
+/// oldest first. Empty when nothing is kept.
+pub fn expired_wal(
+    cluster: &ClusterRepo,
+    kept: &[&PhysicalBackupInfo],
+) -> Result<Vec<(String, String)>, Error> {
+    let Some(oldest) = kept.iter().filter_map(|b| position(&b.start_wal)).min() else {
+        return Ok(Vec::new());
+    };
+    let base = cluster.key("wal/");
+    let mut out: Vec<(String, String)> = cluster
+        .storage()
+        .list(&base)?
+        .into_iter()
+        .filter_map(|o| {
+            let name = o.key.rsplit('/').next()?.to_string();
+            let p = position(&name)?;
+            (p < oldest).then_some((name, o.key))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// Runs of consecutive names on one timeline, for reports:
+/// (timeline, first, last, files).
+pub fn wal_runs(names: &[String]) -> Vec<(String, String, String, usize)> {
+    let mut out: Vec<(String, String, String, usize)> = Vec::new();
+    for n in names {
+        let tli = n.get(..8).unwrap_or_default().to_string();
+        match out.last_mut() {
+            Some(run) if run.0 == tli => {
+                run.2 = n.clone();
+                run.3 += 1;
+            }
+            _ => out.push((tli, n.clone(), n.clone(), 1)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(
+        id: &str,
+        kind: &str,
+        parent: Option<&str>,
+        chain: &str,
+        epoch: i64,
+    ) -> PhysicalBackupInfo {
+        PhysicalBackupInfo {
+            format_version: 1,
+            kind: kind.into(),
+            backup_id: id.into(),
+            parent: parent.map(str::to_string),
+            chain: chain.into(),
+            reference_lsn: None,
+            start_lsn: String::new(),
+            stop_lsn: String::new(),
+            timeline: 1,
+            start_wal: format!("00000001000000000000{epoch:04X}"),
+            stop_wal: format!("00000001000000000000{epoch:04X}"),
+            started_at: String::new(),
+            finished_at: String::new(),
+            started_epoch: epoch,
+            finished_epoch: epoch,
+            original_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            server_version: "17".into(),
+            system_identifier: 1,
+            job_id: None,
+            created_by: String::new(),
+        }
+    }
+
+    fn ids(v: Vec<&PhysicalBackupInfo>) -> Vec<&str> {
+        v.into_iter().map(|b| b.backup_id.as_str()).collect()
+    }
+
+    fn history() -> Vec<PhysicalBackupInfo> {
+        vec![
+            b("f1", "full", None, "f1", 10),
+            b("i1", "incremental", Some("f1"), "f1", 11),
+            b("f2", "full", None, "f2", 20),
+            b("d2a", "differential", Some("f2"), "f2", 21),
+            b("i2", "incremental", Some("d2a"), "f2", 22),
+            b("d2b", "differential", Some("f2"), "f2", 23),
+            b("f3", "full", None, "f3", 30),
+        ]
+    }
+
+    #[test]
+    fn whole_chains_expire_newest_first() {
+        let h = history();
+        let r = |full, diff, days| Rules { full, diff, days };
+        assert_eq!(
+            ids(select_expired(&h, r(3, None, None), 100)),
+            Vec::<&str>::new()
+        );
+        assert_eq!(ids(select_expired(&h, r(2, None, None), 100)), ["i1", "f1"]);
+        assert_eq!(
+            ids(select_expired(&h, r(1, None, None), 100)),
+            ["d2b", "i2", "d2a", "f2", "i1", "f1"]
+        );
+        // A differential beyond the count goes with the incremental on it.
+        assert_eq!(
+            ids(select_expired(&h, r(2, Some(1), None), 100)),
+            ["i2", "d2a", "i1", "f1"]
+        );
+        // By age: a chain whose newest backup is younger than a day stays.
+        let day = 86_400;
+        assert_eq!(
+            ids(select_expired(&h, r(1, None, Some(1)), 23 + day - 1)),
+            ["i1", "f1"]
+        );
+        // The newest chain always stays.
+        assert_eq!(
+            ids(select_expired(&h[..2], r(1, None, None), 100)),
+            Vec::<&str>::new()
+        );
+    }
+
+    #[test]
+    fn wal_positions_and_runs() {
+        assert_eq!(position("00000002000000010000000A"), Some(0x10A));
+        assert_eq!(position("00000002000000010000000A.partial"), Some(0x10A));
+        assert_eq!(
+            position("000000010000000000000003.00000028.backup"),
+            Some(3)
+        );
+        assert_eq!(position("00000002.history"), None);
+        assert_eq!(position("junk"), None);
+        let names: Vec<String> = [
+            "000000010000000000000001",
+            "000000010000000000000002",
+            "000000020000000000000002",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            wal_runs(&names),
+            [
+                (
+                    "00000001".to_string(),
+                    "000000010000000000000001".to_string(),
+                    "000000010000000000000002".to_string(),
+                    2
+                ),
+                (
+                    "00000002".to_string(),
+                    "000000020000000000000002".to_string(),
+                    "000000020000000000000002".to_string(),
+                    1
+                )
+            ]
+        );
+    }
+}
