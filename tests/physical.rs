@@ -586,6 +586,144 @@ fn retention_keeps_whole_chains_and_the_wal_they_need_and_a_dry_run_lists_the_sa
 }
 
 #[test]
+fn page_checksums_are_verified_while_reading_and_a_bad_page_is_named() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()).with_checksums());
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE c WITH (autovacuum_enabled = off) AS
+           SELECT g AS id, repeat('x', 100) AS v FROM generate_series(1, 10000) g;
+         CHECKPOINT",
+    )
+    .unwrap();
+    let path: String = c
+        .query_one("SELECT pg_relation_filepath('c')", &[])
+        .unwrap()
+        .get(0);
+    // Every page PostgreSQL wrote passes pg_ark's check.
+    let clean = wait_job(&mut c, "full", "{}");
+    assert_eq!(clean["state"], "succeeded", "{clean}");
+    assert!(
+        clean["result"]["pages_checked"].as_u64().unwrap() > 100,
+        "{clean}"
+    );
+    assert_eq!(
+        clean["result"]["checksum_failures"],
+        serde_json::json!([]),
+        "{clean}"
+    );
+    // One flipped byte in block 2 of table c, on disk, while the server is down.
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    let file = primary.data.join(&path);
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[2 * 8192 + 4000] ^= 0x01;
+    std::fs::write(&file, bytes).unwrap();
+    primary.restart_stopped();
+    let mut c = primary.client();
+    for kind in ["full", "incremental"] {
+        let done = wait_job(&mut c, kind, "{}");
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["result"]["kind"], kind, "{done}");
+        let failures = done["result"]["checksum_failures"].as_array().unwrap();
+        assert_eq!(failures.len(), 1, "{done}");
+        assert_eq!(failures[0]["file"], path.as_str(), "{done}");
+        assert_eq!(failures[0]["block"], 2, "{done}");
+    }
+    primary.wait_for_log("checksum verification failed in file", WAIT);
+}
+
+#[test]
+fn a_cluster_with_a_tablespace_is_backed_up_and_restored_completely() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    let ts_dir = temp_dir("ark-ts-");
+    pg_ark_tests::give_to_test_user(ts_dir.path());
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    c.batch_execute(&format!(
+        "CREATE TABLESPACE extra LOCATION '{}'",
+        ts_dir.path().display()
+    ))
+    .unwrap();
+    c.batch_execute(
+        "CREATE TABLE t (id int, v text) TABLESPACE extra;
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g;
+         CHECKPOINT",
+    )
+    .unwrap();
+    let oid: String = c
+        .query_one(
+            "SELECT oid::text FROM pg_tablespace WHERE spcname = 'extra'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let full = wait_job(&mut c, "full", "{}");
+    assert_eq!(full["state"], "succeeded", "{full}");
+    c.batch_execute("UPDATE t SET v = 'changed' WHERE id % 100 = 0")
+        .unwrap();
+    let inc = wait_job(&mut c, "incremental", "{}");
+    assert_eq!(inc["result"]["kind"], "incremental", "{inc}");
+    let id = inc["result"]["backup_id"].as_str().unwrap().to_string();
+    let before = table_digest(&mut c, "t");
+    let path: String = c
+        .query_one("SELECT pg_relation_filepath('t')", &[])
+        .unwrap()
+        .get(0);
+    assert!(path.starts_with(&format!("pg_tblspc/{oid}/")), "{path}");
+    drop(c);
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    let (info, manifest) = physical::load_backup(&entry, &id).unwrap();
+    assert_eq!(info.tablespaces.len(), 1);
+    assert_eq!(info.tablespaces[0].oid, oid);
+    assert_eq!(
+        info.tablespaces[0].location,
+        ts_dir.path().display().to_string()
+    );
+    // The table's file is stored by block in the incremental.
+    let e = manifest.files.iter().find(|f| f.path == path).unwrap();
+    assert!(e.blocks.as_ref().is_some_and(|b| !b.is_empty()), "{e:?}");
+
+    // Restored elsewhere: the tablespace into a new location.
+    let dir = temp_dir("ark-restore-");
+    let data = dir.path().join("data");
+    let moved = dir.path().join("extra");
+    let map = [(oid.clone(), moved.clone())].into();
+    physical::restore_backup_with(&entry, &id, &data, &map).unwrap();
+    assert_eq!(
+        std::fs::read_link(data.join("pg_tblspc").join(&oid)).unwrap(),
+        moved
+    );
+    let auto = data.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
+    std::fs::write(&auto, conf).unwrap();
+    give_tree_to_test_user(&data);
+    give_tree_to_test_user(&moved);
+    let restore_command = format!(
+        "{} wal-get --repo file://{} %f %p",
+        primary.install.bin("pg_ark").display(),
+        repo_dir.path().display()
+    );
+    let restored = Cluster::recover_from_backup(dir, data, &restore_command);
+    let mut r = restored.client();
+    assert_eq!(table_digest(&mut r, "t"), before);
+    let location: String = r
+        .query_one(
+            "SELECT pg_tablespace_location($1::oid)",
+            &[&oid.parse::<u32>().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(location, moved.display().to_string());
+}
+
+#[test]
 fn a_full_backup_without_archiving_into_pg_ark_is_refused_clearly() {
     let repo_dir = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(ClusterOptions::default().set(

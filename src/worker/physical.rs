@@ -45,6 +45,8 @@ struct Plan {
     datadir: PathBuf,
     server_version: String,
     wait: Duration,
+    /// `data_checksums` is on: pages are verified as they are read.
+    checksums: bool,
 }
 
 struct Started {
@@ -87,6 +89,7 @@ fn plan(job: &Job) -> Result<Plan, ArkError> {
         datadir: PathBuf::from(setting("data_directory")?),
         server_version: setting("server_version")?,
         wait: Duration::from_secs(wait),
+        checksums: setting("data_checksums")? == "on",
     })
 }
 
@@ -155,10 +158,12 @@ fn copy(
     datadir: PathBuf,
     (compression, level): (Compression, i32),
     basis: Option<Basis>,
+    checksums: Option<u64>,
     control: Arc<Control>,
-) -> Result<(ClusterRepo, Vec<physical::ManifestFile>, Vec<String>), String> {
+) -> Result<Copied, String> {
     let dd = physical::walk(&datadir).map_err(|e| e.to_string())?;
     let progress = Progress::default();
+    let pages = checksums.map(physical::PageCheck::new);
     let files = std::thread::scope(|s| {
         let worker = s.spawn(|| {
             physical::store_files(
@@ -172,6 +177,7 @@ fn copy(
                     threads: 2,
                 },
                 basis.as_ref(),
+                pages.as_ref(),
                 &progress,
             )
         });
@@ -195,7 +201,29 @@ fn copy(
         })
     })
     .map_err(|e| e.to_string())?;
-    Ok((cluster, files, dd.dirs))
+    let (bad, checked) = match &pages {
+        Some(p) => (p.bad_pages(), Some(p.checked.load(Ordering::Relaxed))),
+        None => (Vec::new(), None),
+    };
+    Ok(Copied {
+        cluster,
+        files,
+        dirs: dd.dirs,
+        tablespaces: dd.tablespaces,
+        bad,
+        checked,
+    })
+}
+
+/// What the copy stored, and what page verification found.
+struct Copied {
+    cluster: ClusterRepo,
+    files: Vec<physical::ManifestFile>,
+    dirs: Vec<String>,
+    tablespaces: Vec<physical::Tablespace>,
+    bad: Vec<physical::BadPage>,
+    /// Pages checked (`None`: the cluster has no checksums).
+    checked: Option<u64>,
 }
 
 /// What the backup is taken against.
@@ -486,15 +514,26 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     };
     let copied = {
         let (c, p, d) = (cluster.clone(), prefix.clone(), plan.datadir.clone());
+        let checksums = plan
+            .checksums
+            .then(|| physical::increment::parse_lsn(&started.start_lsn))
+            .flatten();
         supervise(
             job,
             move |control, _tx: std::sync::mpsc::Sender<()>| {
-                copy(c, p, d, compression, basis, control)
+                copy(c, p, d, compression, basis, checksums, control)
             },
             |_| {},
         )
     };
-    let (cluster, mut files, dirs) = match copied {
+    let Copied {
+        cluster,
+        mut files,
+        dirs,
+        tablespaces,
+        bad,
+        checked,
+    } = match copied {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             abandon(Some(&cluster), &id);
@@ -565,6 +604,8 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         files: files.len(),
         server_version: plan.server_version.clone(),
         system_identifier: cluster.system_identifier,
+        tablespaces: tablespaces.clone(),
+        checksums: plan.checksums,
         job_id: Some(job.id),
         created_by: format!("pg_ark {}", env!("CARGO_PKG_VERSION")),
     };
@@ -573,6 +614,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         backup_id: id.clone(),
         files,
         dirs,
+        tablespaces,
     };
     if let Err(e) = physical::finish_backup(&cluster, &manifest, &info) {
         let _ = physical::delete_backup(&cluster, &id);
@@ -628,6 +670,24 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     if let Some(reason) = decision.fallback {
         result["requested"] = json!(requested);
         result["fallback"] = json!(reason);
+    }
+    if let Some(n) = checked {
+        result["pages_checked"] = json!(n);
+        result["checksum_failures"] = json!(bad
+            .iter()
+            .map(|b| json!({"file": b.path, "block": b.block,
+                            "expected": b.expected, "found": b.found}))
+            .collect::<Vec<_>>());
+        for b in &bad {
+            warning!(
+                "pg_ark job {}: checksum verification failed in file \"{}\", block {}: calculated {:X} but expected {:X}",
+                job.id,
+                b.path,
+                b.block,
+                b.expected,
+                b.found
+            );
+        }
     }
     // Retention, now that this backup is complete: whole chains that are
     // no longer kept, and the WAL only they needed. A failure here leaves

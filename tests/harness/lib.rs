@@ -216,6 +216,8 @@ pub struct ClusterOptions {
     /// Extra `postgresql.conf` lines, as (name, value) pairs; values are
     /// written as given, so quote strings: `("archive_mode", "'on'")`.
     pub settings: Vec<(String, String)>,
+    /// `initdb --data-checksums` (default: initdb's own default).
+    pub checksums: bool,
 }
 
 impl Default for ClusterOptions {
@@ -223,6 +225,7 @@ impl Default for ClusterOptions {
         ClusterOptions {
             preload: true,
             settings: Vec::new(),
+            checksums: false,
         }
     }
 }
@@ -230,6 +233,10 @@ impl Default for ClusterOptions {
 impl ClusterOptions {
     pub fn set(mut self, name: &str, value: &str) -> Self {
         self.settings.push((name.to_string(), value.to_string()));
+        self
+    }
+    pub fn with_checksums(mut self) -> Self {
+        self.checksums = true;
         self
     }
     pub fn without_preload(mut self) -> Self {
@@ -272,6 +279,7 @@ impl Cluster {
                     "--locale=C",
                     "--no-sync",
                 ])
+                .args(opts.checksums.then_some("--data-checksums"))
                 .arg("-D")
                 .arg(&data),
             "initdb",

@@ -22,7 +22,8 @@
 //! repository, and takes a full when it is not.
 //!
 //! Only main, visibility-map and init forks of relations are stored by
-//! block (`base/<db>/<n>[_vm|_init][.<seg>]`, `global/<n>...`). Free-space
+//! block (`base/<db>/<n>[_vm|_init][.<seg>]`, `global/<n>...`, and
+//! `pg_tblspc/<oid>/PG_<version>/<db>/<n>...` in tablespaces). Free-space
 //! maps are not WAL-logged page by page, so they are stored whole, as is
 //! every other file, and any relation file whose length is not a whole
 //! number of blocks.
@@ -51,12 +52,15 @@ pub struct Basis {
 
 /// A relation fork that is stored block by block.
 pub fn is_block_file(path: &str) -> bool {
-    let mut parts = path.split('/');
-    let (dir_ok, name) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("global"), Some(name), None, None) => (true, name),
-        (Some("base"), Some(db), Some(name), None) => (
-            !db.is_empty() && db.bytes().all(|b| b.is_ascii_digit()),
-            name,
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = path.split('/').collect();
+    let (dir_ok, name) = match parts.as_slice() {
+        ["global", name] => (true, *name),
+        ["base", db, name] => (digits(db), *name),
+        // pg_tblspc/<oid>/PG_<major>_<catversion>/<db>/<file>
+        ["pg_tblspc", oid, version, db, name] => (
+            digits(oid) && version.starts_with("PG_") && digits(db),
+            *name,
         ),
         _ => (false, ""),
     };
@@ -103,6 +107,7 @@ fn changed_blocks(
     len: u64,
     parent_len: u64,
     reference_lsn: u64,
+    mut each: impl FnMut(u64, &[u8]),
 ) -> Result<Vec<u32>, Error> {
     let mut changed = Vec::new();
     let mut buf = vec![0u8; 128 * BLOCK as usize];
@@ -128,6 +133,7 @@ fn changed_blocks(
             break;
         }
         for page in buf[..filled].chunks(BLOCK as usize) {
+            each(block, page);
             let lsn = page_lsn(page);
             if block >= parent_blocks || lsn == 0 || lsn >= reference_lsn {
                 changed.push(u32::try_from(block).map_err(|_| {
@@ -192,6 +198,7 @@ pub(super) fn store_increment(
     parent_len: u64,
     reference_lsn: u64,
     (compression, level): (Compression, i32),
+    pages: Option<&super::PageCheck>,
 ) -> Result<Option<ManifestFile>, Error> {
     let path = pgdata.join(&f.path);
     let file = match fs::File::open(&path) {
@@ -200,7 +207,18 @@ pub(super) fn store_increment(
         Err(e) => return Err(io_err("open", &path, e)),
     };
     let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
-    let blocks = changed_blocks(&file, &path, len, parent_len, reference_lsn)?;
+    let blocks = changed_blocks(
+        &file,
+        &path,
+        len,
+        parent_len,
+        reference_lsn,
+        |block, page| {
+            if let Some(check) = pages {
+                check.check(&file, &f.path, block, page);
+            }
+        },
+    )?;
     let key = data_key(prefix, &f.path);
     if blocks.is_empty() {
         return Ok(Some(ManifestFile {

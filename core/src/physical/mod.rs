@@ -47,7 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+pub mod checksum;
 pub mod increment;
+pub use checksum::{BadPage, PageCheck};
 pub use increment::{Basis, BLOCK};
 
 /// The version of `backup.info` and `manifest` this pg_ark writes and reads.
@@ -93,8 +95,17 @@ pub struct SourceFile {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataDirectory {
     pub files: Vec<SourceFile>,
-    /// Directories, relative, including the kept-empty ones.
+    /// Directories, relative, including the kept-empty ones. A tablespace's
+    /// link (`pg_tblspc/<oid>`) is not one: see `tablespaces`.
     pub dirs: Vec<String>,
+    pub tablespaces: Vec<Tablespace>,
+}
+
+/// A tablespace: the link `pg_tblspc/<oid>` and where it pointed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tablespace {
+    pub oid: String,
+    pub location: String,
 }
 
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
@@ -128,10 +139,16 @@ fn relfilenode(name: &str) -> Option<&str> {
     (end > 0).then(|| &name[..end])
 }
 
-/// List what a base backup of `pgdata` copies. Tablespaces (links in
-/// `pg_tblspc`) are not supported yet and make this an error.
+/// List what a base backup of `pgdata` copies, tablespaces included: the
+/// files behind each link `pg_tblspc/<oid>` are listed under that path,
+/// only in this major's `PG_<major>_<catversion>` directory (another
+/// major's, left by pg_upgrade, is not this cluster's).
 pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
     let mut out = DataDirectory::default();
+    let major = fs::read_to_string(pgdata.join("PG_VERSION"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    let own_version = format!("PG_{major}_");
     let mut stack = vec![(String::new(), pgdata.to_path_buf())];
     while let Some((rel, dir)) = stack.pop() {
         let entries = fs::read_dir(&dir).map_err(|e| io_err("list", &dir, e))?;
@@ -174,11 +191,25 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
             }
             let ft = entry.file_type().map_err(|e| io_err("stat", &path, e))?;
             if ft.is_symlink() && rel == "pg_tblspc" {
-                return Err(Error::Unsupported {
-                    what: format!(
-                        "the cluster has a tablespace (pg_tblspc/{name}); physical backups of clusters with tablespaces are not supported yet"
-                    ),
+                let location = fs::read_link(&path).map_err(|e| io_err("read link", &path, e))?;
+                let Some(location) = location.to_str() else {
+                    return Err(io_err(
+                        "back up",
+                        &path,
+                        std::io::Error::other("the tablespace location is not UTF-8"),
+                    ));
+                };
+                out.tablespaces.push(Tablespace {
+                    oid: name.clone(),
+                    location: location.to_string(),
                 });
+                stack.push((rel_name, path));
+                continue;
+            }
+            // In a tablespace, only this major's version directory.
+            let in_tablespace_root = rel.starts_with("pg_tblspc/") && rel.matches('/').count() == 1;
+            if in_tablespace_root && name.starts_with("PG_") && !name.starts_with(&own_version) {
+                continue;
             }
             let meta = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?;
             if meta.is_dir() {
@@ -198,6 +229,7 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
     }
     out.dirs.sort();
     out.dirs.dedup();
+    out.tablespaces.sort_by(|a, b| a.oid.cmp(&b.oid));
     // Name order, with global/pg_control last.
     out.files.sort_by(|a, b| {
         (a.path == "global/pg_control", &a.path).cmp(&(b.path == "global/pg_control", &b.path))
@@ -257,6 +289,9 @@ pub struct Manifest {
     pub backup_id: String,
     pub files: Vec<ManifestFile>,
     pub dirs: Vec<String>,
+    /// The links in `pg_tblspc`, made before the files below them.
+    #[serde(default)]
+    pub tablespaces: Vec<Tablespace>,
 }
 
 /// A physical backup's descriptor (`backup.info`).
@@ -294,6 +329,12 @@ pub struct PhysicalBackupInfo {
     pub server_version: String,
     #[serde(with = "u64_string")]
     pub system_identifier: u64,
+    /// The cluster's tablespaces at the backup.
+    #[serde(default)]
+    pub tablespaces: Vec<Tablespace>,
+    /// `data_checksums` was on.
+    #[serde(default)]
+    pub checksums: bool,
     pub job_id: Option<i64>,
     pub created_by: String,
 }
@@ -353,6 +394,7 @@ pub fn store_files(
     files: &[SourceFile],
     opts: StoreOptions,
     basis: Option<&Basis>,
+    pages: Option<&PageCheck>,
     progress: &Progress,
 ) -> Result<Vec<ManifestFile>, Error> {
     let StoreOptions {
@@ -387,8 +429,16 @@ pub fn store_files(
                 len,
                 lsn,
                 (compression, level),
+                pages.filter(|_| checksum::is_checksummed(&f.path)),
             )?,
-            None => store_file(cluster, prefix, pgdata, f, compression, level)?,
+            None => store_file(
+                cluster,
+                prefix,
+                pgdata,
+                f,
+                (compression, level),
+                pages.filter(|_| checksum::is_checksummed(&f.path)),
+            )?,
         };
         progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
         results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(entry);
@@ -490,8 +540,8 @@ fn store_file(
     prefix: &str,
     pgdata: &Path,
     f: &SourceFile,
-    compression: Compression,
-    level: i32,
+    (compression, level): (Compression, i32),
+    pages: Option<&PageCheck>,
 ) -> Result<Option<ManifestFile>, Error> {
     let path = pgdata.join(&f.path);
     let key = data_key(prefix, &f.path);
@@ -502,9 +552,20 @@ fn store_file(
     };
     let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
     let reader = Padded {
-        inner: file,
+        inner: &file,
         left: len,
         ended: false,
+    };
+    let reader: Box<dyn std::io::Read + '_> = match pages {
+        Some(check) => Box::new(checksum::Checking {
+            inner: reader,
+            file: &file,
+            path: &f.path,
+            check,
+            page: Vec::with_capacity(BLOCK as usize),
+            block: 0,
+        }),
+        None => Box::new(reader),
     };
     let mut sealed = envelope::SealReader::new(reader, len, compression, level)
         .map_err(|e| io_err("read", &path, e))?;
@@ -964,6 +1025,18 @@ pub fn restore_backup(
     id: &str,
     target: &Path,
 ) -> Result<PhysicalBackupInfo, Error> {
+    restore_backup_with(cluster, id, target, &std::collections::HashMap::new())
+}
+
+/// [`restore_backup`], with each tablespace (by oid) restored into the
+/// location `tablespaces` gives, or else where it was. Each location must
+/// be empty or absent; `pg_tblspc/<oid>` becomes a link to it.
+pub fn restore_backup_with(
+    cluster: &ClusterRepo,
+    id: &str,
+    target: &Path,
+    tablespaces: &std::collections::HashMap<String, PathBuf>,
+) -> Result<PhysicalBackupInfo, Error> {
     let chain = load_chain(cluster, id)?;
     if let Ok(mut entries) = fs::read_dir(target) {
         if entries.next().is_some() {
@@ -1002,7 +1075,48 @@ pub fn restore_backup(
         }
         Ok(())
     };
+    // Tablespace locations first: every check before anything is written.
+    let mut links = Vec::new();
+    for ts in &chain.manifest().tablespaces {
+        if ts.oid.is_empty() || !ts.oid.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad(
+                manifest_key.clone(),
+                format!("\"{}\" is not a tablespace oid", ts.oid),
+            ));
+        }
+        let location = tablespaces
+            .get(&ts.oid)
+            .cloned()
+            .unwrap_or_else(|| PathBuf::from(&ts.location));
+        if !location.is_absolute() {
+            return Err(Error::InvalidLogicalRequest {
+                reason: format!(
+                    "the location of tablespace {} must be an absolute path, not \"{}\"",
+                    ts.oid,
+                    location.display()
+                ),
+            });
+        }
+        if let Ok(mut entries) = fs::read_dir(&location) {
+            if entries.next().is_some() {
+                return Err(Error::InvalidLogicalRequest {
+                    reason: format!(
+                        "the location of tablespace {}, \"{}\", is not empty (restore it elsewhere)",
+                        ts.oid,
+                        location.display()
+                    ),
+                });
+            }
+        }
+        links.push((ts.oid.clone(), location));
+    }
     mkdir(target)?;
+    mkdir(&target.join("pg_tblspc"))?;
+    for (oid, location) in &links {
+        mkdir(location)?;
+        let link = target.join("pg_tblspc").join(oid);
+        std::os::unix::fs::symlink(location, &link).map_err(|e| io_err("link", &link, e))?;
+    }
     for d in &chain.manifest().dirs {
         mkdir(&safe(d)?)?;
     }

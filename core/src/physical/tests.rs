@@ -90,12 +90,110 @@ fn the_walk_follows_postgresqls_base_backup_rules() {
 }
 
 #[test]
-fn a_tablespace_is_refused_clearly() {
+fn a_tablespace_is_backed_up_behind_its_link_and_restored_where_asked() {
+    let (_r, c) = cluster();
     let d = pgdata();
     let ts = tempfile::tempdir().unwrap();
+    write(ts.path(), "PG_17_202406281/5/16500", &[5u8; 8192]);
+    write(ts.path(), "PG_17_202406281/5/16500_fsm", &[6u8; 8192]);
+    write(ts.path(), "PG_16_202307071/5/99", b"another major's");
     std::os::unix::fs::symlink(ts.path(), d.path().join("pg_tblspc/16500")).unwrap();
-    let e = walk(d.path()).unwrap_err();
-    assert!(e.to_string().contains("pg_tblspc/16500"), "{e}");
+    let dd = walk(d.path()).unwrap();
+    assert_eq!(
+        dd.tablespaces,
+        [Tablespace {
+            oid: "16500".into(),
+            location: ts.path().display().to_string()
+        }]
+    );
+    let paths: Vec<&str> = dd.files.iter().map(|f| f.path.as_str()).collect();
+    assert!(
+        paths.contains(&"pg_tblspc/16500/PG_17_202406281/5/16500"),
+        "{paths:?}"
+    );
+    assert!(!paths.iter().any(|p| p.contains("PG_16")), "{paths:?}");
+    assert!(
+        !dd.dirs.iter().any(|p| p == "pg_tblspc/16500"),
+        "{:?}",
+        dd.dirs
+    );
+    assert!(increment::is_block_file(
+        "pg_tblspc/16500/PG_17_202406281/5/16500"
+    ));
+    take(&c, d.path(), "t1");
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("data");
+    // The original location is not empty: refused, nothing written.
+    let e = restore_backup(&c, "t1", &target).unwrap_err();
+    assert!(e.to_string().contains("is not empty"), "{e}");
+    assert!(!target.exists());
+    let moved = out.path().join("ts");
+    let map = [("16500".to_string(), moved.clone())].into();
+    restore_backup_with(&c, "t1", &target, &map).unwrap();
+    assert_eq!(
+        fs::read_link(target.join("pg_tblspc/16500")).unwrap(),
+        moved
+    );
+    assert_eq!(
+        fs::read(moved.join("PG_17_202406281/5/16500")).unwrap(),
+        vec![5u8; 8192]
+    );
+    assert!(!moved.join("PG_16_202307071").exists());
+}
+
+#[test]
+fn page_checksums_follow_base_backups_rules() {
+    let sealed = |lsn: u64, fill: u8, blkno: u32| {
+        let mut p = page(lsn, fill);
+        p[12..14].copy_from_slice(&24u16.to_ne_bytes()); // pd_lower
+        p[14..16].copy_from_slice(&8000u16.to_ne_bytes()); // pd_upper
+        let sum = checksum::page_checksum(&p, blkno);
+        p[8..10].copy_from_slice(&sum.to_ne_bytes());
+        p
+    };
+    // The checksum covers the block number and ignores its own field.
+    let p3 = sealed(0x100, 7, 3);
+    assert_ne!(
+        checksum::page_checksum(&p3, 3),
+        checksum::page_checksum(&p3, 4)
+    );
+    let p = sealed(0x100, 7, 0);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("16384");
+    let mut bad = sealed(0x100, 9, 1);
+    bad[5000] ^= 1;
+    let written_late = {
+        let mut p = sealed(0x3000, 9, 2);
+        p[5000] ^= 1;
+        p
+    };
+    let mut nonzero_new = vec![0u8; 8192];
+    nonzero_new[100] = 1;
+    let content: Vec<u8> = [
+        p.clone(),
+        bad.clone(),
+        written_late,
+        vec![0u8; 8192],
+        nonzero_new,
+    ]
+    .concat();
+    fs::write(&path, &content).unwrap();
+    let file = fs::File::open(&path).unwrap();
+    let check = PageCheck::new(0x2000);
+    for (block, page) in content.chunks(8192).enumerate() {
+        check.check(&file, "base/5/16384", block as u64, page);
+    }
+    let found: Vec<u64> = check.bad_pages().iter().map(|b| b.block).collect();
+    // Block 1 fails; block 2 was written after the start (not judged);
+    // block 3 is a new, zeroed page; block 4 claims to be new but is not zeros.
+    assert_eq!(found, [1, 4]);
+    // A page read while being written, good on the second read, passes.
+    let check = PageCheck::new(0x2000);
+    check.check(&file, "base/5/16384", 0, &bad);
+    assert_eq!(check.bad_pages(), vec![]);
+    assert!(checksum::is_checksummed("base/5/16384_fsm"));
+    assert!(checksum::is_checksummed("base/5/16384_fsm.2"));
+    assert!(!checksum::is_checksummed("base/5/pg_filenode.map"));
 }
 
 fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
@@ -139,6 +237,7 @@ fn take_kind(
             threads: 2,
         },
         basis.as_ref(),
+        None,
         &progress,
     )
     .unwrap();
@@ -160,6 +259,7 @@ fn take_kind(
         backup_id: id.into(),
         files,
         dirs: dd.dirs,
+        tablespaces: dd.tablespaces,
     };
     let info = PhysicalBackupInfo {
         format_version: PHYSICAL_INFO_VERSION,
@@ -182,6 +282,8 @@ fn take_kind(
         files: manifest.files.len(),
         server_version: "17".into(),
         system_identifier: SYSID,
+        tablespaces: Vec::new(),
+        checksums: false,
         job_id: Some(1),
         created_by: "test".into(),
     };
@@ -567,6 +669,8 @@ fn described(id: &str, kind: &str, chain: &str, timeline: u32, epoch: i64) -> Ph
         files: 0,
         server_version: "17".into(),
         system_identifier: SYSID,
+        tablespaces: Vec::new(),
+        checksums: false,
         job_id: None,
         created_by: "test".into(),
     }

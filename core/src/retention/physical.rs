@@ -197,6 +197,8 @@ mod tests {
             files: 0,
             server_version: "17".into(),
             system_identifier: 1,
+            tablespaces: Vec::new(),
+            checksums: false,
             job_id: None,
             created_by: String::new(),
         }
