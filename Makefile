@@ -20,7 +20,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench demo demo-stop clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical demo demo-stop clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -92,9 +92,17 @@ test: setup
 	@$(MAKE) --no-print-directory integration
 	@$(MAKE) --no-print-directory smoke
 
-# Archive throughput: pg_ark vs archive_command cp vs basic_archive, same run.
+# Benchmarks, each comparing against its baselines in the same run.
 bench: setup install
+	@$(MAKE) --no-print-directory bench-archive bench-physical
+
+# Archive throughput: pg_ark vs archive_command cp vs basic_archive.
+bench-archive:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench archive_throughput
+
+# Physical backups: pg_ark full and incremental vs pg_basebackup.
+bench-physical:
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench physical_backup
 
 demo: setup-demo
 	@bash scripts/install.sh "$(PG17_CONFIG)"

@@ -189,7 +189,13 @@ fn restore_and_start(
 #[test]
 fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() {
     let repo_dir = temp_dir("ark-repo-");
-    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    // On 17+, the increments take their changed blocks from WAL summaries.
+    let major = pg_ark_tests::PgInstall::from_env().major;
+    let mut opts = archiving(repo_dir.path());
+    if major >= 17 {
+        opts = opts.set("summarize_wal", "on");
+    }
+    let mut primary = Cluster::start_with(opts);
     let mut c = primary.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     pgbench(&primary, &["-i", "-s", "2", "-q"]);
@@ -215,6 +221,12 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
         assert_eq!(done["state"], "succeeded", "{done}");
         assert_eq!(done["result"]["kind"], kind, "{done}");
         assert!(done["result"].get("fallback").is_none(), "{done}");
+        let from = done["result"]["changes_from"].as_str().unwrap();
+        if major >= 17 {
+            assert_eq!(from, "WAL summaries", "{done}");
+        } else {
+            assert!(from.starts_with("page LSNs"), "{done}");
+        }
         taken.push((done["result"].clone(), pgbench_digest(&mut c)));
     }
     let ids: Vec<String> = taken
@@ -278,7 +290,6 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     assert_eq!(v["result"]["backup_id"], ids[3].as_str(), "{v}");
     drop(c);
     let sysid = primary.system_identifier();
-    let major = primary.install.major;
     assert!(primary.stop("fast").status.success());
 
     let repo = open_repo(repo_dir.path());
@@ -721,6 +732,133 @@ fn a_cluster_with_a_tablespace_is_backed_up_and_restored_completely() {
         .unwrap()
         .get(0);
     assert_eq!(location, moved.display().to_string());
+}
+
+/// pgbench's invariant: every transaction adds the same delta to one
+/// account, teller and branch and logs it in history, so in any consistent
+/// state the four sums agree.
+fn pgbench_sums(c: &mut postgres::Client) -> [i64; 4] {
+    let r = c
+        .query_one(
+            "SELECT (SELECT coalesce(sum(abalance), 0) FROM pgbench_accounts)::int8,
+                    (SELECT coalesce(sum(tbalance), 0) FROM pgbench_tellers)::int8,
+                    (SELECT coalesce(sum(bbalance), 0) FROM pgbench_branches)::int8,
+                    (SELECT coalesce(sum(delta), 0) FROM pgbench_history)::int8",
+            &[],
+        )
+        .unwrap();
+    [r.get(0), r.get(1), r.get(2), r.get(3)]
+}
+
+#[test]
+fn backups_taken_while_pgbench_writes_and_ddl_runs_restore_consistently() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    pgbench(&primary, &["-i", "-s", "2", "-q"]);
+    c.batch_execute(
+        "CREATE TABLE dropped_during AS SELECT g AS id FROM generate_series(1, 5000) g;
+         CREATE TABLE truncated_during AS SELECT g AS id FROM generate_series(1, 5000) g;",
+    )
+    .unwrap();
+    // pgbench writes through both backups.
+    let mut bench = std::process::Command::new(primary.install.bin("pgbench"))
+        .arg("-h")
+        .arg(&primary.sockdir)
+        .arg("-p")
+        .arg(primary.port.to_string())
+        .args([
+            "-U", "postgres", "-n", "-c", "2", "-t", "1000000", "postgres",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let full = wait_job(&mut c, "full", "{}");
+    assert_eq!(full["state"], "succeeded", "{full}");
+    // Hold the archiver with a segment waiting, so that the incremental,
+    // once started (pg_backup_start), waits for it before it copies: the
+    // DDL below happens inside the backup, before its files are read.
+    let archiver: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // SAFETY: signals to a process of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(archiver, libc::SIGSTOP) }, 0);
+    c.batch_execute("SELECT pg_switch_wal()").unwrap();
+    let job: i64 = c
+        .query_one("SELECT ark.backup('incremental')", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the incremental to wait for earlier WAL", WAIT, || {
+        let phase: Option<String> = c
+            .query_one(
+                "SELECT progress->>'phase' FROM ark.jobs WHERE id = $1",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        phase.as_deref() == Some("wait for earlier WAL")
+    });
+    c.batch_execute(
+        "CREATE TABLE created_during AS SELECT g AS id FROM generate_series(1, 3000) g;
+         DROP TABLE dropped_during;
+         TRUNCATE truncated_during;",
+    )
+    .unwrap();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(archiver, libc::SIGCONT) }, 0);
+    let doc: String = c
+        .query_one("SELECT ark.wait($1, '5 min')::text", &[&job])
+        .unwrap()
+        .get(0);
+    let inc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(inc["state"], "succeeded", "{inc}");
+    assert_eq!(inc["result"]["kind"], "incremental", "{inc}");
+    let _ = bench.kill();
+    let _ = bench.wait();
+    drop(c);
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    for result in [&full["result"], &inc["result"]] {
+        let id = result["backup_id"].as_str().unwrap();
+        assert_eq!(physical::verify_backup(&entry, id).unwrap(), vec![], "{id}");
+        let restored = restore_and_start(repo_dir.path(), &entry, id);
+        let mut r = restored.client();
+        let sums = pgbench_sums(&mut r);
+        assert!(sums.iter().all(|&s| s == sums[0]), "{id}: {sums:?}");
+        let n: i64 = r
+            .query_one("SELECT count(*) FROM pgbench_history", &[])
+            .unwrap()
+            .get(0);
+        assert!(n > 0, "{id}: pgbench wrote nothing before the backup");
+        let tables = |r: &mut postgres::Client, name: &str| -> Option<i64> {
+            let exists: bool = r
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .unwrap()
+                .get(0);
+            exists.then(|| {
+                r.query_one(&format!("SELECT count(*) FROM {name}"), &[])
+                    .unwrap()
+                    .get(0)
+            })
+        };
+        if result["kind"] == "incremental" {
+            assert_eq!(tables(&mut r, "created_during"), Some(3000));
+            assert_eq!(tables(&mut r, "dropped_during"), None);
+            assert_eq!(tables(&mut r, "truncated_during"), Some(0));
+        } else {
+            assert_eq!(tables(&mut r, "created_during"), None);
+            assert_eq!(tables(&mut r, "dropped_during"), Some(5000));
+            assert_eq!(tables(&mut r, "truncated_during"), Some(5000));
+        }
+    }
 }
 
 #[test]

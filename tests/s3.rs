@@ -340,3 +340,110 @@ fn a_hung_s3_server_holds_an_archive_attempt_only_until_its_deadline() {
     assert!(out.status.success(), "{out:?}");
     drop(silent);
 }
+
+/// `(count, md5 of every row in key order)` of table `t`.
+fn digest(c: &mut postgres::Client) -> (i64, String) {
+    let row = c
+        .query_one(
+            "SELECT count(*), coalesce(md5(string_agg(t::text, ',' ORDER BY id, v)), '') FROM t",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
+    let s3 = S3Server::start();
+    let mut primary = Cluster::start_with(archiving_to(&s3, "phys"));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t (id int, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 50000) g",
+    )
+    .unwrap();
+    let mut ids = Vec::new();
+    for (i, kind) in ["full", "incremental", "differential"].iter().enumerate() {
+        if i > 0 {
+            c.execute("UPDATE t SET v = md5(v) WHERE id % 50 = $1", &[&(i as i32)])
+                .unwrap();
+        }
+        let doc: String = c
+            .query_one("SELECT ark.wait(ark.backup($1), '5 min')::text", &[kind])
+            .unwrap()
+            .get(0);
+        let done: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["result"]["kind"], *kind, "{done}");
+        ids.push(done["result"]["backup_id"].as_str().unwrap().to_string());
+    }
+    let expected = digest(&mut c);
+    drop(c);
+    let sysid = primary.system_identifier();
+    let major = primary.install.major;
+    assert!(primary.stop("fast").status.success());
+
+    let storage = S3Storage::open(&s3.bucket, "phys", &options(&s3)).unwrap();
+    let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
+    let entry = repo.cluster(sysid, major, false).unwrap();
+    let listed: Vec<String> = pg_ark_core::physical::list_backups(&entry)
+        .unwrap()
+        .into_iter()
+        .map(|b| b.backup_id)
+        .collect();
+    assert_eq!(listed, ids);
+    for id in &ids {
+        assert_eq!(
+            pg_ark_core::physical::verify_backup(&entry, id).unwrap(),
+            vec![],
+            "{id}"
+        );
+    }
+    // `pg_ark verify` against S3, credentials from the environment.
+    let out = std::process::Command::new(primary.install.bin("pg_ark"))
+        .args(["verify", "--repo"])
+        .arg(format!("s3://{}/phys", s3.bucket))
+        .args(["--s3-endpoint", &s3.endpoint(), "--s3-path-style"])
+        .env("AWS_ACCESS_KEY_ID", &s3.access_key)
+        .env("AWS_SECRET_ACCESS_KEY", &s3.secret_key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 backup(s) verified"), "{stdout}");
+
+    // The differential, rebuilt from S3, recovers with WAL from S3.
+    let dir = pg_ark_tests::temp_dir("ark-restore-");
+    let data = dir.path().join("data");
+    pg_ark_core::physical::restore_backup(&entry, &ids[2], &data).unwrap();
+    let auto = data.join("postgresql.auto.conf");
+    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
+    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
+    std::fs::write(&auto, conf).unwrap();
+    pg_ark_tests::give_tree_to_test_user(&data);
+    let wrapper = dir.path().join("wal-get.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}'\nexec {} wal-get --repo s3://{}/phys --s3-endpoint {} --s3-path-style \"$@\"\n",
+            s3.access_key,
+            s3.secret_key,
+            primary.install.bin("pg_ark").display(),
+            s3.bucket,
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let restored = Cluster::recover_from_backup(dir, data, &format!("{} %f %p", wrapper.display()));
+    assert_eq!(digest(&mut restored.client()), expected);
+}

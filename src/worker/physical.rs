@@ -322,12 +322,135 @@ fn decide(
             .iter()
             .map(|f| (f.path.clone(), f.size))
             .collect(),
+        summary: None,
     };
     Ok(Decision {
         parent: Some((parent, basis)),
         chain: Some(chain),
         fallback: None,
     })
+}
+
+/// The changed blocks from `from_lsn` to `to_lsn` on `timeline`, from
+/// PostgreSQL's WAL summaries (17+ with `summarize_wal = on`), read in
+/// this worker's session. `Err(reason)`: they cannot be used (not on, not
+/// caught up within `wait`, or not covering the whole range), and page LSNs
+/// are compared instead.
+fn wal_summaries(
+    from_lsn: &str,
+    to_lsn: &str,
+    timeline: u32,
+    wait: Duration,
+) -> Result<
+    std::collections::HashMap<physical::increment::RelFork, physical::increment::ForkChanges>,
+    String,
+> {
+    use physical::increment::{ForkChanges, RelFork};
+    let on = xact::run(|| {
+        Ok(Spi::get_one::<bool>(
+            "SELECT current_setting('server_version_num')::int >= 170000
+                AND coalesce(current_setting('summarize_wal', true), 'off') = 'on'",
+        )?
+        .unwrap_or(false))
+    })
+    .map_err(|e| e.to_string())?;
+    if !on {
+        return Err("summarize_wal is not on".into());
+    }
+    // The summarizer catches up with the checkpoint of pg_backup_start.
+    let deadline = Instant::now() + wait;
+    loop {
+        let caught_up = xact::run(|| {
+            Ok(Spi::get_one_with_args::<bool>(
+                "SELECT summarized_lsn >= $1::pg_lsn FROM pg_get_wal_summarizer_state()",
+                &[to_lsn.into()],
+            )?
+            .unwrap_or(false))
+        })
+        .map_err(|e| e.to_string())?;
+        if caught_up {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the WAL summarizer did not reach {to_lsn} within {} s",
+                wait.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        pgrx::check_for_interrupts!();
+    }
+    let ranges: Vec<(String, String, bool, bool)> = xact::run(|| {
+        Ok(Spi::connect(|c| {
+            let t = c.select(
+                "SELECT start_lsn::text, end_lsn::text,
+                        start_lsn <= $2::pg_lsn, end_lsn >= $3::pg_lsn
+                   FROM pg_available_wal_summaries()
+                  WHERE tli = $1 AND end_lsn > $2::pg_lsn AND start_lsn < $3::pg_lsn
+                  ORDER BY start_lsn",
+                None,
+                &[i64::from(timeline).into(), from_lsn.into(), to_lsn.into()],
+            )?;
+            let mut out = Vec::new();
+            for r in t {
+                out.push((
+                    r.get::<String>(1)?.unwrap_or_default(),
+                    r.get::<String>(2)?.unwrap_or_default(),
+                    r.get::<bool>(3)?.unwrap_or(false),
+                    r.get::<bool>(4)?.unwrap_or(false),
+                ));
+            }
+            Ok::<_, pgrx::spi::SpiError>(out)
+        })?)
+    })
+    .map_err(|e| e.to_string())?;
+    // Contiguous from before the parent's start to after this one's.
+    let covered = ranges.first().is_some_and(|r| r.2)
+        && ranges.last().is_some_and(|r| r.3)
+        && ranges.windows(2).all(|w| w[0].1 == w[1].0);
+    if !covered {
+        return Err(format!(
+            "the WAL summaries on timeline {timeline} do not cover {from_lsn} to {to_lsn}"
+        ));
+    }
+    let mut forks: std::collections::HashMap<RelFork, ForkChanges> = Default::default();
+    for (start, end, _, _) in &ranges {
+        xact::run(|| {
+            Spi::connect(|c| {
+                let t = c.select(
+                    "SELECT reltablespace::int8, reldatabase::int8, relfilenode::int8,
+                            relforknumber::int4, relblocknumber::int8, is_limit_block
+                       FROM pg_wal_summary_contents($1, $2::pg_lsn, $3::pg_lsn)",
+                    None,
+                    &[
+                        i64::from(timeline).into(),
+                        start.clone().into(),
+                        end.clone().into(),
+                    ],
+                )?;
+                for r in t {
+                    let n = |v: Option<i64>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
+                    let key = RelFork {
+                        tablespace: n(r.get::<i64>(1)?),
+                        database: n(r.get::<i64>(2)?),
+                        relfilenode: n(r.get::<i64>(3)?),
+                        fork: u8::try_from(r.get::<i32>(4)?.unwrap_or(0)).unwrap_or(0),
+                    };
+                    let block = n(r.get::<i64>(5)?);
+                    let entry = forks.entry(key).or_default();
+                    if r.get::<bool>(6)?.unwrap_or(false) {
+                        entry.limit = Some(entry.limit.map_or(block, |l| l.min(block)));
+                    } else {
+                        entry.blocks.push(block);
+                    }
+                }
+                Ok::<_, pgrx::spi::SpiError>(())
+            })?;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    }
+    Ok(forks)
 }
 
 /// The ids of backups whose last verification failed.
@@ -508,10 +631,29 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
                 .unwrap_or_default()
         ),
     }
-    let (parent_info, basis) = match decision.parent {
+    let (parent_info, mut basis) = match decision.parent {
         Some((p, b)) => (Some(p), Some(b)),
         None => (None, None),
     };
+    // Changed blocks from the WAL summaries when they cover the range, so
+    // that unchanged data is not even read; else page LSNs.
+    let mut changes_from = None;
+    if let (Some(p), Some(b)) = (&parent_info, basis.as_mut()) {
+        match wal_summaries(
+            &p.start_lsn,
+            &started.start_lsn,
+            started.timeline,
+            Duration::from_secs(60).min(plan.wait),
+        ) {
+            Ok(s) => {
+                b.summary = Some(s);
+                changes_from = Some(json!("WAL summaries"));
+            }
+            Err(reason) => {
+                changes_from = Some(json!(format!("page LSNs ({reason})")));
+            }
+        }
+    }
     let copied = {
         let (c, p, d) = (cluster.clone(), prefix.clone(), plan.datadir.clone());
         let checksums = plan
@@ -670,6 +812,9 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     if let Some(reason) = decision.fallback {
         result["requested"] = json!(requested);
         result["fallback"] = json!(reason);
+    }
+    if let Some(from) = changes_from {
+        result["changes_from"] = from;
     }
     if let Some(n) = checked {
         result["pages_checked"] = json!(n);

@@ -48,6 +48,105 @@ pub struct Basis {
     pub reference_lsn: u64,
     /// Every file of the parent backup and its length.
     pub parent_sizes: HashMap<String, u64>,
+    /// The blocks WAL changed from the reference LSN to this backup's
+    /// start, from PostgreSQL's WAL summaries (17+): when present, only
+    /// those blocks are read, and page LSNs are not compared.
+    pub summary: Option<HashMap<RelFork, ForkChanges>>,
+}
+
+/// A relation fork as WAL summaries name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RelFork {
+    pub tablespace: u32,
+    pub database: u32,
+    pub relfilenode: u32,
+    /// 0 main, 1 free space map, 2 visibility map, 3 init.
+    pub fork: u8,
+}
+
+/// What the WAL summaries say of one relation fork.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ForkChanges {
+    /// The fork was created or truncated to this many blocks in the range:
+    /// every block from here on is new.
+    pub limit: Option<u32>,
+    /// Blocks WAL modified (relation block numbers, any order).
+    pub blocks: Vec<u32>,
+}
+
+/// The default and global tablespaces' oids.
+pub const DEFAULTTABLESPACE_OID: u32 = 1663;
+pub const GLOBALTABLESPACE_OID: u32 = 1664;
+
+/// The relation fork and segment number of a relation file's path.
+pub fn rel_fork(path: &str) -> Option<(RelFork, u64)> {
+    let num = |s: &str| -> Option<u32> {
+        (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let (tablespace, database, name) = match parts.as_slice() {
+        ["global", name] => (GLOBALTABLESPACE_OID, 0, *name),
+        ["base", db, name] => (DEFAULTTABLESPACE_OID, num(db)?, *name),
+        ["pg_tblspc", spc, version, db, name] if version.starts_with("PG_") => {
+            (num(spc)?, num(db)?, *name)
+        }
+        _ => return None,
+    };
+    let (stem, segment) = match name.split_once('.') {
+        Some((s, seg)) => (s, u64::from(num(seg)?)),
+        None => (name, 0),
+    };
+    let (rel, fork) = match stem.split_once('_') {
+        None => (stem, 0),
+        Some((rel, "fsm")) => (rel, 1),
+        Some((rel, "vm")) => (rel, 2),
+        Some((rel, "init")) => (rel, 3),
+        Some(_) => return None,
+    };
+    Some((
+        RelFork {
+            tablespace,
+            database,
+            relfilenode: num(rel)?,
+            fork,
+        },
+        segment,
+    ))
+}
+
+/// The blocks of segment `segment` of a fork, `nblocks` long now and
+/// `parent_blocks` long in the parent, that `changes` (from WAL
+/// summaries) say to store: the modified ones, every one from the limit
+/// block on, and every one beyond the parent's length.
+pub fn listed_blocks(
+    changes: Option<&ForkChanges>,
+    segment: u64,
+    nblocks: u64,
+    parent_blocks: u64,
+) -> Vec<u32> {
+    let first = segment * super::checksum::RELSEG_BLOCKS;
+    let mut out: Vec<u64> = Vec::new();
+    if let Some(ch) = changes {
+        out.extend(
+            ch.blocks
+                .iter()
+                .map(|&b| u64::from(b))
+                .filter(|&b| b >= first)
+                .map(|b| b - first)
+                .filter(|&b| b < nblocks),
+        );
+        if let Some(limit) = ch.limit {
+            out.extend(u64::from(limit).saturating_sub(first)..nblocks);
+        }
+    }
+    out.extend(parent_blocks.min(nblocks)..nblocks);
+    out.sort_unstable();
+    out.dedup();
+    out.into_iter()
+        .filter_map(|b| u32::try_from(b).ok())
+        .collect()
 }
 
 /// A relation fork that is stored block by block.
@@ -158,6 +257,9 @@ struct Blocks<'a> {
     next: usize,
     page: Vec<u8>,
     at: usize,
+    /// Check each page read (blocks listed from WAL summaries are read only
+    /// here).
+    check: Option<(&'a super::PageCheck, &'a str)>,
 }
 
 impl Read for Blocks<'_> {
@@ -179,6 +281,11 @@ impl Read for Blocks<'_> {
                 }
                 filled += n;
             }
+            if let Some((check, path)) = self.check {
+                if filled == self.page.len() {
+                    check.check(self.file, path, u64::from(b), &self.page);
+                }
+            }
             self.at = 0;
         }
         let n = out.len().min(self.page.len() - self.at);
@@ -188,15 +295,24 @@ impl Read for Blocks<'_> {
     }
 }
 
+/// How an increment finds its changed blocks.
+pub(super) enum Changed<'a> {
+    /// Read every block and compare its page LSN with this.
+    PageLsn(u64),
+    /// WAL summaries: read only these blocks (of this fork and segment).
+    Listed(Option<&'a ForkChanges>, u64),
+}
+
 /// Store the changed blocks of `f`, whose parent copy was `parent_len`
 /// bytes long. `Ok(None)`: the file vanished (a dropped relation).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn store_increment(
     cluster: &ClusterRepo,
     prefix: &str,
     pgdata: &Path,
     f: &SourceFile,
     parent_len: u64,
-    reference_lsn: u64,
+    changed: Changed<'_>,
     (compression, level): (Compression, i32),
     pages: Option<&super::PageCheck>,
 ) -> Result<Option<ManifestFile>, Error> {
@@ -207,18 +323,27 @@ pub(super) fn store_increment(
         Err(e) => return Err(io_err("open", &path, e)),
     };
     let len = file.metadata().map_err(|e| io_err("stat", &path, e))?.len();
-    let blocks = changed_blocks(
-        &file,
-        &path,
-        len,
-        parent_len,
-        reference_lsn,
-        |block, page| {
-            if let Some(check) = pages {
-                check.check(&file, &f.path, block, page);
-            }
-        },
-    )?;
+    let (blocks, listed) = match changed {
+        Changed::PageLsn(reference_lsn) => (
+            changed_blocks(
+                &file,
+                &path,
+                len,
+                parent_len,
+                reference_lsn,
+                |block, page| {
+                    if let Some(check) = pages {
+                        check.check(&file, &f.path, block, page);
+                    }
+                },
+            )?,
+            false,
+        ),
+        Changed::Listed(changes, segment) => (
+            listed_blocks(changes, segment, len.div_ceil(BLOCK), parent_len / BLOCK),
+            true,
+        ),
+    };
     let key = data_key(prefix, &f.path);
     if blocks.is_empty() {
         return Ok(Some(ManifestFile {
@@ -238,6 +363,7 @@ pub(super) fn store_increment(
             next: 0,
             page: vec![0u8; BLOCK as usize],
             at: BLOCK as usize,
+            check: pages.filter(|_| listed).map(|p| (p, f.path.as_str())),
         };
         let mut sealed = envelope::SealReader::new(reader, payload, compression, level)
             .map_err(|e| io_err("read", &path, e))?;

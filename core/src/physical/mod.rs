@@ -387,6 +387,7 @@ pub struct StoreOptions {
 /// Store `files` of `pgdata` under `prefix` on `opts.threads` threads. Returns
 /// the manifest entries in the order of `files`. The first error stops the
 /// others; the caller removes what was stored.
+#[allow(clippy::too_many_arguments)]
 pub fn store_files(
     cluster: &ClusterRepo,
     prefix: &str,
@@ -418,16 +419,24 @@ pub fn store_files(
             b.parent_sizes
                 .get(&f.path)
                 .filter(|_| increment::is_block_file(&f.path) && f.size.is_multiple_of(BLOCK))
-                .map(|&len| (len, b.reference_lsn))
+                .map(|&len| {
+                    let changed = match (&b.summary, increment::rel_fork(&f.path)) {
+                        (Some(summary), Some((fork, segment))) => {
+                            increment::Changed::Listed(summary.get(&fork), segment)
+                        }
+                        _ => increment::Changed::PageLsn(b.reference_lsn),
+                    };
+                    (len, changed)
+                })
         });
         let entry = match parent_len {
-            Some((len, lsn)) => increment::store_increment(
+            Some((len, changed)) => increment::store_increment(
                 cluster,
                 prefix,
                 pgdata,
                 f,
                 len,
-                lsn,
+                changed,
                 (compression, level),
                 pages.filter(|_| checksum::is_checksummed(&f.path)),
             )?,

@@ -221,6 +221,7 @@ fn take_kind(
         Basis {
             reference_lsn: increment::parse_lsn(&reference).unwrap(),
             parent_sizes: pm.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
+            summary: None,
         }
     });
     let dd = walk(src).unwrap();
@@ -740,4 +741,99 @@ fn missing_wal_is_found_by_listing() {
             .unwrap()
             .is_empty()
     );
+}
+
+#[test]
+fn wal_summaries_name_the_blocks_to_read() {
+    use increment::{listed_blocks, rel_fork, ForkChanges, RelFork};
+    let f = |t, d, r, k| RelFork {
+        tablespace: t,
+        database: d,
+        relfilenode: r,
+        fork: k,
+    };
+    assert_eq!(rel_fork("base/5/16384"), Some((f(1663, 5, 16384, 0), 0)));
+    assert_eq!(
+        rel_fork("base/5/16384_vm.2"),
+        Some((f(1663, 5, 16384, 2), 2))
+    );
+    assert_eq!(rel_fork("global/1262_fsm"), Some((f(1664, 0, 1262, 1), 0)));
+    assert_eq!(
+        rel_fork("pg_tblspc/16500/PG_17_202406281/5/16501_init"),
+        Some((f(16500, 5, 16501, 3), 0))
+    );
+    assert_eq!(rel_fork("base/5/pg_filenode.map"), None);
+    assert_eq!(rel_fork("base/5/16384_xx"), None);
+    let ch = ForkChanges {
+        limit: None,
+        blocks: vec![131_075, 2, 9, 131_072 * 2],
+    };
+    // Segment 0 of 10 blocks, 8 in the parent: 2 and 9 changed, 8 and 9 new.
+    assert_eq!(listed_blocks(Some(&ch), 0, 10, 8), [2, 8, 9]);
+    // Segment 1: relation block 131075 is its block 3.
+    assert_eq!(listed_blocks(Some(&ch), 1, 10, 10), [3]);
+    // Truncated to 4 blocks, then grown: everything from block 4 on.
+    let cut = ForkChanges {
+        limit: Some(4),
+        blocks: vec![1],
+    };
+    assert_eq!(listed_blocks(Some(&cut), 0, 7, 7), [1, 4, 5, 6]);
+    // Not in any summary: unchanged, unless longer than in the parent.
+    assert_eq!(listed_blocks(None, 0, 5, 5), Vec::<u32>::new());
+    assert_eq!(listed_blocks(None, 0, 5, 3), [3, 4]);
+}
+
+#[test]
+fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    let rel = "base/5/16384";
+    write(r, rel, &pages(&[(0x100, 1), (0x100, 2), (0x100, 3)]));
+    let (full, fm) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    // Blocks 0 and 1 change; the summary names block 1 only (as if block
+    // 0's change came after this backup's start, which WAL replay covers).
+    write(
+        r,
+        rel,
+        &pages(&[(0x2000100, 10), (0x2000100, 20), (0x100, 3), (0, 0)]),
+    );
+    let dd = walk(r).unwrap();
+    let prefix = backup_prefix(&c, "i");
+    let fork = increment::rel_fork(rel).unwrap().0;
+    let basis = Basis {
+        reference_lsn: 0x2000000,
+        parent_sizes: fm.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
+        summary: Some(
+            [(
+                fork,
+                increment::ForkChanges {
+                    limit: None,
+                    blocks: vec![1],
+                },
+            )]
+            .into(),
+        ),
+    };
+    let files = store_files(
+        &c,
+        &prefix,
+        r,
+        &dd.files,
+        StoreOptions {
+            compression: Compression::Zstd,
+            level: 1,
+            threads: 1,
+        },
+        Some(&basis),
+        None,
+        &Progress::default(),
+    )
+    .unwrap();
+    let e = files.iter().find(|f| f.path == rel).unwrap();
+    assert_eq!(e.blocks.as_deref(), Some(&[1, 3][..]), "{e:?}");
+    // Other relation files, in no summary, store no block.
+    let other = files.iter().find(|f| f.path == "global/1262").unwrap();
+    assert_eq!(other.blocks.as_deref(), Some(&[][..]));
+    assert_eq!(full.backup_id, "f");
 }
