@@ -956,7 +956,7 @@ fn a_killed_backup_leaves_nothing_complete_and_the_next_attempt_succeeds() {
         .list(&format!("clusters/{}/backup/", entry.system_identifier))
         .unwrap()
         .len();
-    assert!(stored_before_kill > 100, "{stored_before_kill} objects");
+    assert!(stored_before_kill > 10, "{stored_before_kill} objects");
     // Its files are stored, but without the WAL it is not complete.
     assert_eq!(physical::list_backups(&entry).unwrap(), vec![]);
     let mark = primary.log_mark();

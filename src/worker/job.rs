@@ -166,8 +166,7 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
         if handle.is_finished() {
             break;
         }
-        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(200))) && !shutdown_requested()
-        {
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(20))) && !shutdown_requested() {
             // wait_latch returns false for SIGTERM (seen below) or the
             // postmaster's death.
             POSTMASTER_GONE.store(true, Ordering::SeqCst);

@@ -175,6 +175,7 @@ fn copy(
                     compression,
                     level,
                     threads: 2,
+                    bundle_below: physical::BUNDLE_FILES_BELOW,
                 },
                 basis.as_ref(),
                 pages.as_ref(),
@@ -192,7 +193,7 @@ fn copy(
                 json!({"phase": "copy", "bytes_done": done,
                        "bytes_total": progress.bytes_total.load(Ordering::Relaxed)}),
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
         }
         worker.join().unwrap_or_else(|_| {
             Err(pg_ark_core::Error::PushPanicked {
@@ -312,7 +313,7 @@ fn decide(
                 control,
                 json!({"phase": "wait for earlier WAL", "segment": first}),
             );
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
     let basis = Basis {
@@ -377,7 +378,7 @@ fn wal_summaries(
                 wait.as_secs()
             ));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(10));
         pgrx::check_for_interrupts!();
     }
     let ranges: Vec<(String, String, bool, bool)> = xact::run(|| {
@@ -486,13 +487,25 @@ fn wait_for_wal(
     let deadline = Instant::now() + wait;
     let mut next = 0;
     while next < segments.len() {
-        match cluster.get_wal(&segments[next]) {
-            Ok(Some(_)) => {
-                next += 1;
-                continue;
+        // A cheap existence check while waiting; once there, the segment is
+        // read and verified (checksum, system identifier) once.
+        let key = cluster
+            .wal_key(&segments[next])
+            .map_err(|e| e.to_string())?;
+        let present = cluster
+            .storage()
+            .head(&key)
+            .map_err(|e| e.to_string())?
+            .is_some();
+        if present {
+            match cluster.get_wal(&segments[next]) {
+                Ok(Some(_)) => {
+                    next += 1;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(e.to_string()),
             }
-            Ok(None) => {}
-            Err(e) => return Err(e.to_string()),
         }
         if control.stop.load(Ordering::SeqCst) {
             return Err("the backup was stopped while it waited for its WAL".into());
@@ -508,9 +521,38 @@ fn wait_for_wal(
             control,
             json!({"phase": "wait for WAL", "segment": segments[next]}),
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(50));
     }
     Ok(())
+}
+
+/// Seconds spent in each phase of a backup, for its result.
+struct Phases {
+    at: Instant,
+    out: serde_json::Map<String, Value>,
+}
+
+impl Phases {
+    fn new() -> Phases {
+        Phases {
+            at: Instant::now(),
+            out: serde_json::Map::new(),
+        }
+    }
+
+    /// The phase `name` ended now.
+    fn mark(&mut self, name: &str) {
+        let now = Instant::now();
+        let secs = (now - self.at).as_secs_f64();
+        self.out
+            .insert(name.into(), json!((secs * 1000.0).round() / 1000.0));
+        self.at = now;
+    }
+
+    fn done(mut self, last: &str) -> Value {
+        self.mark(last);
+        Value::Object(self.out)
+    }
 }
 
 /// Run a `full`, `incremental` or `differential` job.
@@ -531,6 +573,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Ok(c) => c,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
+    let mut phases = Phases::new();
     let started_epoch = pg_ark_core::logical::now_epoch();
     // The repository is opened on a work thread (it may be S3).
     let target = plan.target.clone();
@@ -556,11 +599,13 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Ok(Err(e)) => return Outcome::Failed(e.to_string()),
         Err(s) => return outcome(Err(s)),
     };
+    phases.mark("open repository");
     let label = format!("pg_ark job {}", job.id);
     let started = match xact::run(|| start(&label)) {
         Ok(s) => s,
         Err(e) => return Outcome::Failed(format!("could not start the backup: {e}")),
     };
+    phases.mark("pg_backup_start");
     let decision = if requested == "full" {
         Ok(Ok(Decision {
             parent: None,
@@ -637,6 +682,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     };
     // Changed blocks from the WAL summaries when they cover the range, so
     // that unchanged data is not even read; else page LSNs.
+    phases.mark("choose parent");
     let mut changes_from = None;
     if let (Some(p), Some(b)) = (&parent_info, basis.as_mut()) {
         match wal_summaries(
@@ -654,6 +700,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             }
         }
     }
+    phases.mark("WAL summaries");
     let copied = {
         let (c, p, d) = (cluster.clone(), prefix.clone(), plan.datadir.clone());
         let checksums = plan
@@ -686,6 +733,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             return outcome(Err(s));
         }
     };
+    phases.mark("copy");
     let (stop_lsn, stop_wal, label) = match xact::run(stop) {
         Ok(v) => v,
         Err(e) => {
@@ -700,6 +748,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             return Outcome::Failed(e.to_string());
         }
     }
+    phases.mark("stop");
     let waited = {
         let (c, a, b, w) = (
             cluster.clone(),
@@ -724,6 +773,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             return outcome(Err(s));
         }
     }
+    phases.mark("wait for WAL");
     let finished_epoch = pg_ark_core::logical::now_epoch();
     let info = PhysicalBackupInfo {
         format_version: physical::PHYSICAL_INFO_VERSION,
@@ -837,6 +887,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     // Retention, now that this backup is complete: whole chains that are
     // no longer kept, and the WAL only they needed. A failure here leaves
     // the backup complete; the next backup or ark.expire() tries again.
+    phases.mark("finish");
     let rules = retention_rules(&job.options);
     let c = cluster.clone();
     match supervise(
@@ -859,6 +910,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             result["expire_error"] = json!("stopped before retention was applied");
         }
     }
+    result["seconds"] = json!(phases.done("expire"));
     Outcome::Succeeded(result)
 }
 

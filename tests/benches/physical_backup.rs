@@ -162,7 +162,8 @@ fn main() {
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale} ...");
     pgbench(&cluster, &["-i", "-s", &scale.to_string(), "-q"]);
-    c.batch_execute("VACUUM ANALYZE; CHECKPOINT").unwrap();
+    c.batch_execute("VACUUM ANALYZE").unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
     let db_bytes: i64 = c
         .query_one(
             "SELECT sum(pg_database_size(oid))::int8 FROM pg_database",
@@ -258,6 +259,23 @@ fn main() {
         None => println!("| pg_basebackup --incremental | (needs PostgreSQL 17) | |"),
     }
     println!();
+    println!("pg_ark full, seconds per phase: {}", ark_full["seconds"]);
+    println!(
+        "pg_ark incremental, seconds per phase: {}",
+        ark_inc["seconds"]
+    );
+    println!(
+        "pg_ark incremental changed blocks from: {}",
+        ark_inc["changes_from"]
+    );
+    let latency: f64 = c
+        .query_one(
+            "SELECT extract(epoch FROM max(started_at - created_at))::float8 FROM ark.jobs",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    println!("longest wait of a job in the queue: {latency:.2} s");
     println!("job worker peak RSS: {:.1} MiB", rss as f64 / 1024.0);
     println!();
     let speedup = bb_full_s / ark_full_s;

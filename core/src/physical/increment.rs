@@ -353,6 +353,7 @@ pub(super) fn store_increment(
             key: String::new(),
             stored: 0,
             blocks: Some(blocks),
+            offset: None,
         }));
     }
     let payload = blocks.len() as u64 * BLOCK;
@@ -382,5 +383,6 @@ pub(super) fn store_increment(
         key,
         stored,
         blocks: Some(blocks),
+        offset: None,
     }))
 }

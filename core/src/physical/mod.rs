@@ -258,6 +258,11 @@ pub struct ManifestFile {
     /// rebuilt the same way. `None`: the object holds the whole file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<Vec<u32>>,
+    /// Bundled small files: the content starts at this offset in the
+    /// object's content (`key` is a bundle shared by many files; `stored`
+    /// is this file's share of it). `None`: the object is the file's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl ManifestFile {
@@ -382,6 +387,20 @@ pub struct StoreOptions {
     pub level: i32,
     /// Reading threads.
     pub threads: usize,
+    /// Files stored whole and smaller than this are bundled, many to one
+    /// object of up to [`BUNDLE_BYTES`] (0: every file its own object).
+    pub bundle_below: u64,
+}
+
+/// The default of [`StoreOptions::bundle_below`].
+pub const BUNDLE_FILES_BELOW: u64 = 64 * 1024;
+/// Content of one bundle object, at most (a file is never split).
+pub const BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// One piece of work of [`store_files`].
+enum Work {
+    File(usize),
+    Bundle(usize, Vec<usize>),
 }
 
 /// Store `files` of `pgdata` under `prefix` on `opts.threads` threads. Returns
@@ -402,6 +421,7 @@ pub fn store_files(
         compression,
         level,
         threads,
+        bundle_below,
     } = opts;
     progress
         .bytes_total
@@ -413,6 +433,52 @@ pub fn store_files(
     // Per file: None = not stored (yet), Some(None) = vanished meanwhile.
     let results: Mutex<Vec<Option<Option<ManifestFile>>>> = Mutex::new(vec![None; files.len()]);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
+    // Small files stored whole go into bundles, in name order.
+    let by_block = |f: &SourceFile| {
+        basis.is_some_and(|b| {
+            b.parent_sizes.contains_key(&f.path)
+                && increment::is_block_file(&f.path)
+                && f.size.is_multiple_of(BLOCK)
+        })
+    };
+    let mut work: Vec<Work> = Vec::new();
+    let mut bundle: Vec<usize> = Vec::new();
+    let mut bundle_bytes = 0;
+    for &i in &rest {
+        let f = &files[i];
+        if f.size < bundle_below && !by_block(f) {
+            if bundle_bytes + f.size > BUNDLE_BYTES && !bundle.is_empty() {
+                work.push(Work::Bundle(work.len(), std::mem::take(&mut bundle)));
+                bundle_bytes = 0;
+            }
+            bundle.push(i);
+            bundle_bytes += f.size;
+        } else {
+            work.push(Work::File(i));
+        }
+    }
+    if !bundle.is_empty() {
+        work.push(Work::Bundle(work.len(), bundle));
+    }
+    let store_bundle = |n: usize, members: &[usize]| -> Result<(), Error> {
+        let stored = store_bundle(
+            cluster,
+            prefix,
+            pgdata,
+            n,
+            members.iter().map(|&i| &files[i]),
+            (compression, level),
+            pages,
+        )?;
+        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+        for (&i, entry) in members.iter().zip(stored) {
+            progress
+                .bytes_done
+                .fetch_add(files[i].size, Ordering::Relaxed);
+            r[i] = Some(entry);
+        }
+        Ok(())
+    };
     let store_one = |i: usize| -> Result<(), Error> {
         let f = &files[i];
         let parent_len = basis.and_then(|b| {
@@ -468,10 +534,14 @@ pub fn store_files(
                         return;
                     }
                     let n = next.fetch_add(1, Ordering::SeqCst) as usize;
-                    let Some(&i) = rest.get(n) else {
+                    let Some(item) = work.get(n) else {
                         return;
                     };
-                    if let Err(e) = store_one(i) {
+                    let done = match item {
+                        Work::File(i) => store_one(*i),
+                        Work::Bundle(n, members) => store_bundle(*n, members),
+                    };
+                    if let Err(e) = done {
                         failed(e);
                         return;
                     }
@@ -591,7 +661,80 @@ fn store_file(
         key,
         stored,
         blocks: None,
+        offset: None,
     }))
+}
+
+/// Store small files whole in one bundle object, `<prefix>/bundle/<n>`:
+/// each is read whole (a file removed meanwhile is left out: `None`), the
+/// contents are concatenated and sealed as one envelope, and each entry
+/// records its offset and its own BLAKE3.
+fn store_bundle<'a>(
+    cluster: &ClusterRepo,
+    prefix: &str,
+    pgdata: &Path,
+    n: usize,
+    members: impl Iterator<Item = &'a SourceFile>,
+    (compression, level): (Compression, i32),
+    pages: Option<&PageCheck>,
+) -> Result<Vec<Option<ManifestFile>>, Error> {
+    let key = format!("{prefix}/bundle/{n:06}");
+    let mut content = Vec::new();
+    let mut entries = Vec::new();
+    for f in members {
+        let path = pgdata.join(&f.path);
+        let mut file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                entries.push(None);
+                continue;
+            }
+            Err(e) => return Err(io_err("open", &path, e)),
+        };
+        let start = content.len();
+        std::io::Read::read_to_end(&mut file, &mut content)
+            .map_err(|e| io_err("read", &path, e))?;
+        let data = &content[start..];
+        if let Some(check) = pages.filter(|_| checksum::is_checksummed(&f.path)) {
+            for (block, page) in data.chunks(BLOCK as usize).enumerate() {
+                check.check(&file, &f.path, block as u64, page);
+            }
+        }
+        entries.push(Some(ManifestFile {
+            path: f.path.clone(),
+            size: data.len() as u64,
+            blake3: envelope::hex(&DigestKind::Blake3.of(data)),
+            key: key.clone(),
+            stored: 0,
+            blocks: None,
+            offset: Some(start as u64),
+        }));
+    }
+    if content.is_empty() && entries.iter().all(Option::is_none) {
+        return Ok(entries);
+    }
+    let sealed = envelope::seal(&content, compression, level).map_err(|e| Error::LocalIo {
+        op: "seal",
+        path: key.clone(),
+        source: e,
+    })?;
+    cluster.storage().put(&key, &sealed, PutMode::Create)?;
+    // Each file's share of the stored bytes, by size (the rest to the last).
+    let total = sealed.len() as u64;
+    let content_len = (content.len() as u64).max(1);
+    let mut given = 0;
+    let last = entries.iter().rposition(Option::is_some);
+    for (i, e) in entries.iter_mut().enumerate() {
+        if let Some(e) = e {
+            e.stored = if Some(i) == last {
+                total - given
+            } else {
+                total * e.size / content_len
+            };
+            given += e.stored;
+        }
+    }
+    Ok(entries)
 }
 
 /// Store a small file made by the backup itself (`backup_label`).
@@ -615,6 +758,7 @@ pub fn store_bytes(
         key,
         stored: sealed.len() as u64,
         blocks: None,
+        offset: None,
     })
 }
 
@@ -729,32 +873,84 @@ pub struct Problem {
     pub reason: String,
 }
 
-/// What `f`'s object holds, checked against the manifest (length and
-/// BLAKE3); a block-level entry without blocks holds nothing.
-fn read_verified(cluster: &ClusterRepo, f: &ManifestFile) -> Result<Vec<u8>, String> {
-    if f.blocks.as_ref().is_some_and(Vec::is_empty) {
-        return Ok(Vec::new());
+/// Reads objects for a restore or a verification, keeping the last few
+/// bundles opened (each is read and checked once, however many files it
+/// holds).
+struct Objects<'a> {
+    cluster: &'a ClusterRepo,
+    bundles: std::collections::VecDeque<(String, std::sync::Arc<Vec<u8>>)>,
+}
+
+impl<'a> Objects<'a> {
+    fn new(cluster: &'a ClusterRepo) -> Objects<'a> {
+        Objects {
+            cluster,
+            bundles: Default::default(),
+        }
     }
-    let prefix_ok = f.key.starts_with(&cluster.key("backup/"));
-    if !prefix_ok {
-        return Err(format!("its object \"{}\" lies outside the backup", f.key));
+
+    /// The content of object `key`, its envelope checked.
+    fn open(&mut self, key: &str, keep: bool) -> Result<std::sync::Arc<Vec<u8>>, String> {
+        if let Some((_, data)) = self.bundles.iter().find(|(k, _)| k == key) {
+            return Ok(data.clone());
+        }
+        if !key.starts_with(&self.cluster.key("backup/")) {
+            return Err(format!("its object \"{key}\" lies outside the backup"));
+        }
+        let obj = self
+            .cluster
+            .storage()
+            .get(key)
+            .map_err(|e| format!("object \"{key}\": {e}"))?;
+        let (_, data) =
+            envelope::open(&obj).map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
+        let data = std::sync::Arc::new(data);
+        if keep {
+            if self.bundles.len() >= 8 {
+                self.bundles.pop_front();
+            }
+            self.bundles.push_back((key.to_string(), data.clone()));
+        }
+        Ok(data)
     }
-    let obj = cluster
-        .storage()
-        .get(&f.key)
-        .map_err(|e| format!("object \"{}\": {e}", f.key))?;
-    let (_, data) =
-        envelope::open(&obj).map_err(|e| format!("object \"{}\" is corrupt: {e}", f.key))?;
-    let digest = envelope::hex(&DigestKind::Blake3.of(&data));
-    if data.len() as u64 != f.payload_len() || digest != f.blake3 {
-        return Err(format!(
-            "content differs from the manifest ({} bytes, BLAKE3 {digest}; manifest: {} bytes, {})",
-            data.len(),
-            f.payload_len(),
-            f.blake3
-        ));
+
+    /// What `f`'s object holds for it, checked against the manifest
+    /// (length and BLAKE3); a block-level entry without blocks holds
+    /// nothing.
+    fn read(&mut self, f: &ManifestFile) -> Result<Vec<u8>, String> {
+        if f.blocks.as_ref().is_some_and(Vec::is_empty) {
+            return Ok(Vec::new());
+        }
+        let whole = self.open(&f.key, f.offset.is_some())?;
+        let data = match f.offset {
+            None => &whole[..],
+            Some(at) => {
+                let range = usize::try_from(at)
+                    .ok()
+                    .and_then(|a| Some(a..a.checked_add(usize::try_from(f.payload_len()).ok()?)?))
+                    .filter(|r| r.end <= whole.len())
+                    .ok_or_else(|| {
+                        format!(
+                            "bundle \"{}\" holds {} bytes, not {} at offset {at}",
+                            f.key,
+                            whole.len(),
+                            f.payload_len()
+                        )
+                    })?;
+                &whole[range]
+            }
+        };
+        let digest = envelope::hex(&DigestKind::Blake3.of(data));
+        if data.len() as u64 != f.payload_len() || digest != f.blake3 {
+            return Err(format!(
+                "content differs from the manifest ({} bytes, BLAKE3 {digest}; manifest: {} bytes, {})",
+                data.len(),
+                f.payload_len(),
+                f.blake3
+            ));
+        }
+        Ok(data.to_vec())
     }
-    Ok(data)
 }
 
 /// The manifest and descriptor of complete backup `id`.
@@ -867,6 +1063,7 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
     let info = chain.info().clone();
     let mut problems = Vec::new();
     let mut checked = std::collections::HashSet::new();
+    let mut objects = Objects::new(cluster);
     for f in &chain.manifest().files {
         let layers = match chain.layers(&f.path) {
             Ok(l) => l,
@@ -882,7 +1079,7 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
             if !checked.insert((backup, entry.path.as_str())) {
                 continue;
             }
-            if let Err(reason) = read_verified(cluster, entry) {
+            if let Err(reason) = objects.read(entry) {
                 let reason = if backup == id {
                     reason
                 } else {
@@ -1129,6 +1326,7 @@ pub fn restore_backup_with(
     for d in &chain.manifest().dirs {
         mkdir(&safe(d)?)?;
     }
+    let mut objects = Objects::new(cluster);
     for f in &chain.manifest().files {
         let path = safe(&f.path)?;
         let layers = chain
@@ -1143,7 +1341,7 @@ pub fn restore_backup_with(
             .open(&path)
             .map_err(|e| io_err("create", &path, e))?;
         for (backup, entry) in layers.into_iter().rev() {
-            let data = read_verified(cluster, entry).map_err(|reason| {
+            let data = objects.read(entry).map_err(|reason| {
                 let key = if entry.key.is_empty() {
                     manifest_key.clone()
                 } else {

@@ -15,6 +15,12 @@ fn cluster() -> (tempfile::TempDir, ClusterRepo) {
 
 use std::sync::Arc;
 
+thread_local! {
+    /// The bundling threshold `take` uses (0: every file its own object, so
+    /// that a fault in one object names one file).
+    static BUNDLE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 fn write(root: &Path, rel: &str, content: &[u8]) {
     let p = root.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -236,6 +242,7 @@ fn take_kind(
             compression: Compression::Zstd,
             level: 1,
             threads: 2,
+            bundle_below: BUNDLE.with(|b| b.get()),
         },
         basis.as_ref(),
         None,
@@ -824,6 +831,7 @@ fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
             compression: Compression::Zstd,
             level: 1,
             threads: 1,
+            bundle_below: 0,
         },
         Some(&basis),
         None,
@@ -836,4 +844,61 @@ fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
     let other = files.iter().find(|f| f.path == "global/1262").unwrap();
     assert_eq!(other.blocks.as_deref(), Some(&[][..]));
     assert_eq!(full.backup_id, "f");
+}
+
+#[test]
+fn small_files_share_bundles_and_each_is_checked_on_its_own() {
+    BUNDLE.with(|b| b.set(BUNDLE_FILES_BELOW));
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let m = take(&c, src.path(), "b");
+    BUNDLE.with(|b| b.set(0));
+    let bundled: Vec<&ManifestFile> = m.files.iter().filter(|f| f.offset.is_some()).collect();
+    // Every file but pg_control (last, on its own) and backup_label.
+    assert_eq!(bundled.len(), m.files.len() - 2, "{:?}", m.files);
+    let keys: std::collections::HashSet<&str> = bundled.iter().map(|f| f.key.as_str()).collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let objects = c
+        .storage()
+        .list(&format!("{}/", backup_prefix(&c, "b")))
+        .unwrap();
+    // One bundle, pg_control, backup_label, and the manifest and descriptor pairs.
+    assert_eq!(objects.len(), 7, "{objects:?}");
+    for (name, n) in [
+        ("000000010000000000000002", 2),
+        ("000000010000000000000003", 3),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+    assert_eq!(verify_backup(&c, "b").unwrap(), vec![]);
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("r");
+    restore_backup(&c, "b", &target).unwrap();
+    for f in walk(src.path()).unwrap().files {
+        assert_eq!(
+            fs::read(target.join(&f.path)).unwrap(),
+            fs::read(src.path().join(&f.path)).unwrap(),
+            "{}",
+            f.path
+        );
+    }
+    // A manifest entry pointing past its bundle's end is named.
+    let (info, mut manifest) = load_backup(&c, "b").unwrap();
+    let victim = manifest
+        .files
+        .iter_mut()
+        .find(|f| f.offset.is_some())
+        .unwrap();
+    victim.offset = Some(1 << 40);
+    let path = victim.path.clone();
+    let prefix = backup_prefix(&c, "b");
+    for k in [MANIFEST_NAME, INFO_NAME] {
+        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
+        c.storage().delete(&format!("{prefix}/{k}.copy")).unwrap();
+    }
+    finish_backup(&c, &manifest, &info).unwrap();
+    let problems = verify_backup(&c, "b").unwrap();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].file, path);
+    assert!(problems[0].reason.contains("offset"), "{problems:?}");
 }
