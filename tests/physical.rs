@@ -280,6 +280,23 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
         assert_eq!(row.2.as_deref(), r["parent"].as_str());
         assert_eq!(row.3, ids[0]);
     }
+    // The chain view: one chain, the full first.
+    let row = c
+        .query_one(
+            "SELECT chain, backups, incrementals, differentials, backup_ids, kinds
+               FROM ark.backup_chains",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), ids[0]);
+    assert_eq!(row.get::<_, i64>(1), 4);
+    assert_eq!(row.get::<_, i64>(2), 2);
+    assert_eq!(row.get::<_, i64>(3), 1);
+    assert_eq!(row.get::<_, Vec<String>>(4), ids);
+    assert_eq!(
+        row.get::<_, Vec<String>>(5),
+        ["full", "incremental", "differential", "incremental"]
+    );
     // ark.verify() checks the newest backup and its whole chain.
     let v: String = c
         .query_one("SELECT ark.wait(ark.verify(), '5 min')::text", &[])
@@ -302,6 +319,8 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
             .collect::<Vec<_>>(),
         ids
     );
+    // The repository's catalog index lists the same backups.
+    assert_eq!(physical::read_index(&entry).unwrap(), Some(listed.clone()));
     // pgbench_accounts is stored whole in the full, by block in the others:
     // only the blocks that changed, fewer than half of them.
     for (i, id) in ids.iter().enumerate() {

@@ -47,6 +47,20 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     }
     let (mut checked, mut bad) = (0usize, 0usize);
     for cluster in &clusters {
+        // The catalog index must agree with the descriptors.
+        if let Some(index) = physical::read_index(cluster)? {
+            let listed: Vec<String> = index.into_iter().map(|b| b.backup_id).collect();
+            let scanned: Vec<String> = physical::list_backups(cluster)?
+                .into_iter()
+                .map(|b| b.backup_id)
+                .collect();
+            if listed != scanned {
+                println!(
+                    "cluster {}: warning: the backup index lists {:?}, the descriptors {:?}; the next backup or expiry rewrites it",
+                    cluster.system_identifier, listed, scanned
+                );
+            }
+        }
         let ids: Vec<String> = match &args.backup {
             Some(id) => {
                 physical::check_backup_id(id)?;

@@ -96,6 +96,25 @@ CREATE TABLE ark.notifications (
 CREATE INDEX notifications_pending ON ark.notifications (next_attempt_at)
     WHERE state = 'pending';
 
+-- Physical backup chains: a full and every backup that relies on it.
+CREATE VIEW ark.backup_chains AS
+SELECT b.info->>'chain' AS chain,
+       count(*) AS backups,
+       count(*) FILTER (WHERE b.kind = 'incremental') AS incrementals,
+       count(*) FILTER (WHERE b.kind = 'differential') AS differentials,
+       min(b.started_at) AS started_at,
+       max(b.finished_at) AS last_finished_at,
+       sum(b.size_bytes)::bigint AS original_bytes,
+       sum((b.info->>'stored_bytes')::bigint)::bigint AS stored_bytes,
+       array_agg(b.label ORDER BY b.started_at, b.id) AS backup_ids,
+       array_agg(b.kind ORDER BY b.started_at, b.id) AS kinds,
+       bool_and(coalesce((b.info->'verification'->>'ok')::boolean, true)) AS verified_ok,
+       b.repository
+  FROM ark.backups b
+ WHERE b.kind IN ('full', 'incremental', 'differential')
+ GROUP BY b.info->>'chain', b.repository;
+
+COMMENT ON VIEW ark.backup_chains IS 'Physical backup chains (a full and the incrementals and differentials that rely on it), oldest backup first; retention removes whole chains';
 COMMENT ON TABLE ark.schedules IS 'pg_ark schedules: a cron expression (evaluated in ark.cron_timezone), a job kind and its options';
 COMMENT ON TABLE ark.jobs IS 'pg_ark job queue and run history: one row per job, with its state, attempts, progress, last error and result';
 COMMENT ON TABLE ark.backups IS 'Backups pg_ark made and still keeps, with their place in the repository';
@@ -112,7 +131,7 @@ SELECT pg_catalog.pg_extension_config_dump('ark.schedules_id_seq', '');
 -- reads; ark_admin reads and writes (the functions check membership too, to
 -- give a clear error with a hint).
 GRANT USAGE ON SCHEMA ark TO PUBLIC;
-REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications FROM PUBLIC;
-GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications TO ark_monitor;
+REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains FROM PUBLIC;
+GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains TO ark_monitor;
 GRANT SELECT, INSERT, UPDATE, DELETE ON ark.schedules, ark.jobs, ark.backups, ark.notifications TO ark_admin;
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA ark TO ark_admin;

@@ -1063,6 +1063,9 @@ pub(crate) fn expire_physical(
         for (_, key) in &wal {
             cluster.storage().delete(key)?;
         }
+        // The catalog index follows the descriptors (this runs after every
+        // physical backup too).
+        physical::write_index(cluster)?;
     }
     let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();
     for (timeline, first, last, files) in r::wal_runs(&names) {

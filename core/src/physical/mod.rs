@@ -836,6 +836,17 @@ pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
+/// The order of backups, oldest first: by start time, then (for backups
+/// started in the same second) by start LSN, then job and id.
+pub fn backup_order(b: &PhysicalBackupInfo) -> (i64, u64, Option<i64>, String) {
+    (
+        b.started_epoch,
+        increment::parse_lsn(&b.start_lsn).unwrap_or(0),
+        b.job_id,
+        b.backup_id.clone(),
+    )
+}
+
 /// The complete physical backups of `cluster`, oldest first.
 pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
     let base = cluster.key("backup/");
@@ -861,8 +872,44 @@ pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Er
             }
         }
     }
-    out.sort_by(|a, b| (a.started_epoch, &a.backup_id).cmp(&(b.started_epoch, &b.backup_id)));
+    out.sort_by_key(backup_order);
     Ok(out)
+}
+
+/// The catalog index of a cluster's physical backups, `backup.index` (a
+/// checksummed pair beside the `backup/` folder): every complete backup's
+/// descriptor, oldest first, so that chains can be listed without listing
+/// every object. The descriptors stay the truth: the index is rewritten
+/// from them after each backup and each expiry, and `pg_ark verify`
+/// reports an index that disagrees with them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupIndex {
+    pub format_version: u32,
+    pub backups: Vec<PhysicalBackupInfo>,
+}
+
+pub const INDEX_NAME: &str = "backup.index";
+
+/// Rewrite the catalog index from the descriptors; returns what it lists.
+pub fn write_index(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
+    let backups = list_backups(cluster)?;
+    let index = BackupIndex {
+        format_version: PHYSICAL_INFO_VERSION,
+        backups,
+    };
+    let key = cluster.key(INDEX_NAME);
+    let v = serde_json::to_value(&index).map_err(|e| Error::BadMetadata {
+        location: cluster.location(),
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    info::save(cluster.storage(), &key, &v, PutMode::Overwrite)?;
+    Ok(index.backups)
+}
+
+/// The catalog index, if the repository has one.
+pub fn read_index(cluster: &ClusterRepo) -> Result<Option<Vec<PhysicalBackupInfo>>, Error> {
+    Ok(load_json::<BackupIndex>(cluster, &cluster.key(INDEX_NAME))?.map(|i| i.backups))
 }
 
 /// A problem [`verify_backup`] found.

@@ -319,6 +319,10 @@ fn a_backup_restores_exactly_and_verifies() {
     }
     assert_eq!(list_backups(&c).unwrap().len(), 1);
     assert_eq!(verify_backup(&c, &m.backup_id).unwrap(), vec![]);
+    assert_eq!(read_index(&c).unwrap(), None);
+    let listed = write_index(&c).unwrap();
+    assert_eq!(read_index(&c).unwrap(), Some(listed.clone()));
+    assert_eq!(listed, list_backups(&c).unwrap());
 
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("restored");
@@ -901,4 +905,32 @@ fn small_files_share_bundles_and_each_is_checked_on_its_own() {
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert_eq!(problems[0].file, path);
     assert!(problems[0].reason.contains("offset"), "{problems:?}");
+}
+
+#[test]
+fn backups_started_in_the_same_second_are_ordered_by_start_lsn() {
+    let mut full = described(
+        "20261201T120000Z-F-j3",
+        "full",
+        "20261201T120000Z-F-j3",
+        1,
+        100,
+    );
+    full.start_lsn = "0/3000028".into();
+    let mut diff = described(
+        "20261201T120000Z-D-j4",
+        "differential",
+        "20261201T120000Z-F-j3",
+        1,
+        100,
+    );
+    diff.start_lsn = "0/5000028".into();
+    // By id alone, "D-j4" sorts before "F-j3".
+    let mut list = vec![diff.clone(), full.clone()];
+    list.sort_by_key(backup_order);
+    assert_eq!(list, [full.clone(), diff.clone()]);
+    match choose_parent(&list, "incremental", 1, &Default::default()) {
+        ParentChoice::Parent { parent, .. } => assert_eq!(parent.backup_id, diff.backup_id),
+        other => panic!("{other:?}"),
+    }
 }

@@ -45,7 +45,7 @@ pub fn select_expired(
     rules: Rules,
     now_epoch: i64,
 ) -> Vec<&PhysicalBackupInfo> {
-    let order = |b: &PhysicalBackupInfo| (b.started_epoch, b.finished_epoch, b.backup_id.clone());
+    let order = crate::physical::backup_order;
     // chain id -> members
     let mut chains: BTreeMap<&str, Vec<&PhysicalBackupInfo>> = BTreeMap::new();
     for b in backups {
