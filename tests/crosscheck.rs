@@ -144,17 +144,12 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     let dir = temp_dir("ark-restore-");
     let data = dir.path().join("data");
     physical::restore_backup(&entry, id, &data).unwrap();
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
-    std::fs::write(&auto, conf).unwrap();
-    give_tree_to_test_user(&data);
-    let restore_command = format!(
-        "{} wal-get --repo file://{} %f %p",
-        primary.install.bin("pg_ark").display(),
-        repo_dir.path().display()
+    let ours = Cluster::recover_restored(
+        dir,
+        data,
+        &pg_ark_tests::wal_get_command(repo_dir.path()),
+        &[],
     );
-    let ours = Cluster::recover_from_backup(dir, data, &restore_command);
     let ours_digest = digest(&mut ours.client());
 
     assert_eq!(

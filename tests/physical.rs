@@ -6,7 +6,7 @@
 use pg_ark_core::physical;
 use pg_ark_core::storage::PutMode;
 use pg_ark_tests::{
-    archiving, give_tree_to_test_user, open_repo, temp_dir, wait_until, Cluster, ClusterOptions,
+    archiving, open_repo, temp_dir, wait_until, wal_get_command, Cluster, ClusterOptions,
 };
 use serde_json::Value;
 use std::time::Duration;
@@ -99,17 +99,7 @@ fn a_full_backup_restores_from_the_repository_alone() {
     physical::restore_backup(&entry, &id, &data).unwrap();
     assert!(data.join("backup_label").exists());
     assert!(!data.join("postmaster.pid").exists());
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
-    std::fs::write(&auto, conf).unwrap();
-    give_tree_to_test_user(&data);
-    let restore_command = format!(
-        "{} wal-get --repo file://{} %f %p",
-        primary.install.bin("pg_ark").display(),
-        repo_dir.path().display()
-    );
-    let restored = Cluster::recover_from_backup(dir, data, &restore_command);
+    let restored = Cluster::recover_restored(dir, data, &wal_get_command(repo_dir.path()), &[]);
     let mut r = restored.client();
     assert_eq!(table_digest(&mut r, "t"), before);
     // An unlogged table comes back empty, as after a crash.
@@ -117,25 +107,6 @@ fn a_full_backup_restores_from_the_repository_alone() {
     assert_eq!(n, 0);
     let log = restored.log();
     assert!(log.contains("restored log file"), "{log}");
-}
-
-/// Run pgbench against `cluster` with `args`.
-fn pgbench(cluster: &Cluster, args: &[&str]) {
-    let out = std::process::Command::new(cluster.install.bin("pgbench"))
-        .arg("-h")
-        .arg(&cluster.sockdir)
-        .arg("-p")
-        .arg(cluster.port.to_string())
-        .args(["-U", "postgres"])
-        .args(args)
-        .arg("postgres")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgbench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Row count and digest of each pgbench table.
@@ -173,17 +144,7 @@ fn restore_and_start(
     let dir = temp_dir("ark-restore-");
     let data = dir.path().join("data");
     physical::restore_backup(entry, id, &data).unwrap();
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
-    std::fs::write(&auto, conf).unwrap();
-    give_tree_to_test_user(&data);
-    let restore_command = format!(
-        "{} wal-get --repo file://{} %f %p",
-        pg_ark_tests::PgInstall::from_env().bin("pg_ark").display(),
-        repo_dir.display()
-    );
-    Cluster::recover_from_backup(dir, data, &restore_command)
+    Cluster::recover_restored(dir, data, &wal_get_command(repo_dir), &[])
 }
 
 #[test]
@@ -198,7 +159,7 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     let mut primary = Cluster::start_with(opts);
     let mut c = primary.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
-    pgbench(&primary, &["-i", "-s", "2", "-q"]);
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
     // A table nothing changes after the full (frozen: not even hint bits).
     c.batch_execute("CREATE TABLE untouched AS SELECT g FROM generate_series(1, 10000) g")
         .unwrap();
@@ -216,7 +177,7 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     );
     let mut taken = vec![(first["result"].clone(), pgbench_digest(&mut c))];
     for kind in ["incremental", "differential", "incremental"] {
-        pgbench(&primary, &["-t", "200", "-c", "2", "-n"]);
+        primary.pgbench(&["-t", "200", "-c", "2", "-n"]);
         let done = wait_job(&mut c, kind, opts);
         assert_eq!(done["state"], "succeeded", "{done}");
         assert_eq!(done["result"]["kind"], kind, "{done}");
@@ -729,18 +690,8 @@ fn a_cluster_with_a_tablespace_is_backed_up_and_restored_completely() {
         std::fs::read_link(data.join("pg_tblspc").join(&oid)).unwrap(),
         moved
     );
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
-    std::fs::write(&auto, conf).unwrap();
-    give_tree_to_test_user(&data);
-    give_tree_to_test_user(&moved);
-    let restore_command = format!(
-        "{} wal-get --repo file://{} %f %p",
-        primary.install.bin("pg_ark").display(),
-        repo_dir.path().display()
-    );
-    let restored = Cluster::recover_from_backup(dir, data, &restore_command);
+    let restored =
+        Cluster::recover_restored(dir, data, &wal_get_command(repo_dir.path()), &[&moved]);
     let mut r = restored.client();
     assert_eq!(table_digest(&mut r, "t"), before);
     let location: String = r
@@ -775,7 +726,7 @@ fn backups_taken_while_pgbench_writes_and_ddl_runs_restore_consistently() {
     let primary = Cluster::start_with(archiving(repo_dir.path()));
     let mut c = primary.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
-    pgbench(&primary, &["-i", "-s", "2", "-q"]);
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
     c.batch_execute(
         "CREATE TABLE dropped_during AS SELECT g AS id FROM generate_series(1, 5000) g;
          CREATE TABLE truncated_during AS SELECT g AS id FROM generate_series(1, 5000) g;",
@@ -878,6 +829,77 @@ fn backups_taken_while_pgbench_writes_and_ddl_runs_restore_consistently() {
             assert_eq!(tables(&mut r, "truncated_during"), Some(5000));
         }
     }
+}
+
+#[test]
+fn wal_level_minimal_between_backups_never_yields_a_wrong_incremental() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE kept AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+    )
+    .unwrap();
+    let full = wait_job(&mut c, "full", "{}");
+    assert_eq!(full["state"], "succeeded", "{full}");
+    drop(c);
+    // A while with wal_level = minimal (which needs archiving off): a table
+    // created and filled in one transaction is not WAL-logged at all, and
+    // an existing one changes.
+    let append = |p: &Cluster, lines: &str| {
+        let conf = p.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text += lines;
+        std::fs::write(&conf, text).unwrap();
+    };
+    assert!(primary.stop("fast").status.success());
+    append(
+        &primary,
+        "wal_level = minimal\narchive_mode = off\nmax_wal_senders = 0\nsummarize_wal = off\n",
+    );
+    primary.restart_stopped();
+    let mut c = primary.client();
+    c.batch_execute(
+        "BEGIN;
+         CREATE TABLE skipped (id int, v text);
+         INSERT INTO skipped SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 60000) g;
+         COMMIT;
+         UPDATE kept SET v = 'minimal' WHERE id % 10 = 0;",
+    )
+    .unwrap();
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    append(
+        &primary,
+        "wal_level = replica\narchive_mode = on\nmax_wal_senders = 10\n",
+    );
+    primary.restart_stopped();
+    let mut c = primary.client();
+    let inc = wait_job(&mut c, "incremental", "{}");
+    assert_eq!(inc["state"], "succeeded", "{inc}");
+    let expected = (
+        table_digest(&mut c, "kept"),
+        table_digest(&mut c, "skipped"),
+    );
+    let id = inc["result"]["backup_id"].as_str().unwrap().to_string();
+    drop(c);
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(primary.system_identifier(), primary.install.major, false)
+        .unwrap();
+    // Whether it became a full (a gap in the archive) or stayed an
+    // incremental, its restore has both tables as they are.
+    let restored = restore_and_start(repo_dir.path(), &entry, &id);
+    let mut r = restored.client();
+    assert_eq!(
+        (
+            table_digest(&mut r, "kept"),
+            table_digest(&mut r, "skipped")
+        ),
+        expected,
+        "{inc}"
+    );
 }
 
 #[test]

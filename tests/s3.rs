@@ -32,6 +32,31 @@ fn archiving_to(s3: &S3Server, prefix: &str) -> ClusterOptions {
         .set("ark.s3_secret_access_key", &format!("'{}'", s3.secret_key))
 }
 
+/// A `pg_ark wal-get` wrapper script in `dir` for the repository
+/// `s3://<bucket>/<prefix>`: it passes the keys in the environment, as an
+/// operator would, so they never appear in `restore_command`.
+fn wal_get_wrapper(s3: &S3Server, prefix: &str, dir: &std::path::Path) -> std::path::PathBuf {
+    let wrapper = dir.join("wal-get.sh");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}'\nexec {} wal-get --repo s3://{}/{prefix} --s3-endpoint {} --s3-path-style \"$@\"\n",
+            s3.access_key,
+            s3.secret_key,
+            pg_ark_tests::PgInstall::from_env().bin("pg_ark").display(),
+            s3.bucket,
+            s3.endpoint()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &wrapper,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    wrapper
+}
+
 fn last_archived(cluster: &Cluster) -> Option<String> {
     cluster
         .client()
@@ -270,24 +295,7 @@ fn recovery_fetches_wal_from_s3() {
 
     // A wrapper script supplies the credentials through the environment, as
     // an operator would; they never appear in restore_command.
-    let wrapper = bb_dir.path().join("wal-get.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}'\nexec {} wal-get --repo s3://{}/pitr --s3-endpoint {} --s3-path-style \"$@\"\n",
-            s3.access_key,
-            s3.secret_key,
-            primary.install.bin("pg_ark").display(),
-            s3.bucket,
-            s3.endpoint()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let wrapper = wal_get_wrapper(&s3, "pitr", bb_dir.path());
     let restored =
         Cluster::recover_from_backup(bb_dir, backup, &format!("{} %f %p", wrapper.display()));
     let n: i64 = restored
@@ -421,29 +429,8 @@ fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
     let dir = pg_ark_tests::temp_dir("ark-restore-");
     let data = dir.path().join("data");
     pg_ark_core::physical::restore_backup(&entry, &ids[2], &data).unwrap();
-    let auto = data.join("postgresql.auto.conf");
-    let mut conf = std::fs::read_to_string(&auto).unwrap_or_default();
-    conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
-    std::fs::write(&auto, conf).unwrap();
-    pg_ark_tests::give_tree_to_test_user(&data);
-    let wrapper = dir.path().join("wal-get.sh");
-    std::fs::write(
-        &wrapper,
-        format!(
-            "#!/bin/sh\nexport AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}'\nexec {} wal-get --repo s3://{}/phys --s3-endpoint {} --s3-path-style \"$@\"\n",
-            s3.access_key,
-            s3.secret_key,
-            primary.install.bin("pg_ark").display(),
-            s3.bucket,
-            s3.endpoint()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(
-        &wrapper,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
-    let restored = Cluster::recover_from_backup(dir, data, &format!("{} %f %p", wrapper.display()));
+    let wrapper = wal_get_wrapper(&s3, "phys", dir.path());
+    let restored =
+        Cluster::recover_restored(dir, data, &format!("{} %f %p", wrapper.display()), &[]);
     assert_eq!(digest(&mut restored.client()), expected);
 }

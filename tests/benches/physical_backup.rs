@@ -117,24 +117,6 @@ fn pg_basebackup(cluster: &Cluster, args: &[&str], dest: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn pgbench(cluster: &Cluster, args: &[&str]) {
-    let out = Command::new(cluster.install.bin("pgbench"))
-        .arg("-h")
-        .arg(&cluster.sockdir)
-        .arg("-p")
-        .arg(cluster.port.to_string())
-        .args(["-U", "postgres"])
-        .args(args)
-        .arg("postgres")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgbench {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -161,7 +143,7 @@ fn main() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale} ...");
-    pgbench(&cluster, &["-i", "-s", &scale.to_string(), "-q"]);
+    cluster.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
     c.batch_execute("VACUUM ANALYZE").unwrap();
     c.batch_execute("CHECKPOINT").unwrap();
     let db_bytes: i64 = c
@@ -202,7 +184,7 @@ fn main() {
     // transaction, two clients.
     let per_client = (accounts_pages as f64 * 0.05 / 2.0).ceil() as u64;
     eprintln!("pgbench: 2 x {per_client} transactions ...");
-    pgbench(&cluster, &["-n", "-c", "2", "-t", &per_client.to_string()]);
+    cluster.pgbench(&["-n", "-c", "2", "-t", &per_client.to_string()]);
     c.batch_execute("CHECKPOINT").unwrap();
 
     let (ark_inc_s, ark_inc, ark_inc_rss) = ark_backup(&mut c, "incremental");

@@ -139,6 +139,16 @@ pub fn archiving(repo: &Path) -> ClusterOptions {
         .set("ark.repository", &format!("'file://{}'", repo.display()))
 }
 
+/// `restore_command` fetching WAL with `pg_ark wal-get` from the local
+/// repository in `repo`.
+pub fn wal_get_command(repo: &Path) -> String {
+    format!(
+        "{} wal-get --repo file://{} %f %p",
+        PgInstall::from_env().bin("pg_ark").display(),
+        repo.display()
+    )
+}
+
 /// The local repository in `dir`, opened read-only as the CLI would.
 pub fn open_repo(dir: &Path) -> std::sync::Arc<pg_ark_core::repo::Repository> {
     std::sync::Arc::new(
@@ -327,6 +337,47 @@ impl Cluster {
                 .is_some_and(|r| r.get::<_, bool>(0))
         });
         cluster
+    }
+
+    /// Start a data directory that pg_ark's restore routine rebuilt in
+    /// `data` (inside `dir`): recovery with `restore_command` to the
+    /// backup's consistent point, then promotion (a new timeline). Returns
+    /// once it accepts writes. `also_own` are further trees (tablespace
+    /// locations) to give to the test user.
+    pub fn recover_restored(
+        dir: tempfile::TempDir,
+        data: PathBuf,
+        restore_command: &str,
+        also_own: &[&Path],
+    ) -> Cluster {
+        let auto = data.join("postgresql.auto.conf");
+        let mut conf = fs::read_to_string(&auto).unwrap_or_default();
+        conf += "recovery_target = 'immediate'\nrecovery_target_action = 'promote'\n";
+        fs::write(&auto, conf).expect("write postgresql.auto.conf");
+        give_tree_to_test_user(&data);
+        for p in also_own {
+            give_tree_to_test_user(p);
+        }
+        Cluster::recover_from_backup(dir, data, restore_command)
+    }
+
+    /// Run pgbench against this cluster's `postgres` database with `args`.
+    pub fn pgbench(&self, args: &[&str]) {
+        let out = Command::new(self.install.bin("pgbench"))
+            .arg("-h")
+            .arg(&self.sockdir)
+            .arg("-p")
+            .arg(self.port.to_string())
+            .args(["-U", "postgres"])
+            .args(args)
+            .arg("postgres")
+            .output()
+            .expect("run pgbench");
+        assert!(
+            out.status.success(),
+            "pgbench {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Start recovery of `backup` (see `base_backup`) with `restore_command`

@@ -344,6 +344,46 @@ pub struct PhysicalBackupInfo {
     pub created_by: String,
 }
 
+#[cfg(test)]
+impl PhysicalBackupInfo {
+    /// A descriptor for unit tests: timeline 1, start and stop segment
+    /// numbered after `epoch`.
+    pub(crate) fn for_tests(
+        id: &str,
+        kind: &str,
+        parent: Option<&str>,
+        chain: &str,
+        epoch: i64,
+    ) -> PhysicalBackupInfo {
+        PhysicalBackupInfo {
+            format_version: PHYSICAL_INFO_VERSION,
+            kind: kind.into(),
+            backup_id: id.into(),
+            parent: parent.map(str::to_string),
+            chain: chain.into(),
+            reference_lsn: None,
+            start_lsn: String::new(),
+            stop_lsn: String::new(),
+            timeline: 1,
+            start_wal: format!("00000001000000000000{epoch:04X}"),
+            stop_wal: format!("00000001000000000000{epoch:04X}"),
+            started_at: String::new(),
+            finished_at: String::new(),
+            started_epoch: epoch,
+            finished_epoch: epoch,
+            original_bytes: 0,
+            stored_bytes: 0,
+            files: 0,
+            server_version: "17".into(),
+            system_identifier: 1,
+            tablespaces: Vec::new(),
+            checksums: false,
+            job_id: None,
+            created_by: String::new(),
+        }
+    }
+}
+
 /// The key prefix of backup `id` (no trailing `/`).
 pub fn backup_prefix(cluster: &ClusterRepo, id: &str) -> String {
     cluster.key(&format!("backup/{id}"))

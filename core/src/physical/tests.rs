@@ -660,32 +660,14 @@ fn increments_store_changed_blocks_only_and_rebuild_every_backup_of_a_chain() {
 }
 
 fn described(id: &str, kind: &str, chain: &str, timeline: u32, epoch: i64) -> PhysicalBackupInfo {
-    PhysicalBackupInfo {
-        format_version: PHYSICAL_INFO_VERSION,
-        kind: kind.into(),
-        backup_id: id.into(),
-        parent: None,
-        chain: chain.into(),
-        reference_lsn: None,
-        start_lsn: "0/2000028".into(),
-        stop_lsn: "0/2000100".into(),
-        timeline,
-        start_wal: "000000010000000000000002".into(),
-        stop_wal: "000000010000000000000002".into(),
-        started_at: String::new(),
-        finished_at: String::new(),
-        started_epoch: epoch,
-        finished_epoch: epoch,
-        original_bytes: 0,
-        stored_bytes: 0,
-        files: 0,
-        server_version: "17".into(),
-        system_identifier: SYSID,
-        tablespaces: Vec::new(),
-        checksums: false,
-        job_id: None,
-        created_by: "test".into(),
-    }
+    let mut b = PhysicalBackupInfo::for_tests(id, kind, None, chain, epoch);
+    b.timeline = timeline;
+    b.start_lsn = "0/2000028".into();
+    b.stop_lsn = "0/2000100".into();
+    b.start_wal = "000000010000000000000002".into();
+    b.stop_wal = "000000010000000000000002".into();
+    b.system_identifier = SYSID;
+    b
 }
 
 #[test]

@@ -176,32 +176,7 @@ mod tests {
         chain: &str,
         epoch: i64,
     ) -> PhysicalBackupInfo {
-        PhysicalBackupInfo {
-            format_version: 1,
-            kind: kind.into(),
-            backup_id: id.into(),
-            parent: parent.map(str::to_string),
-            chain: chain.into(),
-            reference_lsn: None,
-            start_lsn: String::new(),
-            stop_lsn: String::new(),
-            timeline: 1,
-            start_wal: format!("00000001000000000000{epoch:04X}"),
-            stop_wal: format!("00000001000000000000{epoch:04X}"),
-            started_at: String::new(),
-            finished_at: String::new(),
-            started_epoch: epoch,
-            finished_epoch: epoch,
-            original_bytes: 0,
-            stored_bytes: 0,
-            files: 0,
-            server_version: "17".into(),
-            system_identifier: 1,
-            tablespaces: Vec::new(),
-            checksums: false,
-            job_id: None,
-            created_by: String::new(),
-        }
+        PhysicalBackupInfo::for_tests(id, kind, parent, chain, epoch)
     }
 
     fn ids(v: Vec<&PhysicalBackupInfo>) -> Vec<&str> {
