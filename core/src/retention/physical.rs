@@ -169,21 +169,12 @@ pub fn wal_runs(names: &[String]) -> Vec<(String, String, String, usize)> {
 mod tests {
     use super::*;
 
-    fn b(
-        id: &str,
-        kind: &str,
-        parent: Option<&str>,
-        chain: &str,
-        epoch: i64,
-    ) -> PhysicalBackupInfo {
-        PhysicalBackupInfo::for_tests(id, kind, parent, chain, epoch)
-    }
-
     fn ids(v: Vec<&PhysicalBackupInfo>) -> Vec<&str> {
         v.into_iter().map(|b| b.backup_id.as_str()).collect()
     }
 
     fn history() -> Vec<PhysicalBackupInfo> {
+        let b = PhysicalBackupInfo::for_tests;
         vec![
             b("f1", "full", None, "f1", 10),
             b("i1", "incremental", Some("f1"), "f1", 11),
