@@ -750,15 +750,7 @@ fn backups_taken_while_pgbench_writes_and_ddl_runs_restore_consistently() {
     // Hold the archiver with a segment waiting, so that the incremental,
     // once started (pg_backup_start), waits for it before it copies: the
     // DDL below happens inside the backup, before its files are read.
-    let archiver: i32 = c
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    // SAFETY: signals to a process of the test's own cluster.
-    assert_eq!(unsafe { libc::kill(archiver, libc::SIGSTOP) }, 0);
+    let archiver = primary.pause_archiver(&mut c);
     c.batch_execute("SELECT pg_switch_wal()").unwrap();
     let job: i64 = c
         .query_one("SELECT ark.backup('incremental')", &[])
@@ -780,8 +772,7 @@ fn backups_taken_while_pgbench_writes_and_ddl_runs_restore_consistently() {
          TRUNCATE truncated_during;",
     )
     .unwrap();
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(archiver, libc::SIGCONT) }, 0);
+    Cluster::resume(archiver);
     let doc: String = c
         .query_one("SELECT ark.wait($1, '5 min')::text", &[&job])
         .unwrap()
@@ -966,15 +957,7 @@ fn a_killed_backup_leaves_nothing_complete_and_the_next_attempt_succeeds() {
     .unwrap();
     // Hold the archiver, so that the backup, its files stored, waits for
     // its WAL (it says so in ark.jobs.progress) when its worker is killed.
-    let archiver: i32 = c
-        .query_one(
-            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    // SAFETY: signals to a process of the test's own cluster.
-    assert_eq!(unsafe { libc::kill(archiver, libc::SIGSTOP) }, 0);
+    let archiver = primary.pause_archiver(&mut c);
     let id: i64 = c
         .query_one(
             r#"SELECT ark.backup('full', '{"retry_base": 1, "max_attempts": 3}')"#,
@@ -1007,11 +990,9 @@ fn a_killed_backup_leaves_nothing_complete_and_the_next_attempt_succeeds() {
     // Its files are stored, but without the WAL it is not complete.
     assert_eq!(physical::list_backups(&entry).unwrap(), vec![]);
     let mark = primary.log_mark();
-    // SAFETY: as above.
-    unsafe {
-        assert_eq!(libc::kill(worker, libc::SIGKILL), 0);
-        assert_eq!(libc::kill(archiver, libc::SIGCONT), 0);
-    }
+    // SAFETY: a signal to a process of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    Cluster::resume(archiver);
     drop(c);
     let mut c = primary.wait_crash_restart(mark, WAIT);
     let doc: String = c

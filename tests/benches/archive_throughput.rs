@@ -28,7 +28,7 @@
 //! zstd 1, and 4: pg_ark's own defaults); ARK_BENCH_COMPRESSION picks
 //! another algorithm (lz4, gzip, none) for comparison. This is a benchmark, not a test: it
 //! reports numbers and fails only if an archiver does not drain at all.
-use pg_ark_tests::{give_to_test_user, temp_dir, Cluster, ClusterOptions};
+use pg_ark_tests::{dir_size, give_to_test_user, peak_rss_kib, temp_dir, Cluster, ClusterOptions};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -41,24 +41,6 @@ fn ready_count(data: &Path) -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let m = match e.metadata() {
-                Ok(m) => m,
-                Err(_) => continue,
-            };
-            total += if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            };
-        }
-    }
-    total
 }
 
 /// Make the backlog: returns the stopped cluster's temp dir, data dir, and
@@ -130,18 +112,6 @@ fn jiffies_to_ms(j: u64) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     j as f64 * 1000.0 / hz
-}
-
-/// Peak resident set of a process, in KiB.
-fn peak_rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -22,37 +22,11 @@
 //!
 //! Run: `make bench` (both benchmarks) or `make bench-physical`, with
 //! pg_ark installed in PG_CONFIG's PostgreSQL.
-use pg_ark_tests::{archiving, temp_dir, Cluster};
+use pg_ark_tests::{archiving, dir_size, peak_rss_kib, temp_dir, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn dir_size(p: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            total += if m.is_dir() {
-                dir_size(&e.path())
-            } else {
-                m.len()
-            };
-        }
-    }
-    total
-}
-
-fn peak_rss_kib(pid: i32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
 
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / 1_048_576.0

@@ -149,6 +149,34 @@ pub fn wal_get_command(repo: &Path) -> String {
     )
 }
 
+/// Bytes of every file below `p` (for benchmarks).
+pub fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(rd) = fs::read_dir(p) {
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            total += if m.is_dir() {
+                dir_size(&e.path())
+            } else {
+                m.len()
+            };
+        }
+    }
+    total
+}
+
+/// Peak resident set of a process (VmHWM), in KiB.
+pub fn peak_rss_kib(pid: i32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// The local repository in `dir`, opened read-only as the CLI would.
 pub fn open_repo(dir: &Path) -> std::sync::Arc<pg_ark_core::repo::Repository> {
     std::sync::Arc::new(
@@ -359,6 +387,27 @@ impl Cluster {
             give_tree_to_test_user(p);
         }
         Cluster::recover_from_backup(dir, data, restore_command)
+    }
+
+    /// Stop the archiver with SIGSTOP (files stay `.ready` until
+    /// [`Cluster::resume`]); returns its PID.
+    pub fn pause_archiver(&self, c: &mut postgres::Client) -> i32 {
+        let pid: i32 = c
+            .query_one(
+                "SELECT pid FROM pg_stat_activity WHERE backend_type = 'archiver'",
+                &[],
+            )
+            .expect("the archiver's pid")
+            .get(0);
+        // SAFETY: a signal to a process of the test's own cluster.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+        pid
+    }
+
+    /// Let a process stopped by [`Cluster::pause_archiver`] go on.
+    pub fn resume(pid: i32) {
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
     }
 
     /// Run pgbench against this cluster's `postgres` database with `args`.
