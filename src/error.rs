@@ -96,6 +96,9 @@ impl ArkError {
                 C::NotEnoughSpace { .. } => PgSqlErrorCode::ERRCODE_DISK_FULL,
                 C::ArchiveInterrupted { .. } => PgSqlErrorCode::ERRCODE_ADMIN_SHUTDOWN,
                 C::PushPanicked { .. } => PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                C::RestoreTarget { .. } | C::RestoreRefused { .. } => {
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+                }
             },
             ArkError::Job(_) | ArkError::Cron(_) | ArkError::OptionsTooLarge { .. } => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod location;
 mod repo_opts;
+mod restore;
 mod verify;
 mod wal_get;
 
@@ -44,6 +45,14 @@ enum Command {
     /// repository and intact. Each problem is printed with its file; any
     /// problem exits 1.
     Verify(verify::Args),
+    /// Restore a physical backup into a data directory, to a point in time
+    ///
+    /// From the repository alone (no server, no database, no catalog): the
+    /// chain that reaches the target is rebuilt into DIR, every file checked
+    /// against its manifest, and recovery.signal and the recovery settings
+    /// (restore_command = 'pg_ark wal-get ...', recovery_target_*) are
+    /// written. --dry-run prints the plan, as ark.restore_plan() does.
+    Restore(Box<restore::Args>),
 }
 
 /// How a command ended, when not in plain success.
@@ -94,6 +103,7 @@ fn main() -> ExitCode {
         Command::Location(args) => location::run(&args),
         Command::WalGet(args) => wal_get::run(&args),
         Command::Verify(args) => verify::run(&args),
+        Command::Restore(args) => restore::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

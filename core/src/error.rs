@@ -125,6 +125,18 @@ pub enum Error {
     #[error("pushing WAL file \"{name}\" failed unexpectedly")]
     PushPanicked { name: String },
 
+    /// A restore target the repository cannot serve (planning).
+    #[error("cannot restore to the requested target: {reason}")]
+    RestoreTarget { reason: String, hint: String },
+
+    /// A restore that would destroy or mix data.
+    #[error("refusing to restore into \"{path}\": {reason}")]
+    RestoreRefused {
+        path: String,
+        reason: String,
+        hint: String,
+    },
+
     #[error("logical backup \"{label}\" of database \"{database}\" already exists in {location}")]
     LogicalBackupExists {
         location: String,
@@ -167,6 +179,8 @@ impl Error {
             Error::ArchiveInterrupted { name } => {
                 format!("archiving of WAL file \"{name}\" was interrupted")
             }
+            Error::RestoreTarget { .. } => "cannot restore to the requested target".into(),
+            Error::RestoreRefused { path, .. } => format!("refusing to restore into \"{path}\""),
             other => other.to_string(),
         }
     }
@@ -198,6 +212,9 @@ impl Error {
                 expected, found, ..
             } => format!("It belongs to system identifier {found}, not {expected}."),
             Error::DumpFailed { detail, .. } => upper_first(detail),
+            Error::RestoreTarget { reason, .. } | Error::RestoreRefused { reason, .. } => {
+                format!("{}.", upper_first(reason))
+            }
             Error::ArchiveInterrupted { .. } => {
                 "The archiver is stopping; the file will be offered again.".to_string()
             }
@@ -258,6 +275,7 @@ impl Error {
                 "The file stays in pg_wal and is offered again.".into()
             }
             Error::LogicalBackupExists { .. } => "Give each logical backup its own label.".into(),
+            Error::RestoreTarget { hint, .. } | Error::RestoreRefused { hint, .. } => hint.clone(),
             Error::LocalIo { .. } => {
                 "Check that the path exists, that the PostgreSQL OS user may use it, and that the \
                  file system has free space."

@@ -10,6 +10,8 @@
 //! - `wal`: WAL names, push (the archive module's engine) and get (for
 //!   `restore_command`, with its spool);
 //! - `process`: running PostgreSQL's programs with an argument vector;
+//! - `physical`: physical backups; `restore`: rebuilding them and planning
+//!   recovery to a target;
 //! - `logical`: pg_dump backups; `retention`: which backups expire;
 //! - `schedule`: cron expressions, job kinds and retry timing;
 //! - `health`, `notify`, `workdir`, `pgdata`, `threads`.
@@ -21,6 +23,7 @@ pub mod pgdata;
 pub mod physical;
 pub mod process;
 pub mod repo;
+pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod storage;

@@ -42,7 +42,6 @@ use crate::storage::PutMode;
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -963,16 +962,19 @@ pub struct Problem {
 /// Reads objects for a restore or a verification, keeping the last few
 /// bundles opened (each is read and checked once, however many files it
 /// holds).
-struct Objects<'a> {
+pub(crate) struct Objects<'a> {
     cluster: &'a ClusterRepo,
     bundles: std::collections::VecDeque<(String, std::sync::Arc<Vec<u8>>)>,
+    /// Stored bytes downloaded so far.
+    pub(crate) fetched: u64,
 }
 
 impl<'a> Objects<'a> {
-    fn new(cluster: &'a ClusterRepo) -> Objects<'a> {
+    pub(crate) fn new(cluster: &'a ClusterRepo) -> Objects<'a> {
         Objects {
             cluster,
             bundles: Default::default(),
+            fetched: 0,
         }
     }
 
@@ -989,6 +991,7 @@ impl<'a> Objects<'a> {
             .storage()
             .get(key)
             .map_err(|e| format!("object \"{key}\": {e}"))?;
+        self.fetched += obj.len() as u64;
         let (_, data) =
             envelope::open(&obj).map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
         let data = std::sync::Arc::new(data);
@@ -1004,7 +1007,7 @@ impl<'a> Objects<'a> {
     /// What `f`'s object holds for it, checked against the manifest
     /// (length and BLAKE3); a block-level entry without blocks holds
     /// nothing.
-    fn read(&mut self, f: &ManifestFile) -> Result<Vec<u8>, String> {
+    pub(crate) fn read(&mut self, f: &ManifestFile) -> Result<Vec<u8>, String> {
         if f.blocks.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
@@ -1330,140 +1333,12 @@ pub fn restore_backup_with(
     target: &Path,
     tablespaces: &std::collections::HashMap<String, PathBuf>,
 ) -> Result<PhysicalBackupInfo, Error> {
-    let chain = load_chain(cluster, id)?;
-    if let Ok(mut entries) = fs::read_dir(target) {
-        if entries.next().is_some() {
-            return Err(Error::InvalidLogicalRequest {
-                reason: format!("the target directory \"{}\" is not empty", target.display()),
-            });
-        }
-    }
-    let manifest_key = format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id));
-    let bad = |key: String, reason: String| Error::BadMetadata {
-        location: cluster.location(),
-        key,
-        reason,
+    let opts = crate::restore::Options {
+        jobs: 1,
+        delta: false,
+        tablespaces: tablespaces.clone(),
     };
-    let safe = |rel: &str| -> Result<PathBuf, Error> {
-        let ok = !rel.is_empty()
-            && rel
-                .split('/')
-                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\'));
-        if ok {
-            Ok(target.join(rel))
-        } else {
-            Err(bad(
-                manifest_key.clone(),
-                format!("the path \"{rel}\" would lie outside the target directory"),
-            ))
-        }
-    };
-    let mkdir = |p: &Path| -> Result<(), Error> {
-        fs::create_dir_all(p).map_err(|e| io_err("create directory", p, e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(p, fs::Permissions::from_mode(0o700))
-                .map_err(|e| io_err("chmod", p, e))?;
-        }
-        Ok(())
-    };
-    // Tablespace locations first: every check before anything is written.
-    let mut links = Vec::new();
-    for ts in &chain.manifest().tablespaces {
-        if ts.oid.is_empty() || !ts.oid.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad(
-                manifest_key.clone(),
-                format!("\"{}\" is not a tablespace oid", ts.oid),
-            ));
-        }
-        let location = tablespaces
-            .get(&ts.oid)
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from(&ts.location));
-        if !location.is_absolute() {
-            return Err(Error::InvalidLogicalRequest {
-                reason: format!(
-                    "the location of tablespace {} must be an absolute path, not \"{}\"",
-                    ts.oid,
-                    location.display()
-                ),
-            });
-        }
-        if let Ok(mut entries) = fs::read_dir(&location) {
-            if entries.next().is_some() {
-                return Err(Error::InvalidLogicalRequest {
-                    reason: format!(
-                        "the location of tablespace {}, \"{}\", is not empty (restore it elsewhere)",
-                        ts.oid,
-                        location.display()
-                    ),
-                });
-            }
-        }
-        links.push((ts.oid.clone(), location));
-    }
-    mkdir(target)?;
-    mkdir(&target.join("pg_tblspc"))?;
-    for (oid, location) in &links {
-        mkdir(location)?;
-        let link = target.join("pg_tblspc").join(oid);
-        std::os::unix::fs::symlink(location, &link).map_err(|e| io_err("link", &link, e))?;
-    }
-    for d in &chain.manifest().dirs {
-        mkdir(&safe(d)?)?;
-    }
-    let mut objects = Objects::new(cluster);
-    for f in &chain.manifest().files {
-        let path = safe(&f.path)?;
-        let layers = chain
-            .layers(&f.path)
-            .map_err(|reason| bad(manifest_key.clone(), format!("\"{}\": {reason}", f.path)))?;
-        if let Some(parent) = path.parent() {
-            mkdir(parent)?;
-        }
-        let mut out = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(|e| io_err("create", &path, e))?;
-        for (backup, entry) in layers.into_iter().rev() {
-            let data = objects.read(entry).map_err(|reason| {
-                let key = if entry.key.is_empty() {
-                    manifest_key.clone()
-                } else {
-                    entry.key.clone()
-                };
-                bad(
-                    key,
-                    format!("\"{}\" (backup \"{backup}\"): {reason}", f.path),
-                )
-            })?;
-            match &entry.blocks {
-                None => out
-                    .write_all(&data)
-                    .map_err(|e| io_err("write", &path, e))?,
-                Some(blocks) => {
-                    use std::os::unix::fs::FileExt;
-                    out.set_len(entry.size)
-                        .map_err(|e| io_err("truncate", &path, e))?;
-                    for (page, &b) in data.chunks(BLOCK as usize).zip(blocks) {
-                        let at = u64::from(b) * BLOCK;
-                        let n = (entry.size.saturating_sub(at)).min(BLOCK) as usize;
-                        out.write_all_at(&page[..n], at)
-                            .map_err(|e| io_err("write", &path, e))?;
-                    }
-                }
-            }
-        }
-        out.sync_all().map_err(|e| io_err("fsync", &path, e))?;
-    }
-    chain
-        .backups
-        .into_iter()
-        .next()
-        .map(|(i, _)| i)
-        .ok_or_else(|| bad(manifest_key.clone(), "the chain is empty".into()))
+    Ok(crate::restore::rebuild(cluster, id, target, &opts, &Default::default())?.info)
 }
 
 #[cfg(test)]

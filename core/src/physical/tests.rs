@@ -916,3 +916,157 @@ fn backups_started_in_the_same_second_are_ordered_by_start_lsn() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Every file below `root`, with its content.
+fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                out.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn many_files_chain(c: &ClusterRepo, r: &Path) -> (PhysicalBackupInfo, PhysicalBackupInfo) {
+    for i in 0..40u8 {
+        write(r, &format!("base/5/{}", 20000 + u32::from(i)), &pages(&[(0x100, i), (0x100, i + 1)]));
+        write(r, &format!("pg_xact/{i:04X}"), &vec![i; 100 + usize::from(i)]);
+    }
+    let (full, _) = take_kind(c, r, "f", "full", None, "0/2000000", 10);
+    for i in (0..40u8).step_by(3) {
+        write(r, &format!("base/5/{}", 20000 + u32::from(i)), &pages(&[(0x100, i), (0x2000200, 99)]));
+    }
+    write(r, "pg_xact/0001", b"changed");
+    let (inc, _) = take_kind(c, r, "i", "incremental", Some(&full), "0/3000000", 20);
+    (full, inc)
+}
+
+#[test]
+fn a_parallel_rebuild_gives_the_same_files_as_one_thread() {
+    let (_r, c) = cluster();
+    BUNDLE.with(|b| b.set(BUNDLE_FILES_BELOW));
+    let src = pgdata();
+    let (_, inc) = many_files_chain(&c, src.path());
+    BUNDLE.with(|b| b.set(0));
+    let out = tempfile::tempdir().unwrap();
+    let one = out.path().join("one");
+    restore_backup(&c, &inc.backup_id, &one).unwrap();
+    let four = out.path().join("four");
+    let counters = crate::restore::Counters::default();
+    let opts = crate::restore::Options {
+        jobs: 4,
+        ..Default::default()
+    };
+    let report = crate::restore::rebuild(&c, &inc.backup_id, &four, &opts, &counters).unwrap();
+    assert_eq!(tree(&one), tree(&four));
+    assert_eq!(report.files, counters.files_done.load(Ordering::Relaxed));
+    assert_eq!(report.kept, 0);
+    assert!(report.fetched > 0);
+    // The restored files are the source's (the ones a backup copies).
+    let restored = tree(&four);
+    for (rel, content) in tree(src.path()) {
+        if rel == "backup_label" {
+            continue; // the backup's own, not the old one left in the source
+        }
+        if let Some(r) = restored.get(&rel) {
+            assert_eq!(r, &content, "{rel}");
+        }
+    }
+}
+
+#[test]
+fn a_delta_restore_keeps_what_matches_downloads_less_and_removes_extras() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let (full, inc) = many_files_chain(&c, src.path());
+    let out = tempfile::tempdir().unwrap();
+    let fresh = out.path().join("fresh");
+    let plain = crate::restore::rebuild(&c, &inc.backup_id, &fresh, &Default::default(), &Default::default()).unwrap();
+    // An old copy: the full, with some damage and an extra file.
+    let old = out.path().join("old");
+    restore_backup(&c, &full.backup_id, &old).unwrap();
+    write(&old, "base/5/20001", b"damaged");
+    write(&old, "base/5/99999", b"not in the backup");
+    write(&old, "pg_wal/000000010000000000000009", b"old wal");
+    fs::create_dir_all(old.join("base/77")).unwrap();
+    // Without --delta, a directory that is not empty is refused, untouched.
+    let e = crate::restore::rebuild(&c, &inc.backup_id, &old, &Default::default(), &Default::default())
+        .unwrap_err();
+    assert!(matches!(e, Error::RestoreRefused { .. }), "{e}");
+    assert!(old.join("base/5/99999").exists());
+    let opts = crate::restore::Options {
+        delta: true,
+        jobs: 2,
+        ..Default::default()
+    };
+    let delta = crate::restore::rebuild(&c, &inc.backup_id, &old, &opts, &Default::default()).unwrap();
+    assert_eq!(tree(&old), tree(&fresh));
+    assert!(!old.join("base/77").exists());
+    assert!(delta.kept > 0 && delta.patched > 0, "{delta:?}");
+    assert!(delta.removed >= 3, "{delta:?}");
+    assert!(
+        delta.fetched < plain.fetched,
+        "delta fetched {} bytes, a full restore {}",
+        delta.fetched,
+        plain.fetched
+    );
+}
+
+#[test]
+fn a_directory_with_a_running_cluster_is_refused_even_with_delta() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    take(&c, src.path(), "f");
+    let out = tempfile::tempdir().unwrap();
+    let t = out.path().join("live");
+    write(&t, "postmaster.pid", format!("{}\n/x\n", std::process::id()).as_bytes());
+    let opts = crate::restore::Options {
+        delta: true,
+        ..Default::default()
+    };
+    let e = crate::restore::rebuild(&c, "f", &t, &opts, &Default::default()).unwrap_err();
+    assert!(e.to_string().contains("running cluster"), "{e}");
+    assert!(t.join("postmaster.pid").exists());
+}
+
+#[test]
+fn a_corrupt_object_stops_the_restore_with_the_file_named() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let m = take(&c, src.path(), "f");
+    let f = m.files.iter().find(|f| f.path == "base/5/16384").unwrap();
+    let mut obj = c.storage().get(&f.key).unwrap();
+    let n = obj.len();
+    obj[n / 2] ^= 0x55;
+    c.storage().put(&f.key, &obj, PutMode::Overwrite).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let opts = crate::restore::Options {
+        jobs: 3,
+        ..Default::default()
+    };
+    let e = crate::restore::rebuild(&c, "f", &out.path().join("x"), &opts, &Default::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("base/5/16384"), "{e}");
+}
+
+#[test]
+fn recovery_settings_replace_earlier_ones() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "postgresql.auto.conf", b"work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n");
+    let settings = vec![("recovery_target_lsn".to_string(), "'0/3000000'".to_string())];
+    crate::restore::write_recovery(d.path(), "pg_ark wal-get --repo 'file:///r' %f %p", &settings, true).unwrap();
+    let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
+    assert_eq!(
+        text,
+        "work_mem = '8MB'\n# pg_ark restore: recovery settings\nrestore_command = 'pg_ark wal-get --repo ''file:///r'' %f %p'\nrecovery_target_lsn = '0/3000000'\narchive_mode = 'off'\n"
+    );
+    assert!(d.path().join("recovery.signal").exists());
+}

@@ -1,0 +1,417 @@
+//! `pg_ark restore`: rebuild a physical backup into a data directory and
+//! set it up to recover to a target, from the repository alone (no
+//! server, no database, no catalog).
+//!
+//! The plan is `pg_ark_core::restore::plan`, the same code as
+//! `ark.restore_plan()`; `--dry-run` prints it and changes nothing.
+use crate::repo_opts::RepoOpts;
+use crate::Failure;
+use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
+use pg_ark_core::restore::{self, Counters, Options};
+use pg_ark_core::{physical, storage, RepoUrl};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args, Debug)]
+#[command(group(clap::ArgGroup::new("target").args(["target_time", "target_lsn", "target_xid", "target_name", "immediate"])))]
+pub struct Args {
+    #[command(flatten)]
+    pub repo: RepoOpts,
+    /// The data directory to restore into: empty or absent (or, with
+    /// --delta, an old copy of this cluster)
+    #[arg(long, value_name = "DIR")]
+    pub pgdata: PathBuf,
+    /// The cluster to restore, when the repository holds several
+    #[arg(long, value_name = "ID")]
+    pub system_identifier: Option<u64>,
+    /// Recover to this time (with its zone: '2026-12-01 18:00:00+00')
+    #[arg(long, value_name = "TIME")]
+    pub target_time: Option<String>,
+    /// Recover to this LSN (0/3000060)
+    #[arg(long, value_name = "LSN")]
+    pub target_lsn: Option<String>,
+    /// Recover until this transaction has ended
+    #[arg(long, value_name = "XID")]
+    pub target_xid: Option<u64>,
+    /// Recover to this restore point (pg_create_restore_point)
+    #[arg(long, value_name = "NAME")]
+    pub target_name: Option<String>,
+    /// Stop as soon as the backup is consistent
+    #[arg(long)]
+    pub immediate: bool,
+    /// latest, current or a timeline number
+    #[arg(long, default_value = "latest", value_name = "TIMELINE")]
+    pub target_timeline: String,
+    /// Restore this backup (its chain) [default: the newest that reaches the target]
+    #[arg(long, value_name = "BACKUP_ID")]
+    pub backup: Option<String>,
+    /// What the server does at the target: promote, pause or shutdown
+    #[arg(long, default_value = "promote", value_name = "ACTION")]
+    pub target_action: String,
+    /// Restore tablespace OID into DIR instead of where it was (repeatable)
+    #[arg(long = "tablespace-map", value_name = "OID=DIR")]
+    pub tablespace_map: Vec<String>,
+    /// Files rebuilt at once [default: the number of cores]
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Reuse an old copy of this cluster in DIR: keep the files that match
+    #[arg(long)]
+    pub delta: bool,
+    /// Write archive_mode = off: a test restore that must not archive into
+    /// the repository
+    #[arg(long)]
+    pub archive_off: bool,
+    /// Start the restored cluster (pg_ctl from --pg-bin or PATH) and wait
+    /// until recovery has reached the target
+    #[arg(long)]
+    pub start: bool,
+    /// Directory of pg_ctl, for --start
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// No progress output
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Quote a word for the shell that runs restore_command.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The repository options as command-line words.
+pub fn repo_words(r: &RepoOpts) -> Vec<String> {
+    let mut w = vec!["--repo".to_string(), r.repository.clone()];
+    if let Some(e) = &r.s3_endpoint {
+        w.extend(["--s3-endpoint".into(), e.clone()]);
+    }
+    if let Some(e) = &r.s3_region {
+        w.extend(["--s3-region".into(), e.clone()]);
+    }
+    if r.s3_path_style {
+        w.push("--s3-path-style".into());
+    }
+    if let Some(f) = &r.s3_credentials_file {
+        w.extend(["--s3-credentials-file".into(), f.display().to_string()]);
+    }
+    w
+}
+
+fn target_of(a: &Args) -> Result<Target, Failure> {
+    Ok(if let Some(t) = &a.target_time {
+        Target::Time(plan::parse_time(t)?)
+    } else if let Some(l) = &a.target_lsn {
+        Target::Lsn(physical::increment::parse_lsn(l).ok_or_else(|| {
+            Failure::Message(format!("\"{l}\" is not an LSN (for example 0/3000060)"))
+        })?)
+    } else if let Some(x) = a.target_xid {
+        Target::Xid(x)
+    } else if let Some(n) = &a.target_name {
+        Target::Name(n.clone())
+    } else if a.immediate {
+        Target::Immediate
+    } else {
+        Target::Latest
+    })
+}
+
+/// Open the repository and find the one cluster to restore.
+pub fn open_cluster(repo: &RepoOpts, sysid: Option<u64>) -> Result<ClusterRepo, Failure> {
+    let url = RepoUrl::parse(&repo.repository)?;
+    let store = storage::open(&url, &repo.s3()?)?;
+    let repository = Arc::new(Repository::open(store, false)?);
+    let mut clusters: Vec<ClusterRepo> = repository
+        .clusters()?
+        .into_iter()
+        .filter(|c| sysid.is_none_or(|id| id == c.system_identifier))
+        .collect();
+    match clusters.len() {
+        1 => Ok(clusters.remove(0)),
+        0 => Err(Failure::Message(match sysid {
+            Some(id) => format!(
+                "the repository {} has no cluster with system identifier {id}",
+                repository.location()
+            ),
+            None => format!("the repository {} holds no cluster", repository.location()),
+        })),
+        _ => Err(Failure::Message(format!(
+            "the repository {} holds {} clusters ({}); choose one with --system-identifier",
+            repository.location(),
+            clusters.len(),
+            clusters
+                .iter()
+                .map(|c| c.system_identifier.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+fn pg_ark_exe() -> String {
+    std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "pg_ark".into())
+}
+
+pub fn run(a: &Args) -> Result<(), Failure> {
+    let req = Request {
+        target: target_of(a)?,
+        timeline: TimelineChoice::parse(&a.target_timeline)?,
+        backup: a.backup.clone(),
+    };
+    let mut tablespaces = HashMap::new();
+    for m in &a.tablespace_map {
+        let Some((oid, dir)) = m.split_once('=') else {
+            return Err(Failure::Message(format!(
+                "--tablespace-map takes OID=DIR, not \"{m}\""
+            )));
+        };
+        tablespaces.insert(oid.trim().to_string(), PathBuf::from(dir));
+    }
+    let cluster = open_cluster(&a.repo, a.system_identifier)?;
+    let plan = plan::plan(&cluster, &req, &a.target_action)?;
+    let pgdata = std::path::absolute(&a.pgdata).unwrap_or_else(|_| a.pgdata.clone());
+    let mut wal_get: Vec<String> = vec![pg_ark_exe(), "wal-get".into()];
+    wal_get.extend(repo_words(&a.repo));
+    let restore_command = format!(
+        "{} %f %p",
+        wal_get.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+    );
+    let mut words = vec!["pg_ark".to_string(), "restore".into()];
+    words.extend(repo_words(&a.repo));
+    words.extend(["--pgdata".into(), pgdata.display().to_string()]);
+    words.extend(target_words(&req));
+    words.extend(["--backup".into(), plan.backup().backup_id.clone()]);
+    let command_line = words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ");
+    if a.dry_run {
+        for (n, action, command, detail) in plan::steps(&plan, &restore_command, &command_line) {
+            println!("{n:>2}. {action}");
+            if !command.is_empty() {
+                println!("      {command}");
+            }
+            if !detail.is_empty() {
+                println!("      {detail}");
+            }
+        }
+        return Ok(());
+    }
+    let say = |m: String| {
+        if !a.quiet {
+            eprintln!("pg_ark: {m}");
+        }
+    };
+    say(format!(
+        "restoring backup \"{}\" ({}, {} of them in its chain) into {}; recovery stops {}",
+        plan.backup().backup_id,
+        plan.backup().kind,
+        plan.chain.len(),
+        pgdata.display(),
+        plan.stop
+    ));
+    let opts = Options {
+        jobs: a
+            .jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        delta: a.delta,
+        tablespaces,
+    };
+    let counters = Arc::new(Counters::default());
+    let started = Instant::now();
+    let report = {
+        let shown = (!a.quiet).then(|| spawn_progress(counters.clone()));
+        let r = restore::rebuild(&cluster, &plan.backup().backup_id, &pgdata, &opts, &counters);
+        if let Some((stop, handle)) = shown {
+            stop.store(true, Ordering::Relaxed);
+            let _ = handle.join();
+        }
+        r?
+    };
+    restore::write_recovery(&pgdata, &restore_command, &plan.settings, a.archive_off)?;
+    let secs = started.elapsed().as_secs_f64();
+    say(format!(
+        "rebuilt {} files ({}) in {secs:.1} s, {} downloaded{}",
+        report.files,
+        plan::human_bytes(report.bytes),
+        plan::human_bytes(report.fetched),
+        if a.delta {
+            format!(
+                "; {} kept as they were, {} given only newer blocks, {} removed",
+                report.kept, report.patched, report.removed
+            )
+        } else {
+            String::new()
+        }
+    ));
+    if !a.archive_off {
+        say(format!(
+            "once promoted, the cluster archives into {} on a new timeline (system identifier {}); \
+             if the original still runs and archives, both write into that entry, on different timelines. \
+             For a test restore, use --archive-off.",
+            cluster.location(),
+            cluster.system_identifier
+        ));
+    }
+    if a.start {
+        return start_and_wait(a, &pgdata, &plan);
+    }
+    println!(
+        "restored into {}; start it with: pg_ctl -D {} start",
+        pgdata.display(),
+        shell_quote(&pgdata.display().to_string())
+    );
+    Ok(())
+}
+
+/// The target as `pg_ark restore` options.
+pub fn target_words(req: &Request) -> Vec<String> {
+    let mut w: Vec<String> = match &req.target {
+        Target::Latest => vec![],
+        Target::Immediate => vec!["--immediate".into()],
+        Target::Time(t) => vec!["--target-time".into(), plan::format_time(*t)],
+        Target::Lsn(l) => vec!["--target-lsn".into(), plan::format_lsn(*l)],
+        Target::Xid(x) => vec!["--target-xid".into(), x.to_string()],
+        Target::Name(n) => vec!["--target-name".into(), n.clone()],
+    };
+    match req.timeline {
+        TimelineChoice::Latest => {}
+        TimelineChoice::Current => w.extend(["--target-timeline".into(), "current".into()]),
+        TimelineChoice::Id(n) => w.extend(["--target-timeline".into(), n.to_string()]),
+    }
+    w
+}
+
+fn spawn_progress(
+    c: Arc<Counters>,
+) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let s = stop.clone();
+    let tty = std::io::stderr().is_terminal();
+    let handle = std::thread::spawn(move || {
+        let begun = Instant::now();
+        let mut last_line = Instant::now();
+        while !s.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            let done = c.bytes_done.load(Ordering::Relaxed);
+            let total = c.bytes_total.load(Ordering::Relaxed).max(1);
+            let secs = begun.elapsed().as_secs_f64().max(0.001);
+            let rate = done as f64 / secs;
+            let left = if rate > 0.0 {
+                (total.saturating_sub(done)) as f64 / rate
+            } else {
+                0.0
+            };
+            let line = format!(
+                "{:>3}% {} of {}, {} of {} files, {}/s, {:.0} s left",
+                done * 100 / total,
+                plan::human_bytes(done),
+                plan::human_bytes(total),
+                c.files_done.load(Ordering::Relaxed),
+                c.files_total.load(Ordering::Relaxed),
+                plan::human_bytes(rate as u64),
+                left
+            );
+            if tty {
+                let width = 30usize;
+                let filled = (done as usize * width / total as usize).min(width);
+                eprint!("\r[{}{}] {line}   ", "#".repeat(filled), " ".repeat(width - filled));
+            } else if last_line.elapsed() >= Duration::from_secs(10) {
+                eprintln!("pg_ark: {line}");
+                last_line = Instant::now();
+            }
+        }
+        if tty {
+            eprintln!();
+        }
+    });
+    (stop, handle)
+}
+
+/// `--start`: start the server and wait for the log line that says where
+/// recovery stopped (or that it ended).
+fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Failure> {
+    let pg_ctl = a
+        .pg_bin
+        .as_ref()
+        .map(|d| d.join("pg_ctl"))
+        .unwrap_or_else(|| PathBuf::from("pg_ctl"));
+    let log = pgdata.join("pg_ark_restore.log");
+    let status = std::process::Command::new(&pg_ctl)
+        .arg("-D")
+        .arg(pgdata)
+        .arg("-l")
+        .arg(&log)
+        .args(["-W", "start"])
+        .status()
+        .map_err(|e| Failure::Message(format!("could not run {}: {e}", pg_ctl.display())))?;
+    if !status.success() {
+        return Err(Failure::Message(format!(
+            "{} start failed ({status}); see {}",
+            pg_ctl.display(),
+            log.display()
+        )));
+    }
+    let action = if plan.target == Target::Latest {
+        "promote"
+    } else {
+        a.target_action.as_str()
+    };
+    let begun = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let failed = text.lines().find(|l| {
+            (l.contains("FATAL:") || l.contains("PANIC:"))
+                && !l.contains("the database system is starting up")
+                && !l.contains("not yet accepting connections")
+        });
+        if let Some(l) = failed {
+            return Err(Failure::Message(format!(
+                "recovery failed: {l} (see {})",
+                log.display()
+            )));
+        }
+        let done = match action {
+            "pause" => text.contains("pausing at the end of recovery"),
+            "shutdown" => !pgdata.join("postmaster.pid").exists(),
+            _ => text.contains("database system is ready to accept connections"),
+        };
+        if done {
+            for l in text.lines().filter(|l| {
+                l.contains("recovery stopping")
+                    || l.contains("last completed transaction")
+                    || l.contains("redo done at")
+                    || l.contains("selected new timeline ID")
+            }) {
+                println!("{l}");
+            }
+            println!(
+                "the restored cluster in {} {}",
+                pgdata.display(),
+                match action {
+                    "pause" => "is paused at the target: SELECT pg_wal_replay_resume() promotes it",
+                    "shutdown" => "stopped at the target",
+                    _ => "is running",
+                }
+            );
+            return Ok(());
+        }
+        if begun.elapsed() > Duration::from_secs(24 * 3600) {
+            return Err(Failure::Message("recovery did not end within a day".into()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,793 @@
+//! Restore planning: which backup, which WAL, which recovery settings, for
+//! a recovery target, from the repository alone. `ark.restore_plan()` and
+//! `pg_ark restore` (and its `--dry-run`) run this same code.
+//!
+//! # The rules
+//!
+//! - **Timelines.** The target timeline's history files (`N.history`, in
+//!   the archive) give the path of timelines that leads to it, with the LSN
+//!   where each was left. `latest` is what PostgreSQL takes for it: the
+//!   highest timeline reached by consecutive history files. A segment
+//!   number is read from the newest timeline of the path that began at or
+//!   before it, as recovery reads it (`XLogFileReadAnyTLI`).
+//! - **Backups.** A complete backup can serve if it lies on the path: on a
+//!   timeline of it, started after that timeline began and stopped before
+//!   it was left. The newest that works is chosen.
+//! - **Consistency.** Recovery must reach the backup's stop LSN before the
+//!   point it stops at (otherwise PostgreSQL ends with "requested recovery
+//!   stop point is before consistent recovery point"); a target before
+//!   that falls to an older backup.
+//! - **Where recovery stops** (recovery_target_inclusive on, its default):
+//!   before the first commit or abort after the backup's start whose time is
+//!   after a target time; after the commit or abort of a target
+//!   transaction; after a named restore point; at a target LSN. These are
+//!   found by reading the archived WAL (`wal_scan`), so a target that no
+//!   record reaches is refused before anything is restored (PostgreSQL 13+
+//!   would otherwise stop with "recovery ended before configured recovery
+//!   target was reached").
+//! - **WAL.** Every segment from the backup's start to the stop point must
+//!   be in the repository; the first missing one is named.
+use super::wal_scan::{self, Event, EventKind, ScanEnd, SEGMENT};
+use crate::physical::{self, increment::parse_lsn, PhysicalBackupInfo};
+use crate::repo::ClusterRepo;
+use crate::wal::{self, WalKind};
+use crate::Error;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Where recovery should stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Replay all the archived WAL.
+    Latest,
+    /// Stop as soon as the backup is consistent.
+    Immediate,
+    /// Unix microseconds.
+    Time(i64),
+    Lsn(u64),
+    /// A transaction id (`xid8`; recovery compares its low 32 bits).
+    Xid(u64),
+    Name(String),
+}
+
+/// `recovery_target_timeline`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimelineChoice {
+    Latest,
+    Current,
+    Id(u32),
+}
+
+impl TimelineChoice {
+    pub fn parse(text: &str) -> Result<TimelineChoice, Error> {
+        match text.trim() {
+            "latest" | "" => Ok(TimelineChoice::Latest),
+            "current" => Ok(TimelineChoice::Current),
+            t => t
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(TimelineChoice::Id)
+                .ok_or_else(|| Error::InvalidSetting {
+                    name: "target_timeline",
+                    value: t.to_string(),
+                    reason: "use latest, current or a timeline number".into(),
+                }),
+        }
+    }
+}
+
+/// What to plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub target: Target,
+    pub timeline: TimelineChoice,
+    /// Use this backup (its chain) and no other.
+    pub backup: Option<String>,
+}
+
+/// One timeline of a path: its id, the LSN it began at, the LSN where the
+/// next timeline of the path branched off it (`None`: the last).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    pub timeline: u32,
+    pub begin: u64,
+    pub end: Option<u64>,
+}
+
+/// The archive's contents, as far as planning needs them.
+#[derive(Debug, Clone, Default)]
+pub struct Archive {
+    /// Segment file names.
+    pub segments: BTreeSet<String>,
+    /// Each timeline's history (`N.history`): the timelines before it, each
+    /// with the LSN where it was left.
+    pub histories: BTreeMap<u32, Vec<(u32, u64)>>,
+}
+
+/// A timeline history file's entries: `parent<TAB>switchpoint<TAB>reason`.
+pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let tli = f.next()?.parse().ok()?;
+            let lsn = parse_lsn(f.next()?)?;
+            Some((tli, lsn))
+        })
+        .collect()
+}
+
+impl Archive {
+    /// List the cluster's WAL and read its history files.
+    pub fn load(cluster: &ClusterRepo) -> Result<Archive, Error> {
+        let base = cluster.key("wal/");
+        let mut a = Archive::default();
+        let mut history_names = Vec::new();
+        for o in cluster.storage().list(&base)? {
+            let name = o.key.rsplit('/').next().unwrap_or_default();
+            match wal::classify(name) {
+                Ok(WalKind::Segment) => {
+                    a.segments.insert(name.to_string());
+                }
+                Ok(WalKind::TimelineHistory) => history_names.push(name.to_string()),
+                _ => {}
+            }
+        }
+        for name in history_names {
+            let Ok(tli) = u32::from_str_radix(&name[..8], 16) else {
+                continue;
+            };
+            if let Some(data) = cluster.get_wal(&name)? {
+                a.histories
+                    .insert(tli, parse_history(&String::from_utf8_lossy(&data)));
+            }
+        }
+        Ok(a)
+    }
+
+    /// The timelines that lead to `tli`, oldest first.
+    pub fn path(&self, tli: u32) -> Vec<Step> {
+        let mut out = Vec::new();
+        let mut begin = 0;
+        for &(t, end) in self.histories.get(&tli).map(Vec::as_slice).unwrap_or(&[]) {
+            out.push(Step {
+                timeline: t,
+                begin,
+                end: Some(end),
+            });
+            begin = end;
+        }
+        out.push(Step {
+            timeline: tli,
+            begin,
+            end: None,
+        });
+        out
+    }
+
+    /// PostgreSQL's `latest`: from timeline 1 (or the lowest one named),
+    /// up while the next timeline's history file is in the archive.
+    pub fn latest_timeline(&self, from: u32) -> u32 {
+        let mut t = from.max(1);
+        while self.histories.contains_key(&(t + 1)) {
+            t += 1;
+        }
+        t
+    }
+
+    pub fn timeline_exists(&self, tli: u32) -> bool {
+        tli == 1
+            || self.histories.contains_key(&tli)
+            || self
+                .segments
+                .iter()
+                .any(|s| u32::from_str_radix(&s[..8], 16).ok() == Some(tli))
+    }
+}
+
+/// The file name of segment number `segno` on `tli`.
+pub fn segment_name(tli: u32, segno: u64) -> String {
+    format!("{tli:08X}{:08X}{:08X}", segno / 0x100, segno % 0x100)
+}
+
+/// An LSN as PostgreSQL prints it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// A Unix-microseconds time as `recovery_target_time` takes it (UTC).
+pub fn format_time(micros: i64) -> String {
+    let secs = micros.div_euclid(1_000_000);
+    let sub = micros.rem_euclid(1_000_000);
+    match chrono::DateTime::from_timestamp(secs, (sub * 1000) as u32) {
+        Some(t) => t.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string(),
+        None => format!("{micros} µs"),
+    }
+}
+
+/// Parse a time as `recovery_target_time` would, with an explicit zone
+/// (`+02`, `+02:00`, `Z` or ` UTC`): Unix microseconds.
+pub fn parse_time(text: &str) -> Result<i64, Error> {
+    let t = text.trim();
+    let t = t
+        .strip_suffix(" UTC")
+        .or_else(|| t.strip_suffix("UTC"))
+        .map(|s| format!("{}+00:00", s.trim_end()))
+        .unwrap_or_else(|| t.to_string());
+    let t = if let Some(s) = t.strip_suffix('Z') {
+        format!("{s}+00:00")
+    } else {
+        t
+    };
+    // A bare hour offset (+02, -05) as PostgreSQL prints it.
+    let t = match t.rfind(['+', '-']) {
+        Some(i) if i > 10 && t[i + 1..].len() == 2 && t[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{t}:00")
+        }
+        _ => t,
+    };
+    let t = t.replacen('T', " ", 1);
+    for f in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M%:z"] {
+        if let Ok(d) = chrono::DateTime::parse_from_str(&t, f) {
+            return Ok(d.timestamp_micros());
+        }
+    }
+    Err(Error::InvalidSetting {
+        name: "target time",
+        value: text.to_string(),
+        reason: "use YYYY-MM-DD HH:MM:SS[.ffffff] with a time zone offset (+00, +02:00, Z or UTC)"
+            .into(),
+    })
+}
+
+/// The plan: what to fetch, what to set, where recovery stops.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The chain, full first, the backup to restore last.
+    pub chain: Vec<PhysicalBackupInfo>,
+    /// The timeline recovery follows, and its path.
+    pub timeline: u32,
+    pub path: Vec<Step>,
+    pub target: Target,
+    /// The segments recovery reads (first and last, and how many).
+    pub first_segment: String,
+    pub last_segment: String,
+    pub segments: u64,
+    /// Where recovery stops, in words.
+    pub stop: String,
+    /// The recovery settings (besides restore_command).
+    pub settings: Vec<(String, String)>,
+    /// Things the user should know.
+    pub notes: Vec<String>,
+}
+
+impl Plan {
+    pub fn backup(&self) -> &PhysicalBackupInfo {
+        // A plan always has its backup (see `plan`).
+        &self.chain[self.chain.len() - 1]
+    }
+}
+
+fn impossible(reason: String, hint: &str) -> Error {
+    Error::RestoreTarget {
+        reason,
+        hint: hint.to_string(),
+    }
+}
+
+fn lsn_of(b: &PhysicalBackupInfo, field: &str, value: &str) -> Result<u64, Error> {
+    parse_lsn(value).ok_or_else(|| Error::BadMetadata {
+        location: String::new(),
+        key: format!("backup/{}/backup.info", b.backup_id),
+        reason: format!("its {field} \"{value}\" is not an LSN"),
+    })
+}
+
+/// Which timeline holds segment `segno` for recovery along `path`.
+fn timeline_for(path: &[Step], segno: u64) -> u32 {
+    path.iter()
+        .rev()
+        .find(|s| s.begin / SEGMENT <= segno)
+        .map(|s| s.timeline)
+        .unwrap_or(path[0].timeline)
+}
+
+/// How a candidate backup fares against the target.
+enum Verdict {
+    Ok {
+        last_segno: u64,
+        stop: String,
+    },
+    /// The target lies before this backup's consistent point.
+    TooEarly,
+    /// Not usable, for this reason (and hint).
+    No(String, &'static str),
+}
+
+/// Plan a restore of `cluster` for `req`, with `recovery_target_action`
+/// (promote, pause or shutdown).
+pub fn plan(
+    cluster: &ClusterRepo,
+    req: &Request,
+    recovery_target_action: &str,
+) -> Result<Plan, Error> {
+    let backups = physical::list_backups(cluster)?;
+    let archive = Archive::load(cluster)?;
+    let mut get = |name: &str| cluster.get_wal(name);
+    plan_from(&backups, &archive, req, recovery_target_action, &mut get, || {
+        incomplete_backup(cluster, req.backup.as_deref())
+    })
+}
+
+/// Whether `id` has objects but no descriptor (an interrupted or running
+/// backup).
+fn incomplete_backup(cluster: &ClusterRepo, id: Option<&str>) -> Result<bool, Error> {
+    let Some(id) = id else { return Ok(false) };
+    physical::check_backup_id(id)?;
+    let prefix = format!("{}/", physical::backup_prefix(cluster, id));
+    Ok(!cluster.storage().list(&prefix)?.is_empty())
+}
+
+/// [`plan`] over loaded contents: `backups` oldest first.
+pub fn plan_from(
+    backups: &[PhysicalBackupInfo],
+    archive: &Archive,
+    req: &Request,
+    recovery_target_action: &str,
+    get: &mut dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error>,
+    incomplete: impl FnOnce() -> Result<bool, Error>,
+) -> Result<Plan, Error> {
+    if !matches!(recovery_target_action, "promote" | "pause" | "shutdown") {
+        return Err(Error::InvalidSetting {
+            name: "target action",
+            value: recovery_target_action.into(),
+            reason: "use promote, pause or shutdown".into(),
+        });
+    }
+    if let Target::Name(n) = &req.target {
+        if n.is_empty() || n.len() >= 64 {
+            return Err(Error::InvalidSetting {
+                name: "target name",
+                value: n.clone(),
+                reason: "a restore point's name has 1 to 63 bytes".into(),
+            });
+        }
+    }
+    let named = |b: &&PhysicalBackupInfo| req.backup.as_ref().is_none_or(|id| &b.backup_id == id);
+    let pool: Vec<&PhysicalBackupInfo> = backups.iter().filter(named).collect();
+    if pool.is_empty() {
+        return Err(match &req.backup {
+            Some(id) if incomplete()? => impossible(
+                format!("backup \"{id}\" is not complete: it has no descriptor (it was interrupted, or it is still running)"),
+                "Choose a complete backup: see ark.backups or pg_ark info.",
+            ),
+            Some(id) => impossible(
+                format!("backup \"{id}\" is not in the repository"),
+                "Choose a complete backup: see ark.backups or pg_ark info.",
+            ),
+            None => impossible(
+                "the repository has no complete physical backup of this cluster".into(),
+                "Take one with SELECT ark.backup('full').",
+            ),
+        });
+    }
+    // The target timeline (for `current`, each candidate's own).
+    let fixed_tli = match req.timeline {
+        TimelineChoice::Latest => {
+            let lowest = backups.iter().map(|b| b.timeline).min().unwrap_or(1);
+            Some(archive.latest_timeline(lowest))
+        }
+        TimelineChoice::Id(n) => {
+            if !archive.timeline_exists(n) && backups.iter().all(|b| b.timeline != n) {
+                let mut known: Vec<u32> = archive.histories.keys().copied().collect();
+                known.insert(0, 1);
+                return Err(impossible(
+                    format!(
+                        "timeline {n} does not exist in the repository (its timelines: {})",
+                        known
+                            .iter()
+                            .map(u32::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    "Use target_timeline 'latest', 'current' or one of the timelines listed.",
+                ));
+            }
+            Some(n)
+        }
+        TimelineChoice::Current => None,
+    };
+    // Candidates on the path, newest first.
+    let mut candidates: Vec<(&PhysicalBackupInfo, u64, u64, Vec<Step>, u32)> = Vec::new();
+    let mut off_path = Vec::new();
+    for b in pool.iter().rev() {
+        let start = lsn_of(b, "start_lsn", &b.start_lsn)?;
+        let stop = lsn_of(b, "stop_lsn", &b.stop_lsn)?;
+        let tli = fixed_tli.unwrap_or(b.timeline);
+        let path = archive.path(tli);
+        let on = path.iter().any(|s| {
+            s.timeline == b.timeline && s.begin <= start && s.end.is_none_or(|e| stop <= e)
+        });
+        if on {
+            candidates.push((b, start, stop, path, tli));
+        } else {
+            off_path.push(b.backup_id.clone());
+        }
+    }
+    candidates.sort_by(|a, b| b.2.cmp(&a.2));
+    if candidates.is_empty() {
+        let tli = fixed_tli.unwrap_or(0);
+        return Err(impossible(
+            format!(
+                "no complete backup lies on the history of timeline {tli}: {} left it or came after it branched off",
+                off_path.join(", ")
+            ),
+            "Choose the timeline of a backup with target_timeline, or take a new backup.",
+        ));
+    }
+    let mut first_reason: Option<(String, &'static str)> = None;
+    let mut too_early = false;
+    let mut found_any = false;
+    // Lowest LSN from which the archive was read to its end with no match.
+    let mut searched_from: Option<u64> = None;
+    let mut earliest_consistent = None;
+    for (b, start, stop, path, tli) in &candidates {
+        let present = |segno: u64| {
+            archive
+                .segments
+                .contains(&segment_name(timeline_for(path, segno), segno))
+        };
+        let first_seg = start / SEGMENT;
+        let stop_seg = stop / SEGMENT;
+        // The contiguous run of segments from the backup's start.
+        let mut end_seg = None;
+        let mut s = first_seg;
+        while present(s) {
+            end_seg = Some(s);
+            s += 1;
+        }
+        let missing = segment_name(timeline_for(path, s), s);
+        let later_exist = archive.segments.iter().any(|n| {
+            let Ok(t) = u32::from_str_radix(&n[..8], 16) else {
+                return false;
+            };
+            let segno = u64::from_str_radix(&n[8..16], 16).unwrap_or(0) * 0x100
+                + u64::from_str_radix(&n[16..], 16).unwrap_or(0);
+            segno > s && timeline_for(path, segno) == t
+        });
+        if end_seg.is_none_or(|e| e < stop_seg) {
+            if first_reason.is_none() {
+                first_reason = Some((
+                    format!(
+                        "WAL gap: backup \"{}\" needs segment {missing} to become consistent, and it is not in the repository",
+                        b.backup_id
+                    ),
+                    "Check the archiver (pg_stat_archiver, ark.status()); take a new backup once WAL archives again.",
+                ));
+            }
+            continue;
+        }
+        let end_seg = end_seg.unwrap_or(stop_seg);
+        earliest_consistent = Some((b.backup_id.clone(), *stop, b.finished_at.clone()));
+        let beyond = |what: String| -> (String, &'static str) {
+            if later_exist {
+                (
+                    format!("WAL gap: segment {missing} is not in the repository, so recovery cannot reach {what}"),
+                    "Recover to a point before the gap, or restore a backup taken after it.",
+                )
+            } else {
+                (
+                    format!(
+                        "{what} is beyond the last archived WAL (the archive of timeline {tli} ends with segment {})",
+                        segment_name(timeline_for(path, end_seg), end_seg)
+                    ),
+                    "Wait until the WAL is archived (pg_switch_wal() closes the current segment), or choose an earlier target.",
+                )
+            }
+        };
+        let verdict = match &req.target {
+            Target::Latest => {
+                if later_exist {
+                    let (r, h) = beyond("the latest archived WAL".into());
+                    Verdict::No(r, h)
+                } else {
+                    Verdict::Ok {
+                        last_segno: end_seg,
+                        stop: format!(
+                            "at the end of the archived WAL, segment {}",
+                            segment_name(timeline_for(path, end_seg), end_seg)
+                        ),
+                    }
+                }
+            }
+            Target::Immediate => Verdict::Ok {
+                last_segno: stop_seg,
+                stop: format!(
+                    "as soon as the backup is consistent, at LSN {}",
+                    format_lsn(*stop)
+                ),
+            },
+            Target::Lsn(l) => {
+                if l < stop {
+                    Verdict::TooEarly
+                } else if l / SEGMENT > end_seg {
+                    let (r, h) = beyond(format!("LSN {}", format_lsn(*l)));
+                    Verdict::No(r, h)
+                } else {
+                    Verdict::Ok {
+                        last_segno: l / SEGMENT,
+                        stop: format!("at LSN {}", format_lsn(*l)),
+                    }
+                }
+            }
+            Target::Time(_) | Target::Xid(_) | Target::Name(_) => {
+                let until = searched_from.filter(|f| f > start);
+                let mut found: Option<Event> = None;
+                let name_of = |segno: u64| Some(segment_name(timeline_for(path, segno), segno));
+                let target = req.target.clone();
+                let end = wal_scan::scan(*start, until, &name_of, &mut *get, &mut |e| {
+                    let hit = match (&target, &e.kind) {
+                        (Target::Time(t), EventKind::Commit { .. } | EventKind::Abort { .. }) => {
+                            e.time > *t
+                        }
+                        (Target::Xid(x), EventKind::Commit { xid } | EventKind::Abort { xid }) => {
+                            u64::from(*xid) == (x & 0xFFFF_FFFF)
+                        }
+                        (Target::Name(n), EventKind::RestorePoint { name }) => name == n,
+                        _ => false,
+                    };
+                    if hit {
+                        found = Some(e.clone());
+                    }
+                    hit
+                })?;
+                match found {
+                    Some(e) if e.lsn < *stop => {
+                        found_any = true;
+                        Verdict::TooEarly
+                    }
+                    Some(e) => Verdict::Ok {
+                        last_segno: e.end.saturating_sub(1) / SEGMENT,
+                        stop: describe_stop(&req.target, &e),
+                    },
+                    None => {
+                        // Not from this backup's start on; an older backup
+                        // reads only what lies before.
+                        if searched_from.is_none() || matches!(end, ScanEnd::Reached { .. }) {
+                            searched_from = Some(*start);
+                        }
+                        let (r, h) = no_target(&req.target, &beyond);
+                        Verdict::No(r, h)
+                    }
+                }
+            }
+        };
+        match verdict {
+            Verdict::TooEarly => too_early = true,
+            Verdict::No(r, h) => {
+                if first_reason.is_none() {
+                    first_reason = Some((r, h));
+                }
+            }
+            Verdict::Ok { last_segno, stop } => {
+                return Ok(finish(
+                    backups,
+                    b,
+                    *tli,
+                    path,
+                    first_seg,
+                    last_segno,
+                    stop,
+                    req,
+                    recovery_target_action,
+                ));
+            }
+        }
+    }
+    // Nothing worked. A target found in the WAL, but before every backup's
+    // consistent point, is too early; otherwise the newest backup's reason.
+    let scanned = matches!(req.target, Target::Time(_) | Target::Xid(_) | Target::Name(_));
+    if let Some((r, h)) = first_reason.filter(|_| !(too_early && (found_any || !scanned))) {
+        return Err(impossible(r, h));
+    }
+    let (id, lsn, at) = earliest_consistent.unwrap_or_default();
+    Err(impossible(
+        format!(
+            "the target is before the oldest backup that could serve: backup \"{id}\" becomes consistent at LSN {} (it finished at {at})",
+            format_lsn(lsn)
+        ),
+        "Choose a later target; older states of the cluster are not in the repository.",
+    ))
+}
+
+fn no_target(
+    target: &Target,
+    beyond: &dyn Fn(String) -> (String, &'static str),
+) -> (String, &'static str) {
+    let what = match target {
+        Target::Time(t) => format!(
+            "the target time {} (no transaction ended after it in the archived WAL)",
+            format_time(*t)
+        ),
+        Target::Xid(x) => format!("the end of transaction {x}"),
+        Target::Name(n) => format!("the restore point \"{n}\""),
+        _ => "the target".into(),
+    };
+    beyond(what)
+}
+
+fn describe_stop(target: &Target, e: &Event) -> String {
+    let at = format!("(LSN {}, {})", format_lsn(e.lsn), format_time(e.time));
+    match (target, &e.kind) {
+        (Target::Time(t), EventKind::Commit { xid }) => format!(
+            "before the commit of transaction {xid} {at}, the first after {}",
+            format_time(*t)
+        ),
+        (Target::Time(t), EventKind::Abort { xid }) => format!(
+            "before the abort of transaction {xid} {at}, the first transaction to end after {}",
+            format_time(*t)
+        ),
+        (_, EventKind::Commit { xid }) => format!("after the commit of transaction {xid} {at}"),
+        (_, EventKind::Abort { xid }) => format!(
+            "after the abort of transaction {xid} {at}: its changes will not be in the restored cluster"
+        ),
+        (_, EventKind::RestorePoint { name }) => format!("after the restore point \"{name}\" {at}"),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    backups: &[PhysicalBackupInfo],
+    b: &PhysicalBackupInfo,
+    tli: u32,
+    path: &[Step],
+    first_seg: u64,
+    last_seg: u64,
+    stop: String,
+    req: &Request,
+    action: &str,
+) -> Plan {
+    // The chain: follow parents (all complete: the backup list has them).
+    let mut chain = vec![b.clone()];
+    while let Some(p) = chain.last().and_then(|c| c.parent.clone()) {
+        match backups.iter().find(|x| x.backup_id == p) {
+            Some(x) if chain.len() < 10_000 => chain.push(x.clone()),
+            _ => break,
+        }
+    }
+    chain.reverse();
+    let mut notes = Vec::new();
+    if chain.first().is_some_and(|f| f.parent.is_some()) {
+        notes.push(format!(
+            "the chain is broken: backup \"{}\" relies on a backup that is not complete; the restore will fail",
+            chain[0].backup_id
+        ));
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut settings: Vec<(String, String)> = Vec::new();
+    match &req.target {
+        Target::Latest => {}
+        Target::Immediate => settings.push(("recovery_target".into(), quote("immediate"))),
+        Target::Time(t) => settings.push(("recovery_target_time".into(), quote(&format_time(*t)))),
+        Target::Lsn(l) => settings.push(("recovery_target_lsn".into(), quote(&format_lsn(*l)))),
+        Target::Xid(x) => settings.push((
+            "recovery_target_xid".into(),
+            quote(&(x & 0xFFFF_FFFF).to_string()),
+        )),
+        Target::Name(n) => settings.push(("recovery_target_name".into(), quote(n))),
+    }
+    settings.push(("recovery_target_timeline".into(), quote(&tli.to_string())));
+    if req.target != Target::Latest {
+        settings.push(("recovery_target_action".into(), quote(action)));
+    }
+    Plan {
+        chain,
+        timeline: tli,
+        path: path.to_vec(),
+        target: req.target.clone(),
+        first_segment: segment_name(timeline_for(path, first_seg), first_seg),
+        last_segment: segment_name(timeline_for(path, last_seg), last_seg),
+        segments: last_seg.saturating_sub(first_seg) + 1,
+        stop,
+        settings,
+        notes,
+    }
+}
+
+/// A plan as the rows `ark.restore_plan()` returns and `pg_ark restore
+/// --dry-run` prints: (step, action, command, detail). `restore_command`
+/// is the one the restored cluster gets; `command_line` the `pg_ark
+/// restore` invocation that carries the plan out.
+pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32, String, String, String)> {
+    let mut rows = Vec::new();
+    let mut n = 0;
+    let mut push = |action: &str, command: String, detail: String| {
+        n += 1;
+        rows.push((n, action.to_string(), command, detail));
+    };
+    for b in &plan.chain {
+        push(
+            "fetch backup",
+            String::new(),
+            format!(
+                "{} backup \"{}\" (timeline {}, LSN {} to {}, finished {}): {} files, {} stored, {} original",
+                b.kind,
+                b.backup_id,
+                b.timeline,
+                b.start_lsn,
+                b.stop_lsn,
+                b.finished_at,
+                b.files,
+                human_bytes(b.stored_bytes),
+                human_bytes(b.original_bytes)
+            ),
+        );
+    }
+    let total: u64 = plan.chain.iter().map(|b| b.stored_bytes).sum();
+    push(
+        "rebuild data directory",
+        String::new(),
+        format!(
+            "{} files of backup \"{}\" rebuilt in place from {} backup(s), at most {} downloaded",
+            plan.backup().files,
+            plan.backup().backup_id,
+            plan.chain.len(),
+            human_bytes(total)
+        ),
+    );
+    push(
+        "set",
+        format!("restore_command = '{}'", restore_command.replace('\'', "''")),
+        "written to postgresql.auto.conf, with recovery.signal".into(),
+    );
+    for (k, v) in &plan.settings {
+        push("set", format!("{k} = {v}"), String::new());
+    }
+    let tlis: Vec<String> = plan
+        .path
+        .iter()
+        .map(|s| s.timeline.to_string())
+        .collect();
+    push(
+        "replay WAL",
+        String::new(),
+        format!(
+            "{} segment(s), {} to {}, on timeline(s) {}; recovery stops {}",
+            plan.segments,
+            plan.first_segment,
+            plan.last_segment,
+            tlis.join(", "),
+            plan.stop
+        ),
+    );
+    for note in &plan.notes {
+        push("note", String::new(), note.clone());
+    }
+    push("restore", command_line.to_string(), "run with the server stopped; the directory must be empty or absent".into());
+    push(
+        "start",
+        "pg_ctl -D <DIR> start".into(),
+        "as the OS user that owns the directory".into(),
+    );
+    rows
+}
+
+/// Bytes for people (binary units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests;
