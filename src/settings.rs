@@ -624,3 +624,18 @@ pub fn cron_timezone() -> String {
 pub fn notify_url() -> Option<String> {
     text(&NOTIFY_URL)
 }
+
+/// `ark.s3_endpoint`, when set.
+pub fn s3_endpoint() -> Option<String> {
+    text(&S3_ENDPOINT)
+}
+
+/// `ark.s3_region`, when set.
+pub fn s3_region() -> Option<String> {
+    text(&S3_REGION)
+}
+
+/// `ark.s3_credentials_file`, when set.
+pub fn s3_credentials_file() -> Option<String> {
+    text(&S3_CREDENTIALS_FILE)
+}

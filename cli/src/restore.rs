@@ -81,35 +81,18 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// Quote a word for the shell that runs restore_command.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
-    {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+/// The repository options, for the commands a restore writes.
+pub fn repo_args(r: &RepoOpts) -> plan::RepoArgs {
+    plan::RepoArgs {
+        url: r.repository.clone(),
+        s3_endpoint: r.s3_endpoint.clone(),
+        s3_region: r.s3_region.clone(),
+        s3_path_style: r.s3_path_style,
+        s3_credentials_file: r
+            .s3_credentials_file
+            .as_ref()
+            .map(|f| f.display().to_string()),
     }
-}
-
-/// The repository options as command-line words.
-pub fn repo_words(r: &RepoOpts) -> Vec<String> {
-    let mut w = vec!["--repo".to_string(), r.repository.clone()];
-    if let Some(e) = &r.s3_endpoint {
-        w.extend(["--s3-endpoint".into(), e.clone()]);
-    }
-    if let Some(e) = &r.s3_region {
-        w.extend(["--s3-region".into(), e.clone()]);
-    }
-    if r.s3_path_style {
-        w.push("--s3-path-style".into());
-    }
-    if let Some(f) = &r.s3_credentials_file {
-        w.extend(["--s3-credentials-file".into(), f.display().to_string()]);
-    }
-    w
 }
 
 fn target_of(a: &Args) -> Result<Target, Failure> {
@@ -186,18 +169,14 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let cluster = open_cluster(&a.repo, a.system_identifier)?;
     let plan = plan::plan(&cluster, &req, &a.target_action)?;
     let pgdata = std::path::absolute(&a.pgdata).unwrap_or_else(|_| a.pgdata.clone());
-    let mut wal_get: Vec<String> = vec![pg_ark_exe(), "wal-get".into()];
-    wal_get.extend(repo_words(&a.repo));
-    let restore_command = format!(
-        "{} %f %p",
-        wal_get.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ")
+    let (command_line, restore_command) = plan::command_lines(
+        &plan,
+        &req,
+        &repo_args(&a.repo),
+        &pg_ark_exe(),
+        &pgdata.display().to_string(),
+        &a.target_action,
     );
-    let mut words = vec!["pg_ark".to_string(), "restore".into()];
-    words.extend(repo_words(&a.repo));
-    words.extend(["--pgdata".into(), pgdata.display().to_string()]);
-    words.extend(target_words(&req));
-    words.extend(["--backup".into(), plan.backup().backup_id.clone()]);
-    let command_line = words.iter().map(|w| shell_quote(w)).collect::<Vec<_>>().join(" ");
     if a.dry_run {
         for (n, action, command, detail) in plan::steps(&plan, &restore_command, &command_line) {
             println!("{n:>2}. {action}");
@@ -272,27 +251,9 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     println!(
         "restored into {}; start it with: pg_ctl -D {} start",
         pgdata.display(),
-        shell_quote(&pgdata.display().to_string())
+        plan::shell_quote(&pgdata.display().to_string())
     );
     Ok(())
-}
-
-/// The target as `pg_ark restore` options.
-pub fn target_words(req: &Request) -> Vec<String> {
-    let mut w: Vec<String> = match &req.target {
-        Target::Latest => vec![],
-        Target::Immediate => vec!["--immediate".into()],
-        Target::Time(t) => vec!["--target-time".into(), plan::format_time(*t)],
-        Target::Lsn(l) => vec!["--target-lsn".into(), plan::format_lsn(*l)],
-        Target::Xid(x) => vec!["--target-xid".into(), x.to_string()],
-        Target::Name(n) => vec!["--target-name".into(), n.clone()],
-    };
-    match req.timeline {
-        TimelineChoice::Latest => {}
-        TimelineChoice::Current => w.extend(["--target-timeline".into(), "current".into()]),
-        TimelineChoice::Id(n) => w.extend(["--target-timeline".into(), n.to_string()]),
-    }
-    w
 }
 
 fn spawn_progress(

@@ -4,6 +4,7 @@ use pgrx::prelude::*;
 
 mod archive;
 mod backups;
+mod restore;
 pub mod jobs;
 pub mod status;
 

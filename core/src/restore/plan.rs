@@ -773,6 +773,92 @@ pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32
     rows
 }
 
+/// Quote a word for the shell (restore_command runs through one).
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The repository options of `pg_ark` commands (never keys: those come
+/// from the environment or a credentials file).
+#[derive(Debug, Clone, Default)]
+pub struct RepoArgs {
+    pub url: String,
+    pub s3_endpoint: Option<String>,
+    pub s3_region: Option<String>,
+    pub s3_path_style: bool,
+    pub s3_credentials_file: Option<String>,
+}
+
+impl RepoArgs {
+    pub fn words(&self) -> Vec<String> {
+        let mut w = vec!["--repo".to_string(), self.url.clone()];
+        if let Some(e) = &self.s3_endpoint {
+            w.extend(["--s3-endpoint".into(), e.clone()]);
+        }
+        if let Some(e) = &self.s3_region {
+            w.extend(["--s3-region".into(), e.clone()]);
+        }
+        if self.s3_path_style {
+            w.push("--s3-path-style".into());
+        }
+        if let Some(f) = &self.s3_credentials_file {
+            w.extend(["--s3-credentials-file".into(), f.clone()]);
+        }
+        w
+    }
+}
+
+/// The target as `pg_ark restore` options.
+pub fn target_words(req: &Request) -> Vec<String> {
+    let mut w: Vec<String> = match &req.target {
+        Target::Latest => vec![],
+        Target::Immediate => vec!["--immediate".into()],
+        Target::Time(t) => vec!["--target-time".into(), format_time(*t)],
+        Target::Lsn(l) => vec!["--target-lsn".into(), format_lsn(*l)],
+        Target::Xid(x) => vec!["--target-xid".into(), x.to_string()],
+        Target::Name(n) => vec!["--target-name".into(), n.clone()],
+    };
+    match req.timeline {
+        TimelineChoice::Latest => {}
+        TimelineChoice::Current => w.extend(["--target-timeline".into(), "current".into()]),
+        TimelineChoice::Id(n) => w.extend(["--target-timeline".into(), n.to_string()]),
+    }
+    w
+}
+
+/// `pg_ark restore` for `plan`, and the restore_command it writes, both
+/// for a shell. `exe` is the pg_ark binary's path.
+pub fn command_lines(
+    plan: &Plan,
+    req: &Request,
+    repo: &RepoArgs,
+    exe: &str,
+    pgdata: &str,
+    action: &str,
+) -> (String, String) {
+    let join = |w: &[String]| w.iter().map(|x| shell_quote(x)).collect::<Vec<_>>().join(" ");
+    let mut get = vec![exe.to_string(), "wal-get".into()];
+    get.extend(repo.words());
+    let restore_command = format!("{} %f %p", join(&get));
+    let mut words = vec![exe.to_string(), "restore".into()];
+    words.extend(repo.words());
+    words.extend(["--pgdata".into(), pgdata.to_string()]);
+    words.extend(target_words(req));
+    if action != "promote" && req.target != Target::Latest {
+        words.extend(["--target-action".into(), action.to_string()]);
+    }
+    words.extend(["--backup".into(), plan.backup().backup_id.clone()]);
+    (join(&words), restore_command)
+}
+
 /// Bytes for people (binary units).
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

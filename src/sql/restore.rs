@@ -1,0 +1,168 @@
+//! `ark.restore_plan()`: what a restore to a target would do, from the
+//! repository alone, with the planner `pg_ark restore` runs
+//! (`pg_ark_core::restore::plan`).
+use crate::error::ArkError;
+use crate::xact::{raise, require_monitor};
+use pg_ark_core::repo::Repository;
+use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
+use pg_ark_core::{storage, RepoUrl};
+use pgrx::prelude::*;
+use std::sync::Arc;
+
+type Row = (i32, String, String, String);
+
+fn plan_rows(
+    target_time: Option<String>,
+    target_lsn: Option<String>,
+    target_xid: Option<String>,
+    target_name: Option<String>,
+    backup_id: Option<String>,
+    target_timeline: String,
+    target_action: String,
+) -> Result<Vec<Row>, ArkError> {
+    require_monitor()?;
+    let given = [&target_time, &target_lsn, &target_xid, &target_name]
+        .iter()
+        .filter(|t| t.is_some())
+        .count();
+    if given > 1 {
+        return Err(pg_ark_core::Error::InvalidSetting {
+            name: "recovery target",
+            value: format!("{given} targets"),
+            reason: "give at most one of target_time, target_lsn, target_xid and target_name".into(),
+        }
+        .into());
+    }
+    let target = if let Some(t) = &target_time {
+        Target::Time(plan::parse_time(t)?)
+    } else if let Some(l) = &target_lsn {
+        Target::Lsn(
+            pg_ark_core::physical::increment::parse_lsn(l).ok_or_else(|| {
+                pg_ark_core::Error::InvalidSetting {
+                    name: "target_lsn",
+                    value: l.clone(),
+                    reason: "not an LSN".into(),
+                }
+            })?,
+        )
+    } else if let Some(x) = &target_xid {
+        Target::Xid(x.parse().map_err(|_| pg_ark_core::Error::InvalidSetting {
+            name: "target_xid",
+            value: x.clone(),
+            reason: "not a transaction id".into(),
+        })?)
+    } else if let Some(n) = &target_name {
+        Target::Name(n.clone())
+    } else {
+        Target::Latest
+    };
+    let req = Request {
+        target,
+        timeline: TimelineChoice::parse(&target_timeline)?,
+        backup: backup_id,
+    };
+    let url = crate::settings::repository().ok_or(ArkError::NoRepository)?;
+    let s3 = crate::settings::s3_options()?;
+    // SAFETY: reads the control file's identifier, loaded at start.
+    let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+    let major = pg_sys::PG_VERSION_NUM / 10000;
+    let repository = Arc::new(Repository::open(
+        storage::open(&RepoUrl::parse(&url)?, &s3)?,
+        false,
+    )?);
+    let cluster = repository.cluster(sysid, major, false)?;
+    let p = plan::plan(&cluster, &req, &target_action)?;
+    // pg_ark is installed beside postgres.
+    // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
+    let exe = unsafe { std::ffi::CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>()) }
+        .to_string_lossy()
+        .into_owned();
+    let exe = std::path::Path::new(&exe)
+        .with_file_name("pg_ark")
+        .display()
+        .to_string();
+    let repo = plan::RepoArgs {
+        url,
+        s3_endpoint: crate::settings::s3_endpoint(),
+        s3_region: crate::settings::s3_region(),
+        s3_path_style: s3.force_path_style,
+        s3_credentials_file: crate::settings::s3_credentials_file(),
+    };
+    let (command, restore_command) = plan::command_lines(&p, &req, &repo, &exe, "DIR", &target_action);
+    let mut rows = plan::steps(&p, &restore_command, &command);
+    if s3.access_key_id.is_some() && crate::settings::s3_credentials_file().is_none() {
+        let n = rows.len() as i32 + 1;
+        rows.push((
+            n,
+            "note".into(),
+            String::new(),
+            "the S3 keys are in ark.s3_* settings: give them to pg_ark through AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or a --s3-credentials-file".into(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// The plan of a restore to a target (none: the latest archived state),
+/// read from the repository: the chain to fetch with its sizes, the
+/// recovery settings, the WAL to replay and where recovery stops, and the
+/// `pg_ark restore` command (DIR is the directory to restore into). An
+/// impossible target is an error that says why.
+#[pg_extern(name = "_restore_plan", volatile)]
+#[allow(clippy::type_complexity)]
+fn restore_plan_text(
+    target_time: Option<String>,
+    target_lsn: Option<String>,
+    target_xid: Option<String>,
+    target_name: Option<String>,
+    backup_id: Option<String>,
+    target_timeline: Option<String>,
+    target_action: Option<String>,
+) -> TableIterator<
+    'static,
+    (
+        name!(step, i32),
+        name!(action, String),
+        name!(command, String),
+        name!(detail, String),
+    ),
+> {
+    let rows = plan_rows(
+        target_time,
+        target_lsn,
+        target_xid,
+        target_name,
+        backup_id,
+        target_timeline.unwrap_or_else(|| "latest".into()),
+        target_action.unwrap_or_else(|| "promote".into()),
+    )
+    .unwrap_or_else(|e| raise(e));
+    TableIterator::new(rows)
+}
+
+extension_sql!(
+    r#"
+CREATE FUNCTION ark.restore_plan(
+    target_time timestamptz DEFAULT NULL,
+    target_lsn pg_lsn DEFAULT NULL,
+    target_xid xid8 DEFAULT NULL,
+    target_name text DEFAULT NULL,
+    backup_id text DEFAULT NULL,
+    target_timeline text DEFAULT 'latest',
+    target_action text DEFAULT 'promote')
+RETURNS TABLE(step int, action text, command text, detail text)
+LANGUAGE sql VOLATILE
+SET search_path = pg_catalog
+AS $$
+    SELECT * FROM ark._restore_plan(
+        to_char(target_time AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+        target_lsn::text, target_xid::text, target_name, backup_id, target_timeline, target_action)
+$$;
+COMMENT ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) IS 'Plan a restore from the repository: the chain to fetch, the recovery settings, the WAL to replay, where recovery stops and the pg_ark restore command; an impossible target is an error that says why';
+REVOKE ALL ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) TO ark_monitor;
+REVOKE ALL ON FUNCTION ark._restore_plan(text, text, text, text, text, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION ark._restore_plan(text, text, text, text, text, text, text) TO ark_monitor;
+"#,
+    name = "restore_plan",
+    requires = [restore_plan_text]
+);
