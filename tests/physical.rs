@@ -6,23 +6,13 @@
 use pg_ark_core::physical;
 use pg_ark_core::storage::PutMode;
 use pg_ark_tests::{
-    archiving, open_repo, temp_dir, wait_until, wal_get_command, Cluster, ClusterOptions,
+    archiving, open_repo, pgbench_digest, temp_dir, wait_job, wait_until, wal_get_command, Cluster,
+    ClusterOptions,
 };
 use serde_json::Value;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn wait_job(c: &mut postgres::Client, kind: &str, options: &str) -> Value {
-    let doc: String = c
-        .query_one(
-            "SELECT ark.wait(ark.backup($1, $2::text::jsonb), '5 min')::text",
-            &[&kind, &options],
-        )
-        .unwrap()
-        .get(0);
-    serde_json::from_str(&doc).unwrap()
-}
 
 /// A digest of a table's rows, in key order.
 fn table_digest(c: &mut postgres::Client, table: &str) -> (i64, String) {
@@ -107,30 +97,6 @@ fn a_full_backup_restores_from_the_repository_alone() {
     assert_eq!(n, 0);
     let log = restored.log();
     assert!(log.contains("restored log file"), "{log}");
-}
-
-/// Row count and digest of each pgbench table.
-fn pgbench_digest(c: &mut postgres::Client) -> Vec<(String, i64, String)> {
-    [
-        "pgbench_accounts",
-        "pgbench_branches",
-        "pgbench_tellers",
-        "pgbench_history",
-    ]
-    .iter()
-    .map(|t| {
-        let row = c
-            .query_one(
-                &format!(
-                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '')
-                           FROM {t} x"
-                ),
-                &[],
-            )
-            .unwrap();
-        (t.to_string(), row.get(0), row.get(1))
-    })
-    .collect()
 }
 
 /// Rebuild backup `id` from the repository in `repo_dir` with the core's

@@ -213,7 +213,13 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let started = Instant::now();
     let report = {
         let shown = (!a.quiet).then(|| spawn_progress(counters.clone()));
-        let r = restore::rebuild(&cluster, &plan.backup().backup_id, &pgdata, &opts, &counters);
+        let r = restore::rebuild(
+            &cluster,
+            &plan.backup().backup_id,
+            &pgdata,
+            &opts,
+            &counters,
+        );
         if let Some((stop, handle)) = shown {
             stop.store(true, Ordering::Relaxed);
             let _ = handle.join();
@@ -223,10 +229,11 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     restore::write_recovery(&pgdata, &restore_command, &plan.settings, a.archive_off)?;
     let secs = started.elapsed().as_secs_f64();
     say(format!(
-        "rebuilt {} files ({}) in {secs:.1} s, {} downloaded{}",
+        "rebuilt {} files ({}) in {secs:.1} s, {} fetched from the repository ({} bytes downloaded){}",
         report.files,
         plan::human_bytes(report.bytes),
         plan::human_bytes(report.fetched),
+        report.fetched,
         if a.delta {
             format!(
                 "; {} kept as they were, {} given only newer blocks, {} removed",
@@ -258,7 +265,10 @@ pub fn run(a: &Args) -> Result<(), Failure> {
 
 fn spawn_progress(
     c: Arc<Counters>,
-) -> (Arc<std::sync::atomic::AtomicBool>, std::thread::JoinHandle<()>) {
+) -> (
+    Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
     let tty = std::io::stderr().is_terminal();
@@ -289,7 +299,11 @@ fn spawn_progress(
             if tty {
                 let width = 30usize;
                 let filled = (done as usize * width / total as usize).min(width);
-                eprint!("\r[{}{}] {line}   ", "#".repeat(filled), " ".repeat(width - filled));
+                eprint!(
+                    "\r[{}{}] {line}   ",
+                    "#".repeat(filled),
+                    " ".repeat(width - filled)
+                );
             } else if last_line.elapsed() >= Duration::from_secs(10) {
                 eprintln!("pg_ark: {line}");
                 last_line = Instant::now();

@@ -4,8 +4,8 @@ use pgrx::prelude::*;
 
 mod archive;
 mod backups;
-mod restore;
 pub mod jobs;
+mod restore;
 pub mod status;
 
 /// The version of pg_ark's library, which is also the extension version

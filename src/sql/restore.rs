@@ -29,7 +29,8 @@ fn plan_rows(
         return Err(pg_ark_core::Error::InvalidSetting {
             name: "recovery target",
             value: format!("{given} targets"),
-            reason: "give at most one of target_time, target_lsn, target_xid and target_name".into(),
+            reason: "give at most one of target_time, target_lsn, target_xid and target_name"
+                .into(),
         }
         .into());
     }
@@ -74,9 +75,13 @@ fn plan_rows(
     let p = plan::plan(&cluster, &req, &target_action)?;
     // pg_ark is installed beside postgres.
     // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
-    let exe = unsafe { std::ffi::CStr::from_ptr(std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>()) }
-        .to_string_lossy()
-        .into_owned();
+    let exe = unsafe {
+        std::ffi::CStr::from_ptr(
+            std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
+        )
+    }
+    .to_string_lossy()
+    .into_owned();
     let exe = std::path::Path::new(&exe)
         .with_file_name("pg_ark")
         .display()
@@ -88,7 +93,8 @@ fn plan_rows(
         s3_path_style: s3.force_path_style,
         s3_credentials_file: crate::settings::s3_credentials_file(),
     };
-    let (command, restore_command) = plan::command_lines(&p, &req, &repo, &exe, "DIR", &target_action);
+    let (command, restore_command) =
+        plan::command_lines(&p, &req, &repo, &exe, "DIR", &target_action);
     let mut rows = plan::steps(&p, &restore_command, &command);
     if s3.access_key_id.is_some() && crate::settings::s3_credentials_file().is_none() {
         let n = rows.len() as i32 + 1;

@@ -51,6 +51,9 @@ struct Plan {
 
 struct Started {
     start_lsn: String,
+    /// When pg_backup_start returned (Unix microseconds): every commit
+    /// before the start LSN is older.
+    start_time_us: Option<i64>,
     start_wal: String,
     timeline: u32,
 }
@@ -97,7 +100,8 @@ fn start(label: &str) -> Result<Started, ArkError> {
     let row = Spi::connect_mut(|c| {
         let t = c.update(
             "SELECT lsn::text, pg_walfile_name(lsn),
-                    (SELECT timeline_id FROM pg_control_checkpoint())
+                    (SELECT timeline_id FROM pg_control_checkpoint()),
+                    (extract(epoch FROM clock_timestamp()) * 1000000)::int8
                FROM pg_backup_start($1, true) AS lsn",
             None,
             &[label.into()],
@@ -107,12 +111,14 @@ fn start(label: &str) -> Result<Started, ArkError> {
             r.get::<String>(1)?.unwrap_or_default(),
             r.get::<String>(2)?.unwrap_or_default(),
             r.get::<i32>(3)?.unwrap_or(0),
+            r.get::<i64>(4)?,
         ))
     })?;
     Ok(Started {
         start_lsn: row.0,
         start_wal: row.1,
         timeline: u32::try_from(row.2).unwrap_or(0),
+        start_time_us: row.3,
     })
 }
 
@@ -783,6 +789,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         chain: decision.chain.clone().unwrap_or_else(|| id.clone()),
         reference_lsn: parent_info.as_ref().map(|p| p.start_lsn.clone()),
         start_lsn: started.start_lsn.clone(),
+        start_time_us: started.start_time_us,
         stop_lsn: stop_lsn.clone(),
         timeline: started.timeline,
         start_wal: started.start_wal.clone(),

@@ -139,6 +139,57 @@ pub fn archiving(repo: &Path) -> ClusterOptions {
         .set("ark.repository", &format!("'file://{}'", repo.display()))
 }
 
+/// Run the installed `pg_ark` CLI with `args` (as root, like an
+/// operator); returns (success, stdout, stderr).
+pub fn pg_ark(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(PgInstall::from_env().bin("pg_ark"))
+        .args(args)
+        .env_remove("PGDATA")
+        .output()
+        .expect("run pg_ark");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run `ark.wait(ark.backup(kind, options))` and return the job's document.
+pub fn wait_job(c: &mut postgres::Client, kind: &str, options: &str) -> serde_json::Value {
+    let doc: String = c
+        .query_one(
+            "SELECT ark.wait(ark.backup($1, $2::text::jsonb), '5 min')::text",
+            &[&kind, &options],
+        )
+        .expect("ark.wait(ark.backup(...))")
+        .get(0);
+    serde_json::from_str(&doc).expect("a job document")
+}
+
+/// Row count and digest of each pgbench table.
+pub fn pgbench_digest(c: &mut postgres::Client) -> Vec<(String, i64, String)> {
+    [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+    ]
+    .iter()
+    .map(|t| {
+        let row = c
+            .query_one(
+                &format!(
+                    "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '')
+                           FROM {t} x"
+                ),
+                &[],
+            )
+            .unwrap();
+        (t.to_string(), row.get(0), row.get(1))
+    })
+    .collect()
+}
+
 /// `restore_command` fetching WAL with `pg_ark wal-get` from the local
 /// repository in `repo`.
 pub fn wal_get_command(repo: &Path) -> String {
@@ -387,6 +438,46 @@ impl Cluster {
             give_tree_to_test_user(p);
         }
         Cluster::recover_from_backup(dir, data, restore_command)
+    }
+
+    /// Start a data directory that `pg_ark restore` prepared in `data`
+    /// (inside `dir`), with its own recovery settings, on a free port; wait
+    /// until recovery has ended and it accepts writes. `also_own` are
+    /// further trees (tablespace locations) to give to the test user.
+    pub fn start_restored(dir: tempfile::TempDir, data: PathBuf, also_own: &[&Path]) -> Cluster {
+        let _ = fs::remove_file(data.join("postmaster.pid"));
+        give_tree_to_test_user(&data);
+        for p in also_own {
+            give_tree_to_test_user(p);
+        }
+        let cluster = Cluster::configure_and_start(dir, data, &ClusterOptions::default());
+        wait_until("recovery to end", Duration::from_secs(120), || {
+            postgres::Client::connect(&cluster.connstr("postgres"), postgres::NoTls)
+                .ok()
+                .and_then(|mut c| c.query_one("SELECT NOT pg_is_in_recovery()", &[]).ok())
+                .is_some_and(|r| r.get::<_, bool>(0))
+        });
+        cluster
+    }
+
+    /// Take charge of a server something else started in `data` (inside
+    /// `dir`): its port and socket directory come from `postmaster.pid`,
+    /// its log is `log`. It is stopped when dropped.
+    pub fn adopt(dir: tempfile::TempDir, data: PathBuf, log: PathBuf) -> Cluster {
+        let pid = fs::read_to_string(data.join("postmaster.pid")).expect("read postmaster.pid");
+        let lines: Vec<&str> = pid.lines().collect();
+        Cluster {
+            install: PgInstall::from_env(),
+            port: lines
+                .get(3)
+                .and_then(|p| p.trim().parse().ok())
+                .expect("port in postmaster.pid"),
+            sockdir: PathBuf::from(lines.get(4).map(|s| s.trim()).unwrap_or("/tmp")),
+            data,
+            logfile: log,
+            running: true,
+            dir,
+        }
     }
 
     /// Stop the archiver with SIGSTOP (files stay `.ready` until

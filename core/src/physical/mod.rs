@@ -316,6 +316,11 @@ pub struct PhysicalBackupInfo {
     #[serde(default)]
     pub reference_lsn: Option<String>,
     pub start_lsn: String,
+    /// When the backup started (Unix microseconds, after pg_backup_start
+    /// returned): every commit before `start_lsn` is older. Restores to a
+    /// time before it need an older backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time_us: Option<i64>,
     pub stop_lsn: String,
     pub timeline: u32,
     /// The WAL segments from the start to the stop LSN, which a restore needs.
@@ -362,6 +367,7 @@ impl PhysicalBackupInfo {
             chain: chain.into(),
             reference_lsn: None,
             start_lsn: String::new(),
+            start_time_us: None,
             stop_lsn: String::new(),
             timeline: 1,
             start_wal: format!("00000001000000000000{epoch:04X}"),

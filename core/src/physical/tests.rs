@@ -277,6 +277,7 @@ fn take_kind(
         chain: parent.map_or(id.to_string(), |p| p.chain.clone()),
         reference_lsn: None,
         start_lsn: start_lsn.into(),
+        start_time_us: None,
         stop_lsn: "0/3000100".into(),
         timeline: 1,
         start_wal: "000000010000000000000002".into(),
@@ -937,12 +938,24 @@ fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 fn many_files_chain(c: &ClusterRepo, r: &Path) -> (PhysicalBackupInfo, PhysicalBackupInfo) {
     for i in 0..40u8 {
-        write(r, &format!("base/5/{}", 20000 + u32::from(i)), &pages(&[(0x100, i), (0x100, i + 1)]));
-        write(r, &format!("pg_xact/{i:04X}"), &vec![i; 100 + usize::from(i)]);
+        write(
+            r,
+            &format!("base/5/{}", 20000 + u32::from(i)),
+            &pages(&[(0x100, i), (0x100, i + 1)]),
+        );
+        write(
+            r,
+            &format!("pg_xact/{i:04X}"),
+            &vec![i; 100 + usize::from(i)],
+        );
     }
     let (full, _) = take_kind(c, r, "f", "full", None, "0/2000000", 10);
     for i in (0..40u8).step_by(3) {
-        write(r, &format!("base/5/{}", 20000 + u32::from(i)), &pages(&[(0x100, i), (0x2000200, 99)]));
+        write(
+            r,
+            &format!("base/5/{}", 20000 + u32::from(i)),
+            &pages(&[(0x100, i), (0x2000200, 99)]),
+        );
     }
     write(r, "pg_xact/0001", b"changed");
     let (inc, _) = take_kind(c, r, "i", "incremental", Some(&full), "0/3000000", 20);
@@ -989,7 +1002,14 @@ fn a_delta_restore_keeps_what_matches_downloads_less_and_removes_extras() {
     let (full, inc) = many_files_chain(&c, src.path());
     let out = tempfile::tempdir().unwrap();
     let fresh = out.path().join("fresh");
-    let plain = crate::restore::rebuild(&c, &inc.backup_id, &fresh, &Default::default(), &Default::default()).unwrap();
+    let plain = crate::restore::rebuild(
+        &c,
+        &inc.backup_id,
+        &fresh,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap();
     // An old copy: the full, with some damage and an extra file.
     let old = out.path().join("old");
     restore_backup(&c, &full.backup_id, &old).unwrap();
@@ -998,8 +1018,14 @@ fn a_delta_restore_keeps_what_matches_downloads_less_and_removes_extras() {
     write(&old, "pg_wal/000000010000000000000009", b"old wal");
     fs::create_dir_all(old.join("base/77")).unwrap();
     // Without --delta, a directory that is not empty is refused, untouched.
-    let e = crate::restore::rebuild(&c, &inc.backup_id, &old, &Default::default(), &Default::default())
-        .unwrap_err();
+    let e = crate::restore::rebuild(
+        &c,
+        &inc.backup_id,
+        &old,
+        &Default::default(),
+        &Default::default(),
+    )
+    .unwrap_err();
     assert!(matches!(e, Error::RestoreRefused { .. }), "{e}");
     assert!(old.join("base/5/99999").exists());
     let opts = crate::restore::Options {
@@ -1007,7 +1033,8 @@ fn a_delta_restore_keeps_what_matches_downloads_less_and_removes_extras() {
         jobs: 2,
         ..Default::default()
     };
-    let delta = crate::restore::rebuild(&c, &inc.backup_id, &old, &opts, &Default::default()).unwrap();
+    let delta =
+        crate::restore::rebuild(&c, &inc.backup_id, &old, &opts, &Default::default()).unwrap();
     assert_eq!(tree(&old), tree(&fresh));
     assert!(!old.join("base/77").exists());
     assert!(delta.kept > 0 && delta.patched > 0, "{delta:?}");
@@ -1027,7 +1054,11 @@ fn a_directory_with_a_running_cluster_is_refused_even_with_delta() {
     take(&c, src.path(), "f");
     let out = tempfile::tempdir().unwrap();
     let t = out.path().join("live");
-    write(&t, "postmaster.pid", format!("{}\n/x\n", std::process::id()).as_bytes());
+    write(
+        &t,
+        "postmaster.pid",
+        format!("{}\n/x\n", std::process::id()).as_bytes(),
+    );
     let opts = crate::restore::Options {
         delta: true,
         ..Default::default()
@@ -1060,9 +1091,19 @@ fn a_corrupt_object_stops_the_restore_with_the_file_named() {
 #[test]
 fn recovery_settings_replace_earlier_ones() {
     let d = tempfile::tempdir().unwrap();
-    write(d.path(), "postgresql.auto.conf", b"work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n");
+    write(
+        d.path(),
+        "postgresql.auto.conf",
+        b"work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n",
+    );
     let settings = vec![("recovery_target_lsn".to_string(), "'0/3000000'".to_string())];
-    crate::restore::write_recovery(d.path(), "pg_ark wal-get --repo 'file:///r' %f %p", &settings, true).unwrap();
+    crate::restore::write_recovery(
+        d.path(),
+        "pg_ark wal-get --repo 'file:///r' %f %p",
+        &settings,
+        true,
+    )
+    .unwrap();
     let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
     assert_eq!(
         text,

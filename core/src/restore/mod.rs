@@ -115,7 +115,9 @@ pub fn check_target(target: &Path, delta: bool) -> Result<(), Error> {
     if let Some(pid) = live_postmaster(target) {
         return Err(refused(
             target,
-            format!("it holds a running cluster (postmaster.pid names process {pid}, which is alive)"),
+            format!(
+                "it holds a running cluster (postmaster.pid names process {pid}, which is alive)"
+            ),
             "Stop that server first (pg_ctl -D DIR stop), or restore into another directory.",
         ));
     }
@@ -139,9 +141,9 @@ pub fn check_target(target: &Path, delta: bool) -> Result<(), Error> {
 /// A manifest path, as a path below `target`.
 fn inside(target: &Path, rel: &str, manifest_key: &str, location: &str) -> Result<PathBuf, Error> {
     let ok = !rel.is_empty()
-        && rel
-            .split('/')
-            .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\\') && !c.contains('\0'));
+        && rel.split('/').all(|c| {
+            !c.is_empty() && c != "." && c != ".." && !c.contains('\\') && !c.contains('\0')
+        });
     if ok {
         Ok(target.join(rel))
     } else {
@@ -205,7 +207,8 @@ fn remove_extra(
             }
         } else if meta.is_dir() {
             remove_extra(target, &child, files, dirs, links, removed)?;
-            let wanted = dirs.contains(&child) || files.iter().any(|f| f.starts_with(&format!("{child}/")));
+            let wanted =
+                dirs.contains(&child) || files.iter().any(|f| f.starts_with(&format!("{child}/")));
             if !wanted {
                 fs::remove_dir_all(&path).map_err(|err| io_err("remove", &path, err))?;
                 *removed += 1;
@@ -304,7 +307,11 @@ fn rebuild_file(
         }
     }
     out.sync_all().map_err(|e| io_err("fsync", &job.path, e))?;
-    Ok(if skip_base { Done::Patched } else { Done::Written })
+    Ok(if skip_base {
+        Done::Patched
+    } else {
+        Done::Written
+    })
 }
 
 /// Rebuild backup `id` into `target` (see the module documentation).
@@ -319,7 +326,11 @@ pub fn rebuild(
     check_target(target, opts.delta)?;
     let chain: Chain = physical::load_chain(cluster, id)?;
     let location = cluster.location();
-    let manifest_key = format!("{}/{}", physical::backup_prefix(cluster, id), physical::MANIFEST_NAME);
+    let manifest_key = format!(
+        "{}/{}",
+        physical::backup_prefix(cluster, id),
+        physical::MANIFEST_NAME
+    );
     let manifest = chain.manifest();
     // Every check before anything is written: paths, layers, tablespaces.
     let mut jobs = Vec::with_capacity(manifest.files.len());
@@ -365,7 +376,10 @@ pub fn rebuild(
         if !opts.delta && !is_empty_dir(&loc) {
             return Err(refused(
                 &loc,
-                format!("it is the location of tablespace {} and it is not empty", ts.oid),
+                format!(
+                    "it is the location of tablespace {} and it is not empty",
+                    ts.oid
+                ),
                 "Restore the tablespace elsewhere with --tablespace-map OID=DIR, or pass --delta.",
             ));
         }
@@ -392,7 +406,10 @@ pub fn rebuild(
     if opts.delta {
         let files: HashSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
         let dirs: HashSet<String> = manifest.dirs.iter().cloned().collect();
-        let link_names: HashSet<String> = links.iter().map(|(o, _)| format!("pg_tblspc/{o}")).collect();
+        let link_names: HashSet<String> = links
+            .iter()
+            .map(|(o, _)| format!("pg_tblspc/{o}"))
+            .collect();
         remove_extra(target, "", &files, &dirs, &link_names, &mut removed)?;
     }
     for d in &manifest.dirs {
@@ -447,7 +464,13 @@ pub fn rebuild(
                         let Some(unit) = units.get(u) else { return };
                         for &i in unit {
                             let before = objects.fetched;
-                            let r = rebuild_file(&jobs[i], opts.delta, &mut objects, &manifest_key, &location);
+                            let r = rebuild_file(
+                                &jobs[i],
+                                opts.delta,
+                                &mut objects,
+                                &manifest_key,
+                                &location,
+                            );
                             counters
                                 .fetched
                                 .fetch_add(objects.fetched - before, Ordering::Relaxed);
@@ -483,7 +506,11 @@ pub fn rebuild(
         return Err(e);
     }
     if counters.cancel.load(Ordering::Relaxed) {
-        return Err(refused(target, "the restore was cancelled".into(), "Run it again; with --delta, what is already there is kept."));
+        return Err(refused(
+            target,
+            "the restore was cancelled".into(),
+            "Run it again; with --delta, what is already there is kept.",
+        ));
     }
     let info = chain.info().clone();
     Ok(Report {
@@ -540,6 +567,6 @@ fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
     f.write_all(data).map_err(|e| io_err("write", path, e))?;
     f.sync_all().map_err(|e| io_err("fsync", path, e))?;
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| io_err("chmod", path, e))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+        .map_err(|e| io_err("chmod", path, e))
 }
-

@@ -222,7 +222,11 @@ pub fn parse_time(text: &str) -> Result<i64, Error> {
     };
     // A bare hour offset (+02, -05) as PostgreSQL prints it.
     let t = match t.rfind(['+', '-']) {
-        Some(i) if i > 10 && t[i + 1..].len() == 2 && t[i + 1..].bytes().all(|b| b.is_ascii_digit()) => {
+        Some(i)
+            if i > 10
+                && t[i + 1..].len() == 2
+                && t[i + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
             format!("{t}:00")
         }
         _ => t,
@@ -315,9 +319,14 @@ pub fn plan(
     let backups = physical::list_backups(cluster)?;
     let archive = Archive::load(cluster)?;
     let mut get = |name: &str| cluster.get_wal(name);
-    plan_from(&backups, &archive, req, recovery_target_action, &mut get, || {
-        incomplete_backup(cluster, req.backup.as_deref())
-    })
+    plan_from(
+        &backups,
+        &archive,
+        req,
+        recovery_target_action,
+        &mut get,
+        || incomplete_backup(cluster, req.backup.as_deref()),
+    )
 }
 
 /// Whether `id` has objects but no descriptor (an interrupted or running
@@ -542,7 +551,17 @@ pub fn plan_from(
                     }
                     hit
                 })?;
+                // Commits before the backup's start are in its data: a
+                // time before the start needs an older backup.
+                let started = b
+                    .start_time_us
+                    .unwrap_or(b.finished_epoch.saturating_mul(1_000_000));
+                let before_start = matches!(req.target, Target::Time(t) if t < started);
                 match found {
+                    Some(_) if before_start => {
+                        found_any = true;
+                        Verdict::TooEarly
+                    }
                     Some(e) if e.lsn < *stop => {
                         found_any = true;
                         Verdict::TooEarly
@@ -587,7 +606,10 @@ pub fn plan_from(
     }
     // Nothing worked. A target found in the WAL, but before every backup's
     // consistent point, is too early; otherwise the newest backup's reason.
-    let scanned = matches!(req.target, Target::Time(_) | Target::Xid(_) | Target::Name(_));
+    let scanned = matches!(
+        req.target,
+        Target::Time(_) | Target::Xid(_) | Target::Name(_)
+    );
     if let Some((r, h)) = first_reason.filter(|_| !(too_early && (found_any || !scanned))) {
         return Err(impossible(r, h));
     }
@@ -699,7 +721,11 @@ fn finish(
 /// --dry-run` prints: (step, action, command, detail). `restore_command`
 /// is the one the restored cluster gets; `command_line` the `pg_ark
 /// restore` invocation that carries the plan out.
-pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32, String, String, String)> {
+pub fn steps(
+    plan: &Plan,
+    restore_command: &str,
+    command_line: &str,
+) -> Vec<(i32, String, String, String)> {
     let mut rows = Vec::new();
     let mut n = 0;
     let mut push = |action: &str, command: String, detail: String| {
@@ -738,17 +764,16 @@ pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32
     );
     push(
         "set",
-        format!("restore_command = '{}'", restore_command.replace('\'', "''")),
+        format!(
+            "restore_command = '{}'",
+            restore_command.replace('\'', "''")
+        ),
         "written to postgresql.auto.conf, with recovery.signal".into(),
     );
     for (k, v) in &plan.settings {
         push("set", format!("{k} = {v}"), String::new());
     }
-    let tlis: Vec<String> = plan
-        .path
-        .iter()
-        .map(|s| s.timeline.to_string())
-        .collect();
+    let tlis: Vec<String> = plan.path.iter().map(|s| s.timeline.to_string()).collect();
     push(
         "replay WAL",
         String::new(),
@@ -764,7 +789,11 @@ pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32
     for note in &plan.notes {
         push("note", String::new(), note.clone());
     }
-    push("restore", command_line.to_string(), "run with the server stopped; the directory must be empty or absent".into());
+    push(
+        "restore",
+        command_line.to_string(),
+        "run with the server stopped; the directory must be empty or absent".into(),
+    );
     push(
         "start",
         "pg_ctl -D <DIR> start".into(),
@@ -776,8 +805,7 @@ pub fn steps(plan: &Plan, restore_command: &str, command_line: &str) -> Vec<(i32
 /// Quote a word for the shell (restore_command runs through one).
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
     {
         s.to_string()
@@ -844,7 +872,12 @@ pub fn command_lines(
     pgdata: &str,
     action: &str,
 ) -> (String, String) {
-    let join = |w: &[String]| w.iter().map(|x| shell_quote(x)).collect::<Vec<_>>().join(" ");
+    let join = |w: &[String]| {
+        w.iter()
+            .map(|x| shell_quote(x))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     let mut get = vec![exe.to_string(), "wal-get".into()];
     get.extend(repo.words());
     let restore_command = format!("{} %f %p", join(&get));

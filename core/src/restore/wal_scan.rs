@@ -34,10 +34,16 @@ const PG_EPOCH_UNIX_MICROS: i64 = 946_684_800_000_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventKind {
     /// A transaction's commit (`xid` is the 32-bit top-level id).
-    Commit { xid: u32 },
-    Abort { xid: u32 },
+    Commit {
+        xid: u32,
+    },
+    Abort {
+        xid: u32,
+    },
     /// `pg_create_restore_point(name)`.
-    RestorePoint { name: String },
+    RestorePoint {
+        name: String,
+    },
 }
 
 /// A record found by [`scan`].
@@ -74,7 +80,11 @@ fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
         for (i, slot) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
             }
             *slot = c;
         }
@@ -110,7 +120,12 @@ struct Stream<'a> {
 }
 
 enum Page<'b> {
-    Ok { data: &'b [u8], header: u64, info: u16, rem_len: u32 },
+    Ok {
+        data: &'b [u8],
+        header: u64,
+        info: u16,
+        rem_len: u32,
+    },
     Missing(String),
     Invalid,
 }
@@ -155,7 +170,11 @@ impl Stream<'_> {
 
 /// What reading a record gave.
 enum Read {
-    Record { bytes: Vec<u8>, start: u64, next: u64 },
+    Record {
+        bytes: Vec<u8>,
+        start: u64,
+        next: u64,
+    },
     End(ScanEnd),
 }
 
@@ -487,7 +506,12 @@ pub(crate) mod tests {
         let mut starts = Vec::new();
         for i in 0..40u32 {
             // Records of varied sizes, some crossing page boundaries.
-            starts.push(commit(&mut w, 100 + i, i64::from(i) * 1_000_000, (i as usize * 997) % 3000));
+            starts.push(commit(
+                &mut w,
+                100 + i,
+                i64::from(i) * 1_000_000,
+                (i as usize * 997) % 3000,
+            ));
         }
         let rp_at = restore_point(&mut w, "before", 1_000_000_000);
         let segs = std::collections::HashMap::from([(3u64, w.seg)]);
@@ -505,7 +529,12 @@ pub(crate) mod tests {
         assert_eq!(seen.len(), 41);
         for (i, e) in seen.iter().take(40).enumerate() {
             assert_eq!(e.lsn, starts[i]);
-            assert_eq!(e.kind, EventKind::Commit { xid: 100 + i as u32 });
+            assert_eq!(
+                e.kind,
+                EventKind::Commit {
+                    xid: 100 + i as u32
+                }
+            );
             assert_eq!(e.time, i as i64 * 1_000_000 + PG_EPOCH_UNIX_MICROS);
         }
         assert_eq!(seen[40].lsn, rp_at);

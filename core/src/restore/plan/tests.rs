@@ -10,9 +10,18 @@ const SEG: u64 = SEGMENT;
 fn segment(n: u64) -> Vec<u8> {
     let mut w = Writer::new(n);
     for k in 0..5u64 {
-        commit(&mut w, (n * 10 + k) as u32, ((n * 100 + k) * 1_000_000) as i64, 40);
+        commit(
+            &mut w,
+            (n * 10 + k) as u32,
+            ((n * 100 + k) * 1_000_000) as i64,
+            40,
+        );
         if k == 2 {
-            restore_point(&mut w, &format!("rp{n}"), ((n * 100 + k) * 1_000_000) as i64 + 1);
+            restore_point(
+                &mut w,
+                &format!("rp{n}"),
+                ((n * 100 + k) * 1_000_000) as i64 + 1,
+            );
         }
     }
     switch(&mut w);
@@ -24,7 +33,14 @@ fn at(n: u64, k: u64) -> i64 {
     ((n * 100 + k) * 1_000_000) as i64 + EPOCH
 }
 
-fn backup(id: &str, kind: &str, parent: Option<&str>, chain: &str, seg: u64, tli: u32) -> PhysicalBackupInfo {
+fn backup(
+    id: &str,
+    kind: &str,
+    parent: Option<&str>,
+    chain: &str,
+    seg: u64,
+    tli: u32,
+) -> PhysicalBackupInfo {
     let mut b = PhysicalBackupInfo::for_tests(id, kind, parent, chain, seg as i64);
     b.start_lsn = format_lsn(seg * SEG);
     b.stop_lsn = format_lsn(seg * SEG + SEG / 2);
@@ -79,8 +95,16 @@ impl Repo {
 
     fn plan_req(&self, req: Request) -> Result<Plan, Error> {
         let wal = self.wal.clone();
-        let mut get = move |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(wal.get(name).cloned()) };
-        plan_from(&self.backups, &self.archive, &req, "promote", &mut get, || Ok(false))
+        let mut get =
+            move |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(wal.get(name).cloned()) };
+        plan_from(
+            &self.backups,
+            &self.archive,
+            &req,
+            "promote",
+            &mut get,
+            || Ok(false),
+        )
     }
 }
 
@@ -101,15 +125,26 @@ fn the_latest_state_uses_the_newest_backup_and_all_the_wal() {
     let p = r.plan(Target::Latest).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
     assert_eq!(
-        (p.first_segment.as_str(), p.last_segment.as_str(), p.segments),
+        (
+            p.first_segment.as_str(),
+            p.last_segment.as_str(),
+            p.segments
+        ),
         ("000000010000000000000004", "000000010000000000000006", 3)
     );
-    assert_eq!(p.settings, [("recovery_target_timeline".to_string(), "'1'".to_string())]);
+    assert_eq!(
+        p.settings,
+        [("recovery_target_timeline".to_string(), "'1'".to_string())]
+    );
     let p = r.plan(Target::Immediate).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
     assert_eq!(p.last_segment, "000000010000000000000004");
-    assert!(p.settings.contains(&("recovery_target".into(), "'immediate'".into())));
-    assert!(p.settings.contains(&("recovery_target_action".into(), "'promote'".into())));
+    assert!(p
+        .settings
+        .contains(&("recovery_target".into(), "'immediate'".into())));
+    assert!(p
+        .settings
+        .contains(&("recovery_target_action".into(), "'promote'".into())));
 }
 
 #[test]
@@ -119,7 +154,11 @@ fn a_target_time_picks_the_newest_backup_consistent_before_it() {
     // before transaction 52.
     let p = r.plan(Target::Time(at(5, 1) + 500_000)).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
-    assert!(p.stop.contains("before the commit of transaction 52"), "{}", p.stop);
+    assert!(
+        p.stop.contains("before the commit of transaction 52"),
+        "{}",
+        p.stop
+    );
     assert_eq!(p.last_segment, "000000010000000000000005");
     assert!(p.settings.contains(&(
         "recovery_target_time".into(),
@@ -144,18 +183,27 @@ fn a_transaction_or_a_restore_point_is_found_in_the_wal() {
     let r = Repo::new();
     let p = r.plan(Target::Xid(33)).unwrap();
     assert_eq!(chain(&p), ["F"]);
-    assert!(p.stop.contains("after the commit of transaction 33"), "{}", p.stop);
+    assert!(
+        p.stop.contains("after the commit of transaction 33"),
+        "{}",
+        p.stop
+    );
     // An xid8 with an epoch: recovery compares the low 32 bits.
     let p = r.plan(Target::Xid((1u64 << 32) + 61)).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
-    assert!(p.settings.contains(&("recovery_target_xid".into(), "'61'".into())));
+    assert!(p
+        .settings
+        .contains(&("recovery_target_xid".into(), "'61'".into())));
     let p = r.plan(Target::Name("rp5".into())).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
     assert!(p.stop.contains("restore point \"rp5\""), "{}", p.stop);
     let p = r.plan(Target::Name("rp3".into())).unwrap();
     assert_eq!(chain(&p), ["F"]);
     let e = reason(r.plan(Target::Name("nowhere".into())));
-    assert!(e.contains("restore point \"nowhere\"") && e.contains("beyond"), "{e}");
+    assert!(
+        e.contains("restore point \"nowhere\"") && e.contains("beyond"),
+        "{e}"
+    );
     let e = reason(r.plan(Target::Xid(21)));
     assert!(e.contains("before the oldest backup"), "{e}");
     let e = reason(r.plan(Target::Xid(999)));
@@ -176,9 +224,15 @@ fn an_lsn_target_and_wal_gaps() {
     // A segment lost between the incremental and the target.
     r.remove(1, 5);
     let e = reason(r.plan(Target::Lsn(6 * SEG + 8)));
-    assert!(e.contains("WAL gap") && e.contains("000000010000000000000005"), "{e}");
+    assert!(
+        e.contains("WAL gap") && e.contains("000000010000000000000005"),
+        "{e}"
+    );
     let e = reason(r.plan(Target::Latest));
-    assert!(e.contains("WAL gap") && e.contains("000000010000000000000005"), "{e}");
+    assert!(
+        e.contains("WAL gap") && e.contains("000000010000000000000005"),
+        "{e}"
+    );
     let e = reason(r.plan(Target::Time(at(6, 2))));
     assert!(e.contains("000000010000000000000005"), "{e}");
     // Before the gap still works.
@@ -195,7 +249,10 @@ fn an_lsn_target_and_wal_gaps() {
 fn timelines_follow_history_files() {
     let mut r = Repo::new();
     // Timeline 2 branched off 1 in segment 5; segments 5 and 6 of it.
-    r.archive.histories.insert(2, parse_history("1\t0/5000100\tno recovery target specified\n"));
+    r.archive.histories.insert(
+        2,
+        parse_history("1\t0/5000100\tno recovery target specified\n"),
+    );
     r.remove(1, 6);
     r.add(2, 5, segment(5));
     r.add(2, 6, segment(6));
@@ -209,7 +266,10 @@ fn timelines_follow_history_files() {
     let p = r.plan(Target::Lsn(5 * SEG + 200)).unwrap();
     assert_eq!(chain(&p), ["F", "I"]);
     assert_eq!(p.last_segment, "000000020000000000000005");
-    assert_eq!(p.path.iter().map(|s| s.timeline).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(
+        p.path.iter().map(|s| s.timeline).collect::<Vec<_>>(),
+        [1, 2]
+    );
     // Timeline 1 on its own: the 2's backup is not on it.
     let p = r
         .plan_req(Request {
@@ -233,13 +293,17 @@ fn timelines_follow_history_files() {
     }));
     assert!(e.contains("\"nope\" is not in the repository"), "{e}");
     let wal = r.wal.clone();
-    let mut get = move |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(wal.get(name).cloned()) };
+    let mut get =
+        move |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(wal.get(name).cloned()) };
     let req = Request {
         target: Target::Latest,
         timeline: TimelineChoice::Latest,
         backup: Some("half".into()),
     };
-    let e = plan_from(&r.backups, &r.archive, &req, "promote", &mut get, || Ok(true)).unwrap_err();
+    let e = plan_from(&r.backups, &r.archive, &req, "promote", &mut get, || {
+        Ok(true)
+    })
+    .unwrap_err();
     assert!(e.to_string().contains("\"half\" is not complete"), "{e}");
     let p = r
         .plan_req(Request {
@@ -266,11 +330,26 @@ fn times_parse_with_their_zone_and_print_for_recovery() {
 fn the_steps_name_the_backups_the_settings_and_the_command() {
     let r = Repo::new();
     let p = r.plan(Target::Xid(52)).unwrap();
-    let rows = steps(&p, "pg_ark wal-get --repo file:///r %f %p", "pg_ark restore --repo file:///r --pgdata DIR --target-xid 52");
+    let rows = steps(
+        &p,
+        "pg_ark wal-get --repo file:///r %f %p",
+        "pg_ark restore --repo file:///r --pgdata DIR --target-xid 52",
+    );
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(
         actions,
-        ["fetch backup", "fetch backup", "rebuild data directory", "set", "set", "set", "set", "replay WAL", "restore", "start"]
+        [
+            "fetch backup",
+            "fetch backup",
+            "rebuild data directory",
+            "set",
+            "set",
+            "set",
+            "set",
+            "replay WAL",
+            "restore",
+            "start"
+        ]
     );
     assert!(rows.iter().any(|r| r.2 == "recovery_target_xid = '52'"));
     assert!(rows.iter().enumerate().all(|(i, r)| r.0 == i as i32 + 1));

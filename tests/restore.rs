@@ -1,0 +1,561 @@
+//! Restores with `pg_ark restore`, from the repository alone, on real
+//! clusters: point-in-time targets (time, LSN, xid, restore point), the
+//! latest state of a chain, timeline switches, refusals, `--delta`,
+//! damaged and crafted repositories, and `ark.restore_plan()` agreeing
+//! with `pg_ark restore --dry-run`.
+use pg_ark_core::physical;
+use pg_ark_core::storage::PutMode;
+use pg_ark_tests::{
+    archiving, give_to_test_user, open_repo, pg_ark, pgbench_digest, server_command, temp_dir,
+    wait_job, Cluster, PgInstall,
+};
+use std::path::Path;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(60);
+const ONCE: &str = r#"{"max_attempts": 1}"#;
+
+fn repo_url(dir: &Path) -> String {
+    format!("file://{}", dir.display())
+}
+
+/// Insert row `id` in its own transaction; then (the time just after its
+/// commit, in UTC with its zone; the WAL insert LSN after it; its xid).
+fn commit_row(c: &mut postgres::Client, id: i32) -> (String, String, String) {
+    let xid: String = c
+        .query_one(
+            "INSERT INTO pitr (id) VALUES ($1) RETURNING xid::text",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let row = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                    pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), xid)
+}
+
+fn switch_and_archive(cluster: &Cluster, c: &mut postgres::Client) {
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    cluster.wait_archived(&seg, WAIT);
+}
+
+fn ids(c: &mut postgres::Client) -> Vec<i32> {
+    c.query("SELECT id FROM pitr ORDER BY id", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// `pg_ark restore` into a new directory with `args`; start it; return it.
+fn restore_and_start(repo: &Path, args: &[&str]) -> Cluster {
+    let dir = temp_dir("ark-pitr-");
+    let data = dir.path().join("data");
+    let url = repo_url(repo);
+    let pgdata = data.display().to_string();
+    let mut all = vec![
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        &pgdata,
+        "--archive-off",
+        "--quiet",
+    ];
+    all.extend_from_slice(args);
+    let (ok, out, err) = pg_ark(&all);
+    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
+    assert!(out.contains("start it with: pg_ctl"), "{out}");
+    Cluster::start_restored(dir, data, &[])
+}
+
+fn job_backup_id(done: &serde_json::Value) -> String {
+    assert_eq!(done["state"], "succeeded", "{done}");
+    done["result"]["backup_id"].as_str().unwrap().to_string()
+}
+
+/// The `detail` column of `ark.restore_plan()`'s rows of `action`.
+fn plan_details(c: &mut postgres::Client, call: &str, action: &str) -> Vec<String> {
+    c.query(
+        &format!("SELECT detail FROM {call} WHERE action = $1 ORDER BY step"),
+        &[&action],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+#[test]
+fn point_in_time_restores_hold_exactly_the_rows_committed_before_each_target() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE pitr (id int PRIMARY KEY, xid xid8 DEFAULT pg_current_xact_id());",
+    )
+    .unwrap();
+    let full = job_backup_id(&wait_job(&mut c, "full", ONCE));
+    let mut marks = vec![(String::new(), String::new(), String::new())];
+    for id in 1..=3 {
+        marks.push(commit_row(&mut c, id));
+    }
+    let incr = job_backup_id(&wait_job(&mut c, "incremental", ONCE));
+    for id in 4..=6 {
+        marks.push(commit_row(&mut c, id));
+    }
+    c.execute("SELECT pg_create_restore_point('before_7')", &[])
+        .unwrap();
+    for id in 7..=9 {
+        marks.push(commit_row(&mut c, id));
+    }
+    switch_and_archive(&primary, &mut c);
+
+    // The plan, from psql and from the CLI: the same backups and WAL.
+    let call = format!("ark.restore_plan(target_time => '{}')", marks[2].0);
+    let fetched = plan_details(&mut c, &call, "fetch backup");
+    assert_eq!(fetched.len(), 1, "{fetched:?}");
+    assert!(fetched[0].contains(&full), "{fetched:?}");
+    let call5 = format!("ark.restore_plan(target_time => '{}')", marks[5].0);
+    let fetched5 = plan_details(&mut c, &call5, "fetch backup");
+    assert_eq!(fetched5.len(), 2, "{fetched5:?}");
+    assert!(fetched5[1].contains(&incr), "{fetched5:?}");
+    let replay5 = plan_details(&mut c, &call5, "replay WAL");
+    assert!(
+        replay5[0].contains("before the commit of transaction"),
+        "{replay5:?}"
+    );
+    let command: String = c
+        .query_one(
+            &format!("SELECT command FROM {call5} WHERE action = 'restore'"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        command.contains("restore --repo") && command.contains("--target-time"),
+        "{command}"
+    );
+    let url = repo_url(repo_dir.path());
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        "/nonexistent/dry",
+        "--target-time",
+        &marks[5].0,
+        "--dry-run",
+    ]);
+    assert!(ok, "{out}{err}");
+    for d in fetched5.iter().chain(&replay5) {
+        assert!(
+            out.contains(d.as_str()),
+            "the CLI's plan lacks {d:?}:\n{out}"
+        );
+    }
+    assert!(!Path::new("/nonexistent/dry").exists());
+
+    // Each target, restored: exactly the rows committed before it.
+    let cases: Vec<(Vec<&str>, Vec<i32>)> = vec![
+        (vec!["--target-time", &marks[2].0], vec![1, 2]),
+        (vec!["--target-time", &marks[5].0], vec![1, 2, 3, 4, 5]),
+        (vec!["--target-lsn", &marks[5].1], vec![1, 2, 3, 4, 5]),
+        (vec!["--target-xid", &marks[8].2], (1..=8).collect()),
+        (vec!["--target-name", "before_7"], (1..=6).collect()),
+        (vec![], (1..=9).collect()),
+        (vec!["--immediate", "--backup", &incr], vec![1, 2, 3]),
+    ];
+    for (args, want) in cases {
+        let restored = restore_and_start(repo_dir.path(), &args);
+        let mut r = restored.client();
+        assert_eq!(ids(&mut r), want, "restore {args:?}");
+    }
+}
+
+#[test]
+fn impossible_targets_are_refused_with_the_reason_in_sql_and_the_cli() {
+    let repo_dir = temp_dir("ark-repo-");
+    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE pitr (id int PRIMARY KEY, xid xid8 DEFAULT pg_current_xact_id());",
+    )
+    .unwrap();
+    let (before_full, _, _) = commit_row(&mut c, 1);
+    job_backup_id(&wait_job(&mut c, "full", ONCE));
+    commit_row(&mut c, 2);
+    let first: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    commit_row(&mut c, 3);
+    switch_and_archive(&primary, &mut c);
+    let (_, end_lsn, _) = commit_row(&mut c, 4);
+    let far: String = c
+        .query_one("SELECT (pg_current_wal_lsn() + 1000000000)::text", &[])
+        .unwrap()
+        .get(0);
+    let sysid = primary.system_identifier();
+    let entry = open_repo(repo_dir.path())
+        .cluster(sysid, primary.install.major, false)
+        .unwrap();
+    // An interrupted backup: objects, no descriptor.
+    let half = "20990101T000000Z-F-j99";
+    entry
+        .storage()
+        .put(
+            &format!("{}/data/PG_VERSION", physical::backup_prefix(&entry, half)),
+            b"x",
+            PutMode::Create,
+        )
+        .unwrap();
+    let url = repo_url(repo_dir.path());
+    let check = |c: &mut postgres::Client, sql_args: &str, cli_args: &[&str], reason: &str| {
+        let e = c
+            .query(&format!("SELECT * FROM ark.restore_plan({sql_args})"), &[])
+            .expect_err(sql_args);
+        let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(
+            db.code(),
+            &postgres::error::SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "{db:?}"
+        );
+        let text = format!("{} {}", db.message(), db.detail().unwrap_or_default());
+        // DETAIL is a sentence: its first letter is a capital.
+        assert!(
+            text.to_lowercase().contains(&reason.to_lowercase()),
+            "SQL {sql_args}: {text}"
+        );
+        assert!(db.hint().is_some(), "{db:?}");
+        let mut args = vec![
+            "restore",
+            "--repo",
+            &url,
+            "--pgdata",
+            "/tmp/ark-never",
+            "--dry-run",
+        ];
+        args.extend_from_slice(cli_args);
+        let (ok, out, err) = pg_ark(&args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(err.contains(reason), "CLI {args:?}: {err}");
+        assert!(err.contains("hint:"), "{err}");
+    };
+    check(
+        &mut c,
+        &format!("target_time => '{before_full}'"),
+        &["--target-time", &before_full],
+        "before the oldest backup",
+    );
+    check(
+        &mut c,
+        &format!("target_lsn => '{far}'"),
+        &["--target-lsn", &far],
+        "beyond the last archived WAL",
+    );
+    check(
+        &mut c,
+        "backup_id => 'nope'",
+        &["--backup", "nope"],
+        "\"nope\" is not in the repository",
+    );
+    check(
+        &mut c,
+        &format!("backup_id => '{half}'"),
+        &["--backup", half],
+        "is not complete",
+    );
+    check(
+        &mut c,
+        "target_timeline => '9'",
+        &["--target-timeline", "9"],
+        "timeline 9 does not exist",
+    );
+    check(
+        &mut c,
+        "target_xid => '99999999'",
+        &["--target-xid", "99999999"],
+        "the end of transaction 99999999 is beyond",
+    );
+    // A lost segment between the backup and the target.
+    entry
+        .storage()
+        .delete(&entry.wal_key(&first).unwrap())
+        .unwrap();
+    check(
+        &mut c,
+        &format!("target_lsn => '{end_lsn}'"),
+        &["--target-lsn", &end_lsn],
+        &format!("WAL gap: segment {first}"),
+    );
+}
+
+#[test]
+fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    primary.pgbench(&["-i", "-s", "2", "-q"]);
+    let full = job_backup_id(&wait_job(&mut c, "full", ONCE));
+    let mut ids = vec![full.clone()];
+    for kind in ["incremental", "differential", "incremental"] {
+        primary.pgbench(&["-t", "300", "-c", "2"]);
+        ids.push(job_backup_id(&wait_job(&mut c, kind, ONCE)));
+    }
+    primary.pgbench(&["-t", "300", "-c", "2"]);
+    switch_and_archive(&primary, &mut c);
+    let source = pgbench_digest(&mut c);
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+    let url = repo_url(repo_dir.path());
+    let downloaded = |err: &str| -> u64 {
+        let at = err
+            .find(" bytes downloaded")
+            .unwrap_or_else(|| panic!("{err}"));
+        err[..at]
+            .rsplit('(')
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+
+    // The latest state, from the chain F, I, D, I and the WAL after it.
+    let fresh = temp_dir("ark-fresh-");
+    let fresh_data = fresh.path().join("data");
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        fresh_data.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--archive-off",
+    ]);
+    assert!(ok, "{out}{err}");
+    let fresh_bytes = downloaded(&err);
+    assert!(err.contains(&format!("\"{}\"", ids[3])), "{err}");
+
+    // An old copy: the full, restored to its consistent point.
+    let old = temp_dir("ark-old-");
+    let old_data = old.path().join("data");
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        old_data.to_str().unwrap(),
+        "--backup",
+        &full,
+        "--immediate",
+    ]);
+    assert!(ok, "{out}{err}");
+    // A directory that is not empty is refused, and left as it was.
+    std::fs::write(old_data.join("keep.me"), "x").unwrap();
+    let (ok, _, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        old_data.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("is not empty") && err.contains("--delta"),
+        "{err}"
+    );
+    assert!(old_data.join("keep.me").exists());
+    // --delta keeps what matches and downloads less.
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        old_data.to_str().unwrap(),
+        "--delta",
+        "--archive-off",
+    ]);
+    assert!(ok, "{out}{err}");
+    let delta_bytes = downloaded(&err);
+    assert!(
+        delta_bytes < fresh_bytes / 2,
+        "delta downloaded {delta_bytes} bytes, a fresh restore {fresh_bytes}: {err}"
+    );
+    assert!(
+        !old_data.join("keep.me").exists(),
+        "delta removes files the backup lacks"
+    );
+
+    for (dir, data) in [(fresh, fresh_data), (old, old_data)] {
+        let restored = Cluster::start_restored(dir, data, &[]);
+        let mut r = restored.client();
+        assert_eq!(pgbench_digest(&mut r), source);
+    }
+
+    // A damaged object: the restore stops, naming the file.
+    let entry = open_repo(repo_dir.path())
+        .cluster(
+            primary.system_identifier_from_control(),
+            primary.install.major,
+            false,
+        )
+        .unwrap();
+    let (_, manifest) = physical::load_backup(&entry, &full).unwrap();
+    let big = manifest.files.iter().max_by_key(|f| f.stored).unwrap();
+    let mut obj = entry.storage().get(&big.key).unwrap();
+    let n = obj.len();
+    obj[n / 2] ^= 0x40;
+    entry
+        .storage()
+        .put(&big.key, &obj, PutMode::Overwrite)
+        .unwrap();
+    let bad = temp_dir("ark-bad-");
+    let bad_data = bad.path().join("data");
+    let (ok, _, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        bad_data.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains(&big.path), "{err}");
+
+    // A crafted manifest with a path that climbs out: refused, nothing written there.
+    let mut m = manifest.clone();
+    m.files[0].path = "../escape".into();
+    let key = format!(
+        "{}/{}",
+        physical::backup_prefix(&entry, &full),
+        physical::MANIFEST_NAME
+    );
+    let v = serde_json::to_value(&m).unwrap();
+    for k in [key.clone(), format!("{key}.copy")] {
+        entry.storage().delete(&k).unwrap();
+    }
+    pg_ark_core::repo::info::save(entry.storage(), &key, &v, PutMode::Create).unwrap();
+    let crafted = temp_dir("ark-crafted-");
+    let crafted_data = crafted.path().join("data");
+    let (ok, _, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        crafted_data.to_str().unwrap(),
+        "--backup",
+        &full,
+        "--immediate",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("outside the target directory"), "{err}");
+    assert!(!crafted.path().join("escape").exists());
+}
+
+#[test]
+fn a_restore_after_a_promotion_follows_the_new_timeline_and_start_waits_for_it() {
+    let repo_dir = temp_dir("ark-repo-");
+    let mut primary = Cluster::start_with(archiving(repo_dir.path()));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE pitr (id int PRIMARY KEY, xid xid8 DEFAULT pg_current_xact_id());",
+    )
+    .unwrap();
+    job_backup_id(&wait_job(&mut c, "full", ONCE));
+    for id in 1..=3 {
+        commit_row(&mut c, id);
+    }
+    switch_and_archive(&primary, &mut c);
+    drop(c);
+    assert!(primary.stop("fast").status.success());
+
+    // The first restore promotes to timeline 2 and archives there.
+    let dir = temp_dir("ark-tl2-");
+    let data = dir.path().join("data");
+    let url = repo_url(repo_dir.path());
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("on a new timeline"),
+        "the archiving warning: {err}"
+    );
+    let mut second = Cluster::start_restored(dir, data, &[]);
+    let mut c2 = second.client();
+    assert_eq!(ids(&mut c2), [1, 2, 3]);
+    let tli: i32 = c2
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .unwrap()
+        .get(0);
+    c2.execute("CHECKPOINT", &[]).unwrap();
+    for id in 4..=5 {
+        commit_row(&mut c2, id);
+    }
+    switch_and_archive(&second, &mut c2);
+    drop(c2);
+    assert!(second.stop("fast").status.success());
+
+    // The second restore crosses from timeline 1 to 2, run as the server's
+    // OS user with --start, which waits until recovery is done.
+    let (ok, out, err) = pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        "/tmp/ark-dry",
+        "--dry-run",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("on timeline(s) 1, 2"), "{out}");
+    let dir = temp_dir("ark-tl3-");
+    let data = dir.path().join("data");
+    let install = PgInstall::from_env();
+    give_to_test_user(dir.path());
+    let out = server_command(install.bin("pg_ark"))
+        .args([
+            "restore",
+            "--repo",
+            &url,
+            "--archive-off",
+            "--start",
+            "--quiet",
+            "--pgdata",
+        ])
+        .arg(&data)
+        .arg("--pg-bin")
+        .arg(install.bin("pg_ctl").parent().unwrap())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("is running"), "{text}");
+    let log = data.join("pg_ark_restore.log");
+    let third = Cluster::adopt(dir, data, log);
+    let mut c3 = third.client();
+    assert_eq!(ids(&mut c3), [1, 2, 3, 4, 5]);
+    let tli3: i32 = c3
+        .query_one("SELECT timeline_id FROM pg_control_checkpoint()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!((tli, tli3), (2, 3));
+}
