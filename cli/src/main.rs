@@ -11,9 +11,11 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod info;
 mod location;
 mod repo_opts;
 mod restore;
+mod restore_logical;
 mod verify;
 mod wal_get;
 
@@ -53,6 +55,17 @@ enum Command {
     /// (restore_command = 'pg_ark wal-get ...', recovery_target_*) are
     /// written. --dry-run prints the plan, as ark.restore_plan() does.
     Restore(Box<restore::Args>),
+    /// What a repository holds: clusters, chains, backups, WAL per timeline
+    /// with its gaps, logical dumps (--json: the stable document)
+    Info(info::Args),
+    /// Restore a logical dump into a database with pg_restore
+    ///
+    /// The newest complete dump of --database (or --dump LABEL), every
+    /// object checked against its SHA-256 first. --if-empty restores only
+    /// into a database without user tables (created if absent) and
+    /// otherwise exits 0; without it a database that is not empty is
+    /// refused unless --clean.
+    RestoreLogical(Box<restore_logical::Args>),
 }
 
 /// How a command ended, when not in plain success.
@@ -104,6 +117,8 @@ fn main() -> ExitCode {
         Command::WalGet(args) => wal_get::run(&args),
         Command::Verify(args) => verify::run(&args),
         Command::Restore(args) => restore::run(&args),
+        Command::Info(args) => info::run(&args),
+        Command::RestoreLogical(args) => restore_logical::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -344,7 +344,7 @@ pub fn plan_from(
     archive: &Archive,
     req: &Request,
     recovery_target_action: &str,
-    get: &mut dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error>,
+    get: &mut wal_scan::GetSegment<'_>,
     incomplete: impl FnOnce() -> Result<bool, Error>,
 ) -> Result<Plan, Error> {
     if !matches!(recovery_target_action, "promote" | "pause" | "shutdown") {
@@ -424,7 +424,7 @@ pub fn plan_from(
             off_path.push(b.backup_id.clone());
         }
     }
-    candidates.sort_by(|a, b| b.2.cmp(&a.2));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.2));
     if candidates.is_empty() {
         let tli = fixed_tli.unwrap_or(0);
         return Err(impossible(

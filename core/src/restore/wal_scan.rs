@@ -112,10 +112,13 @@ fn maxalign(n: u64) -> u64 {
     (n + 7) & !7
 }
 
+/// Reads a segment's content by file name (`None`: not in the repository).
+pub type GetSegment<'a> = dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error> + 'a;
+
 /// Segments by number, loaded on demand, one at a time.
 struct Stream<'a> {
     name_of: &'a dyn Fn(u64) -> Option<String>,
-    get: &'a mut dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error>,
+    get: &'a mut GetSegment<'a>,
     current: Option<(u64, Vec<u8>)>,
 }
 
@@ -241,7 +244,7 @@ fn read_record(s: &mut Stream<'_>, mut pos: u64) -> Result<Read, Error> {
     let rmid = bytes[17];
     let info = bytes[16];
     let next = if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
-        (pos / SEGMENT + u64::from(pos % SEGMENT != 0)) * SEGMENT
+        (pos / SEGMENT + u64::from(!pos.is_multiple_of(SEGMENT))) * SEGMENT
     } else {
         maxalign(pos)
     };
@@ -353,7 +356,7 @@ pub fn scan(
     from: u64,
     until: Option<u64>,
     name_of: &dyn Fn(u64) -> Option<String>,
-    get: &mut dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error>,
+    get: &mut GetSegment<'_>,
     visit: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<ScanEnd, Error> {
     let mut s = Stream {
@@ -469,7 +472,7 @@ pub(crate) mod tests {
                 self.seg[at..at + n].copy_from_slice(&left[..n]);
                 left = &left[n..];
                 self.pos += n as u64;
-                if self.pos % PAGE == 0 {
+                if self.pos.is_multiple_of(PAGE) {
                     self.header(self.pos, !left.is_empty(), left.len() as u32);
                     self.pos += SHORT_HEADER;
                 }
