@@ -288,11 +288,18 @@ fn impossible_targets_are_refused_with_the_reason_in_sql_and_the_cli() {
         &["--target-xid", "99999999"],
         "the end of transaction 99999999 is beyond",
     );
-    // A lost segment between the backup and the target.
+    // A lost segment between the backup and the target: a gap in pg_ark
+    // info, and an impossible target.
     entry
         .storage()
         .delete(&entry.wal_key(&first).unwrap())
         .unwrap();
+    let (ok, out, err) = pg_ark(&["info", "--repo", &url, "--json"]);
+    assert!(ok, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let gaps = &doc["clusters"][0]["wal"]["timelines"][0]["gaps"];
+    assert_eq!(gaps[0]["first"], first.as_str(), "{doc}");
+    assert_eq!(gaps[0]["segments"], 1, "{doc}");
     check(
         &mut c,
         &format!("target_lsn => '{end_lsn}'"),
@@ -320,6 +327,43 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     drop(c);
     assert!(primary.stop("fast").status.success());
     let url = repo_url(repo_dir.path());
+    // pg_ark info: the chain, from the repository alone.
+    let (ok, out, err) = pg_ark(&["info", "--repo", &url, "--json"]);
+    assert!(ok, "{out}{err}");
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["format"], 1);
+    let cluster = &doc["clusters"][0];
+    assert_eq!(
+        cluster["system_identifier"],
+        primary.system_identifier_from_control().to_string()
+    );
+    let chain = &cluster["chains"][0];
+    assert_eq!(chain["full"], full.as_str());
+    let kinds: Vec<&str> = chain["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["full", "incremental", "differential", "incremental"]
+    );
+    assert_eq!(chain["backups"][2]["parent"], full.as_str());
+    assert!(chain["backups"][0]["stored_bytes"].as_u64().unwrap() > 0);
+    let tl = &cluster["wal"]["timelines"][0];
+    assert_eq!(
+        (
+            tl["timeline"].as_u64(),
+            tl["gaps"].as_array().unwrap().len()
+        ),
+        (Some(1), 0)
+    );
+    let (ok, text, _) = pg_ark(&["info", "--repo", &url]);
+    assert!(
+        ok && text.contains(&format!("chain {full}: 4 backup(s)")),
+        "{text}"
+    );
     let downloaded = |err: &str| -> u64 {
         let at = err
             .find(" bytes downloaded")
@@ -558,4 +602,104 @@ fn a_restore_after_a_promotion_follows_the_new_timeline_and_start_waits_for_it()
         .unwrap()
         .get(0);
     assert_eq!((tli, tli3), (2, 3));
+}
+
+#[test]
+fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
+    let repo_dir = temp_dir("ark-repo-");
+    let url = repo_url(repo_dir.path());
+    let cluster = Cluster::start_with(
+        pg_ark_tests::ClusterOptions::default().set("ark.repository", &format!("'{url}'")),
+    );
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    c.batch_execute("CREATE DATABASE shop").unwrap();
+    let mut shop = cluster.client_on("shop");
+    shop.batch_execute(
+        "CREATE TABLE orders (id int PRIMARY KEY, note text);
+         INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 500) g;",
+    )
+    .unwrap();
+    let done = wait_job(&mut c, "logical", r#"{"database": "shop"}"#);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let port = cluster.port.to_string();
+    let host = cluster.sockdir.display().to_string();
+    let bin = cluster
+        .install
+        .bin("pg_restore")
+        .parent()
+        .unwrap()
+        .display()
+        .to_string();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "restore-logical",
+            "--repo",
+            &url,
+            "--database",
+            "shop",
+            "--into",
+            "shop_copy",
+            "-h",
+            &host,
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "--pg-bin",
+            &bin,
+        ];
+        args.extend_from_slice(extra);
+        pg_ark(&args)
+    };
+    let count = |db: &str| -> i64 {
+        cluster
+            .client_on(db)
+            .query_one("SELECT count(*) FROM orders", &[])
+            .unwrap()
+            .get(0)
+    };
+    // Without --if-empty, a database that does not exist is not created.
+    let (ok, _, err) = run(&[]);
+    assert!(!ok && err.contains("does not exist"), "{err}");
+    // --if-empty creates it and restores.
+    let (ok, out, err) = run(&["--if-empty"]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("created database \"shop_copy\""), "{err}");
+    assert_eq!(count("shop_copy"), 500);
+    // A populated database is left alone by --if-empty (exit 0), refused
+    // without --clean, and replaced with it.
+    cluster
+        .client_on("shop_copy")
+        .execute("INSERT INTO orders VALUES (9999, 'local')", &[])
+        .unwrap();
+    let (ok, out, err) = run(&["--if-empty"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("nothing restored"), "{out}");
+    assert_eq!(count("shop_copy"), 501);
+    let (ok, _, err) = run(&[]);
+    assert!(
+        !ok && err.contains("is not empty") && err.contains("--clean"),
+        "{err}"
+    );
+    assert_eq!(count("shop_copy"), 501);
+    let (ok, out, err) = run(&["--clean", "--jobs", "2"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(count("shop_copy"), 500);
+    // A damaged dump object is refused before anything is restored.
+    let key = done["result"]["backups"][0]["keys"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no dump key in {done}"));
+    let path = repo_dir.path().join(key);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    cluster
+        .client_on("shop_copy")
+        .execute("DELETE FROM orders WHERE id = 1", &[])
+        .unwrap();
+    let (ok, _, err) = run(&["--clean"]);
+    assert!(!ok && err.contains("is corrupt"), "{err}");
+    assert_eq!(count("shop_copy"), 499);
 }
