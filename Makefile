@@ -66,8 +66,9 @@ integration:
 
 # The smoke suite on the other supported majors: the skeleton, archiving
 # (15 and 16+ have different archive-module C APIs), the job queue
-# (shared memory, dynamic workers), and physical backups restored.
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical
+# (shared memory, dynamic workers), physical backups restored, and restores
+# to targets found in the WAL (its record format across majors).
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18

@@ -434,3 +434,119 @@ fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
         Cluster::recover_restored(dir, data, &format!("{} %f %p", wrapper.display()), &[]);
     assert_eq!(digest(&mut restored.client()), expected);
 }
+
+/// Insert row `id` of `pitr` in its own transaction; then the time just
+/// after its commit (UTC, with its zone) and its xid.
+fn commit_row(c: &mut postgres::Client, id: i32) -> (String, String) {
+    let xid: String = c
+        .query_one(
+            "INSERT INTO pitr (id) VALUES ($1) RETURNING xid::text",
+            &[&id],
+        )
+        .unwrap()
+        .get(0);
+    let at: String = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    (at, xid)
+}
+
+#[test]
+fn point_in_time_restores_from_s3_with_pg_ark_restore() {
+    let s3 = S3Server::start();
+    let primary = Cluster::start_with(archiving_to(&s3, "pitr"));
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE pitr (id int PRIMARY KEY, xid xid8 DEFAULT pg_current_xact_id());",
+    )
+    .unwrap();
+    let backup = |c: &mut postgres::Client, kind: &str| {
+        let doc: String = c
+            .query_one(
+                "SELECT ark.wait(ark.backup($1, '{\"max_attempts\": 1}'), '5 min')::text",
+                &[&kind],
+            )
+            .unwrap()
+            .get(0);
+        let done: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(done["state"], "succeeded", "{done}");
+    };
+    backup(&mut c, "full");
+    let mut marks = vec![(String::new(), String::new())];
+    for id in 1..=3 {
+        marks.push(commit_row(&mut c, id));
+    }
+    backup(&mut c, "incremental");
+    for id in 4..=6 {
+        marks.push(commit_row(&mut c, id));
+    }
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the last segment in S3", WAIT, || {
+        last_archived(&primary).is_some_and(|l| l >= seg)
+    });
+    // The keys in a credentials file the restored server can read too.
+    let keys = pg_ark_tests::temp_dir("ark-keys-");
+    let file = keys.path().join("credentials");
+    std::fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            s3.access_key, s3.secret_key
+        ),
+    )
+    .unwrap();
+    pg_ark_tests::give_to_test_user(&file);
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let url = format!("s3://{}/pitr", s3.bucket);
+    let endpoint = s3.endpoint();
+    for (args, want) in [
+        (
+            vec!["--target-time", marks[5].0.as_str()],
+            vec![1, 2, 3, 4, 5],
+        ),
+        (vec!["--target-xid", marks[2].1.as_str()], vec![1, 2]),
+    ] {
+        let dir = pg_ark_tests::temp_dir("ark-s3pitr-");
+        let data = dir.path().join("data");
+        let mut all = vec![
+            "restore",
+            "--repo",
+            &url,
+            "--s3-endpoint",
+            &endpoint,
+            "--s3-path-style",
+            "--s3-credentials-file",
+            file.to_str().unwrap(),
+            "--pgdata",
+            data.to_str().unwrap(),
+            "--archive-off",
+        ];
+        all.extend_from_slice(&args);
+        let (ok, out, err) = pg_ark_tests::pg_ark(&all);
+        assert!(ok, "{out}{err}");
+        let conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+        assert!(conf.contains("--s3-credentials-file"), "{conf}");
+        assert!(
+            !conf.contains(&s3.secret_key),
+            "no key in restore_command: {conf}"
+        );
+        let restored = Cluster::start_restored(dir, data, &[]);
+        let got: Vec<i32> = restored
+            .client()
+            .query("SELECT id FROM pitr ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(got, want, "{args:?}");
+        assert!(restored.log().contains("restored log file"));
+    }
+}
