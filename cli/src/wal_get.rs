@@ -25,9 +25,14 @@ pub struct Args {
     /// identifier and major version)
     #[arg(long, env = "PGDATA", default_value = ".", value_name = "DIR")]
     pgdata: PathBuf,
-    /// Segments to fetch at once when going to the repository (1: no prefetch)
+    /// Segments to fetch at once when going to the repository, at first
+    /// (1: no prefetch). The depth doubles, up to --prefetch-max, while
+    /// recovery uses up whole batches
     #[arg(long, env = "PG_ARK_PREFETCH", default_value_t = 4, value_name = "N")]
     prefetch: usize,
+    /// The most segments fetched at once (set it to --prefetch for a fixed depth)
+    #[arg(long, env = "PG_ARK_PREFETCH_MAX", default_value_t = 32, value_name = "N")]
+    prefetch_max: usize,
     /// Tries of a fetch that fails for a reason that may pass (the
     /// repository unreachable, throttling, a server error), with growing
     /// delays (1 s, 2 s, 4 s, ...), before recovery is stopped
@@ -62,6 +67,11 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     let sysid = pgdata::system_identifier(&args.pgdata)?;
     let major = pgdata::major_version(&args.pgdata)?;
     let tries = args.retries.max(1);
+    let depth = if args.prefetch <= 1 {
+        1
+    } else {
+        wal::get::adaptive_depth(&spool, &args.file, args.prefetch, args.prefetch_max)
+    };
     let mut attempt = 1;
     loop {
         match fetch_once(
@@ -72,7 +82,7 @@ fn fetch(args: &Args) -> Result<(), Failure> {
             &args.file,
             &dest,
             &spool,
-            args.prefetch,
+            depth,
         ) {
             Err(e) if e.is_transient() && attempt < tries => {
                 let delay = Duration::from_secs(1u64 << (attempt - 1).min(5));

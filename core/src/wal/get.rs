@@ -5,7 +5,10 @@
 //! from the repository in parallel, delivers the one asked for, and keeps the
 //! others, verified, in a spool directory; the next calls are then served
 //! from the spool without a round trip. So replay waits on the network once
-//! per `depth` segments instead of once per segment.
+//! per `depth` segments instead of once per segment. The depth adapts
+//! ([`adaptive_depth`]): it doubles each time recovery has used up a whole
+//! batch and asks for the next segment, so a long replay from S3 soon
+//! fetches many segments per round trip.
 //!
 //! The spool (`pg_wal/pg_ark_prefetch` by default) holds only verified,
 //! decompressed files, each written under a temporary name and renamed, so a
@@ -83,8 +86,37 @@ pub fn take_spooled(name: &str, dest: &Path, spool: &Path) -> Result<bool, Error
     Ok(true)
 }
 
+/// How many segments to fetch at once: it starts at `initial` and doubles,
+/// up to `max`, each time recovery has used up a whole batch and comes back
+/// for the very next segment (it replays faster than one round trip per
+/// batch); it falls back to `initial` when recovery asks for anything else.
+/// The state is the spool's `pg_ark_depth` file.
+pub fn adaptive_depth(spool: &Path, name: &str, initial: usize, max: usize) -> usize {
+    let initial = initial.max(1);
+    let max = max.max(initial);
+    let state = std::fs::read_to_string(spool.join(DEPTH_FILE)).unwrap_or_default();
+    let mut it = state.split_whitespace();
+    let (Some(depth), Some(last)) = (it.next().and_then(|d| d.parse::<usize>().ok()), it.next())
+    else {
+        return initial;
+    };
+    let follows = wal::classify(last).is_ok_and(|k| k == WalKind::Segment)
+        && next_segment(last, 16 * 1024 * 1024).as_deref() == Some(name);
+    if follows {
+        depth.saturating_mul(2).clamp(initial, max)
+    } else {
+        initial
+    }
+}
+
+const DEPTH_FILE: &str = "pg_ark_depth";
+
+/// Segments fetched at once by the threads of one batch.
+const FETCH_THREADS: usize = 8;
+
 /// Deliver WAL file `name` to `dest`, from `spool` if it is there, else from
-/// the repository together with up to `depth - 1` following segments.
+/// the repository together with up to `depth - 1` following segments
+/// (fetched by up to 8 threads at once).
 pub fn fetch(
     cluster: &ClusterRepo,
     name: &str,
@@ -123,36 +155,34 @@ pub fn fetch(
         return Ok(Fetched::FromRepository { prefetched: 0 });
     }
     std::fs::create_dir_all(spool).map_err(|e| io(spool, e))?;
-    let results: Vec<Result<bool, Error>> = crate::threads::with_signals_blocked(|| {
+    let _ = write_atomically(
+        &spool.join(DEPTH_FILE),
+        format!("{depth} {}\n", next.last().map_or(name, String::as_str)).as_bytes(),
+    );
+    let at = std::sync::atomic::AtomicUsize::new(0);
+    let fetched = std::sync::atomic::AtomicUsize::new(0);
+    crate::threads::with_signals_blocked(|| {
         std::thread::scope(|s| {
-            let handles: Vec<_> = next
-                .iter()
-                .map(|n| {
-                    s.spawn(move || -> Result<bool, Error> {
-                        match cluster.get_wal(n)? {
-                            Some(d) => {
-                                let p = spool.join(n);
-                                write_atomically(&p, &d).map_err(|e| io(&p, e))?;
-                                Ok(true)
-                            }
-                            None => Ok(false),
+            for _ in 0..FETCH_THREADS.min(next.len()) {
+                s.spawn(|| loop {
+                    let i = at.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(n) = next.get(i) else { return };
+                    // A prefetch that fails is not an error of this call:
+                    // the file is fetched (and its error reported) when
+                    // recovery asks for it.
+                    if let Ok(Some(d)) = cluster.get_wal(n) {
+                        let p = spool.join(n);
+                        if write_atomically(&p, &d).is_ok() {
+                            fetched.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or(Ok(false)))
-                .collect()
+                    }
+                });
+            }
         })
     });
-    // A prefetch that failed is not an error of this call: the file will be
-    // fetched (and its error reported) when recovery asks for it.
-    let prefetched = results
-        .into_iter()
-        .filter(|r| matches!(r, Ok(true)))
-        .count();
-    Ok(Fetched::FromRepository { prefetched })
+    Ok(Fetched::FromRepository {
+        prefetched: fetched.into_inner(),
+    })
 }
 
 /// Remove spooled segments that sort before `name`.
@@ -178,6 +208,21 @@ pub fn default_spool(pgdata: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_prefetch_depth_doubles_while_recovery_uses_up_whole_batches() {
+        let d = tempfile::tempdir().unwrap();
+        let spool = d.path();
+        assert_eq!(adaptive_depth(spool, "000000010000000000000010", 4, 32), 4);
+        std::fs::write(spool.join(DEPTH_FILE), "4 000000010000000000000013\n").unwrap();
+        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 32), 8);
+        std::fs::write(spool.join(DEPTH_FILE), "32 000000010000000000000013\n").unwrap();
+        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 32), 32);
+        // Anything but the next segment starts over.
+        assert_eq!(adaptive_depth(spool, "000000010000000000000020", 4, 32), 4);
+        // A fixed depth.
+        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 4), 4);
+    }
     use crate::repo::compress::Compression;
     use crate::repo::Repository;
     use crate::storage::local::LocalStorage;
@@ -252,7 +297,10 @@ mod tests {
             Fetched::Missing
         );
         assert_eq!(
-            std::fs::read_dir(&spool).unwrap().count(),
+            std::fs::read_dir(&spool)
+                .unwrap()
+                .filter(|e| e.as_ref().unwrap().file_name() != DEPTH_FILE)
+                .count(),
             0,
             "nothing stale is left in the spool"
         );
