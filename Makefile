@@ -20,7 +20,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical demo demo-stop clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical bench-restore demo demo-stop clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -95,7 +95,7 @@ test: setup
 
 # Benchmarks, each comparing against its baselines in the same run.
 bench: setup install
-	@$(MAKE) --no-print-directory bench-archive bench-physical
+	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore
 
 # Archive throughput: pg_ark vs archive_command cp vs basic_archive.
 bench-archive:
@@ -104,6 +104,11 @@ bench-archive:
 # Physical backups: pg_ark full and incremental vs pg_basebackup.
 bench-physical:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench physical_backup
+
+# Restores: pg_ark restore vs pg_combinebackup; WAL replay from S3 with and
+# without prefetch.
+bench-restore:
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench restore
 
 demo: setup-demo
 	@bash scripts/install.sh "$(PG17_CONFIG)"

@@ -31,7 +31,12 @@ pub struct Args {
     #[arg(long, env = "PG_ARK_PREFETCH", default_value_t = 4, value_name = "N")]
     prefetch: usize,
     /// The most segments fetched at once (set it to --prefetch for a fixed depth)
-    #[arg(long, env = "PG_ARK_PREFETCH_MAX", default_value_t = 32, value_name = "N")]
+    #[arg(
+        long,
+        env = "PG_ARK_PREFETCH_MAX",
+        default_value_t = 32,
+        value_name = "N"
+    )]
     prefetch_max: usize,
     /// Tries of a fetch that fails for a reason that may pass (the
     /// repository unreachable, throttling, a server error), with growing
@@ -74,16 +79,7 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     };
     let mut attempt = 1;
     loop {
-        match fetch_once(
-            &url,
-            &s3,
-            sysid,
-            major,
-            &args.file,
-            &dest,
-            &spool,
-            depth,
-        ) {
+        match fetch_once(&url, &s3, sysid, major, &args.file, &dest, &spool, depth) {
             Err(e) if e.is_transient() && attempt < tries => {
                 let delay = Duration::from_secs(1u64 << (attempt - 1).min(5));
                 eprintln!(
