@@ -227,6 +227,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         r?
     };
     restore::write_recovery(&pgdata, &restore_command, &plan.settings, a.archive_off)?;
+    restore::mark_restored(&pgdata, &report.info)?;
     let secs = started.elapsed().as_secs_f64();
     say(format!(
         "rebuilt {} files ({}) in {secs:.1} s, {} fetched from the repository ({} bytes downloaded){}",

@@ -300,7 +300,26 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
+    let restored = restored_from();
     for (id, attempts, max_attempts, pid, options) in orphans {
+        if let Some((backup, _)) = restored.as_ref().filter(|(_, job)| *job == id) {
+            // The backup this cluster was restored from was taken by this
+            // job, which the source finished: never take it again here.
+            Spi::run_with_args(
+                "UPDATE ark.jobs
+                    SET state = 'succeeded', finished_at = now(), last_error = NULL,
+                        result = coalesce(result, '{}'::jsonb)
+                                 || jsonb_build_object('restored_from', $2::text)
+                  WHERE id = $1",
+                &[id.into(), backup.as_str().into()],
+            )?;
+            log!(
+                "pg_ark job {}: this cluster was restored from backup \"{}\", which this job took; recorded as succeeded, not retried",
+                id,
+                backup
+            );
+            continue;
+        }
         let msg = format!(
             "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
         );
@@ -308,6 +327,33 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
         record_failure(id, attempts, max_attempts, &options, &msg)?;
     }
     Ok(())
+}
+
+/// The backup and job named by `pg_ark restore`'s marker in the data
+/// directory (`pg_ark/restored_from.json`), once recovery has ended. The
+/// marker is removed then: it applies only to the first start after the
+/// restore.
+fn restored_from() -> Option<(String, i64)> {
+    // SAFETY: plain reads of shared state and of DataDir (set at startup,
+    // never changed), on the backend's own thread.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return None;
+    }
+    let dir = unsafe {
+        let p = pg_sys::DataDir;
+        if p.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(p).to_string_lossy().into_owned()
+    };
+    let path = std::path::Path::new(&dir).join(pg_ark_core::restore::RESTORED_FROM);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let doc: Value = serde_json::from_str(&text).ok()?;
+    Some((
+        doc["backup_id"].as_str()?.to_string(),
+        doc["job_id"].as_i64()?,
+    ))
 }
 
 pub fn prune_history() -> Result<(), crate::error::ArkError> {

@@ -95,7 +95,8 @@ fn restore_vs_combinebackup() {
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale} ...");
     cluster.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
-    c.batch_execute("VACUUM ANALYZE; CHECKPOINT").unwrap();
+    c.batch_execute("VACUUM ANALYZE").unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
     let accounts_pages: i64 = c
         .query_one("SELECT pg_relation_size('pgbench_accounts') / 8192", &[])
         .unwrap()

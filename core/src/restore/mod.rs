@@ -563,6 +563,22 @@ pub fn write_recovery(
     Ok(())
 }
 
+/// The file in a restored data directory that names the backup it came
+/// from, so the server's pg_ark does not retry the job that took it (the
+/// catalog in the backup still shows that job running).
+pub const RESTORED_FROM: &str = "pg_ark/restored_from.json";
+
+/// Write [`RESTORED_FROM`] into `target`.
+pub fn mark_restored(target: &Path, info: &PhysicalBackupInfo) -> Result<(), Error> {
+    mkdir(&target.join("pg_ark"))?;
+    let doc = serde_json::json!({
+        "backup_id": info.backup_id,
+        "job_id": info.job_id,
+        "system_identifier": info.system_identifier.to_string(),
+    });
+    write_durably(&target.join(RESTORED_FROM), doc.to_string().as_bytes())
+}
+
 fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
     let mut f = fs::File::create(path).map_err(|e| io_err("create", path, e))?;
     f.write_all(data).map_err(|e| io_err("write", path, e))?;
