@@ -166,6 +166,7 @@ $$;
 COMMENT ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) IS 'Plan a restore from the repository: the chain to fetch, the recovery settings, the WAL to replay, where recovery stops and the pg_ark restore command; an impossible target is an error that says why';
 REVOKE ALL ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ark.restore_plan(timestamptz, pg_lsn, xid8, text, text, text, text) TO ark_monitor;
+COMMENT ON FUNCTION ark._restore_plan(text, text, text, text, text, text, text) IS 'ark.restore_plan() with its arguments as text (call ark.restore_plan instead)';
 REVOKE ALL ON FUNCTION ark._restore_plan(text, text, text, text, text, text, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION ark._restore_plan(text, text, text, text, text, text, text) TO ark_monitor;
 "#,
