@@ -117,6 +117,9 @@ fn restore_vs_combinebackup() {
         &[&format!("--incremental={}", manifest.display())],
         &bb_inc,
     );
+    // Some WAL after pg_basebackup's own switch, so this one switches.
+    c.batch_execute("CREATE TABLE bench_mark (); DROP TABLE bench_mark")
+        .unwrap();
     let seg: String = c
         .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
         .unwrap()

@@ -1111,3 +1111,26 @@ fn recovery_settings_replace_earlier_ones() {
     );
     assert!(d.path().join("recovery.signal").exists());
 }
+
+#[test]
+fn an_object_key_outside_its_backup_is_refused_before_anything_is_written() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    take(&c, src.path(), "a");
+    let mut m = take(&c, src.path(), "b");
+    let prefix = backup_prefix(&c, "b");
+    // The crafted manifest points one file at backup a's object.
+    let theirs = load_backup(&c, "a").unwrap().1.files[0].key.clone();
+    m.files[0].key = theirs;
+    for k in [
+        format!("{prefix}/{MANIFEST_NAME}"),
+        format!("{prefix}/{MANIFEST_NAME}.copy"),
+    ] {
+        c.storage().delete(&k).unwrap();
+    }
+    save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &m).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let e = restore_backup(&c, "b", &out.path().join("x")).unwrap_err();
+    assert!(e.to_string().contains("lies outside backup \"b\""), "{e}");
+    assert!(!out.path().join("x").exists(), "nothing is written");
+}

@@ -463,9 +463,286 @@ pub fn open(obj: &[u8]) -> Result<(Header, Vec<u8>), EnvelopeError> {
     Ok((h, data))
 }
 
+/// Withholds the last [`TRAILER_LEN`] bytes of a stream: what it yields is
+/// the payload; at the end, `trailer` holds the digest.
+struct Held<'a> {
+    inner: Box<dyn Read + Send + 'a>,
+    pending: Vec<u8>,
+    start: usize,
+    eof: bool,
+    trailer: Option<[u8; TRAILER_LEN]>,
+}
+
+impl Read for Held<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let avail = self.pending.len() - self.start;
+            if avail > TRAILER_LEN {
+                let n = (avail - TRAILER_LEN).min(buf.len());
+                buf[..n].copy_from_slice(&self.pending[self.start..self.start + n]);
+                self.start += n;
+                return Ok(n);
+            }
+            if self.eof {
+                if self.trailer.is_none() {
+                    let t: [u8; TRAILER_LEN] =
+                        self.pending[self.start..].try_into().map_err(|_| {
+                            io::Error::new(
+                                io::ErrorKind::UnexpectedEof,
+                                "object is truncated: no digest at its end",
+                            )
+                        })?;
+                    self.trailer = Some(t);
+                }
+                return Ok(0);
+            }
+            self.pending.drain(..self.start);
+            self.start = 0;
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.inner.read(&mut chunk)?;
+            if n == 0 {
+                self.eof = true;
+            } else {
+                self.pending.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+}
+
+enum Stage<'a> {
+    /// Opened whole (format version 1, or lz4, whose block format needs
+    /// the whole input) and already verified.
+    Whole(io::Cursor<Vec<u8>>),
+    Plain(Held<'a>),
+    Zstd(Box<zstd::stream::read::Decoder<'static, io::BufReader<Held<'a>>>>),
+    Gzip(Box<flate2::read::GzDecoder<Held<'a>>>),
+}
+
+enum StreamHasher {
+    Sha256(Sha256),
+    Blake3(Box<blake3::Hasher>),
+}
+
+/// A stored object read as a stream ([`open_stream`]): its content,
+/// decompressed as it is read, with the length and digest checked when the
+/// end is reached. A mismatch, or a payload that does not decompress, is an
+/// error of the read that reaches the end (`InvalidData`): whatever was
+/// read before it must be thrown away.
+pub struct OpenStream<'a> {
+    stage: Stage<'a>,
+    hasher: StreamHasher,
+    kind: DigestKind,
+    seen: u64,
+    expected: u64,
+    done: bool,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+impl<'a> OpenStream<'a> {
+    fn held(&mut self) -> Option<&mut Held<'a>> {
+        Some(match &mut self.stage {
+            Stage::Whole(_) => return None,
+            Stage::Plain(h) => h,
+            Stage::Zstd(d) => d.get_mut().get_mut(),
+            Stage::Gzip(d) => d.get_mut(),
+        })
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.done = true;
+        if matches!(self.stage, Stage::Whole(_)) {
+            return Ok(());
+        }
+        // The decompressor may stop before its input's end: drain it, so
+        // the trailer is read.
+        let mut rest = [0u8; 256];
+        let trailer = loop {
+            let Some(h) = self.held() else { return Ok(()) };
+            if let Some(t) = h.trailer {
+                break t;
+            }
+            if h.read(&mut rest)? > 0 {
+                return Err(invalid("data after the compressed payload".into()));
+            }
+        };
+        if self.seen != self.expected {
+            return Err(invalid(format!(
+                "the content has {} bytes, the header records {}",
+                self.seen, self.expected
+            )));
+        }
+        let actual: [u8; 32] =
+            match std::mem::replace(&mut self.hasher, StreamHasher::Sha256(Sha256::new())) {
+                StreamHasher::Sha256(h) => h.finalize().into(),
+                StreamHasher::Blake3(h) => *h.finalize().as_bytes(),
+            };
+        if actual != trailer {
+            return Err(invalid(format!(
+                "checksum mismatch: content has {}, the object records {}",
+                ContentDigest {
+                    kind: self.kind,
+                    bytes: actual
+                },
+                ContentDigest {
+                    kind: self.kind,
+                    bytes: trailer
+                }
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Read for OpenStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.done || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = match &mut self.stage {
+            Stage::Whole(c) => c.read(buf)?,
+            Stage::Plain(h) => h.read(buf)?,
+            Stage::Zstd(d) => d
+                .read(buf)
+                .map_err(|e| invalid(format!("payload does not decompress: {e}")))?,
+            Stage::Gzip(d) => d
+                .read(buf)
+                .map_err(|e| invalid(format!("payload does not decompress: {e}")))?,
+        };
+        if n == 0 {
+            self.finish()?;
+            return Ok(0);
+        }
+        if !matches!(self.stage, Stage::Whole(_)) {
+            match &mut self.hasher {
+                StreamHasher::Sha256(h) => h.update(&buf[..n]),
+                StreamHasher::Blake3(h) => {
+                    h.update(&buf[..n]);
+                }
+            }
+            self.seen += n as u64;
+            if self.seen > self.expected {
+                return Err(invalid(format!(
+                    "the content is longer than the {} bytes the header records",
+                    self.expected
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Open a stored object from a stream, without holding it in memory
+/// (except format version 1 and lz4 objects, which are read whole): the
+/// header is checked now, the content as it is read (see [`OpenStream`]).
+pub fn open_stream<'a>(mut r: Box<dyn Read + Send + 'a>) -> Result<OpenStream<'a>, EnvelopeError> {
+    let mut head = [0u8; HEADER_LEN_V2];
+    let mut got = 0;
+    while got < HEADER_LEN_V2 {
+        match r.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(EnvelopeError::Corrupt(e.to_string())),
+        }
+    }
+    let whole =
+        |head: &[u8], mut r: Box<dyn Read + Send + 'a>| -> Result<OpenStream<'a>, EnvelopeError> {
+            let mut all = head.to_vec();
+            r.read_to_end(&mut all)
+                .map_err(|e| EnvelopeError::Corrupt(e.to_string()))?;
+            let (h, data) = open(&all)?;
+            Ok(OpenStream {
+                stage: Stage::Whole(io::Cursor::new(data)),
+                hasher: StreamHasher::Sha256(Sha256::new()),
+                kind: h.digest.kind,
+                seen: 0,
+                expected: h.original_len,
+                done: false,
+            })
+        };
+    if got < 8 || head[..7] != MAGIC_PREFIX || head[7] != 2 || got < HEADER_LEN_V2 {
+        return whole(&head[..got], r);
+    }
+    let compression =
+        Compression::from_code(head[8]).ok_or(EnvelopeError::UnknownCompression(head[8]))?;
+    let kind = DigestKind::from_code(head[9]).ok_or(EnvelopeError::UnknownDigest(head[9]))?;
+    if compression == Compression::Lz4 {
+        return whole(&head, r);
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[16..24]);
+    let held = Held {
+        inner: r,
+        pending: Vec::new(),
+        start: 0,
+        eof: false,
+        trailer: None,
+    };
+    let stage = match compression {
+        Compression::None => Stage::Plain(held),
+        Compression::Zstd => Stage::Zstd(Box::new(
+            zstd::stream::read::Decoder::new(held)
+                .map_err(|e| EnvelopeError::Corrupt(e.to_string()))?,
+        )),
+        Compression::Gzip => Stage::Gzip(Box::new(flate2::read::GzDecoder::new(held))),
+        Compression::Lz4 => return Err(EnvelopeError::UnknownCompression(head[8])),
+    };
+    Ok(OpenStream {
+        stage,
+        hasher: match kind {
+            DigestKind::Sha256 => StreamHasher::Sha256(Sha256::new()),
+            DigestKind::Blake3 => StreamHasher::Blake3(Box::new(blake3::Hasher::new())),
+        },
+        kind,
+        seen: 0,
+        expected: u64::from_le_bytes(len),
+        done: false,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn read_stream(obj: Vec<u8>) -> io::Result<Vec<u8>> {
+        let mut s =
+            open_stream(Box::new(io::Cursor::new(obj))).map_err(|e| invalid(e.to_string()))?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_stream_opens_every_kind_of_object_and_catches_every_fault() {
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in Compression::ALL {
+            let mut sealed = Vec::new();
+            SealReader::new(&data[..], data.len() as u64, c, 0)
+                .unwrap()
+                .read_to_end(&mut sealed)
+                .unwrap();
+            assert_eq!(read_stream(sealed.clone()).unwrap(), data, "{c}");
+            // A flipped byte in the payload, the digest, or a cut object.
+            let mut bad = sealed.clone();
+            let mid = HEADER_LEN_V2 + (bad.len() - HEADER_LEN_V2 - TRAILER_LEN) / 2;
+            bad[mid] ^= 0x20;
+            assert!(read_stream(bad).is_err(), "{c}: payload");
+            let mut bad = sealed.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            assert!(read_stream(bad).is_err(), "{c}: digest");
+            let cut = sealed[..sealed.len() - 100].to_vec();
+            assert!(read_stream(cut).is_err(), "{c}: truncated");
+        }
+        // Format version 1 too.
+        let v1 = seal_v1(&data, Compression::Zstd, 1).unwrap();
+        assert_eq!(read_stream(v1).unwrap(), data);
+    }
 
     #[test]
     fn seal_and_open_round_trip_for_every_compression() {

@@ -287,6 +287,13 @@ fn rebuild_file(
         .map_err(|e| io_err("create", &job.path, e))?;
     let layers = job.layers.iter().rev().skip(usize::from(skip_base));
     for &(backup, entry) in layers {
+        if entry.blocks.is_none() && entry.offset.is_none() {
+            // A whole file in its own object: streamed, never held whole.
+            objects
+                .stream_to(entry, &mut out)
+                .map_err(|reason| bad(&entry.key, backup, reason))?;
+            continue;
+        }
         let data = objects
             .read(entry)
             .map_err(|reason| bad(&entry.key, backup, reason))?;
@@ -342,6 +349,20 @@ pub fn rebuild(
             key: manifest_key.clone(),
             reason: format!("\"{}\": {reason}", f.path),
         })?;
+        // Each object lies inside the prefix of the backup that lists it.
+        for (backup, entry) in &layers {
+            let own = format!("{}/", physical::backup_prefix(cluster, backup));
+            if !entry.key.is_empty() && !entry.key.starts_with(&own) {
+                return Err(Error::BadMetadata {
+                    location: location.clone(),
+                    key: manifest_key.clone(),
+                    reason: format!(
+                        "the object \"{}\" of \"{}\" lies outside backup \"{backup}\"",
+                        entry.key, f.path
+                    ),
+                });
+            }
+        }
         jobs.push(Job {
             path,
             rel: f.path.clone(),

@@ -19,6 +19,7 @@ pub fn run_all(storage: &dyn Storage) {
     );
     missing_objects(storage);
     put_get_round_trip(storage);
+    get_reader_streams_the_same_bytes(storage);
     create_never_overwrites(storage);
     overwrite_replaces(storage);
     list_is_prefix_based_sorted_and_deep(storage);
@@ -43,6 +44,37 @@ fn missing_objects(s: &dyn Storage) {
         .list("conf/missing")
         .expect("list of a missing prefix")
         .is_empty());
+}
+
+fn get_reader_streams_the_same_bytes(s: &dyn Storage) {
+    match s.get_reader("conf/missing") {
+        Err(StorageError::NotFound { key, .. }) => assert_eq!(key, "conf/missing"),
+        Err(e) => panic!("get_reader of a missing object must be NotFound, got {e:?}"),
+        Ok(_) => panic!("get_reader of a missing object must be NotFound, got a stream"),
+    }
+    // Larger than one S3 response chunk and than the local reader's buffer.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    s.put("conf/reader/big", &data, PutMode::Create)
+        .expect("put");
+    let mut got = Vec::new();
+    s.get_reader("conf/reader/big")
+        .expect("get_reader")
+        .read_to_end(&mut got)
+        .expect("read the stream");
+    assert!(
+        got == data,
+        "get_reader must yield exactly the stored bytes"
+    );
+    s.put("conf/reader/empty", b"", PutMode::Create)
+        .expect("put");
+    let mut got = Vec::new();
+    s.get_reader("conf/reader/empty")
+        .expect("get_reader of an empty object")
+        .read_to_end(&mut got)
+        .expect("read");
+    assert!(got.is_empty());
+    s.delete("conf/reader/big").expect("delete");
+    s.delete("conf/reader/empty").expect("delete");
 }
 
 fn put_get_round_trip(s: &dyn Storage) {

@@ -223,6 +223,27 @@ impl Storage for LocalStorage {
         })
     }
 
+    fn get_reader<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        let path = self.path(key)?;
+        match fs::File::open(&path) {
+            Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => {
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+            }
+            Ok(_) => Err(StorageError::NotFound {
+                key: key.to_string(),
+                location: self.location(),
+            }),
+            Err(e) if e.kind() == ErrorKind::NotFound => Err(StorageError::NotFound {
+                key: key.to_string(),
+                location: self.location(),
+            }),
+            Err(e) => Err(self.io("read", key, e)),
+        }
+    }
+
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
         let path = self.path(key)?;
         match fs::metadata(&path) {

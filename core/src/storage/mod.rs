@@ -11,6 +11,12 @@
 //!
 //! - **`get`**: the whole object. A missing object is
 //!   [`StorageError::NotFound`], never an empty buffer.
+//! - **`get_reader`**: the same bytes as `get`, as a stream, so a large
+//!   object is never held whole in memory (local: the file; S3: the
+//!   response body, chunk by chunk, each chunk within the operation
+//!   timeout). A missing object is [`StorageError::NotFound`] from the call
+//!   itself. A failure in the middle is an error of a `read` (the caller
+//!   must throw away what it read).
 //! - **`head`**: `Ok(None)` for a missing object (not an error), else its size.
 //! - **`put`**: stores the whole object **durably and atomically**.
 //!   - Durable: once `put` returns `Ok`, the object survives a crash or power
@@ -122,6 +128,13 @@ pub trait Storage: Send + Sync {
     /// Where this storage is, for messages (`file:///var/lib/ark`, `s3://b/p`).
     fn location(&self) -> String;
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError>;
+    /// The object as a stream (see the contract); by default `get`'s bytes.
+    fn get_reader<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        Ok(Box::new(std::io::Cursor::new(self.get(key)?)))
+    }
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError>;
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError>;
     /// Store everything `body` yields until EOF; returns the bytes stored.

@@ -713,6 +713,52 @@ fn is_not_found<E: aws_sdk_s3::error::ProvideErrorMetadata>(err: &SdkError<E, Re
         )
 }
 
+/// An object's body from S3, read chunk by chunk on the storage's runtime.
+struct S3Body<'a> {
+    storage: &'a S3Storage,
+    key: String,
+    body: Option<aws_sdk_s3::primitives::ByteStream>,
+    chunk: Vec<u8>,
+    at: usize,
+}
+
+impl std::io::Read for S3Body<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.at >= self.chunk.len() {
+            let Some(mut body) = self.body.take() else {
+                return Ok(0);
+            };
+            let next = self
+                .storage
+                .run(async move {
+                    let n = body.next().await;
+                    (body, n)
+                })
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            match next {
+                (_, None) => return Ok(0),
+                (body, Some(Ok(bytes))) => {
+                    self.body = Some(body);
+                    self.chunk = bytes.to_vec();
+                    self.at = 0;
+                }
+                (_, Some(Err(e))) => {
+                    return Err(std::io::Error::other(format!(
+                        "could not read \"{}\" in {}: {}",
+                        self.key,
+                        self.storage.location(),
+                        DisplayErrorContext(&e)
+                    )))
+                }
+            }
+        }
+        let n = (self.chunk.len() - self.at).min(buf.len());
+        buf[..n].copy_from_slice(&self.chunk[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
 impl Storage for S3Storage {
     fn location(&self) -> String {
         if self.prefix.is_empty() {
@@ -744,6 +790,30 @@ impl Storage for S3Storage {
             }),
             Err(Ok(e)) => Err(self.describe("read", key, &e)),
             Err(Err(msg)) => Err(self.backend(format!("could not read \"{key}\": {msg}"))),
+        }
+    }
+
+    fn get_reader<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        let full = self.full_key(key)?;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let r =
+            self.run(async move { client.get_object().bucket(bucket).key(full).send().await })?;
+        match r {
+            Ok(out) => Ok(Box::new(S3Body {
+                storage: self,
+                key: key.to_string(),
+                body: Some(out.body),
+                chunk: Vec::new(),
+                at: 0,
+            })),
+            Err(e) if is_not_found(&e) => Err(StorageError::NotFound {
+                key: key.into(),
+                location: self.location(),
+            }),
+            Err(e) => Err(self.describe("read", key, &e)),
         }
     }
 
