@@ -17,7 +17,8 @@
 //!    fixed depth of 4, and none.
 //!
 //! Run: `make bench-restore` (or `make bench`), with pg_ark installed in
-//! PG_CONFIG's PostgreSQL (17 or later: pg_combinebackup).
+//! PG_CONFIG's PostgreSQL (17 or later: pg_combinebackup);
+//! `ARK_BENCH_ONLY=restore` or `=replay` runs one part.
 use pg_ark_tests::{
     archiving, dir_size, pg_ark, temp_dir, wait_job, Cluster, ClusterOptions, S3Server,
 };
@@ -277,10 +278,16 @@ fn replay_from_s3() {
 }
 
 fn main() {
-    if pg_ark_tests::PgInstall::from_env().major < 17 {
-        eprintln!("pg_combinebackup needs PostgreSQL 17 or later; only the replay part runs");
-    } else {
-        restore_vs_combinebackup();
+    // ARK_BENCH_ONLY=restore or =replay runs one part.
+    let only = std::env::var("ARK_BENCH_ONLY").unwrap_or_default();
+    if only != "replay" {
+        if pg_ark_tests::PgInstall::from_env().major < 17 {
+            eprintln!("pg_combinebackup needs PostgreSQL 17 or later; only the replay part runs");
+        } else {
+            restore_vs_combinebackup();
+        }
     }
-    replay_from_s3();
+    if only != "restore" {
+        replay_from_s3();
+    }
 }

@@ -535,6 +535,8 @@ pub struct OpenStream<'a> {
     seen: u64,
     expected: u64,
     done: bool,
+    /// The content's digest, once the end was reached and it matched.
+    verified: Option<ContentDigest>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -592,7 +594,23 @@ impl<'a> OpenStream<'a> {
                 }
             )));
         }
+        self.verified = Some(ContentDigest {
+            kind: self.kind,
+            bytes: actual,
+        });
         Ok(())
+    }
+
+    /// Whether the content is streamed and checked against a BLAKE3 digest
+    /// (then [`OpenStream::verified_digest`] gives it at the end).
+    pub fn is_blake3_stream(&self) -> bool {
+        !matches!(self.stage, Stage::Whole(_)) && self.kind == DigestKind::Blake3
+    }
+
+    /// The digest of the whole content, once it has all been read and
+    /// checked (`None` before, and for objects opened whole).
+    pub fn verified_digest(&self) -> Option<ContentDigest> {
+        self.verified
     }
 }
 
@@ -661,6 +679,7 @@ pub fn open_stream<'a>(mut r: Box<dyn Read + Send + 'a>) -> Result<OpenStream<'a
                 seen: 0,
                 expected: h.original_len,
                 done: false,
+                verified: None,
             })
         };
     if got < 8 || head[..7] != MAGIC_PREFIX || head[7] != 2 || got < HEADER_LEN_V2 {
@@ -700,6 +719,7 @@ pub fn open_stream<'a>(mut r: Box<dyn Read + Send + 'a>) -> Result<OpenStream<'a
         seen: 0,
         expected: u64::from_le_bytes(len),
         done: false,
+        verified: None,
     })
 }
 

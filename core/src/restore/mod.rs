@@ -314,12 +314,38 @@ fn rebuild_file(
             }
         }
     }
-    out.sync_all().map_err(|e| io_err("fsync", &job.path, e))?;
+    // fsync'd with all the others at the end (see `rebuild`).
     Ok(if skip_base {
         Done::Patched
     } else {
         Done::Written
     })
+}
+
+/// fsync every path (files and directories), `threads` at a time.
+fn sync_paths(paths: &[&Path], threads: usize) -> Result<(), Error> {
+    let next = AtomicUsize::new(0);
+    let failure: Mutex<Option<Error>> = Mutex::new(None);
+    crate::threads::with_signals_blocked(|| {
+        std::thread::scope(|s| {
+            for _ in 0..threads.max(1) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(p) = paths.get(i) else { return };
+                    let r = fs::File::open(p).and_then(|f| f.sync_all());
+                    if let Err(e) = r {
+                        let mut f = failure.lock().unwrap_or_else(|p| p.into_inner());
+                        f.get_or_insert(io_err("fsync", p, e));
+                        return;
+                    }
+                });
+            }
+        })
+    });
+    match failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 /// Rebuild backup `id` into `target` (see the module documentation).
@@ -527,6 +553,20 @@ pub fn rebuild(
     if let Some(e) = failure.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
+    // Durable before the restore says it is done: every file, then every
+    // directory. Done at the end, by all threads, so the kernel writes back
+    // while files are still being rebuilt instead of each thread waiting on
+    // its own file's flush.
+    let mut dirs: Vec<PathBuf> = manifest.dirs.iter().map(|d| target.join(d)).collect();
+    dirs.push(target.to_path_buf());
+    dirs.push(target.join("pg_tblspc"));
+    dirs.extend(links.iter().map(|(_, l)| l.clone()));
+    let paths: Vec<&Path> = jobs
+        .iter()
+        .map(|j| j.path.as_path())
+        .chain(dirs.iter().map(PathBuf::as_path))
+        .collect();
+    sync_paths(&paths, threads)?;
     if counters.cancel.load(Ordering::Relaxed) {
         return Err(refused(
             target,
