@@ -650,14 +650,44 @@ fn a_cluster_with_a_tablespace_is_backed_up_and_restored_completely() {
     let dir = temp_dir("ark-restore-");
     let data = dir.path().join("data");
     let moved = dir.path().join("extra");
-    let map = [(oid.clone(), moved.clone())].into();
-    physical::restore_backup_with(&entry, &id, &data, &map).unwrap();
+    // With the CLI, as an operator would: --tablespace-map OID=DIR. The
+    // original location is not empty, so without the map it is refused.
+    let url = format!("file://{}", repo_dir.path().display());
+    let (ok, _, err) = pg_ark_tests::pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--backup",
+        &id,
+        "--immediate",
+    ]);
+    assert!(
+        !ok && err.contains("is not empty") && err.contains("--tablespace-map"),
+        "{err}"
+    );
+    assert!(!data.exists(), "nothing written before the refusal");
+    let map = format!("{oid}={}", moved.display());
+    let (ok, out, err) = pg_ark_tests::pg_ark(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--backup",
+        &id,
+        "--immediate",
+        "--archive-off",
+        "--tablespace-map",
+        &map,
+    ]);
+    assert!(ok, "{out}{err}");
     assert_eq!(
         std::fs::read_link(data.join("pg_tblspc").join(&oid)).unwrap(),
         moved
     );
-    let restored =
-        Cluster::recover_restored(dir, data, &wal_get_command(repo_dir.path()), &[&moved]);
+    let restored = Cluster::start_restored(dir, data, &[&moved]);
     let mut r = restored.client();
     assert_eq!(table_digest(&mut r, "t"), before);
     let location: String = r
