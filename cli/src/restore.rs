@@ -325,7 +325,14 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
         .as_ref()
         .map(|d| d.join("pg_ctl"))
         .unwrap_or_else(|| PathBuf::from("pg_ctl"));
+    // A fresh log: one the restored directory brought along (a backup of
+    // a cluster restored before) must not answer for this start.
     let log = pgdata.join("pg_ark_restore.log");
+    match std::fs::remove_file(&log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Failure::Message(format!("{}: {e}", log.display()))),
+    }
     let status = std::process::Command::new(&pg_ctl)
         .arg("-D")
         .arg(pgdata)
@@ -362,7 +369,7 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
         }
         let done = match action {
             "pause" => text.contains("pausing at the end of recovery"),
-            "shutdown" => !pgdata.join("postmaster.pid").exists(),
+            "shutdown" => text.contains("database system is shut down"),
             _ => text.contains("database system is ready to accept connections"),
         };
         if done {

@@ -131,7 +131,7 @@ fn download(
         _ => dir.join("dump"),
     };
     if d.format == DumpFormat::Directory {
-        std::fs::create_dir_all(&target)
+        std::fs::create_dir(&target)
             .map_err(|e| Failure::Message(format!("{}: {e}", target.display())))?;
     }
     for f in &d.files {
@@ -165,7 +165,17 @@ fn download(
         } else {
             target.clone()
         };
-        std::fs::write(&path, &data)
+        // Only the owner may read it; a name already there is an error.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?
+        };
+        file.write_all(&data)
             .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?;
     }
     Ok(target)
@@ -230,6 +240,12 @@ pub fn run(a: &Args) -> Result<(), Failure> {
             )));
         }
     }
+    if a.clean && dump.format == DumpFormat::Plain {
+        return Err(Failure::Message(format!(
+            "dump \"{}\" is a plain SQL script, which cannot drop what it would recreate: --clean needs a custom or directory dump (restore into an empty database instead, or use --into)",
+            dump.label
+        )));
+    }
     let work = tempfile_dir(a.work_dir.as_deref())?;
     let path = download(&cluster, dump, work.path())?;
     eprintln!(
@@ -287,12 +303,28 @@ impl Drop for Scratch {
     }
 }
 
+/// A new directory only its owner can use (mode 0700, created here: an
+/// existing directory or link of that name is an error, never reused).
 fn tempfile_dir(base: Option<&Path>) -> Result<Scratch, Failure> {
+    use std::hash::{BuildHasher, Hasher};
+    use std::os::unix::fs::DirBuilderExt;
     let base = base
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join(format!("pg_ark-restore-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    let dir = base.join(format!(
+        "pg_ark-restore-{}-{:016x}",
+        std::process::id(),
+        h.finish()
+    ));
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
         .map_err(|e| Failure::Message(format!("{}: {e}", dir.display())))?;
     Ok(Scratch(dir))
 }

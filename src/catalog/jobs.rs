@@ -330,9 +330,8 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
 }
 
 /// The backup and job named by `pg_ark restore`'s marker in the data
-/// directory (`pg_ark/restored_from.json`), once recovery has ended. The
-/// marker is removed then: it applies only to the first start after the
-/// restore.
+/// directory (`pg_ark/restored_from.json`), once recovery has ended and
+/// while that job still shows as running.
 fn restored_from() -> Option<(String, i64)> {
     // SAFETY: plain reads of shared state and of DataDir (set at startup,
     // never changed), on the backend's own thread.
@@ -348,12 +347,22 @@ fn restored_from() -> Option<(String, i64)> {
     };
     let path = std::path::Path::new(&dir).join(pg_ark_core::restore::RESTORED_FROM);
     let text = std::fs::read_to_string(&path).ok()?;
-    let _ = std::fs::remove_file(&path);
     let doc: Value = serde_json::from_str(&text).ok()?;
-    Some((
+    let (backup, job) = (
         doc["backup_id"].as_str()?.to_string(),
         doc["job_id"].as_i64()?,
-    ))
+    );
+    // Removed only once an earlier, committed pass has recorded the job
+    // (it is no longer running): a pass that fails and rolls back keeps it.
+    let state =
+        Spi::get_one_with_args::<String>("SELECT state FROM ark.jobs WHERE id = $1", &[job.into()])
+            .ok()
+            .flatten();
+    if state.as_deref() != Some("running") {
+        let _ = std::fs::remove_file(&path);
+        return None;
+    }
+    Some((backup, job))
 }
 
 pub fn prune_history() -> Result<(), crate::error::ArkError> {

@@ -72,7 +72,10 @@ fn plan_rows(
         false,
     )?);
     let cluster = repository.cluster(sysid, major, false)?;
-    let p = plan::plan(&cluster, &req, &target_action)?;
+    // Reading the archived WAL can take a while: it can be cancelled.
+    let p = plan::plan_with(&cluster, &req, &target_action, &|| {
+        pgrx::check_for_interrupts!();
+    })?;
     // pg_ark is installed beside postgres.
     // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
     let exe = unsafe {

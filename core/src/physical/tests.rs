@@ -145,6 +145,31 @@ fn a_tablespace_is_backed_up_behind_its_link_and_restored_where_asked() {
         vec![5u8; 8192]
     );
     assert!(!moved.join("PG_16_202307071").exists());
+    // A delta restore over the original location (another major's folder
+    // beside ours, after pg_upgrade) leaves that folder alone, and a map for
+    // a tablespace the backup does not have is refused.
+    let opts = crate::restore::Options {
+        delta: true,
+        jobs: 2,
+        ..Default::default()
+    };
+    let over = out.path().join("over");
+    crate::restore::rebuild(&c, "t1", &over, &opts, &Default::default()).unwrap();
+    assert_eq!(
+        fs::read(ts.path().join("PG_16_202307071/5/99")).unwrap(),
+        b"another major's"
+    );
+    assert_eq!(
+        fs::read(ts.path().join("PG_17_202406281/5/16500")).unwrap(),
+        vec![5u8; 8192]
+    );
+    let bad = crate::restore::Options {
+        tablespaces: [("99999".to_string(), moved.clone())].into(),
+        ..Default::default()
+    };
+    let e = crate::restore::rebuild(&c, "t1", &out.path().join("x"), &bad, &Default::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("no tablespace 99999"), "{e}");
 }
 
 #[test]

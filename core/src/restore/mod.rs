@@ -189,6 +189,10 @@ fn remove_extra(
     let Ok(entries) = fs::read_dir(&dir) else {
         return Ok(());
     };
+    // Directly in a tablespace's location, only this major's own
+    // `PG_<major>_…` folder is the backup's: another major's (after
+    // pg_upgrade), or anything else there, is never touched.
+    let tablespace_root = links.contains(rel);
     for e in entries {
         let e = e.map_err(|err| io_err("read directory", &dir, err))?;
         let name = e.file_name().to_string_lossy().into_owned();
@@ -197,6 +201,13 @@ fn remove_extra(
         } else {
             format!("{rel}/{name}")
         };
+        if tablespace_root {
+            let ours =
+                dirs.contains(&child) || files.iter().any(|f| f.starts_with(&format!("{child}/")));
+            if !ours {
+                continue;
+            }
+        }
         let path = e.path();
         let meta = fs::symlink_metadata(&path).map_err(|err| io_err("stat", &path, err))?;
         if meta.file_type().is_symlink() {
@@ -406,6 +417,25 @@ pub fn rebuild(
     }
     for d in &manifest.dirs {
         inside(target, d, &manifest_key, &location)?;
+    }
+    for oid in opts.tablespaces.keys() {
+        if !manifest.tablespaces.iter().any(|t| &t.oid == oid) {
+            let known: Vec<&str> = manifest
+                .tablespaces
+                .iter()
+                .map(|t| t.oid.as_str())
+                .collect();
+            return Err(Error::InvalidLogicalRequest {
+                reason: format!(
+                    "the backup has no tablespace {oid} to map (its tablespaces: {})",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            });
+        }
     }
     let mut links = Vec::new();
     for ts in &manifest.tablespaces {

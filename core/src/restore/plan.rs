@@ -316,9 +316,23 @@ pub fn plan(
     req: &Request,
     recovery_target_action: &str,
 ) -> Result<Plan, Error> {
+    plan_with(cluster, req, recovery_target_action, &|| {})
+}
+
+/// [`plan`], calling `between` before each WAL segment it reads (the
+/// server's SQL function checks for interrupts there).
+pub fn plan_with(
+    cluster: &ClusterRepo,
+    req: &Request,
+    recovery_target_action: &str,
+    between: &dyn Fn(),
+) -> Result<Plan, Error> {
     let backups = physical::list_backups(cluster)?;
     let archive = Archive::load(cluster)?;
-    let mut get = |name: &str| cluster.get_wal(name);
+    let mut get = |name: &str| {
+        between();
+        cluster.get_wal(name)
+    };
     plan_from(
         &backups,
         &archive,
@@ -439,7 +453,7 @@ pub fn plan_from(
     let mut too_early = false;
     let mut found_any = false;
     // Lowest LSN from which the archive was read to its end with no match.
-    let mut searched_from: Option<u64> = None;
+    let mut searched_from: Option<(u32, u64)> = None;
     let mut earliest_consistent = None;
     for (b, start, stop, path, tli) in &candidates {
         let present = |segno: u64| {
@@ -524,14 +538,42 @@ pub fn plan_from(
                     let (r, h) = beyond(format!("LSN {}", format_lsn(*l)));
                     Verdict::No(r, h)
                 } else {
-                    Verdict::Ok {
-                        last_segno: l / SEGMENT,
-                        stop: format!("at LSN {}", format_lsn(*l)),
+                    // Recovery stops after the first record that starts at
+                    // or after the target: it must be in the archive whole.
+                    let name_of = |segno: u64| Some(segment_name(timeline_for(path, segno), segno));
+                    let end =
+                        wal_scan::scan(*start, Some(*l), &name_of, &mut *get, &mut |_| false)?;
+                    let next = match end {
+                        ScanEnd::Reached { at } => wal_scan::record_at(at, &name_of, &mut *get)?
+                            .ok()
+                            .map(|next| (at, next)),
+                        _ => None,
+                    };
+                    match next {
+                        Some((at, next)) => Verdict::Ok {
+                            last_segno: next.saturating_sub(1) / SEGMENT,
+                            stop: format!(
+                                "at LSN {}, after the record that starts at {}",
+                                format_lsn(*l),
+                                format_lsn(at)
+                            ),
+                        },
+                        None => {
+                            let (r, h) = beyond(format!(
+                                "LSN {} (recovery stops after the first record at or after it)",
+                                format_lsn(*l)
+                            ));
+                            Verdict::No(r, h)
+                        }
                     }
                 }
             }
             Target::Time(_) | Target::Xid(_) | Target::Name(_) => {
-                let until = searched_from.filter(|f| f > start);
+                // Only a scan along the same path (with `current`, each
+                // backup has its own) says what lies beyond.
+                let until = searched_from
+                    .filter(|(t, f)| t == tli && f > start)
+                    .map(|(_, f)| f);
                 let mut found: Option<Event> = None;
                 let name_of = |segno: u64| Some(segment_name(timeline_for(path, segno), segno));
                 let target = req.target.clone();
@@ -573,8 +615,9 @@ pub fn plan_from(
                     None => {
                         // Not from this backup's start on; an older backup
                         // reads only what lies before.
-                        if searched_from.is_none() || matches!(end, ScanEnd::Reached { .. }) {
-                            searched_from = Some(*start);
+                        let same_path = searched_from.is_some_and(|(t, _)| t == *tli);
+                        if !same_path || matches!(end, ScanEnd::Reached { .. }) {
+                            searched_from = Some((*tli, *start));
                         }
                         let (r, h) = no_target(&req.target, &beyond);
                         Verdict::No(r, h)
@@ -699,6 +742,21 @@ fn finish(
         )),
         Target::Name(n) => settings.push(("recovery_target_name".into(), quote(n))),
     }
+    // Every other target blank and inclusive on, here in
+    // postgresql.auto.conf, whatever the restored postgresql.conf says:
+    // the plan's stop point assumes exactly these.
+    for other in [
+        "recovery_target",
+        "recovery_target_time",
+        "recovery_target_lsn",
+        "recovery_target_xid",
+        "recovery_target_name",
+    ] {
+        if !settings.iter().any(|(k, _)| k == other) {
+            settings.push((other.into(), "''".into()));
+        }
+    }
+    settings.push(("recovery_target_inclusive".into(), quote("on")));
     settings.push(("recovery_target_timeline".into(), quote(&tli.to_string())));
     if req.target != Target::Latest {
         settings.push(("recovery_target_action".into(), quote(action)));

@@ -22,6 +22,9 @@ const SHORT_HEADER: u64 = 24;
 const LONG_HEADER: u64 = 40;
 const XLP_FIRST_IS_CONTRECORD: u16 = 0x0001;
 const XLP_LONG_HEADER: u16 = 0x0002;
+/// The record continued here was aborted by a crash; a new one begins
+/// (PostgreSQL 15+, `XLOG_OVERWRITE_CONTRECORD`).
+const XLP_FIRST_IS_OVERWRITE_CONTRECORD: u16 = 0x0008;
 const RECORD_HEADER: usize = 24;
 const RM_XLOG_ID: u8 = 0;
 const RM_XACT_ID: u8 = 1;
@@ -178,6 +181,8 @@ enum Read {
         start: u64,
         next: u64,
     },
+    /// Start over at this page (an overwritten continuation record).
+    Restart(u64),
     End(ScanEnd),
 }
 
@@ -202,6 +207,11 @@ fn read_record(s: &mut Stream<'_>, mut pos: u64) -> Result<Read, Error> {
             // A page boundary: the record (or its continuation) follows the
             // header.
             if start.is_some() && info & XLP_FIRST_IS_CONTRECORD == 0 {
+                if info & XLP_FIRST_IS_OVERWRITE_CONTRECORD != 0 {
+                    // As xlogreader.c does: the partial record is
+                    // dropped and reading starts over at this page.
+                    return Ok(Read::Restart(page_lsn));
+                }
                 return Ok(Read::End(ScanEnd::EndOfWal { at: pos }));
             }
             pos += header;
@@ -394,6 +404,7 @@ pub fn scan(
         }
         match read_record(&mut s, pos)? {
             Read::End(end) => return Ok(end),
+            Read::Restart(page) => pos = page,
             Read::Record { bytes, start, next } => {
                 if start >= from {
                     if let Some(ev) = event_of(&bytes, start, next) {
@@ -404,6 +415,29 @@ pub fn scan(
                 }
                 pos = next;
             }
+        }
+    }
+}
+
+/// Whether a whole, valid record starts at `pos` (a record start, as
+/// [`scan`] reports with `ScanEnd::Reached`): where the next one starts, or
+/// why there is none.
+pub fn record_at(
+    pos: u64,
+    name_of: &dyn Fn(u64) -> Option<String>,
+    get: &mut GetSegment<'_>,
+) -> Result<Result<u64, ScanEnd>, Error> {
+    let mut s = Stream {
+        name_of,
+        get,
+        current: None,
+    };
+    let mut pos = pos;
+    loop {
+        match read_record(&mut s, pos)? {
+            Read::Record { next, .. } => return Ok(Ok(next)),
+            Read::Restart(page) => pos = page,
+            Read::End(end) => return Ok(Err(end)),
         }
     }
 }
@@ -447,6 +481,33 @@ pub(crate) mod tests {
             self.seg[a + 16..a + 20].copy_from_slice(&rem.to_le_bytes());
         }
         pub(crate) fn record(&mut self, rmid: u8, info: u8, xid: u32, main: &[u8]) -> u64 {
+            let rec = encode(rmid, info, xid, main);
+            self.place(&rec)
+        }
+
+        fn place(&mut self, rec: &[u8]) -> u64 {
+            let start = self.base + self.pos;
+            let mut left = rec;
+            while !left.is_empty() {
+                let room = (PAGE - self.pos % PAGE) as usize;
+                let n = room.min(left.len());
+                let at = self.pos as usize;
+                self.seg[at..at + n].copy_from_slice(&left[..n]);
+                left = &left[n..];
+                self.pos += n as u64;
+                if self.pos.is_multiple_of(PAGE) {
+                    self.header(self.pos, !left.is_empty(), left.len() as u32);
+                    self.pos += SHORT_HEADER;
+                }
+            }
+            self.pos = maxalign(self.pos);
+            start
+        }
+    }
+
+    /// A record's bytes, CRC included.
+    pub(crate) fn encode(rmid: u8, info: u8, xid: u32, main: &[u8]) -> Vec<u8> {
+        {
             let mut rec = vec![0u8; RECORD_HEADER];
             if main.len() < 256 {
                 rec.push(255);
@@ -463,22 +524,7 @@ pub(crate) mod tests {
             rec[17] = rmid;
             let crc = !crc32c(crc32c(!0, &rec[RECORD_HEADER..]), &rec[..20]);
             rec[20..24].copy_from_slice(&crc.to_le_bytes());
-            let start = self.base + self.pos;
-            let mut left = &rec[..];
-            while !left.is_empty() {
-                let room = (PAGE - self.pos % PAGE) as usize;
-                let n = room.min(left.len());
-                let at = self.pos as usize;
-                self.seg[at..at + n].copy_from_slice(&left[..n]);
-                left = &left[n..];
-                self.pos += n as u64;
-                if self.pos.is_multiple_of(PAGE) {
-                    self.header(self.pos, !left.is_empty(), left.len() as u32);
-                    self.pos += SHORT_HEADER;
-                }
-            }
-            self.pos = maxalign(self.pos);
-            start
+            rec
         }
     }
 
@@ -569,6 +615,44 @@ pub(crate) mod tests {
         })
         .unwrap();
         assert_eq!((end, n), (ScanEnd::EndOfWal { at: starts[5] }, 5));
+    }
+
+    #[test]
+    fn an_overwritten_continuation_record_is_skipped_as_postgresql_does() {
+        let mut w = Writer::new(3);
+        let mut n = 0;
+        while w.pos % PAGE < PAGE - 400 {
+            commit(&mut w, 100 + n, 0, 0);
+            n += 1;
+        }
+        // A record that crosses into the second page...
+        commit(&mut w, 500, 0, 2000);
+        commit(&mut w, 501, 0, 0);
+        // ...was cut by a crash: the second page now starts with a new
+        // record, flagged as overwriting the continuation.
+        let page2 = PAGE as usize;
+        let info = XLP_FIRST_IS_OVERWRITE_CONTRECORD;
+        w.seg[page2 + 2..page2 + 4].copy_from_slice(&info.to_le_bytes());
+        w.seg[page2 + 16..page2 + 20].copy_from_slice(&0u32.to_le_bytes());
+        let fresh = encode(RM_XACT_ID, 0x00, 999, &7i64.to_le_bytes());
+        let at = page2 + SHORT_HEADER as usize;
+        w.seg[at..at + fresh.len()].copy_from_slice(&fresh);
+        let end = maxalign((at + fresh.len()) as u64) as usize;
+        w.seg[end..end + 64].fill(0);
+        let seg = w.seg;
+        let name_of = |_: u64| Some("000000010000000000000003".to_string());
+        let mut get = |_: &str| -> Result<Option<Vec<u8>>, Error> { Ok(Some(seg.clone())) };
+        let mut xids = Vec::new();
+        scan(3 * SEGMENT, None, &name_of, &mut get, &mut |e| {
+            if let EventKind::Commit { xid } = e.kind {
+                xids.push(xid);
+            }
+            false
+        })
+        .unwrap();
+        assert_eq!(xids.len() as u32, n + 1, "{xids:?}");
+        assert_eq!(xids.last(), Some(&999), "{xids:?}");
+        assert!(!xids.contains(&500) && !xids.contains(&501), "{xids:?}");
     }
 
     #[test]
