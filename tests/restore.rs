@@ -97,7 +97,13 @@ fn plan_details(c: &mut postgres::Client, call: &str, action: &str) -> Vec<Strin
 #[test]
 fn point_in_time_restores_hold_exactly_the_rows_committed_before_each_target() {
     let repo_dir = temp_dir("ark-repo-");
-    let primary = Cluster::start_with(archiving(repo_dir.path()));
+    // Recovery settings in postgresql.conf, which a primary ignores and
+    // every backup carries: the restores override them.
+    let primary = Cluster::start_with(
+        archiving(repo_dir.path())
+            .set("recovery_target_inclusive", "off")
+            .set("recovery_target_name", "'elsewhere'"),
+    );
     let mut c = primary.client();
     c.batch_execute(
         "CREATE EXTENSION pg_ark;

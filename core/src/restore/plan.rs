@@ -730,21 +730,20 @@ fn finish(
         ));
     }
     let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let mut settings: Vec<(String, String)> = Vec::new();
-    match &req.target {
-        Target::Latest => {}
-        Target::Immediate => settings.push(("recovery_target".into(), quote("immediate"))),
-        Target::Time(t) => settings.push(("recovery_target_time".into(), quote(&format_time(*t)))),
-        Target::Lsn(l) => settings.push(("recovery_target_lsn".into(), quote(&format_lsn(*l)))),
-        Target::Xid(x) => settings.push((
-            "recovery_target_xid".into(),
-            quote(&(x & 0xFFFF_FFFF).to_string()),
-        )),
-        Target::Name(n) => settings.push(("recovery_target_name".into(), quote(n))),
-    }
+    let chosen: Option<(&str, String)> = match &req.target {
+        Target::Latest => None,
+        Target::Immediate => Some(("recovery_target", quote("immediate"))),
+        Target::Time(t) => Some(("recovery_target_time", quote(&format_time(*t)))),
+        Target::Lsn(l) => Some(("recovery_target_lsn", quote(&format_lsn(*l)))),
+        Target::Xid(x) => Some(("recovery_target_xid", quote(&(x & 0xFFFF_FFFF).to_string()))),
+        Target::Name(n) => Some(("recovery_target_name", quote(n))),
+    };
     // Every other target blank and inclusive on, here in
-    // postgresql.auto.conf, whatever the restored postgresql.conf says:
-    // the plan's stop point assumes exactly these.
+    // postgresql.auto.conf, whatever the restored postgresql.conf says: the
+    // plan's stop point assumes exactly these. The blanks come first:
+    // PostgreSQL refuses a blank assigned after a target is set ("multiple
+    // recovery targets specified").
+    let mut settings: Vec<(String, String)> = Vec::new();
     for other in [
         "recovery_target",
         "recovery_target_time",
@@ -752,9 +751,12 @@ fn finish(
         "recovery_target_xid",
         "recovery_target_name",
     ] {
-        if !settings.iter().any(|(k, _)| k == other) {
+        if chosen.as_ref().is_none_or(|(k, _)| *k != other) {
             settings.push((other.into(), "''".into()));
         }
+    }
+    if let Some((k, v)) = chosen {
+        settings.push((k.into(), v));
     }
     settings.push(("recovery_target_inclusive".into(), quote("on")));
     settings.push(("recovery_target_timeline".into(), quote(&tli.to_string())));
