@@ -5,6 +5,7 @@
 //! with `pg_ark restore --dry-run`.
 use pg_ark_core::physical;
 use pg_ark_core::storage::PutMode;
+use pg_ark_tests::commit_row;
 use pg_ark_tests::{
     archiving, give_to_test_user, open_repo, pg_ark, pgbench_digest, server_command, temp_dir,
     wait_job, wait_until, Cluster, PgInstall,
@@ -17,26 +18,6 @@ const ONCE: &str = r#"{"max_attempts": 1}"#;
 
 fn repo_url(dir: &Path) -> String {
     format!("file://{}", dir.display())
-}
-
-/// Insert row `id` in its own transaction; then (the time just after its
-/// commit, in UTC with its zone; the WAL insert LSN after it; its xid).
-fn commit_row(c: &mut postgres::Client, id: i32) -> (String, String, String) {
-    let xid: String = c
-        .query_one(
-            "INSERT INTO pitr (id) VALUES ($1) RETURNING xid::text",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
-    let row = c
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
-                    pg_current_wal_insert_lsn()::text",
-            &[],
-        )
-        .unwrap();
-    (row.get(0), row.get(1), xid)
 }
 
 fn switch_and_archive(cluster: &Cluster, c: &mut postgres::Client) {

@@ -435,26 +435,6 @@ fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
     assert_eq!(digest(&mut restored.client()), expected);
 }
 
-/// Insert row `id` of `pitr` in its own transaction; then the time just
-/// after its commit (UTC, with its zone) and its xid.
-fn commit_row(c: &mut postgres::Client, id: i32) -> (String, String) {
-    let xid: String = c
-        .query_one(
-            "INSERT INTO pitr (id) VALUES ($1) RETURNING xid::text",
-            &[&id],
-        )
-        .unwrap()
-        .get(0);
-    let at: String = c
-        .query_one(
-            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    (at, xid)
-}
-
 #[test]
 fn point_in_time_restores_from_s3_with_pg_ark_restore() {
     let s3 = S3Server::start();
@@ -479,11 +459,13 @@ fn point_in_time_restores_from_s3_with_pg_ark_restore() {
     backup(&mut c, "full");
     let mut marks = vec![(String::new(), String::new())];
     for id in 1..=3 {
-        marks.push(commit_row(&mut c, id));
+        let (at, _, xid) = pg_ark_tests::commit_row(&mut c, id);
+        marks.push((at, xid));
     }
     backup(&mut c, "incremental");
     for id in 4..=6 {
-        marks.push(commit_row(&mut c, id));
+        let (at, _, xid) = pg_ark_tests::commit_row(&mut c, id);
+        marks.push((at, xid));
     }
     let seg: String = c
         .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
@@ -494,17 +476,7 @@ fn point_in_time_restores_from_s3_with_pg_ark_restore() {
     });
     // The keys in a credentials file the restored server can read too.
     let keys = pg_ark_tests::temp_dir("ark-keys-");
-    let file = keys.path().join("credentials");
-    std::fs::write(
-        &file,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key, s3.secret_key
-        ),
-    )
-    .unwrap();
-    pg_ark_tests::give_to_test_user(&file);
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = s3.credentials_file(keys.path());
     let url = format!("s3://{}/pitr", s3.bucket);
     let endpoint = s3.endpoint();
     for (args, want) in [

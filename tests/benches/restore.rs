@@ -299,17 +299,7 @@ fn replay_from_s3() {
     cluster.wait_archived(&last, std::time::Duration::from_secs(600));
     let rows: i64 = c.query_one("SELECT count(*) FROM t", &[]).unwrap().get(0);
     let keys = temp_dir("ark-bench-keys-");
-    let file = keys.path().join("credentials");
-    std::fs::write(
-        &file,
-        format!(
-            "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-            s3.access_key, s3.secret_key
-        ),
-    )
-    .unwrap();
-    pg_ark_tests::give_to_test_user(&file);
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let file = s3.credentials_file(keys.path());
     let url = format!("s3://{}/replay", s3.bucket);
     let endpoint = s3.endpoint();
     let mut results = Vec::new();

@@ -154,6 +154,27 @@ pub fn pg_ark(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Insert row `id` into `pitr (id int, xid xid8 DEFAULT pg_current_xact_id())`
+/// in its own transaction; then (the time just after its commit, in UTC
+/// with its zone; the WAL insert LSN after it; its xid).
+pub fn commit_row(c: &mut postgres::Client, id: i32) -> (String, String, String) {
+    let xid: String = c
+        .query_one(
+            "INSERT INTO pitr (id) VALUES ($1) RETURNING xid::text",
+            &[&id],
+        )
+        .expect("insert into pitr")
+        .get(0);
+    let row = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00',
+                    pg_current_wal_insert_lsn()::text",
+            &[],
+        )
+        .expect("the time and LSN after the commit");
+    (row.get(0), row.get(1), xid)
+}
+
 /// Run `ark.wait(ark.backup(kind, options))` and return the job's document.
 pub fn wait_job(c: &mut postgres::Client, kind: &str, options: &str) -> serde_json::Value {
     let doc: String = c
@@ -1033,6 +1054,25 @@ impl S3Server {
         let _ = child.kill();
         let _ = child.wait();
         false
+    }
+
+    /// A file in `dir` with this server's keys in AWS's credentials format,
+    /// owned by the test user with mode 0600 (pg_ark refuses wider), for
+    /// `--s3-credentials-file`: readable by a restored server too.
+    pub fn credentials_file(&self, dir: &Path) -> PathBuf {
+        let file = dir.join("credentials");
+        fs::write(
+            &file,
+            format!(
+                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+                self.access_key, self.secret_key
+            ),
+        )
+        .expect("write the credentials file");
+        give_to_test_user(&file);
+        fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .expect("chmod the credentials file");
+        file
     }
 
     pub fn endpoint(&self) -> String {
