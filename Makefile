@@ -4,7 +4,11 @@
 #   make install   build the extension and the pg_ark CLI (release) and
 #                  install both into the PostgreSQL of PG_CONFIG
 #   make test      the whole suite, the way CI runs it
-#   make demo      a demo cluster with pg_ark loaded (Ctrl-C or make demo-stop)
+#   make demo      pg_ark's story on a demo cluster: schedules, a full and an
+#                  incremental backup, a point-in-time restore into a second
+#                  cluster, checked; then both stay up (Ctrl-C or make demo-stop)
+#   make demo-check  make demo run to its end, exiting with the check's status
+#                  and stopping its clusters (part of make test)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -20,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical bench-restore demo demo-stop clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical bench-restore demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -67,8 +71,9 @@ integration:
 # The smoke suite on the other supported majors: the skeleton, archiving
 # (15 and 16+ have different archive-module C APIs), the job queue
 # (shared memory, dynamic workers), physical backups restored, and restores
-# to targets found in the WAL (its record format across majors).
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore
+# to targets found in the WAL (its record format across majors), and restore
+# drills (a scratch cluster of each major, its psql and amcheck).
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
@@ -91,6 +96,7 @@ test: setup
 	@$(MAKE) --no-print-directory pgrx-test
 	@$(MAKE) --no-print-directory install-all
 	@$(MAKE) --no-print-directory integration
+	@$(MAKE) --no-print-directory demo-check
 	@$(MAKE) --no-print-directory smoke
 
 # Benchmarks, each comparing against its baselines in the same run.
@@ -116,6 +122,15 @@ demo: setup-demo
 
 demo-stop:
 	@bash scripts/demo.sh stop "$(PG_CONFIG)"
+
+# make demo itself, as a new user runs it (setup-demo, the install into 17,
+# the script), through to the point-in-time restore check, in its own
+# directory and ports (54331 and 54332) so it never meets a demo left running.
+DEMO_CHECK_DIR ?= /tmp/pg_ark-demo-check
+DEMO_CHECK_PORT ?= 54331
+demo-check:
+	@ARK_DEMO_EXIT=1 ARK_DEMO_DIR=$(DEMO_CHECK_DIR) ARK_DEMO_PORT=$(DEMO_CHECK_PORT) \
+	  $(MAKE) --no-print-directory demo
 
 clean-cache:
 	rm -rf "$(CARGO_TARGET_DIR)"

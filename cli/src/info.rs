@@ -79,6 +79,26 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                         .map(|p| format!(", on {p}"))
                         .unwrap_or_default()
                 );
+                let d = &b["drill"];
+                if d.is_object() {
+                    if d["ok"] == Value::Bool(true) {
+                        println!(
+                            "                 restore drill passed {} (job {}): RTO {} s (rebuild {} s, recovery {} s)",
+                            s(&d["at"]),
+                            d["job_id"],
+                            d["rto_seconds"],
+                            d["timings"]["rebuild_seconds"],
+                            d["timings"]["recovery_seconds"]
+                        );
+                    } else {
+                        println!(
+                            "                 restore drill FAILED {} (job {}): {}",
+                            s(&d["at"]),
+                            d["job_id"],
+                            s(&d["error"])
+                        );
+                    }
+                }
             }
         }
         for t in c["wal"]["timelines"]

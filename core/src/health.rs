@@ -5,6 +5,8 @@
 //! Rules (thresholds are settings):
 //! - **failing** when
 //!   - a job failed permanently and no later job of the same kind succeeded;
+//!   - the last restore drill of a backup that is still kept failed (the
+//!     backup did not restore, or its restore did not pass its checks);
 //!   - WAL archiving is failing: its last failure is newer than its last
 //!     success and at least `archive_backlog` files wait;
 //!   - a kind with an enabled schedule has not succeeded for twice
@@ -76,9 +78,19 @@ pub struct ArchiveFacts {
     pub last_failure_reason: Option<String>,
 }
 
+/// A kept backup whose last restore drill failed.
+#[derive(Debug, Clone)]
+pub struct DrillFacts {
+    pub backup_id: String,
+    pub job_id: Option<i64>,
+    pub error: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub now: f64,
+    /// Kept backups whose last drill failed.
+    pub failed_drills: Vec<DrillFacts>,
     pub kinds: Vec<KindFacts>,
     pub retrying: Vec<JobFacts>,
     pub failed: Vec<JobFacts>,
@@ -125,6 +137,18 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
                 j.attempts,
                 if j.attempts == 1 { "" } else { "s" },
                 j.last_error.as_deref().unwrap_or("no error recorded")
+            ),
+            &mut messages,
+        );
+    }
+    for d in &facts.failed_drills {
+        raise(
+            Verdict::Failing,
+            format!(
+                "the restore drill{} of backup {} failed: {}",
+                d.job_id.map(|j| format!(" (job {j})")).unwrap_or_default(),
+                d.backup_id,
+                d.error
             ),
             &mut messages,
         );
@@ -253,6 +277,7 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             now: 100.0 * DAY,
+            failed_drills: vec![],
             kinds: vec![],
             retrying: vec![],
             failed: vec![],
@@ -269,6 +294,22 @@ mod tests {
             last_error: Some("pg_dump failed".into()),
             superseded,
         }
+    }
+
+    #[test]
+    fn a_failed_drill_is_failing() {
+        let mut f = facts();
+        f.failed_drills.push(DrillFacts {
+            backup_id: "20261201T000000Z-F-j1".into(),
+            job_id: Some(4),
+            error: "base/5/16384: content differs from the manifest".into(),
+        });
+        let r = evaluate(&f, &t());
+        assert_eq!(r.verdict, Verdict::Failing);
+        assert_eq!(
+            r.messages,
+            vec!["the restore drill (job 4) of backup 20261201T000000Z-F-j1 failed: base/5/16384: content differs from the manifest"]
+        );
     }
 
     #[test]

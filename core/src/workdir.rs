@@ -90,7 +90,8 @@ pub fn job_of(name: &str) -> Option<i64> {
 }
 
 /// Remove the staging directories in `dir` of jobs for which `running`
-/// says no: the leftovers of workers that died. Returns what it removed.
+/// says no: the leftovers of workers that died (a restore drill's scratch
+/// server still running in one is stopped first). Returns what it removed.
 pub fn sweep(dir: &Path, running: impl Fn(i64) -> bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -101,7 +102,12 @@ pub fn sweep(dir: &Path, running: impl Fn(i64) -> bool) -> Vec<PathBuf> {
         let Some(job) = job_of(&name.to_string_lossy()) else {
             continue;
         };
-        if !running(job) && std::fs::remove_dir_all(e.path()).is_ok() {
+        if running(job) {
+            continue;
+        }
+        // A restore drill's scratch server that outlived its worker.
+        crate::restore::drill::stop_leftover_server(&e.path());
+        if std::fs::remove_dir_all(e.path()).is_ok() {
             removed.push(e.path());
         }
     }

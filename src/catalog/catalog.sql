@@ -23,7 +23,7 @@ CREATE TABLE ark.schedules (
     name        text NOT NULL UNIQUE CHECK (name <> ''),
     cron        text NOT NULL,
     kind        text NOT NULL
-                CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify')),
+                CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill')),
     options     jsonb NOT NULL DEFAULT '{}',
     enabled     boolean NOT NULL DEFAULT true,
     next_run    timestamptz,
@@ -35,7 +35,7 @@ CREATE TABLE ark.schedules (
 CREATE TABLE ark.jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind             text NOT NULL
-                     CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify')),
+                     CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill')),
     options          jsonb NOT NULL DEFAULT '{}',
     schedule_name    text,
     scheduled_for    timestamptz,

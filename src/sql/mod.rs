@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 mod archive;
 mod backups;
 pub mod jobs;
-mod restore;
+pub(crate) mod restore;
 pub mod status;
 
 /// The version of pg_ark's library, which is also the extension version

@@ -21,42 +21,13 @@ fn plan_rows(
     target_action: String,
 ) -> Result<Vec<Row>, ArkError> {
     require_monitor()?;
-    let given = [&target_time, &target_lsn, &target_xid, &target_name]
-        .iter()
-        .filter(|t| t.is_some())
-        .count();
-    if given > 1 {
-        return Err(pg_ark_core::Error::InvalidSetting {
-            name: "recovery target",
-            value: format!("{given} targets"),
-            reason: "give at most one of target_time, target_lsn, target_xid and target_name"
-                .into(),
-        }
-        .into());
-    }
-    let target = if let Some(t) = &target_time {
-        Target::Time(plan::parse_time(t)?)
-    } else if let Some(l) = &target_lsn {
-        Target::Lsn(
-            pg_ark_core::physical::increment::parse_lsn(l).ok_or_else(|| {
-                pg_ark_core::Error::InvalidSetting {
-                    name: "target_lsn",
-                    value: l.clone(),
-                    reason: "not an LSN".into(),
-                }
-            })?,
-        )
-    } else if let Some(x) = &target_xid {
-        Target::Xid(x.parse().map_err(|_| pg_ark_core::Error::InvalidSetting {
-            name: "target_xid",
-            value: x.clone(),
-            reason: "not a transaction id".into(),
-        })?)
-    } else if let Some(n) = &target_name {
-        Target::Name(n.clone())
-    } else {
-        Target::Latest
-    };
+    let target = plan::parse_target(
+        target_time.as_deref(),
+        target_lsn.as_deref(),
+        target_xid.as_deref(),
+        target_name.as_deref(),
+        Target::Latest,
+    )?;
     let req = Request {
         target,
         timeline: TimelineChoice::parse(&target_timeline)?,
@@ -76,26 +47,8 @@ fn plan_rows(
     let p = plan::plan_with(&cluster, &req, &target_action, &|| {
         pgrx::check_for_interrupts!();
     })?;
-    // pg_ark is installed beside postgres.
-    // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
-    let exe = unsafe {
-        std::ffi::CStr::from_ptr(
-            std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
-        )
-    }
-    .to_string_lossy()
-    .into_owned();
-    let exe = std::path::Path::new(&exe)
-        .with_file_name("pg_ark")
-        .display()
-        .to_string();
-    let repo = plan::RepoArgs {
-        url,
-        s3_endpoint: crate::settings::s3_endpoint(),
-        s3_region: crate::settings::s3_region(),
-        s3_path_style: s3.force_path_style,
-        s3_credentials_file: crate::settings::s3_credentials_file(),
-    };
+    let exe = bindir().join("pg_ark").display().to_string();
+    let repo = repo_args(url, &s3);
     let (command, restore_command) =
         plan::command_lines(&p, &req, &repo, &exe, "DIR", &target_action);
     let mut rows = plan::steps(&p, &restore_command, &command);
@@ -176,3 +129,32 @@ GRANT EXECUTE ON FUNCTION ark._restore_plan(text, text, text, text, text, text, 
     name = "restore_plan",
     requires = [restore_plan_text]
 );
+
+/// The directory of PostgreSQL's programs (`postgres`, `psql`), where
+/// pg_ark's CLI is installed too.
+pub(crate) fn bindir() -> std::path::PathBuf {
+    // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
+    let exe = unsafe {
+        std::ffi::CStr::from_ptr(
+            std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
+        )
+    }
+    .to_string_lossy()
+    .into_owned();
+    std::path::Path::new(&exe)
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The repository options of `pg_ark` commands for this server's settings
+/// (never keys).
+pub(crate) fn repo_args(url: String, s3: &pg_ark_core::storage::s3::S3Options) -> plan::RepoArgs {
+    plan::RepoArgs {
+        url,
+        s3_endpoint: crate::settings::s3_endpoint(),
+        s3_region: crate::settings::s3_region(),
+        s3_path_style: s3.force_path_style,
+        s3_credentials_file: crate::settings::s3_credentials_file(),
+    }
+}

@@ -9,7 +9,7 @@ use crate::error::ArkError;
 use crate::settings;
 use crate::worker::mailbox;
 use crate::xact::{raise, require_monitor};
-use pg_ark_core::health::{self, ArchiveFacts, Facts, JobFacts, KindFacts, Thresholds};
+use pg_ark_core::health::{self, ArchiveFacts, DrillFacts, Facts, JobFacts, KindFacts, Thresholds};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
@@ -62,6 +62,51 @@ fn jobs_in(state: &str, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkE
     })?)
 }
 
+/// Kept backups whose last restore drill failed, and the last drill of
+/// all (its result, backup, time and RTO), or null.
+fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
+    let failed = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT label, (info->'drill'->>'job_id')::int8, info->'drill'->>'error'
+               FROM ark.backups
+              WHERE kind IN ('full', 'incremental', 'differential')
+                AND (info->'drill'->>'ok')::boolean IS FALSE
+              ORDER BY finished_at, id",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push(DrillFacts {
+                backup_id: r.get::<String>(1)?.unwrap_or_default(),
+                job_id: r.get::<i64>(2)?,
+                error: r
+                    .get::<String>(3)?
+                    .unwrap_or_else(|| "no error recorded".into()),
+            });
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    let last = Spi::get_one::<JsonB>(
+        "SELECT jsonb_build_object(
+                    'ok', (d->>'ok')::boolean,
+                    'backup_id', d->>'backup_id',
+                    'job_id', (d->>'job_id')::int8,
+                    'at', d->>'at',
+                    'target', d->>'target',
+                    'rto_seconds', d->'timings'->'rto_seconds',
+                    'timings', d->'timings',
+                    'error', d->>'error')
+           FROM (SELECT info->'drill' AS d FROM ark.backups
+                  WHERE info ? 'drill' AND kind IN ('full', 'incremental', 'differential')) s
+          ORDER BY d->>'at' DESC, (d->>'job_id')::int8 DESC
+          LIMIT 1",
+    )?
+    .map(|j| j.0)
+    .unwrap_or(Value::Null);
+    Ok((failed, last))
+}
+
 fn status_impl() -> Result<Value, ArkError> {
     require_monitor()?;
     let thresholds = Thresholds {
@@ -109,8 +154,10 @@ fn status_impl() -> Result<Value, ArkError> {
         last_failed: st.last_failed_epoch,
         last_failure_reason: st.last_failure_reason.clone(),
     };
+    let (failed_drills, last_drill) = drills()?;
     let facts = Facts {
         now,
+        failed_drills,
         kinds,
         retrying,
         failed,
@@ -134,6 +181,7 @@ fn status_impl() -> Result<Value, ArkError> {
             "last_failed_wal": st.last_failed_wal,
             "last_failure_reason": st.last_failure_reason,
         },
+        "drill": last_drill,
         "scheduler": { "running": mailbox::scheduler_pid().is_some() },
         "thresholds": {
             "backup_max_age_seconds": thresholds.backup_max_age,

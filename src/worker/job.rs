@@ -94,6 +94,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
                 crate::worker::physical::run_physical(&job, job.kind.as_str())
             }
             JobKind::Verify => crate::worker::physical::run_verify(&job),
+            JobKind::Drill => crate::worker::drill::run_drill(&job),
         };
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {
             warning!("pg_ark could not record the end of job {}: {}", job.id, e);

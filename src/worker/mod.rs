@@ -1,6 +1,7 @@
 //! The background workers: the scheduler (schedules, the queue, webhooks,
 //! the mailbox through which SQL calls reach it) and the job worker that
 //! runs one job at a time.
+pub mod drill;
 pub mod job;
 pub mod logical;
 pub mod mailbox;

@@ -845,6 +845,32 @@ pub fn finish_backup(
     save_json(cluster, &format!("{prefix}/{INFO_NAME}"), descriptor)
 }
 
+/// The record of the last restore drill of a backup, in its folder (it
+/// goes when the backup goes).
+pub const DRILL_NAME: &str = "drill.json";
+
+/// Record the last restore drill of backup `id` (see `restore::drill`).
+pub fn save_drill(cluster: &ClusterRepo, id: &str, doc: &serde_json::Value) -> Result<(), Error> {
+    check_backup_id(id)?;
+    // Each drill replaces the record of the one before.
+    info::save(
+        cluster.storage(),
+        &format!("{}/{DRILL_NAME}", backup_prefix(cluster, id)),
+        doc,
+        PutMode::Overwrite,
+    )
+    .map_err(Error::from)
+}
+
+/// The last restore drill of backup `id`, if one was recorded.
+pub fn load_drill(cluster: &ClusterRepo, id: &str) -> Result<Option<serde_json::Value>, Error> {
+    check_backup_id(id)?;
+    load_json(
+        cluster,
+        &format!("{}/{DRILL_NAME}", backup_prefix(cluster, id)),
+    )
+}
+
 /// Remove everything of backup `id`: the descriptor first, so that an
 /// interrupted removal never leaves a complete-looking backup.
 pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
@@ -974,6 +1000,8 @@ pub(crate) struct Objects<'a> {
     bundles: std::collections::VecDeque<(String, std::sync::Arc<Vec<u8>>)>,
     /// Stored bytes downloaded so far.
     pub(crate) fetched: u64,
+    /// Time spent waiting on the repository for them (nanoseconds).
+    pub(crate) fetch_nanos: u64,
 }
 
 impl<'a> Objects<'a> {
@@ -982,6 +1010,7 @@ impl<'a> Objects<'a> {
             cluster,
             bundles: Default::default(),
             fetched: 0,
+            fetch_nanos: 0,
         }
     }
 
@@ -993,11 +1022,10 @@ impl<'a> Objects<'a> {
         if !key.starts_with(&self.cluster.key("backup/")) {
             return Err(format!("its object \"{key}\" lies outside the backup"));
         }
-        let obj = self
-            .cluster
-            .storage()
-            .get(key)
-            .map_err(|e| format!("object \"{key}\": {e}"))?;
+        let began = std::time::Instant::now();
+        let obj = self.cluster.storage().get(key);
+        self.fetch_nanos += began.elapsed().as_nanos() as u64;
+        let obj = obj.map_err(|e| format!("object \"{key}\": {e}"))?;
         self.fetched += obj.len() as u64;
         let (_, data) =
             envelope::open(&obj).map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
@@ -1026,14 +1054,15 @@ impl<'a> Objects<'a> {
             return Err(format!("its object \"{key}\" lies outside the backup"));
         }
         let fetched = std::sync::Arc::new(AtomicU64::new(0));
-        let reader = self
-            .cluster
-            .storage()
-            .get_reader(key)
-            .map_err(|e| format!("object \"{key}\": {e}"))?;
+        let nanos = std::sync::Arc::new(AtomicU64::new(0));
+        let began = std::time::Instant::now();
+        let reader = self.cluster.storage().get_reader(key);
+        self.fetch_nanos += began.elapsed().as_nanos() as u64;
+        let reader = reader.map_err(|e| format!("object \"{key}\": {e}"))?;
         let counted = Counted {
             inner: reader,
             n: fetched.clone(),
+            nanos: nanos.clone(),
         };
         let mut stream = envelope::open_stream(Box::new(counted))
             .map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
@@ -1061,6 +1090,7 @@ impl<'a> Objects<'a> {
             }
         };
         self.fetched += fetched.load(Ordering::Relaxed);
+        self.fetch_nanos += nanos.load(Ordering::Relaxed);
         result?;
         let digest = match stream.verified_digest() {
             Some(d) if !hashing && d.kind == DigestKind::Blake3 => envelope::hex(&d.bytes),
@@ -1120,11 +1150,17 @@ impl<'a> Objects<'a> {
 struct Counted<'a> {
     inner: Box<dyn std::io::Read + Send + 'a>,
     n: std::sync::Arc<AtomicU64>,
+    /// Time spent in the inner reads (nanoseconds).
+    nanos: std::sync::Arc<AtomicU64>,
 }
 
 impl std::io::Read for Counted<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
+        let began = std::time::Instant::now();
+        let n = self.inner.read(buf);
+        self.nanos
+            .fetch_add(began.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let n = n?;
         self.n.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }

@@ -55,6 +55,19 @@ fn backup_json(b: &PhysicalBackupInfo) -> Value {
     })
 }
 
+/// What `pg_ark info` shows of a backup's last restore drill.
+pub fn drill_summary(d: &Value) -> Value {
+    json!({
+        "ok": d["ok"],
+        "at": d["at"],
+        "job_id": d["job_id"],
+        "target": d["target"],
+        "rto_seconds": d["timings"]["rto_seconds"],
+        "timings": d["timings"],
+        "error": d.get("error"),
+    })
+}
+
 /// One cluster's entry.
 pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
     let backups = physical::list_backups(cluster)?;
@@ -69,7 +82,13 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
         if !chains.contains_key(&chain) {
             order.push(chain.clone());
         }
-        chains.entry(chain).or_default().push(backup_json(b));
+        let mut doc = backup_json(b);
+        doc["drill"] = match physical::load_drill(cluster, &b.backup_id) {
+            Ok(Some(d)) => drill_summary(&d),
+            Ok(None) => Value::Null,
+            Err(e) => json!({"ok": false, "error": format!("the drill record is unreadable: {e}")}),
+        };
+        chains.entry(chain).or_default().push(doc);
     }
     let chains: Vec<Value> = order
         .iter()

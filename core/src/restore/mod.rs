@@ -32,6 +32,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+pub mod drill;
 pub mod inventory;
 pub mod plan;
 pub mod wal_scan;
@@ -57,6 +58,9 @@ pub struct Counters {
     pub bytes_done: AtomicU64,
     /// Stored bytes downloaded.
     pub fetched: AtomicU64,
+    /// Time the threads spent waiting on the repository, summed
+    /// (nanoseconds).
+    pub fetch_nanos: AtomicU64,
     /// Files kept as they were (delta).
     pub kept: AtomicU64,
     pub cancel: AtomicBool,
@@ -550,7 +554,7 @@ pub fn rebuild(
                         let u = next.fetch_add(1, Ordering::Relaxed);
                         let Some(unit) = units.get(u) else { return };
                         for &i in unit {
-                            let before = objects.fetched;
+                            let (before, before_nanos) = (objects.fetched, objects.fetch_nanos);
                             let r = rebuild_file(
                                 &jobs[i],
                                 opts.delta,
@@ -561,6 +565,9 @@ pub fn rebuild(
                             counters
                                 .fetched
                                 .fetch_add(objects.fetched - before, Ordering::Relaxed);
+                            counters
+                                .fetch_nanos
+                                .fetch_add(objects.fetch_nanos - before_nanos, Ordering::Relaxed);
                             match r {
                                 Ok(done) => {
                                     if done == Done::Kept {

@@ -49,6 +49,63 @@ pub enum Target {
     Name(String),
 }
 
+/// The target given as text (`ark.restore_plan()`'s arguments, a drill's
+/// options): at most one of them; `default` when none is.
+pub fn parse_target(
+    time: Option<&str>,
+    lsn: Option<&str>,
+    xid: Option<&str>,
+    name: Option<&str>,
+    default: Target,
+) -> Result<Target, Error> {
+    let given = [time, lsn, xid, name]
+        .iter()
+        .filter(|t| t.is_some())
+        .count();
+    if given > 1 {
+        return Err(Error::InvalidSetting {
+            name: "recovery target",
+            value: format!("{given} targets"),
+            reason: "give at most one of target_time, target_lsn, target_xid and target_name"
+                .into(),
+        });
+    }
+    if let Some(t) = time {
+        return Ok(Target::Time(parse_time(t)?));
+    }
+    if let Some(l) = lsn {
+        return crate::physical::increment::parse_lsn(l)
+            .map(Target::Lsn)
+            .ok_or_else(|| Error::InvalidSetting {
+                name: "target_lsn",
+                value: l.to_string(),
+                reason: "not an LSN".into(),
+            });
+    }
+    if let Some(x) = xid {
+        return x
+            .trim()
+            .parse()
+            .map(Target::Xid)
+            .map_err(|_| Error::InvalidSetting {
+                name: "target_xid",
+                value: x.to_string(),
+                reason: "not a transaction id".into(),
+            });
+    }
+    if let Some(n) = name {
+        if n.is_empty() {
+            return Err(Error::InvalidSetting {
+                name: "target_name",
+                value: String::new(),
+                reason: "a restore point name is not empty".into(),
+            });
+        }
+        return Ok(Target::Name(n.to_string()));
+    }
+    Ok(default)
+}
+
 /// `recovery_target_timeline`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimelineChoice {

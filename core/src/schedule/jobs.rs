@@ -14,6 +14,12 @@
 //! - `full`, `incremental`, `differential`: physical backups. They share the
 //!   queue and conflict with each other: two physical backups of one cluster
 //!   never run at once.
+//! - `drill`: a restore drill. It restores a physical backup (option
+//!   `backup_id`; the newest by default) into a scratch cluster, recovers it
+//!   (to consistency, or to a target: `target_time`, `target_lsn`,
+//!   `target_xid` or `target_name`), runs checks (`amcheck`, `count` on the
+//!   tables named, in `database`), records the result and its timings, and
+//!   removes the scratch cluster.
 //!
 //! Retry timing: attempt `n` (1-based) that fails is retried after
 //! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
@@ -29,9 +35,10 @@ pub enum JobKind {
     Incremental,
     Differential,
     Verify,
+    Drill,
 }
 
-pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential, verify";
+pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential, verify, drill";
 
 impl JobKind {
     pub fn parse(s: &str) -> Result<JobKind, JobError> {
@@ -42,6 +49,7 @@ impl JobKind {
             "incremental" => Ok(JobKind::Incremental),
             "differential" => Ok(JobKind::Differential),
             "verify" => Ok(JobKind::Verify),
+            "drill" => Ok(JobKind::Drill),
             other => Err(JobError::UnknownKind { kind: other.into() }),
         }
     }
@@ -54,6 +62,7 @@ impl JobKind {
             JobKind::Incremental => "incremental",
             JobKind::Differential => "differential",
             JobKind::Verify => "verify",
+            JobKind::Drill => "drill",
         }
     }
 
@@ -65,11 +74,13 @@ impl JobKind {
         )
     }
 
-    /// Jobs with the same conflict key never run concurrently. Expiry and
-    /// verification share the physical backups' key: no backup is removed
-    /// while a backup relies on it or a verification reads it.
+    /// Jobs with the same conflict key never run concurrently. Expiry,
+    /// verification and drills share the physical backups' key: no backup
+    /// is removed while a backup relies on it or a verification or a drill
+    /// reads it, and a drill never competes with a backup for the server's
+    /// disk and I/O.
     pub fn conflict_key(self) -> Option<&'static str> {
-        (self.is_physical() || matches!(self, JobKind::Verify | JobKind::Expire))
+        (self.is_physical() || matches!(self, JobKind::Verify | JobKind::Expire | JobKind::Drill))
             .then_some("physical")
     }
 
@@ -104,6 +115,22 @@ impl JobKind {
                 &["wait_timeout", "max_attempts", "retry_base", "retry_cap"]
             }
             JobKind::Verify => &["backup_id", "max_attempts", "retry_base", "retry_cap"],
+            JobKind::Drill => &[
+                "backup_id",
+                "target_time",
+                "target_lsn",
+                "target_xid",
+                "target_name",
+                "target_timeline",
+                "database",
+                "amcheck",
+                "count",
+                "jobs",
+                "timeout",
+                "max_attempts",
+                "retry_base",
+                "retry_cap",
+            ],
         }
     }
 }
@@ -283,8 +310,23 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
             });
         }
         match key.as_str() {
-            "database" | "schema" => {
+            "database" if kind == JobKind::Drill => match v.as_str() {
+                Some(d) if !d.is_empty() => {}
+                _ => return Err(invalid(key, format!("expected a database name, found {v}"))),
+            },
+            "database" | "schema" | "amcheck" | "count" => {
                 names(key, v)?;
+            }
+            "jobs" if kind == JobKind::Drill => {
+                integer(key, v, 1, 64)?;
+            }
+            "timeout" => {
+                integer(key, v, 1, 7 * 86_400)?;
+            }
+            "target_time" | "target_lsn" | "target_xid" | "target_name" | "target_timeline"
+                if !v.is_string() =>
+            {
+                return Err(invalid(key, format!("expected a string, found {v}")));
             }
             "format" => match v.as_str() {
                 Some(f) if FORMATS.contains(&f) => {}
@@ -342,6 +384,24 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
                 }
             },
             _ => {}
+        }
+    }
+    if kind == JobKind::Drill {
+        let text = |k: &str| map.get(k).and_then(Value::as_str);
+        crate::restore::plan::parse_target(
+            text("target_time"),
+            text("target_lsn"),
+            text("target_xid"),
+            text("target_name"),
+            crate::restore::plan::Target::Immediate,
+        )
+        .map_err(|e| match e {
+            crate::Error::InvalidSetting { name, reason, .. } => invalid(name, reason),
+            other => invalid("target", other.to_string()),
+        })?;
+        if let Some(t) = text("target_timeline") {
+            crate::restore::plan::TimelineChoice::parse(t)
+                .map_err(|e| invalid("target_timeline", e.to_string()))?;
         }
     }
     if let (Some(b), Some(c)) = (
@@ -491,6 +551,44 @@ mod tests {
                 .to_string(),
             "unknown option \"format\" for job kind \"expire\""
         );
+    }
+
+    #[test]
+    fn drill_options_are_checked_when_queued() {
+        for o in [
+            json!({}),
+            json!({"backup_id": "20261201T030000Z-F-j4", "database": "shop",
+                   "amcheck": ["public.orders"], "count": "public.orders",
+                   "jobs": 4, "timeout": 600}),
+            json!({"target_time": "2026-12-01 14:03:00+00"}),
+            json!({"target_lsn": "0/3000060", "target_timeline": "current"}),
+            json!({"target_xid": "1234"}),
+            json!({"target_name": "before-migration"}),
+        ] {
+            validate(JobKind::Drill, &o).unwrap_or_else(|e| panic!("{o}: {e}"));
+        }
+        let cases = [
+            (json!({"target_time": "yesterday"}), "\"target time\""),
+            (json!({"target_lsn": "nope"}), "\"target_lsn\": not an LSN"),
+            (
+                json!({"target_xid": "1", "target_name": "x"}),
+                "at most one of",
+            ),
+            (json!({"target_timeline": "0"}), "\"target_timeline\""),
+            (json!({"database": ["a", "b"]}), "expected a database name"),
+            (json!({"amcheck": []}), "the array is empty"),
+            (json!({"timeout": 0}), "\"timeout\""),
+            (
+                json!({"format": "custom"}),
+                "unknown option \"format\" for job kind \"drill\"",
+            ),
+        ];
+        for (o, want) in cases {
+            let e = validate(JobKind::Drill, &o).unwrap_err().to_string();
+            assert!(e.contains(want), "{o}: {e}");
+        }
+        assert_eq!(JobKind::parse("drill").unwrap(), JobKind::Drill);
+        assert_eq!(JobKind::Drill.conflict_key(), Some("physical"));
     }
 
     #[test]

@@ -1,0 +1,189 @@
+//! Restore drills (`drill` jobs): `pg_ark_core::restore::drill` on a work
+//! thread, with what it needs read here, on the worker's thread, first.
+//!
+//! - The scratch cluster goes into `ark.work_directory`, as `job-<id>-drill`:
+//!   the scheduler's sweep at its start stops a server a killed drill left
+//!   there and removes the directory (the scratch server also dies with
+//!   the worker: `PR_SET_PDEATHSIG`).
+//! - The result (timings, checks, or the failure) is recorded in the
+//!   repository, beside the backup (`backup/<id>/drill.json`, which
+//!   `pg_ark info` shows), in `ark.backups.info->'drill'` (which
+//!   `ark.status()` reads: a failed drill makes it `failing`) and in the
+//!   job's result.
+use crate::catalog::jobs::{Job, Outcome};
+use crate::error::ArkError;
+use crate::worker::job::{outcome, set_progress, supervise};
+use crate::worker::logical::Target as RepoTarget;
+use crate::{settings, xact};
+use pg_ark_core::physical;
+use pg_ark_core::restore::drill::{self, Spec};
+use pg_ark_core::restore::plan::{self, TimelineChoice};
+use pg_ark_core::restore::Counters;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn setting(name: &str) -> Result<String, ArkError> {
+    Ok(
+        Spi::get_one_with_args::<String>("SELECT current_setting($1)", &[name.into()])?
+            .unwrap_or_default(),
+    )
+}
+
+fn spec(job: &Job) -> Result<Spec, ArkError> {
+    let o = &job.options;
+    let text = |k: &str| o.get(k).and_then(Value::as_str);
+    let target = plan::parse_target(
+        text("target_time"),
+        text("target_lsn"),
+        text("target_xid"),
+        text("target_name"),
+        plan::Target::Immediate,
+    )?;
+    let timeline = TimelineChoice::parse(text("target_timeline").unwrap_or("latest"))?;
+    let url = settings::repository().ok_or(ArkError::NoRepository)?;
+    let s3 = settings::s3_options()?;
+    let repo = crate::sql::restore::repo_args(url, &s3);
+    let mut env = Vec::new();
+    if repo.s3_credentials_file.is_none() {
+        if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
+            env.push(("AWS_ACCESS_KEY_ID".to_string(), id.clone()));
+            env.push(("AWS_SECRET_ACCESS_KEY".to_string(), secret.clone()));
+        }
+    }
+    let names = |k: &str| pg_ark_core::schedule::jobs::option_names(o, k).unwrap_or_default();
+    let user =
+        Spi::get_one::<String>("SELECT rolname::text FROM pg_catalog.pg_roles WHERE oid = 10")?
+            .unwrap_or_else(|| "postgres".into());
+    let mut required = Vec::new();
+    for name in [
+        "max_connections",
+        "max_worker_processes",
+        "max_wal_senders",
+        "max_prepared_transactions",
+        "max_locks_per_transaction",
+    ] {
+        required.push((name.to_string(), setting(name)?));
+    }
+    Ok(Spec {
+        job_id: job.id,
+        backup: text("backup_id").map(str::to_string),
+        target,
+        timeline,
+        scratch: settings::work_directory()?.join(format!("job-{}-drill", job.id)),
+        bindir: crate::sql::restore::bindir(),
+        repo,
+        env,
+        jobs: o.get("jobs").and_then(Value::as_u64).unwrap_or(2) as usize,
+        database: text("database")
+            .map(str::to_string)
+            .unwrap_or_else(settings::database),
+        user,
+        amcheck: names("amcheck"),
+        count: names("count"),
+        preload: drill::preload_without_pg_ark(&setting("shared_preload_libraries")?),
+        settings: required,
+        timeout: Duration::from_secs(o.get("timeout").and_then(Value::as_u64).unwrap_or(3600)),
+    })
+}
+
+pub fn run_drill(job: &Job) -> Outcome {
+    let prepared = xact::run(|| Ok((spec(job)?, RepoTarget::current()?)));
+    let (spec, target) = match prepared {
+        Ok(v) => v,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
+    let pg_ark = spec.bindir.join("pg_ark");
+    if !pg_ark.exists() {
+        return Outcome::Failed(format!(
+            "the pg_ark CLI is not installed at {}: a drill recovers with `pg_ark wal-get` as restore_command (make install puts it beside postgres)",
+            pg_ark.display()
+        ));
+    }
+    // What an earlier attempt of this job left (its worker killed).
+    if spec.scratch.exists() {
+        if drill::stop_leftover_server(&spec.scratch) {
+            log!(
+                "pg_ark job {}: stopped the scratch cluster an earlier attempt left in {}",
+                job.id,
+                spec.scratch.display()
+            );
+        }
+        if let Err(e) = std::fs::remove_dir_all(&spec.scratch) {
+            return Outcome::Failed(format!(
+                "could not remove {}, left by an earlier attempt: {e}",
+                spec.scratch.display()
+            ));
+        }
+    }
+    let done = supervise(
+        job,
+        move |control, _tx: std::sync::mpsc::Sender<()>| {
+            let cluster = target.open().map_err(|e| (e.to_string(), Value::Null))?;
+            let counters = Counters::default();
+            let stop = control.stop.clone();
+            let c2 = control.clone();
+            let progress = move |phase: &str, detail: Value| {
+                let mut doc = json!({"phase": phase});
+                if let (Value::Object(m), Value::Object(d)) = (&mut doc, detail) {
+                    m.extend(d);
+                }
+                set_progress(&c2, doc);
+            };
+            let r = drill::run(&cluster, &spec, &counters, &stop, &progress);
+            let report = match &r {
+                Ok(rep) => rep.clone(),
+                Err(f) => f.report.clone(),
+            };
+            // The record beside the backup, for pg_ark info.
+            let mut saved = None;
+            if let Some(id) = report["backup_id"].as_str() {
+                if let Err(e) = physical::save_drill(&cluster, id, &report) {
+                    saved = Some(format!(
+                        "; the drill's record could not be stored in the repository: {e}"
+                    ));
+                }
+            }
+            match r {
+                Ok(rep) => match saved {
+                    None => Ok(rep),
+                    Some(e) => Err((e.trim_start_matches("; ").to_string(), rep)),
+                },
+                Err(f) => Err((
+                    format!("{}{}", f.message, saved.unwrap_or_default()),
+                    f.report,
+                )),
+            }
+        },
+        |_| {},
+    );
+    let (result, report) = match done {
+        Ok(Ok(rep)) => (Ok(rep.clone()), rep),
+        Ok(Err((msg, rep))) => (Err(msg), rep),
+        Err(s) => return outcome(Err(s)),
+    };
+    if let Some(id) = report["backup_id"].as_str() {
+        let recorded = xact::run(|| {
+            Spi::run_with_args(
+                "UPDATE ark.backups SET info = info || jsonb_build_object('drill', $2::jsonb)
+                  WHERE label = $1 AND kind IN ('full', 'incremental', 'differential')",
+                &[id.into(), JsonB(report.clone()).into()],
+            )?;
+            Ok(())
+        });
+        if let Err(e) = recorded {
+            warning!("pg_ark could not record the drill of \"{}\": {}", id, e);
+        }
+    }
+    match &result {
+        Ok(r) => log!(
+            "pg_ark job {}: restore drill of backup \"{}\" passed: RTO {} s",
+            job.id,
+            r["backup_id"].as_str().unwrap_or(""),
+            r["timings"]["rto_seconds"]
+        ),
+        Err(e) => log!("pg_ark job {}: restore drill failed: {}", job.id, e),
+    }
+    outcome(Ok(result))
+}

@@ -1,0 +1,394 @@
+//! Restore drills (`ark.backup('drill')`) on real clusters: a drill of a
+//! good chain passes its checks and records its RTO in `ark.jobs`,
+//! `ark.backups`, `ark.status()` and the repository (`pg_ark info`); a
+//! corrupted object fails it, naming the file, and makes `ark.status()`
+//! `failing`; a drill killed with kill -9 leaves no scratch cluster and no
+//! scratch directory once the scheduler has started again; drills and
+//! physical backups never run at the same time.
+use pg_ark_core::physical;
+use pg_ark_core::storage::PutMode;
+use pg_ark_tests::{
+    archiving, give_to_test_user, open_repo, pg_ark, process_running, temp_dir, wait_job,
+    wait_until, Cluster, ClusterOptions,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn options(repo: &Path, work: &Path) -> ClusterOptions {
+    archiving(repo)
+        .set("ark.work_directory", &format!("'{}'", work.display()))
+        .set("ark.max_parallel_jobs", "3")
+        .set("ark.scheduler_naptime", "'1s'")
+}
+
+fn json(
+    c: &mut postgres::Client,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Value {
+    let text: String = c.query_one(sql, params).expect(sql).get(0);
+    serde_json::from_str(&text).expect("a JSON document")
+}
+
+fn status(c: &mut postgres::Client) -> Value {
+    json(c, "SELECT ark.status()::text", &[])
+}
+
+fn backup_id(done: &Value) -> String {
+    assert_eq!(done["state"], "succeeded", "{done}");
+    done["result"]["backup_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no backup_id in {done}"))
+        .to_string()
+}
+
+/// What is left in the work directory.
+fn leftovers(work: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+fn prepare(cluster: &Cluster) -> postgres::Client {
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE orders (id int PRIMARY KEY, note text NOT NULL);
+         CREATE INDEX orders_note ON orders (note);
+         INSERT INTO orders SELECT g, 'order ' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    c
+}
+
+#[test]
+fn a_drill_restores_the_newest_backup_checks_it_and_records_its_rto() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    let full = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+    c.batch_execute("INSERT INTO orders SELECT g, 'late ' || g FROM generate_series(1001, 1500) g")
+        .unwrap();
+    let incr = backup_id(&wait_job(&mut c, "incremental", r#"{"max_attempts": 1}"#));
+    assert_ne!(full, incr);
+
+    let done = wait_job(
+        &mut c,
+        "drill",
+        r#"{"amcheck": "public.orders", "count": ["public.orders", "pg_class"], "max_attempts": 1}"#,
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert_eq!(r["ok"], true, "{r}");
+    assert_eq!(r["backup_id"], incr.as_str(), "the newest backup: {r}");
+    assert_eq!(r["chain"], serde_json::json!([full, incr]), "{r}");
+    let checks = r["checks"].as_array().unwrap_or_else(|| panic!("{r}"));
+    let find = |check: &str, table: Option<&str>| {
+        checks
+            .iter()
+            .find(|k| k["check"] == check && table.is_none_or(|t| k["table"] == t))
+            .unwrap_or_else(|| panic!("no {check} check in {r}"))
+    };
+    assert!(
+        find("recovery", None)["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("recovery stopping after reaching consistency")),
+        "{r}"
+    );
+    assert_eq!(find("started", None)["ok"], true, "{r}");
+    let amcheck = find("amcheck", Some("public.orders"));
+    assert_eq!(amcheck["ok"], true, "{r}");
+    assert!(
+        amcheck["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("2 B-tree index(es)")),
+        "{r}"
+    );
+    assert_eq!(find("count", Some("public.orders"))["rows"], 1500, "{r}");
+    assert!(
+        find("count", Some("pg_class"))["rows"]
+            .as_i64()
+            .unwrap_or(0)
+            > 100,
+        "{r}"
+    );
+    let t = &r["timings"];
+    for k in [
+        "plan_seconds",
+        "rebuild_seconds",
+        "download_seconds",
+        "recovery_seconds",
+        "rto_seconds",
+        "checks_seconds",
+    ] {
+        assert!(t[k].as_f64().is_some_and(|s| s >= 0.0), "{k} in {t}");
+    }
+    let rto = t["rto_seconds"].as_f64().unwrap();
+    assert!(
+        rto >= t["rebuild_seconds"].as_f64().unwrap() + t["recovery_seconds"].as_f64().unwrap()
+            - 0.01,
+        "the RTO covers the rebuild and the recovery: {t}"
+    );
+    assert!(r["restored_bytes"].as_u64().unwrap_or(0) > 1_000_000, "{r}");
+    assert!(
+        r["space"]["needed_bytes"].as_u64() > r["restored_bytes"].as_u64(),
+        "{r}"
+    );
+    assert!(
+        leftovers(work.path()).is_empty(),
+        "scratch left: {:?}",
+        leftovers(work.path())
+    );
+
+    // ark.backups, ark.status() and the repository know it.
+    let ok: bool = c
+        .query_one(
+            "SELECT (info->'drill'->>'ok')::boolean FROM ark.backups WHERE label = $1",
+            &[&incr],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ok);
+    let s = status(&mut c);
+    assert_ne!(s["status"], "failing", "{s}");
+    assert_eq!(s["drill"]["ok"], true, "{s}");
+    assert_eq!(s["drill"]["backup_id"], incr.as_str(), "{s}");
+    assert_eq!(s["drill"]["rto_seconds"].as_f64(), Some(rto), "{s}");
+    let url = format!("file://{}", repo.path().display());
+    let (okc, out, err) = pg_ark(&["info", "--repo", &url, "--json"]);
+    assert!(okc, "{err}");
+    let doc: Value = serde_json::from_str(&out).unwrap();
+    let backups = doc["clusters"][0]["chains"][0]["backups"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(backups.len(), 2, "{doc}");
+    assert!(
+        backups[0]["drill"].is_null(),
+        "the full was not drilled: {doc}"
+    );
+    assert_eq!(backups[1]["drill"]["ok"], true, "{doc}");
+    assert_eq!(
+        backups[1]["drill"]["rto_seconds"].as_f64(),
+        Some(rto),
+        "{doc}"
+    );
+    let (okc, out, err) = pg_ark(&["info", "--repo", &url]);
+    assert!(okc && out.contains("restore drill passed"), "{out}{err}");
+
+    // A drill to a target, of the full named: recovery stops there.
+    let mark: String = c
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("INSERT INTO orders VALUES (9999, 'after the mark')")
+        .unwrap();
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    cluster.wait_archived(&seg, WAIT);
+    let opts = serde_json::json!({
+        "backup_id": incr, "target_time": mark, "count": "orders", "max_attempts": 1
+    })
+    .to_string();
+    let done = wait_job(&mut c, "drill", &opts);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let r = &done["result"];
+    assert!(
+        r["target"].as_str().is_some_and(|t| t.starts_with("time ")),
+        "{r}"
+    );
+    let rows = r["checks"]
+        .as_array()
+        .and_then(|a| a.iter().find(|k| k["check"] == "count"))
+        .map(|k| k["rows"].clone());
+    assert_eq!(
+        rows,
+        Some(Value::from(1500)),
+        "the row after the mark is not there: {r}"
+    );
+
+    // Bad options are refused when queued, with the key named.
+    let err = c
+        .query_one(
+            "SELECT ark.backup('drill', '{\"target_time\": \"soon\"}')",
+            &[],
+        )
+        .unwrap_err();
+    let db = err.as_db_error().expect("a database error");
+    assert!(db.message().contains("target time"), "{}", db.message());
+}
+
+#[test]
+fn a_drill_of_a_corrupted_backup_fails_naming_the_file_and_status_is_failing() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    let full = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+    let entry = open_repo(repo.path())
+        .cluster(
+            cluster.system_identifier_from_control(),
+            cluster.install.major,
+            false,
+        )
+        .unwrap();
+    let (_, manifest) = physical::load_backup(&entry, &full).unwrap();
+    let big = manifest.files.iter().max_by_key(|f| f.stored).unwrap();
+    let original = entry.storage().get(&big.key).unwrap();
+    let mut obj = original.clone();
+    let n = obj.len();
+    obj[n / 2] ^= 0x40;
+    entry
+        .storage()
+        .put(&big.key, &obj, PutMode::Overwrite)
+        .unwrap();
+
+    let done = wait_job(&mut c, "drill", r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains(&big.path), "the file is named: {error}");
+    assert!(
+        leftovers(work.path()).is_empty(),
+        "scratch left: {:?}",
+        leftovers(work.path())
+    );
+    let s = status(&mut c);
+    assert_eq!(s["status"], "failing", "{s}");
+    assert_eq!(s["drill"]["ok"], false, "{s}");
+    let messages = s["messages"].to_string();
+    assert!(
+        messages.contains(&format!(
+            "the restore drill (job {}) of backup {full} failed",
+            done["job_id"]
+        )),
+        "{s}"
+    );
+    assert!(messages.contains(&big.path), "{s}");
+    let url = format!("file://{}", repo.path().display());
+    let (ok, out, err) = pg_ark(&["info", "--repo", &url]);
+    assert!(
+        ok && out.contains("restore drill FAILED") && out.contains(&big.path),
+        "{out}{err}"
+    );
+
+    // Repaired, drilled again: it passes and the status is no longer failing.
+    entry
+        .storage()
+        .put(&big.key, &original, PutMode::Overwrite)
+        .unwrap();
+    let done = wait_job(&mut c, "drill", r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let s = status(&mut c);
+    assert_ne!(s["status"], "failing", "{s}");
+    assert_eq!(s["drill"]["ok"], true, "{s}");
+}
+
+#[test]
+fn a_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_with_backups() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    let id = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+
+    // Hold the drill in its checks: counting the rows of a view that
+    // never returns (pg_sleep for an hour, far beyond the test's waits).
+    c.batch_execute("CREATE VIEW drill_hold AS SELECT 1 AS held FROM pg_sleep(3600)")
+        .unwrap();
+    let full2 = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_ne!(backup_id(&full2), id);
+    let job: i64 = c
+        .query_one(
+            "SELECT ark.backup('drill', '{\"count\": \"drill_hold\", \"max_attempts\": 1}')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let scratch = work.path().join(format!("job-{job}-drill"));
+    let pidfile = scratch.join("data/postmaster.pid");
+    let mut scratch_pid = 0;
+    wait_until("the drill's scratch server", WAIT, || {
+        scratch_pid = std::fs::read_to_string(&pidfile)
+            .ok()
+            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+            .unwrap_or(0);
+        let phase: Option<String> = c
+            .query_one(
+                "SELECT progress->>'phase' FROM ark.jobs WHERE id = $1",
+                &[&job],
+            )
+            .unwrap()
+            .get(0);
+        scratch_pid > 0 && process_running(scratch_pid) && phase.as_deref() == Some("checks")
+    });
+    let worker: i32 = c
+        .query_one("SELECT worker_pid FROM ark.jobs WHERE id = $1", &[&job])
+        .unwrap()
+        .get(0);
+    let mark = cluster.log_mark();
+    // SAFETY: kills the job worker, a child of the test's cluster.
+    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
+    drop(c);
+    let mut c = cluster.wait_crash_restart(mark, WAIT);
+    cluster.wait_for_log_after(
+        mark,
+        &format!(
+            "pg_ark removed \"{}\", left by a job that did not finish",
+            scratch.display()
+        ),
+        WAIT,
+    );
+    assert!(!scratch.exists(), "{} is still there", scratch.display());
+    assert!(
+        !process_running(scratch_pid),
+        "the scratch server {scratch_pid} still runs"
+    );
+    let done = json(&mut c, "SELECT ark.wait($1, '120s')::text", &[&job]);
+    assert_eq!(done["state"], "failed", "{done}");
+
+    // Two drills and a backup queued together: they run one at a time.
+    let ids: Vec<i64> = c
+        .query(
+            "SELECT ark.backup(k, '{\"max_attempts\": 1}') FROM unnest(ARRAY['drill', 'full', 'drill']) k",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 3);
+    for j in &ids {
+        let done = json(&mut c, "SELECT ark.wait($1, '300s')::text", &[j]);
+        assert_eq!(done["state"], "succeeded", "{done}");
+    }
+    let overlaps: i64 = c
+        .query_one(
+            "SELECT count(*) FROM ark.jobs a JOIN ark.jobs b ON a.id < b.id
+              WHERE a.id = ANY($1) AND b.id = ANY($1)
+                AND a.started_at < b.finished_at AND b.started_at < a.finished_at",
+            &[&ids],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        overlaps, 0,
+        "a drill ran together with a backup or another drill"
+    );
+    assert!(
+        leftovers(work.path()).is_empty(),
+        "scratch left: {:?}",
+        leftovers(work.path())
+    );
+}
