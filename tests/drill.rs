@@ -294,21 +294,10 @@ fn a_drill_of_a_corrupted_backup_fails_naming_the_file_and_status_is_failing() {
     assert_eq!(s["drill"]["ok"], true, "{s}");
 }
 
-#[test]
-fn a_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_with_backups() {
-    let repo = temp_dir("ark-repo-");
-    let work = temp_dir("ark-work-");
-    give_to_test_user(work.path());
-    let cluster = Cluster::start_with(options(repo.path(), work.path()));
-    let mut c = prepare(&cluster);
-    let id = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
-
-    // Hold the drill in its checks: counting the rows of a view that
-    // never returns (pg_sleep for an hour, far beyond the test's waits).
-    c.batch_execute("CREATE VIEW drill_hold AS SELECT 1 AS held FROM pg_sleep(3600)")
-        .unwrap();
-    let full2 = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
-    assert_ne!(backup_id(&full2), id);
+/// Queue a drill that will hang in its checks (counting `drill_hold`), and
+/// wait until its scratch server runs and it is checking: (job, scratch
+/// directory, scratch postmaster's pid).
+fn held_drill(c: &mut postgres::Client, work: &Path) -> (i64, PathBuf, i32) {
     let job: i64 = c
         .query_one(
             "SELECT ark.backup('drill', '{\"count\": \"drill_hold\", \"max_attempts\": 1}')",
@@ -316,7 +305,7 @@ fn a_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_with_backups() 
         )
         .unwrap()
         .get(0);
-    let scratch = work.path().join(format!("job-{job}-drill"));
+    let scratch = work.join(format!("job-{job}-drill"));
     let pidfile = scratch.join("data/postmaster.pid");
     let mut scratch_pid = 0;
     wait_until("the drill's scratch server", WAIT, || {
@@ -333,6 +322,41 @@ fn a_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_with_backups() 
             .get(0);
         scratch_pid > 0 && process_running(scratch_pid) && phase.as_deref() == Some("checks")
     });
+    (job, scratch, scratch_pid)
+}
+
+#[test]
+fn a_cancelled_or_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_with_backups() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    let id = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+
+    // Hold the drill in its checks: counting the rows of a view that
+    // never returns (pg_sleep for an hour, far beyond the test's waits).
+    c.batch_execute("CREATE VIEW drill_hold AS SELECT 1 AS held FROM pg_sleep(3600)")
+        .unwrap();
+    let full2 = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_ne!(backup_id(&full2), id);
+    // ark.cancel() of a held drill: its server stopped, its directory gone.
+    let (job, scratch, scratch_pid) = held_drill(&mut c, work.path());
+    let cancelled: bool = c
+        .query_one("SELECT ark.cancel($1)", &[&job])
+        .unwrap()
+        .get(0);
+    assert!(cancelled);
+    let done = json(&mut c, "SELECT ark.wait($1, '120s')::text", &[&job]);
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert!(!scratch.exists(), "{} is still there", scratch.display());
+    assert!(
+        !process_running(scratch_pid),
+        "the scratch server {scratch_pid} still runs"
+    );
+
+    // kill -9 of a held drill's worker.
+    let (job, scratch, scratch_pid) = held_drill(&mut c, work.path());
     let worker: i32 = c
         .query_one("SELECT worker_pid FROM ark.jobs WHERE id = $1", &[&job])
         .unwrap()

@@ -88,7 +88,7 @@ fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
     let last = Spi::get_one::<JsonB>(
-        "SELECT jsonb_build_object(
+        "SELECT (SELECT jsonb_build_object(
                     'ok', (d->>'ok')::boolean,
                     'backup_id', d->>'backup_id',
                     'job_id', (d->>'job_id')::int8,
@@ -100,7 +100,7 @@ fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
            FROM (SELECT info->'drill' AS d FROM ark.backups
                   WHERE info ? 'drill' AND kind IN ('full', 'incremental', 'differential')) s
           ORDER BY d->>'at' DESC, (d->>'job_id')::int8 DESC
-          LIMIT 1",
+          LIMIT 1)",
     )?
     .map(|j| j.0)
     .unwrap_or(Value::Null);

@@ -136,9 +136,11 @@ pub fn run_drill(job: &Job) -> Outcome {
                 Ok(rep) => rep.clone(),
                 Err(f) => f.report.clone(),
             };
-            // The record beside the backup, for pg_ark info.
+            // The record beside the backup, for pg_ark info; a drill that
+            // was stopped (cancelled, shutdown) proved nothing either way.
             let mut saved = None;
-            if let Some(id) = report["backup_id"].as_str() {
+            let stopped = stop.load(std::sync::atomic::Ordering::SeqCst);
+            if let Some(id) = report["backup_id"].as_str().filter(|_| !stopped) {
                 if let Err(e) = physical::save_drill(&cluster, id, &report) {
                     saved = Some(format!(
                         "; the drill's record could not be stored in the repository: {e}"

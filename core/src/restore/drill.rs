@@ -216,6 +216,7 @@ pub fn stop_leftover_server(dir: &Path) -> bool {
 /// server: its output, unaligned and tuples only.
 fn psql(
     spec: &Spec,
+    stop: &AtomicBool,
     port: u16,
     database: &str,
     sql: &str,
@@ -250,6 +251,29 @@ fn psql(
         stdin
             .write_all(sql.as_bytes())
             .map_err(|e| format!("could not send the check to psql: {e}"))?;
+    }
+    // A check can hang (a lock, a view that never returns): it ends with
+    // the drill's timeout, or when the drill is stopped (ark.cancel(),
+    // shutdown). Its output is a few lines, well within the pipes' buffers.
+    let began = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if stop.load(Ordering::Relaxed) || began.elapsed() > spec.timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(if stop.load(Ordering::Relaxed) {
+                    "the drill was stopped".to_string()
+                } else {
+                    format!(
+                        "the check did not finish within {} s (option timeout)",
+                        spec.timeout.as_secs()
+                    )
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(format!("psql: {e}")),
+        }
     }
     let out = child.wait_with_output().map_err(|e| format!("psql: {e}"))?;
     if out.status.success() {
@@ -381,7 +405,12 @@ fn wait_ready(
 }
 
 /// The checks of the restored cluster: one JSON object each.
-fn checks(spec: &Spec, port: u16, recovery: &[String]) -> Result<Vec<Value>, (Vec<Value>, String)> {
+fn checks(
+    spec: &Spec,
+    stop: &AtomicBool,
+    port: u16,
+    recovery: &[String],
+) -> Result<Vec<Value>, (Vec<Value>, String)> {
     let mut done = Vec::new();
     let fail = |mut done: Vec<Value>, check: Value, msg: String| {
         done.push(check);
@@ -407,6 +436,7 @@ fn checks(spec: &Spec, port: u16, recovery: &[String]) -> Result<Vec<Value>, (Ve
     }
     match psql(
         spec,
+        stop,
         port,
         &spec.database,
         "SELECT pg_is_in_recovery(), current_setting('server_version');",
@@ -439,6 +469,7 @@ fn checks(spec: &Spec, port: u16, recovery: &[String]) -> Result<Vec<Value>, (Ve
     if !spec.amcheck.is_empty() {
         if let Err(e) = psql(
             spec,
+            stop,
             port,
             &spec.database,
             "CREATE EXTENSION IF NOT EXISTS amcheck;",
@@ -463,7 +494,7 @@ SELECT count(bt_index_check(i.indexrelid, true))
  WHERE i.indrelid = to_regclass(:'t') AND a.amname = 'btree' AND i.indisvalid;
 \\endif
 ";
-        match psql(spec, port, &spec.database, sql, &[("t", table)]) {
+        match psql(spec, stop, port, &spec.database, sql, &[("t", table)]) {
             Ok(out) if out == "missing" => {
                 let msg = format!("amcheck: there is no table \"{table}\" in database \"{}\" of the restored cluster", spec.database);
                 return fail(
@@ -511,7 +542,7 @@ SELECT count(bt_index_check(i.indexrelid, true))
 SELECT format('SELECT count(*) FROM %s', to_regclass(:'t')) \\gexec
 \\endif
 ";
-        match psql(spec, port, &spec.database, sql, &[("t", table)]) {
+        match psql(spec, stop, port, &spec.database, sql, &[("t", table)]) {
             Ok(out) => match out.trim().parse::<i64>() {
                 Ok(rows) => {
                     done.push(json!({"check": "count", "table": table, "ok": true, "rows": rows}))
@@ -674,8 +705,22 @@ fn drill(
         tablespaces,
     };
     let rebuild_began = Instant::now();
-    let rebuilt = super::rebuild(cluster, &info.backup_id, &data, &opts, counters)
-        .map_err(|e| format!("restoring backup \"{}\" failed: {e}", info.backup_id))?;
+    let finished = AtomicBool::new(false);
+    let rebuilt = std::thread::scope(|s| {
+        // The drill's stop flag cancels the rebuild.
+        s.spawn(|| {
+            while !finished.load(Ordering::Relaxed) {
+                if stop.load(Ordering::Relaxed) {
+                    counters.cancel.store(true, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let r = super::rebuild(cluster, &info.backup_id, &data, &opts, counters);
+        finished.store(true, Ordering::Relaxed);
+        r
+    })
+    .map_err(|e| format!("restoring backup \"{}\" failed: {e}", info.backup_id))?;
     let rebuild_s = rebuild_began.elapsed();
     report["files"] = json!(rebuilt.files);
     report["fetched_bytes"] = json!(rebuilt.fetched);
@@ -736,7 +781,7 @@ fn drill(
     // Check.
     progress("checks", json!({"backup_id": info.backup_id, "port": port}));
     let checks_began = Instant::now();
-    let checked = checks(spec, port, &recovery);
+    let checked = checks(spec, stop, port, &recovery);
     report["timings"]["checks_seconds"] = json!(seconds(checks_began.elapsed()));
     server.stop();
     match checked {
