@@ -416,3 +416,63 @@ fn a_cancelled_or_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_wi
         leftovers(work.path())
     );
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct SmallFs {
+    dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    fn mount(size: &str) -> SmallFs {
+        let dir = temp_dir("ark-smallfs-");
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0777"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount -t tmpfs (the tests run as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallFs { dir }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_drill_without_the_space_it_needs_is_refused_and_says_how_much() {
+    let repo = temp_dir("ark-repo-");
+    let small = SmallFs::mount("24m");
+    let cluster = Cluster::start_with(options(repo.path(), small.dir.path()));
+    let mut c = prepare(&cluster);
+    backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+    let done = wait_job(&mut c, "drill", r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "not enough free space for the drill in {}: it needs ",
+            small.dir.path().display()
+        )) && error.contains(" is free"),
+        "{error}"
+    );
+    assert!(
+        leftovers(small.dir.path()).is_empty(),
+        "nothing is written: {:?}",
+        leftovers(small.dir.path())
+    );
+}

@@ -386,6 +386,24 @@ fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
         assert_eq!(done["result"]["kind"], *kind, "{done}");
         ids.push(done["result"]["backup_id"].as_str().unwrap().to_string());
     }
+    // A restore drill of the chain from S3: its wal-get gets the keys of
+    // ark.s3_* through the scratch server's environment, never its
+    // command line or its result.
+    let doc: String = c
+        .query_one(
+            "SELECT ark.wait(ark.backup('drill', '{\"count\": \"t\", \"max_attempts\": 1}'), '5 min')::text",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let drill: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(drill["state"], "succeeded", "{drill}");
+    assert_eq!(drill["result"]["backup_id"], ids[2].as_str(), "{drill}");
+    assert_eq!(drill["result"]["checks"][2]["rows"], 50000, "{drill}");
+    assert!(
+        !doc.contains(&s3.secret_key),
+        "a key in the drill's result: {doc}"
+    );
     let expected = digest(&mut c);
     drop(c);
     let sysid = primary.system_identifier();
