@@ -81,7 +81,11 @@ pub fn claim() -> Result<Option<Job>, ArkError> {
     Ok(Spi::connect_mut(|c| {
         let t = c.update(
             "UPDATE ark.jobs
-                SET state = 'running', attempts = attempts + 1, started_at = now(),
+                SET state = 'running', attempts = attempts + 1,
+                    -- When it really starts: the transaction may have begun
+                    -- before the claim lock was ours, and before the job
+                    -- that shares its conflict key finished.
+                    started_at = clock_timestamp(),
                     worker_pid = pg_backend_pid(), progress = NULL
               WHERE id = (SELECT j.id FROM ark.jobs j
                            WHERE j.state IN ('queued', 'retrying')
