@@ -106,7 +106,7 @@ fn a_drill_restores_the_newest_backup_checks_it_and_records_its_rto() {
     assert!(
         amcheck["detail"]
             .as_str()
-            .is_some_and(|d| d.contains("2 B-tree index(es)")),
+            .is_some_and(|d| d.contains("1 heap(s) verified; 2 B-tree index(es)")),
         "{r}"
     );
     assert_eq!(find("count", Some("public.orders"))["rows"], 1500, "{r}");
@@ -217,6 +217,29 @@ fn a_drill_restores_the_newest_backup_checks_it_and_records_its_rto() {
         "the row after the mark is not there: {r}"
     );
 
+    // A view is not counted (its code would run in the drill), and that
+    // is no verdict on the backup: its last drill stays the passed one.
+    let done = wait_job(
+        &mut c,
+        "drill",
+        r#"{"count": "pg_stats", "max_attempts": 1}"#,
+    );
+    assert_eq!(done["state"], "failed", "{done}");
+    assert!(
+        done["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("\"pg_stats\" is a view, not a table")),
+        "{done}"
+    );
+    let ok: bool = c
+        .query_one(
+            "SELECT (info->'drill'->>'ok')::boolean FROM ark.backups WHERE label = $1",
+            &[&incr],
+        )
+        .unwrap()
+        .get(0);
+    assert!(ok);
+
     // Bad options are refused when queued, with the key named.
     let err = c
         .query_one(
@@ -294,13 +317,13 @@ fn a_drill_of_a_corrupted_backup_fails_naming_the_file_and_status_is_failing() {
     assert_eq!(s["drill"]["ok"], true, "{s}");
 }
 
-/// Queue a drill that will hang in its checks (counting `drill_hold`), and
+/// Queue a drill that will hang in its checks (amcheck of `drill_hold`), and
 /// wait until its scratch server runs and it is checking: (job, scratch
 /// directory, scratch postmaster's pid).
 fn held_drill(c: &mut postgres::Client, work: &Path) -> (i64, PathBuf, i32) {
     let job: i64 = c
         .query_one(
-            "SELECT ark.backup('drill', '{\"count\": \"drill_hold\", \"max_attempts\": 1}')",
+            "SELECT ark.backup('drill', '{\"amcheck\": \"drill_hold\", \"max_attempts\": 1}')",
             &[],
         )
         .unwrap()
@@ -334,10 +357,20 @@ fn a_cancelled_or_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_wi
     let mut c = prepare(&cluster);
     let id = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
 
-    // Hold the drill in its checks: counting the rows of a view that
-    // never returns (pg_sleep for an hour, far beyond the test's waits).
-    c.batch_execute("CREATE VIEW drill_hold AS SELECT 1 AS held FROM pg_sleep(3600)")
-        .unwrap();
+    // Hold the drill in its checks: amcheck's heapallindexed evaluates an
+    // index expression that sleeps for an hour (far beyond the test's
+    // waits) where archive_mode is off, as in a drill's scratch cluster.
+    c.batch_execute(
+        "CREATE FUNCTION drill_hold_key(i int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
+         BEGIN
+             IF current_setting('archive_mode') = 'off' THEN PERFORM pg_sleep(3600); END IF;
+             RETURN i;
+         END $$;
+         CREATE TABLE drill_hold (id int);
+         INSERT INTO drill_hold VALUES (1);
+         CREATE INDEX ON drill_hold (drill_hold_key(id));",
+    )
+    .unwrap();
     let full2 = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
     assert_ne!(backup_id(&full2), id);
     // ark.cancel() of a held drill: its server stopped, its directory gone.
@@ -430,7 +463,7 @@ impl SmallFs {
                 "-t",
                 "tmpfs",
                 "-o",
-                &format!("size={size},mode=0777"),
+                &format!("size={size},mode=0700"),
                 "tmpfs",
             ])
             .arg(dir.path())
@@ -441,6 +474,7 @@ impl SmallFs {
             "mount -t tmpfs (the tests run as root): {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        give_to_test_user(dir.path());
         SmallFs { dir }
     }
 }
@@ -475,4 +509,127 @@ fn a_drill_without_the_space_it_needs_is_refused_and_says_how_much() {
         "nothing is written: {:?}",
         leftovers(small.dir.path())
     );
+    // A drill that could not be carried out is no verdict on the backup.
+    let recorded: Option<String> = c
+        .query_one(
+            "SELECT info->>'drill' FROM ark.backups WHERE kind = 'full'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(recorded, None);
+}
+
+fn run_as_test_user(program: &Path, args: &[&std::ffi::OsStr]) {
+    let out = pg_ark_tests::server_command(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", program.display()));
+    assert!(
+        out.status.success(),
+        "{}: {}{}",
+        program.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_sweep_stops_a_leftover_scratch_server_and_never_the_primary() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    // A scratch server a dead drill left running, detached (not a child of
+    // anything pg_ark runs).
+    let left = work.path().join("job-999-drill");
+    std::fs::create_dir(&left).unwrap();
+    give_to_test_user(&left);
+    let data = left.join("data");
+    let install = cluster.install;
+    run_as_test_user(
+        &install.bin("initdb"),
+        &[
+            "-U".as_ref(),
+            "postgres".as_ref(),
+            "-A".as_ref(),
+            "trust".as_ref(),
+            "--no-sync".as_ref(),
+            "-D".as_ref(),
+            data.as_os_str(),
+        ],
+    );
+    let opts = format!(
+        "-c listen_addresses= -c unix_socket_directories={} -c port={}",
+        left.display(),
+        pg_ark_tests::free_port()
+    );
+    let log = left.join("server.log");
+    run_as_test_user(
+        &install.bin("pg_ctl"),
+        &[
+            "-D".as_ref(),
+            data.as_os_str(),
+            "-l".as_ref(),
+            log.as_os_str(),
+            "-o".as_ref(),
+            opts.as_ref(),
+            "-w".as_ref(),
+            "start".as_ref(),
+        ],
+    );
+    let left_pid: i32 = std::fs::read_to_string(data.join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(process_running(left_pid));
+    // Entries that lead to the primary: a data directory that is a link to
+    // its PGDATA, and a scratch directory that is a link to its folder.
+    let linked = work.path().join("job-998-drill");
+    std::fs::create_dir(&linked).unwrap();
+    std::os::unix::fs::symlink(&cluster.data, linked.join("data")).unwrap();
+    std::os::unix::fs::symlink(
+        cluster.data.parent().unwrap(),
+        work.path().join("job-997-drill"),
+    )
+    .unwrap();
+    let primary = cluster.postmaster_pid();
+
+    // The scheduler starts again (kill -9: the crash restart) and sweeps.
+    let scheduler: i32 = c
+        .query_one(
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_ark scheduler'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let mark = cluster.log_mark();
+    // SAFETY: kills the test cluster's scheduler.
+    assert_eq!(unsafe { libc::kill(scheduler, libc::SIGKILL) }, 0);
+    drop(c);
+    let mut c = cluster.wait_crash_restart(mark, WAIT);
+    cluster.wait_for_log_after(
+        mark,
+        &format!(
+            "pg_ark removed \"{}\", left by a job that did not finish",
+            left.display()
+        ),
+        WAIT,
+    );
+    assert!(
+        !process_running(left_pid),
+        "the leftover server {left_pid} still runs"
+    );
+    assert!(!left.exists());
+    // The primary was never signalled, and nothing of it was removed.
+    assert_eq!(cluster.postmaster_pid(), primary);
+    assert!(cluster.data.join("PG_VERSION").exists());
+    assert!(cluster.data.join("postmaster.pid").exists());
+    let one: i32 = c.query_one("SELECT 1", &[]).unwrap().get(0);
+    assert_eq!(one, 1);
 }

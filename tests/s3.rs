@@ -387,8 +387,9 @@ fn a_chain_of_physical_backups_in_s3_verifies_and_restores_from_s3_alone() {
         ids.push(done["result"]["backup_id"].as_str().unwrap().to_string());
     }
     // A restore drill of the chain from S3: its wal-get gets the keys of
-    // ark.s3_* through the scratch server's environment, never its
-    // command line or its result.
+    // ark.s3_* through the scratch server's environment (restore_command
+    // is built from the repository's options, which hold no keys), and
+    // the keys are nowhere in its result.
     let doc: String = c
         .query_one(
             "SELECT ark.wait(ark.backup('drill', '{\"count\": \"t\", \"max_attempts\": 1}'), '5 min')::text",

@@ -208,6 +208,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
         delta: a.delta,
         tablespaces,
+        tablespace_root: None,
     };
     let counters = Arc::new(Counters::default());
     let started = Instant::now();

@@ -91,8 +91,10 @@ pub fn job_of(name: &str) -> Option<i64> {
 
 /// Remove the staging directories in `dir` of jobs for which `running`
 /// says no: the leftovers of workers that died (a restore drill's scratch
-/// server still running in one is stopped first). Returns what it removed.
-pub fn sweep(dir: &Path, running: impl Fn(i64) -> bool) -> Vec<PathBuf> {
+/// server still running in one is stopped first; nothing running in one of
+/// `protected`, the primary's directories, is ever signalled). Returns what
+/// it removed.
+pub fn sweep(dir: &Path, protected: &[PathBuf], running: impl Fn(i64) -> bool) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return removed;
@@ -105,8 +107,11 @@ pub fn sweep(dir: &Path, running: impl Fn(i64) -> bool) -> Vec<PathBuf> {
         if running(job) {
             continue;
         }
-        // A restore drill's scratch server that outlived its worker.
-        crate::restore::drill::stop_leftover_server(&e.path());
+        // A restore drill's scratch server that outlived its worker; one
+        // that would not stop keeps its directory.
+        if crate::restore::drill::stop_leftover_server(&e.path(), protected).is_err() {
+            continue;
+        }
         if std::fs::remove_dir_all(e.path()).is_ok() {
             removed.push(e.path());
         }
@@ -156,7 +161,7 @@ mod tests {
         for d in ["job-7-0", "job-7-1", "job-9-0", "unrelated"] {
             std::fs::create_dir_all(dir.path().join(d).join("x")).unwrap();
         }
-        let removed = sweep(dir.path(), |job| job == 9);
+        let removed = sweep(dir.path(), &[], |job| job == 9);
         assert_eq!(
             removed,
             vec![dir.path().join("job-7-0"), dir.path().join("job-7-1")]

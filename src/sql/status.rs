@@ -65,15 +65,22 @@ fn jobs_in(state: &str, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkE
 /// Kept backups whose last restore drill failed, and the last drill of
 /// all (its result, backup, time and RTO), or null.
 fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
+    // The backups of the repository in use (ark.backups keeps those of
+    // another one the setting named before).
+    let repository = settings::repository()
+        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
+        .map(|u| u.location())
+        .unwrap_or_default();
     let failed = Spi::connect(|c| {
         let t = c.select(
             "SELECT label, (info->'drill'->>'job_id')::int8, info->'drill'->>'error'
                FROM ark.backups
               WHERE kind IN ('full', 'incremental', 'differential')
+                AND repository = $1
                 AND (info->'drill'->>'ok')::boolean IS FALSE
               ORDER BY finished_at, id",
             None,
-            &[],
+            &[repository.clone().into()],
         )?;
         let mut out = Vec::new();
         for r in t {
@@ -87,7 +94,7 @@ fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
-    let last = Spi::get_one::<JsonB>(
+    let last = Spi::get_one_with_args::<JsonB>(
         "SELECT (SELECT jsonb_build_object(
                     'ok', (d->>'ok')::boolean,
                     'backup_id', d->>'backup_id',
@@ -98,9 +105,11 @@ fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
                     'timings', d->'timings',
                     'error', d->>'error')
            FROM (SELECT info->'drill' AS d FROM ark.backups
-                  WHERE info ? 'drill' AND kind IN ('full', 'incremental', 'differential')) s
+                  WHERE info ? 'drill' AND repository = $1
+                    AND kind IN ('full', 'incremental', 'differential')) s
           ORDER BY d->>'at' DESC, (d->>'job_id')::int8 DESC
           LIMIT 1)",
+        &[repository.into()],
     )?
     .map(|j| j.0)
     .unwrap_or(Value::Null);

@@ -66,6 +66,7 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
     ] {
         required.push((name.to_string(), setting(name)?));
     }
+    let data = std::path::PathBuf::from(setting("data_directory")?);
     Ok(Spec {
         job_id: job.id,
         backup: text("backup_id").map(str::to_string),
@@ -82,9 +83,15 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
         user,
         amcheck: names("amcheck"),
         count: names("count"),
-        preload: drill::preload_without_pg_ark(&setting("shared_preload_libraries")?),
+        preload: names("shared_preload_libraries"),
         settings: required,
         timeout: Duration::from_secs(o.get("timeout").and_then(Value::as_u64).unwrap_or(3600)),
+        primary_dirs: vec![data.clone(), data.join("pg_wal")],
+        wal_segment_size: Spi::get_one::<i64>(
+            "SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
+        )?
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(16 * 1024 * 1024),
     })
 }
 
@@ -102,13 +109,15 @@ pub fn run_drill(job: &Job) -> Outcome {
         ));
     }
     // What an earlier attempt of this job left (its worker killed).
-    if spec.scratch.exists() {
-        if drill::stop_leftover_server(&spec.scratch) {
-            log!(
+    if std::fs::symlink_metadata(&spec.scratch).is_ok() {
+        match drill::stop_leftover_server(&spec.scratch, &spec.primary_dirs) {
+            Ok(true) => log!(
                 "pg_ark job {}: stopped the scratch cluster an earlier attempt left in {}",
                 job.id,
                 spec.scratch.display()
-            );
+            ),
+            Ok(false) => {}
+            Err(e) => return Outcome::Failed(e),
         }
         if let Err(e) = std::fs::remove_dir_all(&spec.scratch) {
             return Outcome::Failed(format!(
@@ -120,7 +129,9 @@ pub fn run_drill(job: &Job) -> Outcome {
     let done = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
-            let cluster = target.open().map_err(|e| (e.to_string(), Value::Null))?;
+            let cluster = target
+                .open()
+                .map_err(|e| (e.to_string(), Value::Null, false))?;
             let counters = Counters::default();
             let stop = control.stop.clone();
             let c2 = control.clone();
@@ -132,45 +143,54 @@ pub fn run_drill(job: &Job) -> Outcome {
                 set_progress(&c2, doc);
             };
             let r = drill::run(&cluster, &spec, &counters, &stop, &progress);
-            let report = match &r {
-                Ok(rep) => rep.clone(),
-                Err(f) => f.report.clone(),
+            let (report, judged) = match &r {
+                Ok(rep) => (rep.clone(), true),
+                Err(f) => (f.report.clone(), f.verdict),
             };
-            // The record beside the backup, for pg_ark info; a drill that
-            // was stopped (cancelled, shutdown) proved nothing either way.
+            // The record beside the backup, for pg_ark info: only a verdict
+            // on it. A drill that was stopped (cancelled, shutdown) or could
+            // not be carried out proved nothing either way.
+            let record = judged && !stop.load(std::sync::atomic::Ordering::SeqCst);
             let mut saved = None;
-            let stopped = stop.load(std::sync::atomic::Ordering::SeqCst);
-            if let Some(id) = report["backup_id"].as_str().filter(|_| !stopped) {
+            if let Some(id) = report["backup_id"].as_str().filter(|_| record) {
                 if let Err(e) = physical::save_drill(&cluster, id, &report) {
                     saved = Some(format!(
-                        "; the drill's record could not be stored in the repository: {e}"
+                        "the drill's record could not be stored in the repository: {e}"
                     ));
                 }
             }
-            match r {
-                Ok(rep) => match saved {
-                    None => Ok(rep),
-                    Some(e) => Err((e.trim_start_matches("; ").to_string(), rep)),
-                },
-                Err(f) => Err((
-                    format!("{}{}", f.message, saved.unwrap_or_default()),
+            match (r, saved) {
+                (Ok(rep), None) => Ok((rep, record)),
+                (Ok(rep), Some(e)) => Err((e, rep, record)),
+                (Err(f), saved) => Err((
+                    match saved {
+                        Some(e) => format!("{}; {e}", f.message),
+                        None => f.message,
+                    },
                     f.report,
+                    record,
                 )),
             }
         },
         |_| {},
     );
-    let (result, report) = match done {
-        Ok(Ok(rep)) => (Ok(rep.clone()), rep),
-        Ok(Err((msg, rep))) => (Err(msg), rep),
+    let (result, report, record) = match done {
+        Ok(Ok((rep, record))) => (Ok(rep.clone()), rep, record),
+        Ok(Err((msg, rep, record))) => (Err(msg), rep, record),
         Err(s) => return outcome(Err(s)),
     };
-    if let Some(id) = report["backup_id"].as_str() {
+    // A shutdown can end the work before the supervisor saw it: no verdict.
+    let record = record && !crate::worker::job::shutdown_requested();
+    if let (Some(id), Some(repository)) = (
+        report["backup_id"].as_str().filter(|_| record),
+        report["repository"].as_str(),
+    ) {
         let recorded = xact::run(|| {
             Spi::run_with_args(
                 "UPDATE ark.backups SET info = info || jsonb_build_object('drill', $2::jsonb)
-                  WHERE label = $1 AND kind IN ('full', 'incremental', 'differential')",
-                &[id.into(), JsonB(report.clone()).into()],
+                  WHERE label = $1 AND repository = $3
+                    AND kind IN ('full', 'incremental', 'differential')",
+                &[id.into(), JsonB(report.clone()).into(), repository.into()],
             )?;
             Ok(())
         });

@@ -110,7 +110,7 @@ static POSTMASTER_GONE: AtomicBool = AtomicBool::new(false);
 /// SIGTERM arrived (pgrx's handler sets ShutdownRequestPending, which,
 /// unlike `sigterm_received()`, is not reset by reading it), or the
 /// postmaster is gone.
-fn shutdown_requested() -> bool {
+pub(crate) fn shutdown_requested() -> bool {
     // SAFETY: a flag the signal handler sets; read on the worker's thread.
     let requested = unsafe { (&raw const pg_sys::ShutdownRequestPending).read_volatile() != 0 };
     requested || POSTMASTER_GONE.load(Ordering::SeqCst)

@@ -217,7 +217,11 @@ fn sweep_work_directory() -> Result<(), crate::error::ArkError> {
         }
         Ok::<_, pgrx::spi::SpiError>(())
     })?;
-    for p in pg_ark_core::workdir::sweep(&dir, |id| running.contains(&id)) {
+    let data = std::path::PathBuf::from(
+        Spi::get_one::<String>("SELECT current_setting('data_directory')")?.unwrap_or_default(),
+    );
+    let protected = [data.clone(), data.join("pg_wal")];
+    for p in pg_ark_core::workdir::sweep(&dir, &protected, |id| running.contains(&id)) {
         log!(
             "pg_ark removed \"{}\", left by a job that did not finish",
             p.display()

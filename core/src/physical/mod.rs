@@ -1465,6 +1465,7 @@ pub fn restore_backup_with(
         jobs: 1,
         delta: false,
         tablespaces: tablespaces.clone(),
+        tablespace_root: None,
     };
     Ok(crate::restore::rebuild(cluster, id, target, &opts, &Default::default())?.info)
 }

@@ -72,6 +72,18 @@ impl RepoUrl {
     }
 }
 
+impl RepoUrl {
+    /// How the storage of this URL names itself (`Storage::location`), as
+    /// `ark.backups.repository` records it.
+    pub fn location(&self) -> String {
+        match self {
+            RepoUrl::File { path } => format!("file://{}", path.display()),
+            RepoUrl::S3 { bucket, prefix } if prefix.is_empty() => format!("s3://{bucket}"),
+            RepoUrl::S3 { bucket, prefix } => format!("s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
 fn valid_bucket(b: &str) -> bool {
     (3..=63).contains(&b.len())
         && b.bytes()
@@ -112,6 +124,20 @@ mod tests {
                 path: PathBuf::from("/")
             }
         );
+    }
+
+    #[test]
+    fn locations_are_the_storages_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/", dir.path().display());
+        let storage = crate::storage::local::LocalStorage::open(dir.path()).unwrap();
+        use crate::storage::Storage;
+        assert_eq!(RepoUrl::parse(&url).unwrap().location(), storage.location());
+        assert_eq!(
+            RepoUrl::parse("s3://b-1/p/q/").unwrap().location(),
+            "s3://b-1/p/q"
+        );
+        assert_eq!(RepoUrl::parse("s3://b-1").unwrap().location(), "s3://b-1");
     }
 
     #[test]

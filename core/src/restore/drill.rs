@@ -6,25 +6,38 @@
 //! 1. **Plan** the restore ([`super::plan::plan`]): the backup (the newest
 //!    complete one, or the one named), its chain, the WAL recovery needs and
 //!    where it stops (consistency by default, or a target).
-//! 2. **Check the space**: the restored files plus room for the WAL recovery
-//!    fetches ([`space_needed`]) must be free where the scratch cluster goes;
-//!    otherwise the drill is refused before a byte is written, with both
-//!    numbers.
-//! 3. **Rebuild** the backup into `<scratch>/data` ([`super::rebuild`]):
-//!    every object checked against its digest and the manifest.
-//! 4. **Recover**: a scratch postmaster, a child of the drill with
-//!    `PR_SET_PDEATHSIG` (it dies with the process that started it), on a
-//!    free port of 127.0.0.1, its socket in the scratch directory, a
-//!    `pg_hba.conf` that admits local connections only, no archiving, pg_ark
-//!    taken out of `shared_preload_libraries` (its scheduler must not run
-//!    jobs in a copy of the catalog) and `restore_command` = `pg_ark wal-get`
-//!    from the repository, exactly as a real restore.
-//! 5. **Check**: recovery ended where the plan said ("recovery stopping"),
-//!    the server accepts connections out of recovery, and for each table
-//!    named: `amcheck` (`verify_heapam` and `bt_index_check` with
-//!    `heapallindexed` on its B-tree indexes) and/or its row count.
+//! 2. **Check the space** ([`space_needed`]): the restored files plus room
+//!    for the WAL recovery fetches, plus a reserve when the scratch cluster
+//!    would share a file system with the primary's data or WAL (a drill must
+//!    never fill the primary's disk). Otherwise the drill is refused before a
+//!    byte is written, with the numbers.
+//! 3. **Rebuild** the backup into `<scratch>/data` ([`super::rebuild`]),
+//!    every tablespace inside the scratch directory, every object checked
+//!    against its digest and the manifest.
+//! 4. **Recover**: a scratch postmaster ([`server_args`]), a child of the
+//!    drill in a session of its own, with `PR_SET_PDEATHSIG` (it dies with
+//!    the process that started it); no TCP listener, its socket in the
+//!    private scratch directory, a `pg_hba.conf` that admits local
+//!    connections only, no archiving, no logical replication workers, no
+//!    preloaded libraries but those the drill names (pg_ark's scheduler, or
+//!    another extension's job runner, must not run the primary's jobs from a
+//!    copy of its catalog), English messages, and `restore_command` =
+//!    `pg_ark wal-get` from the repository, exactly as a real restore.
+//! 5. **Check** ([`checks`]): recovery ended where the plan said ("recovery
+//!    stopping"), the server accepts connections out of recovery, and for
+//!    each table named: `amcheck` (`verify_heapam` and `bt_index_check` with
+//!    `heapallindexed` on its B-tree indexes, on every partition) and/or its
+//!    row count (as the table's owner). The check scripts resolve the table
+//!    by name and then run with `search_path = pg_catalog, pg_temp`, every
+//!    function and operator qualified: objects of the restored database
+//!    cannot stand in for them.
 //! 6. **Clean up**: an immediate shutdown, then the scratch directory is
 //!    removed, whatever happened.
+//!
+//! A failure is a **verdict on the backup** ([`Failed::verdict`]) when the
+//! backup did not rebuild, recover or pass its checks; a drill that could
+//! not be carried out (no space, no amcheck, a table that does not exist)
+//! fails without judging the backup.
 //!
 //! The report's timings are the drill's measured recovery time objective:
 //! `rebuild_seconds` (the download and the writes, which overlap),
@@ -36,7 +49,7 @@ use super::plan::{self, RepoArgs, Request, Target, TimelineChoice};
 use super::{Counters, Options};
 use crate::repo::ClusterRepo;
 use serde_json::{json, Value};
-use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -52,9 +65,11 @@ pub struct Spec {
     pub backup: Option<String>,
     pub target: Target,
     pub timeline: TimelineChoice,
-    /// The scratch directory (created; it must not exist yet).
+    /// The scratch directory (created; it must not exist yet), inside the
+    /// work directory.
     pub scratch: PathBuf,
-    /// PostgreSQL's programs (`postgres`, `psql`) and `pg_ark`.
+    /// PostgreSQL's programs (`postgres`, `psql`, `pg_controldata`) and
+    /// `pg_ark`.
     pub bindir: PathBuf,
     pub repo: RepoArgs,
     /// Extra environment of the scratch server (S3 keys for `wal-get`).
@@ -66,30 +81,64 @@ pub struct Spec {
     pub user: String,
     pub amcheck: Vec<String>,
     pub count: Vec<String>,
-    /// `shared_preload_libraries` for the scratch server.
-    pub preload: String,
+    /// `shared_preload_libraries` of the scratch server.
+    pub preload: Vec<String>,
     /// Settings the scratch server needs at least the primary's values of
     /// (`max_connections`, ...), as `(name, value)`.
     pub settings: Vec<(String, String)>,
-    /// How long recovery may take.
+    /// How long recovery, and each check, may take.
     pub timeout: Duration,
+    /// The primary's data directory and WAL directory: never signalled,
+    /// never filled.
+    pub primary_dirs: Vec<PathBuf>,
+    /// The WAL segment size, bytes.
+    pub wal_segment_size: u64,
 }
 
-/// Room for the WAL recovery fetches besides the restored files: the
-/// prefetch spool of `pg_ark wal-get` (at most 32 segments), the segment
-/// being replayed, the first segment of the new timeline and the end of
+/// Room for what the drill writes besides the restored files: the prefetch
+/// spool of `pg_ark wal-get` (at most 32 segments), the segment being
+/// replayed, the first segment of the new timeline and the end of
 /// recovery's checkpoint, plus 64 MiB for the server's own files.
-pub fn space_needed(restored_bytes: u64, segments: u64) -> u64 {
-    const SEG: u64 = 16 * 1024 * 1024;
+pub fn space_needed(restored_bytes: u64, segments: u64, segment_size: u64) -> u64 {
     restored_bytes
-        .saturating_add(SEG * (segments.min(32) + 4))
+        .saturating_add(segment_size.saturating_mul(segments.min(32) + 4))
         .saturating_add(64 * 1024 * 1024)
 }
 
-/// `shared_preload_libraries` without pg_ark: the scratch cluster must not
-/// run pg_ark's scheduler on its copy of the catalog.
-pub fn preload_without_pg_ark(list: &str) -> String {
-    list.split(',')
+/// The reserve left free on a file system the drill shares with the
+/// primary's data or WAL: a tenth of it, and at least 1 GiB.
+pub fn shared_reserve(fs_total: u64) -> u64 {
+    (fs_total / 10).max(1024 * 1024 * 1024)
+}
+
+/// Why a drill failed: the message, what was measured up to then, and
+/// whether it is a verdict on the backup (it did not rebuild, recover or
+/// pass its checks) rather than a drill that could not be carried out.
+#[derive(Debug)]
+pub struct Failed {
+    pub message: String,
+    pub report: Value,
+    pub verdict: bool,
+}
+
+/// A failure inside the drill: (message, verdict on the backup).
+type Fail = (String, bool);
+
+fn setup(msg: impl Into<String>) -> Fail {
+    (msg.into(), false)
+}
+
+fn verdict(msg: impl Into<String>) -> Fail {
+    (msg.into(), true)
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+/// `shared_preload_libraries` without pg_ark.
+pub fn preload_without_pg_ark(list: &[String]) -> String {
+    list.iter()
         .map(|l| l.trim().trim_matches('"').to_string())
         .filter(|l| {
             let name = l.rsplit('/').next().unwrap_or(l);
@@ -99,24 +148,15 @@ pub fn preload_without_pg_ark(list: &str) -> String {
         .join(",")
 }
 
-/// Why a drill failed: the message, and what was measured up to then.
-#[derive(Debug)]
-pub struct Failed {
-    pub message: String,
-    pub report: Value,
-}
-
-fn seconds(d: Duration) -> f64 {
-    (d.as_secs_f64() * 1000.0).round() / 1000.0
-}
-
-/// A free TCP port on 127.0.0.1 (the kernel's choice).
-fn free_port() -> Result<u16, String> {
+/// The scratch server's port: one no TCP listener holds now. The server
+/// listens on no TCP port at all; the number names its socket in the
+/// private scratch directory.
+fn free_port() -> Result<u16, Fail> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| format!("could not find a free port on 127.0.0.1: {e}"))?;
+        .map_err(|e| setup(format!("could not choose a port: {e}")))?;
     l.local_addr()
         .map(|a| a.port())
-        .map_err(|e| format!("could not find a free port on 127.0.0.1: {e}"))
+        .map_err(|e| setup(format!("could not choose a port: {e}")))
 }
 
 /// What the scratch server's log says went wrong, for a message: its
@@ -179,86 +219,169 @@ impl Drop for Server {
     }
 }
 
-/// Stop a scratch server that a dead drill left running in `dir` (its
-/// `data/postmaster.pid`): only a process whose working directory is that
-/// data directory (PostgreSQL's postmaster runs in it), so a recycled pid
-/// is never signalled. Waits until it is gone (SIGQUIT, then SIGKILL after
-/// 10 s). Returns whether one was stopped.
-pub fn stop_leftover_server(dir: &Path) -> bool {
-    let data = dir.join("data");
-    let Some(pid) = super::live_postmaster(&data) else {
-        return false;
+/// `path` is a directory itself (not a symbolic link) owned by this
+/// process's user.
+fn own_real_dir(path: &Path) -> Option<std::fs::Metadata> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    (m.file_type().is_dir() && m.uid() == me).then_some(m)
+}
+
+/// The work directory holds scratch clusters: it must be a directory of
+/// this user's, not a link, that no one else may write to (as PostgreSQL
+/// requires of a data directory). Created 0700 if missing.
+pub fn check_work_directory(dir: &Path) -> Result<(), String> {
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("could not create {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let Some(m) = own_real_dir(dir) else {
+        return Err(format!(
+            "the work directory {} is not a directory owned by the server's user (or it is a symbolic link): it would hold scratch clusters",
+            dir.display()
+        ));
     };
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok();
-    let real = std::fs::canonicalize(&data).ok();
-    if cwd.is_none() || cwd != real {
-        return false;
+    if m.mode() & 0o022 != 0 {
+        return Err(format!(
+            "the work directory {} may be written by other users (mode {:o}): chmod 700 it, or set ark.work_directory to a private directory",
+            dir.display(),
+            m.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// Stop a scratch server that a dead drill left running in `dir` (its
+/// `data/postmaster.pid`). Only a server of a drill's is signalled:
+/// `dir` and `dir/data` are directories of this user's, not links; the
+/// process runs in exactly that data directory (its working directory is
+/// the same file); it is not this process's parent (the primary's
+/// postmaster) and does not run in one of `protected` (the primary's
+/// directories). Waits until it is gone: SIGQUIT, then SIGKILL after 10 s.
+///
+/// `Ok(true)`: one was stopped; `Ok(false)`: none of a drill's runs there;
+/// `Err`: one runs there and would not stop (the directory must stay).
+pub fn stop_leftover_server(dir: &Path, protected: &[PathBuf]) -> Result<bool, String> {
+    let data = dir.join("data");
+    let (Some(_), Some(data_meta)) = (own_real_dir(dir), own_real_dir(&data)) else {
+        return Ok(false);
+    };
+    let Some(pid) = super::live_postmaster(&data) else {
+        return Ok(false);
+    };
+    // SAFETY: getppid and getpid cannot fail.
+    if pid == unsafe { libc::getppid() } || pid == unsafe { libc::getpid() } {
+        return Ok(false);
+    }
+    let Ok(cwd) = std::fs::metadata(format!("/proc/{pid}/cwd")) else {
+        return Ok(false);
+    };
+    if (cwd.dev(), cwd.ino()) != (data_meta.dev(), data_meta.ino()) {
+        return Ok(false);
+    }
+    for p in protected {
+        if let Ok(m) = std::fs::metadata(p) {
+            if (m.dev(), m.ino()) == (cwd.dev(), cwd.ino()) {
+                return Ok(false);
+            }
+        }
     }
     // SAFETY: signals a process verified above to be a server of `dir`.
     unsafe { libc::kill(pid, libc::SIGQUIT) };
     let began = Instant::now();
-    while super::live_postmaster(&data) == Some(pid)
-        && std::path::Path::new(&format!("/proc/{pid}")).exists()
-    {
+    let gone = || !Path::new(&format!("/proc/{pid}")).exists() || !alive(pid);
+    while !gone() {
         if began.elapsed() > Duration::from_secs(10) {
             // SAFETY: as above.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        if began.elapsed() > Duration::from_secs(60) {
-            break;
+        if began.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "the scratch server (pid {pid}) in {} did not stop",
+                dir.display()
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    true
+    Ok(true)
 }
 
-/// Run `sql` (a psql script, with `vars` as psql variables) in the scratch
-/// server: its output, unaligned and tuples only.
-fn psql(
-    spec: &Spec,
-    stop: &AtomicBool,
-    port: u16,
-    database: &str,
-    sql: &str,
-    vars: &[(&str, &str)],
-) -> Result<String, String> {
-    let mut cmd = Command::new(spec.bindir.join("psql"));
-    cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"])
-        .arg("-h")
-        .arg(&spec.scratch)
-        .arg("-p")
-        .arg(port.to_string())
-        .arg("-U")
-        .arg(&spec.user)
-        .arg("-d")
-        .arg(database);
-    for (k, v) in vars {
-        cmd.arg("-v").arg(format!("{k}={v}"));
-    }
+/// Whether `pid` is alive and not a zombie.
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X'))
+    })
+}
+
+/// Every `PG*` variable of this process (the primary's pg_ctl exports
+/// PGDATA) removed from `cmd`: nothing may lead a child to the primary.
+fn clear_pg_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PG") {
             cmd.env_remove(&k);
         }
     }
-    cmd.args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.env("LC_ALL", "C")
+        .env_remove("LANG")
+        .env_remove("LANGUAGE");
+}
+
+/// Run `sql` (a psql script, with `vars` as psql variables) in the scratch
+/// server: its output, unaligned and tuples only. The connection comes from
+/// the environment (`PGHOST` ..., which libpq never parses as a connection
+/// string); the output goes to files, so no pipe can fill.
+fn psql(
+    spec: &Spec,
+    stop: &AtomicBool,
+    port: u16,
+    sql: &str,
+    vars: &[(&str, &str)],
+) -> Result<String, String> {
+    let script = spec.scratch.join("check.sql");
+    let out_path = spec.scratch.join("check.out");
+    let err_path = spec.scratch.join("check.err");
+    std::fs::write(&script, sql).map_err(|e| format!("{}: {e}", script.display()))?;
+    let out =
+        std::fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
+    let err =
+        std::fs::File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
+    let mut cmd = Command::new(spec.bindir.join("psql"));
+    clear_pg_env(&mut cmd);
+    cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
+    for (k, v) in vars {
+        cmd.arg("-v").arg(format!("{k}={v}"));
+    }
+    cmd.arg("-f")
+        .arg(&script)
+        .env("PGHOST", &spec.scratch)
+        .env("PGPORT", port.to_string())
+        .env("PGUSER", &spec.user)
+        .env("PGDATABASE", &spec.database)
+        .env("PGAPPNAME", "pg_ark drill")
+        .env(
+            "PGOPTIONS",
+            "-c statement_timeout=0 -c lock_timeout=0 -c default_transaction_read_only=off -c idle_in_transaction_session_timeout=0",
+        )
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // A group of its own: the primary's signals to the worker's group
+        // (shutdown) never reach it.
+        .process_group(0);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("could not run {}: {e}", spec.bindir.join("psql").display()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(sql.as_bytes())
-            .map_err(|e| format!("could not send the check to psql: {e}"))?;
-    }
-    // A check can hang (a lock, a view that never returns): it ends with
-    // the drill's timeout, or when the drill is stopped (ark.cancel(),
-    // shutdown). Its output is a few lines, well within the pipes' buffers.
+    // A check can hang (a lock, a function that never returns): it ends
+    // with the drill's timeout, or when the drill is stopped (ark.cancel(),
+    // shutdown).
     let began = Instant::now();
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => break,
+            Ok(Some(status)) => break status,
             Ok(None) if stop.load(Ordering::Relaxed) || began.elapsed() > spec.timeout => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -272,16 +395,22 @@ fn psql(
                 });
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => return Err(format!("psql: {e}")),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("psql: {e}"));
+            }
         }
-    }
-    let out = child.wait_with_output().map_err(|e| format!("psql: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr)
+    };
+    if status.success() {
+        Ok(std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
             .trim()
-            .replace('\n', " "))
+            .to_string())
+    } else {
+        let text = std::fs::read_to_string(&err_path).unwrap_or_default();
+        let text: String = text.chars().take(2000).collect();
+        Err(text.trim().replace('\n', " "))
     }
 }
 
@@ -290,15 +419,26 @@ fn psql(
 fn server_args(spec: &Spec, port: u16) -> Vec<String> {
     let scratch = spec.scratch.display().to_string();
     let mut set: Vec<(String, String)> = vec![
+        ("data_directory".into(), format!("{scratch}/data")),
         ("port".into(), port.to_string()),
-        ("listen_addresses".into(), "127.0.0.1".into()),
+        ("listen_addresses".into(), String::new()),
         ("unix_socket_directories".into(), scratch.clone()),
         ("hba_file".into(), format!("{scratch}/pg_hba.conf")),
         ("ident_file".into(), format!("{scratch}/pg_ident.conf")),
+        ("external_pid_file".into(), String::new()),
+        (
+            "cluster_name".into(),
+            format!("pg_ark drill {}", spec.job_id),
+        ),
         ("archive_mode".into(), "off".into()),
-        ("shared_preload_libraries".into(), spec.preload.clone()),
+        (
+            "shared_preload_libraries".into(),
+            preload_without_pg_ark(&spec.preload),
+        ),
+        ("max_logical_replication_workers".into(), "0".into()),
         ("logging_collector".into(), "off".into()),
         ("log_destination".into(), "stderr".into()),
+        ("lc_messages".into(), "C".into()),
         ("shared_buffers".into(), "128MB".into()),
         ("huge_pages".into(), "off".into()),
         ("hot_standby".into(), "on".into()),
@@ -313,44 +453,43 @@ fn server_args(spec: &Spec, port: u16) -> Vec<String> {
     args
 }
 
-fn start_server(spec: &Spec, port: u16, log: &Path) -> Result<Server, String> {
+fn start_server(spec: &Spec, port: u16, log: &Path) -> Result<Server, Fail> {
     let log_file = std::fs::File::create(log)
-        .map_err(|e| format!("could not create {}: {e}", log.display()))?;
+        .map_err(|e| setup(format!("could not create {}: {e}", log.display())))?;
     let err_file = log_file
         .try_clone()
-        .map_err(|e| format!("{}: {e}", log.display()))?;
+        .map_err(|e| setup(format!("{}: {e}", log.display())))?;
     let mut cmd = Command::new(spec.bindir.join("postgres"));
     cmd.args(server_args(spec, port))
         .current_dir(&spec.scratch)
         .stdin(Stdio::null())
         .stdout(log_file)
         .stderr(err_file);
-    // The primary's environment (pg_ctl exports PGDATA) must not lead
-    // `pg_ark wal-get` to the primary's data directory.
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(&k);
-        }
-    }
+    clear_pg_env(&mut cmd);
     cmd.env("PGDATA", spec.scratch.join("data"));
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
+    let parent = std::process::id() as i32;
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             // Its own session (signals to the drill's process group do not
-            // reach it), and it dies with the drill.
+            // reach it), and it dies with the drill, even if the drill died
+            // before prctl took effect.
             libc::setsid();
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
     let child = cmd.spawn().map_err(|e| {
-        format!(
+        setup(format!(
             "could not start {}: {e}",
             spec.bindir.join("postgres").display()
-        )
+        ))
     })?;
     Ok(Server { child: Some(child) })
 }
@@ -362,7 +501,7 @@ fn wait_ready(
     log: &Path,
     timeout: Duration,
     stop: &AtomicBool,
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, Fail> {
     let began = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -385,22 +524,117 @@ fn wait_ready(
             _ => None,
         };
         if let Some(status) = exited {
-            return Err(format!(
+            return Err(verdict(format!(
                 "the restored cluster did not start ({status}): {}",
                 log_tail(log, 8)
-            ));
+            )));
         }
         if stop.load(Ordering::Relaxed) {
-            return Err("the drill was stopped".into());
+            return Err(setup("the drill was stopped"));
         }
         if began.elapsed() > timeout {
-            return Err(format!(
+            return Err(verdict(format!(
                 "recovery did not finish within {} s (option timeout): {}",
                 timeout.as_secs(),
                 log_tail(log, 4)
-            ));
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Resolve table `:t` by name (the database's own search_path), then leave
+/// only pg_catalog on the path: `:relid` (0 when there is none) and
+/// `:missing`.
+const RESOLVE: &str = "SELECT pg_catalog.to_regclass(:'t') IS NULL AS missing,
+       coalesce(pg_catalog.to_regclass(:'t')::pg_catalog.oid, 0) AS relid \\gset
+SET search_path = pg_catalog, pg_temp;
+";
+
+/// Create amcheck if it is not there (in a schema of its own), bring it up
+/// to date; print its schema.
+const AMCHECK_SETUP: &str = "SET search_path = pg_catalog, pg_temp;
+SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension
+                    WHERE extname OPERATOR(pg_catalog.=) 'amcheck') AS absent \\gset
+\\if :absent
+CREATE SCHEMA IF NOT EXISTS ark_drill;
+CREATE EXTENSION amcheck WITH SCHEMA ark_drill;
+\\else
+ALTER EXTENSION amcheck UPDATE;
+\\endif
+SELECT n.nspname FROM pg_catalog.pg_extension e
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+ WHERE e.extname OPERATOR(pg_catalog.=) 'amcheck';
+";
+
+/// amcheck of table `:t` (or every leaf partition of it): "missing",
+/// "kind <c>" for what is not a table, or the heaps checked, the problems
+/// verify_heapam found and the B-tree indexes checked, one per line.
+fn amcheck_script() -> String {
+    format!(
+        "{RESOLVE}\\if :missing
+\\echo missing
+\\else
+SELECT c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p}}'::\"char\"[]) AS is_table, c.relkind AS kind
+  FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) :relid::pg_catalog.oid \\gset
+\\if :is_table
+CREATE TEMPORARY TABLE ark_drill_rels AS
+SELECT c.oid FROM pg_catalog.pg_class c
+ WHERE c.oid OPERATOR(pg_catalog.=) :relid::pg_catalog.oid AND c.relkind OPERATOR(pg_catalog.=) 'r'
+UNION
+SELECT c.oid FROM pg_catalog.pg_partition_tree(:relid::pg_catalog.oid::pg_catalog.regclass) pt
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) pt.relid::pg_catalog.oid
+ WHERE pt.isleaf AND c.relkind OPERATOR(pg_catalog.=) 'r';
+SELECT pg_catalog.count(*) FROM pg_temp.ark_drill_rels;
+SELECT pg_catalog.count(*)
+  FROM pg_temp.ark_drill_rels r
+ CROSS JOIN LATERAL :\"amschema\".verify_heapam(r.oid::pg_catalog.regclass, on_error_stop => false, check_toast => true) v;
+SELECT pg_catalog.count(:\"amschema\".bt_index_check(i.indexrelid::pg_catalog.regclass, true))
+  FROM pg_temp.ark_drill_rels r
+  JOIN pg_catalog.pg_index i ON i.indrelid OPERATOR(pg_catalog.=) r.oid
+  JOIN pg_catalog.pg_class c ON c.oid OPERATOR(pg_catalog.=) i.indexrelid
+  JOIN pg_catalog.pg_am a ON a.oid OPERATOR(pg_catalog.=) c.relam
+ WHERE a.amname OPERATOR(pg_catalog.=) 'btree' AND i.indisvalid;
+\\else
+\\echo kind :kind
+\\endif
+\\endif
+"
+    )
+}
+
+/// Row count of table `:t`, counted as its owner: "missing", "kind <c>"
+/// for what is not a table (a view or a foreign table would run other
+/// code), or the count.
+fn count_script() -> String {
+    format!(
+        "{RESOLVE}\\if :missing
+\\echo missing
+\\else
+SELECT c.relkind OPERATOR(pg_catalog.=) ANY ('{{r,p,m}}'::\"char\"[]) AS is_table, c.relkind AS kind,
+       pg_catalog.pg_get_userbyid(c.relowner) AS owner
+  FROM pg_catalog.pg_class c WHERE c.oid OPERATOR(pg_catalog.=) :relid::pg_catalog.oid \\gset
+\\if :is_table
+SET ROLE :\"owner\";
+SELECT pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', :relid::pg_catalog.oid::pg_catalog.regclass) \\gexec
+\\else
+\\echo kind :kind
+\\endif
+\\endif
+"
+    )
+}
+
+/// What a relkind is, in words.
+fn relkind(out: &str) -> &'static str {
+    match out.trim_start_matches("kind ").trim() {
+        "v" => "a view",
+        "m" => "a materialized view",
+        "f" => "a foreign table",
+        "S" => "a sequence",
+        "i" | "I" => "an index",
+        "c" => "a composite type",
+        _ => "not a table",
     }
 }
 
@@ -410,11 +644,11 @@ fn checks(
     stop: &AtomicBool,
     port: u16,
     recovery: &[String],
-) -> Result<Vec<Value>, (Vec<Value>, String)> {
+) -> Result<Vec<Value>, (Vec<Value>, Fail)> {
     let mut done = Vec::new();
-    let fail = |mut done: Vec<Value>, check: Value, msg: String| {
+    let fail = |mut done: Vec<Value>, check: Value, f: Fail| {
         done.push(check);
-        Err((done, msg))
+        Err((done, f))
     };
     // Recovery ended where it was meant to: a target (or consistency) was
     // reached, or all the WAL was replayed.
@@ -430,7 +664,7 @@ fn checks(
             return fail(
                 done,
                 json!({"check": "recovery", "ok": false, "detail": msg}),
-                msg,
+                verdict(msg),
             );
         }
     }
@@ -438,8 +672,7 @@ fn checks(
         spec,
         stop,
         port,
-        &spec.database,
-        "SELECT pg_is_in_recovery(), current_setting('server_version');",
+        "SELECT pg_catalog.pg_is_in_recovery(), pg_catalog.current_setting('server_version');",
         &[],
     ) {
         Ok(out) if out.starts_with("f|") => done.push(json!({
@@ -451,7 +684,7 @@ fn checks(
             return fail(
                 done,
                 json!({"check": "started", "ok": false, "detail": msg}),
-                msg,
+                verdict(msg),
             );
         }
         Err(e) => {
@@ -462,120 +695,173 @@ fn checks(
             return fail(
                 done,
                 json!({"check": "started", "ok": false, "detail": msg}),
-                msg,
+                setup(msg),
             );
         }
     }
+    let mut amschema = String::new();
     if !spec.amcheck.is_empty() {
-        if let Err(e) = psql(
+        match psql(spec, stop, port, AMCHECK_SETUP, &[]) {
+            Ok(s) if !s.is_empty() => amschema = s,
+            other => {
+                let e = other.err().unwrap_or_else(|| "it has no schema".into());
+                let msg = format!("amcheck is not available in the restored cluster: {e}");
+                return fail(
+                    done,
+                    json!({"check": "amcheck", "ok": false, "detail": msg}),
+                    setup(msg),
+                );
+            }
+        }
+    }
+    let script = amcheck_script();
+    for table in &spec.amcheck {
+        let r = psql(
             spec,
             stop,
             port,
-            &spec.database,
-            "CREATE EXTENSION IF NOT EXISTS amcheck;",
-            &[],
-        ) {
-            let msg = format!("amcheck is not available in the restored cluster: {e}");
-            return fail(
-                done,
-                json!({"check": "amcheck", "ok": false, "detail": msg}),
-                msg,
-            );
-        }
-    }
-    for table in &spec.amcheck {
-        let sql = "SELECT to_regclass(:'t') IS NULL AS missing \\gset
-\\if :missing
-\\echo missing
-\\else
-SELECT count(*) FROM verify_heapam(to_regclass(:'t'), on_error_stop => false);
-SELECT count(bt_index_check(i.indexrelid, true))
-  FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am a ON a.oid = c.relam
- WHERE i.indrelid = to_regclass(:'t') AND a.amname = 'btree' AND i.indisvalid;
-\\endif
-";
-        match psql(spec, stop, port, &spec.database, sql, &[("t", table)]) {
-            Ok(out) if out == "missing" => {
-                let msg = format!("amcheck: there is no table \"{table}\" in database \"{}\" of the restored cluster", spec.database);
-                return fail(
-                    done,
-                    json!({"check": "amcheck", "table": table, "ok": false, "detail": msg}),
-                    msg,
-                );
-            }
+            &script,
+            &[("t", table), ("amschema", &amschema)],
+        );
+        let problem = |msg: String, f: fn(String) -> Fail| {
+            (
+                json!({"check": "amcheck", "table": table, "ok": false, "detail": msg}),
+                f(msg),
+            )
+        };
+        let (check, f) = match r {
+            Ok(out) if out == "missing" => problem(
+                format!(
+                    "amcheck: there is no table \"{table}\" in database \"{}\" of the restored cluster",
+                    spec.database
+                ),
+                setup,
+            ),
+            Ok(out) if out.starts_with("kind ") => problem(
+                format!("amcheck: \"{table}\" is {}, not a table", relkind(&out)),
+                setup,
+            ),
             Ok(out) => {
-                let mut it = out.lines();
-                let corrupt: u64 = it
-                    .next()
-                    .and_then(|n| n.trim().parse().ok())
-                    .unwrap_or(u64::MAX);
-                let indexes: u64 = it.next().and_then(|n| n.trim().parse().ok()).unwrap_or(0);
-                if corrupt != 0 {
-                    let msg = format!("amcheck: verify_heapam found {corrupt} problem(s) in table \"{table}\" of the restored cluster");
-                    return fail(
-                        done,
-                        json!({"check": "amcheck", "table": table, "ok": false, "detail": msg}),
-                        msg,
-                    );
+                let mut it = out.lines().map(|n| n.trim().parse::<u64>());
+                match (it.next(), it.next(), it.next()) {
+                    (Some(Ok(rels)), Some(Ok(0)), Some(Ok(indexes))) => {
+                        done.push(json!({
+                            "check": "amcheck", "table": table, "ok": true,
+                            "detail": format!("{rels} heap(s) verified; {indexes} B-tree index(es) checked with heapallindexed"),
+                        }));
+                        continue;
+                    }
+                    (Some(Ok(_)), Some(Ok(n)), Some(Ok(_))) => problem(
+                        format!(
+                            "amcheck: verify_heapam found {n} problem(s) in table \"{table}\" of the restored cluster"
+                        ),
+                        verdict,
+                    ),
+                    _ => problem(
+                        format!("amcheck of table \"{table}\": unexpected output \"{out}\""),
+                        setup,
+                    ),
                 }
-                done.push(json!({
-                    "check": "amcheck", "table": table, "ok": true,
-                    "detail": format!("heap verified; {indexes} B-tree index(es) checked with heapallindexed"),
-                }));
             }
-            Err(e) => {
-                let msg =
-                    format!("amcheck of table \"{table}\" in the restored cluster failed: {e}");
-                return fail(
-                    done,
-                    json!({"check": "amcheck", "table": table, "ok": false, "detail": msg}),
-                    msg,
-                );
-            }
-        }
+            Err(e) if e == "the drill was stopped" => problem(e, setup),
+            Err(e) => problem(
+                format!("amcheck of table \"{table}\" in the restored cluster failed: {e}"),
+                verdict,
+            ),
+        };
+        return fail(done, check, f);
     }
+    let script = count_script();
     for table in &spec.count {
-        let sql = "SELECT to_regclass(:'t') IS NULL AS missing \\gset
-\\if :missing
-\\echo missing
-\\else
-SELECT format('SELECT count(*) FROM %s', to_regclass(:'t')) \\gexec
-\\endif
-";
-        match psql(spec, stop, port, &spec.database, sql, &[("t", table)]) {
+        let r = psql(spec, stop, port, &script, &[("t", table)]);
+        let problem = |msg: String, f: fn(String) -> Fail| {
+            (
+                json!({"check": "count", "table": table, "ok": false, "detail": msg}),
+                f(msg),
+            )
+        };
+        let (check, f) = match r {
+            Ok(out) if out == "missing" => problem(
+                format!(
+                    "count: there is no table \"{table}\" in database \"{}\" of the restored cluster",
+                    spec.database
+                ),
+                setup,
+            ),
+            Ok(out) if out.starts_with("kind ") => problem(
+                format!("count: \"{table}\" is {}, not a table", relkind(&out)),
+                setup,
+            ),
             Ok(out) => match out.trim().parse::<i64>() {
                 Ok(rows) => {
-                    done.push(json!({"check": "count", "table": table, "ok": true, "rows": rows}))
+                    done.push(json!({"check": "count", "table": table, "ok": true, "rows": rows}));
+                    continue;
                 }
-                Err(_) => {
-                    let msg = format!("count: there is no table \"{table}\" in database \"{}\" of the restored cluster", spec.database);
-                    return fail(
-                        done,
-                        json!({"check": "count", "table": table, "ok": false, "detail": msg}),
-                        msg,
-                    );
-                }
+                Err(_) => problem(
+                    format!("count of table \"{table}\": unexpected output \"{out}\""),
+                    setup,
+                ),
             },
-            Err(e) => {
-                let msg = format!("count of table \"{table}\" in the restored cluster failed: {e}");
-                return fail(
-                    done,
-                    json!({"check": "count", "table": table, "ok": false, "detail": msg}),
-                    msg,
-                );
-            }
-        }
+            Err(e) if e == "the drill was stopped" => problem(e, setup),
+            Err(e) => problem(
+                format!("count of table \"{table}\" in the restored cluster failed: {e}"),
+                verdict,
+            ),
+        };
+        return fail(done, check, f);
     }
     Ok(done)
+}
+
+/// The `max_*` settings recovery needs at least the backup's values of, as
+/// `pg_controldata` reads them from the restored control file.
+fn control_settings(spec: &Spec, data: &Path) -> Vec<(String, u64)> {
+    let mut cmd = Command::new(spec.bindir.join("pg_controldata"));
+    clear_pg_env(&mut cmd);
+    let Ok(out) = cmd.arg(data).stdin(Stdio::null()).output() else {
+        return Vec::new();
+    };
+    let names = [
+        ("max_connections setting:", "max_connections"),
+        ("max_worker_processes setting:", "max_worker_processes"),
+        ("max_wal_senders setting:", "max_wal_senders"),
+        ("max_prepared_xacts setting:", "max_prepared_transactions"),
+        ("max_locks_per_xact setting:", "max_locks_per_transaction"),
+    ];
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let (label, value) = l.split_once(':')?;
+            let key = format!("{}:", label.trim());
+            let name = names.iter().find(|(k, _)| *k == key)?.1;
+            Some((name.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The larger of each setting's value in `ours` and in `control`.
+fn at_least(ours: &[(String, String)], control: &[(String, u64)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = ours.to_vec();
+    for (name, v) in control {
+        match out.iter_mut().find(|(n, _)| n == name) {
+            Some((_, cur)) => {
+                if cur.parse::<u64>().is_ok_and(|c| c < *v) {
+                    *cur = v.to_string();
+                }
+            }
+            None => out.push((name.clone(), v.to_string())),
+        }
+    }
+    out
 }
 
 /// Progress as the drill goes: the phase and a detail.
 pub type Progress<'a> = &'a (dyn Fn(&str, Value) + Sync);
 
 /// Run a drill. Whatever happens, the scratch server is stopped and the
-/// scratch directory removed before this returns. The report (a JSON
-/// object, also for a failure) names the backup, the checks and the
-/// timings.
+/// scratch directory (if this drill made it) removed before this returns.
+/// The report (a JSON object, also for a failure) names the backup, the
+/// checks and the timings.
 pub fn run(
     cluster: &ClusterRepo,
     spec: &Spec,
@@ -586,19 +872,32 @@ pub fn run(
     let began = Instant::now();
     let mut report = json!({
         "job_id": spec.job_id,
+        "repository": cluster.location(),
         "target": target_text(&spec.target),
         "scratch": spec.scratch.display().to_string(),
+        "timings": {},
     });
-    let result = drill(cluster, spec, counters, stop, progress, &mut report, began);
+    let mut created = false;
+    let result = drill(
+        cluster,
+        spec,
+        counters,
+        stop,
+        progress,
+        &mut report,
+        began,
+        &mut created,
+    );
     // Clean up: the server is stopped already (dropped inside), the
     // directory goes now.
     let removed = match std::fs::remove_dir_all(&spec.scratch) {
+        _ if !created => Ok(()),
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!(
+        Err(e) => Err(setup(format!(
             "could not remove the scratch directory {}: {e}",
             spec.scratch.display()
-        )),
+        ))),
     };
     report["timings"]["total_seconds"] = json!(seconds(began.elapsed()));
     report["at"] = json!(crate::logical::rfc3339_utc(crate::logical::now_epoch()));
@@ -607,10 +906,14 @@ pub fn run(
             report["ok"] = json!(true);
             Ok(report)
         }
-        (Err(message), _) | (Ok(()), Err(message)) => {
+        (Err((message, verdict)), _) | (Ok(()), Err((message, verdict))) => {
             report["ok"] = json!(false);
             report["error"] = json!(message);
-            Err(Failed { message, report })
+            Err(Failed {
+                message,
+                report,
+                verdict,
+            })
         }
     }
 }
@@ -626,6 +929,37 @@ fn target_text(t: &Target) -> String {
     }
 }
 
+/// Free and total bytes, and the device, of the file system of `path`.
+fn file_system(path: &Path) -> Result<(u64, u64, u64), Fail> {
+    let free = crate::workdir::free_bytes(path).map_err(|e| setup(e.to_string()))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| setup(format!("{}: a NUL byte in the path", path.display())))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid C string and a statvfs buffer we own.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(setup(format!(
+            "could not check the file system of {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    let dev = std::fs::metadata(path)
+        .map(|m| m.dev())
+        .map_err(|e| setup(format!("{}: {e}", path.display())))?;
+    Ok((free, st.f_blocks.saturating_mul(st.f_frsize), dev))
+}
+
+/// Cancels the rebuild when the drill stops; ends with its scope, however
+/// the rebuild ends (a panic included).
+struct Finished<'a>(&'a AtomicBool);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn drill(
     cluster: &ClusterRepo,
     spec: &Spec,
@@ -634,7 +968,8 @@ fn drill(
     progress: Progress<'_>,
     report: &mut Value,
     began: Instant,
-) -> Result<(), String> {
+    created: &mut bool,
+) -> Result<(), Fail> {
     progress("plan", json!({}));
     let req = Request {
         target: spec.target.clone(),
@@ -643,7 +978,7 @@ fn drill(
     };
     let p = plan::plan(cluster, &req, "promote").map_err(|e| {
         let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-        format!("{e}{hint}")
+        setup(format!("{e}{hint}"))
     })?;
     let info = p.backup().clone();
     report["backup_id"] = json!(info.backup_id);
@@ -656,53 +991,70 @@ fn drill(
     report["planned_stop"] = json!(p.stop);
     report["wal_segments"] = json!(p.segments);
     report["restored_bytes"] = json!(info.original_bytes);
-    let plan_s = began.elapsed();
-    report["timings"] = json!({"plan_seconds": seconds(plan_s)});
+    report["timings"]["plan_seconds"] = json!(seconds(began.elapsed()));
 
-    // Space, before anything is written.
-    let needed = space_needed(info.original_bytes, p.segments);
-    let parent = spec.scratch.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("could not create {}: {e}", parent.display()))?;
-    let available = crate::workdir::free_bytes(parent).map_err(|e| e.to_string())?;
-    report["space"] = json!({"needed_bytes": needed, "available_bytes": available});
+    // The place and the space, before anything is written.
+    let work = spec.scratch.parent().unwrap_or(Path::new("/"));
+    check_work_directory(work).map_err(setup)?;
+    let (available, total, dev) = file_system(work)?;
+    let mut needed = space_needed(info.original_bytes, p.segments, spec.wal_segment_size);
+    let shared: Vec<String> = spec
+        .primary_dirs
+        .iter()
+        .filter(|d| std::fs::metadata(d).is_ok_and(|m| m.dev() == dev))
+        .map(|d| d.display().to_string())
+        .collect();
+    let reserve = if shared.is_empty() {
+        0
+    } else {
+        shared_reserve(total)
+    };
+    report["space"] = json!({
+        "needed_bytes": needed, "reserve_bytes": reserve, "available_bytes": available,
+        "shared_with": shared,
+    });
+    needed = needed.saturating_add(reserve);
     if available < needed {
-        return Err(format!(
-            "not enough free space for the drill in {}: it needs {} ({} of restored files and room for the WAL recovery fetches), and {} is free. Free space there, or set ark.work_directory to a larger file system",
-            parent.display(),
+        let why = if shared.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and it keeps {} free for the primary, whose {} is on that file system",
+                plan::human_bytes(reserve),
+                shared.join(" and ")
+            )
+        };
+        return Err(setup(format!(
+            "not enough free space for the drill in {}: it needs {} ({} of restored files and room for the WAL recovery fetches{why}), and {} is free. Free space there, or set ark.work_directory to a larger file system",
+            work.display(),
             plan::human_bytes(needed),
             plan::human_bytes(info.original_bytes),
             plan::human_bytes(available)
-        ));
+        )));
     }
-    if spec.scratch.exists() {
-        return Err(format!(
+    if std::fs::symlink_metadata(&spec.scratch).is_ok() {
+        return Err(setup(format!(
             "the scratch directory {} exists already",
             spec.scratch.display()
-        ));
+        )));
     }
-    std::fs::create_dir_all(&spec.scratch)
-        .map_err(|e| format!("could not create {}: {e}", spec.scratch.display()))?;
-    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(&spec.scratch)
+        .map_err(|e| setup(format!("could not create {}: {e}", spec.scratch.display())))?;
+    *created = true;
     std::fs::set_permissions(&spec.scratch, std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| format!("{}: {e}", spec.scratch.display()))?;
+        .map_err(|e| setup(format!("{}: {e}", spec.scratch.display())))?;
     let data = spec.scratch.join("data");
 
-    // Rebuild, tablespaces inside the scratch directory.
+    // Rebuild, every tablespace inside the scratch directory.
     progress(
         "rebuild",
         json!({"backup_id": info.backup_id, "bytes_total": info.original_bytes}),
     );
-    let tablespaces = p
-        .backup()
-        .tablespaces
-        .iter()
-        .map(|t| (t.oid.clone(), spec.scratch.join("tablespaces").join(&t.oid)))
-        .collect();
     let opts = Options {
         jobs: spec.jobs.max(1),
         delta: false,
-        tablespaces,
+        tablespaces: Default::default(),
+        tablespace_root: Some(spec.scratch.join("tablespaces")),
     };
     let rebuild_began = Instant::now();
     let finished = AtomicBool::new(false);
@@ -716,11 +1068,19 @@ fn drill(
                 std::thread::sleep(Duration::from_millis(20));
             }
         });
-        let r = super::rebuild(cluster, &info.backup_id, &data, &opts, counters);
-        finished.store(true, Ordering::Relaxed);
-        r
-    })
-    .map_err(|e| format!("restoring backup \"{}\" failed: {e}", info.backup_id))?;
+        let _done = Finished(&finished);
+        super::rebuild(cluster, &info.backup_id, &data, &opts, counters)
+    });
+    let rebuilt = match rebuilt {
+        Ok(r) => r,
+        Err(_) if stop.load(Ordering::Relaxed) => return Err(setup("the drill was stopped")),
+        Err(e) => {
+            return Err(verdict(format!(
+                "restoring backup \"{}\" failed: {e}",
+                info.backup_id
+            )))
+        }
+    };
     let rebuild_s = rebuild_began.elapsed();
     report["files"] = json!(rebuilt.files);
     report["fetched_bytes"] = json!(rebuilt.fetched);
@@ -729,7 +1089,7 @@ fn drill(
         counters.fetch_nanos.load(Ordering::Relaxed)
     )));
     if stop.load(Ordering::Relaxed) {
-        return Err("the drill was stopped".into());
+        return Err(setup("the drill was stopped"));
     }
 
     // Recovery settings, as pg_ark restore writes them.
@@ -745,7 +1105,8 @@ fn drill(
             .collect::<Vec<_>>()
             .join(" ")
     );
-    super::write_recovery(&data, &restore_command, &p.settings, true).map_err(|e| e.to_string())?;
+    super::write_recovery(&data, &restore_command, &p.settings, true)
+        .map_err(|e| setup(e.to_string()))?;
     if !data.join("postgresql.conf").exists() {
         // The configuration lived outside the data directory (Debian's
         // /etc/postgresql): the command line carries what matters.
@@ -753,13 +1114,15 @@ fn drill(
             data.join("postgresql.conf"),
             "# pg_ark drill: the original configuration was outside the data directory\n",
         )
-        .map_err(|e| format!("{}: {e}", data.display()))?;
+        .map_err(|e| setup(format!("{}: {e}", data.display())))?;
     }
     let hba =
         "# pg_ark drill: local connections of the server's OS user only\nlocal all all trust\n";
     std::fs::write(spec.scratch.join("pg_hba.conf"), hba)
         .and_then(|()| std::fs::write(spec.scratch.join("pg_ident.conf"), ""))
-        .map_err(|e| format!("{}: {e}", spec.scratch.display()))?;
+        .map_err(|e| setup(format!("{}: {e}", spec.scratch.display())))?;
+    let mut run_spec = spec.clone();
+    run_spec.settings = at_least(&spec.settings, &control_settings(spec, &data));
 
     // Recover.
     let port = free_port()?;
@@ -770,10 +1133,9 @@ fn drill(
     );
     let log = spec.scratch.join("server.log");
     let recovery_began = Instant::now();
-    let mut server = start_server(spec, port, &log)?;
+    let mut server = start_server(&run_spec, port, &log)?;
     let recovery = wait_ready(&mut server, &log, spec.timeout, stop);
-    let recovery_s = recovery_began.elapsed();
-    report["timings"]["recovery_seconds"] = json!(seconds(recovery_s));
+    report["timings"]["recovery_seconds"] = json!(seconds(recovery_began.elapsed()));
     let recovery = recovery?;
     report["timings"]["rto_seconds"] = json!(seconds(began.elapsed()));
     report["recovery"] = json!(recovery);
@@ -781,7 +1143,7 @@ fn drill(
     // Check.
     progress("checks", json!({"backup_id": info.backup_id, "port": port}));
     let checks_began = Instant::now();
-    let checked = checks(spec, stop, port, &recovery);
+    let checked = checks(&run_spec, stop, port, &recovery);
     report["timings"]["checks_seconds"] = json!(seconds(checks_began.elapsed()));
     server.stop();
     match checked {
@@ -789,9 +1151,9 @@ fn drill(
             report["checks"] = json!(done);
             Ok(())
         }
-        Err((done, msg)) => {
+        Err((done, f)) => {
             report["checks"] = json!(done);
-            Err(msg)
+            Err(f)
         }
     }
 }
@@ -800,28 +1162,26 @@ fn drill(
 mod tests {
     use super::*;
 
+    const MIB: u64 = 1024 * 1024;
+
     #[test]
     fn the_space_needed_covers_the_files_and_the_wal() {
-        let mib = 1024 * 1024;
-        assert_eq!(space_needed(0, 0), 4 * 16 * mib + 64 * mib);
-        assert_eq!(space_needed(1000, 2), 1000 + 6 * 16 * mib + 64 * mib);
+        assert_eq!(space_needed(0, 0, 16 * MIB), 4 * 16 * MIB + 64 * MIB);
+        assert_eq!(
+            space_needed(1000, 2, 16 * MIB),
+            1000 + 6 * 16 * MIB + 64 * MIB
+        );
+        // The segment size is the cluster's.
+        assert_eq!(space_needed(0, 2, 64 * MIB), 6 * 64 * MIB + 64 * MIB);
         // The spool is bounded: a long replay does not ask for its WAL.
-        assert_eq!(space_needed(0, 10_000), 36 * 16 * mib + 64 * mib);
-        assert_eq!(space_needed(u64::MAX, 1), u64::MAX);
+        assert_eq!(space_needed(0, 10_000, 16 * MIB), 36 * 16 * MIB + 64 * MIB);
+        assert_eq!(space_needed(u64::MAX, 1, 16 * MIB), u64::MAX);
+        assert_eq!(shared_reserve(100 * 1024 * MIB), 10 * 1024 * MIB);
+        assert_eq!(shared_reserve(2 * 1024 * MIB), 1024 * MIB);
     }
 
-    #[test]
-    fn pg_ark_is_taken_out_of_the_scratch_clusters_preload() {
-        let p = preload_without_pg_ark;
-        assert_eq!(p("pg_ark"), "");
-        assert_eq!(p("pg_stat_statements, pg_ark"), "pg_stat_statements");
-        assert_eq!(p("\"pg_ark\",auto_explain,$libdir/pg_ark"), "auto_explain");
-        assert_eq!(p(""), "");
-    }
-
-    #[test]
-    fn the_scratch_server_is_confined() {
-        let spec = Spec {
+    fn spec() -> Spec {
+        Spec {
             job_id: 7,
             backup: None,
             target: Target::Immediate,
@@ -835,37 +1195,116 @@ mod tests {
             user: "postgres".into(),
             amcheck: vec![],
             count: vec![],
-            preload: "pg_stat_statements".into(),
+            preload: vec!["pg_stat_statements".into(), "pg_ark".into()],
             settings: vec![("max_connections".into(), "200".into())],
             timeout: Duration::from_secs(60),
-        };
-        let args = server_args(&spec, 5433).join(" ");
-        for want in [
-            "-D /var/tmp/w/job-7-drill/data",
-            "-c port=5433",
-            "-c listen_addresses=127.0.0.1",
-            "-c unix_socket_directories=/var/tmp/w/job-7-drill",
-            "-c hba_file=/var/tmp/w/job-7-drill/pg_hba.conf",
-            "-c archive_mode=off",
-            "-c shared_preload_libraries=pg_stat_statements",
-            "-c max_connections=200",
-        ] {
-            assert!(args.contains(want), "{want} missing from {args}");
+            primary_dirs: vec![],
+            wal_segment_size: 16 * MIB,
         }
     }
 
     #[test]
-    fn a_leftover_directory_without_a_server_is_left_alone() {
+    fn pg_ark_is_taken_out_of_the_scratch_clusters_preload() {
+        let p = |l: &[&str]| {
+            preload_without_pg_ark(&l.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(p(&["pg_ark"]), "");
+        assert_eq!(p(&["pg_stat_statements", " pg_ark"]), "pg_stat_statements");
+        assert_eq!(
+            p(&["\"pg_ark\"", "auto_explain", "$libdir/pg_ark"]),
+            "auto_explain"
+        );
+        assert_eq!(p(&[]), "");
+    }
+
+    #[test]
+    fn the_scratch_server_is_confined() {
+        let args = server_args(&spec(), 5433);
+        let joined = args.join(" ");
+        for want in [
+            "-D /var/tmp/w/job-7-drill/data",
+            "-c data_directory=/var/tmp/w/job-7-drill/data",
+            "-c port=5433",
+            "-c unix_socket_directories=/var/tmp/w/job-7-drill",
+            "-c hba_file=/var/tmp/w/job-7-drill/pg_hba.conf",
+            "-c archive_mode=off",
+            "-c shared_preload_libraries=pg_stat_statements",
+            "-c max_logical_replication_workers=0",
+            "-c lc_messages=C",
+            "-c max_connections=200",
+        ] {
+            assert!(joined.contains(want), "{want} missing from {joined}");
+        }
+        // No TCP listener, no pid file of the primary's.
+        assert!(args.iter().any(|a| a == "listen_addresses="), "{joined}");
+        assert!(args.iter().any(|a| a == "external_pid_file="), "{joined}");
+    }
+
+    #[test]
+    fn the_backups_settings_win_when_they_are_larger() {
+        let ours = vec![
+            ("max_connections".to_string(), "100".to_string()),
+            ("max_wal_senders".to_string(), "10".to_string()),
+        ];
+        let control = vec![
+            ("max_connections".to_string(), 300),
+            ("max_wal_senders".to_string(), 5),
+            ("max_locks_per_transaction".to_string(), 128),
+        ];
+        assert_eq!(
+            at_least(&ours, &control),
+            vec![
+                ("max_connections".to_string(), "300".to_string()),
+                ("max_wal_senders".to_string(), "10".to_string()),
+                ("max_locks_per_transaction".to_string(), "128".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_a_drills_own_server_is_ever_signalled() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
         // A pid file naming this test process: alive, but not a server
         // running in that directory.
+        std::fs::create_dir_all(dir.path().join("a/data")).unwrap();
         std::fs::write(
-            dir.path().join("data/postmaster.pid"),
+            dir.path().join("a/data/postmaster.pid"),
             format!("{}\n", std::process::id()),
         )
         .unwrap();
-        assert!(!stop_leftover_server(dir.path()));
-        assert!(!stop_leftover_server(&dir.path().join("absent")));
+        assert_eq!(stop_leftover_server(&dir.path().join("a"), &[]), Ok(false));
+        assert_eq!(
+            stop_leftover_server(&dir.path().join("absent"), &[]),
+            Ok(false)
+        );
+        // A data directory that is a link (to wherever a server runs) is
+        // never followed.
+        std::fs::create_dir_all(dir.path().join("b")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a/data"), dir.path().join("b/data")).unwrap();
+        assert_eq!(stop_leftover_server(&dir.path().join("b"), &[]), Ok(false));
+    }
+
+    #[test]
+    fn the_work_directory_must_be_private() {
+        let base = tempfile::tempdir().unwrap();
+        let dir = base.path().join("work");
+        check_work_directory(&dir).unwrap();
+        let mode = std::fs::metadata(&dir).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o700);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = check_work_directory(&dir).unwrap_err();
+        assert!(e.contains("may be written by other users"), "{e}");
+        let link = base.path().join("link");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        let e = check_work_directory(&link).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn kinds_are_named() {
+        assert_eq!(relkind("kind v"), "a view");
+        assert_eq!(relkind("kind f"), "a foreign table");
+        assert_eq!(relkind("kind x"), "not a table");
     }
 }

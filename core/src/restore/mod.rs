@@ -46,6 +46,10 @@ pub struct Options {
     /// Tablespace oid → the location to restore it into (default: where it
     /// was).
     pub tablespaces: HashMap<String, PathBuf>,
+    /// Every tablespace not in `tablespaces` goes to `<root>/<oid>` instead
+    /// of where it was (a drill's scratch cluster never writes outside its
+    /// directory).
+    pub tablespace_root: Option<PathBuf>,
 }
 
 /// Progress, shared with whoever shows it.
@@ -450,11 +454,11 @@ pub fn rebuild(
                 reason: format!("\"{}\" is not a tablespace oid", ts.oid),
             });
         }
-        let loc = opts
-            .tablespaces
-            .get(&ts.oid)
-            .cloned()
-            .unwrap_or_else(|| PathBuf::from(&ts.location));
+        let loc = match (opts.tablespaces.get(&ts.oid), &opts.tablespace_root) {
+            (Some(l), _) => l.clone(),
+            (None, Some(root)) => root.join(&ts.oid),
+            (None, None) => PathBuf::from(&ts.location),
+        };
         if !loc.is_absolute() {
             return Err(Error::InvalidLogicalRequest {
                 reason: format!(

@@ -125,6 +125,7 @@ impl JobKind {
                 "database",
                 "amcheck",
                 "count",
+                "shared_preload_libraries",
                 "jobs",
                 "timeout",
                 "max_attempts",
@@ -311,10 +312,12 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
         }
         match key.as_str() {
             "database" if kind == JobKind::Drill => match v.as_str() {
-                Some(d) if !d.is_empty() => {}
+                // A name, never a connection string (psql would read one
+                // and connect elsewhere).
+                Some(d) if !d.is_empty() && !d.contains('=') && !d.contains("://") => {}
                 _ => return Err(invalid(key, format!("expected a database name, found {v}"))),
             },
-            "database" | "schema" | "amcheck" | "count" => {
+            "database" | "schema" | "amcheck" | "count" | "shared_preload_libraries" => {
                 names(key, v)?;
             }
             "jobs" if kind == JobKind::Drill => {
@@ -576,6 +579,14 @@ mod tests {
             ),
             (json!({"target_timeline": "0"}), "\"target_timeline\""),
             (json!({"database": ["a", "b"]}), "expected a database name"),
+            (
+                json!({"database": "host=/tmp dbname=x"}),
+                "expected a database name",
+            ),
+            (
+                json!({"database": "postgresql://elsewhere/x"}),
+                "expected a database name",
+            ),
             (json!({"amcheck": []}), "the array is empty"),
             (json!({"timeout": 0}), "\"timeout\""),
             (
