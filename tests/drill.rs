@@ -317,6 +317,39 @@ fn a_drill_of_a_corrupted_backup_fails_naming_the_file_and_status_is_failing() {
     assert_eq!(s["drill"]["ok"], true, "{s}");
 }
 
+/// Kill `pid` (a process of `cluster`) with SIGKILL, wait for the crash
+/// restart, and for the scheduler's sweep to log that it removed `swept`;
+/// a new session.
+fn kill_and_wait_for_sweep(
+    cluster: &Cluster,
+    c: postgres::Client,
+    pid: i32,
+    swept: &Path,
+) -> postgres::Client {
+    let mark = cluster.log_mark();
+    // SAFETY: kills a process of the test's own cluster.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    drop(c);
+    let c = cluster.wait_crash_restart(mark, WAIT);
+    cluster.wait_for_log_after(
+        mark,
+        &format!(
+            "pg_ark removed \"{}\", left by a job that did not finish",
+            swept.display()
+        ),
+        WAIT,
+    );
+    c
+}
+
+/// The pid in the first line of a `postmaster.pid` (0 if there is none).
+fn pid_in(pidfile: &Path) -> i32 {
+    std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 /// Queue a drill that will hang in its checks (amcheck of `drill_hold`), and
 /// wait until its scratch server runs and it is checking: (job, scratch
 /// directory, scratch postmaster's pid).
@@ -332,10 +365,7 @@ fn held_drill(c: &mut postgres::Client, work: &Path) -> (i64, PathBuf, i32) {
     let pidfile = scratch.join("data/postmaster.pid");
     let mut scratch_pid = 0;
     wait_until("the drill's scratch server", WAIT, || {
-        scratch_pid = std::fs::read_to_string(&pidfile)
-            .ok()
-            .and_then(|t| t.lines().next().and_then(|l| l.trim().parse().ok()))
-            .unwrap_or(0);
+        scratch_pid = pid_in(&pidfile);
         let phase: Option<String> = c
             .query_one(
                 "SELECT progress->>'phase' FROM ark.jobs WHERE id = $1",
@@ -394,19 +424,7 @@ fn a_cancelled_or_killed_drill_leaves_no_scratch_cluster_and_drills_never_run_wi
         .query_one("SELECT worker_pid FROM ark.jobs WHERE id = $1", &[&job])
         .unwrap()
         .get(0);
-    let mark = cluster.log_mark();
-    // SAFETY: kills the job worker, a child of the test's cluster.
-    assert_eq!(unsafe { libc::kill(worker, libc::SIGKILL) }, 0);
-    drop(c);
-    let mut c = cluster.wait_crash_restart(mark, WAIT);
-    cluster.wait_for_log_after(
-        mark,
-        &format!(
-            "pg_ark removed \"{}\", left by a job that did not finish",
-            scratch.display()
-        ),
-        WAIT,
-    );
+    let mut c = kill_and_wait_for_sweep(&cluster, c, worker, &scratch);
     assert!(!scratch.exists(), "{} is still there", scratch.display());
     assert!(
         !process_running(scratch_pid),
@@ -579,14 +597,7 @@ fn the_sweep_stops_a_leftover_scratch_server_and_never_the_primary() {
             "start".as_ref(),
         ],
     );
-    let left_pid: i32 = std::fs::read_to_string(data.join("postmaster.pid"))
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let left_pid = pid_in(&data.join("postmaster.pid"));
     assert!(process_running(left_pid));
     // Entries that lead to the primary: a data directory that is a link to
     // its PGDATA, and a scratch directory that is a link to its folder.
@@ -608,19 +619,7 @@ fn the_sweep_stops_a_leftover_scratch_server_and_never_the_primary() {
         )
         .unwrap()
         .get(0);
-    let mark = cluster.log_mark();
-    // SAFETY: kills the test cluster's scheduler.
-    assert_eq!(unsafe { libc::kill(scheduler, libc::SIGKILL) }, 0);
-    drop(c);
-    let mut c = cluster.wait_crash_restart(mark, WAIT);
-    cluster.wait_for_log_after(
-        mark,
-        &format!(
-            "pg_ark removed \"{}\", left by a job that did not finish",
-            left.display()
-        ),
-        WAIT,
-    );
+    let mut c = kill_and_wait_for_sweep(&cluster, c, scheduler, &left);
     assert!(
         !process_running(left_pid),
         "the leftover server {left_pid} still runs"

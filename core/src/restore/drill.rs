@@ -638,6 +638,44 @@ fn relkind(out: &str) -> &'static str {
     }
 }
 
+/// Run `check`'s `script` on table `vars["t"]`: its output, or the failed
+/// check for a table that is missing or not a table (the drill could not
+/// be carried out) or a script that failed (a verdict: the restored data
+/// could not be read).
+fn table_check(
+    spec: &Spec,
+    stop: &AtomicBool,
+    port: u16,
+    check: &str,
+    script: &str,
+    vars: &[(&str, &str)],
+) -> Result<String, (Value, Fail)> {
+    let table = vars.iter().find(|(k, _)| *k == "t").map_or("", |(_, v)| *v);
+    let problem = |msg: String, f: fn(String) -> Fail| {
+        let doc = json!({"check": check, "table": table, "ok": false, "detail": msg});
+        Err((doc, f(msg)))
+    };
+    match psql(spec, stop, port, script, vars) {
+        Ok(out) if out == "missing" => problem(
+            format!(
+                "{check}: there is no table \"{table}\" in database \"{}\" of the restored cluster",
+                spec.database
+            ),
+            setup,
+        ),
+        Ok(out) if out.starts_with("kind ") => problem(
+            format!("{check}: \"{table}\" is {}, not a table", relkind(&out)),
+            setup,
+        ),
+        Ok(out) => Ok(out),
+        Err(e) if e == "the drill was stopped" => problem(e, setup),
+        Err(e) => problem(
+            format!("{check} of table \"{table}\" in the restored cluster failed: {e}"),
+            verdict,
+        ),
+    }
+}
+
 /// The checks of the restored cluster: one JSON object each.
 fn checks(
     spec: &Spec,
@@ -716,99 +754,53 @@ fn checks(
     }
     let script = amcheck_script();
     for table in &spec.amcheck {
-        let r = psql(
-            spec,
-            stop,
-            port,
-            &script,
-            &[("t", table), ("amschema", &amschema)],
-        );
-        let problem = |msg: String, f: fn(String) -> Fail| {
-            (
-                json!({"check": "amcheck", "table": table, "ok": false, "detail": msg}),
-                f(msg),
-            )
+        let vars = [("t", table.as_str()), ("amschema", amschema.as_str())];
+        let out = match table_check(spec, stop, port, "amcheck", &script, &vars) {
+            Ok(out) => out,
+            Err((check, f)) => return fail(done, check, f),
         };
-        let (check, f) = match r {
-            Ok(out) if out == "missing" => problem(
-                format!(
-                    "amcheck: there is no table \"{table}\" in database \"{}\" of the restored cluster",
-                    spec.database
-                ),
-                setup,
-            ),
-            Ok(out) if out.starts_with("kind ") => problem(
-                format!("amcheck: \"{table}\" is {}, not a table", relkind(&out)),
-                setup,
-            ),
-            Ok(out) => {
-                let mut it = out.lines().map(|n| n.trim().parse::<u64>());
-                match (it.next(), it.next(), it.next()) {
-                    (Some(Ok(rels)), Some(Ok(0)), Some(Ok(indexes))) => {
-                        done.push(json!({
-                            "check": "amcheck", "table": table, "ok": true,
-                            "detail": format!("{rels} heap(s) verified; {indexes} B-tree index(es) checked with heapallindexed"),
-                        }));
-                        continue;
-                    }
-                    (Some(Ok(_)), Some(Ok(n)), Some(Ok(_))) => problem(
-                        format!(
-                            "amcheck: verify_heapam found {n} problem(s) in table \"{table}\" of the restored cluster"
-                        ),
-                        verdict,
-                    ),
-                    _ => problem(
-                        format!("amcheck of table \"{table}\": unexpected output \"{out}\""),
-                        setup,
-                    ),
-                }
+        let problem = |msg: String, f: fn(String) -> Fail| {
+            let check = json!({"check": "amcheck", "table": table, "ok": false, "detail": msg});
+            (check, f(msg))
+        };
+        let mut it = out.lines().map(|n| n.trim().parse::<u64>());
+        let (check, f) = match (it.next(), it.next(), it.next()) {
+            (Some(Ok(rels)), Some(Ok(0)), Some(Ok(indexes))) => {
+                done.push(json!({
+                    "check": "amcheck", "table": table, "ok": true,
+                    "detail": format!("{rels} heap(s) verified; {indexes} B-tree index(es) checked with heapallindexed"),
+                }));
+                continue;
             }
-            Err(e) if e == "the drill was stopped" => problem(e, setup),
-            Err(e) => problem(
-                format!("amcheck of table \"{table}\" in the restored cluster failed: {e}"),
+            (Some(Ok(_)), Some(Ok(n)), Some(Ok(_))) => problem(
+                format!(
+                    "amcheck: verify_heapam found {n} problem(s) in table \"{table}\" of the restored cluster"
+                ),
                 verdict,
+            ),
+            _ => problem(
+                format!("amcheck of table \"{table}\": unexpected output \"{out}\""),
+                setup,
             ),
         };
         return fail(done, check, f);
     }
     let script = count_script();
     for table in &spec.count {
-        let r = psql(spec, stop, port, &script, &[("t", table)]);
-        let problem = |msg: String, f: fn(String) -> Fail| {
-            (
-                json!({"check": "count", "table": table, "ok": false, "detail": msg}),
-                f(msg),
-            )
+        let out = match table_check(spec, stop, port, "count", &script, &[("t", table)]) {
+            Ok(out) => out,
+            Err((check, f)) => return fail(done, check, f),
         };
-        let (check, f) = match r {
-            Ok(out) if out == "missing" => problem(
-                format!(
-                    "count: there is no table \"{table}\" in database \"{}\" of the restored cluster",
-                    spec.database
-                ),
-                setup,
-            ),
-            Ok(out) if out.starts_with("kind ") => problem(
-                format!("count: \"{table}\" is {}, not a table", relkind(&out)),
-                setup,
-            ),
-            Ok(out) => match out.trim().parse::<i64>() {
-                Ok(rows) => {
-                    done.push(json!({"check": "count", "table": table, "ok": true, "rows": rows}));
-                    continue;
-                }
-                Err(_) => problem(
-                    format!("count of table \"{table}\": unexpected output \"{out}\""),
-                    setup,
-                ),
-            },
-            Err(e) if e == "the drill was stopped" => problem(e, setup),
-            Err(e) => problem(
-                format!("count of table \"{table}\" in the restored cluster failed: {e}"),
-                verdict,
-            ),
-        };
-        return fail(done, check, f);
+        match out.trim().parse::<i64>() {
+            Ok(rows) => {
+                done.push(json!({"check": "count", "table": table, "ok": true, "rows": rows}))
+            }
+            Err(_) => {
+                let msg = format!("count of table \"{table}\": unexpected output \"{out}\"");
+                let check = json!({"check": "count", "table": table, "ok": false, "detail": msg});
+                return fail(done, check, setup(msg));
+            }
+        }
     }
     Ok(done)
 }
