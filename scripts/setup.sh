@@ -26,7 +26,7 @@ ARK_PG_MAJORS=${ARK_PG_MAJORS:-15 17 18}
 ARK_SETUP_S3=${ARK_SETUP_S3:-1}
 PGRX_VERSION=0.18.1
 # Bump when build_pg changes, so cached builds of an older recipe are redone.
-PG_BUILD_RECIPE=3
+PG_BUILD_RECIPE=4
 S3S_FS_VERSION=0.14.1
 DEBIAN_POOL=${ARK_DEBIAN_POOL:-http://deb.debian.org/debian/pool/main/p}
 JOBS=$(nproc)
@@ -190,7 +190,7 @@ build_pg() {
     make -s -j"$JOBS" >"$work/make.log" 2>&1 || { tail -50 "$work/make.log"; exit 1; }
     make -s install >"$work/install.log" 2>&1 || { tail -50 "$work/install.log"; exit 1; }
     # contrib modules the tests, benchmarks and drills use
-    for m in basic_archive pg_walinspect amcheck; do
+    for m in basic_archive pg_walinspect amcheck pg_visibility; do
       make -s -C "contrib/$m" -j"$JOBS" install >>"$work/install.log" 2>&1 || { tail -50 "$work/install.log"; exit 1; }
     done
   ) || die "PostgreSQL $major: build failed (logs in $work)"
