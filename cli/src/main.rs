@@ -98,7 +98,23 @@ fn report(e: &pg_ark_core::Error) {
     }
 }
 
+/// For `wal-get`: a panic anywhere (the main thread or a fetch thread) must
+/// stop recovery, never read as "no such file". Rust's own exit status
+/// after a panic, 101, is below 126, which PostgreSQL takes for the end of
+/// the archive: it would promote at the wrong point.
+fn stop_recovery_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default(info);
+        eprintln!("pg_ark: error: wal-get panicked; recovery must stop here, not end early");
+        std::process::exit(i32::from(EXIT_STOP_RECOVERY));
+    }));
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("wal-get") {
+        stop_recovery_on_panic();
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -134,6 +150,48 @@ fn main() -> ExitCode {
         Err(Failure::Fatal(e)) => {
             report(&e);
             ExitCode::from(EXIT_STOP_RECOVERY)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Set in the child that [`a_panic_in_wal_get_exits_255`] starts.
+    const CHILD: &str = "PG_ARK_TEST_PANIC_CHILD";
+
+    /// The real hook, in a real process: the test binary runs itself with
+    /// only this test selected, and the child installs the hook and panics
+    /// (in the main thread, or in a fetch thread).
+    #[test]
+    fn a_panic_in_wal_get_exits_255() {
+        if let Ok(place) = std::env::var(CHILD) {
+            super::stop_recovery_on_panic();
+            if place == "thread" {
+                let _ = std::thread::spawn(|| panic!("provoked in a fetch thread")).join();
+                // A joined thread's panic must not be swallowed either.
+                std::process::exit(0);
+            }
+            panic!("provoked in the main thread");
+        }
+        let exe = std::env::current_exe().expect("the test binary");
+        for place in ["main", "thread"] {
+            let out = std::process::Command::new(&exe)
+                .args([
+                    "--exact",
+                    "tests::a_panic_in_wal_get_exits_255",
+                    "--nocapture",
+                ])
+                .args(["--test-threads", "1"])
+                .env(CHILD, place)
+                .output()
+                .expect("run the child");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(i32::from(super::EXIT_STOP_RECOVERY)),
+                "a panic in the {place} thread: {stderr}"
+            );
+            assert!(stderr.contains("provoked in"), "{stderr}");
         }
     }
 }
