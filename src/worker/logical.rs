@@ -433,6 +433,7 @@ pub fn run_expire(job: &Job) -> Outcome {
                     "expired": expired,
                     "physical": physical.backups,
                     "wal": physical.wal,
+                    "recoverable_from": physical.recoverable_from,
                     "dry_run": dry_run,
                 }),
             ))
@@ -550,6 +551,18 @@ pub(crate) fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError>
             ),
             None,
             None,
+        ));
+    }
+    // Last: where recovery can start from after this expiry.
+    let from = &done["result"]["recoverable_from"];
+    if from.is_object() {
+        rows.push((
+            "recoverable from".into(),
+            None,
+            s(from, "backup"),
+            s(from, "path"),
+            None,
+            Some(s(from, "time")),
         ));
     }
     Ok(rows)

@@ -907,7 +907,8 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             for b in &expired.backups {
                 log!("pg_ark job {}: expired backup {}", job.id, b["label"]);
             }
-            result["expired"] = json!({"backups": expired.backups, "wal": expired.wal});
+            result["expired"] = json!({"backups": expired.backups, "wal": expired.wal,
+                                       "recoverable_from": expired.recoverable_from});
         }
         Ok(Err(e)) => {
             warning!("pg_ark job {}: retention was not applied: {}", job.id, e);
@@ -1028,6 +1029,9 @@ pub(crate) struct Expired {
     pub prefixes: Vec<String>,
     /// One summary per run of WAL files.
     pub wal: Vec<Value>,
+    /// The oldest point recovery can reach after expiry: the end of the
+    /// kept backup that finished first (`null`: no physical backup).
+    pub recoverable_from: Value,
 }
 
 /// Apply `rules` to the physical backups of `cluster` and to its WAL: whole
@@ -1050,10 +1054,17 @@ pub(crate) fn expire_physical(
         .filter(|b| !gone.contains(b.backup_id.as_str()))
         .collect();
     let wal = r::expired_wal(cluster, &kept)?;
+    let recoverable_from = r::oldest_recoverable(&kept).map_or(Value::Null, |b| {
+        json!({
+            "backup": b.backup_id, "path": physical::backup_prefix(cluster, &b.backup_id),
+            "time": b.finished_at, "lsn": b.stop_lsn, "timeline": b.timeline,
+        })
+    });
     let mut out = Expired {
         backups: Vec::new(),
         prefixes: Vec::new(),
         wal: Vec::new(),
+        recoverable_from,
     };
     for b in &expired {
         if !dry_run {

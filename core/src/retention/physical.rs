@@ -4,8 +4,13 @@
 //!
 //! A chain is a full and every backup that relies on it (same `chain`).
 //! Chains are ranked newest first by their full's start. A chain is kept if
-//! it is among the newest `full` chains, or (with `days`) its newest backup
-//! finished less than `days` days ago; the newest chain is always kept.
+//! it is among the newest `full` chains, or (with `days`) it is needed to
+//! recover to any point of the last `days` days: a recovery window, as
+//! Barman calls it. That keeps every chain with a backup that finished in
+//! the window, and the chain of the newest backup that finished before the
+//! window began (recovery to the window's start begins there; pgBackRest's
+//! time retention keeps the newest full older than the window alike). The
+//! newest chain is always kept.
 //! Expiry removes whole chains only, so a parent is never removed while a
 //! child is kept.
 //!
@@ -34,7 +39,7 @@ pub struct Rules {
     pub full: u32,
     /// Differentials kept per chain (`None`: all).
     pub diff: Option<u32>,
-    /// Chains whose newest backup is younger than this are kept too.
+    /// A recovery window in days: every point of it stays recoverable.
     pub days: Option<u32>,
 }
 
@@ -68,13 +73,33 @@ pub fn select_expired(
             .map(|b| order(b))
     };
     ranked.sort_by_key(|c| std::cmp::Reverse(head(c.1, c.0)));
+    // The recovery window: every point from its start on stays
+    // recoverable. Recovery to its start begins from the newest backup
+    // that finished by then, so that backup's chain stays whole.
+    let window_start = rules
+        .days
+        .map(|d| now_epoch.saturating_sub(i64::from(d) * 86_400));
+    let anchor: Option<&str> = window_start.and_then(|start| {
+        backups
+            .iter()
+            .filter(|b| b.finished_epoch <= start)
+            .max_by_key(|b| (b.finished_epoch, order(b)))
+            .map(|b| {
+                if b.kind == "full" {
+                    b.backup_id.as_str()
+                } else {
+                    b.chain.as_str()
+                }
+            })
+    });
     let mut expired: HashSet<&str> = HashSet::new();
-    for (rank, (_, members)) in ranked.iter().enumerate() {
+    for (rank, (chain, members)) in ranked.iter().enumerate() {
         let newest_finish = members.iter().map(|b| b.finished_epoch).max().unwrap_or(0);
-        let young = rules
-            .days
-            .is_some_and(|d| now_epoch.saturating_sub(newest_finish) < i64::from(d) * 86_400);
-        let keep = rank == 0 || (rank as u64) < u64::from(rules.full.max(1)) || young;
+        let in_window = window_start.is_some_and(|start| newest_finish > start);
+        let keep = rank == 0
+            || (rank as u64) < u64::from(rules.full.max(1))
+            || in_window
+            || anchor == Some(*chain);
         if !keep {
             expired.extend(members.iter().map(|b| b.backup_id.as_str()));
             continue;
@@ -109,6 +134,15 @@ pub fn select_expired(
         .collect();
     out.sort_by_key(|b| std::cmp::Reverse(order(b)));
     out
+}
+
+/// The kept backup that recovery can start from earliest: the one that
+/// finished first. Recovery reaches any point from its end (its consistent
+/// point) on, through the WAL kept from its start.
+pub fn oldest_recoverable<'a>(kept: &[&'a PhysicalBackupInfo]) -> Option<&'a PhysicalBackupInfo> {
+    kept.iter()
+        .copied()
+        .min_by_key(|b| (b.finished_epoch, crate::physical::backup_order(b)))
 }
 
 /// A WAL file's position: (log, segment) as one number, or `None` for
@@ -215,6 +249,50 @@ mod tests {
             ids(select_expired(&h[..2], r(1, None, None), 100)),
             Vec::<&str>::new()
         );
+    }
+
+    /// `days` is a recovery window: any point of the last `days` days can
+    /// be recovered, so the chain that recovery to the window's start
+    /// begins from stays, even when its newest backup is older than that.
+    #[test]
+    fn days_keep_every_point_of_the_window_recoverable() {
+        let day = 86_400;
+        let now = 100 * day;
+        let b = PhysicalBackupInfo::for_tests;
+        let mut h = vec![
+            b("f1", "full", None, "f1", now - 12 * day),
+            b("i1", "incremental", Some("f1"), "f1", now - 8 * day),
+            b("f2", "full", None, "f2", now - 5 * day),
+        ];
+        let rules = Rules {
+            full: 1,
+            diff: None,
+            days: Some(7),
+        };
+        // Chains finished 8 and 5 days ago, a window of 7 days: the older
+        // chain is where recovery to 7 days ago starts.
+        assert!(ids(select_expired(&h, rules, now)).is_empty());
+        let kept: Vec<&PhysicalBackupInfo> = h.iter().collect();
+        assert_eq!(
+            oldest_recoverable(&kept).map(|b| b.backup_id.as_str()),
+            Some("f1")
+        );
+        // An older chain than that one is not needed.
+        h.insert(0, b("f0", "full", None, "f0", now - 20 * day));
+        assert_eq!(ids(select_expired(&h, rules, now)), ["f0"]);
+        // With every backup inside the window, every chain stays, however
+        // many fulls the count allows.
+        let young = vec![
+            b("f4", "full", None, "f4", now - 3 * day),
+            b("f5", "full", None, "f5", now - 2 * day),
+        ];
+        assert!(ids(select_expired(&young, rules, now)).is_empty());
+        // Without days, only the count applies.
+        let count = Rules {
+            days: None,
+            ..rules
+        };
+        assert_eq!(ids(select_expired(&h, count, now)), ["i1", "f1", "f0"]);
     }
 
     #[test]
