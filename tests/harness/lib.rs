@@ -1128,3 +1128,73 @@ impl Drop for S3Server {
         self.stop();
     }
 }
+
+/// Row count and digest of `table` (a trusted name), in a stable order.
+pub fn rows_digest(c: &mut postgres::Client, table: &str) -> (i64, String) {
+    let r = c
+        .query_one(
+            &format!(
+                "SELECT count(*), coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), '') FROM {table} x"
+            ),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("digest of {table}: {e}"));
+    (r.get(0), r.get(1))
+}
+
+/// What PostgreSQL's `pg_visibility` says of a table: an oracle pg_ark did
+/// not write. Needs `CREATE EXTENSION pg_visibility` in the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visibility {
+    /// Pages of the main fork the map covers.
+    pub pages: i64,
+    /// Digest of every page's (all_visible, all_frozen) bits, in order.
+    pub map: String,
+    /// Tuples on pages the map marks all-visible that are not
+    /// (`pg_check_visible`): 0 in any sound cluster.
+    pub not_visible: i64,
+    /// Tuples on pages the map marks all-frozen that are not
+    /// (`pg_check_frozen`): 0 in any sound cluster.
+    pub not_frozen: i64,
+}
+
+pub fn visibility(c: &mut postgres::Client, table: &str) -> Visibility {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_visibility_map($1::regclass)),
+                    (SELECT coalesce(md5(string_agg(format('%s:%s:%s', blkno, all_visible, all_frozen), ',' ORDER BY blkno)), '')
+                       FROM pg_visibility_map($1::regclass)),
+                    (SELECT count(*) FROM pg_check_visible($1::regclass)),
+                    (SELECT count(*) FROM pg_check_frozen($1::regclass))",
+            &[&table],
+        )
+        .unwrap_or_else(|e| panic!("pg_visibility of {table}: {e}"));
+    Visibility {
+        pages: r.get(0),
+        map: r.get(1),
+        not_visible: r.get(2),
+        not_frozen: r.get(3),
+    }
+}
+
+/// `count(*)` of `table` by an index-only scan (asserted from the plan),
+/// which trusts the visibility map: a stale map shows deleted rows here.
+pub fn index_only_count(c: &mut postgres::Client, table: &str) -> i64 {
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .expect("planner settings");
+    let plan: String = c
+        .query(&format!("EXPLAIN SELECT count(*) FROM {table}"), &[])
+        .expect("explain")
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Index Only Scan"), "{plan}");
+    let n: i64 = c
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .expect("count")
+        .get(0);
+    c.batch_execute("RESET enable_seqscan; RESET enable_bitmapscan")
+        .expect("planner settings");
+    n
+}

@@ -1,0 +1,209 @@
+//! Restores checked against oracles pg_ark did not write: PostgreSQL's own
+//! `pg_visibility` (the visibility map and the tuples it vouches for), an
+//! index-only scan that trusts that map, and the source cluster's row
+//! digests, recorded when each backup ended. Each case is one a review
+//! found restoring wrong rows with no error.
+use pg_ark_core::physical;
+use pg_ark_tests::{
+    archiving, give_to_test_user, index_only_count, open_repo, pg_ark, rows_digest, temp_dir,
+    visibility, wait_job, Cluster, ClusterOptions, PgInstall,
+};
+use std::path::{Path, PathBuf};
+
+/// A cluster archiving into `repo`, with WAL summaries on 17+ (so that
+/// increments take their blocks from them there, and from page LSNs on 15).
+fn primary(repo: &Path) -> Cluster {
+    let mut opts: ClusterOptions = archiving(repo);
+    if PgInstall::from_env().major >= 17 {
+        opts = opts.set("summarize_wal", "on");
+    }
+    Cluster::start_with(opts)
+}
+
+/// Take a backup of `kind` (one attempt) and return its id, checking that
+/// it is of that kind (an incremental did not fall back to a full).
+fn backup(c: &mut postgres::Client, kind: &str) -> String {
+    let done = wait_job(c, kind, r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["result"]["kind"], kind, "{done}");
+    done["result"]["backup_id"].as_str().unwrap().to_string()
+}
+
+/// `pg_ark restore` of backup `id` to its consistent point into a new
+/// directory (tablespaces `oids` mapped into it too), started.
+fn restore(repo: &Path, id: &str, oids: &[String]) -> Cluster {
+    let dir = temp_dir("ark-trust-");
+    let data = dir.path().join("data");
+    let url = format!("file://{}", repo.display());
+    let maps: Vec<(PathBuf, String)> = oids
+        .iter()
+        .map(|oid| {
+            let to = dir.path().join(format!("ts-{oid}"));
+            let arg = format!("{oid}={}", to.display());
+            (to, arg)
+        })
+        .collect();
+    let data_arg = data.display().to_string();
+    let mut args = vec![
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        &data_arg,
+        "--backup",
+        id,
+        "--immediate",
+        "--archive-off",
+        "--quiet",
+    ];
+    for (_, arg) in &maps {
+        args.extend(["--tablespace-map", arg.as_str()]);
+    }
+    let (ok, out, err) = pg_ark(&args);
+    assert!(ok, "pg_ark {args:?}:\n{out}{err}");
+    let own: Vec<&Path> = maps.iter().map(|(p, _)| p.as_path()).collect();
+    Cluster::start_restored(dir, data, &own)
+}
+
+/// Finding: PostgreSQL (15, and 17/18 minors before the fix) clears a
+/// visibility-map bit without changing the map page's LSN, so a map page
+/// that changed since the parent looked unchanged, and the restore kept
+/// the parent's bits: deleted rows came back in index-only scans.
+#[test]
+fn an_incremental_restores_the_visibility_map_that_postgresql_checks() {
+    let repo_dir = temp_dir("ark-repo-");
+    let cluster = primary(repo_dir.path());
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE EXTENSION pg_visibility;
+         CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g;
+         VACUUM (FREEZE) t;",
+    )
+    .unwrap();
+    let frozen = visibility(&mut c, "t");
+    assert!(frozen.pages > 1000, "{frozen:?}");
+    backup(&mut c, "full");
+    c.batch_execute("DELETE FROM t WHERE id % 100 = 0").unwrap();
+    let incr = backup(&mut c, "incremental");
+    // The source as the incremental ended (nothing writes t after it).
+    let rows = rows_digest(&mut c, "t");
+    let source = visibility(&mut c, "t");
+    assert_eq!(rows.0, 198_000);
+    assert_ne!(source.map, frozen.map, "the delete cleared bits");
+    assert_eq!((source.not_visible, source.not_frozen), (0, 0));
+    assert_eq!(index_only_count(&mut c, "t"), 198_000);
+    drop(c);
+
+    let restored = restore(repo_dir.path(), &incr, &[]);
+    let mut r = restored.client();
+    let got = visibility(&mut r, "t");
+    assert_eq!(
+        (got.not_visible, got.not_frozen),
+        (0, 0),
+        "pg_check_visible/pg_check_frozen on the restored incremental"
+    );
+    assert_eq!(got, source, "the visibility map, page by page");
+    assert_eq!(index_only_count(&mut r, "t"), 198_000);
+    assert_eq!(rows_digest(&mut r, "t"), rows);
+}
+
+/// Finding: a database directory copied whole since the parent backup
+/// (ALTER DATABASE SET TABLESPACE there and back; DROP DATABASE and
+/// CREATE DATABASE under the same OID with STRATEGY FILE_COPY, whose files
+/// carry the template's old page LSNs) must be stored whole: its blocks
+/// are not the parent's, whatever their LSNs or the WAL summaries' block
+/// lists say.
+#[test]
+fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
+    let repo_dir = temp_dir("ark-repo-");
+    let cluster = primary(repo_dir.path());
+    let ts_dir = temp_dir("ark-ts-");
+    give_to_test_user(ts_dir.path());
+    let mut c = cluster.client();
+    c.batch_execute(&format!(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLESPACE ts1 LOCATION '{}';
+         CREATE DATABASE moved;
+         CREATE DATABASE tpl;",
+        ts_dir.path().display()
+    ))
+    .unwrap();
+    let ts_oid: String = c
+        .query_one(
+            "SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let fill = |db: &str, prefix: &str| {
+        let mut d = cluster.client_on(db);
+        d.batch_execute(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, v text);
+             INSERT INTO t SELECT g, md5('{prefix}' || g) FROM generate_series(1, 20000) g;"
+        ))
+        .unwrap();
+    };
+    fill("moved", "m");
+    fill("tpl", "a");
+    c.batch_execute("CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000")
+        .unwrap();
+    cluster
+        .client_on("copied")
+        .batch_execute("UPDATE t SET v = md5('b' || id)")
+        .unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
+    backup(&mut c, "full");
+
+    // moved: to ts1, every row updated there, and back.
+    c.batch_execute("ALTER DATABASE moved SET TABLESPACE ts1")
+        .unwrap();
+    cluster
+        .client_on("moved")
+        .batch_execute("UPDATE t SET v = md5('moved' || id)")
+        .unwrap();
+    c.batch_execute("ALTER DATABASE moved SET TABLESPACE pg_default")
+        .unwrap();
+    // copied: dropped and copied again from tpl under the same OID; its
+    // pages are tpl's, with LSNs older than the full's start.
+    c.batch_execute(
+        "DROP DATABASE copied;
+         CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000",
+    )
+    .unwrap();
+    let incr = backup(&mut c, "incremental");
+    let mut source = Vec::new();
+    for db in ["moved", "copied"] {
+        source.push(rows_digest(&mut cluster.client_on(db), "t"));
+    }
+    assert_eq!(source[0].0, 20_000);
+    assert_eq!(
+        source[1],
+        rows_digest(&mut cluster.client_on("tpl"), "t"),
+        "copied is tpl's copy"
+    );
+    // The copied databases' files are stored whole in the incremental.
+    let repo = open_repo(repo_dir.path());
+    let entry = repo
+        .cluster(cluster.system_identifier(), cluster.install.major, false)
+        .unwrap();
+    let (_, manifest) = physical::load_backup(&entry, &incr).unwrap();
+    let t_path: String = cluster
+        .client_on("copied")
+        .query_one("SELECT pg_relation_filepath('t')", &[])
+        .unwrap()
+        .get(0);
+    let stored = manifest.files.iter().find(|f| f.path == t_path).unwrap();
+    assert!(stored.blocks.is_none(), "{stored:?}");
+    drop(c);
+
+    let restored = restore(repo_dir.path(), &incr, &[ts_oid]);
+    for (db, want) in ["moved", "copied"].iter().zip(&source) {
+        assert_eq!(
+            &rows_digest(&mut restored.client_on(db), "t"),
+            want,
+            "database {db}"
+        );
+    }
+}
