@@ -168,6 +168,10 @@ fn copy(
     control: Arc<Control>,
 ) -> Result<Copied, String> {
     let dd = physical::walk(&datadir).map_err(|e| e.to_string())?;
+    let mut basis = basis;
+    if let Some(b) = basis.as_mut() {
+        b.databases = dd.databases.clone();
+    }
     let progress = Progress::default();
     let pages = checksums.map(physical::PageCheck::new);
     let files = std::thread::scope(|s| {
@@ -217,6 +221,7 @@ fn copy(
         files,
         dirs: dd.dirs,
         tablespaces: dd.tablespaces,
+        databases: dd.databases,
         bad,
         checked,
     })
@@ -228,6 +233,7 @@ struct Copied {
     files: Vec<physical::ManifestFile>,
     dirs: Vec<String>,
     tablespaces: Vec<physical::Tablespace>,
+    databases: std::collections::BTreeMap<String, String>,
     bad: Vec<physical::BadPage>,
     /// Pages checked (`None`: the cluster has no checksums).
     checked: Option<u64>,
@@ -330,6 +336,8 @@ fn decide(
             .map(|f| (f.path.clone(), f.size))
             .collect(),
         summary: None,
+        parent_databases: manifest.databases.clone(),
+        databases: Default::default(),
     };
     Ok(Decision {
         parent: Some((parent, basis)),
@@ -726,6 +734,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         mut files,
         dirs,
         tablespaces,
+        databases,
         bad,
         checked,
     } = match copied {
@@ -814,6 +823,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         files,
         dirs,
         tablespaces,
+        databases,
     };
     if let Err(e) = physical::finish_backup(&cluster, &manifest, &info) {
         let _ = physical::delete_backup(&cluster, &id);

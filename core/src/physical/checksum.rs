@@ -72,15 +72,7 @@ fn is_new(page: &[u8]) -> bool {
 /// A relation fork whose pages carry checksums: any fork of a relation
 /// under `base/<db>/` or `global/`.
 pub fn is_checksummed(path: &str) -> bool {
-    super::increment::is_block_file(path)
-        || path
-            .strip_suffix("_fsm")
-            .or_else(|| {
-                path.rsplit_once('.')
-                    .and_then(|(stem, seg)| seg.bytes().all(|b| b.is_ascii_digit()).then_some(stem))
-                    .and_then(|stem| stem.strip_suffix("_fsm"))
-            })
-            .is_some_and(super::increment::is_block_file)
+    super::increment::is_relation_file(path)
 }
 
 /// The segment number of a relation file (`16384.3` is 3).

@@ -21,19 +21,37 @@
 //! that the WAL from the parent's start to its own start is all in the
 //! repository, and takes a full when it is not.
 //!
-//! Only main, visibility-map and init forks of relations are stored by
-//! block (`base/<db>/<n>[_vm|_init][.<seg>]`, `global/<n>...`, and
+//! Only main and init forks of relations are stored by block
+//! (`base/<db>/<n>[_init][.<seg>]`, `global/<n>...`, and
 //! `pg_tblspc/<oid>/PG_<version>/<db>/<n>...` in tablespaces). Free-space
-//! maps are not WAL-logged page by page, so they are stored whole, as is
-//! every other file, and any relation file whose length is not a whole
-//! number of blocks.
+//! maps are not WAL-logged page by page, and visibility maps are not either:
+//! until recently PostgreSQL cleared a map bit (heap insert, update, delete)
+//! without registering the map page in the WAL record or changing its LSN,
+//! so neither the page LSN nor a WAL summary shows that the page changed
+//! (pgsql-hackers, 2026, "Why clearing the VM doesn't require registering
+//! vm buffer in wal record"). Both are stored whole on every major and
+//! minor, as is every other file, and any relation file whose length is not
+//! a whole number of blocks. One map page covers about 32,000 heap pages.
+//!
+//! # Databases copied whole
+//!
+//! `CREATE DATABASE ... STRATEGY FILE_COPY` and `ALTER DATABASE ... SET
+//! TABLESPACE` copy a database directory file by file, without WAL for
+//! the blocks: the copies keep the template's page LSNs, which may be older
+//! than the parent's start. A database directory that is not the parent's
+//! is stored whole:
+//! - from WAL summaries, a limit block on relfilenode 0 of a database (what
+//!   the summarizer records for those copies and for `DROP DATABASE`), as
+//!   PostgreSQL's own `GetFileBackupMethod` does;
+//! - always, when the directory's identity differs from the one the parent's
+//!   manifest records (see [`database_identity`]), or either has none.
 use super::{data_key, io_err, ManifestFile, Padded, SourceFile};
 use crate::repo::compress::Compression;
 use crate::repo::envelope;
 use crate::repo::ClusterRepo;
 use crate::storage::PutMode;
 use crate::Error;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::FileExt;
@@ -52,6 +70,85 @@ pub struct Basis {
     /// start, from PostgreSQL's WAL summaries (17+): when present, only
     /// those blocks are read, and page LSNs are not compared.
     pub summary: Option<HashMap<RelFork, ForkChanges>>,
+    /// The identity of each database directory in the parent (its
+    /// manifest's `databases`).
+    pub parent_databases: BTreeMap<String, String>,
+    /// The identity of each database directory now ([`DataDirectory`]'s
+    /// `databases`, from the walk of this backup).
+    ///
+    /// [`DataDirectory`]: super::DataDirectory
+    pub databases: BTreeMap<String, String>,
+}
+
+impl Basis {
+    /// `path`, `size` bytes long now, is stored by block: the parent has
+    /// it, it is a main or init fork of whole blocks, and its database
+    /// directory is the parent's.
+    pub fn by_block(&self, path: &str, size: u64) -> bool {
+        self.parent_sizes.contains_key(path)
+            && is_block_file(path)
+            && size.is_multiple_of(BLOCK)
+            && !self.database_copied(path)
+    }
+
+    /// The database directory of relation file `path` was copied whole
+    /// (created, moved or re-created) since the parent, or may have been.
+    /// `global/` is no database directory and is never copied.
+    pub fn database_copied(&self, path: &str) -> bool {
+        let Some((dir, _)) = path.rsplit_once('/') else {
+            return false;
+        };
+        if dir == "global" {
+            return false;
+        }
+        if let (Some(summary), Some((fork, _))) = (&self.summary, rel_fork(path)) {
+            let whole = RelFork {
+                relfilenode: 0,
+                fork: 0,
+                ..fork
+            };
+            if summary.contains_key(&whole) {
+                return true;
+            }
+        }
+        match (self.databases.get(dir), self.parent_databases.get(dir)) {
+            (Some(now), Some(then)) => now != then,
+            _ => true,
+        }
+    }
+}
+
+/// The identity of a database directory: its own inode, and the inode and
+/// change time of its `PG_VERSION`, which every way of making a database
+/// directory writes anew (`CREATE DATABASE` with either strategy, `ALTER
+/// DATABASE SET TABLESPACE`, a restore) and nothing else touches. Another
+/// directory under the same path, even one re-created under the same OID,
+/// has another one. (The directory's own change time is no part of it: it
+/// changes with every file made or removed in it.)
+pub fn database_identity(dir: &std::fs::Metadata, version: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!(
+        "{}:{}:{}:{}.{:09}",
+        dir.dev(),
+        dir.ino(),
+        version.ino(),
+        version.ctime(),
+        version.ctime_nsec()
+    )
+}
+
+/// The database directory a `PG_VERSION` file at `path` belongs to, if it
+/// is one: `base/<db>` or `pg_tblspc/<oid>/PG_<version>/<db>`.
+pub fn database_dir(path: &str) -> Option<&str> {
+    let dir = path.strip_suffix("/PG_VERSION")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = dir.split('/').collect();
+    let ok = match parts.as_slice() {
+        ["base", db] => digits(db),
+        ["pg_tblspc", oid, version, db] => digits(oid) && version.starts_with("PG_") && digits(db),
+        _ => false,
+    };
+    ok.then_some(dir)
 }
 
 /// A relation fork as WAL summaries name it.
@@ -149,8 +246,19 @@ pub fn listed_blocks(
         .collect()
 }
 
-/// A relation fork that is stored block by block.
+/// A relation fork that is stored block by block: a main or init fork.
 pub fn is_block_file(path: &str) -> bool {
+    relation_fork(path).is_some_and(|fork| fork.is_empty() || fork == "init")
+}
+
+/// A file of any fork of a relation (main, `fsm`, `vm`, `init`).
+pub fn is_relation_file(path: &str) -> bool {
+    relation_fork(path).is_some()
+}
+
+/// The fork suffix of relation file `path` (`""` for the main fork), if it
+/// is a relation file.
+fn relation_fork(path: &str) -> Option<&str> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let parts: Vec<&str> = path.split('/').collect();
     let (dir_ok, name) = match parts.as_slice() {
@@ -164,20 +272,21 @@ pub fn is_block_file(path: &str) -> bool {
         _ => (false, ""),
     };
     if !dir_ok {
-        return false;
+        return None;
     }
     let (stem, segment) = match name.split_once('.') {
         Some((s, seg)) => (s, Some(seg)),
         None => (name, None),
     };
     if segment.is_some_and(|s| s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit())) {
-        return false;
+        return None;
     }
-    let number = stem
-        .strip_suffix("_vm")
-        .or_else(|| stem.strip_suffix("_init"))
-        .unwrap_or(stem);
-    !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+    let (number, fork) = match stem.split_once('_') {
+        None => (stem, ""),
+        Some((n, f @ ("fsm" | "vm" | "init"))) => (n, f),
+        Some(_) => return None,
+    };
+    (!number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())).then_some(fork)
 }
 
 /// The LSN in a page header (`pd_lsn`: two native-endian 32-bit halves).

@@ -41,6 +41,7 @@ use crate::repo::{info, ClusterRepo};
 use crate::storage::PutMode;
 use crate::Error;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,9 @@ pub struct DataDirectory {
     /// link (`pg_tblspc/<oid>`) is not one: see `tablespaces`.
     pub dirs: Vec<String>,
     pub tablespaces: Vec<Tablespace>,
+    /// Each database directory's identity
+    /// ([`increment::database_identity`]), by its path.
+    pub databases: BTreeMap<String, String>,
 }
 
 /// A tablespace: the link `pg_tblspc/<oid>` and where it pointed.
@@ -220,6 +224,13 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
                     out.dirs.push("pg_wal/archive_status".into());
                 }
             } else if meta.is_file() {
+                if let Some(db) = increment::database_dir(&rel_name) {
+                    let dir_meta = fs::metadata(&dir).map_err(|e| io_err("stat", &dir, e))?;
+                    out.databases.insert(
+                        db.to_string(),
+                        increment::database_identity(&dir_meta, &meta),
+                    );
+                }
                 out.files.push(SourceFile {
                     path: rel_name,
                     size: meta.len(),
@@ -297,6 +308,12 @@ pub struct Manifest {
     /// The links in `pg_tblspc`, made before the files below them.
     #[serde(default)]
     pub tablespaces: Vec<Tablespace>,
+    /// Each database directory's identity when it was walked: a backup
+    /// against this one stores a directory whole when its identity differs
+    /// (see `increment`). Manifests written before it have none, so every
+    /// database of the next backup on them is stored whole.
+    #[serde(default)]
+    pub databases: BTreeMap<String, String>,
 }
 
 /// A physical backup's descriptor (`backup.info`).
@@ -480,13 +497,7 @@ pub fn store_files(
     let results: Mutex<Vec<Option<Option<ManifestFile>>>> = Mutex::new(vec![None; files.len()]);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     // Small files stored whole go into bundles, in name order.
-    let by_block = |f: &SourceFile| {
-        basis.is_some_and(|b| {
-            b.parent_sizes.contains_key(&f.path)
-                && increment::is_block_file(&f.path)
-                && f.size.is_multiple_of(BLOCK)
-        })
-    };
+    let by_block = |f: &SourceFile| basis.is_some_and(|b| b.by_block(&f.path, f.size));
     let mut work: Vec<Work> = Vec::new();
     let mut bundle: Vec<usize> = Vec::new();
     let mut bundle_bytes = 0;
@@ -530,7 +541,7 @@ pub fn store_files(
         let parent_len = basis.and_then(|b| {
             b.parent_sizes
                 .get(&f.path)
-                .filter(|_| increment::is_block_file(&f.path) && f.size.is_multiple_of(BLOCK))
+                .filter(|_| b.by_block(&f.path, f.size))
                 .map(|&len| {
                     let changed = match (&b.summary, increment::rel_fork(&f.path)) {
                         (Some(summary), Some((fork, segment))) => {

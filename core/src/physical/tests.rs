@@ -34,6 +34,7 @@ fn pgdata() -> tempfile::TempDir {
     write(r, "PG_VERSION", b"17\n");
     write(r, "global/pg_control", &[7u8; 8192]);
     write(r, "global/1262", &[1u8; 8192]);
+    write(r, "base/5/PG_VERSION", b"17\n");
     write(r, "base/5/16384", &vec![3u8; 3 * 8192]);
     write(r, "base/5/16384_fsm", &[4u8; 8192]);
     // unlogged relation 16390: only its init fork is copied
@@ -253,9 +254,15 @@ fn take_kind(
             reference_lsn: increment::parse_lsn(&reference).unwrap(),
             parent_sizes: pm.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
             summary: None,
+            parent_databases: pm.databases.clone(),
+            databases: Default::default(),
         }
     });
     let dd = walk(src).unwrap();
+    let mut basis = basis;
+    if let Some(b) = basis.as_mut() {
+        b.databases = dd.databases.clone();
+    }
     let prefix = backup_prefix(c, id);
     let progress = Progress::default();
     let mut files = store_files(
@@ -293,6 +300,7 @@ fn take_kind(
         files,
         dirs: dd.dirs,
         tablespaces: dd.tablespaces,
+        databases: dd.databases,
     };
     let info = PhysicalBackupInfo {
         format_version: PHYSICAL_INFO_VERSION,
@@ -833,6 +841,8 @@ fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
             )]
             .into(),
         ),
+        parent_databases: fm.databases.clone(),
+        databases: dd.databases.clone(),
     };
     let files = store_files(
         &c,
@@ -1158,4 +1168,81 @@ fn an_object_key_outside_its_backup_is_refused_before_anything_is_written() {
     let e = restore_backup(&c, "b", &out.path().join("x")).unwrap_err();
     assert!(e.to_string().contains("lies outside backup \"b\""), "{e}");
     assert!(!out.path().join("x").exists(), "nothing is written");
+}
+
+/// A database directory copied whole since the parent (a limit block on
+/// its relfilenode 0 in the WAL summaries, or a `PG_VERSION` written anew)
+/// is stored whole, whatever its pages' LSNs; the visibility map is stored
+/// whole always; `global/` is no database.
+#[test]
+fn copied_databases_and_visibility_maps_are_stored_whole() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    let rel = "base/5/16384";
+    write(r, rel, &pages(&[(0x100, 1), (0x100, 2), (0x100, 3)]));
+    write(r, "base/5/16384_vm", &pages(&[(0x100, 1)]));
+    let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    assert!(full.files > 0);
+    let stored = |m: &Manifest, path: &str| {
+        m.files
+            .iter()
+            .find(|f| f.path == path)
+            .unwrap_or_else(|| panic!("{path} in {:?}", m.files))
+            .blocks
+            .clone()
+    };
+    // Unchanged by page LSN: by block, nothing stored; the map whole.
+    let (i1, m1) = take_kind(&c, r, "i1", "incremental", Some(&full), "0/3000000", 11);
+    assert_eq!(stored(&m1, rel), Some(vec![]));
+    assert_eq!(stored(&m1, "base/5/16384_vm"), None);
+    assert_eq!(stored(&m1, "global/1262"), Some(vec![]));
+    assert!(m1.databases.contains_key("base/5"), "{:?}", m1.databases);
+    // The database directory made anew (same path, same old page LSNs).
+    // (A new file renamed over the old one: another inode, surely.)
+    let old = fs::read(r.join("base/5/PG_VERSION")).unwrap();
+    write(r, "base/5/PG_VERSION.new", &old);
+    fs::rename(r.join("base/5/PG_VERSION.new"), r.join("base/5/PG_VERSION")).unwrap();
+    let (i2, m2) = take_kind(&c, r, "i2", "incremental", Some(&i1), "0/4000000", 12);
+    assert_ne!(m2.databases["base/5"], m1.databases["base/5"]);
+    assert_eq!(stored(&m2, rel), None, "the whole file");
+    assert_eq!(stored(&m2, "global/1262"), Some(vec![]));
+    // From WAL summaries: relfilenode 0 of database 5 names it whole.
+    let mut basis = Basis {
+        reference_lsn: 0x4000000,
+        parent_sizes: m2.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
+        summary: Some(std::collections::HashMap::new()),
+        parent_databases: m2.databases.clone(),
+        databases: walk(r).unwrap().databases,
+    };
+    assert!(basis.by_block(rel, 3 * BLOCK));
+    assert!(!basis.by_block("base/5/16384_vm", BLOCK));
+    basis.summary = Some(
+        [(
+            increment::RelFork {
+                tablespace: increment::DEFAULTTABLESPACE_OID,
+                database: 5,
+                relfilenode: 0,
+                fork: 0,
+            },
+            increment::ForkChanges {
+                limit: Some(0),
+                blocks: vec![],
+            },
+        )]
+        .into(),
+    );
+    assert!(!basis.by_block(rel, 3 * BLOCK));
+    assert!(basis.by_block("global/1262", BLOCK));
+    // A parent that recorded no identities (an older manifest): whole.
+    basis.summary = None;
+    basis.parent_databases.clear();
+    assert!(!basis.by_block(rel, 3 * BLOCK));
+    assert_eq!(i2.kind, "incremental");
+    assert_eq!(
+        increment::database_dir("pg_tblspc/16500/PG_17_202406281/5/PG_VERSION"),
+        Some("pg_tblspc/16500/PG_17_202406281/5")
+    );
+    assert_eq!(increment::database_dir("PG_VERSION"), None);
+    assert_eq!(increment::database_dir("base/x/PG_VERSION"), None);
 }
