@@ -82,9 +82,11 @@ impl ArkError {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
                 C::WalConflict { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
-                C::Corrupt { .. } | C::ForeignWal { .. } | C::BadMetadata { .. } | C::Info(_) => {
-                    PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
-                }
+                C::Corrupt { .. }
+                | C::ForeignWal { .. }
+                | C::BadMetadata { .. }
+                | C::Info(_)
+                | C::BackupObjectsMissing { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
                 C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
                 C::Unsupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 C::LocalIo { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,

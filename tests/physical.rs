@@ -511,8 +511,17 @@ fn retention_keeps_whole_chains_and_the_wal_they_need_and_a_dry_run_lists_the_sa
     };
     let dry = expire(&mut c, true);
     assert_eq!(listed(&entry).len(), 5, "a dry run removed something");
-    let physical_rows: Vec<(String, String)> =
-        dry.iter().filter(|r| r.0 != "wal").cloned().collect();
+    let physical_rows: Vec<(String, String)> = dry
+        .iter()
+        .filter(|r| r.0 != "wal" && r.0 != "recoverable from")
+        .cloned()
+        .collect();
+    // Last, where recovery can start after it: the one chain kept.
+    assert_eq!(
+        dry.last(),
+        Some(&("recoverable from".to_string(), f3.clone())),
+        "{dry:?}"
+    );
     assert_eq!(
         physical_rows,
         [

@@ -20,6 +20,14 @@ fn primary(repo: &Path) -> Cluster {
     Cluster::start_with(opts)
 }
 
+/// Run each statement on its own (VACUUM, CREATE and ALTER DATABASE refuse
+/// the transaction block a multi-statement string makes).
+fn each(c: &mut postgres::Client, statements: &[&str]) {
+    for s in statements {
+        c.batch_execute(s).unwrap_or_else(|e| panic!("{s}: {e}"));
+    }
+}
+
 /// Take a backup of `kind` (one attempt) and return its id, checking that
 /// it is of that kind (an incremental did not fall back to a full).
 fn backup(c: &mut postgres::Client, kind: &str) -> String {
@@ -32,6 +40,16 @@ fn backup(c: &mut postgres::Client, kind: &str) -> String {
 /// `pg_ark restore` of backup `id` to its consistent point into a new
 /// directory (tablespaces `oids` mapped into it too), started.
 fn restore(repo: &Path, id: &str, oids: &[String]) -> Cluster {
+    restore_with(
+        repo,
+        &["--backup", id, "--immediate", "--archive-off"],
+        oids,
+    )
+}
+
+/// `pg_ark restore` with `args` into a new directory (tablespaces `oids`
+/// mapped into it too), started.
+fn restore_with(repo: &Path, args: &[&str], oids: &[String]) -> Cluster {
     let dir = temp_dir("ark-trust-");
     let data = dir.path().join("data");
     let url = format!("file://{}", repo.display());
@@ -44,23 +62,13 @@ fn restore(repo: &Path, id: &str, oids: &[String]) -> Cluster {
         })
         .collect();
     let data_arg = data.display().to_string();
-    let mut args = vec![
-        "restore",
-        "--repo",
-        &url,
-        "--pgdata",
-        &data_arg,
-        "--backup",
-        id,
-        "--immediate",
-        "--archive-off",
-        "--quiet",
-    ];
+    let mut all = vec!["restore", "--repo", &url, "--pgdata", &data_arg, "--quiet"];
+    all.extend_from_slice(args);
     for (_, arg) in &maps {
-        args.extend(["--tablespace-map", arg.as_str()]);
+        all.extend(["--tablespace-map", arg.as_str()]);
     }
-    let (ok, out, err) = pg_ark(&args);
-    assert!(ok, "pg_ark {args:?}:\n{out}{err}");
+    let (ok, out, err) = pg_ark(&all);
+    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
     let own: Vec<&Path> = maps.iter().map(|(p, _)| p.as_path()).collect();
     Cluster::start_restored(dir, data, &own)
 }
@@ -74,14 +82,16 @@ fn an_incremental_restores_the_visibility_map_that_postgresql_checks() {
     let repo_dir = temp_dir("ark-repo-");
     let cluster = primary(repo_dir.path());
     let mut c = cluster.client();
-    c.batch_execute(
-        "CREATE EXTENSION pg_ark;
-         CREATE EXTENSION pg_visibility;
-         CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
-         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g;
-         VACUUM (FREEZE) t;",
-    )
-    .unwrap();
+    each(
+        &mut c,
+        &[
+            "CREATE EXTENSION pg_ark",
+            "CREATE EXTENSION pg_visibility",
+            "CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off)",
+            "INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g",
+            "VACUUM (FREEZE) t",
+        ],
+    );
     let frozen = visibility(&mut c, "t");
     assert!(frozen.pages > 1000, "{frozen:?}");
     backup(&mut c, "full");
@@ -122,14 +132,19 @@ fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
     let ts_dir = temp_dir("ark-ts-");
     give_to_test_user(ts_dir.path());
     let mut c = cluster.client();
-    c.batch_execute(&format!(
-        "CREATE EXTENSION pg_ark;
-         CREATE TABLESPACE ts1 LOCATION '{}';
-         CREATE DATABASE moved;
-         CREATE DATABASE tpl;",
+    let location = format!(
+        "CREATE TABLESPACE ts1 LOCATION '{}'",
         ts_dir.path().display()
-    ))
-    .unwrap();
+    );
+    each(
+        &mut c,
+        &[
+            "CREATE EXTENSION pg_ark",
+            &location,
+            "CREATE DATABASE moved",
+            "CREATE DATABASE tpl",
+        ],
+    );
     let ts_oid: String = c
         .query_one(
             "SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'",
@@ -167,11 +182,13 @@ fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
         .unwrap();
     // copied: dropped and copied again from tpl under the same OID; its
     // pages are tpl's, with LSNs older than the full's start.
-    c.batch_execute(
-        "DROP DATABASE copied;
-         CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000",
-    )
-    .unwrap();
+    each(
+        &mut c,
+        &[
+            "DROP DATABASE copied",
+            "CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000",
+        ],
+    );
     let incr = backup(&mut c, "incremental");
     let mut source = Vec::new();
     for db in ["moved", "copied"] {
@@ -206,4 +223,128 @@ fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
             "database {db}"
         );
     }
+}
+
+/// Finding: a cluster restored by `pg_ark restore` has its source's system
+/// identifier, settings and schedules, so it writes into the same
+/// repository entry. Its schedules are paused until an administrator
+/// resumes them; and a backup it takes leaves alone the backup its source
+/// is writing at that moment (a lease), which used to be removed as
+/// "incomplete" under the source, whose descriptor then named missing
+/// objects.
+#[test]
+fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
+    let repo_dir = temp_dir("ark-repo-");
+    let source = primary(repo_dir.path());
+    let url = format!("file://{}", repo_dir.path().display());
+    let mut c = source.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 5000) g;
+         SELECT ark.schedule('nightly', '0 3 1 1 *', 'full');
+         SELECT ark.schedule('tidy', '0 4 1 1 *', 'expire');
+         SELECT ark.schedule('dumps', '0 5 1 1 *', 'logical');",
+    )
+    .unwrap();
+    backup(&mut c, "full");
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    source.wait_archived(&seg, std::time::Duration::from_secs(60));
+
+    // The copy: restored to the latest state, archiving into the same entry.
+    let copy = restore_with(repo_dir.path(), &[], &[]);
+    copy.wait_for_log("are paused", std::time::Duration::from_secs(60));
+    let mut r = copy.client();
+    let paused: Vec<String> = r
+        .query(
+            "SELECT name FROM ark.schedules WHERE paused IS NOT NULL ORDER BY name",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    assert_eq!(paused, ["nightly", "tidy"], "logical dumps are not paused");
+    let status: serde_json::Value = serde_json::from_str(
+        &r.query_one("SELECT ark.status()::text", &[])
+            .unwrap()
+            .get::<_, String>(0),
+    )
+    .unwrap();
+    assert_eq!(status["status"], "degraded", "{status}");
+    assert_eq!(status["paused_schedules"].as_array().unwrap().len(), 2);
+    assert!(
+        status["messages"][0]
+            .as_str()
+            .unwrap()
+            .contains("ark.resume_schedules()"),
+        "{status}"
+    );
+    // Due, yet not queued: a job queued after the change is served by a
+    // scheduler pass that found the schedule due.
+    r.batch_execute("UPDATE ark.schedules SET next_run = now() - interval '1 minute'")
+        .unwrap();
+    let dry = wait_job(&mut r, "expire", r#"{"dry_run": true, "max_attempts": 1}"#);
+    assert_eq!(dry["state"], "succeeded", "{dry}");
+    let scheduled: i64 = r
+        .query_one(
+            "SELECT count(*) FROM ark.jobs WHERE schedule_name IN ('nightly', 'tidy')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(scheduled, 0);
+
+    // Two writers: the source's full waits for its WAL (archiver stopped)
+    // with its objects stored; meanwhile the copy takes a full.
+    let archiver = source.pause_archiver(&mut c);
+    let job: i64 = c
+        .query_one("SELECT ark.backup('full', '{\"max_attempts\": 1}')", &[])
+        .unwrap()
+        .get(0);
+    pg_ark_tests::wait_until(
+        "the source's full to wait for its WAL",
+        std::time::Duration::from_secs(120),
+        || {
+            source
+                .client()
+                .query_one(
+                    "SELECT coalesce(progress->>'phase', '') = 'wait for WAL' FROM ark.jobs WHERE id = $1",
+                    &[&job],
+                )
+                .unwrap()
+                .get::<_, bool>(0)
+        },
+    );
+    let mark = copy.log_mark();
+    backup(&mut r, "full");
+    copy.wait_for_log_after(
+        mark,
+        "is in progress elsewhere",
+        std::time::Duration::from_secs(10),
+    );
+    Cluster::resume(archiver);
+    let done: String = c
+        .query_one("SELECT ark.wait($1, '5 min')::text", &[&job])
+        .unwrap()
+        .get(0);
+    let done: serde_json::Value = serde_json::from_str(&done).unwrap();
+    assert_eq!(done["state"], "succeeded", "{done}");
+    let id = done["result"]["backup_id"].as_str().unwrap();
+    let (ok, out, err) = pg_ark(&["verify", "--repo", &url, "--backup", id]);
+    assert!(ok, "the source's backup, verified: {out}{err}");
+
+    // Resumed by hand.
+    let n: i64 = r
+        .query_one("SELECT ark.resume_schedules()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+    let status: String = r
+        .query_one("SELECT ark.status()->>'paused_schedules'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(status, "[]");
 }

@@ -137,6 +137,13 @@ pub enum Error {
         hint: String,
     },
 
+    #[error("backup \"{backup_id}\" in {location} lost objects before it was complete: {}", missing.join(", "))]
+    BackupObjectsMissing {
+        location: String,
+        backup_id: String,
+        missing: Vec<String>,
+    },
+
     #[error("logical backup \"{label}\" of database \"{database}\" already exists in {location}")]
     LogicalBackupExists {
         location: String,
@@ -180,6 +187,13 @@ impl Error {
                 format!("archiving of WAL file \"{name}\" was interrupted")
             }
             Error::RestoreTarget { .. } => "cannot restore to the requested target".into(),
+            Error::BackupObjectsMissing {
+                location,
+                backup_id,
+                ..
+            } => {
+                format!("backup \"{backup_id}\" in {location} lost objects before it was complete")
+            }
             Error::RestoreRefused { path, .. } => format!("refusing to restore into \"{path}\""),
             other => other.to_string(),
         }
@@ -218,6 +232,20 @@ impl Error {
             Error::ArchiveInterrupted { .. } => {
                 "The archiver is stopping; the file will be offered again.".to_string()
             }
+            Error::BackupObjectsMissing { missing, .. } => format!(
+                "Missing from its folder: {}{}.",
+                missing
+                    .iter()
+                    .take(5)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if missing.len() > 5 {
+                    format!(" and {} more", missing.len() - 5)
+                } else {
+                    String::new()
+                }
+            ),
             _ => return None,
         })
     }
@@ -275,6 +303,13 @@ impl Error {
                 "The file stays in pg_wal and is offered again.".into()
             }
             Error::LogicalBackupExists { .. } => "Give each logical backup its own label.".into(),
+            Error::BackupObjectsMissing { .. } => {
+                "The backup was not recorded complete. Another writer of this repository entry \
+                 removed its objects: is a restored copy of this cluster backing up into the same \
+                 repository? Pause its schedules (ark.status() says so after pg_ark restore) or \
+                 give it another repository."
+                    .into()
+            }
             Error::RestoreTarget { hint, .. } | Error::RestoreRefused { hint, .. } => hint.clone(),
             Error::LocalIo { .. } => {
                 "Check that the path exists, that the PostgreSQL OS user may use it, and that the \

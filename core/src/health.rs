@@ -89,6 +89,9 @@ pub struct DrillFacts {
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub now: f64,
+    /// Schedules paused, and why (name, reason): after `pg_ark restore`,
+    /// until an administrator resumes them.
+    pub paused: Vec<(String, String)>,
     /// Kept backups whose last drill failed.
     pub failed_drills: Vec<DrillFacts>,
     pub kinds: Vec<KindFacts>,
@@ -149,6 +152,15 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
                 d.job_id.map(|j| format!(" (job {j})")).unwrap_or_default(),
                 d.backup_id,
                 d.error
+            ),
+            &mut messages,
+        );
+    }
+    for (name, reason) in &facts.paused {
+        raise(
+            Verdict::Degraded,
+            format!(
+                "schedule \"{name}\" is paused: {reason}; resume it with ark.resume_schedules() once this cluster has a repository entry of its own, or is the only writer of this one"
             ),
             &mut messages,
         );
@@ -276,6 +288,7 @@ mod tests {
 
     fn facts() -> Facts {
         Facts {
+            paused: Vec::new(),
             now: 100.0 * DAY,
             failed_drills: vec![],
             kinds: vec![],
@@ -294,6 +307,18 @@ mod tests {
             last_error: Some("pg_dump failed".into()),
             superseded,
         }
+    }
+
+    #[test]
+    fn a_paused_schedule_is_degraded_and_says_how_to_resume() {
+        let mut f = facts();
+        f.paused.push((
+            "nightly".into(),
+            "this cluster was restored from backup X".into(),
+        ));
+        let r = evaluate(&f, &t());
+        assert_eq!(r.verdict, Verdict::Degraded);
+        assert!(r.messages[0].starts_with("schedule \"nightly\" is paused: this cluster was restored from backup X; resume it with ark.resume_schedules()"), "{:?}", r.messages);
     }
 
     #[test]

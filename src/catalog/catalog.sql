@@ -29,7 +29,11 @@ CREATE TABLE ark.schedules (
     next_run    timestamptz,
     last_run    timestamptz,
     last_job_id bigint,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- Why the schedule does not run (NULL: it runs when enabled): set for
+    -- physical and expire schedules when pg_ark restore made this cluster,
+    -- cleared by ark.resume_schedules().
+    paused      text
 );
 
 CREATE TABLE ark.jobs (

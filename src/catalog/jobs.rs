@@ -333,6 +333,72 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
     Ok(())
 }
 
+/// The data directory (set at startup, never changed).
+fn data_dir() -> Option<std::path::PathBuf> {
+    // SAFETY: a plain read of DataDir on the backend's own thread.
+    unsafe {
+        let p = pg_sys::DataDir;
+        if p.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(p)
+                .to_string_lossy()
+                .into_owned()
+                .into(),
+        )
+    }
+}
+
+/// After `pg_ark restore`: this cluster has its source's system identifier,
+/// so its backups would go into the source's repository entry, and its
+/// copied schedules would start at once. Pause its physical and expire
+/// schedules (once: the marker records it after the commit) until an
+/// administrator runs `ark.resume_schedules()`. Returns the data directory
+/// whose marker to update once this transaction has committed.
+pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error::ArkError> {
+    // SAFETY: a plain check of shared state, on the backend's own thread.
+    if unsafe { pg_sys::RecoveryInProgress() } {
+        return Ok(None);
+    }
+    let Some(dir) = data_dir() else {
+        return Ok(None);
+    };
+    let Some(doc) = pg_ark_core::restore::restored_marker(&dir) else {
+        return Ok(None);
+    };
+    if doc["schedules_paused"] == serde_json::json!(true) {
+        return Ok(None);
+    }
+    let backup = doc["backup_id"].as_str().unwrap_or("?").to_string();
+    let reason = format!(
+        "this cluster was restored from backup \"{backup}\" and shares the repository entry of the cluster that took it"
+    );
+    let names = Spi::connect_mut(|c| {
+        let t = c.update(
+            "UPDATE ark.schedules SET paused = $1
+              WHERE paused IS NULL
+                AND kind IN ('full', 'incremental', 'differential', 'expire')
+              RETURNING name",
+            None,
+            &[reason.clone().into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push(r.get::<String>(1)?.unwrap_or_default());
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    if !names.is_empty() {
+        warning!(
+            "pg_ark: {}; its schedules {} are paused so that its backups and expiry do not mix with the source's (run SELECT ark.resume_schedules() once this cluster has a repository of its own, or is the only one writing to it)",
+            reason,
+            names.join(", ")
+        );
+    }
+    Ok(Some(dir))
+}
+
 /// The backup and job named by `pg_ark restore`'s marker in the data
 /// directory (`pg_ark/restored_from.json`), once recovery has ended and
 /// while that job still shows as running.

@@ -117,6 +117,28 @@ fn unschedule(name: &str) -> bool {
     run().unwrap_or_else(|e| raise(e))
 }
 
+/// Resume the schedules paused after `pg_ark restore` (see
+/// `ark.status()`); returns how many. Run it once this cluster backs up
+/// into a repository entry of its own (another `ark.repository`), or is the
+/// only cluster writing to the one it shares.
+#[pg_extern(volatile)]
+fn resume_schedules() -> i64 {
+    let run = || -> Result<i64, ArkError> {
+        require_admin("resume pg_ark schedules")?;
+        require_queue_database()?;
+        let n = crate::xact::first_value::<i64>(
+            "WITH r AS (UPDATE ark.schedules SET paused = NULL
+                         WHERE paused IS NOT NULL RETURNING 1)
+             SELECT count(*) FROM r",
+            &[],
+        )?
+        .unwrap_or(0);
+        wake_scheduler_at_commit();
+        Ok(n)
+    };
+    run().unwrap_or_else(|e| raise(e))
+}
+
 fn backup_impl(kind: &str, options: Value) -> Result<i64, ArkError> {
     require_admin("run pg_ark backups")?;
     require_queue_database()?;

@@ -164,7 +164,27 @@ fn status_impl() -> Result<Value, ArkError> {
         last_failure_reason: st.last_failure_reason.clone(),
     };
     let (failed_drills, last_drill) = drills()?;
+    let paused = Spi::connect(|c| {
+        let t = c.select(
+            "SELECT name, paused FROM ark.schedules WHERE paused IS NOT NULL ORDER BY name",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    let paused_docs: Vec<Value> = paused
+        .iter()
+        .map(|(name, reason)| json!({"name": name, "reason": reason}))
+        .collect();
     let facts = Facts {
+        paused,
         now,
         failed_drills,
         kinds,
@@ -191,6 +211,7 @@ fn status_impl() -> Result<Value, ArkError> {
             "last_failure_reason": st.last_failure_reason,
         },
         "drill": last_drill,
+        "paused_schedules": paused_docs,
         "scheduler": { "running": mailbox::scheduler_pid().is_some() },
         "thresholds": {
             "backup_max_age_seconds": thresholds.backup_max_age,

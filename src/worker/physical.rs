@@ -604,9 +604,16 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         |_| {},
     );
     let cluster = match opened {
-        Ok(Ok((c, removed))) => {
+        Ok(Ok((c, (removed, running)))) => {
             for r in removed {
                 log!("pg_ark job {}: removed incomplete backup \"{}\"", job.id, r);
+            }
+            for r in running {
+                log!(
+                    "pg_ark job {}: backup \"{}\" is in progress elsewhere (it holds a lease): left alone",
+                    job.id,
+                    r
+                );
             }
             c
         }
@@ -667,6 +674,39 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         job.id
     );
     let prefix = physical::backup_prefix(&cluster, &id);
+    // The lease comes before any object of the backup and is renewed until
+    // its descriptor is written: another writer of this repository entry
+    // (a restored copy of this cluster) leaves the prefix alone meanwhile
+    // (see physical::lease).
+    let holder = format!(
+        "host {} pid {} data directory {}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+        std::process::id(),
+        plan.datadir.display()
+    );
+    let taken = {
+        let (c, i) = (cluster.clone(), id.clone());
+        supervise(
+            job,
+            move |_c, _tx: std::sync::mpsc::Sender<()>| {
+                physical::lease::Lease::take(&c, &i, &holder, physical::lease::RENEW_EVERY)
+            },
+            |_| {},
+        )
+    };
+    let mut lease = match taken {
+        Ok(Ok(l)) => Some(l),
+        Ok(Err(e)) => {
+            abandon(None, "");
+            return Outcome::Failed(e.to_string());
+        }
+        Err(s) => {
+            abandon(None, "");
+            return outcome(Err(s));
+        }
+    };
     match &decision.fallback {
         Some(reason) => log!(
             "pg_ark job {}: {} backup \"{}\" started at {}, a full instead of the {} requested: {}",
@@ -740,10 +780,12 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     } = match copied {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
+            drop(lease.take());
             abandon(Some(&cluster), &id);
             return Outcome::Failed(e);
         }
         Err(s) => {
+            drop(lease.take());
             abandon(Some(&cluster), &id);
             return outcome(Err(s));
         }
@@ -752,6 +794,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     let (stop_lsn, stop_wal, label) = match xact::run(stop) {
         Ok(v) => v,
         Err(e) => {
+            drop(lease.take());
             abandon(Some(&cluster), &id);
             return Outcome::Failed(format!("could not stop the backup: {e}"));
         }
@@ -759,6 +802,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     match physical::store_bytes(&cluster, &prefix, "backup_label", label.as_bytes()) {
         Ok(f) => files.push(f),
         Err(e) => {
+            drop(lease.take());
             let _ = physical::delete_backup(&cluster, &id);
             return Outcome::Failed(e.to_string());
         }
@@ -780,10 +824,12 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     match waited {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
+            drop(lease.take());
             let _ = physical::delete_backup(&cluster, &id);
             return Outcome::Failed(e);
         }
         Err(s) => {
+            drop(lease.take());
             let _ = physical::delete_backup(&cluster, &id);
             return outcome(Err(s));
         }
@@ -826,9 +872,12 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         databases,
     };
     if let Err(e) = physical::finish_backup(&cluster, &manifest, &info) {
+        drop(lease.take());
         let _ = physical::delete_backup(&cluster, &id);
         return Outcome::Failed(e.to_string());
     }
+    // Complete: the descriptor is written, and the lease ends.
+    drop(lease.take());
     let doc = serde_json::to_value(&info).unwrap_or(Value::Null);
     let recorded = xact::run(|| {
         Spi::run_with_args(

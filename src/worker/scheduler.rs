@@ -28,7 +28,7 @@
 //!
 //! An error in a pass is logged and the pass is retried on the next wake; it
 //! never ends the worker.
-use crate::catalog::jobs::{prune_history, recover_orphans};
+use crate::catalog::jobs::{pause_after_restore, prune_history, recover_orphans};
 use crate::sql::jobs::{next_run, now_epoch};
 use crate::worker::{job, mailbox, notify};
 use crate::{settings, xact};
@@ -161,6 +161,14 @@ fn tick(st: &mut State) -> Duration {
     st.installed_warned = false;
 
     serve_mailbox();
+    match xact::run(pause_after_restore) {
+        Ok(Some(dir)) => report(
+            "record the pause after a restore",
+            pg_ark_core::restore::record_schedules_paused(&dir).map_err(|e| e.to_string()),
+        ),
+        Ok(None) => {}
+        Err(e) => report("pause schedules after a restore", Err(e)),
+    }
     report("recover interrupted jobs", xact::run(recover_orphans));
     if st.recompute_schedules {
         st.recompute_schedules = false;
@@ -285,7 +293,7 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
         let t = c.update(
             "SELECT id, name, cron, kind, options, extract(epoch FROM next_run)::float8
                FROM ark.schedules
-              WHERE enabled AND next_run <= now()
+              WHERE enabled AND paused IS NULL AND next_run <= now()
               ORDER BY next_run
               FOR UPDATE SKIP LOCKED",
             None,
@@ -352,7 +360,7 @@ fn seconds_until_due(notifications: bool) -> Result<Option<f64>, crate::error::A
     Ok(Spi::get_one_with_args::<f64>(
         "SELECT extract(epoch FROM least(
                     (SELECT min(next_run) FROM ark.schedules
-                      WHERE enabled AND next_run > clock_timestamp()),
+                      WHERE enabled AND paused IS NULL AND next_run > clock_timestamp()),
                     (SELECT min(next_attempt_at) FROM ark.jobs
                       WHERE state IN ('queued', 'retrying') AND next_attempt_at > clock_timestamp()),
                     (SELECT min(next_attempt_at) FROM ark.notifications

@@ -50,6 +50,7 @@ use std::sync::Mutex;
 
 pub mod checksum;
 pub mod increment;
+pub mod lease;
 pub use checksum::{BadPage, PageCheck};
 pub use increment::{Basis, BLOCK};
 
@@ -846,6 +847,11 @@ fn load_json<T: serde::de::DeserializeOwned>(
 
 /// Write the manifest, then the descriptor: the backup is complete once
 /// this returns.
+///
+/// Before the descriptor, every object the manifest names must be in the
+/// backup's folder: another writer of the entry (a restored copy of this
+/// cluster, say) that took the backup for abandoned may have removed it
+/// (see [`lease`]). Such a backup is never recorded complete.
 pub fn finish_backup(
     cluster: &ClusterRepo,
     manifest: &Manifest,
@@ -853,6 +859,35 @@ pub fn finish_backup(
 ) -> Result<(), Error> {
     let prefix = backup_prefix(cluster, &manifest.backup_id);
     save_json(cluster, &format!("{prefix}/{MANIFEST_NAME}"), manifest)?;
+    let present: std::collections::HashSet<String> = cluster
+        .storage()
+        .list(&format!("{prefix}/"))?
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let mut missing: Vec<String> = manifest
+        .files
+        .iter()
+        .filter(|f| !f.key.is_empty() && !present.contains(&f.key))
+        .map(|f| f.key.clone())
+        .chain(
+            [
+                format!("{prefix}/{MANIFEST_NAME}"),
+                format!("{prefix}/{MANIFEST_NAME}.copy"),
+            ]
+            .into_iter()
+            .filter(|k| !present.contains(k)),
+        )
+        .collect();
+    missing.sort();
+    missing.dedup();
+    if !missing.is_empty() {
+        return Err(Error::BackupObjectsMissing {
+            location: cluster.location(),
+            backup_id: manifest.backup_id.clone(),
+            missing,
+        });
+    }
     save_json(cluster, &format!("{prefix}/{INFO_NAME}"), descriptor)
 }
 
@@ -897,9 +932,11 @@ pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
 }
 
 /// Remove what failed or killed backups left: every backup prefix without a
-/// descriptor. Only for when no physical backup is running (the job queue
-/// runs one at a time: conflict key `physical`). Returns the ids removed.
-pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<Vec<String>, Error> {
+/// descriptor and without a live lease (see [`lease`]): a prefix another
+/// writer of the entry is filling holds one, and is left alone. Returns
+/// the ids removed and the ids left to their writers.
+pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<(Vec<String>, Vec<String>), Error> {
+    let now = crate::logical::now_epoch();
     let base = cluster.key("backup/");
     let mut ids = std::collections::BTreeMap::<String, bool>::new();
     for o in cluster.storage().list(&base)? {
@@ -909,14 +946,18 @@ pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<Vec<String>, Error> {
         let complete = ids.entry(id.to_string()).or_insert(false);
         *complete |= name == INFO_NAME;
     }
-    let mut removed = Vec::new();
+    let (mut removed, mut running) = (Vec::new(), Vec::new());
     for (id, complete) in ids {
         if !complete && check_backup_id(&id).is_ok() {
+            if lease::held(cluster, &id, now)? {
+                running.push(id);
+                continue;
+            }
             delete_backup(cluster, &id)?;
             removed.push(id);
         }
     }
-    Ok(removed)
+    Ok((removed, running))
 }
 
 /// The order of backups, oldest first: by start time, then (for backups

@@ -76,6 +76,7 @@ fn the_walk_follows_postgresqls_base_backup_rules() {
             "base/5/16384",
             "base/5/16384_fsm",
             "base/5/16390_init",
+            "base/5/PG_VERSION",
             "global/1262",
             "pg_xact/0000",
             "postgresql.auto.conf",
@@ -224,6 +225,7 @@ fn page_checksums_follow_base_backups_rules() {
     check.check(&file, "base/5/16384", 0, &bad);
     assert_eq!(check.bad_pages(), vec![]);
     assert!(checksum::is_checksummed("base/5/16384_fsm"));
+    assert!(checksum::is_checksummed("base/5/16384_vm"));
     assert!(checksum::is_checksummed("base/5/16384_fsm.2"));
     assert!(!checksum::is_checksummed("base/5/pg_filenode.map"));
 }
@@ -440,10 +442,87 @@ fn an_incomplete_backup_is_neither_listed_nor_restored() {
     // What a killed backup left is removed before the next one; complete
     // backups stay.
     take(&c, src.path(), "b1");
-    assert_eq!(remove_incomplete(&c).unwrap(), ["b2"]);
+    assert_eq!(remove_incomplete(&c).unwrap().0, ["b2"]);
     assert!(c.storage().list(&format!("{prefix}/")).unwrap().is_empty());
     assert_eq!(list_backups(&c).unwrap().len(), 1);
-    assert_eq!(remove_incomplete(&c).unwrap(), Vec::<String>::new());
+    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec![]));
+}
+
+/// Two writers of one entry (a cluster and its restored copy): a backup in
+/// progress holds a lease, renewed by new objects, and the other writer's
+/// start-up cleanup leaves it alone; once its lease has lapsed it is
+/// abandoned and removed. A backup whose objects were removed under it is
+/// never recorded complete.
+#[test]
+fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let m = take(&c, src.path(), "f1");
+    // Writer A is storing "a1": its lease, then an object.
+    let every = std::time::Duration::from_millis(50);
+    let lease = lease::Lease::take(&c, "a1", "writer A", every).unwrap();
+    let prefix = backup_prefix(&c, "a1");
+    c.storage()
+        .put(&format!("{prefix}/data/x"), b"x", PutMode::Create)
+        .unwrap();
+    // Writer B's cleanup: a1 is in progress, not abandoned.
+    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec!["a1".into()]));
+    // Renewals are new objects (never an overwrite); the old one goes.
+    let leases = |c: &ClusterRepo| -> Vec<String> {
+        c.storage()
+            .list(&format!("{prefix}/{}/", lease::LEASE_DIR))
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect()
+    };
+    let first = leases(&c);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while leases(&c) == first {
+        assert!(std::time::Instant::now() < deadline, "no renewal");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(leases(&c).len() <= 2, "{:?}", leases(&c));
+    assert!(lease::held(&c, "a1", crate::logical::now_epoch()).unwrap());
+    // Lapsed (as if A died long ago): abandoned.
+    drop(lease);
+    let later = crate::logical::now_epoch() + lease::TTL.as_secs() as i64 + 1;
+    assert!(!lease::held(&c, "a1", later).unwrap());
+    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec!["a1".into()]));
+    // A prefix with no lease at all (a backup killed before its first, or
+    // written by an older pg_ark) is abandoned at once.
+    c.storage()
+        .put(
+            &format!("{}/data/y", backup_prefix(&c, "old")),
+            b"y",
+            PutMode::Create,
+        )
+        .unwrap();
+    assert_eq!(remove_incomplete(&c).unwrap().0, ["old"]);
+    // A backup robbed of an object is not recorded complete: the error
+    // names the object, and no descriptor is written.
+    let (info, _) = load_backup(&c, "f1").unwrap();
+    let mut robbed = m.clone();
+    robbed.backup_id = "f2".into();
+    let p2 = backup_prefix(&c, "f2");
+    for f in robbed.files.iter_mut() {
+        f.key = f.key.replacen(&backup_prefix(&c, "f1"), &p2, 1);
+    }
+    let mut info2 = info.clone();
+    info2.backup_id = "f2".into();
+    for f in &robbed.files {
+        if !f.key.is_empty() && f.path != "global/1262" {
+            c.storage().put(&f.key, b"z", PutMode::Create).unwrap();
+        }
+    }
+    let e = finish_backup(&c, &robbed, &info2).unwrap_err();
+    assert!(matches!(e, Error::BackupObjectsMissing { .. }), "{e}");
+    assert!(e.to_string().contains("data/global/1262"), "{e}");
+    assert!(e.hint().unwrap().contains("restored copy"), "{e:?}");
+    assert!(list_backups(&c)
+        .unwrap()
+        .iter()
+        .all(|b| b.backup_id != "f2"));
 }
 
 #[test]
@@ -498,7 +577,6 @@ fn block_files_and_lsns() {
     for yes in [
         "base/5/16384",
         "base/5/16384.1",
-        "base/5/16384_vm",
         "base/5/16390_init",
         "global/1262",
         "global/1262.12",
@@ -507,6 +585,8 @@ fn block_files_and_lsns() {
     }
     for no in [
         "base/5/16384_fsm",
+        "base/5/16384_vm",
+        "base/5/16384_vm.1",
         "base/5/PG_VERSION",
         "base/5/pg_filenode.map",
         "global/pg_control",
@@ -1182,6 +1262,7 @@ fn copied_databases_and_visibility_maps_are_stored_whole() {
     let rel = "base/5/16384";
     write(r, rel, &pages(&[(0x100, 1), (0x100, 2), (0x100, 3)]));
     write(r, "base/5/16384_vm", &pages(&[(0x100, 1)]));
+    write(r, "global/1262", &pages(&[(0x100, 1)]));
     let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
     assert!(full.files > 0);
     let stored = |m: &Manifest, path: &str| {

@@ -690,6 +690,33 @@ pub fn mark_restored(target: &Path, info: &PhysicalBackupInfo) -> Result<(), Err
     write_durably(&target.join(RESTORED_FROM), doc.to_string().as_bytes())
 }
 
+/// The marker [`RESTORED_FROM`] in data directory `data`, if there is one
+/// that can be read.
+pub fn restored_marker(data: &Path) -> Option<serde_json::Value> {
+    let text = fs::read_to_string(data.join(RESTORED_FROM)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Record in [`RESTORED_FROM`] that the restored cluster's schedules were
+/// paused, so that they are paused once only (an administrator may resume
+/// them). Written to a new file, then renamed over the marker.
+pub fn record_schedules_paused(data: &Path) -> Result<(), Error> {
+    let Some(mut doc) = restored_marker(data) else {
+        return Ok(());
+    };
+    doc["schedules_paused"] = serde_json::json!(true);
+    let path = data.join(RESTORED_FROM);
+    let tmp = data.join(format!("{RESTORED_FROM}.tmp"));
+    write_durably(&tmp, doc.to_string().as_bytes())?;
+    fs::rename(&tmp, &path).map_err(|e| io_err("rename", &tmp, e))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_err("fsync", dir, e))?;
+    }
+    Ok(())
+}
+
 fn write_durably(path: &Path, data: &[u8]) -> Result<(), Error> {
     let mut f = fs::File::create(path).map_err(|e| io_err("create", path, e))?;
     f.write_all(data).map_err(|e| io_err("write", path, e))?;

@@ -1,0 +1,166 @@
+//! Leases: a backup in progress, visible to every writer of the
+//! repository entry.
+//!
+//! A cluster restored by `pg_ark restore` has its source's system
+//! identifier, so both write into the same `clusters/<sysid>/`. Each
+//! physical backup starts by removing what failed backups left (prefixes
+//! without a descriptor), and without leases it would remove the backup
+//! the other server is writing at that moment.
+//!
+//! # The contract
+//! - A backup writes its first lease, `backup/<id>/lease/<seq>`, before
+//!   any other object of its prefix, and a new one (the next `seq`) every
+//!   [`RENEW_EVERY`] until its descriptor is written. A lease is a new
+//!   object each time, created, never overwritten (the repository is
+//!   write-once); the one it replaces is deleted after.
+//! - A lease says until when it holds (`expires_epoch`, [`TTL`] after it
+//!   was written, by the writer's clock). The TTL is many renewal periods
+//!   long, so a late renewal, or clocks some minutes apart, never lets it
+//!   lapse while its writer lives.
+//! - A prefix without a descriptor is abandoned, and may be removed, only
+//!   when its newest lease has expired or it has none (a backup killed
+//!   before its first lease, or written by a pg_ark before leases).
+//! - If a writer stalls past its TTL, its prefix may be removed under it:
+//!   the writer checks that every object of its manifest still exists just
+//!   before it writes the descriptor (`finish_backup`), so such a backup
+//!   fails instead of being recorded complete.
+use super::backup_prefix;
+use crate::repo::ClusterRepo;
+use crate::storage::PutMode;
+use crate::Error;
+use serde::{Deserialize, Serialize};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a lease holds after it is written.
+pub const TTL: Duration = Duration::from_secs(600);
+/// How often a running backup writes a new lease.
+pub const RENEW_EVERY: Duration = Duration::from_secs(30);
+/// The folder of leases in a backup's prefix.
+pub const LEASE_DIR: &str = "lease";
+
+/// One lease object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseDoc {
+    pub format_version: u32,
+    pub backup_id: String,
+    /// Who writes the backup (host, process, data directory), for people.
+    pub holder: String,
+    pub seq: u64,
+    pub written_epoch: i64,
+    pub expires_epoch: i64,
+}
+
+fn lease_key(cluster: &ClusterRepo, id: &str, seq: u64) -> String {
+    format!("{}/{LEASE_DIR}/{seq:012}", backup_prefix(cluster, id))
+}
+
+fn write(cluster: &ClusterRepo, doc: &LeaseDoc) -> Result<(), Error> {
+    let key = lease_key(cluster, &doc.backup_id, doc.seq);
+    let body = serde_json::to_vec(doc).map_err(|e| Error::BadMetadata {
+        location: cluster.location(),
+        key: key.clone(),
+        reason: e.to_string(),
+    })?;
+    cluster.storage().put(&key, &body, PutMode::Create)?;
+    Ok(())
+}
+
+fn doc(id: &str, holder: &str, seq: u64, now: i64) -> LeaseDoc {
+    LeaseDoc {
+        format_version: 1,
+        backup_id: id.into(),
+        holder: holder.into(),
+        seq,
+        written_epoch: now,
+        expires_epoch: now.saturating_add(TTL.as_secs() as i64),
+    }
+}
+
+/// The lease of a backup this process writes: renewed on a thread of its
+/// own (every signal blocked, no PostgreSQL call) until dropped.
+pub struct Lease {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Lease {
+    /// Write the first lease of backup `id` (an error if it cannot be
+    /// written: nothing of the backup may be written before it), then
+    /// renew it every `every` until dropped.
+    pub fn take(
+        cluster: &ClusterRepo,
+        id: &str,
+        holder: &str,
+        every: Duration,
+    ) -> Result<Lease, Error> {
+        super::check_backup_id(id)?;
+        write(cluster, &doc(id, holder, 0, crate::logical::now_epoch()))?;
+        let (tx, rx) = mpsc::channel::<()>();
+        let name = id.to_string();
+        let (cluster, id, holder) = (cluster.clone(), id.to_string(), holder.to_string());
+        let thread = crate::threads::with_signals_blocked(|| {
+            std::thread::Builder::new()
+                .name("pg_ark lease".into())
+                .spawn(move || {
+                    let mut seq = 0u64;
+                    // Until the sender is dropped (or sends).
+                    while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                        let next = doc(&id, &holder, seq + 1, crate::logical::now_epoch());
+                        // A failed renewal is tried again next period; the
+                        // last one written still holds until its expiry.
+                        if write(&cluster, &next).is_ok() {
+                            let _ = cluster.storage().delete(&lease_key(&cluster, &id, seq));
+                            seq += 1;
+                        }
+                    }
+                })
+        })
+        .map_err(|e| Error::Unsupported {
+            what: format!("could not start the lease thread of backup \"{name}\": {e}"),
+        })?;
+        Ok(Lease {
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Whether backup `id` (a prefix without a descriptor) holds a lease that
+/// has not expired at `now_epoch`: another writer is taking it.
+pub fn held(cluster: &ClusterRepo, id: &str, now_epoch: i64) -> Result<bool, Error> {
+    let base = format!("{}/{LEASE_DIR}/", backup_prefix(cluster, id));
+    // The newest lease decides. One that vanishes between the listing and
+    // its read was just renewed: list again.
+    for _ in 0..3 {
+        let mut keys: Vec<String> = cluster
+            .storage()
+            .list(&base)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        keys.sort();
+        let Some(newest) = keys.last() else {
+            return Ok(false);
+        };
+        match cluster.storage().get(newest) {
+            Ok(body) => {
+                return Ok(serde_json::from_slice::<LeaseDoc>(&body)
+                    .is_ok_and(|d| d.expires_epoch > now_epoch))
+            }
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    // Renewed under us three times running: its writer is alive.
+    Ok(true)
+}
