@@ -73,7 +73,7 @@ integration:
 # (shared memory, dynamic workers), physical backups restored, and restores
 # to targets found in the WAL (its record format across majors), and restore
 # drills (a scratch cluster of each major, its psql and amcheck).
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test privileges
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
