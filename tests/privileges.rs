@@ -69,7 +69,10 @@ fn an_admin_preloads_only_libdir_libraries_and_writes_the_catalog_only_through_f
     let mut su = prepare(&cluster);
     let mut alice = cluster.client_as("alice");
     let is_super: bool = alice
-        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", &[])
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = current_user",
+            &[],
+        )
         .unwrap()
         .get(0);
     assert!(!is_super);
@@ -300,16 +303,20 @@ fn physical_jobs_without_their_conflict_key_never_run_beside_a_backup() {
         bad_keys.push(id);
     }
     // Give the workers every chance to claim them while the backup runs.
-    wait_until("the jobs with bad conflict keys to be claimed", WAIT, || {
-        let waiting: i64 = c
+    wait_until(
+        "the jobs with bad conflict keys to be claimed",
+        WAIT,
+        || {
+            let waiting: i64 = c
             .query_one(
                 "SELECT count(*) FROM ark.jobs WHERE id = ANY($1) AND state IN ('queued', 'retrying')",
                 &[&bad_keys],
             )
             .unwrap()
             .get(0);
-        waiting == 0
-    });
+            waiting == 0
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     Cluster::resume(archiver);
     let first = wait_for(&mut c, running);
