@@ -14,6 +14,8 @@ pub enum ArkError {
     NotPreloaded,
     #[error("ark.repository is not set")]
     NoRepository,
+    #[error("extension \"pg_ark\" is not installed in this database")]
+    NotInstalled,
     #[error(transparent)]
     Core(#[from] pg_ark_core::Error),
     #[error(transparent)]
@@ -73,6 +75,7 @@ impl ArkError {
         match self {
             ArkError::NotPreloaded => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::NoRepository => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ArkError::NotInstalled => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             ArkError::Core(e) => match e {
                 C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
@@ -137,6 +140,7 @@ impl ArkError {
                 "Set ark.repository to file:///path or s3://bucket/prefix and reload the configuration."
                     .into(),
             ),
+            ArkError::NotInstalled => Some("CREATE EXTENSION pg_ark;".into()),
             ArkError::Core(e) => e.hint(),
             ArkError::Job(e) => e.hint(),
             ArkError::Cron(e) => e.hint(),

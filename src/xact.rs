@@ -126,6 +126,65 @@ pub fn require_queue_database() -> Result<(), ArkError> {
     }
 }
 
+/// Run `body`, the catalog statements of a function that has checked its
+/// caller, as the owner of the pg_ark extension, with `search_path =
+/// pg_catalog, pg_temp`; then back to the caller and its `search_path`.
+///
+/// The catalog tables grant no writes to `ark_admin` (or anyone): the
+/// functions are the interface. Unlike `SECURITY DEFINER`, only these
+/// statements change user, so the function checks the real caller (a
+/// `SECURITY DEFINER` function sees its owner as `current_user`), the way
+/// PostgreSQL's own foreign-key checks run as a table's owner. The
+/// restricted `search_path` keeps objects the caller created from standing
+/// in for a function or an operator while the owner runs; and it is a
+/// restricted operation (no `SET ROLE`, no temporary objects). An ERROR
+/// inside restores both with the (sub)transaction's abort.
+pub fn as_owner<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, ArkError> {
+    // SAFETY: GUC and user-id calls on the backend's own thread, inside a
+    // transaction, undone in reverse order below (or by the abort).
+    unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        let owner = Spi::get_one::<pg_sys::Oid>(
+            "SELECT e.extowner FROM pg_catalog.pg_extension e
+              WHERE e.extname OPERATOR(pg_catalog.=) 'pg_ark'",
+        );
+        let owner = match owner {
+            Ok(Some(oid)) => oid,
+            Ok(None) => {
+                pg_sys::AtEOXact_GUC(true, nest);
+                return Err(ArkError::NotInstalled);
+            }
+            Err(e) => {
+                pg_sys::AtEOXact_GUC(true, nest);
+                return Err(e.into());
+            }
+        };
+        let mut caller = pg_sys::InvalidOid;
+        let mut context = 0;
+        pg_sys::GetUserIdAndSecContext(&mut caller, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+        let r = body();
+        pg_sys::SetUserIdAndSecContext(caller, context);
+        pg_sys::AtEOXact_GUC(true, nest);
+        r
+    }
+}
+
 /// Raise `e` as a PostgreSQL ERROR (does not return).
 pub fn raise(e: ArkError) -> ! {
     e.report(PgLogLevel::ERROR);

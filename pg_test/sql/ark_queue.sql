@@ -10,13 +10,14 @@ SELECT c.relname AS undocumented_table
 -- The roles exist; ark_admin is a member of ark_monitor.
 SELECT rolname, rolcanlogin FROM pg_roles WHERE rolname IN ('ark_admin', 'ark_monitor') ORDER BY 1;
 SELECT pg_has_role('ark_admin', 'ark_monitor', 'MEMBER') AS admin_is_monitor;
--- PUBLIC may neither read nor write the catalog.
+-- PUBLIC may neither read nor write the catalog; ark_admin reads it and
+-- writes it only through the functions.
 SELECT relname,
        has_table_privilege('public', oid, 'SELECT') AS public_reads,
        has_table_privilege('public', oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS public_writes,
        has_table_privilege('ark_monitor', oid, 'SELECT') AS monitor_reads,
        has_table_privilege('ark_monitor', oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS monitor_writes,
-       has_table_privilege('ark_admin', oid, 'INSERT, UPDATE, DELETE') AS admin_writes
+       has_table_privilege('ark_admin', oid, 'INSERT, UPDATE, DELETE, TRUNCATE') AS admin_writes
   FROM pg_class
  WHERE relnamespace = 'ark'::regnamespace AND relkind = 'r' ORDER BY 1;
 -- Schedules: cron expressions are checked when the schedule is created.

@@ -132,10 +132,14 @@ SELECT pg_catalog.pg_extension_config_dump('ark.schedules', '');
 SELECT pg_catalog.pg_extension_config_dump('ark.schedules_id_seq', '');
 
 -- Privileges: PUBLIC may look at nothing and write nothing. ark_monitor
--- reads; ark_admin reads and writes (the functions check membership too, to
--- give a clear error with a hint).
+-- (and ark_admin, a member of it) reads. Nobody but the owner writes: the
+-- functions are the interface. They check their caller (superuser or
+-- ark_admin) and the options, and run their catalog statements as the
+-- extension's owner; the background workers write as the bootstrap
+-- superuser. A direct write would skip the checks: queue a job whose
+-- options were never validated, or without the conflict key that keeps two
+-- physical backups apart, or rewrite the backup catalog.
 GRANT USAGE ON SCHEMA ark TO PUBLIC;
 REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA ark FROM PUBLIC;
 GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains TO ark_monitor;
-GRANT SELECT, INSERT, UPDATE, DELETE ON ark.schedules, ark.jobs, ark.backups, ark.notifications TO ark_admin;
-GRANT USAGE ON ALL SEQUENCES IN SCHEMA ark TO ark_admin;

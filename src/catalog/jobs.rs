@@ -76,55 +76,101 @@ pub fn insert_job(
     )
 }
 
+/// Claim the next runnable job: the oldest due one whose conflict key no
+/// running job holds. Each candidate is checked again as its row is
+/// ([`jobs::check_claimed`]: kind, options, conflict key), with the
+/// validator `ark.backup()` and `ark.schedule()` use; one that fails the
+/// check (a row written behind the functions' back, or options a change of
+/// the server made invalid) fails for good, naming the option, without
+/// ever running, and the next candidate is tried.
 pub fn claim() -> Result<Option<Job>, ArkError> {
     Spi::run_with_args("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()])?;
-    Ok(Spi::connect_mut(|c| {
-        let t = c.update(
-            "UPDATE ark.jobs
-                SET state = 'running', attempts = attempts + 1,
-                    -- When it really starts: the transaction may have begun
-                    -- before the claim lock was ours, and before the job
-                    -- that shares its conflict key finished.
-                    started_at = clock_timestamp(),
-                    worker_pid = pg_backend_pid(), progress = NULL
-              WHERE id = (SELECT j.id FROM ark.jobs j
-                           WHERE j.state IN ('queued', 'retrying')
-                             AND j.next_attempt_at <= now()
-                             AND (j.conflict_key IS NULL OR NOT EXISTS (
-                                    SELECT FROM ark.jobs r
-                                     WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
-                           ORDER BY j.next_attempt_at, j.id
-                           LIMIT 1
-                           FOR UPDATE SKIP LOCKED)
-              RETURNING id, kind, options, attempts, max_attempts, schedule_name",
-            None,
-            &[],
-        )?;
-        if t.is_empty() {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let r = t.first();
-        let kind: String = r.get(2)?.unwrap_or_default();
-        Ok(Some((
-            r.get::<i64>(1)?.unwrap_or(0),
-            kind,
-            r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
-            r.get::<i32>(4)?.unwrap_or(1),
-            r.get::<i32>(5)?.unwrap_or(1),
-            r.get::<String>(6)?,
-        )))
-    })?
-    .map(|(id, kind, options, attempts, max_attempts, schedule)| {
-        JobKind::parse(&kind).map(|kind| Job {
+    let libdir = crate::sql::jobs::libdir();
+    loop {
+        let next = Spi::connect_mut(|c| {
+            let t = c.update(
+                "SELECT j.id, j.kind, j.options, j.conflict_key FROM ark.jobs j
+                  WHERE j.state IN ('queued', 'retrying')
+                    AND j.next_attempt_at <= now()
+                    AND (j.conflict_key IS NULL OR NOT EXISTS (
+                           SELECT FROM ark.jobs r
+                            WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
+                  ORDER BY j.next_attempt_at, j.id
+                  LIMIT 1
+                  FOR UPDATE SKIP LOCKED",
+                None,
+                &[],
+            )?;
+            if t.is_empty() {
+                return Ok::<_, pgrx::spi::SpiError>(None);
+            }
+            let r = t.first();
+            Ok(Some((
+                r.get::<i64>(1)?.unwrap_or(0),
+                r.get::<String>(2)?.unwrap_or_default(),
+                r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
+                r.get::<String>(4)?,
+            )))
+        })?;
+        let Some((id, kind, options, conflict_key)) = next else {
+            return Ok(None);
+        };
+        let kind = match jobs::check_claimed(&kind, &options, conflict_key.as_deref(), &libdir) {
+            Ok(kind) => kind,
+            Err(e) => {
+                refuse(id, &e)?;
+                continue;
+            }
+        };
+        let row = Spi::connect_mut(|c| {
+            let t = c.update(
+                "UPDATE ark.jobs
+                    SET state = 'running', attempts = attempts + 1,
+                        -- When it really starts: the transaction may have
+                        -- begun before the claim lock was ours, and before
+                        -- the job that shares its conflict key finished.
+                        started_at = clock_timestamp(),
+                        worker_pid = pg_backend_pid(), progress = NULL
+                  WHERE id = $1
+                  RETURNING attempts, max_attempts, schedule_name",
+                None,
+                &[id.into()],
+            )?;
+            let r = t.first();
+            Ok::<_, pgrx::spi::SpiError>((
+                r.get::<i32>(1)?.unwrap_or(1),
+                r.get::<i32>(2)?.unwrap_or(1),
+                r.get::<String>(3)?,
+            ))
+        })?;
+        let (attempts, max_attempts, schedule) = row;
+        return Ok(Some(Job {
             id,
             kind,
             options,
             attempts,
             max_attempts,
             schedule,
-        })
-    })
-    .transpose()?)
+        }));
+    }
+}
+
+/// Fail job `id` for good, unrun: its row does not pass the checks of
+/// [`jobs::check_claimed`].
+fn refuse(id: i64, e: &jobs::JobError) -> Result<(), ArkError> {
+    let message = match e.hint() {
+        Some(hint) => format!("refused when claimed, never run: {e}. {hint}"),
+        None => format!("refused when claimed, never run: {e}"),
+    };
+    Spi::run_with_args(
+        "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
+                worker_pid = NULL
+          WHERE id = $1",
+        &[id.into(), message.as_str().into()],
+    )?;
+    warning!("pg_ark job {}: {}", id, message);
+    notify::queue(id, "job.failed")?;
+    Ok(())
 }
 
 /// Record a failed attempt: retry with backoff, or fail for good.

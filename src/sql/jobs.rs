@@ -4,7 +4,13 @@
 //! Every function checks its caller (superuser or `ark_admin`; `ark.wait()`
 //! also `ark_monitor`), and that it runs in `ark.database`, where the
 //! scheduler reads the queue. Options are validated here, when a job or a
-//! schedule is created, never when it runs.
+//! schedule is created, and again by the worker that claims the job
+//! (`crate::catalog::jobs::claim`), with the same validator.
+//!
+//! The callers hold no privilege to write the catalog tables: the functions
+//! are the interface. They run as the caller (its privileges are what they
+//! check), and only their catalog statements run as the extension's owner
+//! ([`crate::xact::as_owner`]).
 use crate::catalog::jobs::{job_row, FINAL_STATES};
 use crate::error::ArkError;
 use crate::settings;
@@ -45,11 +51,20 @@ fn normalize_options(mut options: Value) -> Result<Value, ArkError> {
     Ok(options)
 }
 
+/// PostgreSQL's `$libdir` (`pg_config --pkglibdir`), where the libraries a
+/// drill may preload are.
+pub fn libdir() -> std::path::PathBuf {
+    // SAFETY: a NUL-terminated path PostgreSQL sets at startup and never
+    // changes.
+    let dir = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::pkglib_path).cast()) };
+    std::path::PathBuf::from(dir.to_string_lossy().into_owned())
+}
+
 /// Validate kind and options for a new job or schedule.
 fn checked(kind: &str, options: Value) -> Result<(JobKind, Value), ArkError> {
     let kind = JobKind::parse(kind)?;
     let options = normalize_options(options)?;
-    jobs::validate(kind, &options)?;
+    jobs::validate(kind, &options, &libdir())?;
     Ok((kind, options))
 }
 
@@ -68,21 +83,23 @@ fn schedule_impl(name: &str, cron: &str, kind: &str, options: Value) -> Result<i
     let parsed = CronSchedule::parse(cron)?;
     let (kind, options) = checked(kind, options)?;
     let next = next_run(&parsed, now_epoch())?;
-    let id = Spi::get_one_with_args::<i64>(
-        "INSERT INTO ark.schedules AS s (name, cron, kind, options, next_run)
-         VALUES ($1, $2, $3, $4, to_timestamp($5::float8))
-         ON CONFLICT (name) DO UPDATE
-            SET cron = EXCLUDED.cron, kind = EXCLUDED.kind, options = EXCLUDED.options,
-                next_run = EXCLUDED.next_run, enabled = true
-         RETURNING id",
-        &[
-            name.into(),
-            cron.trim().into(),
-            kind.as_str().into(),
-            JsonB(options).into(),
-            next.map(|n| n as f64).into(),
-        ],
-    )?;
+    let id = crate::xact::as_owner(|| {
+        Ok(Spi::get_one_with_args::<i64>(
+            "INSERT INTO ark.schedules AS s (name, cron, kind, options, next_run)
+             VALUES ($1, $2, $3, $4, to_timestamp($5::float8))
+             ON CONFLICT (name) DO UPDATE
+                SET cron = EXCLUDED.cron, kind = EXCLUDED.kind, options = EXCLUDED.options,
+                    next_run = EXCLUDED.next_run, enabled = true
+             RETURNING id",
+            &[
+                name.into(),
+                cron.trim().into(),
+                kind.as_str().into(),
+                JsonB(options).into(),
+                next.map(|n| n as f64).into(),
+            ],
+        )?)
+    })?;
     wake_scheduler_at_commit();
     id.ok_or(ArkError::EnqueueFailed {
         message: "the schedule was not stored".into(),
@@ -105,10 +122,12 @@ fn unschedule(name: &str) -> bool {
     let run = || -> Result<bool, ArkError> {
         require_admin("unschedule pg_ark backups")?;
         require_queue_database()?;
-        let gone = crate::xact::first_value::<i64>(
-            "DELETE FROM ark.schedules WHERE name = $1 RETURNING id",
-            &[name.into()],
-        )?;
+        let gone = crate::xact::as_owner(|| {
+            crate::xact::first_value::<i64>(
+                "DELETE FROM ark.schedules WHERE name = $1 RETURNING id",
+                &[name.into()],
+            )
+        })?;
         if gone.is_none() {
             pgrx::notice!("pg_ark schedule \"{}\" does not exist", name);
         }
@@ -126,12 +145,14 @@ fn resume_schedules() -> i64 {
     let run = || -> Result<i64, ArkError> {
         require_admin("resume pg_ark schedules")?;
         require_queue_database()?;
-        let n = crate::xact::first_value::<i64>(
-            "WITH r AS (UPDATE ark.schedules SET paused = NULL
-                         WHERE paused IS NOT NULL RETURNING 1)
-             SELECT count(*) FROM r",
-            &[],
-        )?
+        let n = crate::xact::as_owner(|| {
+            crate::xact::first_value::<i64>(
+                "WITH r AS (UPDATE ark.schedules SET paused = NULL
+                             WHERE paused IS NOT NULL RETURNING 1)
+                 SELECT count(*) FROM r",
+                &[],
+            )
+        })?
         .unwrap_or(0);
         wake_scheduler_at_commit();
         Ok(n)
@@ -222,7 +243,7 @@ fn wait(job_id: i64, timeout: default!(Interval, "'1 hour'")) -> JsonB {
 fn cancel_impl(id: i64) -> Result<bool, ArkError> {
     require_admin("cancel pg_ark jobs")?;
     require_queue_database()?;
-    crate::catalog::jobs::cancel(id)
+    crate::xact::as_owner(|| crate::catalog::jobs::cancel(id))
 }
 
 /// Cancel job `job_id`: a queued or retrying job is cancelled at once; a
@@ -235,7 +256,7 @@ fn cancel(job_id: i64) -> bool {
 fn retry_impl(id: i64) -> Result<i64, ArkError> {
     require_admin("retry pg_ark jobs")?;
     require_queue_database()?;
-    crate::catalog::jobs::retry(id)
+    crate::xact::as_owner(|| crate::catalog::jobs::retry(id))
 }
 
 /// Run job `job_id` again: a failed or cancelled job is queued afresh (its

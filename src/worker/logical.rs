@@ -493,7 +493,7 @@ pub(crate) fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError>
         options.insert("dry_run".into(), json!(true));
     }
     let options = Value::Object(options);
-    jobs::validate(jobs::JobKind::Expire, &options)?;
+    jobs::validate(jobs::JobKind::Expire, &options, &crate::sql::jobs::libdir())?;
     // A standby's repository entry is its primary's: expiring from here
     // would remove the primary's backups.
     // SAFETY: a plain check of shared state, on the backend's own thread.

@@ -320,7 +320,13 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
             .map_err(|e| e.to_string())
             .and_then(|sched| {
                 pg_ark_core::schedule::jobs::JobKind::parse(&kind)
-                    .and_then(|k| pg_ark_core::schedule::jobs::validate(k, &options))
+                    .and_then(|k| {
+                        pg_ark_core::schedule::jobs::validate(
+                            k,
+                            &options,
+                            &crate::sql::jobs::libdir(),
+                        )
+                    })
                     .map(|_| sched)
                     .map_err(|e| e.to_string())
             });

@@ -753,6 +753,23 @@ impl Cluster {
         )
     }
 
+    /// Connection string for database `db` as role `user`.
+    pub fn connstr_as(&self, db: &str, user: &str) -> String {
+        format!(
+            "host={} port={} user={user} dbname={db}",
+            self.sockdir.display(),
+            self.port
+        )
+    }
+
+    /// A client session on database `postgres` as role `user` (trust
+    /// authentication: the role needs LOGIN).
+    pub fn client_as(&self, user: &str) -> postgres::Client {
+        let conn = self.connstr_as("postgres", user);
+        postgres::Client::connect(&conn, postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {conn}: {e}"))
+    }
+
     /// A client session on database `postgres`.
     pub fn client(&self) -> postgres::Client {
         self.client_on("postgres")

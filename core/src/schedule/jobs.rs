@@ -1,10 +1,12 @@
 //! Job kinds, their options, and retry timing: the rules of pg_ark's job
 //! queue that need no database.
 //!
-//! A job is a `kind` plus an `options` JSON object. Options are checked when
-//! the job (or the schedule that makes it) is created, never when it runs: an
-//! unknown key is an error that lists the allowed keys, and a value of the
-//! wrong type or range names the key and what it accepts.
+//! A job is a `kind` plus an `options` JSON object. Options are checked by
+//! [`validate`] when the job (or the schedule that makes it) is created, and
+//! again by [`check_claimed`] when a worker claims the job (a row written
+//! behind the functions' back never runs): an unknown key is an error that
+//! lists the allowed keys, and a value of the wrong type or range names the
+//! key and what it accepts.
 //!
 //! Kinds:
 //! - `logical`: pg_dump of one or more databases into the repository;
@@ -25,6 +27,7 @@
 //! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
 use serde_json::{Map, Value};
 use std::fmt;
+use std::path::Path;
 
 /// The kinds of job the queue knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,6 +159,26 @@ pub enum JobError {
     },
     #[error("invalid value for option \"{key}\": {reason}")]
     InvalidOption { key: String, reason: String },
+    #[error("invalid value for option \"{key}\": {reason}")]
+    Library {
+        key: String,
+        reason: String,
+        libdir: String,
+    },
+    #[error(
+        "job of kind \"{kind}\" has conflict_key {}, not {}",
+        quoted(found.as_deref()),
+        quoted(*expected)
+    )]
+    ConflictKey {
+        kind: String,
+        found: Option<String>,
+        expected: Option<&'static str>,
+    },
+}
+
+fn quoted(key: Option<&str>) -> String {
+    key.map_or("NULL".into(), |k| format!("\"{k}\""))
 }
 
 impl JobError {
@@ -169,6 +192,16 @@ impl JobError {
                 Some(format!("The allowed option keys are: {allowed}."))
             }
             JobError::InvalidOption { .. } => None,
+            JobError::Library { libdir, .. } => Some(format!(
+                "Name libraries installed in $libdir ({libdir}) without a path, for example \
+                 \"pg_stat_statements\": a drill's server runs as the server's operating system \
+                 user, so pg_ark loads no library from anywhere else, whoever asks."
+            )),
+            JobError::ConflictKey { .. } => Some(
+                "Queue jobs with ark.backup() or ark.schedule(), which set their conflict key; \
+                 a job row written by hand is refused when a worker claims it."
+                    .into(),
+            ),
         }
     }
 }
@@ -220,6 +253,55 @@ fn names(key: &str, v: &Value) -> Result<Vec<String>, JobError> {
         return Err(invalid(key, "a name is empty"));
     }
     Ok(list)
+}
+
+/// PostgreSQL's suffix of loadable libraries (`DLSUFFIX`).
+pub const DLSUFFIX: &str = if cfg!(target_os = "macos") {
+    ".dylib"
+} else {
+    ".so"
+};
+
+/// One entry of `shared_preload_libraries` for a drill's scratch server:
+/// the plain name of a library installed in `libdir` (PostgreSQL's
+/// `$libdir`), as PostgreSQL finds it there (with or without `DLSUFFIX`).
+///
+/// PostgreSQL lets only superusers choose what a server preloads, and the
+/// scratch server runs as the server's operating system user; a member of
+/// `ark_admin` can queue a drill. So no path, no `$libdir/` macro, no list
+/// hidden in one name, no dot-file: letters, digits, `_`, `-` and `.` (not
+/// first, never `..`), naming a file that is in `libdir`.
+fn library(key: &str, name: &str, libdir: &Path) -> Result<(), JobError> {
+    let err = |reason: String| JobError::Library {
+        key: key.into(),
+        reason,
+        libdir: libdir.display().to_string(),
+    };
+    if name.contains(['/', '\\']) || name.starts_with('$') {
+        return Err(err(format!("\"{name}\" is a path, not a library name")));
+    }
+    let plain = name.len() <= 200
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+        && !name.contains("..");
+    if !plain {
+        return Err(err(format!(
+            "\"{name}\" is not a library name (letters, digits, _, - and ., one name per entry)"
+        )));
+    }
+    let found = [name.to_string(), format!("{name}{DLSUFFIX}")]
+        .iter()
+        .any(|file| std::fs::metadata(libdir.join(file)).is_ok_and(|m| m.is_file()));
+    if found {
+        Ok(())
+    } else {
+        Err(err(format!(
+            "there is no library \"{name}\" in $libdir ({})",
+            libdir.display()
+        )))
+    }
 }
 
 fn integer(key: &str, v: &Value, min: i64, max: i64) -> Result<i64, JobError> {
@@ -295,7 +377,13 @@ fn compression(key: &str, v: &Value) -> Result<(), JobError> {
 }
 
 /// Check `options` for a job of `kind`; returns them unchanged when valid.
-pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, JobError> {
+/// `libdir` is PostgreSQL's `$libdir` (`pg_config --pkglibdir`), where the
+/// libraries of a drill's `shared_preload_libraries` must be.
+pub fn validate(
+    kind: JobKind,
+    options: &Value,
+    libdir: &Path,
+) -> Result<Map<String, Value>, JobError> {
     let Value::Object(map) = options else {
         return Err(JobError::OptionsNotAnObject {
             found: json_type(options).into(),
@@ -317,7 +405,12 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
                 Some(d) if !d.is_empty() && !d.contains('=') && !d.contains("://") => {}
                 _ => return Err(invalid(key, format!("expected a database name, found {v}"))),
             },
-            "database" | "schema" | "amcheck" | "count" | "shared_preload_libraries" => {
+            "shared_preload_libraries" => {
+                for name in names(key, v)? {
+                    library(key, &name, libdir)?;
+                }
+            }
+            "database" | "schema" | "amcheck" | "count" => {
                 names(key, v)?;
             }
             "jobs" if kind == JobKind::Drill => {
@@ -421,6 +514,28 @@ pub fn validate(kind: JobKind, options: &Value) -> Result<Map<String, Value>, Jo
     Ok(map.clone())
 }
 
+/// Check a job a worker is about to run, as its row is: its kind, its
+/// options (with [`validate`], as when it was queued) and its conflict key
+/// (the one its kind has, or two physical backups could run at once). A
+/// row written behind the functions' back fails here and never runs.
+pub fn check_claimed(
+    kind: &str,
+    options: &Value,
+    conflict_key: Option<&str>,
+    libdir: &Path,
+) -> Result<JobKind, JobError> {
+    let parsed = JobKind::parse(kind)?;
+    if conflict_key != parsed.conflict_key() {
+        return Err(JobError::ConflictKey {
+            kind: kind.into(),
+            found: conflict_key.map(str::to_string),
+            expected: parsed.conflict_key(),
+        });
+    }
+    validate(parsed, options, libdir)?;
+    Ok(parsed)
+}
+
 /// The list of names in option `key` (`database`, `schema`), if given.
 pub fn option_names(options: &Value, key: &str) -> Option<Vec<String>> {
     options.get(key).and_then(|v| names(key, v).ok())
@@ -467,6 +582,11 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A `$libdir` with no library in it.
+    fn nowhere() -> &'static Path {
+        Path::new("/nonexistent/pg_ark/libdir")
+    }
+
     #[test]
     fn kinds_parse_and_conflict() {
         assert_eq!(JobKind::parse("logical").unwrap(), JobKind::Logical);
@@ -485,7 +605,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_list_the_allowed_ones() {
-        let e = validate(JobKind::Logical, &json!({"databse": "x"})).unwrap_err();
+        let e = validate(JobKind::Logical, &json!({"databse": "x"}), nowhere()).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unknown option \"databse\" for job kind \"logical\""
@@ -507,7 +627,7 @@ mod tests {
             json!({"retain_count": 3, "retain_days": 7, "max_attempts": 5,
                    "retry_base": 0.5, "retry_cap": 60}),
         ] {
-            validate(JobKind::Logical, &o).unwrap_or_else(|e| panic!("{o}: {e}"));
+            validate(JobKind::Logical, &o, nowhere()).unwrap_or_else(|e| panic!("{o}: {e}"));
         }
     }
 
@@ -530,7 +650,9 @@ mod tests {
         ];
         for (o, msg) in cases {
             assert_eq!(
-                validate(JobKind::Logical, &o).unwrap_err().to_string(),
+                validate(JobKind::Logical, &o, nowhere())
+                    .unwrap_err()
+                    .to_string(),
                 msg,
                 "{o}"
             );
@@ -540,16 +662,16 @@ mod tests {
     #[test]
     fn options_must_be_an_object_and_kinds_available() {
         assert_eq!(
-            validate(JobKind::Logical, &json!([1]))
+            validate(JobKind::Logical, &json!([1]), nowhere())
                 .unwrap_err()
                 .to_string(),
             "options must be a JSON object, not an array"
         );
         for kind in [JobKind::Full, JobKind::Incremental, JobKind::Differential] {
-            assert!(validate(kind, &json!({"wait_timeout": 60})).is_ok());
+            assert!(validate(kind, &json!({"wait_timeout": 60}), nowhere()).is_ok());
         }
         assert_eq!(
-            validate(JobKind::Expire, &json!({"format": "custom"}))
+            validate(JobKind::Expire, &json!({"format": "custom"}), nowhere())
                 .unwrap_err()
                 .to_string(),
             "unknown option \"format\" for job kind \"expire\""
@@ -568,7 +690,7 @@ mod tests {
             json!({"target_xid": "1234"}),
             json!({"target_name": "before-migration"}),
         ] {
-            validate(JobKind::Drill, &o).unwrap_or_else(|e| panic!("{o}: {e}"));
+            validate(JobKind::Drill, &o, nowhere()).unwrap_or_else(|e| panic!("{o}: {e}"));
         }
         let cases = [
             (json!({"target_time": "yesterday"}), "\"target time\""),
@@ -595,11 +717,109 @@ mod tests {
             ),
         ];
         for (o, want) in cases {
-            let e = validate(JobKind::Drill, &o).unwrap_err().to_string();
+            let e = validate(JobKind::Drill, &o, nowhere())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(want), "{o}: {e}");
         }
         assert_eq!(JobKind::parse("drill").unwrap(), JobKind::Drill);
         assert_eq!(JobKind::Drill.conflict_key(), Some("physical"));
+    }
+
+    #[test]
+    fn a_drill_preloads_only_plain_names_of_libdir_libraries() {
+        let libdir = tempfile::tempdir().unwrap();
+        std::fs::write(libdir.path().join(format!("amcheck{DLSUFFIX}")), b"").unwrap();
+        std::fs::write(libdir.path().join("timescaledb-2.1.0.so"), b"").unwrap();
+        std::fs::create_dir(libdir.path().join("adir")).unwrap();
+        let check = |v: Value| {
+            validate(
+                JobKind::Drill,
+                &json!({ "shared_preload_libraries": v }),
+                libdir.path(),
+            )
+        };
+        for ok in [
+            json!("amcheck"),
+            json!(format!("amcheck{DLSUFFIX}")),
+            json!(["amcheck", "timescaledb-2.1.0"]),
+        ] {
+            check(ok.clone()).unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+        let lib = libdir.path().join("amcheck").display().to_string();
+        for (bad, why) in [
+            (json!("/tmp/x.so"), "is a path"),
+            (json!(lib), "is a path"),
+            (json!("$libdir/amcheck"), "is a path"),
+            (json!("$libdir/../../tmp/x"), "is a path"),
+            (json!("../x"), "is a path"),
+            (json!("amcheck/../amcheck"), "is a path"),
+            (json!("..\\x"), "is a path"),
+            (json!(".."), "not a library name"),
+            (json!(".amcheck"), "not a library name"),
+            (json!("amcheck,/tmp/x"), "is a path"),
+            (json!("amcheck, x"), "not a library name"),
+            (json!("amcheck\"x"), "not a library name"),
+            (json!("a..b"), "not a library name"),
+            (json!(["amcheck", "/tmp/x.so"]), "is a path"),
+            (json!("adir"), "there is no library \"adir\" in $libdir"),
+            (json!("nope"), "there is no library \"nope\" in $libdir"),
+        ] {
+            let e = check(bad.clone()).unwrap_err();
+            assert!(
+                e.to_string()
+                    .starts_with("invalid value for option \"shared_preload_libraries\": ")
+                    && e.to_string().contains(why),
+                "{bad}: {e}"
+            );
+            assert!(
+                e.hint().is_some_and(|h| h.contains("$libdir (")),
+                "{bad}: {:?}",
+                e.hint()
+            );
+        }
+    }
+
+    #[test]
+    fn a_claimed_job_is_checked_again_conflict_key_included() {
+        let libdir = nowhere();
+        assert_eq!(
+            check_claimed("full", &json!({}), Some("physical"), libdir).unwrap(),
+            JobKind::Full
+        );
+        assert_eq!(
+            check_claimed("logical", &json!({}), None, libdir).unwrap(),
+            JobKind::Logical
+        );
+        let e = check_claimed("full", &json!({}), None, libdir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job of kind \"full\" has conflict_key NULL, not \"physical\""
+        );
+        assert!(e.hint().unwrap().contains("ark.backup()"));
+        let e = check_claimed("incremental", &json!({}), Some("other"), libdir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job of kind \"incremental\" has conflict_key \"other\", not \"physical\""
+        );
+        let e = check_claimed("logical", &json!({}), Some("physical"), libdir).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "job of kind \"logical\" has conflict_key \"physical\", not NULL"
+        );
+        let e = check_claimed(
+            "drill",
+            &json!({"shared_preload_libraries": "/tmp/x.so"}),
+            Some("physical"),
+            libdir,
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("\"shared_preload_libraries\": \"/tmp/x.so\" is a path"),
+            "{e}"
+        );
+        assert!(check_claimed("backup", &json!({}), None, libdir).is_err());
     }
 
     #[test]
