@@ -266,7 +266,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(paused, ["nightly", "tidy"], "logical dumps are not paused");
+    assert_eq!(paused, ["dumps", "nightly", "tidy"]);
     let status: serde_json::Value = serde_json::from_str(
         &r.query_one("SELECT ark.status()::text", &[])
             .unwrap()
@@ -274,7 +274,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
     )
     .unwrap();
     assert_eq!(status["status"], "degraded", "{status}");
-    assert_eq!(status["paused_schedules"].as_array().unwrap().len(), 2);
+    assert_eq!(status["paused_schedules"].as_array().unwrap().len(), 3);
     assert!(
         status["messages"][0]
             .as_str()
@@ -290,7 +290,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
     assert_eq!(dry["state"], "succeeded", "{dry}");
     let scheduled: i64 = r
         .query_one(
-            "SELECT count(*) FROM ark.jobs WHERE schedule_name IN ('nightly', 'tidy')",
+            "SELECT count(*) FROM ark.jobs WHERE schedule_name IN ('nightly', 'tidy', 'dumps')",
             &[],
         )
         .unwrap()
@@ -341,7 +341,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
         .query_one("SELECT ark.resume_schedules()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(n, 3);
     let status: String = r
         .query_one("SELECT ark.status()->>'paused_schedules'", &[])
         .unwrap()

@@ -424,7 +424,7 @@ pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error:
         let t = c.update(
             "UPDATE ark.schedules SET paused = $1
               WHERE paused IS NULL
-                AND kind IN ('full', 'incremental', 'differential', 'expire')
+                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical')
               RETURNING name",
             None,
             &[reason.clone().into()],
@@ -435,6 +435,35 @@ pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error:
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
+    // The source's jobs that the copy's catalog shows waiting or running
+    // (no worker of this server has run any yet) would write into the
+    // source's entry too: cancelled, all but the one that took the backup
+    // (recorded as succeeded by recover_orphans).
+    let cancelled = Spi::connect_mut(|c| {
+        let t = c.update(
+            "UPDATE ark.jobs
+                SET state = 'cancelled', finished_at = now(),
+                    last_error = 'cancelled: ' || $1
+              WHERE state IN ('queued', 'retrying', 'running')
+                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical')
+                AND id IS DISTINCT FROM $2
+              RETURNING id",
+            None,
+            &[reason.clone().into(), doc["job_id"].as_i64().into()],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push(r.get::<i64>(1)?.unwrap_or_default().to_string());
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?;
+    if !cancelled.is_empty() {
+        warning!(
+            "pg_ark: {}; its jobs {} are cancelled",
+            reason,
+            cancelled.join(", ")
+        );
+    }
     if !names.is_empty() {
         warning!(
             "pg_ark: {}; its schedules {} are paused so that its backups and expiry do not mix with the source's (run SELECT ark.resume_schedules() once this cluster has a repository of its own, or is the only one writing to it)",

@@ -253,13 +253,13 @@ struct Decision {
 fn decide(
     cluster: &ClusterRepo,
     kind: &str,
-    started: (&str, u32),
+    started: (&str, u32, bool),
     unusable: &std::collections::HashSet<String>,
     datadir: &std::path::Path,
     wait: Duration,
     control: &Control,
 ) -> Result<Decision, String> {
-    let (start_wal, timeline) = started;
+    let (start_wal, timeline, checksums) = started;
     let full = |reason: String| Decision {
         parent: None,
         chain: None,
@@ -270,6 +270,16 @@ fn decide(
         ParentChoice::Full { reason } => return Ok(full(reason)),
         ParentChoice::Parent { parent, chain } => (*parent, chain),
     };
+    // pg_checksums --enable rewrites every page's checksum without WAL and
+    // without changing its LSN: the parent's pages would come back without
+    // (or with stale) checksums under a pg_control that says they have them.
+    if parent.checksums != checksums {
+        return Ok(full(format!(
+            "data checksums were turned {} since backup \"{}\" (pg_checksums rewrites every page without WAL)",
+            if checksums { "on" } else { "off" },
+            parent.backup_id
+        )));
+    }
     let manifest = match physical::load_backup(cluster, &parent.backup_id) {
         Ok((_, m)) => m,
         Err(e) => {
@@ -635,14 +645,15 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         }))
     } else {
         let (c, d, w) = (cluster.clone(), plan.datadir.clone(), plan.wait);
-        let (start_wal, timeline) = (started.start_wal.clone(), started.timeline);
+        let (start_wal, timeline, checksums) =
+            (started.start_wal.clone(), started.timeline, plan.checksums);
         supervise(
             job,
             move |control, _tx: std::sync::mpsc::Sender<()>| {
                 decide(
                     &c,
                     requested,
-                    (&start_wal, timeline),
+                    (&start_wal, timeline, checksums),
                     &unusable,
                     &d,
                     w,
@@ -871,6 +882,15 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         tablespaces,
         databases,
     };
+    // Fenced: a backup whose lease may have lapsed (renewals failed, or the
+    // worker stalled) may have lost objects to another writer's cleanup.
+    if let Some(age) = lease.as_ref().and_then(|l| l.stale()) {
+        drop(lease.take());
+        let _ = physical::delete_backup(&cluster, &id);
+        return Outcome::Failed(format!(
+            "the lease of backup \"{id}\" was last renewed {age} s ago, so another writer of the repository entry may have taken it for abandoned; the backup is not recorded complete"
+        ));
+    }
     if let Err(e) = physical::finish_backup(&cluster, &manifest, &info) {
         drop(lease.take());
         let _ = physical::delete_backup(&cluster, &id);

@@ -161,21 +161,30 @@ fn tick(st: &mut State) -> Duration {
     st.installed_warned = false;
 
     serve_mailbox();
-    match xact::run(pause_after_restore) {
-        Ok(Some(dir)) => report(
-            "record the pause after a restore",
-            pg_ark_core::restore::record_schedules_paused(&dir).map_err(|e| e.to_string()),
-        ),
-        Ok(None) => {}
-        Err(e) => report("pause schedules after a restore", Err(e)),
-    }
+    // After pg_ark restore, nothing is queued until the pause is in place.
+    let paused = match xact::run(pause_after_restore) {
+        Ok(Some(dir)) => {
+            report(
+                "record the pause after a restore",
+                pg_ark_core::restore::record_schedules_paused(&dir).map_err(|e| e.to_string()),
+            );
+            true
+        }
+        Ok(None) => true,
+        Err(e) => {
+            report("pause schedules after a restore", Err(e));
+            false
+        }
+    };
     report("recover interrupted jobs", xact::run(recover_orphans));
     if st.recompute_schedules {
         st.recompute_schedules = false;
         report("recompute schedules", xact::run(recompute_schedules));
     }
-    report("queue due schedules", xact::run(enqueue_due));
-    start_workers(st);
+    if paused {
+        report("queue due schedules", xact::run(enqueue_due));
+        start_workers(st);
+    }
     notify::pump(&mut st.delivery);
     if st
         .last_prune

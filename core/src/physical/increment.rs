@@ -43,8 +43,9 @@
 //! - from WAL summaries, a limit block on relfilenode 0 of a database (what
 //!   the summarizer records for those copies and for `DROP DATABASE`), as
 //!   PostgreSQL's own `GetFileBackupMethod` does;
-//! - always, when the directory's identity differs from the one the parent's
-//!   manifest records (see [`database_identity`]), or either has none.
+//! - always, when the directory's identity (its inode and birth time, see
+//!   [`database_identity`]) differs from the one the parent's manifest
+//!   records, or either has none.
 use super::{data_key, io_err, ManifestFile, Padded, SourceFile};
 use crate::repo::compress::Compression;
 use crate::repo::envelope;
@@ -118,37 +119,51 @@ impl Basis {
     }
 }
 
-/// The identity of a database directory: its own inode, and the inode and
-/// change time of its `PG_VERSION`, which every way of making a database
-/// directory writes anew (`CREATE DATABASE` with either strategy, `ALTER
-/// DATABASE SET TABLESPACE`, a restore) and nothing else touches. Another
-/// directory under the same path, even one re-created under the same OID,
-/// has another one. (The directory's own change time is no part of it: it
-/// changes with every file made or removed in it.)
-pub fn database_identity(dir: &std::fs::Metadata, version: &std::fs::Metadata) -> String {
+/// The identity of a database directory: its inode and its birth time
+/// (statx), which every way of making a database directory gives anew
+/// (`CREATE DATABASE` with either strategy, `ALTER DATABASE SET
+/// TABLESPACE`, a restore) and nothing else changes: not a chmod or chown,
+/// not a remount (no device number), not crash recovery rewriting
+/// `PG_VERSION`. Another directory under the same path, even one re-created
+/// under the same OID, has another one. Where the file system keeps no
+/// birth time, the inode and change time of its `PG_VERSION` stand in;
+/// without either there is none, and the directory is stored whole.
+pub fn database_identity(
+    dir: &std::fs::Metadata,
+    version: Option<&std::fs::Metadata>,
+) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
-    format!(
-        "{}:{}:{}:{}.{:09}",
-        dir.dev(),
-        dir.ino(),
-        version.ino(),
-        version.ctime(),
-        version.ctime_nsec()
-    )
+    if let Ok(born) = dir.created() {
+        let t = born
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return Some(format!(
+            "{}:b{}.{:09}",
+            dir.ino(),
+            t.as_secs(),
+            t.subsec_nanos()
+        ));
+    }
+    version.map(|v| {
+        format!(
+            "{}:v{}:c{}.{:09}",
+            dir.ino(),
+            v.ino(),
+            v.ctime(),
+            v.ctime_nsec()
+        )
+    })
 }
 
-/// The database directory a `PG_VERSION` file at `path` belongs to, if it
-/// is one: `base/<db>` or `pg_tblspc/<oid>/PG_<version>/<db>`.
-pub fn database_dir(path: &str) -> Option<&str> {
-    let dir = path.strip_suffix("/PG_VERSION")?;
+/// A database directory: `base/<db>` or `pg_tblspc/<oid>/PG_<version>/<db>`
+/// (in a tablespace, PostgreSQL makes it without a `PG_VERSION`).
+pub fn is_database_dir(path: &str) -> bool {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    let parts: Vec<&str> = dir.split('/').collect();
-    let ok = match parts.as_slice() {
+    match path.split('/').collect::<Vec<_>>().as_slice() {
         ["base", db] => digits(db),
         ["pg_tblspc", oid, version, db] => digits(oid) && version.starts_with("PG_") && digits(db),
         _ => false,
-    };
-    ok.then_some(dir)
+    }
 }
 
 /// A relation fork as WAL summaries name it.

@@ -26,10 +26,11 @@
 //!   fails instead of being recorded complete.
 use super::backup_prefix;
 use crate::repo::ClusterRepo;
-use crate::storage::PutMode;
+use crate::storage::{PutMode, StorageError};
 use crate::Error;
 use serde::{Deserialize, Serialize};
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// How long a lease holds after it is written.
@@ -82,6 +83,8 @@ fn doc(id: &str, holder: &str, seq: u64, now: i64) -> LeaseDoc {
 pub struct Lease {
     stop: Option<mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// When the newest lease was written (Unix seconds, this host's clock).
+    renewed: Arc<AtomicI64>,
 }
 
 impl Lease {
@@ -95,7 +98,10 @@ impl Lease {
         every: Duration,
     ) -> Result<Lease, Error> {
         super::check_backup_id(id)?;
-        write(cluster, &doc(id, holder, 0, crate::logical::now_epoch()))?;
+        let now = crate::logical::now_epoch();
+        write(cluster, &doc(id, holder, 0, now))?;
+        let renewed = Arc::new(AtomicI64::new(now));
+        let shared = Arc::clone(&renewed);
         let (tx, rx) = mpsc::channel::<()>();
         let name = id.to_string();
         let (cluster, id, holder) = (cluster.clone(), id.to_string(), holder.to_string());
@@ -106,10 +112,19 @@ impl Lease {
                     let mut seq = 0u64;
                     // Until the sender is dropped (or sends).
                     while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                        let next = doc(&id, &holder, seq + 1, crate::logical::now_epoch());
+                        let now = crate::logical::now_epoch();
+                        let next = doc(&id, &holder, seq + 1, now);
                         // A failed renewal is tried again next period; the
-                        // last one written still holds until its expiry.
-                        if write(&cluster, &next).is_ok() {
+                        // last one written still holds until its expiry. A
+                        // key that exists is ours (a retried request whose
+                        // first attempt was stored): renewed all the same.
+                        let done = match write(&cluster, &next) {
+                            Ok(()) => true,
+                            Err(Error::Storage(StorageError::AlreadyExists { .. })) => true,
+                            Err(_) => false,
+                        };
+                        if done {
+                            shared.store(now, Ordering::SeqCst);
                             let _ = cluster.storage().delete(&lease_key(&cluster, &id, seq));
                             seq += 1;
                         }
@@ -122,7 +137,17 @@ impl Lease {
         Ok(Lease {
             stop: Some(tx),
             thread: Some(thread),
+            renewed,
         })
+    }
+
+    /// How long ago (seconds) the newest lease was written, if that is too
+    /// long for the lease to be trusted still: past [`TTL`] less two
+    /// renewal periods. A backup checks this just before its descriptor.
+    pub fn stale(&self) -> Option<i64> {
+        let age = crate::logical::now_epoch() - self.renewed.load(Ordering::SeqCst);
+        let limit = TTL.as_secs() as i64 - 2 * RENEW_EVERY.as_secs() as i64;
+        (age > limit).then_some(age)
     }
 }
 

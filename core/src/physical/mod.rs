@@ -218,6 +218,12 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
             }
             let meta = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?;
             if meta.is_dir() {
+                if increment::is_database_dir(&rel_name) {
+                    let version = fs::metadata(path.join("PG_VERSION")).ok();
+                    if let Some(id) = increment::database_identity(&meta, version.as_ref()) {
+                        out.databases.insert(rel_name.clone(), id);
+                    }
+                }
                 out.dirs.push(rel_name.clone());
                 if !(rel.is_empty() && EMPTY_DIRS.contains(&name.as_str())) {
                     stack.push((rel_name, path));
@@ -225,13 +231,6 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
                     out.dirs.push("pg_wal/archive_status".into());
                 }
             } else if meta.is_file() {
-                if let Some(db) = increment::database_dir(&rel_name) {
-                    let dir_meta = fs::metadata(&dir).map_err(|e| io_err("stat", &dir, e))?;
-                    out.databases.insert(
-                        db.to_string(),
-                        increment::database_identity(&dir_meta, &meta),
-                    );
-                }
                 out.files.push(SourceFile {
                     path: rel_name,
                     size: meta.len(),
@@ -879,6 +878,13 @@ pub fn finish_backup(
             .filter(|k| !present.contains(k)),
         )
         .collect();
+    // Its parent must still be there too (another writer's expiry).
+    if let Some(parent) = &descriptor.parent {
+        let key = format!("{}/{INFO_NAME}", backup_prefix(cluster, parent));
+        if cluster.storage().head(&key)?.is_none() {
+            missing.push(key);
+        }
+    }
     missing.sort();
     missing.dedup();
     if !missing.is_empty() {
