@@ -72,8 +72,9 @@ integration:
 # (15 and 16+ have different archive-module C APIs), the job queue
 # (shared memory, dynamic workers), physical backups restored, and restores
 # to targets found in the WAL (its record format across majors), and restore
-# drills (a scratch cluster of each major, its psql and amcheck).
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill
+# drills (a scratch cluster of each major, its psql and amcheck), and WAL
+# segments of 64 MiB and 1 MiB (initdb --wal-segsize) end to end.
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test segsize
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
