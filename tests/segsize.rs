@@ -5,9 +5,11 @@
 //! of a log id (where segment names run to `...00000FFF` and go on at
 //! `...0000000100000000`). And an entry of another segment size is refused.
 use pg_ark_tests::{
-    archiving, commit_row, give_to_test_user, open_repo, pg_ark, temp_dir, wait_job, wait_until,
+    archiving, commit_row, give_to_test_user, give_tree_to_test_user, open_repo, pg_ark, temp_dir, wait_job, wait_until,
     Cluster, ClusterOptions,
 };
+use pg_ark_core::repo::Repository;
+use pg_ark_core::storage::local::LocalStorage;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -141,6 +143,14 @@ fn sixty_four_mib_segments_back_up_restore_to_a_restore_point_and_drill() {
     }
     switch_and_archive(&primary, &mut c);
 
+    // A restore to the restore point, through the incremental, replayed
+    // with pg_ark wal-get: exactly the rows committed before it.
+    let restored = restore_and_start(repo.path(), &["--target-name", "sixty_four"]);
+    let mut r = restored.client();
+    assert_eq!(ids(&mut r), (1..=6).collect::<Vec<_>>());
+    let shown: String = r.query_one("SHOW wal_segment_size", &[]).unwrap().get(0);
+    assert_eq!(shown, "64MB");
+
     // The repository records the size; the backups' WAL names are 64 MiB
     // names (segment part below 0x40).
     let doc = info(repo.path());
@@ -154,13 +164,6 @@ fn sixty_four_mib_segments_back_up_restore_to_a_restore_point_and_drill() {
     }
     assert_eq!(doc["wal"]["timelines"][0]["gaps"], serde_json::json!([]), "{doc}");
 
-    // A restore to the restore point, through the incremental, replayed
-    // with pg_ark wal-get: exactly the rows committed before it.
-    let restored = restore_and_start(repo.path(), &["--target-name", "sixty_four"]);
-    let mut r = restored.client();
-    assert_eq!(ids(&mut r), (1..=6).collect::<Vec<_>>());
-    let shown: String = r.query_one("SHOW wal_segment_size", &[]).unwrap().get(0);
-    assert_eq!(shown, "64MB");
     let start_wal = backups[1]["start_wal"].as_str().unwrap().to_string();
     assert_eq!(backups[1]["backup_id"], incr.as_str());
     assert_eq!(wal_get(repo.path(), &restored.data, &start_wal), 64 << 20);
@@ -273,17 +276,19 @@ fn an_entry_of_another_segment_size_is_refused() {
             .set("archive_library", "'pg_ark'"),
     );
     // An entry for this system identifier made with 16 MiB segments.
-    open_repo(repo.path())
+    let storage = LocalStorage::open(repo.path()).unwrap();
+    std::sync::Arc::new(Repository::open(Box::new(storage), true).unwrap())
         .cluster(primary.system_identifier(), primary.install.major, true)
         .unwrap();
+    give_tree_to_test_user(repo.path());
     let mut c = primary.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     c.batch_execute(&format!(
-        "CREATE EXTENSION pg_ark;
-         ALTER SYSTEM SET ark.repository = '{}';
-         SELECT pg_reload_conf();",
+        "ALTER SYSTEM SET ark.repository = '{}'",
         repo_url(repo.path())
     ))
     .unwrap();
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
     wait_until("ark.repository set", WAIT, || {
         let v: String = primary
             .client()
