@@ -4,12 +4,12 @@
 //! restore drill, on 64 MiB segments and on 1 MiB segments across the end
 //! of a log id (where segment names run to `...00000FFF` and go on at
 //! `...0000000100000000`). And an entry of another segment size is refused.
-use pg_ark_tests::{
-    archiving, commit_row, give_to_test_user, give_tree_to_test_user, open_repo, pg_ark, temp_dir, wait_job, wait_until,
-    Cluster, ClusterOptions,
-};
 use pg_ark_core::repo::Repository;
 use pg_ark_core::storage::local::LocalStorage;
+use pg_ark_tests::{
+    archiving, commit_row, give_to_test_user, give_tree_to_test_user, open_repo, pg_ark, temp_dir,
+    wait_job, wait_until, Cluster, ClusterOptions,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -41,10 +41,7 @@ fn ids(c: &mut postgres::Client) -> Vec<i32> {
 
 fn prepare(cluster: &Cluster, mb: u32) -> postgres::Client {
     let mut c = cluster.client();
-    let shown: String = c
-        .query_one("SHOW wal_segment_size", &[])
-        .unwrap()
-        .get(0);
+    let shown: String = c.query_one("SHOW wal_segment_size", &[]).unwrap().get(0);
     assert_eq!(shown, format!("{mb}MB"));
     c.batch_execute(
         "CREATE EXTENSION pg_ark;
@@ -124,7 +121,10 @@ fn sixty_four_mib_segments_back_up_restore_to_a_restore_point_and_drill() {
     let primary = Cluster::start_with(
         archiving(repo.path())
             .wal_segsize_mb(64)
-            .set("ark.work_directory", &format!("'{}'", work.path().display()))
+            .set(
+                "ark.work_directory",
+                &format!("'{}'", work.path().display()),
+            )
             .set("ark.scheduler_naptime", "'1s'"),
     );
     let mut c = prepare(&primary, 64);
@@ -162,7 +162,11 @@ fn sixty_four_mib_segments_back_up_restore_to_a_restore_point_and_drill() {
         let seg = u32::from_str_radix(&b["start_wal"].as_str().unwrap()[16..], 16).unwrap();
         assert!(seg < 0x40, "{b}");
     }
-    assert_eq!(doc["wal"]["timelines"][0]["gaps"], serde_json::json!([]), "{doc}");
+    assert_eq!(
+        doc["wal"]["timelines"][0]["gaps"],
+        serde_json::json!([]),
+        "{doc}"
+    );
 
     let start_wal = backups[1]["start_wal"].as_str().unwrap().to_string();
     assert_eq!(backups[1]["backup_id"], incr.as_str());
@@ -172,7 +176,7 @@ fn sixty_four_mib_segments_back_up_restore_to_a_restore_point_and_drill() {
 
     // A restore drill of the newest backup, on a scratch server of the
     // same segment size.
-    let done = wait_job(&mut c, "drill", ONCE);
+    let done = wait_job(&mut c, "drill", r#"{"max_attempts": 1}"#);
     assert_eq!(done["state"], "succeeded", "{done}");
     let d = &done["result"];
     assert_eq!(d["ok"], true, "{d}");
@@ -246,7 +250,11 @@ fn one_mib_segments_across_a_log_id_restore_and_retention_keeps_the_wal_kept_bac
     }
     let doc = info(repo.path());
     assert_eq!(doc["wal_segment_size"], 1 << 20, "{doc}");
-    assert_eq!(doc["wal"]["timelines"][0]["gaps"], serde_json::json!([]), "{doc}");
+    assert_eq!(
+        doc["wal"]["timelines"][0]["gaps"],
+        serde_json::json!([]),
+        "{doc}"
+    );
     let chains: Vec<&str> = doc["chains"]
         .as_array()
         .unwrap()
@@ -261,7 +269,11 @@ fn one_mib_segments_across_a_log_id_restore_and_retention_keeps_the_wal_kept_bac
     let mut r = restored.client();
     assert_eq!(ids(&mut r), before);
     for name in ["000000010000000000000FFF", "000000010000000100000000"] {
-        assert_eq!(wal_get(repo.path(), &restored.data, name), 1 << 20, "{name}");
+        assert_eq!(
+            wal_get(repo.path(), &restored.data, name),
+            1 << 20,
+            "{name}"
+        );
     }
 }
 
