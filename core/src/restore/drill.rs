@@ -447,7 +447,10 @@ fn server_args(spec: &Spec, port: u16) -> Vec<String> {
         // At least two segments, as PostgreSQL requires.
         (
             "max_wal_size".into(),
-            format!("{}MB", (2 * spec.wal_segment_size.bytes() >> 20).max(1024)),
+            format!(
+                "{}MB",
+                ((2 * spec.wal_segment_size.bytes()) >> 20).max(1024)
+            ),
         ),
     ];
     set.extend(spec.settings.iter().cloned());
