@@ -73,8 +73,9 @@ integration:
 # (shared memory, dynamic workers), physical backups restored, and restores
 # to targets found in the WAL (its record format across majors), and restore
 # drills (a scratch cluster of each major, its psql and amcheck), restores
-# checked against pg_visibility (trust) and the privilege rules.
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test privileges
+# checked against pg_visibility (trust), the privilege rules, and WAL
+# segments of 64 MiB and 1 MiB (initdb --wal-segsize) end to end.
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test privileges --test segsize
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18

@@ -80,7 +80,13 @@ impl ArkError {
                 C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
                 }
-                C::NotAWalFileName { .. } => PgSqlErrorCode::ERRCODE_INVALID_NAME,
+                C::NotAWalFileName { .. } | C::SegmentNameNotOfSize { .. } => {
+                    PgSqlErrorCode::ERRCODE_INVALID_NAME
+                }
+                C::InvalidSegmentSize { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+                C::SegmentSizeMismatch { .. } => {
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+                }
                 C::RepositoryTooNew { .. } | C::ClusterMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }

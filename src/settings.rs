@@ -422,6 +422,16 @@ pub fn work_directory() -> Result<std::path::PathBuf, pg_ark_core::Error> {
 }
 
 /// `ark.archive_timeout`.
+/// The server's `wal_segment_size` (set by initdb, read from pg_control
+/// when the server starts): what pg_ark names, orders and reads the
+/// cluster's WAL with, and records in its repository entry.
+pub fn wal_segment_size() -> Result<pg_ark_core::wal::SegmentSize, pg_ark_core::Error> {
+    // SAFETY: a plain read of an int the postmaster set from the control
+    // file before any backend, worker or archiver was started.
+    let bytes = unsafe { pg_sys::wal_segment_size };
+    pg_ark_core::wal::SegmentSize::new(u64::try_from(bytes).unwrap_or(0))
+}
+
 pub fn archive_timeout() -> Duration {
     Duration::from_secs(u64::try_from(ARCHIVE_TIMEOUT.get()).unwrap_or(60).max(1))
 }

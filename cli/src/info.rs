@@ -47,9 +47,10 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     }
     for c in clusters {
         println!(
-            "cluster {} (PostgreSQL {})",
+            "cluster {} (PostgreSQL {}, WAL segments of {} MiB)",
             s(&c["system_identifier"]),
-            c["pg_major"]
+            c["pg_major"],
+            c["wal_segment_size"].as_u64().unwrap_or(0) >> 20
         );
         let chains = c["chains"].as_array().cloned().unwrap_or_default();
         if chains.is_empty() {

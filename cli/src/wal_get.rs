@@ -72,14 +72,9 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     let sysid = pgdata::system_identifier(&args.pgdata)?;
     let major = pgdata::major_version(&args.pgdata)?;
     let tries = args.retries.max(1);
-    let depth = if args.prefetch <= 1 {
-        1
-    } else {
-        wal::get::adaptive_depth(&spool, &args.file, args.prefetch, args.prefetch_max)
-    };
     let mut attempt = 1;
     loop {
-        match fetch_once(&url, &s3, sysid, major, &args.file, &dest, &spool, depth) {
+        match fetch_once(&url, &s3, sysid, major, args, &dest, &spool) {
             Err(e) if e.is_transient() && attempt < tries => {
                 let delay = Duration::from_secs(1u64 << (attempt - 1).min(5));
                 eprintln!(
@@ -97,18 +92,29 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One try: open the repository, then fetch with the prefetch depth for
+/// segments of the size its entry records.
 fn fetch_once(
     url: &RepoUrl,
     s3: &storage::s3::S3Options,
     sysid: u64,
     major: u32,
-    file: &str,
+    args: &Args,
     dest: &Path,
     spool: &Path,
-    prefetch: usize,
 ) -> Result<wal::get::Fetched, pg_ark_core::Error> {
     let repository = Arc::new(Repository::open(storage::open(url, s3)?, false)?);
     let cluster = repository.cluster(sysid, major, false)?;
-    wal::get::fetch(&cluster, file, dest, spool, prefetch.max(1))
+    let depth = if args.prefetch <= 1 {
+        1
+    } else {
+        wal::get::adaptive_depth(
+            spool,
+            &args.file,
+            cluster.segment_size(),
+            args.prefetch,
+            args.prefetch_max,
+        )
+    };
+    wal::get::fetch(&cluster, &args.file, dest, spool, depth)
 }

@@ -4,6 +4,7 @@
 use crate::repo::envelope::EnvelopeError;
 use crate::repo::info::InfoError;
 use crate::storage::StorageError;
+use crate::wal::segment::SegmentSize;
 use thiserror::Error;
 
 #[derive(Debug, Error)]
@@ -43,6 +44,30 @@ pub enum Error {
 
     #[error("\"{name}\" is not a WAL file name")]
     NotAWalFileName { name: String },
+
+    /// A WAL segment size PostgreSQL does not allow.
+    #[error("{bytes} bytes is not a WAL segment size: PostgreSQL allows powers of two from 1 MiB to 1 GiB")]
+    InvalidSegmentSize { bytes: u64 },
+
+    /// A segment name that no cluster of the entry's segment size can have
+    /// (its last eight digits reach the segments per log id).
+    #[error("\"{name}\" is not a WAL segment name for {segment_size} segments: its last part must be below {:08X}", segment_size.per_xlogid())]
+    SegmentNameNotOfSize {
+        name: String,
+        segment_size: SegmentSize,
+    },
+
+    /// The repository's entry holds WAL of another segment size than this
+    /// cluster's (or than the data read from it).
+    #[error("repository {location} records WAL segments of {recorded}{}, {what} has {ours}", if *recorded_by_default { " (the default of an entry written before pg_ark recorded the size)" } else { "" })]
+    SegmentSizeMismatch {
+        location: String,
+        recorded: SegmentSize,
+        recorded_by_default: bool,
+        /// What has the other size: "this cluster", "WAL file \"...\"".
+        what: String,
+        ours: SegmentSize,
+    },
 
     /// The same WAL file name was offered with different content.
     #[error("WAL file \"{name}\" is already archived with different content (stored {stored}, offered {offered})")]
@@ -168,6 +193,9 @@ impl Error {
             Error::ClusterMismatch { location, .. } => {
                 format!("repository {location} belongs to another cluster")
             }
+            Error::SegmentSizeMismatch { location, .. } => {
+                format!("repository {location} holds WAL of another segment size")
+            }
             Error::WalConflict { name, .. } => {
                 format!("WAL file \"{name}\" is already archived with different content")
             }
@@ -221,6 +249,20 @@ impl Error {
             Error::WalConflict {
                 stored, offered, ..
             } => format!("The stored copy has {stored}; the offered file has {offered}."),
+            Error::SegmentSizeMismatch {
+                recorded,
+                recorded_by_default,
+                what,
+                ours,
+                ..
+            } => format!(
+                "The repository records wal_segment_size {recorded}{}; {what} has {ours}.",
+                if *recorded_by_default {
+                    " (its entry was written before pg_ark recorded the size, so it holds 16MB segments)"
+                } else {
+                    ""
+                }
+            ),
             Error::Corrupt { source, .. } => upper_first(&source.to_string()),
             Error::ForeignWal {
                 expected, found, ..
@@ -265,6 +307,20 @@ impl Error {
             Error::ClusterMismatch { .. } => {
                 "Is ark.repository pointing at the right repository? Each cluster needs its own entry; \
                  never copy one cluster's entry for another."
+                    .into()
+            }
+            Error::SegmentSizeMismatch { .. } => {
+                "Each repository entry holds WAL and backups of one segment size, the one its \
+                 cluster was initialized with (initdb --wal-segsize). Point ark.repository at a \
+                 new repository for a cluster of another size."
+                    .into()
+            }
+            Error::InvalidSegmentSize { .. } => {
+                "Use the cluster's wal_segment_size (SHOW wal_segment_size): 1MB, 2MB, ... 1GB.".into()
+            }
+            Error::SegmentNameNotOfSize { .. } => {
+                "The name does not belong to this repository entry's cluster: check that WAL of \
+                 only one cluster (of one segment size) is archived into it."
                     .into()
             }
             Error::WalConflict { .. } => {

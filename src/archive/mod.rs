@@ -96,7 +96,7 @@ fn open_cluster(url: &str) -> Result<ClusterRepo, ArkError> {
     let storage = storage::open(&RepoUrl::parse(url)?, &archiver_s3_options()?)?;
     let repo = Arc::new(Repository::open(storage, true)?);
     let (sysid, major) = identity();
-    Ok(repo.cluster(sysid, major, true)?)
+    Ok(repo.attach(sysid, major, settings::wal_segment_size()?)?)
 }
 
 /// Why archiving cannot proceed, or `None` when it is configured.

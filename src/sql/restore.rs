@@ -43,6 +43,7 @@ fn plan_rows(
         false,
     )?);
     let cluster = repository.cluster(sysid, major, false)?;
+    cluster.expect_segment_size(crate::settings::wal_segment_size()?)?;
     // Reading the archived WAL can take a while: it can be cancelled.
     let p = plan::plan_with(&cluster, &req, &target_action, &|| {
         pgrx::check_for_interrupts!();

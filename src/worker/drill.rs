@@ -87,11 +87,7 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
         settings: required,
         timeout: Duration::from_secs(o.get("timeout").and_then(Value::as_u64).unwrap_or(3600)),
         primary_dirs: vec![data.clone(), data.join("pg_wal")],
-        wal_segment_size: Spi::get_one::<i64>(
-            "SELECT setting::int8 FROM pg_catalog.pg_settings WHERE name = 'wal_segment_size'",
-        )?
-        .and_then(|n| u64::try_from(n).ok())
-        .unwrap_or(16 * 1024 * 1024),
+        wal_segment_size: settings::wal_segment_size()?,
     })
 }
 

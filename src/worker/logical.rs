@@ -26,6 +26,7 @@ use pg_ark_core::logical::{
 use pg_ark_core::repo::{ClusterRepo, Repository};
 use pg_ark_core::schedule::jobs;
 use pg_ark_core::storage::s3::S3Options;
+use pg_ark_core::wal::SegmentSize;
 use pg_ark_core::{storage, RepoUrl};
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -41,6 +42,7 @@ pub(crate) struct Target {
     s3: S3Options,
     sysid: u64,
     major: u32,
+    segment_size: SegmentSize,
 }
 
 impl Target {
@@ -55,14 +57,16 @@ impl Target {
             s3: settings::s3_options()?,
             sysid,
             major: pg_sys::PG_VERSION_NUM / 10000,
+            segment_size: settings::wal_segment_size()?,
         })
     }
 
-    /// Open our cluster entry (any thread: no PostgreSQL calls).
+    /// Open our cluster entry (any thread: no PostgreSQL calls), creating
+    /// it on first use; an entry of another WAL segment size is refused.
     pub(crate) fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
         let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
         let repo = Arc::new(Repository::open(storage, true)?);
-        repo.cluster(self.sysid, self.major, true)
+        repo.attach(self.sysid, self.major, self.segment_size)
     }
 }
 

@@ -297,8 +297,15 @@ fn decide(
     };
     // Every segment from the parent's start to the one before ours must be
     // in the repository; segments still waiting to be archived are waited for.
-    if let Some(last) = physical::previous_segment(start_wal)
-        .filter(|last| last.as_str() >= parent.start_wal.as_str())
+    let size = cluster.segment_size();
+    let position = |name: &str| size.parse(name).map_err(|e| e.to_string());
+    let parent_start = position(&parent.start_wal)?;
+    let previous = size.previous(start_wal).map_err(|e| e.to_string())?;
+    if let Some(last) = previous
+        .map(|p| position(&p).map(|at| (p, at)))
+        .transpose()?
+        .filter(|(_, at)| at.segno >= parent_start.segno)
+        .map(|(p, _)| p)
     {
         let deadline = Instant::now() + wait;
         loop {
@@ -507,7 +514,10 @@ fn wait_for_wal(
     wait: Duration,
     control: &Control,
 ) -> Result<(), String> {
-    let segments = physical::wal_range(start_wal, stop_wal).map_err(|e| e.to_string())?;
+    let segments = cluster
+        .segment_size()
+        .range(start_wal, stop_wal)
+        .map_err(|e| e.to_string())?;
     let deadline = Instant::now() + wait;
     let mut next = 0;
     while next < segments.len() {
@@ -860,6 +870,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         timeline: started.timeline,
         start_wal: started.start_wal.clone(),
         stop_wal,
+        wal_segment_size: cluster.segment_size(),
         started_at: pg_ark_core::logical::rfc3339_utc(started_epoch),
         finished_at: pg_ark_core::logical::rfc3339_utc(finished_epoch),
         started_epoch,

@@ -328,6 +328,11 @@ pub struct ClusterOptions {
     pub settings: Vec<(String, String)>,
     /// `initdb --data-checksums` (default: initdb's own default).
     pub checksums: bool,
+    /// `initdb --wal-segsize` in MiB (default: initdb's, 16).
+    pub wal_segsize_mb: Option<u32>,
+    /// `pg_resetwal -l` after initdb: the first WAL segment the cluster
+    /// writes (to start near the end of a log id, say).
+    pub first_wal_segment: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -336,6 +341,8 @@ impl Default for ClusterOptions {
             preload: true,
             settings: Vec::new(),
             checksums: false,
+            wal_segsize_mb: None,
+            first_wal_segment: None,
         }
     }
 }
@@ -351,6 +358,14 @@ impl ClusterOptions {
     }
     pub fn without_preload(mut self) -> Self {
         self.preload = false;
+        self
+    }
+    pub fn wal_segsize_mb(mut self, mb: u32) -> Self {
+        self.wal_segsize_mb = Some(mb);
+        self
+    }
+    pub fn first_wal_segment(mut self, name: &str) -> Self {
+        self.first_wal_segment = Some(name.to_string());
         self
     }
 }
@@ -390,10 +405,19 @@ impl Cluster {
                     "--no-sync",
                 ])
                 .args(opts.checksums.then_some("--data-checksums"))
+                .args(opts.wal_segsize_mb.map(|mb| format!("--wal-segsize={mb}")))
                 .arg("-D")
                 .arg(&data),
             "initdb",
         );
+        if let Some(seg) = &opts.first_wal_segment {
+            run_ok(
+                server_command(install.bin("pg_resetwal"))
+                    .args(["-l", seg, "-D"])
+                    .arg(&data),
+                "pg_resetwal",
+            );
+        }
         Cluster::configure_and_start(dir, data, &opts)
     }
 

@@ -39,6 +39,7 @@ use crate::repo::compress::Compression;
 use crate::repo::envelope::{self, DigestKind};
 use crate::repo::{info, ClusterRepo};
 use crate::storage::PutMode;
+use crate::wal::SegmentSize;
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -344,6 +345,12 @@ pub struct PhysicalBackupInfo {
     /// The WAL segments from the start to the stop LSN, which a restore needs.
     pub start_wal: String,
     pub stop_wal: String,
+    /// The cluster's `wal_segment_size`, which `start_wal` and `stop_wal`
+    /// are named with. Descriptors written before pg_ark recorded it lack
+    /// it: their clusters had 16 MiB segments (PostgreSQL's default), the
+    /// only size those versions could restore.
+    #[serde(default)]
+    pub wal_segment_size: SegmentSize,
     pub started_at: String,
     pub finished_at: String,
     pub started_epoch: i64,
@@ -390,6 +397,7 @@ impl PhysicalBackupInfo {
             timeline: 1,
             start_wal: format!("00000001000000000000{epoch:04X}"),
             stop_wal: format!("00000001000000000000{epoch:04X}"),
+            wal_segment_size: SegmentSize::DEFAULT,
             started_at: String::new(),
             finished_at: String::new(),
             started_epoch: epoch,
@@ -1368,7 +1376,20 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
             }
         }
     }
-    for seg in wal_range(&info.start_wal, &info.stop_wal)? {
+    if info.wal_segment_size != cluster.segment_size() {
+        problems.push(Problem {
+            file: "backup.info".into(),
+            reason: format!(
+                "the backup records wal_segment_size {}, its repository entry {}",
+                info.wal_segment_size,
+                cluster.segment_size()
+            ),
+        });
+    }
+    for seg in cluster
+        .segment_size()
+        .range(&info.start_wal, &info.stop_wal)?
+    {
         match cluster.get_wal(&seg) {
             Ok(Some(_)) => {}
             Ok(None) => problems.push(Problem {
@@ -1387,7 +1408,7 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
 /// The segments from `first` to `last` (inclusive, one timeline) that are
 /// not in the repository, found by listing (no segment is read).
 pub fn missing_wal(cluster: &ClusterRepo, first: &str, last: &str) -> Result<Vec<String>, Error> {
-    let wanted = wal_range(first, last)?;
+    let wanted = cluster.segment_size().range(first, last)?;
     let mut present = std::collections::HashSet::new();
     let mut listed = std::collections::HashSet::new();
     for seg in &wanted {
@@ -1405,15 +1426,6 @@ pub fn missing_wal(cluster: &ClusterRepo, first: &str, last: &str) -> Result<Vec
         .into_iter()
         .filter(|s| !present.contains(s))
         .collect())
-}
-
-/// The segment before `name` on its timeline (`None` for the first).
-pub fn previous_segment(name: &str) -> Option<String> {
-    let tli = u32::from_str_radix(name.get(..8)?, 16).ok()?;
-    let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
-    let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
-    let n = (log * 0x100 + seg).checked_sub(1)?;
-    Some(format!("{tli:08X}{:08X}{:08X}", n / 0x100, n % 0x100))
 }
 
 /// What an `incremental` or `differential` is taken against.
@@ -1469,31 +1481,6 @@ pub fn choose_parent(
         parent: Box::new(parent.clone()),
         chain: head.backup_id.clone(),
     }
-}
-
-/// Segment names from `start` to `stop`, inclusive (same timeline, 16 MiB
-/// segments).
-pub fn wal_range(start: &str, stop: &str) -> Result<Vec<String>, Error> {
-    let parse = |n: &str| -> Result<(u32, u64), Error> {
-        let bad = || Error::NotAWalFileName { name: n.into() };
-        if n.len() != 24 || !n.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
-        let tli = u32::from_str_radix(&n[..8], 16).map_err(|_| bad())?;
-        let log = u64::from_str_radix(&n[8..16], 16).map_err(|_| bad())?;
-        let seg = u64::from_str_radix(&n[16..], 16).map_err(|_| bad())?;
-        Ok((tli, log * 0x100 + seg))
-    };
-    let (t1, a) = parse(start)?;
-    let (t2, b) = parse(stop)?;
-    if t1 != t2 || b < a || b - a > 1_000_000 {
-        return Err(Error::NotAWalFileName {
-            name: format!("{start}..{stop}"),
-        });
-    }
-    Ok((a..=b)
-        .map(|n| format!("{t1:08X}{:08X}{:08X}", n / 0x100, n % 0x100))
-        .collect())
 }
 
 /// Rebuild backup `id` into `target`, which must be empty or absent: every

@@ -317,6 +317,7 @@ fn take_kind(
         timeline: 1,
         start_wal: "000000010000000000000002".into(),
         stop_wal: "000000010000000000000003".into(),
+        wal_segment_size: crate::wal::SegmentSize::DEFAULT,
         started_at: String::new(),
         finished_at: String::new(),
         started_epoch: epoch,
@@ -563,13 +564,17 @@ fn a_truncated_file_is_padded_and_an_extended_one_cut() {
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut p, &mut out).unwrap();
     assert_eq!(out, b"abcd");
+    let sixteen = crate::wal::SegmentSize::DEFAULT;
     assert_eq!(
-        wal_range("000000010000000000000002", "000000010000000100000001")
+        sixteen
+            .range("000000010000000000000002", "000000010000000100000001")
             .unwrap()
             .len(),
         256
     );
-    assert!(wal_range("000000010000000000000002", "000000020000000000000003").is_err());
+    assert!(sixteen
+        .range("000000010000000000000002", "000000020000000000000003")
+        .is_err());
 }
 
 #[test]
@@ -605,11 +610,6 @@ fn block_files_and_lsns() {
     page[0..4].copy_from_slice(&0x16u32.to_ne_bytes());
     page[4..8].copy_from_slice(&0xB374_D848u32.to_ne_bytes());
     assert_eq!(increment::page_lsn(&page), 0x16_B374_D848);
-    assert_eq!(
-        previous_segment("000000010000000100000000").as_deref(),
-        Some("0000000100000000000000FF")
-    );
-    assert_eq!(previous_segment("000000010000000000000000"), None);
 }
 
 /// A page whose header carries `lsn` and whose body is `fill`.
@@ -1343,4 +1343,20 @@ fn copied_databases_and_visibility_maps_are_stored_whole() {
     assert!(!increment::is_database_dir(
         "pg_tblspc/16500/PG_17_202406281"
     ));
+}
+
+#[test]
+fn descriptors_without_a_segment_size_hold_16_mib_segments() {
+    let b = PhysicalBackupInfo::for_tests("f", "full", None, "f", 1);
+    let mut v = serde_json::to_value(&b).unwrap();
+    assert_eq!(v["wal_segment_size"], 16 << 20);
+    // As pg_ark wrote descriptors before it recorded the size.
+    v.as_object_mut().unwrap().remove("wal_segment_size");
+    let old: PhysicalBackupInfo = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(old.wal_segment_size, crate::wal::SegmentSize::DEFAULT);
+    v["wal_segment_size"] = serde_json::json!(64 << 20);
+    let big: PhysicalBackupInfo = serde_json::from_value(v.clone()).unwrap();
+    assert_eq!(big.wal_segment_size.bytes(), 64 << 20);
+    v["wal_segment_size"] = serde_json::json!(1000);
+    assert!(serde_json::from_value::<PhysicalBackupInfo>(v).is_err());
 }

@@ -10,6 +10,7 @@ use super::compress::Compression;
 use super::envelope;
 use super::info;
 use crate::storage::{PutMode, Storage, StorageError};
+use crate::wal::SegmentSize;
 use crate::{wal, Error};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -94,45 +95,96 @@ impl Repository {
         self.storage.location()
     }
 
-    /// Attach to the entry of cluster `system_identifier`. With `create`, a
-    /// missing entry is created; otherwise a missing entry is an error.
+    /// Attach to the entry of cluster `system_identifier`, as a reader or a
+    /// tool: the entry's WAL segment size is the one it records. With
+    /// `create`, a missing entry is created recording PostgreSQL's default
+    /// segment size (tests and tools that write no WAL); a server attaches
+    /// with [`Repository::attach`], which records and checks its own size.
     pub fn cluster(
         self: &Arc<Self>,
         system_identifier: u64,
         pg_major: u32,
         create: bool,
     ) -> Result<ClusterRepo, Error> {
-        let c = ClusterRepo {
+        let create = create.then_some(SegmentSize::DEFAULT);
+        self.entry(system_identifier, pg_major, create)
+    }
+
+    /// Attach a running server to its entry, creating it on first use: the
+    /// entry must record the server's system identifier, major and WAL
+    /// segment size (an entry that records no size holds 16 MiB segments).
+    pub fn attach(
+        self: &Arc<Self>,
+        system_identifier: u64,
+        pg_major: u32,
+        segment_size: SegmentSize,
+    ) -> Result<ClusterRepo, Error> {
+        let c = self.entry(system_identifier, pg_major, Some(segment_size))?;
+        c.expect_segment_size(segment_size)?;
+        Ok(c)
+    }
+
+    fn entry(
+        self: &Arc<Self>,
+        system_identifier: u64,
+        pg_major: u32,
+        create: Option<SegmentSize>,
+    ) -> Result<ClusterRepo, Error> {
+        let mut c = ClusterRepo {
             repo: Arc::clone(self),
             system_identifier,
             pg_major,
+            segment_size: SegmentSize::DEFAULT,
+            segment_size_by_default: true,
         };
         let key = c.key("cluster.info");
         let recorded = match info::load(self.storage(), &key)? {
             Some(v) => v,
-            None if create => {
-                let v = json!({
-                    "system_identifier": system_identifier.to_string(),
-                    "pg_major": pg_major,
-                    "created_by": format!("pg_ark {}", crate::VERSION),
-                });
-                match info::save(self.storage(), &key, &v, PutMode::Create) {
-                    Ok(()) => return Ok(c),
-                    Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
-                        info::load(self.storage(), &key)?.unwrap_or(v)
+            None => match create {
+                Some(size) => {
+                    let v = json!({
+                        "system_identifier": system_identifier.to_string(),
+                        "pg_major": pg_major,
+                        "wal_segment_size": size.bytes(),
+                        "created_by": format!("pg_ark {}", crate::VERSION),
+                    });
+                    match info::save(self.storage(), &key, &v, PutMode::Create) {
+                        Ok(()) => v,
+                        Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
+                            info::load(self.storage(), &key)?.unwrap_or(v)
+                        }
+                        Err(e) => return Err(e.into()),
                     }
-                    Err(e) => return Err(e.into()),
                 }
-            }
-            None => {
-                return Err(Error::BadMetadata {
-                    location: self.location(),
-                    key,
-                    reason: format!("missing: the repository has no cluster {system_identifier}"),
-                })
-            }
+                None => {
+                    return Err(Error::BadMetadata {
+                        location: self.location(),
+                        key,
+                        reason: format!(
+                            "missing: the repository has no cluster {system_identifier}"
+                        ),
+                    })
+                }
+            },
         };
         c.check_identity(&recorded)?;
+        let (size, by_default) = match recorded.get("wal_segment_size") {
+            // Written before pg_ark recorded the size: 16 MiB segments.
+            None => (SegmentSize::DEFAULT, true),
+            Some(v) => (
+                v.as_u64()
+                    .ok_or(())
+                    .and_then(|b| SegmentSize::new(b).map_err(drop))
+                    .map_err(|()| Error::BadMetadata {
+                        location: self.location(),
+                        key: key.clone(),
+                        reason: format!("its wal_segment_size {v} is not a WAL segment size"),
+                    })?,
+                false,
+            ),
+        };
+        c.segment_size = size;
+        c.segment_size_by_default = by_default;
         Ok(c)
     }
 }
@@ -179,9 +231,36 @@ pub struct ClusterRepo {
     repo: Arc<Repository>,
     pub system_identifier: u64,
     pub pg_major: u32,
+    segment_size: SegmentSize,
+    /// The entry records no size (written before pg_ark recorded it).
+    segment_size_by_default: bool,
 }
 
 impl ClusterRepo {
+    /// The WAL segment size of this entry's cluster, as the entry records
+    /// it: what every segment name, range and position in it is read with.
+    pub fn segment_size(&self) -> SegmentSize {
+        self.segment_size
+    }
+
+    /// Refuse a server whose `wal_segment_size` is not the entry's.
+    pub fn expect_segment_size(&self, server: SegmentSize) -> Result<(), Error> {
+        self.segment_size_is(server, "this cluster".into())
+    }
+
+    fn segment_size_is(&self, ours: SegmentSize, what: String) -> Result<(), Error> {
+        if ours == self.segment_size {
+            return Ok(());
+        }
+        Err(Error::SegmentSizeMismatch {
+            location: self.repo.location(),
+            recorded: self.segment_size,
+            recorded_by_default: self.segment_size_by_default,
+            what,
+            ours,
+        })
+    }
+
     /// The key of `rest` inside this cluster's entry.
     pub(crate) fn key(&self, rest: &str) -> String {
         format!("clusters/{}/{rest}", self.system_identifier)
@@ -400,6 +479,10 @@ impl ClusterRepo {
                     });
                 }
             }
+            // The page header's segment size, where it is one.
+            if let Some(Ok(size)) = wal::segment_header_size(&data).map(SegmentSize::new) {
+                self.segment_size_is(size, format!("its WAL file \"{name}\""))?;
+            }
         }
         Ok(Some(data))
     }
@@ -584,5 +667,83 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("not a pg_ark repository"), "{e}");
+    }
+
+    #[test]
+    fn the_entry_records_its_segment_size_and_refuses_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        let mib = SegmentSize::new(1 << 20).unwrap();
+        let c = r.attach(SYSID, 17, mib).unwrap();
+        assert_eq!(c.segment_size(), mib);
+        // Readers take the size from the entry.
+        assert_eq!(r.cluster(SYSID, 17, false).unwrap().segment_size(), mib);
+        assert_eq!(r.clusters().unwrap()[0].segment_size(), mib);
+        r.attach(SYSID, 17, mib).unwrap();
+        let e = r.attach(SYSID, 17, SegmentSize::DEFAULT).err().unwrap();
+        assert!(matches!(e, Error::SegmentSizeMismatch { .. }), "{e}");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "repository file://{} records WAL segments of 1MB, this cluster has 16MB",
+                dir.path().display()
+            )
+        );
+        assert!(e.hint().unwrap().contains("initdb --wal-segsize"));
+        assert!(e.detail().unwrap().contains("wal_segment_size 1MB"));
+        // A stored segment whose page header records another size.
+        let mut seg = segment(SYSID, 0);
+        seg[32..36].copy_from_slice(&(16u32 << 20).to_le_bytes());
+        c.push_wal("000000010000000000000FFF", &seg, Compression::None, 0)
+            .unwrap();
+        let e = c.get_wal("000000010000000000000FFF").unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("its WAL file \"000000010000000000000FFF\" has 16MB"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_recorded_size_holds_16_mib_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = repo(dir.path());
+        // cluster.info as pg_ark wrote it before it recorded the size.
+        let v = json!({"system_identifier": SYSID.to_string(), "pg_major": 17});
+        info::save(
+            r.storage(),
+            &format!("clusters/{SYSID}/cluster.info"),
+            &v,
+            PutMode::Create,
+        )
+        .unwrap();
+        assert_eq!(
+            r.cluster(SYSID, 17, false).unwrap().segment_size(),
+            SegmentSize::DEFAULT
+        );
+        r.attach(SYSID, 17, SegmentSize::DEFAULT).unwrap();
+        let e = r
+            .attach(SYSID, 17, SegmentSize::new(64 << 20).unwrap())
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("records WAL segments of 16MB (the default of an entry written before pg_ark recorded the size), this cluster has 64MB"),
+            "{e}"
+        );
+        // A recorded size that is none is damaged metadata.
+        let dir2 = tempfile::tempdir().unwrap();
+        let r2 = repo(dir2.path());
+        let bad = json!({"system_identifier": SYSID.to_string(), "pg_major": 17, "wal_segment_size": 3000});
+        info::save(
+            r2.storage(),
+            &format!("clusters/{SYSID}/cluster.info"),
+            &bad,
+            PutMode::Create,
+        )
+        .unwrap();
+        assert!(matches!(
+            r2.cluster(SYSID, 17, false),
+            Err(Error::BadMetadata { .. })
+        ));
     }
 }

@@ -48,6 +48,7 @@
 use super::plan::{self, RepoArgs, Request, Target, TimelineChoice};
 use super::{Counters, Options};
 use crate::repo::ClusterRepo;
+use crate::wal::SegmentSize;
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
@@ -91,17 +92,18 @@ pub struct Spec {
     /// The primary's data directory and WAL directory: never signalled,
     /// never filled.
     pub primary_dirs: Vec<PathBuf>,
-    /// The WAL segment size, bytes.
-    pub wal_segment_size: u64,
+    /// The primary's `wal_segment_size`; its repository entry must record
+    /// the same.
+    pub wal_segment_size: SegmentSize,
 }
 
 /// Room for what the drill writes besides the restored files: the prefetch
 /// spool of `pg_ark wal-get` (at most 32 segments), the segment being
 /// replayed, the first segment of the new timeline and the end of
 /// recovery's checkpoint, plus 64 MiB for the server's own files.
-pub fn space_needed(restored_bytes: u64, segments: u64, segment_size: u64) -> u64 {
+pub fn space_needed(restored_bytes: u64, segments: u64, segment_size: SegmentSize) -> u64 {
     restored_bytes
-        .saturating_add(segment_size.saturating_mul(segments.min(32) + 4))
+        .saturating_add(segment_size.bytes().saturating_mul(segments.min(32) + 4))
         .saturating_add(64 * 1024 * 1024)
 }
 
@@ -442,7 +444,14 @@ fn server_args(spec: &Spec, port: u16) -> Vec<String> {
         ("shared_buffers".into(), "128MB".into()),
         ("huge_pages".into(), "off".into()),
         ("hot_standby".into(), "on".into()),
-        ("max_wal_size".into(), "1GB".into()),
+        // At least two segments, as PostgreSQL requires.
+        (
+            "max_wal_size".into(),
+            format!(
+                "{}MB",
+                ((2 * spec.wal_segment_size.bytes()) >> 20).max(1024)
+            ),
+        ),
     ];
     set.extend(spec.settings.iter().cloned());
     let mut args = vec!["-D".to_string(), format!("{scratch}/data")];
@@ -963,6 +972,9 @@ fn drill(
     created: &mut bool,
 ) -> Result<(), Fail> {
     progress("plan", json!({}));
+    cluster
+        .expect_segment_size(spec.wal_segment_size)
+        .map_err(|e| setup(e.to_string()))?;
     let req = Request {
         target: spec.target.clone(),
         timeline: spec.timeline.clone(),
@@ -1156,18 +1168,22 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
+    fn mib(n: u64) -> SegmentSize {
+        SegmentSize::new(n * MIB).unwrap()
+    }
+
     #[test]
     fn the_space_needed_covers_the_files_and_the_wal() {
-        assert_eq!(space_needed(0, 0, 16 * MIB), 4 * 16 * MIB + 64 * MIB);
+        assert_eq!(space_needed(0, 0, mib(16)), 4 * 16 * MIB + 64 * MIB);
         assert_eq!(
-            space_needed(1000, 2, 16 * MIB),
+            space_needed(1000, 2, mib(16)),
             1000 + 6 * 16 * MIB + 64 * MIB
         );
         // The segment size is the cluster's.
-        assert_eq!(space_needed(0, 2, 64 * MIB), 6 * 64 * MIB + 64 * MIB);
+        assert_eq!(space_needed(0, 2, mib(64)), 6 * 64 * MIB + 64 * MIB);
         // The spool is bounded: a long replay does not ask for its WAL.
-        assert_eq!(space_needed(0, 10_000, 16 * MIB), 36 * 16 * MIB + 64 * MIB);
-        assert_eq!(space_needed(u64::MAX, 1, 16 * MIB), u64::MAX);
+        assert_eq!(space_needed(0, 10_000, mib(16)), 36 * 16 * MIB + 64 * MIB);
+        assert_eq!(space_needed(u64::MAX, 1, mib(16)), u64::MAX);
         assert_eq!(shared_reserve(100 * 1024 * MIB), 10 * 1024 * MIB);
         assert_eq!(shared_reserve(2 * 1024 * MIB), 1024 * MIB);
     }
@@ -1191,7 +1207,7 @@ mod tests {
             settings: vec![("max_connections".into(), "200".into())],
             timeout: Duration::from_secs(60),
             primary_dirs: vec![],
-            wal_segment_size: 16 * MIB,
+            wal_segment_size: SegmentSize::DEFAULT,
         }
     }
 
@@ -1230,6 +1246,19 @@ mod tests {
         // No TCP listener, no pid file of the primary's.
         assert!(args.iter().any(|a| a == "listen_addresses="), "{joined}");
         assert!(args.iter().any(|a| a == "external_pid_file="), "{joined}");
+    }
+
+    #[test]
+    fn max_wal_size_holds_two_segments_of_any_size() {
+        for (size, want) in [(16, "1024MB"), (64, "1024MB"), (1024, "2048MB")] {
+            let mut s = spec();
+            s.wal_segment_size = mib(size);
+            let args = server_args(&s, 5433);
+            assert!(
+                args.iter().any(|a| *a == format!("max_wal_size={want}")),
+                "{size}: {args:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The JSON document ([`inventory`]) is stable: fields are only ever
 //! added. It is documented in the README ("pg_ark info --json").
-use super::plan::{format_lsn, segment_name, Archive};
+use super::plan::{format_lsn, Archive};
 use crate::logical::list_logical_backups;
 use crate::physical::{self, PhysicalBackupInfo};
 use crate::repo::{ClusterRepo, Repository};
@@ -45,6 +45,7 @@ fn backup_json(b: &PhysicalBackupInfo) -> Value {
         "stop_lsn": b.stop_lsn,
         "start_wal": b.start_wal,
         "stop_wal": b.stop_wal,
+        "wal_segment_size": b.wal_segment_size.bytes(),
         "started_at": b.started_at,
         "finished_at": b.finished_at,
         "original_bytes": b.original_bytes,
@@ -99,16 +100,13 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
         })
         .collect();
     let archive = Archive::load(cluster)?;
+    let size = archive.segment_size;
     let mut by_tli: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for s in &archive.segments {
-        let (Ok(tli), Ok(log), Ok(seg)) = (
-            u32::from_str_radix(&s[..8], 16),
-            u64::from_str_radix(&s[8..16], 16),
-            u64::from_str_radix(&s[16..], 16),
-        ) else {
+        let Ok(seg) = size.parse(s) else {
             continue;
         };
-        by_tli.entry(tli).or_default().push(log * 0x100 + seg);
+        by_tli.entry(seg.timeline).or_default().push(seg.segno);
     }
     let timelines: Vec<Value> = by_tli
         .into_iter()
@@ -119,8 +117,8 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
                 list.iter()
                     .map(|&(a, b)| {
                         json!({
-                            "first": segment_name(tli, a),
-                            "last": segment_name(tli, b),
+                            "first": size.name(tli, a),
+                            "last": size.name(tli, b),
                             "segments": b - a + 1,
                         })
                     })
@@ -157,6 +155,7 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
     Ok(json!({
         "system_identifier": cluster.system_identifier.to_string(),
         "pg_major": cluster.pg_major,
+        "wal_segment_size": size.bytes(),
         "chains": chains,
         "wal": {"timelines": timelines},
         "logical": logical,

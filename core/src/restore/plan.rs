@@ -27,10 +27,10 @@
 //!   target was reached").
 //! - **WAL.** Every segment from the backup's start to the stop point must
 //!   be in the repository; the first missing one is named.
-use super::wal_scan::{self, Event, EventKind, ScanEnd, SEGMENT};
+use super::wal_scan::{self, Event, EventKind, ScanEnd};
 use crate::physical::{self, increment::parse_lsn, PhysicalBackupInfo};
 use crate::repo::ClusterRepo;
-use crate::wal::{self, WalKind};
+use crate::wal::{self, SegmentSize, WalKind};
 use crate::Error;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -159,6 +159,8 @@ pub struct Archive {
     /// Each timeline's history (`N.history`): the timelines before it, each
     /// with the LSN where it was left.
     pub histories: BTreeMap<u32, Vec<(u32, u64)>>,
+    /// The cluster's WAL segment size, as its repository entry records it.
+    pub segment_size: SegmentSize,
 }
 
 /// A timeline history file's entries: `parent<TAB>switchpoint<TAB>reason`.
@@ -179,7 +181,10 @@ impl Archive {
     /// List the cluster's WAL and read its history files.
     pub fn load(cluster: &ClusterRepo) -> Result<Archive, Error> {
         let base = cluster.key("wal/");
-        let mut a = Archive::default();
+        let mut a = Archive {
+            segment_size: cluster.segment_size(),
+            ..Archive::default()
+        };
         let mut history_names = Vec::new();
         for o in cluster.storage().list(&base)? {
             let name = o.key.rsplit('/').next().unwrap_or_default();
@@ -241,11 +246,6 @@ impl Archive {
                 .iter()
                 .any(|s| u32::from_str_radix(&s[..8], 16).ok() == Some(tli))
     }
-}
-
-/// The file name of segment number `segno` on `tli`.
-pub fn segment_name(tli: u32, segno: u64) -> String {
-    format!("{tli:08X}{:08X}{:08X}", segno / 0x100, segno % 0x100)
 }
 
 /// An LSN as PostgreSQL prints it.
@@ -346,10 +346,10 @@ fn lsn_of(b: &PhysicalBackupInfo, field: &str, value: &str) -> Result<u64, Error
 }
 
 /// Which timeline holds segment `segno` for recovery along `path`.
-fn timeline_for(path: &[Step], segno: u64) -> u32 {
+fn timeline_for(size: SegmentSize, path: &[Step], segno: u64) -> u32 {
     path.iter()
         .rev()
-        .find(|s| s.begin / SEGMENT <= segno)
+        .find(|s| size.segno_of(s.begin) <= segno)
         .map(|s| s.timeline)
         .unwrap_or(path[0].timeline)
 }
@@ -512,14 +512,23 @@ pub fn plan_from(
     // Lowest LSN from which the archive was read to its end with no match.
     let mut searched_from: Option<(u32, u64)> = None;
     let mut earliest_consistent = None;
+    let size = archive.segment_size;
+    let segment_name =
+        |path: &[Step], segno: u64| size.name(timeline_for(size, path, segno), segno);
     for (b, start, stop, path, tli) in &candidates {
-        let present = |segno: u64| {
-            archive
-                .segments
-                .contains(&segment_name(timeline_for(path, segno), segno))
-        };
-        let first_seg = start / SEGMENT;
-        let stop_seg = stop / SEGMENT;
+        if b.wal_segment_size != size {
+            first_reason.get_or_insert((
+                format!(
+                    "backup \"{}\" records wal_segment_size {}, but its repository entry holds WAL of {size}",
+                    b.backup_id, b.wal_segment_size
+                ),
+                "Each repository entry holds one cluster's WAL; restore this backup from the repository it was taken into.",
+            ));
+            continue;
+        }
+        let present = |segno: u64| archive.segments.contains(&segment_name(path, segno));
+        let first_seg = size.segno_of(*start);
+        let stop_seg = size.segno_of(*stop);
         // The contiguous run of segments from the backup's start.
         let mut end_seg = None;
         let mut s = first_seg;
@@ -527,14 +536,10 @@ pub fn plan_from(
             end_seg = Some(s);
             s += 1;
         }
-        let missing = segment_name(timeline_for(path, s), s);
+        let missing = segment_name(path, s);
         let later_exist = archive.segments.iter().any(|n| {
-            let Ok(t) = u32::from_str_radix(&n[..8], 16) else {
-                return false;
-            };
-            let segno = u64::from_str_radix(&n[8..16], 16).unwrap_or(0) * 0x100
-                + u64::from_str_radix(&n[16..], 16).unwrap_or(0);
-            segno > s && timeline_for(path, segno) == t
+            size.parse(n)
+                .is_ok_and(|p| p.segno > s && timeline_for(size, path, p.segno) == p.timeline)
         });
         if end_seg.is_none_or(|e| e < stop_seg) {
             if first_reason.is_none() {
@@ -560,7 +565,7 @@ pub fn plan_from(
                 (
                     format!(
                         "{what} is beyond the last archived WAL (the archive of timeline {tli} ends with segment {})",
-                        segment_name(timeline_for(path, end_seg), end_seg)
+                        segment_name(path, end_seg)
                     ),
                     "Wait until the WAL is archived (pg_switch_wal() closes the current segment), or choose an earlier target.",
                 )
@@ -576,7 +581,7 @@ pub fn plan_from(
                         last_segno: end_seg,
                         stop: format!(
                             "at the end of the archived WAL, segment {}",
-                            segment_name(timeline_for(path, end_seg), end_seg)
+                            segment_name(path, end_seg)
                         ),
                     }
                 }
@@ -591,24 +596,28 @@ pub fn plan_from(
             Target::Lsn(l) => {
                 if l < stop {
                     Verdict::TooEarly
-                } else if l / SEGMENT > end_seg {
+                } else if size.segno_of(*l) > end_seg {
                     let (r, h) = beyond(format!("LSN {}", format_lsn(*l)));
                     Verdict::No(r, h)
                 } else {
                     // Recovery stops after the first record that starts at
                     // or after the target: it must be in the archive whole.
-                    let name_of = |segno: u64| Some(segment_name(timeline_for(path, segno), segno));
+                    let name_of = |segno: u64| Some(segment_name(path, segno));
                     let end =
-                        wal_scan::scan(*start, Some(*l), &name_of, &mut *get, &mut |_| false)?;
+                        wal_scan::scan(size, *start, Some(*l), &name_of, &mut *get, &mut |_| {
+                            false
+                        })?;
                     let next = match end {
-                        ScanEnd::Reached { at } => wal_scan::record_at(at, &name_of, &mut *get)?
-                            .ok()
-                            .map(|next| (at, next)),
+                        ScanEnd::Reached { at } => {
+                            wal_scan::record_at(size, at, &name_of, &mut *get)?
+                                .ok()
+                                .map(|next| (at, next))
+                        }
                         _ => None,
                     };
                     match next {
                         Some((at, next)) => Verdict::Ok {
-                            last_segno: next.saturating_sub(1) / SEGMENT,
+                            last_segno: size.segno_before(next),
                             stop: format!(
                                 "at LSN {}, after the record that starts at {}",
                                 format_lsn(*l),
@@ -632,9 +641,9 @@ pub fn plan_from(
                     .filter(|(t, f)| t == tli && f > start)
                     .map(|(_, f)| f);
                 let mut found: Option<Event> = None;
-                let name_of = |segno: u64| Some(segment_name(timeline_for(path, segno), segno));
+                let name_of = |segno: u64| Some(segment_name(path, segno));
                 let target = req.target.clone();
-                let end = wal_scan::scan(*start, until, &name_of, &mut *get, &mut |e| {
+                let end = wal_scan::scan(size, *start, until, &name_of, &mut *get, &mut |e| {
                     let hit = match (&target, &e.kind) {
                         (Target::Time(t), EventKind::Commit { .. } | EventKind::Abort { .. }) => {
                             e.time > *t
@@ -666,7 +675,7 @@ pub fn plan_from(
                         Verdict::TooEarly
                     }
                     Some(e) => Verdict::Ok {
-                        last_segno: e.end.saturating_sub(1) / SEGMENT,
+                        last_segno: size.segno_before(e.end),
                         stop: describe_stop(&req.target, &e),
                     },
                     None => {
@@ -691,6 +700,7 @@ pub fn plan_from(
             }
             Verdict::Ok { last_segno, stop } => {
                 return Ok(finish(
+                    size,
                     backups,
                     b,
                     *tli,
@@ -760,6 +770,7 @@ fn describe_stop(target: &Target, e: &Event) -> String {
 
 #[allow(clippy::too_many_arguments)]
 fn finish(
+    size: SegmentSize,
     backups: &[PhysicalBackupInfo],
     b: &PhysicalBackupInfo,
     tli: u32,
@@ -825,8 +836,8 @@ fn finish(
         timeline: tli,
         path: path.to_vec(),
         target: req.target.clone(),
-        first_segment: segment_name(timeline_for(path, first_seg), first_seg),
-        last_segment: segment_name(timeline_for(path, last_seg), last_seg),
+        first_segment: size.name(timeline_for(size, path, first_seg), first_seg),
+        last_segment: size.name(timeline_for(size, path, last_seg), last_seg),
         segments: last_seg.saturating_sub(first_seg) + 1,
         stop,
         settings,

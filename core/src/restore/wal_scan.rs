@@ -13,10 +13,10 @@
 //! (`XLogRecord`), the block references to find the main data, and the main
 //! data of `RM_XACT_ID` commit and abort records (`xact_time`) and of
 //! `XLOG_RESTORE_POINT` (`rp_time`, `rp_name`).
+use crate::wal::SegmentSize;
 use crate::Error;
 
-/// WAL segment size (pg_ark's naming of segments assumes 16 MiB).
-pub const SEGMENT: u64 = 16 * 1024 * 1024;
+/// `XLOG_BLCKSZ`: WAL pages are 8 kB in every build pg_ark supports.
 const PAGE: u64 = 8192;
 const SHORT_HEADER: u64 = 24;
 const LONG_HEADER: u64 = 40;
@@ -120,6 +120,7 @@ pub type GetSegment<'a> = dyn FnMut(&str) -> Result<Option<Vec<u8>>, Error> + 'a
 
 /// Segments by number, loaded on demand, one at a time.
 struct Stream<'a> {
+    size: SegmentSize,
     name_of: &'a dyn Fn(u64) -> Option<String>,
     get: &'a mut GetSegment<'a>,
     current: Option<(u64, Vec<u8>)>,
@@ -139,14 +140,16 @@ enum Page<'b> {
 impl Stream<'_> {
     /// The page starting at `page_lsn`, its header checked.
     fn page(&mut self, page_lsn: u64) -> Result<Page<'_>, Error> {
-        let segno = page_lsn / SEGMENT;
+        let segno = self.size.segno_of(page_lsn);
         if self.current.as_ref().is_none_or(|(n, _)| *n != segno) {
             self.current = None;
             let Some(name) = (self.name_of)(segno) else {
                 return Ok(Page::Missing(format!("segment number {segno}")));
             };
             match (self.get)(&name)? {
-                Some(data) if data.len() as u64 == SEGMENT => self.current = Some((segno, data)),
+                Some(data) if data.len() as u64 == self.size.bytes() => {
+                    self.current = Some((segno, data))
+                }
                 Some(_) => return Ok(Page::Invalid),
                 None => return Ok(Page::Missing(name)),
             }
@@ -154,7 +157,7 @@ impl Stream<'_> {
         let Some((_, seg)) = &self.current else {
             return Ok(Page::Invalid);
         };
-        let at = (page_lsn % SEGMENT) as usize;
+        let at = self.size.offset(page_lsn) as usize;
         let data = &seg[at..at + PAGE as usize];
         let info = u16_at(data, 2);
         if u64_at(data, 8) != page_lsn {
@@ -254,7 +257,7 @@ fn read_record(s: &mut Stream<'_>, mut pos: u64) -> Result<Read, Error> {
     let rmid = bytes[17];
     let info = bytes[16];
     let next = if rmid == RM_XLOG_ID && info & 0xF0 == XLOG_SWITCH {
-        (pos / SEGMENT + u64::from(!pos.is_multiple_of(SEGMENT))) * SEGMENT
+        s.size.round_up(pos)
     } else {
         maxalign(pos)
     };
@@ -356,13 +359,15 @@ fn event_of(rec: &[u8], start: u64, end: u64) -> Option<Event> {
     }
 }
 
-/// Read the WAL from the first record at or after `from` (the segment of
-/// `from` is read from its first record) until `until` (if given), the end
-/// of the valid WAL, or a missing segment. `name_of` gives the file name of
-/// a segment number (the timeline that holds it), `get` its content (`None`:
-/// not in the repository). `visit` sees each event in order and returns
-/// `true` to stop there.
+/// Read the WAL, in segments of `size`, from the first record at or after
+/// `from` (the segment of `from` is read from its first record) until
+/// `until` (if given), the end of the valid WAL, or a missing segment.
+/// `name_of` gives the file name of a segment number (the timeline that
+/// holds it), `get` its content (`None`: not in the repository; a file of
+/// another length is the end of the valid WAL). `visit` sees each event in
+/// order and returns `true` to stop there.
 pub fn scan(
+    size: SegmentSize,
     from: u64,
     until: Option<u64>,
     name_of: &dyn Fn(u64) -> Option<String>,
@@ -370,13 +375,14 @@ pub fn scan(
     visit: &mut dyn FnMut(&Event) -> bool,
 ) -> Result<ScanEnd, Error> {
     let mut s = Stream {
+        size,
         name_of,
         get,
         current: None,
     };
     // The segment's first record: after the continuation of a record that
     // began in the previous segment, which may fill whole pages.
-    let mut page_lsn = from - from % SEGMENT;
+    let mut page_lsn = size.start_lsn(size.segno_of(from));
     let mut pos = loop {
         match s.page(page_lsn)? {
             Page::Ok {
@@ -423,11 +429,13 @@ pub fn scan(
 /// [`scan`] reports with `ScanEnd::Reached`): where the next one starts, or
 /// why there is none.
 pub fn record_at(
+    size: SegmentSize,
     pos: u64,
     name_of: &dyn Fn(u64) -> Option<String>,
     get: &mut GetSegment<'_>,
 ) -> Result<Result<u64, ScanEnd>, Error> {
     let mut s = Stream {
+        size,
         name_of,
         get,
         current: None,
@@ -446,6 +454,10 @@ pub fn record_at(
 pub(crate) mod tests {
     use super::*;
 
+    /// The size most tests use, PostgreSQL's default.
+    const SIZE: SegmentSize = SegmentSize::DEFAULT;
+    const SEGMENT: u64 = 16 * 1024 * 1024;
+
     #[test]
     fn crc32c_matches_the_standard_check_value() {
         assert_eq!(!crc32c(!0, b"123456789"), 0xE306_9283);
@@ -460,10 +472,13 @@ pub(crate) mod tests {
 
     impl Writer {
         pub(crate) fn new(segno: u64) -> Writer {
+            Writer::sized(SegmentSize::DEFAULT, segno)
+        }
+        pub(crate) fn sized(size: SegmentSize, segno: u64) -> Writer {
             let mut w = Writer {
-                seg: vec![0; SEGMENT as usize],
+                seg: vec![0; size.bytes() as usize],
                 pos: 0,
-                base: segno * SEGMENT,
+                base: size.start_lsn(segno),
             };
             w.header(0, false, 0);
             w.pos = LONG_HEADER;
@@ -570,7 +585,7 @@ pub(crate) mod tests {
             Ok(segs.get(&n).cloned())
         };
         let mut seen = Vec::new();
-        let end = scan(3 * SEGMENT, None, &name_of, &mut get, &mut |e| {
+        let end = scan(SIZE, 3 * SEGMENT, None, &name_of, &mut get, &mut |e| {
             seen.push(e.clone());
             false
         })
@@ -597,7 +612,7 @@ pub(crate) mod tests {
         assert!(matches!(end, ScanEnd::EndOfWal { .. }), "{end:?}");
         // Stopping early, and starting in the middle.
         let mut n = 0;
-        let end = scan(starts[10], None, &name_of, &mut get, &mut |e| {
+        let end = scan(SIZE, starts[10], None, &name_of, &mut get, &mut |e| {
             n += 1;
             e.kind == EventKind::Commit { xid: 120 }
         })
@@ -609,7 +624,7 @@ pub(crate) mod tests {
         damaged[at] ^= 0xFF;
         let mut get2 = |_: &str| -> Result<Option<Vec<u8>>, Error> { Ok(Some(damaged.clone())) };
         let mut n = 0;
-        let end = scan(3 * SEGMENT, None, &name_of, &mut get2, &mut |_| {
+        let end = scan(SIZE, 3 * SEGMENT, None, &name_of, &mut get2, &mut |_| {
             n += 1;
             false
         })
@@ -643,7 +658,7 @@ pub(crate) mod tests {
         let name_of = |_: u64| Some("000000010000000000000003".to_string());
         let mut get = |_: &str| -> Result<Option<Vec<u8>>, Error> { Ok(Some(seg.clone())) };
         let mut xids = Vec::new();
-        scan(3 * SEGMENT, None, &name_of, &mut get, &mut |e| {
+        scan(SIZE, 3 * SEGMENT, None, &name_of, &mut get, &mut |e| {
             if let EventKind::Commit { xid } = e.kind {
                 xids.push(xid);
             }
@@ -659,7 +674,15 @@ pub(crate) mod tests {
     fn a_missing_segment_is_named() {
         let name_of = |n: u64| Some(format!("0000000100000000000000{n:02X}"));
         let mut get = |_: &str| -> Result<Option<Vec<u8>>, Error> { Ok(None) };
-        let end = scan(5 * SEGMENT + 100, None, &name_of, &mut get, &mut |_| false).unwrap();
+        let end = scan(
+            SIZE,
+            5 * SEGMENT + 100,
+            None,
+            &name_of,
+            &mut get,
+            &mut |_| false,
+        )
+        .unwrap();
         assert_eq!(
             end,
             ScanEnd::MissingSegment {
@@ -667,5 +690,63 @@ pub(crate) mod tests {
                 at: 5 * SEGMENT + 100
             }
         );
+    }
+
+    /// With 1 MiB segments, records are read across a segment switch into
+    /// the next log id's first segment, named with 4096 segments per log id.
+    #[test]
+    fn small_segments_are_read_and_named_with_their_size() {
+        let mib = SegmentSize::new(1 << 20).unwrap();
+        let last = 0xFFF; // the last segment of log id 0
+        let mut w = Writer::sized(mib, last);
+        let c1 = commit(&mut w, 700, 1_000_000, 5000);
+        switch(&mut w);
+        let mut w2 = Writer::sized(mib, last + 1);
+        let c2 = commit(&mut w2, 701, 2_000_000, 0);
+        let rp = restore_point(&mut w2, "small", 3_000_000);
+        let segs = std::collections::HashMap::from([
+            (mib.name(1, last), w.seg),
+            (mib.name(1, last + 1), w2.seg),
+        ]);
+        assert!(segs.contains_key("000000010000000000000FFF"));
+        assert!(segs.contains_key("000000010000000100000000"));
+        let name_of = |n: u64| Some(mib.name(1, n));
+        let mut get =
+            |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(segs.get(name).cloned()) };
+        let mut seen = Vec::new();
+        let end = scan(
+            mib,
+            mib.start_lsn(last),
+            None,
+            &name_of,
+            &mut get,
+            &mut |e| {
+                seen.push(e.lsn);
+                false
+            },
+        )
+        .unwrap();
+        assert_eq!(seen, [c1, c2, rp]);
+        assert_eq!(c2, mib.start_lsn(last + 1) + LONG_HEADER);
+        assert!(matches!(end, ScanEnd::EndOfWal { .. }), "{end:?}");
+        // Read with the wrong size, the files are not segments: the scan
+        // finds nothing instead of misreading them.
+        let sixteen = SegmentSize::DEFAULT;
+        let name16 = |n: u64| Some(sixteen.name(1, n));
+        let mut n = 0;
+        let end = scan(
+            sixteen,
+            mib.start_lsn(last),
+            None,
+            &name16,
+            &mut get,
+            &mut |_| {
+                n += 1;
+                false
+            },
+        )
+        .unwrap();
+        assert_eq!(n, 0);
+        assert!(!matches!(end, ScanEnd::Stopped | ScanEnd::Reached { .. }));
     }
 }

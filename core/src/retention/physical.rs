@@ -28,7 +28,7 @@
 //! no physical backup, no WAL is removed (the archive may be all there is).
 use crate::physical::PhysicalBackupInfo;
 use crate::repo::ClusterRepo;
-use crate::wal::{self, WalKind};
+use crate::wal::{Segment, SegmentSize};
 use crate::Error;
 use std::collections::{BTreeMap, HashSet};
 
@@ -145,41 +145,49 @@ pub fn oldest_recoverable<'a>(kept: &[&'a PhysicalBackupInfo]) -> Option<&'a Phy
         .min_by_key(|b| (b.finished_epoch, crate::physical::backup_order(b)))
 }
 
-/// A WAL file's position: (log, segment) as one number, or `None` for
-/// timeline history files and names that are not WAL.
-fn position(name: &str) -> Option<u64> {
-    match wal::classify(name).ok()? {
-        WalKind::TimelineHistory => None,
-        _ => {
-            let log = u64::from_str_radix(name.get(8..16)?, 16).ok()?;
-            let seg = u64::from_str_radix(name.get(16..24)?, 16).ok()?;
-            Some(log * 0x100 + seg)
-        }
-    }
-}
-
 /// The WAL files that the `kept` backups do not need, as (name, key),
 /// oldest first. Empty when nothing is kept.
 pub fn expired_wal(
     cluster: &ClusterRepo,
     kept: &[&PhysicalBackupInfo],
 ) -> Result<Vec<(String, String)>, Error> {
-    let Some(oldest) = kept.iter().filter_map(|b| position(&b.start_wal)).min() else {
-        return Ok(Vec::new());
-    };
     let base = cluster.key("wal/");
-    let mut out: Vec<(String, String)> = cluster
+    let listed: Vec<(String, String)> = cluster
         .storage()
         .list(&base)?
         .into_iter()
-        .filter_map(|o| {
-            let name = o.key.rsplit('/').next()?.to_string();
-            let p = position(&name)?;
-            (p < oldest).then_some((name, o.key))
+        .filter_map(|o| Some((o.key.rsplit('/').next()?.to_string(), o.key)))
+        .collect();
+    Ok(expired_of(cluster.segment_size(), listed, kept))
+}
+
+/// [`expired_wal`] over listed (name, key) pairs. A position is a segment
+/// number computed with the cluster's real segment size (`XLogFromFileName`):
+/// the last part of a name runs to `per_xlogid - 1` (`FF` for 16 MiB,
+/// `FFF` for 1 MiB), so names cannot be ordered by a fixed formula. A name
+/// that is impossible for the size, or not WAL, is never removed.
+fn expired_of(
+    size: SegmentSize,
+    listed: Vec<(String, String)>,
+    kept: &[&PhysicalBackupInfo],
+) -> Vec<(String, String)> {
+    let Some(oldest) = kept
+        .iter()
+        .filter_map(|b| size.position(&b.start_wal))
+        .map(|s| s.segno)
+        .min()
+    else {
+        return Vec::new();
+    };
+    let mut out: Vec<(Segment, String, String)> = listed
+        .into_iter()
+        .filter_map(|(name, key)| {
+            let p = size.position(&name)?;
+            (p.segno < oldest).then_some((p, name, key))
         })
         .collect();
     out.sort();
-    Ok(out)
+    out.into_iter().map(|(_, n, k)| (n, k)).collect()
 }
 
 /// Runs of consecutive names on one timeline, for reports:
@@ -295,16 +303,92 @@ mod tests {
         assert_eq!(ids(select_expired(&h, count, now)), ["i1", "f1", "f0"]);
     }
 
+    /// What retention used to order WAL by: `log * 0x100 + seg`, right
+    /// for 16 MiB segments only.
+    fn old_position(name: &str) -> u64 {
+        let log = u64::from_str_radix(&name[8..16], 16).unwrap();
+        let seg = u64::from_str_radix(&name[16..24], 16).unwrap();
+        log * 0x100 + seg
+    }
+
+    fn listed(names: &[&str]) -> Vec<(String, String)> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    format!("wal/{}/{n}", n.get(..16).unwrap_or(n)),
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn wal_positions_and_runs() {
-        assert_eq!(position("00000002000000010000000A"), Some(0x10A));
-        assert_eq!(position("00000002000000010000000A.partial"), Some(0x10A));
-        assert_eq!(
-            position("000000010000000000000003.00000028.backup"),
-            Some(3)
+    fn one_mib_segments_are_ordered_by_their_real_number() {
+        let mib = SegmentSize::new(1 << 20).unwrap();
+        // A kept backup starts at segment 0x800 of log id 0; the segment
+        // after 000000010000000000000FFF is 000000010000000100000000.
+        let mut kept = PhysicalBackupInfo::for_tests("f", "full", None, "f", 1);
+        kept.start_wal = "000000010000000000000800".into();
+        kept.wal_segment_size = mib;
+        let names = [
+            "0000000100000000000007FF",
+            "000000010000000000000800",
+            "000000010000000000000FFF",
+            "000000010000000100000000",
+            "000000010000000100000001.partial",
+            "000000010000000100000002.00000028.backup",
+            "00000002.history",
+        ];
+        // The old order put 1/0 (256) before the backup's start (0x800), so
+        // expiry would have deleted WAL the kept backup needs to replay.
+        assert!(old_position("000000010000000100000000") < old_position(&kept.start_wal));
+        assert!(
+            old_position("000000010000000000000FFF") > old_position("000000010000000100000000")
         );
-        assert_eq!(position("00000002.history"), None);
-        assert_eq!(position("junk"), None);
+        let expired: Vec<String> = expired_of(mib, listed(&names), &[&kept])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(expired, ["0000000100000000000007FF"]);
+        // Positions are the real segment numbers.
+        assert_eq!(
+            mib.position("000000010000000100000000").unwrap().segno,
+            0x1000
+        );
+        assert_eq!(
+            mib.position("000000010000000000000FFF").unwrap().segno,
+            0xFFF
+        );
+    }
+
+    #[test]
+    fn expiry_keeps_what_it_cannot_place() {
+        let sixty_four = SegmentSize::new(64 << 20).unwrap();
+        let mut kept = PhysicalBackupInfo::for_tests("f", "full", None, "f", 1);
+        kept.start_wal = "000000010000000100000000".into();
+        kept.wal_segment_size = sixty_four;
+        // 0/40 is no 64 MiB segment: kept, not guessed at.
+        let names = [
+            "00000001000000000000003F",
+            "000000010000000000000040",
+            "00000002000000000000003E",
+            "junk",
+        ];
+        let expired: Vec<String> = expired_of(sixty_four, listed(&names), &[&kept])
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        // Ordered by (timeline, segment).
+        assert_eq!(
+            expired,
+            ["00000001000000000000003F", "00000002000000000000003E"]
+        );
+        assert!(expired_of(sixty_four, listed(&names), &[]).is_empty());
+    }
+
+    #[test]
+    fn wal_runs_by_timeline() {
         let names: Vec<String> = [
             "000000010000000000000001",
             "000000010000000000000002",

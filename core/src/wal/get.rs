@@ -15,7 +15,7 @@
 //! crash never leaves a partial file under a WAL name. Files older than the
 //! one asked for are removed: recovery never asks for them again.
 use crate::repo::ClusterRepo;
-use crate::wal::{self, WalKind};
+use crate::wal::{self, SegmentSize, WalKind};
 use crate::Error;
 use std::path::{Path, PathBuf};
 
@@ -28,23 +28,6 @@ pub enum Fetched {
     FromSpool,
     /// Not in the repository: the end of the archive.
     Missing,
-}
-
-/// The segment after `name` for segments of `segment_size` bytes.
-pub fn next_segment(name: &str, segment_size: u64) -> Option<String> {
-    if wal::classify(name).ok()? != WalKind::Segment || segment_size == 0 {
-        return None;
-    }
-    let tli = u32::from_str_radix(&name[0..8], 16).ok()?;
-    let log = u32::from_str_radix(&name[8..16], 16).ok()?;
-    let seg = u32::from_str_radix(&name[16..24], 16).ok()?;
-    let per_log = u32::try_from(0x1_0000_0000u64 / segment_size).ok()?;
-    let (log, seg) = if seg + 1 >= per_log {
-        (log.checked_add(1)?, 0)
-    } else {
-        (log, seg + 1)
-    };
-    Some(format!("{tli:08X}{log:08X}{seg:08X}"))
 }
 
 fn write_atomically(dest: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -90,8 +73,14 @@ pub fn take_spooled(name: &str, dest: &Path, spool: &Path) -> Result<bool, Error
 /// up to `max`, each time recovery has used up a whole batch and comes back
 /// for the very next segment (it replays faster than one round trip per
 /// batch); it falls back to `initial` when recovery asks for anything else.
-/// The state is the spool's `pg_ark_depth` file.
-pub fn adaptive_depth(spool: &Path, name: &str, initial: usize, max: usize) -> usize {
+/// The state is the spool's `pg_ark_depth` file; segments are of `size`.
+pub fn adaptive_depth(
+    spool: &Path,
+    name: &str,
+    size: SegmentSize,
+    initial: usize,
+    max: usize,
+) -> usize {
     let initial = initial.max(1);
     let max = max.max(initial);
     let state = std::fs::read_to_string(spool.join(DEPTH_FILE)).unwrap_or_default();
@@ -100,8 +89,7 @@ pub fn adaptive_depth(spool: &Path, name: &str, initial: usize, max: usize) -> u
     else {
         return initial;
     };
-    let follows = wal::classify(last).is_ok_and(|k| k == WalKind::Segment)
-        && next_segment(last, 16 * 1024 * 1024).as_deref() == Some(name);
+    let follows = size.next(last).is_ok_and(|n| n == name);
     if follows {
         depth.saturating_mul(2).clamp(initial, max)
     } else {
@@ -116,7 +104,8 @@ const FETCH_THREADS: usize = 8;
 
 /// Deliver WAL file `name` to `dest`, from `spool` if it is there, else from
 /// the repository together with up to `depth - 1` following segments
-/// (fetched by up to 8 threads at once).
+/// (fetched by up to 8 threads at once), named with the entry's segment
+/// size. A segment name impossible for that size is refused.
 pub fn fetch(
     cluster: &ClusterRepo,
     name: &str,
@@ -125,6 +114,9 @@ pub fn fetch(
     depth: usize,
 ) -> Result<Fetched, Error> {
     let is_segment = wal::classify(name)? == WalKind::Segment;
+    if is_segment {
+        cluster.segment_size().parse(name)?;
+    }
     if take_spooled(name, dest, spool)? {
         return Ok(Fetched::FromSpool);
     }
@@ -140,14 +132,10 @@ pub fn fetch(
     let mut next = Vec::new();
     let mut cur = name.to_string();
     for _ in 1..depth {
-        match next_segment(&cur, data.len() as u64) {
-            Some(n) => {
-                cur = n.clone();
-                if !spool.join(&n).is_file() {
-                    next.push(n);
-                }
-            }
-            None => break,
+        let n = cluster.segment_size().next(&cur)?;
+        cur = n.clone();
+        if !spool.join(&n).is_file() {
+            next.push(n);
         }
     }
     write_atomically(dest, &data).map_err(|e| io(dest, e))?;
@@ -213,15 +201,31 @@ mod tests {
     fn the_prefetch_depth_doubles_while_recovery_uses_up_whole_batches() {
         let d = tempfile::tempdir().unwrap();
         let spool = d.path();
-        assert_eq!(adaptive_depth(spool, "000000010000000000000010", 4, 32), 4);
+        let size = SegmentSize::DEFAULT;
+        assert_eq!(
+            adaptive_depth(spool, "000000010000000000000010", size, 4, 32),
+            4
+        );
         std::fs::write(spool.join(DEPTH_FILE), "4 000000010000000000000013\n").unwrap();
-        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 32), 8);
+        assert_eq!(
+            adaptive_depth(spool, "000000010000000000000014", size, 4, 32),
+            8
+        );
         std::fs::write(spool.join(DEPTH_FILE), "32 000000010000000000000013\n").unwrap();
-        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 32), 32);
+        assert_eq!(
+            adaptive_depth(spool, "000000010000000000000014", size, 4, 32),
+            32
+        );
         // Anything but the next segment starts over.
-        assert_eq!(adaptive_depth(spool, "000000010000000000000020", 4, 32), 4);
+        assert_eq!(
+            adaptive_depth(spool, "000000010000000000000020", size, 4, 32),
+            4
+        );
         // A fixed depth.
-        assert_eq!(adaptive_depth(spool, "000000010000000000000014", 4, 4), 4);
+        assert_eq!(
+            adaptive_depth(spool, "000000010000000000000014", size, 4, 4),
+            4
+        );
     }
     use crate::repo::compress::Compression;
     use crate::repo::Repository;
@@ -230,20 +234,27 @@ mod tests {
 
     #[test]
     fn next_segment_names() {
-        let sz = 16 * 1024 * 1024;
+        // With 1 MiB segments, FF is followed by 100 and FFF by the next
+        // log id: the depth doubles across both.
+        let d = tempfile::tempdir().unwrap();
+        let mib = SegmentSize::new(1 << 20).unwrap();
+        for (last, next) in [
+            ("0000000100000000000000FF", "000000010000000000000100"),
+            ("000000010000000000000FFF", "000000010000000100000000"),
+        ] {
+            std::fs::write(d.path().join(DEPTH_FILE), format!("4 {last}\n")).unwrap();
+            assert_eq!(adaptive_depth(d.path(), next, mib, 4, 32), 8, "{next}");
+        }
+        let sixteen = SegmentSize::DEFAULT;
+        std::fs::write(d.path().join(DEPTH_FILE), "4 0000000100000000000000FF\n").unwrap();
         assert_eq!(
-            next_segment("000000010000000000000001", sz).unwrap(),
-            "000000010000000000000002"
+            adaptive_depth(d.path(), "000000010000000100000000", sixteen, 4, 32),
+            8
         );
         assert_eq!(
-            next_segment("0000000100000000000000FF", sz).unwrap(),
-            "000000010000000100000000"
+            adaptive_depth(d.path(), "000000010000000000000100", sixteen, 4, 32),
+            4
         );
-        assert_eq!(
-            next_segment("00000002000000AB0000003F", 64 * 1024 * 1024).unwrap(),
-            "00000002000000AC00000000"
-        );
-        assert_eq!(next_segment("00000002.history", sz), None);
     }
 
     #[test]
@@ -253,15 +264,16 @@ mod tests {
         let repo = Arc::new(
             Repository::open(Box::new(LocalStorage::open(repo_dir.path()).unwrap()), true).unwrap(),
         );
-        let c = repo.cluster(42, 17, true).unwrap();
-        let seg_size = 1 << 20; // 1 MiB segments: 4096 per log id
-        let names: Vec<String> = (1..=6)
-            .map(|i| format!("0000000100000000{i:08X}"))
-            .collect();
+        let mib = SegmentSize::new(1 << 20).unwrap(); // 4096 segments per log id
+        let c = repo.attach(42, 17, mib).unwrap();
+        // Across the end of log id 0: ...FFF is followed by 1/0.
+        let names: Vec<String> = (0xFFD..0x1003).map(|n| mib.name(1, n)).collect();
+        assert_eq!(names[3], "000000010000000100000000");
         for (i, n) in names.iter().enumerate() {
-            let mut seg = vec![i as u8; seg_size];
+            let mut seg = vec![i as u8; mib.bytes() as usize];
             seg[2..4].copy_from_slice(&2u16.to_le_bytes());
             seg[24..32].copy_from_slice(&42u64.to_le_bytes());
+            seg[32..36].copy_from_slice(&(1u32 << 20).to_le_bytes());
             c.push_wal(n, &seg, Compression::Zstd, 1).unwrap();
         }
         let spool = work.path().join("spool");
@@ -293,9 +305,14 @@ mod tests {
             Fetched::FromSpool
         );
         assert_eq!(
-            fetch(&c, "000000010000000000000007", &dest, &spool, 4).unwrap(),
+            fetch(&c, &mib.name(1, 0x1003), &dest, &spool, 4).unwrap(),
             Fetched::Missing
         );
+        // A name no 1 MiB cluster has is refused, not taken as missing.
+        assert!(matches!(
+            fetch(&c, "000000010000000000001000", &dest, &spool, 4),
+            Err(Error::SegmentNameNotOfSize { .. })
+        ));
         assert_eq!(
             std::fs::read_dir(&spool)
                 .unwrap()

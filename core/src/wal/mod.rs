@@ -4,6 +4,9 @@ use crate::Error;
 
 pub mod get;
 pub mod push;
+pub mod segment;
+
+pub use segment::{Segment, SegmentSize};
 
 /// The kinds of files the archiver archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +87,16 @@ pub fn segment_system_identifier(data: &[u8]) -> Option<u64> {
     Some(u64::from_le_bytes(sysid))
 }
 
+/// The segment size recorded in a WAL segment's first (long) page header
+/// (`xlp_seg_size`, after `xlp_sysid`), or `None` if `data` does not start
+/// with one.
+pub fn segment_header_size(data: &[u8]) -> Option<u64> {
+    segment_system_identifier(data)?;
+    let mut size = [0u8; 4];
+    size.copy_from_slice(data.get(32..36)?);
+    Some(u64::from(u32::from_le_bytes(size)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,12 +156,15 @@ mod tests {
         page[0..2].copy_from_slice(&0xD116u16.to_le_bytes());
         page[2..4].copy_from_slice(&0x0002u16.to_le_bytes());
         page[24..32].copy_from_slice(&7_312_345_678_901_234_567u64.to_le_bytes());
+        page[32..36].copy_from_slice(&(64u32 << 20).to_le_bytes());
         assert_eq!(
             segment_system_identifier(&page),
             Some(7_312_345_678_901_234_567)
         );
+        assert_eq!(segment_header_size(&page), Some(64 << 20));
         page[2] = 0;
         assert_eq!(segment_system_identifier(&page), None);
+        assert_eq!(segment_header_size(&page), None);
         assert_eq!(segment_system_identifier(&page[..10]), None);
     }
 }

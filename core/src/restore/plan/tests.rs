@@ -2,7 +2,12 @@ use super::*;
 use crate::restore::wal_scan::tests::{commit, restore_point, switch, Writer, EPOCH};
 use std::collections::HashMap;
 
-const SEG: u64 = SEGMENT;
+/// PostgreSQL's default segment size, which these tests use.
+const SEG: u64 = 16 * 1024 * 1024;
+
+fn segment_name(tli: u32, segno: u64) -> String {
+    SegmentSize::DEFAULT.name(tli, segno)
+}
 
 /// Segment `n` of timeline 1: commits of transactions n*10+k at
 /// (n*100+k) s after PostgreSQL's epoch, k = 0..5, a restore point
@@ -367,4 +372,68 @@ fn the_steps_name_the_backups_the_settings_and_the_command() {
     );
     assert!(rows.iter().any(|r| r.2 == "recovery_target_xid = '52'"));
     assert!(rows.iter().enumerate().all(|(i, r)| r.0 == i as i32 + 1));
+}
+
+/// 1 MiB segments across the end of log id 0 (...00000FFF, then
+/// ...0000000100000000): planned, named and scanned with their size.
+#[test]
+fn small_segments_are_planned_across_a_log_id() {
+    let mib = SegmentSize::new(1 << 20).unwrap();
+    let first = 0xFFE;
+    let mut archive = Archive {
+        segment_size: mib,
+        ..Archive::default()
+    };
+    let mut wal = HashMap::new();
+    for n in first..=first + 3 {
+        let mut w = Writer::sized(mib, n);
+        commit(&mut w, n as u32, (n * 1_000_000) as i64, 40);
+        if n == 0x1000 {
+            restore_point(&mut w, "across", (n * 1_000_000) as i64 + 1);
+        }
+        switch(&mut w);
+        let name = mib.name(1, n);
+        archive.segments.insert(name.clone());
+        wal.insert(name, w.seg);
+    }
+    let mut b = PhysicalBackupInfo::for_tests("F", "full", None, "F", 1);
+    b.start_lsn = format_lsn(mib.start_lsn(first));
+    b.stop_lsn = format_lsn(mib.start_lsn(first) + 100);
+    b.start_wal = mib.name(1, first);
+    b.stop_wal = mib.name(1, first);
+    b.wal_segment_size = mib;
+    let req = Request {
+        target: Target::Name("across".into()),
+        timeline: TimelineChoice::Latest,
+        backup: None,
+    };
+    let run = |backups: &[PhysicalBackupInfo],
+               archive: &Archive,
+               wal: &HashMap<String, Vec<u8>>| {
+        let mut get = |name: &str| -> Result<Option<Vec<u8>>, Error> { Ok(wal.get(name).cloned()) };
+        plan_from(backups, archive, &req, "promote", &mut get, || Ok(false))
+    };
+    let p = run(&[b.clone()], &archive, &wal).unwrap();
+    assert_eq!(p.first_segment, "000000010000000000000FFE");
+    assert_eq!(p.last_segment, "000000010000000100000000");
+    assert_eq!(p.segments, 3);
+    assert!(
+        p.stop.contains("after the restore point \"across\""),
+        "{}",
+        p.stop
+    );
+    // A descriptor of another segment size than its entry's is refused.
+    let mut b16 = b.clone();
+    b16.wal_segment_size = SegmentSize::DEFAULT;
+    let e = reason(run(&[b16], &archive, &wal));
+    assert!(e.contains("records wal_segment_size 16MB"), "{e}");
+    // A gap is named with its 1 MiB name.
+    let gone = mib.name(1, 0x1000);
+    archive.segments.remove(&gone);
+    wal.remove(&gone);
+    let e = reason(run(&[b], &archive, &wal));
+    assert!(
+        e.contains("WAL gap: segment 000000010000000100000000 is not in the repository"),
+        "{e}"
+    );
 }
