@@ -614,11 +614,12 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     // What failed or killed backups left is removed first: no other
     // physical backup runs (conflict key `physical`), so a backup prefix
     // without a descriptor is garbage.
+    let own = physical::lease::holder(&plan.datadir);
     let opened = supervise(
         job,
         move |_c, _tx: std::sync::mpsc::Sender<()>| {
             let c = target.open()?;
-            let removed = physical::remove_incomplete(&c)?;
+            let removed = physical::remove_incomplete(&c, &own)?;
             Ok::<_, pg_ark_core::Error>((c, removed))
         },
         |_| {},
@@ -699,14 +700,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     // its descriptor is written: another writer of this repository entry
     // (a restored copy of this cluster) leaves the prefix alone meanwhile
     // (see physical::lease).
-    let holder = format!(
-        "host {} pid {} data directory {}",
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
-        std::process::id(),
-        plan.datadir.display()
-    );
+    let holder = physical::lease::holder(&plan.datadir);
     let taken = {
         let (c, i) = (cluster.clone(), id.clone());
         supervise(

@@ -17,9 +17,15 @@
 //!   was written, by the writer's clock). The TTL is many renewal periods
 //!   long, so a late renewal, or clocks some minutes apart, never lets it
 //!   lapse while its writer lives.
+//! - A lease names its holder: the host and the data directory of the
+//!   server whose worker writes the backup (and, for people, the worker's
+//!   pid). A server runs one physical backup at a time (conflict key
+//!   `physical`), so at the start of its own backup every lease it holds
+//!   itself belongs to a backup that was killed: abandoned.
 //! - A prefix without a descriptor is abandoned, and may be removed, only
-//!   when its newest lease has expired or it has none (a backup killed
-//!   before its first lease, or written by a pg_ark before leases).
+//!   when its newest lease is the remover's own, has expired, or it has
+//!   none (a backup killed before its first lease, or written by a pg_ark
+//!   before leases).
 //! - If a writer stalls past its TTL, its prefix may be removed under it:
 //!   the writer checks that every object of its manifest still exists just
 //!   before it writes the descriptor (`finish_backup`), so such a backup
@@ -45,8 +51,11 @@ pub const LEASE_DIR: &str = "lease";
 pub struct LeaseDoc {
     pub format_version: u32,
     pub backup_id: String,
-    /// Who writes the backup (host, process, data directory), for people.
+    /// Who writes the backup: the server (host and data directory).
     pub holder: String,
+    /// The writing worker's process id, for people.
+    #[serde(default)]
+    pub pid: u32,
     pub seq: u64,
     pub written_epoch: i64,
     pub expires_epoch: i64,
@@ -72,6 +81,7 @@ fn doc(id: &str, holder: &str, seq: u64, now: i64) -> LeaseDoc {
         format_version: 1,
         backup_id: id.into(),
         holder: holder.into(),
+        pid: std::process::id(),
         seq,
         written_epoch: now,
         expires_epoch: now.saturating_add(TTL.as_secs() as i64),
@@ -160,9 +170,18 @@ impl Drop for Lease {
     }
 }
 
-/// Whether backup `id` (a prefix without a descriptor) holds a lease that
-/// has not expired at `now_epoch`: another writer is taking it.
-pub fn held(cluster: &ClusterRepo, id: &str, now_epoch: i64) -> Result<bool, Error> {
+/// The holder name of the server at `data_directory` on this host.
+pub fn holder(data_directory: &std::path::Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    format!("host {host}, data directory {}", data_directory.display())
+}
+
+/// Whether backup `id` (a prefix without a descriptor) holds a lease of
+/// another holder than `own` that has not expired at `now_epoch`: another
+/// writer is taking it.
+pub fn held(cluster: &ClusterRepo, id: &str, own: &str, now_epoch: i64) -> Result<bool, Error> {
     let base = format!("{}/{LEASE_DIR}/", backup_prefix(cluster, id));
     // The newest lease decides. One that vanishes between the listing and
     // its read was just renewed: list again.
@@ -180,7 +199,7 @@ pub fn held(cluster: &ClusterRepo, id: &str, now_epoch: i64) -> Result<bool, Err
         match cluster.storage().get(newest) {
             Ok(body) => {
                 return Ok(serde_json::from_slice::<LeaseDoc>(&body)
-                    .is_ok_and(|d| d.expires_epoch > now_epoch))
+                    .is_ok_and(|d| d.holder != own && d.expires_epoch > now_epoch))
             }
             Err(e) if e.is_not_found() => continue,
             Err(e) => return Err(e.into()),

@@ -946,10 +946,15 @@ pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
 }
 
 /// Remove what failed or killed backups left: every backup prefix without a
-/// descriptor and without a live lease (see [`lease`]): a prefix another
-/// writer of the entry is filling holds one, and is left alone. Returns
-/// the ids removed and the ids left to their writers.
-pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<(Vec<String>, Vec<String>), Error> {
+/// descriptor and without a live lease of another holder than `own` (see
+/// [`lease`]): a prefix another writer of the entry is filling holds one,
+/// and is left alone. Only when `own` runs no physical backup (the job
+/// queue runs one at a time: conflict key `physical`). Returns the ids
+/// removed and the ids left to their writers.
+pub fn remove_incomplete(
+    cluster: &ClusterRepo,
+    own: &str,
+) -> Result<(Vec<String>, Vec<String>), Error> {
     let now = crate::logical::now_epoch();
     let base = cluster.key("backup/");
     let mut ids = std::collections::BTreeMap::<String, bool>::new();
@@ -963,7 +968,7 @@ pub fn remove_incomplete(cluster: &ClusterRepo) -> Result<(Vec<String>, Vec<Stri
     let (mut removed, mut running) = (Vec::new(), Vec::new());
     for (id, complete) in ids {
         if !complete && check_backup_id(&id).is_ok() {
-            if lease::held(cluster, &id, now)? {
+            if lease::held(cluster, &id, own, now)? {
                 running.push(id);
                 continue;
             }

@@ -443,10 +443,10 @@ fn an_incomplete_backup_is_neither_listed_nor_restored() {
     // What a killed backup left is removed before the next one; complete
     // backups stay.
     take(&c, src.path(), "b1");
-    assert_eq!(remove_incomplete(&c).unwrap().0, ["b2"]);
+    assert_eq!(remove_incomplete(&c, "writer B").unwrap().0, ["b2"]);
     assert!(c.storage().list(&format!("{prefix}/")).unwrap().is_empty());
     assert_eq!(list_backups(&c).unwrap().len(), 1);
-    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec![]));
+    assert_eq!(remove_incomplete(&c, "writer B").unwrap(), (vec![], vec![]));
 }
 
 /// Two writers of one entry (a cluster and its restored copy): a backup in
@@ -467,7 +467,10 @@ fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails(
         .put(&format!("{prefix}/data/x"), b"x", PutMode::Create)
         .unwrap();
     // Writer B's cleanup: a1 is in progress, not abandoned.
-    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec!["a1".into()]));
+    assert_eq!(
+        remove_incomplete(&c, "writer B").unwrap(),
+        (vec![], vec!["a1".into()])
+    );
     // Renewals are new objects (never an overwrite); the old one goes.
     let leases = |c: &ClusterRepo| -> Vec<String> {
         c.storage()
@@ -484,12 +487,18 @@ fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails(
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
     assert!(leases(&c).len() <= 2, "{:?}", leases(&c));
-    assert!(lease::held(&c, "a1", crate::logical::now_epoch()).unwrap());
+    assert!(lease::held(&c, "a1", "writer B", crate::logical::now_epoch()).unwrap());
     // Lapsed (as if A died long ago): abandoned.
     drop(lease);
     let later = crate::logical::now_epoch() + lease::TTL.as_secs() as i64 + 1;
-    assert!(!lease::held(&c, "a1", later).unwrap());
-    assert_eq!(remove_incomplete(&c).unwrap(), (vec![], vec!["a1".into()]));
+    assert!(!lease::held(&c, "a1", "writer B", later).unwrap());
+    assert_eq!(
+        remove_incomplete(&c, "writer B").unwrap(),
+        (vec![], vec!["a1".into()])
+    );
+    // Writer A itself, starting its next backup: its own lease belongs to
+    // a backup that was killed (one physical backup at a time).
+    assert!(!lease::held(&c, "a1", "writer A", crate::logical::now_epoch()).unwrap());
     // A prefix with no lease at all (a backup killed before its first, or
     // written by an older pg_ark) is abandoned at once.
     c.storage()
@@ -499,7 +508,7 @@ fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails(
             PutMode::Create,
         )
         .unwrap();
-    assert_eq!(remove_incomplete(&c).unwrap().0, ["old"]);
+    assert_eq!(remove_incomplete(&c, "writer B").unwrap().0, ["old"]);
     // A backup robbed of an object is not recorded complete: the error
     // names the object, and no descriptor is written.
     let (info, _) = load_backup(&c, "f1").unwrap();
