@@ -78,10 +78,11 @@ fn an_incremental_restores_the_visibility_map_that_postgresql_checks() {
         "CREATE EXTENSION pg_ark;
          CREATE EXTENSION pg_visibility;
          CREATE TABLE t (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
-         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g;
-         VACUUM (FREEZE) t;",
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 200000) g;",
     )
     .unwrap();
+    // VACUUM runs alone: never in a (multi-statement) transaction block.
+    c.batch_execute("VACUUM (FREEZE) t").unwrap();
     let frozen = visibility(&mut c, "t");
     assert!(frozen.pages > 1000, "{frozen:?}");
     backup(&mut c, "full");
@@ -122,14 +123,19 @@ fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
     let ts_dir = temp_dir("ark-ts-");
     give_to_test_user(ts_dir.path());
     let mut c = cluster.client();
-    c.batch_execute(&format!(
-        "CREATE EXTENSION pg_ark;
-         CREATE TABLESPACE ts1 LOCATION '{}';
-         CREATE DATABASE moved;
-         CREATE DATABASE tpl;",
-        ts_dir.path().display()
-    ))
-    .unwrap();
+    // One statement at a time: CREATE TABLESPACE and CREATE DATABASE
+    // refuse a multi-statement transaction block.
+    for stmt in [
+        "CREATE EXTENSION pg_ark".to_string(),
+        format!(
+            "CREATE TABLESPACE ts1 LOCATION '{}'",
+            ts_dir.path().display()
+        ),
+        "CREATE DATABASE moved".into(),
+        "CREATE DATABASE tpl".into(),
+    ] {
+        c.batch_execute(&stmt).unwrap();
+    }
     let ts_oid: String = c
         .query_one(
             "SELECT oid::text FROM pg_tablespace WHERE spcname = 'ts1'",
@@ -167,11 +173,9 @@ fn a_database_copied_whole_since_the_parent_restores_as_the_copy() {
         .unwrap();
     // copied: dropped and copied again from tpl under the same OID; its
     // pages are tpl's, with LSNs older than the full's start.
-    c.batch_execute(
-        "DROP DATABASE copied;
-         CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000",
-    )
-    .unwrap();
+    c.batch_execute("DROP DATABASE copied").unwrap();
+    c.batch_execute("CREATE DATABASE copied TEMPLATE tpl STRATEGY FILE_COPY OID 50000")
+        .unwrap();
     let incr = backup(&mut c, "incremental");
     let mut source = Vec::new();
     for db in ["moved", "copied"] {

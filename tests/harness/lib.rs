@@ -1161,11 +1161,11 @@ pub struct Visibility {
 pub fn visibility(c: &mut postgres::Client, table: &str) -> Visibility {
     let r = c
         .query_one(
-            "SELECT (SELECT count(*) FROM pg_visibility_map($1::regclass)),
+            "SELECT (SELECT count(*) FROM pg_visibility_map($1::text::regclass)),
                     (SELECT coalesce(md5(string_agg(format('%s:%s:%s', blkno, all_visible, all_frozen), ',' ORDER BY blkno)), '')
-                       FROM pg_visibility_map($1::regclass)),
-                    (SELECT count(*) FROM pg_check_visible($1::regclass)),
-                    (SELECT count(*) FROM pg_check_frozen($1::regclass))",
+                       FROM pg_visibility_map($1::text::regclass)),
+                    (SELECT count(*) FROM pg_check_visible($1::text::regclass)),
+                    (SELECT count(*) FROM pg_check_frozen($1::text::regclass))",
             &[&table],
         )
         .unwrap_or_else(|e| panic!("pg_visibility of {table}: {e}"));
