@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability bench bench-archive bench-physical bench-restore demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -73,9 +73,10 @@ integration:
 # (shared memory, dynamic workers), physical backups restored, and restores
 # to targets found in the WAL (its record format across majors), and restore
 # drills (a scratch cluster of each major, its psql and amcheck), restores
-# checked against pg_visibility (trust), the privilege rules, and WAL
-# segments of 64 MiB and 1 MiB (initdb --wal-segsize) end to end.
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test privileges --test segsize
+# checked against pg_visibility (trust) and in randomized chains (CI's
+# fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
+# (initdb --wal-segsize) end to end.
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
@@ -85,6 +86,19 @@ smoke-15:
 
 smoke-18:
 	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+
+# Randomized chains (tests/random_chain.rs) beyond CI's fixed seeds: ARK_SEEDS
+# (comma-separated; default 10 random ones, printed so a failure can be
+# replayed with ARK_SEEDS=<seed>), and the relation beyond 1 GiB (ARK_BIG=1;
+# ARK_BIG=0 leaves it out), on PG_CONFIG. Not part of make test.
+ifeq ($(origin ARK_SEEDS),undefined)
+ARK_SEEDS := $(shell for i in 1 2 3 4 5 6 7 8 9 10; do echo $$(( RANDOM * 32768 + RANDOM )); done | paste -sd, -)
+endif
+ARK_BIG ?= 1
+random-chains: install
+	@echo "random-chains: ARK_SEEDS=$(ARK_SEEDS) ARK_BIG=$(ARK_BIG) on $(PG_CONFIG)"
+	ARK_SEEDS=$(ARK_SEEDS) ARK_BIG=$(ARK_BIG) ARK_PG_CONFIG=$(PG_CONFIG) \
+	  cargo test --release --locked -p pg_ark_tests --test random_chain -- --nocapture --test-threads=1
 
 # Proof of stability: integration and smoke suites ARK_RUNS (5) times in a row.
 stability:

@@ -5,7 +5,7 @@
 //! relation contents. Run in the integration suite (PostgreSQL 17), not in
 //! the smoke suites: PostgreSQL 15 has neither tool.
 use pg_ark_core::physical;
-use pg_ark_tests::{archiving, give_tree_to_test_user, open_repo, temp_dir, Cluster};
+use pg_ark_tests::{archiving, give_tree_to_test_user, open_repo, temp_dir, visibility, Cluster};
 use std::path::Path;
 use std::process::Command;
 
@@ -74,9 +74,12 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     init.extend(["-i", "-s", "2", "-q", "postgres"]);
     run(&primary, "pgbench", &init, &[]);
     c.batch_execute(
-        "CREATE TABLE extra AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g",
+        "CREATE EXTENSION pg_visibility;
+         CREATE TABLE extra WITH (autovacuum_enabled = off) AS
+           SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g;",
     )
     .unwrap();
+    c.batch_execute("VACUUM (FREEZE) extra").unwrap();
 
     let wait = |c: &mut postgres::Client, kind: &str| -> serde_json::Value {
         let doc: String = c
@@ -116,6 +119,10 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     bbi.extend(["--checkpoint=fast", &manifest, "-D"]);
     run(&primary, "pg_basebackup", &bbi, &[&bb_incr]);
     let source = digest(&mut c);
+    // extra is not written after the backups: its visibility map, as
+    // PostgreSQL's pg_visibility reads it, must come back as it is.
+    let source_vm = visibility(&mut c, "extra");
+    assert_eq!((source_vm.not_visible, source_vm.not_frozen), (0, 0));
     drop(c);
 
     // PostgreSQL's way: pg_combinebackup, then start (the WAL is included).
@@ -133,7 +140,9 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
         combined,
         pg_ark_tests::ClusterOptions::default().set("archive_mode", "off"),
     );
-    let theirs_digest = digest(&mut theirs.client_when_ready(std::time::Duration::from_secs(120)));
+    let mut t = theirs.client_when_ready(std::time::Duration::from_secs(120));
+    let theirs_digest = digest(&mut t);
+    let theirs_vm = visibility(&mut t, "extra");
 
     // pg_ark's way: the chain rebuilt from the repository alone.
     let repo = open_repo(repo_dir.path());
@@ -151,6 +160,7 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
         &[],
     );
     let ours_digest = digest(&mut ours.client());
+    let ours_vm = visibility(&mut ours.client(), "extra");
 
     assert_eq!(
         ours_digest, source,
@@ -159,5 +169,10 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     assert_eq!(
         theirs_digest, source,
         "pg_combinebackup's differs from the source"
+    );
+    assert_eq!(ours_vm, source_vm, "pg_ark's visibility map of extra");
+    assert_eq!(
+        theirs_vm, source_vm,
+        "pg_combinebackup's visibility map of extra"
     );
 }

@@ -3,7 +3,8 @@
 //! `ark.backups`, `ark.status()` and the repository (`pg_ark info`); a
 //! corrupted object fails it, naming the file, and makes `ark.status()`
 //! `failing`; a drill killed with kill -9 leaves no scratch cluster and no
-//! scratch directory once the scheduler has started again; drills and
+//! scratch directory once the scheduler has started again; a visibility
+//! map that vouches for deleted rows fails pg_visibility's check; drills and
 //! physical backups never run at the same time.
 use pg_ark_core::physical;
 use pg_ark_core::storage::PutMode;
@@ -117,6 +118,18 @@ fn a_drill_restores_the_newest_backup_checks_it_and_records_its_rto() {
             > 100,
         "{r}"
     );
+    // pg_visibility's checks, on by default: every database that accepts
+    // connections, every relation with a visibility map.
+    let vis: Vec<&Value> = checks
+        .iter()
+        .filter(|k| k["check"] == "visibility")
+        .collect();
+    let dbs: Vec<&str> = vis.iter().filter_map(|k| k["database"].as_str()).collect();
+    assert_eq!(dbs, ["postgres", "template1"], "{r}");
+    for k in &vis {
+        assert_eq!(k["ok"], true, "{r}");
+        assert!(k["relations"].as_u64().unwrap_or(0) > 50, "{r}");
+    }
     let t = &r["timings"];
     for k in [
         "plan_seconds",
@@ -315,6 +328,90 @@ fn a_drill_of_a_corrupted_backup_fails_naming_the_file_and_status_is_failing() {
     let s = status(&mut c);
     assert_ne!(s["status"], "failing", "{s}");
     assert_eq!(s["drill"]["ok"], true, "{s}");
+}
+
+/// A cluster whose visibility map vouches for deleted rows (the map file
+/// of a table put back, with the server stopped, as it was before a DELETE
+/// cleared its bits: what a restore that kept a stale map produces) is
+/// backed up as it is; the drill's visibility check, PostgreSQL's own
+/// `pg_check_visible` and `pg_check_frozen`, fails it, naming the table
+/// and the counts. `"visibility": false` turns the check off.
+#[test]
+fn a_drill_fails_when_the_visibility_map_vouches_for_deleted_rows() {
+    let repo = temp_dir("ark-repo-");
+    let work = temp_dir("ark-work-");
+    give_to_test_user(work.path());
+    let mut cluster = Cluster::start_with(options(repo.path(), work.path()));
+    let mut c = prepare(&cluster);
+    c.batch_execute(
+        "CREATE EXTENSION pg_visibility;
+         CREATE TABLE vm (id int, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO vm SELECT g, md5(g::text) FROM generate_series(1, 5000) g;",
+    )
+    .unwrap();
+    c.batch_execute("VACUUM (FREEZE) vm").unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
+    let rel: String = c
+        .query_one("SELECT pg_relation_filepath('vm')", &[])
+        .unwrap()
+        .get(0);
+    let map_file = cluster.data.join(format!("{rel}_vm"));
+    let frozen_map = std::fs::read(&map_file).unwrap();
+    c.batch_execute("DELETE FROM vm WHERE id % 10 = 0").unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
+    drop(c);
+    assert!(cluster.stop("fast").status.success());
+    std::fs::write(&map_file, &frozen_map).unwrap();
+    cluster.restart_stopped();
+    let mut c = cluster.client();
+    let source = pg_ark_tests::visibility(&mut c, "vm");
+    assert_eq!((source.not_visible, source.not_frozen), (500, 500));
+    let full = backup_id(&wait_job(&mut c, "full", r#"{"max_attempts": 1}"#));
+
+    let done = wait_job(&mut c, "drill", r#"{"max_attempts": 1}"#);
+    assert_eq!(done["state"], "failed", "{done}");
+    let error = done["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("database \"postgres\"")
+            && error.contains("public.vm (500 tuple(s) not all-visible, 500 not all-frozen)"),
+        "{done}"
+    );
+    // The record of the verdict, beside the backup.
+    let record: String = c
+        .query_one(
+            "SELECT (info->'drill')::text FROM ark.backups WHERE label = $1",
+            &[&full],
+        )
+        .unwrap()
+        .get(0);
+    let record: Value = serde_json::from_str(&record).unwrap();
+    let check = record["checks"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|k| k["check"] == "visibility" && k["ok"] == false)
+        })
+        .cloned()
+        .unwrap_or_else(|| panic!("no failed visibility check in {record}"));
+    assert_eq!(check["problems"][0]["relation"], "public.vm", "{check}");
+    // A verdict on the backup.
+    let s = status(&mut c);
+    assert_eq!(s["status"], "failing", "{s}");
+    assert_eq!(s["drill"]["backup_id"], full.as_str(), "{s}");
+
+    // Turned off, the same backup passes its other checks.
+    let done = wait_job(
+        &mut c,
+        "drill",
+        r#"{"visibility": false, "amcheck": "orders", "max_attempts": 1}"#,
+    );
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert!(
+        !done["result"]["checks"]
+            .to_string()
+            .contains("\"visibility\""),
+        "{done}"
+    );
 }
 
 /// Kill `pid` (a process of `cluster`) with SIGKILL, wait for the crash

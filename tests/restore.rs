@@ -8,7 +8,7 @@ use pg_ark_core::storage::PutMode;
 use pg_ark_tests::commit_row;
 use pg_ark_tests::{
     archiving, give_to_test_user, open_repo, pg_ark, pgbench_digest, server_command, temp_dir,
-    wait_job, wait_until, Cluster, PgInstall,
+    visibility, wait_job, wait_until, Cluster, PgInstall,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -323,14 +323,29 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     let repo_dir = temp_dir("ark-repo-");
     let mut primary = Cluster::start_with(archiving(repo_dir.path()));
     let mut c = primary.client();
-    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    // vm: frozen before the full, rows deleted before the first
+    // incremental (clearing map bits), never written after it; its map is
+    // compared with the source's (pg_visibility, an oracle pg_ark did not
+    // write).
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE EXTENSION pg_visibility;
+         CREATE TABLE vm (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = off);
+         INSERT INTO vm SELECT g, md5(g::text) FROM generate_series(1, 50000) g;",
+    )
+    .unwrap();
+    c.batch_execute("VACUUM (FREEZE) vm").unwrap();
     primary.pgbench(&["-i", "-s", "2", "-q"]);
     let full = job_backup_id(&wait_job(&mut c, "full", ONCE));
     let mut ids = vec![full.clone()];
+    c.batch_execute("DELETE FROM vm WHERE id % 100 = 0")
+        .unwrap();
     for kind in ["incremental", "differential", "incremental"] {
         primary.pgbench(&["-t", "300", "-c", "2"]);
         ids.push(job_backup_id(&wait_job(&mut c, kind, ONCE)));
     }
+    let vm = visibility(&mut c, "vm");
+    assert_eq!((vm.not_visible, vm.not_frozen), (0, 0));
     primary.pgbench(&["-t", "300", "-c", "2"]);
     switch_and_archive(&primary, &mut c);
     let source = pgbench_digest(&mut c);
@@ -458,6 +473,7 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
         let restored = Cluster::start_restored(dir, data, &[]);
         let mut r = restored.client();
         assert_eq!(pgbench_digest(&mut r), source);
+        assert_eq!(visibility(&mut r, "vm"), vm, "vm's visibility map");
     }
 
     // A damaged object: the restore stops, naming the file.

@@ -83,6 +83,12 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
         user,
         amcheck: names("amcheck"),
         count: names("count"),
+        visibility: drill::VisibilityCheck::from_option(o.get("visibility")).map_err(|reason| {
+            pg_ark_core::schedule::jobs::JobError::InvalidOption {
+                key: "visibility".into(),
+                reason,
+            }
+        })?,
         preload: names("shared_preload_libraries"),
         settings: required,
         timeout: Duration::from_secs(o.get("timeout").and_then(Value::as_u64).unwrap_or(3600)),

@@ -82,6 +82,9 @@ pub struct Spec {
     pub user: String,
     pub amcheck: Vec<String>,
     pub count: Vec<String>,
+    /// The visibility-map check (`pg_visibility`'s `pg_check_visible` and
+    /// `pg_check_frozen` on every relation with a map).
+    pub visibility: VisibilityCheck,
     /// `shared_preload_libraries` of the scratch server.
     pub preload: Vec<String>,
     /// Settings the scratch server needs at least the primary's values of
@@ -95,6 +98,53 @@ pub struct Spec {
     /// The primary's `wal_segment_size`; its repository entry must record
     /// the same.
     pub wal_segment_size: SegmentSize,
+}
+
+/// Which databases of the restored cluster the visibility check covers
+/// (option `visibility`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VisibilityCheck {
+    /// `false`: not checked.
+    Off,
+    /// Every database that accepts connections. `required` (`true`): the
+    /// drill fails without `pg_visibility`; otherwise (the option absent)
+    /// the check is skipped, and says so, where it is not installed.
+    Every { required: bool },
+    /// The databases named (a name or an array of names): required.
+    Databases(Vec<String>),
+}
+
+impl VisibilityCheck {
+    /// The check the job option `visibility` asks for: absent (the
+    /// default: every database, where pg_visibility is available), `true`,
+    /// `false`, a database name or an array of them.
+    pub fn from_option(v: Option<&Value>) -> Result<VisibilityCheck, String> {
+        match v {
+            None | Some(Value::Null) => Ok(VisibilityCheck::Every { required: false }),
+            Some(Value::Bool(true)) => Ok(VisibilityCheck::Every { required: true }),
+            Some(Value::Bool(false)) => Ok(VisibilityCheck::Off),
+            Some(Value::String(s)) if valid_database_name(s) => {
+                Ok(VisibilityCheck::Databases(vec![s.clone()]))
+            }
+            Some(Value::Array(items)) if !items.is_empty() => items
+                .iter()
+                .map(|i| match i.as_str() {
+                    Some(s) if valid_database_name(s) => Ok(s.to_string()),
+                    _ => Err(format!("expected a database name, found {i}")),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(VisibilityCheck::Databases),
+            Some(Value::Array(_)) => Err("the array is empty".into()),
+            Some(other) => Err(format!(
+                "expected true, false, a database name or an array of them, found {other}"
+            )),
+        }
+    }
+}
+
+/// A database name that psql cannot read as a connection string.
+fn valid_database_name(d: &str) -> bool {
+    !d.is_empty() && !d.contains('=') && !d.contains("://")
 }
 
 /// Room for what the drill writes besides the restored files: the prefetch
@@ -343,6 +393,18 @@ fn psql(
     sql: &str,
     vars: &[(&str, &str)],
 ) -> Result<String, String> {
+    psql_in(spec, stop, port, &spec.database, sql, vars)
+}
+
+/// [`psql`] in database `database`.
+fn psql_in(
+    spec: &Spec,
+    stop: &AtomicBool,
+    port: u16,
+    database: &str,
+    sql: &str,
+    vars: &[(&str, &str)],
+) -> Result<String, String> {
     let script = spec.scratch.join("check.sql");
     let out_path = spec.scratch.join("check.out");
     let err_path = spec.scratch.join("check.err");
@@ -362,7 +424,7 @@ fn psql(
         .env("PGHOST", &spec.scratch)
         .env("PGPORT", port.to_string())
         .env("PGUSER", &spec.user)
-        .env("PGDATABASE", &spec.database)
+        .env("PGDATABASE", database)
         .env("PGAPPNAME", "pg_ark drill")
         .env(
             "PGOPTIONS",
@@ -634,6 +696,182 @@ SELECT pg_catalog.format('SELECT pg_catalog.count(*) FROM %s', :relid::pg_catalo
     )
 }
 
+/// Whether `pg_visibility` can be created in the restored cluster, and the
+/// databases that accept connections, as a JSON array.
+const VISIBILITY_AVAILABLE: &str = "SET search_path = pg_catalog, pg_temp;
+SELECT pg_catalog.count(*) FROM pg_catalog.pg_available_extensions
+ WHERE name OPERATOR(pg_catalog.=) 'pg_visibility';
+SELECT COALESCE(pg_catalog.json_agg(d.datname ORDER BY d.datname), '[]')
+  FROM pg_catalog.pg_database d
+ WHERE d.datallowconn AND d.datconnlimit OPERATOR(pg_catalog.<>) -2;
+";
+
+/// Create pg_visibility if it is not there (in a schema of its own), bring
+/// it up to date; print its schema.
+const VISIBILITY_SETUP: &str = "SET search_path = pg_catalog, pg_temp;
+SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_extension
+                    WHERE extname OPERATOR(pg_catalog.=) 'pg_visibility') AS absent \\gset
+\\if :absent
+CREATE SCHEMA IF NOT EXISTS ark_drill;
+CREATE EXTENSION pg_visibility WITH SCHEMA ark_drill;
+\\else
+ALTER EXTENSION pg_visibility UPDATE;
+\\endif
+SELECT n.nspname FROM pg_catalog.pg_extension e
+  JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) e.extnamespace
+ WHERE e.extname OPERATOR(pg_catalog.=) 'pg_visibility';
+";
+
+/// The relations with a visibility map (tables, materialized views, TOAST
+/// tables; not other sessions' temporary ones), as a condition on
+/// `pg_class c`.
+const HAS_VISIBILITY_MAP: &str = "c.relkind OPERATOR(pg_catalog.=) ANY ('{r,m,t}'::\"char\"[])
+   AND c.relpersistence OPERATOR(pg_catalog.<>) 't'";
+
+/// `pg_check_visible` and `pg_check_frozen` (schema `:vmschema`) on every
+/// relation with a visibility map: one JSON object, `relations` (how many
+/// were checked) and `problems` (those with tuples the map wrongly marks
+/// all-visible or all-frozen: `relation`, `not_visible`, `not_frozen`).
+fn visibility_script() -> String {
+    format!(
+        "SET search_path = pg_catalog, pg_temp;
+SELECT pg_catalog.json_build_object(
+  'relations', (SELECT pg_catalog.count(*) FROM pg_catalog.pg_class c WHERE {HAS_VISIBILITY_MAP}),
+  'problems', (SELECT COALESCE(pg_catalog.json_agg(p ORDER BY p.relation), '[]')
+     FROM (SELECT c.oid::pg_catalog.regclass::pg_catalog.text AS relation,
+                  v.n AS not_visible, f.n AS not_frozen
+             FROM pg_catalog.pg_class c
+            CROSS JOIN LATERAL (SELECT pg_catalog.count(*)
+                  FROM :\"vmschema\".pg_check_visible(c.oid::pg_catalog.regclass)) v(n)
+            CROSS JOIN LATERAL (SELECT pg_catalog.count(*)
+                  FROM :\"vmschema\".pg_check_frozen(c.oid::pg_catalog.regclass)) f(n)
+            WHERE {HAS_VISIBILITY_MAP}
+              AND (v.n OPERATOR(pg_catalog.>) 0 OR f.n OPERATOR(pg_catalog.>) 0)) p));
+"
+    )
+}
+
+/// The visibility check of database `db` from the script's output: the
+/// check's record, or the record and the failure (tuples the map wrongly
+/// vouches for are a verdict on the backup).
+fn visibility_outcome(db: &str, out: &str) -> Result<Value, (Value, Fail)> {
+    let doc: Value = match serde_json::from_str(out.trim()) {
+        Ok(d) => d,
+        Err(_) => {
+            let msg = format!("visibility check of database \"{db}\": unexpected output \"{out}\"");
+            let check = json!({"check": "visibility", "database": db, "ok": false, "detail": msg});
+            return Err((check, setup(msg)));
+        }
+    };
+    let relations = doc["relations"].as_u64().unwrap_or(0);
+    let problems = doc["problems"].as_array().cloned().unwrap_or_default();
+    if problems.is_empty() {
+        return Ok(json!({
+            "check": "visibility", "database": db, "ok": true, "relations": relations,
+            "detail": format!("pg_check_visible and pg_check_frozen found nothing on {relations} relation(s) with a visibility map"),
+        }));
+    }
+    let named: Vec<String> = problems
+        .iter()
+        .take(10)
+        .map(|p| {
+            format!(
+                "{} ({} tuple(s) not all-visible, {} not all-frozen)",
+                p["relation"].as_str().unwrap_or("?"),
+                p["not_visible"],
+                p["not_frozen"]
+            )
+        })
+        .collect();
+    let more = if problems.len() > 10 {
+        format!(" and {} more", problems.len() - 10)
+    } else {
+        String::new()
+    };
+    let msg = format!(
+        "visibility: the visibility map of {} relation(s) in database \"{db}\" of the restored cluster marks pages all-visible or all-frozen whose tuples are not (pg_check_visible, pg_check_frozen): {}{more}",
+        problems.len(),
+        named.join(", ")
+    );
+    let check = json!({
+        "check": "visibility", "database": db, "ok": false, "relations": relations,
+        "problems": problems, "detail": msg,
+    });
+    Err((check, verdict(msg)))
+}
+
+/// The visibility check: every database it covers, one record each.
+fn visibility_checks(
+    spec: &Spec,
+    stop: &AtomicBool,
+    port: u16,
+    done: &mut Vec<Value>,
+) -> Result<(), (Value, Fail)> {
+    let (required, named) = match &spec.visibility {
+        VisibilityCheck::Off => return Ok(()),
+        VisibilityCheck::Every { required } => (*required, None),
+        VisibilityCheck::Databases(d) => (true, Some(d.clone())),
+    };
+    let failed = |msg: String, f: fn(String) -> Fail| {
+        let check = json!({"check": "visibility", "ok": false, "detail": msg});
+        Err((check, f(msg)))
+    };
+    let out = match psql(spec, stop, port, VISIBILITY_AVAILABLE, &[]) {
+        Ok(out) => out,
+        Err(e) => return failed(format!("visibility check: {e}"), setup),
+    };
+    let mut lines = out.lines();
+    let available = lines.next().is_some_and(|n| n.trim() != "0");
+    let every: Vec<String> = lines
+        .next()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_default();
+    if !available {
+        let msg = "pg_visibility is not available in the restored cluster's installation (it is a contrib module of PostgreSQL)".to_string();
+        if required {
+            return failed(
+                format!("visibility check: {msg}; install it, or set \"visibility\": false"),
+                setup,
+            );
+        }
+        done.push(json!({"check": "visibility", "ok": true, "skipped": true, "detail": msg}));
+        return Ok(());
+    }
+    let databases = named.unwrap_or(every);
+    for db in &databases {
+        let vmschema = match psql_in(spec, stop, port, db, VISIBILITY_SETUP, &[]) {
+            Ok(s) if !s.is_empty() => s,
+            other => {
+                let e = other.err().unwrap_or_else(|| "it has no schema".into());
+                let msg = format!(
+                    "visibility check: pg_visibility could not be set up in database \"{db}\" of the restored cluster: {e}"
+                );
+                let check =
+                    json!({"check": "visibility", "database": db, "ok": false, "detail": msg});
+                return Err((check, setup(msg)));
+            }
+        };
+        let vars = [("vmschema", vmschema.as_str())];
+        match psql_in(spec, stop, port, db, &visibility_script(), &vars) {
+            Ok(out) => done.push(visibility_outcome(db, &out)?),
+            Err(e) => {
+                let f: fn(String) -> Fail = if e == "the drill was stopped" {
+                    setup
+                } else {
+                    verdict
+                };
+                let msg = format!(
+                    "visibility check of database \"{db}\" in the restored cluster failed: {e}"
+                );
+                let check =
+                    json!({"check": "visibility", "database": db, "ok": false, "detail": msg});
+                return Err((check, f(msg)));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a relkind is, in words.
 fn relkind(out: &str) -> &'static str {
     match out.trim_start_matches("kind ").trim() {
@@ -810,6 +1048,9 @@ fn checks(
                 return fail(done, check, setup(msg));
             }
         }
+    }
+    if let Err((check, f)) = visibility_checks(spec, stop, port, &mut done) {
+        return fail(done, check, f);
     }
     Ok(done)
 }
@@ -1203,6 +1444,7 @@ mod tests {
             user: "postgres".into(),
             amcheck: vec![],
             count: vec![],
+            visibility: VisibilityCheck::Every { required: false },
             preload: vec!["pg_stat_statements".into(), "pg_ark".into()],
             settings: vec![("max_connections".into(), "200".into())],
             timeout: Duration::from_secs(60),
@@ -1320,6 +1562,93 @@ mod tests {
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         let e = check_work_directory(&link).unwrap_err();
         assert!(e.contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn the_visibility_option_reads_off_every_or_databases() {
+        let f = |v: Value| VisibilityCheck::from_option(Some(&v));
+        assert_eq!(
+            VisibilityCheck::from_option(None),
+            Ok(VisibilityCheck::Every { required: false })
+        );
+        assert_eq!(
+            f(json!(true)),
+            Ok(VisibilityCheck::Every { required: true })
+        );
+        assert_eq!(f(json!(false)), Ok(VisibilityCheck::Off));
+        assert_eq!(
+            f(json!("shop")),
+            Ok(VisibilityCheck::Databases(vec!["shop".into()]))
+        );
+        assert_eq!(
+            f(json!(["a", "b"])),
+            Ok(VisibilityCheck::Databases(vec!["a".into(), "b".into()]))
+        );
+        for bad in [
+            json!([]),
+            json!(1),
+            json!(""),
+            json!(["a", 2]),
+            json!("dbname=x"),
+        ] {
+            assert!(f(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_visibility_check_covers_every_relation_with_a_map_qualified() {
+        let s = visibility_script();
+        assert!(
+            s.starts_with("SET search_path = pg_catalog, pg_temp;"),
+            "{s}"
+        );
+        // Tables, materialized views and TOAST tables; never another
+        // session's temporary table.
+        assert!(s.contains("ANY ('{r,m,t}'::\"char\"[])"), "{s}");
+        assert!(
+            s.contains("relpersistence OPERATOR(pg_catalog.<>) 't'"),
+            "{s}"
+        );
+        // The extension's functions by its schema, everything else from
+        // pg_catalog: nothing of the restored database can stand in.
+        assert!(s.contains(":\"vmschema\".pg_check_visible(c.oid::pg_catalog.regclass)"));
+        assert!(s.contains(":\"vmschema\".pg_check_frozen(c.oid::pg_catalog.regclass)"));
+        for call in ["count(", "json_agg(", "json_build_object("] {
+            let bare = s.matches(call).count();
+            let qualified = s.matches(&format!("pg_catalog.{call}")).count();
+            assert_eq!(bare, qualified, "{call} unqualified in {s}");
+        }
+        assert_eq!(
+            s.matches(" = ").count(),
+            1,
+            "operators are qualified but SET: {s}"
+        );
+        for setup in [VISIBILITY_SETUP, VISIBILITY_AVAILABLE] {
+            assert!(setup.starts_with("SET search_path = pg_catalog, pg_temp;"));
+        }
+        assert!(VISIBILITY_SETUP.contains("CREATE EXTENSION pg_visibility WITH SCHEMA ark_drill"));
+    }
+
+    #[test]
+    fn tuples_the_map_vouches_for_wrongly_fail_the_drill_naming_them() {
+        let ok = visibility_outcome("shop", r#"{"relations": 42, "problems": []}"#).unwrap();
+        assert_eq!(ok["ok"], true);
+        assert_eq!(ok["relations"], 42);
+        assert_eq!(ok["database"], "shop");
+        let (check, (msg, is_verdict)) = visibility_outcome(
+            "shop",
+            r#"{"relations": 42, "problems": [{"relation": "public.t", "not_visible": 2000, "not_frozen": 1990}]}"#,
+        )
+        .unwrap_err();
+        assert!(is_verdict, "a verdict on the backup");
+        assert_eq!(check["ok"], false);
+        assert!(
+            msg.contains("database \"shop\"")
+                && msg.contains("public.t (2000 tuple(s) not all-visible, 1990 not all-frozen)"),
+            "{msg}"
+        );
+        let (_, (msg, is_verdict)) = visibility_outcome("shop", "garbage").unwrap_err();
+        assert!(!is_verdict && msg.contains("unexpected output"), "{msg}");
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl JobKind {
                 "database",
                 "amcheck",
                 "count",
+                "visibility",
                 "shared_preload_libraries",
                 "jobs",
                 "timeout",
@@ -405,6 +406,10 @@ pub fn validate(
                 Some(d) if !d.is_empty() && !d.contains('=') && !d.contains("://") => {}
                 _ => return Err(invalid(key, format!("expected a database name, found {v}"))),
             },
+            "visibility" if kind == JobKind::Drill => {
+                crate::restore::drill::VisibilityCheck::from_option(Some(v))
+                    .map_err(|e| invalid(key, e))?;
+            }
             "shared_preload_libraries" => {
                 for name in names(key, v)? {
                     library(key, &name, libdir)?;
@@ -685,6 +690,10 @@ mod tests {
             json!({"backup_id": "20261201T030000Z-F-j4", "database": "shop",
                    "amcheck": ["public.orders"], "count": "public.orders",
                    "jobs": 4, "timeout": 600}),
+            json!({"visibility": false}),
+            json!({"visibility": true}),
+            json!({"visibility": "shop"}),
+            json!({"visibility": ["shop", "postgres"]}),
             json!({"target_time": "2026-12-01 14:03:00+00"}),
             json!({"target_lsn": "0/3000060", "target_timeline": "current"}),
             json!({"target_xid": "1234"}),
@@ -710,6 +719,15 @@ mod tests {
                 "expected a database name",
             ),
             (json!({"amcheck": []}), "the array is empty"),
+            (json!({"visibility": []}), "the array is empty"),
+            (
+                json!({"visibility": 1}),
+                "expected true, false, a database name",
+            ),
+            (
+                json!({"visibility": ["shop", "host=/tmp dbname=x"]}),
+                "expected a database name",
+            ),
             (json!({"timeout": 0}), "\"timeout\""),
             (
                 json!({"format": "custom"}),
