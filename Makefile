@@ -98,7 +98,8 @@ ARK_BIG ?= 1
 random-chains: install
 	@echo "random-chains: ARK_SEEDS=$(ARK_SEEDS) ARK_BIG=$(ARK_BIG) on $(PG_CONFIG)"
 	ARK_SEEDS=$(ARK_SEEDS) ARK_BIG=$(ARK_BIG) ARK_PG_CONFIG=$(PG_CONFIG) \
-	  cargo test --release --locked -p pg_ark_tests --test random_chain -- --nocapture --test-threads=1
+	  cargo test --release --locked -p pg_ark_tests --test random_chain -- --nocapture --test-threads=1 \
+	  $(if $(filter 1,$(ARK_BIG)),--include-ignored,)
 
 # Proof of stability: integration and smoke suites ARK_RUNS (5) times in a row.
 stability:

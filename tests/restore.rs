@@ -36,26 +36,13 @@ fn ids(c: &mut postgres::Client) -> Vec<i32> {
         .collect()
 }
 
-/// `pg_ark restore` into a new directory with `args`; start it; return it.
+/// `pg_ark restore --archive-off` into a new directory with `args`;
+/// start it; return it.
 fn restore_and_start(repo: &Path, args: &[&str]) -> Cluster {
-    let dir = temp_dir("ark-pitr-");
-    let data = dir.path().join("data");
-    let url = repo_url(repo);
-    let pgdata = data.display().to_string();
-    let mut all = vec![
-        "restore",
-        "--repo",
-        &url,
-        "--pgdata",
-        &pgdata,
-        "--archive-off",
-        "--quiet",
-    ];
-    all.extend_from_slice(args);
-    let (ok, out, err) = pg_ark(&all);
-    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
+    let all = [&["--archive-off"], args].concat();
+    let (cluster, out) = pg_ark_tests::restore_and_start(repo, &all, &[]);
     assert!(out.contains("start it with: pg_ctl"), "{out}");
-    Cluster::start_restored(dir, data, &[])
+    cluster
 }
 
 fn job_backup_id(done: &serde_json::Value) -> String {

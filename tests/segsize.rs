@@ -61,28 +61,14 @@ fn switch_and_archive(cluster: &Cluster, c: &mut postgres::Client) -> String {
     seg
 }
 
-/// `pg_ark restore` into a new directory with `args`, then start it (its
-/// restore_command is `pg_ark wal-get`).
+/// `pg_ark restore --archive-off` into a new directory with `args`, then
+/// start it (its restore_command is `pg_ark wal-get`).
 fn restore_and_start(repo: &Path, args: &[&str]) -> Cluster {
-    let dir = temp_dir("ark-seg-");
-    let data = dir.path().join("data");
-    let url = repo_url(repo);
-    let pgdata = data.display().to_string();
-    let mut all = vec![
-        "restore",
-        "--repo",
-        &url,
-        "--pgdata",
-        &pgdata,
-        "--archive-off",
-        "--quiet",
-    ];
-    all.extend_from_slice(args);
-    let (ok, out, err) = pg_ark(&all);
-    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
-    let auto = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    let all = [&["--archive-off"], args].concat();
+    let (cluster, _) = pg_ark_tests::restore_and_start(repo, &all, &[]);
+    let auto = std::fs::read_to_string(cluster.data.join("postgresql.auto.conf")).unwrap();
     assert!(auto.contains("wal-get"), "{auto}");
-    Cluster::start_restored(dir, data, &[])
+    cluster
 }
 
 /// `pg_ark wal-get` of segment `name` for the cluster in `pgdata`, into a

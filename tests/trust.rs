@@ -8,7 +8,7 @@ use pg_ark_tests::{
     archiving, give_to_test_user, index_only_count, open_repo, pg_ark, rows_digest, temp_dir,
     visibility, wait_job, Cluster, ClusterOptions, PgInstall,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// A cluster archiving into `repo`, with WAL summaries on 17+ (so that
 /// increments take their blocks from them there, and from page LSNs on 15).
@@ -50,27 +50,7 @@ fn restore(repo: &Path, id: &str, oids: &[String]) -> Cluster {
 /// `pg_ark restore` with `args` into a new directory (tablespaces `oids`
 /// mapped into it too), started.
 fn restore_with(repo: &Path, args: &[&str], oids: &[String]) -> Cluster {
-    let dir = temp_dir("ark-trust-");
-    let data = dir.path().join("data");
-    let url = format!("file://{}", repo.display());
-    let maps: Vec<(PathBuf, String)> = oids
-        .iter()
-        .map(|oid| {
-            let to = dir.path().join(format!("ts-{oid}"));
-            let arg = format!("{oid}={}", to.display());
-            (to, arg)
-        })
-        .collect();
-    let data_arg = data.display().to_string();
-    let mut all = vec!["restore", "--repo", &url, "--pgdata", &data_arg, "--quiet"];
-    all.extend_from_slice(args);
-    for (_, arg) in &maps {
-        all.extend(["--tablespace-map", arg.as_str()]);
-    }
-    let (ok, out, err) = pg_ark(&all);
-    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
-    let own: Vec<&Path> = maps.iter().map(|(p, _)| p.as_path()).collect();
-    Cluster::start_restored(dir, data, &own)
+    pg_ark_tests::restore_and_start(repo, args, oids).0
 }
 
 /// Finding: PostgreSQL (15, and 17/18 minors before the fix) clears a

@@ -1239,3 +1239,32 @@ pub fn index_only_count(c: &mut postgres::Client, table: &str) -> i64 {
         .expect("planner settings");
     n
 }
+
+/// `pg_ark restore --repo file://REPO --pgdata <a new directory>/data
+/// --quiet ARGS`, each tablespace of `oids` mapped into the new directory
+/// (`--tablespace-map OID=DIR`); then start it (`pg_ark restore`'s recovery
+/// settings, `restore_command` = `pg_ark wal-get`) and wait until it accepts
+/// writes. Returns it and what `pg_ark restore` printed.
+pub fn restore_and_start(repo: &Path, args: &[&str], oids: &[String]) -> (Cluster, String) {
+    let dir = temp_dir("ark-restored-");
+    let data = dir.path().join("data");
+    let url = format!("file://{}", repo.display());
+    let maps: Vec<(PathBuf, String)> = oids
+        .iter()
+        .map(|oid| {
+            let to = dir.path().join(format!("ts-{oid}"));
+            let arg = format!("{oid}={}", to.display());
+            (to, arg)
+        })
+        .collect();
+    let pgdata = data.display().to_string();
+    let mut all = vec!["restore", "--repo", &url, "--pgdata", &pgdata, "--quiet"];
+    all.extend_from_slice(args);
+    for (_, arg) in &maps {
+        all.extend(["--tablespace-map", arg.as_str()]);
+    }
+    let (ok, out, err) = pg_ark(&all);
+    assert!(ok, "pg_ark {all:?}:\n{out}{err}");
+    let own: Vec<&Path> = maps.iter().map(|(p, _)| p.as_path()).collect();
+    (Cluster::start_restored(dir, data, &own), out)
+}
