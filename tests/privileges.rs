@@ -233,8 +233,14 @@ fn an_admin_preloads_only_libdir_libraries_and_writes_the_catalog_only_through_f
     assert_eq!(expired[0].0, "recoverable from", "{expired:?}");
 }
 
-#[test]
-fn a_drill_row_with_a_library_path_is_refused_when_claimed() {
+/// A cluster (repository and work directory in temp dirs) prepared for
+/// the tests, with one full backup taken.
+fn with_a_full_backup() -> (
+    tempfile::TempDir,
+    tempfile::TempDir,
+    Cluster,
+    postgres::Client,
+) {
     let repo = temp_dir("ark-repo-");
     let work = temp_dir("ark-work-");
     give_to_test_user(work.path());
@@ -242,6 +248,12 @@ fn a_drill_row_with_a_library_path_is_refused_when_claimed() {
     let mut c = prepare(&cluster);
     let full = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
     assert_eq!(full["state"], "succeeded", "{full}");
+    (repo, work, cluster, c)
+}
+
+#[test]
+fn a_drill_row_with_a_library_path_is_refused_when_claimed() {
+    let (_repo, work, cluster, mut c) = with_a_full_backup();
 
     // A drill whose options were never validated: a library by path.
     let bad: i64 = c
@@ -279,13 +291,7 @@ fn a_drill_row_with_a_library_path_is_refused_when_claimed() {
 
 #[test]
 fn physical_jobs_without_their_conflict_key_never_run_beside_a_backup() {
-    let repo = temp_dir("ark-repo-");
-    let work = temp_dir("ark-work-");
-    give_to_test_user(work.path());
-    let cluster = Cluster::start_with(options(repo.path(), work.path()));
-    let mut c = prepare(&cluster);
-    let full = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
-    assert_eq!(full["state"], "succeeded", "{full}");
+    let (_repo, _work, cluster, mut c) = with_a_full_backup();
 
     // Physical jobs whose conflict key was taken away or changed, queued
     // while a full backup runs (held waiting for its WAL).
