@@ -70,6 +70,16 @@ pub enum ArkError {
 }
 
 impl ArkError {
+    /// The failure of a job attempt this error makes: transient only when
+    /// the core says trying again may succeed.
+    pub fn failure(&self) -> pg_ark_core::schedule::lifecycle::Failure {
+        use pg_ark_core::schedule::lifecycle::Failure;
+        match self {
+            ArkError::Core(e) => Failure::from(e),
+            other => Failure::permanent(other.to_string()),
+        }
+    }
+
     pub fn sqlstate(&self) -> PgSqlErrorCode {
         use pg_ark_core::Error as C;
         match self {
@@ -225,5 +235,11 @@ impl ArkError {
     /// Report at `level`; at ERROR and above this does not return.
     pub fn report(&self, level: PgLogLevel) {
         self.to_report().report(level)
+    }
+}
+
+impl From<ArkError> for pg_ark_core::schedule::lifecycle::Failure {
+    fn from(e: ArkError) -> Self {
+        e.failure()
     }
 }

@@ -3,16 +3,19 @@
 //!
 //! A background worker must survive any error of the work it does: an ERROR
 //! raised by PostgreSQL inside [`run`] (a failed query, a constraint) rolls
-//! the transaction back and comes back as `Err(message)` instead of ending
+//! the transaction back and comes back as `Err(failure)` (its message, and
+//! whether it may go away by itself) instead of ending
 //! the process, the way pg_cron's launcher turns a failed job into a failed
 //! run.
 use crate::error::ArkError;
+use pg_ark_core::schedule::lifecycle::{self, Failure};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// Run `body` in its own transaction in a background worker. Commits on
-/// `Ok`, rolls back on `Err` or on a PostgreSQL ERROR (returned as text).
-pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, String> {
+/// `Ok`, rolls back on `Err` or on a PostgreSQL ERROR (returned as a
+/// [`Failure`], classed by its SQLSTATE).
+pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, Failure> {
     // SAFETY: background worker's own thread, outside any transaction.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
@@ -23,9 +26,9 @@ pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, String> {
         .catch_others(|e| {
             Err(match e {
                 pg_sys::panic::CaughtError::PostgresError(r)
-                | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_string(),
+                | pg_sys::panic::CaughtError::ErrorReport(r) => reported(&r),
                 pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
-                    ereport.message().to_string()
+                    Failure::permanent(ereport.message())
                 }
             })
         })
@@ -42,7 +45,7 @@ pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, String> {
         Ok(Err(e)) => {
             // SAFETY: roll back the transaction started above.
             unsafe { pg_sys::AbortCurrentTransaction() };
-            Err(e.to_string())
+            Err(e.failure())
         }
         Err(message) => {
             // SAFETY: the error was caught (and its state flushed) by pgrx;
@@ -51,6 +54,25 @@ pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, String> {
             Err(message)
         }
     }
+}
+
+/// A PostgreSQL error raised in [`run`], classed by its SQLSTATE (see
+/// [`lifecycle::sqlstate_is_transient`]).
+fn reported(r: &pgrx::pg_sys::panic::ErrorReportWithLevel) -> Failure {
+    let code = sqlstate_text(r.sql_error_code() as i32);
+    if lifecycle::sqlstate_is_transient(&code) {
+        Failure::transient(r.message())
+    } else {
+        Failure::permanent(r.message())
+    }
+}
+
+/// The five characters of a SQLSTATE packed by PostgreSQL's MAKE_SQLSTATE
+/// (six bits a character, the first in the lowest bits).
+pub fn sqlstate_text(code: i32) -> String {
+    (0..5)
+        .map(|i| char::from(((code >> (6 * i)) & 0x3F) as u8 + b'0'))
+        .collect()
 }
 
 /// The name of the current user.

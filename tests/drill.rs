@@ -231,13 +231,15 @@ fn a_drill_restores_the_newest_backup_checks_it_and_records_its_rto() {
     );
 
     // A view is not counted (its code would run in the drill), and that
-    // is no verdict on the backup: its last drill stays the passed one.
+    // is no verdict on the backup: its last drill stays the passed one. A
+    // permanent failure: not retried, though attempts remain.
     let done = wait_job(
         &mut c,
         "drill",
-        r#"{"count": "pg_stats", "max_attempts": 1}"#,
+        r#"{"count": "pg_stats", "max_attempts": 3}"#,
     );
     assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
     assert!(
         done["error"]
             .as_str()

@@ -4,7 +4,7 @@
 //! cancel, the webhook, retention, and roles.
 use pg_ark_core::storage::s3::{S3Options, S3Storage};
 use pg_ark_core::storage::Storage;
-use pg_ark_tests::{temp_dir, wait_until, Cluster, ClusterOptions, S3Server};
+use pg_ark_tests::{free_port, temp_dir, wait_until, Cluster, ClusterOptions, S3Server};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -411,24 +411,28 @@ fn a_schedule_runs_when_due_and_once_per_due_time() {
     );
 }
 
+/// A permanent failure (the database does not exist) ends the job at once:
+/// trying again would fail the same way (it was retried, with backoff,
+/// until every attempt was used).
 #[test]
-fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
+fn a_dump_of_a_missing_database_fails_at_once_without_retrying() {
     let repo = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(queue_options(&local(repo.path())));
     let mut c = prepare(&cluster);
     let id = backup(&mut c, r#"{"database": "no_such_db", "max_attempts": 4}"#);
     let done = wait_job(&mut c, id);
     assert_eq!(done["state"], "failed", "{done}");
-    assert_eq!(done["attempts"], 4, "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
     let err = done["error"].as_str().unwrap();
     assert!(err.contains("no_such_db"), "{err}");
-    // base 1 s, doubling, capped at 4 s: 1, 2, 4 after attempts 1, 2, 3.
     let log = cluster.log();
-    for (attempt, delay) in [(1, "1.0"), (2, "2.0"), (3, "4.0")] {
-        let needle = format!("pg_ark job {id} attempt {attempt} of 4 failed, retrying in {delay}s");
-        assert!(log.contains(&needle), "{needle:?} missing from the log");
-    }
-    assert!(log.contains(&format!("pg_ark job {id} failed after 4 attempts")));
+    assert!(
+        log.contains(&format!(
+            "pg_ark job {id} failed (a permanent failure, not retried)"
+        )),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("pg_ark job {id} attempt 1 of 4 failed, retrying")));
     // Nothing half-written is left in the repository or the catalog.
     let n: i64 = c
         .query_one("SELECT count(*) FROM ark.backups", &[])
@@ -440,11 +444,11 @@ fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
     assert_eq!(status["status"], "failing", "{status}");
     let messages = status["messages"].to_string();
     assert!(
-        messages.contains(&format!("logical job {id} failed after 4 attempts")),
+        messages.contains(&format!("logical job {id} failed after 1 attempt:")),
         "{messages}"
     );
     // ark.retry() queues it afresh (seen inside its own transaction, before
-    // a worker can claim it), and it runs all its attempts again.
+    // a worker can claim it), and it runs, and fails, once more.
     let mut tx = c.transaction().unwrap();
     let again: i64 = tx.query_one("SELECT ark.retry($1)", &[&id]).unwrap().get(0);
     assert_eq!(again, id);
@@ -458,7 +462,44 @@ fn a_dump_of_a_missing_database_retries_with_growing_delays_then_fails() {
     tx.commit().unwrap();
     let done = wait_job(&mut c, id);
     assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["attempts"], 1, "{done}");
+}
+
+/// A transient failure (an S3 endpoint that refuses connections) is
+/// retried with growing delays until the attempts are used.
+#[test]
+fn a_repository_out_of_reach_is_retried_with_growing_delays_then_fails() {
+    // Nothing listens there: connections are refused.
+    let port = free_port();
+    let cluster = Cluster::start_with(
+        queue_options("s3://bucket/x")
+            .set("ark.s3_endpoint", &format!("'http://127.0.0.1:{port}'"))
+            .set("ark.s3_force_path_style", "on")
+            .set("ark.s3_access_key_id", "'k'")
+            .set("ark.s3_secret_access_key", "'s'"),
+    );
+    let mut c = prepare(&cluster);
+    let id = backup(&mut c, r#"{"database": "app", "max_attempts": 4}"#);
+    let done = wait_job(&mut c, id);
+    assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["attempts"], 4, "{done}");
+    let err = done["error"].as_str().unwrap();
+    assert!(err.contains("cannot reach"), "{err}");
+    // base 1 s, doubling, capped at 4 s: 1, 2, 4 after attempts 1, 2, 3.
+    let log = cluster.log();
+    for (attempt, delay) in [(1, "1.0"), (2, "2.0"), (3, "4.0")] {
+        let needle = format!("pg_ark job {id} attempt {attempt} of 4 failed, retrying in {delay}s");
+        assert!(log.contains(&needle), "{needle:?} missing from the log");
+    }
+    assert!(log.contains(&format!("pg_ark job {id} failed after 4 attempts")));
+    let status = json(&mut c, "SELECT ark.status()::text", &[]);
+    assert_eq!(status["status"], "failing", "{status}");
+    assert!(
+        status["messages"]
+            .to_string()
+            .contains(&format!("logical job {id} failed after 4 attempts")),
+        "{status}"
+    );
 }
 
 #[test]

@@ -292,9 +292,22 @@ impl Error {
         })
     }
 
-    /// Whether trying the same operation again may succeed.
+    /// Whether trying the same operation again may succeed: storage that
+    /// could not be reached (the network, an S3 server's 5xx or throttling,
+    /// a timeout), a dump that failed for a reason that goes away by itself
+    /// (a shutdown, a lock timeout: see
+    /// [`crate::schedule::lifecycle::client_message_is_transient`]), WAL not
+    /// archived in time, and objects another writer of the repository entry
+    /// removed. A job retries only these (see [`crate::schedule::lifecycle`]).
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Storage(e) if e.is_transient())
+        match self {
+            Error::Storage(e) | Error::Info(InfoError::Storage(e)) => e.is_transient(),
+            Error::DumpFailed { detail, .. } => {
+                crate::schedule::lifecycle::client_message_is_transient(detail)
+            }
+            Error::ArchiveTimeout { .. } | Error::BackupObjectsMissing { .. } => true,
+            _ => false,
+        }
     }
 
     /// What the user can do about it.

@@ -1,7 +1,9 @@
-//! The job state machine: every change of a row of `ark.jobs` is here, each
-//! one conditional update, so that two actors (the scheduler, a job
-//! worker, a caller of `ark.cancel()` or `ark.retry()`) can never overwrite
-//! each other's transition.
+//! The job state machine applied to `ark.jobs`: every change of a row is
+//! here, each one conditional update, so that two actors (the scheduler, a
+//! job worker, a caller of `ark.cancel()` or `ark.retry()`) can never
+//! overwrite each other's transition. The states, their sets, failure
+//! classes and backoff are decided in `pg_ark_core::schedule::lifecycle`;
+//! every state this module writes or tests is its `job_sql!`.
 //!
 //! ```text
 //! queued ──claim──> running ──finish──> succeeded
@@ -17,13 +19,12 @@ use crate::settings;
 use crate::sql::jobs::wake_scheduler_at_commit;
 use crate::worker::job::WORKER_TYPE;
 use crate::worker::notify;
+use pg_ark_core::job_sql;
 use pg_ark_core::schedule::jobs::{self, JobKind};
+use pg_ark_core::schedule::lifecycle::{self, AfterFailure, Backoff, Failure, GaveUp};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
-
-/// Final states: a job in one of them never changes again by itself.
-pub const FINAL_STATES: [&str; 3] = ["succeeded", "failed", "cancelled"];
 
 /// Advisory lock key that serializes claims ("pg_ark" in ASCII).
 const CLAIM_LOCK: i64 = 0x70_67_5f_61_72_6b;
@@ -42,7 +43,8 @@ pub struct Job {
 /// How a job's run ended.
 pub enum Outcome {
     Succeeded(Value),
-    Failed(String),
+    /// Retried with backoff only when transient.
+    Failed(Failure),
     Cancelled,
     Interrupted,
 }
@@ -89,15 +91,20 @@ pub fn claim() -> Result<Option<Job>, ArkError> {
     loop {
         let next = Spi::connect_mut(|c| {
             let t = c.update(
-                "SELECT j.id, j.kind, j.options, j.conflict_key FROM ark.jobs j
-                  WHERE j.state IN ('queued', 'retrying')
-                    AND j.next_attempt_at <= now()
+                concat!(
+                    "SELECT j.id, j.kind, j.options, j.conflict_key FROM ark.jobs j
+                  WHERE ",
+                    job_sql!(due j),
+                    "
                     AND (j.conflict_key IS NULL OR NOT EXISTS (
                            SELECT FROM ark.jobs r
-                            WHERE r.state = 'running' AND r.conflict_key = j.conflict_key))
+                            WHERE r.state = ",
+                    job_sql!(running),
+                    " AND r.conflict_key = j.conflict_key))
                   ORDER BY j.next_attempt_at, j.id
                   LIMIT 1
-                  FOR UPDATE SKIP LOCKED",
+                  FOR UPDATE SKIP LOCKED"
+                ),
                 None,
                 &[],
             )?;
@@ -124,15 +131,19 @@ pub fn claim() -> Result<Option<Job>, ArkError> {
         };
         let row = Spi::connect_mut(|c| {
             let t = c.update(
-                "UPDATE ark.jobs
-                    SET state = 'running', attempts = attempts + 1,
+                concat!(
+                    "UPDATE ark.jobs
+                    SET state = ",
+                    job_sql!(running),
+                    ", attempts = attempts + 1,
                         -- When it really starts: the transaction may have
                         -- begun before the claim lock was ours, and before
                         -- the job that shares its conflict key finished.
                         started_at = clock_timestamp(),
                         worker_pid = pg_backend_pid(), progress = NULL
                   WHERE id = $1
-                  RETURNING attempts, max_attempts, schedule_name",
+                  RETURNING attempts, max_attempts, schedule_name"
+                ),
                 None,
                 &[id.into()],
             )?;
@@ -163,9 +174,13 @@ fn refuse(id: i64, e: &jobs::JobError) -> Result<(), ArkError> {
         None => format!("refused when claimed, never run: {e}"),
     };
     Spi::run_with_args(
-        "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
+        concat!(
+            "UPDATE ark.jobs SET state = ",
+            job_sql!(failed),
+            ", finished_at = now(), last_error = $2,
                 worker_pid = NULL
-          WHERE id = $1",
+          WHERE id = $1"
+        ),
         &[id.into(), message.as_str().into()],
     )?;
     warning!("pg_ark job {}: {}", id, message);
@@ -173,65 +188,103 @@ fn refuse(id: i64, e: &jobs::JobError) -> Result<(), ArkError> {
     Ok(())
 }
 
-/// Record a failed attempt: retry with backoff, or fail for good.
+/// The retry delays of a job: its options `retry_base` and `retry_cap`, or
+/// `ark.job_retry_base` and `ark.job_retry_cap`.
+fn backoff(options: &Value) -> Backoff {
+    let base = options
+        .get("retry_base")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
+    let cap = options
+        .get("retry_cap")
+        .and_then(Value::as_f64)
+        .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()));
+    Backoff::new(base, cap)
+}
+
+/// Record a failed attempt: cancelled (a cancel was asked for meanwhile),
+/// failed for good (permanent, or out of attempts), or retrying after the
+/// backoff ([`lifecycle::after_failure`] decides).
 pub fn record_failure(
     id: i64,
     attempts: i32,
     max_attempts: i32,
     options: &Value,
-    message: &str,
+    failure: &Failure,
 ) -> Result<(), ArkError> {
-    // A cancel asked for while the attempt ran wins over a retry.
-    let cancelled = crate::xact::first_value::<i64>(
-        "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), last_error = $2,
-                worker_pid = NULL
-          WHERE id = $1 AND cancel_requested
-          RETURNING id",
-        &[id.into(), message.into()],
-    )?;
-    if cancelled.is_some() {
-        log!("pg_ark job {} cancelled", id);
-        return Ok(());
-    }
-    if attempts >= max_attempts {
-        Spi::run_with_args(
-            "UPDATE ark.jobs SET state = 'failed', finished_at = now(), last_error = $2,
-                    worker_pid = NULL
-              WHERE id = $1",
-            &[id.into(), message.into()],
-        )?;
-        warning!(
-            "pg_ark job {} failed after {} attempts: {}",
-            id,
-            attempts,
-            message
-        );
-        notify::queue(id, "job.failed")?;
-    } else {
-        let base = options
-            .get("retry_base")
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
-        let cap = options
-            .get("retry_cap")
-            .and_then(Value::as_f64)
-            .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()))
-            .max(base);
-        let delay = jobs::retry_delay(attempts, base, cap);
-        Spi::run_with_args(
-            "UPDATE ark.jobs SET state = 'retrying', last_error = $2, worker_pid = NULL,
-                    next_attempt_at = now() + make_interval(secs => $3)
-              WHERE id = $1",
-            &[id.into(), message.into(), delay.into()],
-        )?;
-        log!(
-            "pg_ark job {} attempt {} of {} failed, retrying in {:.1}s: {}",
-            id,
-            attempts,
-            max_attempts,
-            delay,
-            message
-        );
+    let message = failure.message.as_str();
+    let cancel_requested = crate::xact::first_value::<bool>(
+        "SELECT cancel_requested FROM ark.jobs WHERE id = $1 FOR UPDATE",
+        &[id.into()],
+    )?
+    .unwrap_or(false);
+    match lifecycle::after_failure(
+        failure.class,
+        attempts,
+        max_attempts,
+        cancel_requested,
+        backoff(options),
+    ) {
+        AfterFailure::Cancel => {
+            Spi::run_with_args(
+                concat!(
+                    "UPDATE ark.jobs SET state = ",
+                    job_sql!(cancelled),
+                    ", finished_at = now(),
+                            last_error = $2, worker_pid = NULL
+                      WHERE id = $1"
+                ),
+                &[id.into(), message.into()],
+            )?;
+            log!("pg_ark job {} cancelled", id);
+        }
+        AfterFailure::Fail { why } => {
+            Spi::run_with_args(
+                concat!(
+                    "UPDATE ark.jobs SET state = ",
+                    job_sql!(failed),
+                    ", finished_at = now(),
+                            last_error = $2, worker_pid = NULL
+                      WHERE id = $1"
+                ),
+                &[id.into(), message.into()],
+            )?;
+            match why {
+                GaveUp::Permanent => warning!(
+                    "pg_ark job {} failed (a permanent failure, not retried): {}",
+                    id,
+                    message
+                ),
+                GaveUp::OutOfAttempts => warning!(
+                    "pg_ark job {} failed after {} attempts: {}",
+                    id,
+                    attempts,
+                    message
+                ),
+            }
+            notify::queue(id, "job.failed")?;
+        }
+        AfterFailure::Retry { delay } => {
+            Spi::run_with_args(
+                concat!(
+                    "UPDATE ark.jobs SET state = ",
+                    job_sql!(retrying),
+                    ", last_error = $2,
+                            worker_pid = NULL,
+                            next_attempt_at = now() + make_interval(secs => $3)
+                      WHERE id = $1"
+                ),
+                &[id.into(), message.into(), delay.into()],
+            )?;
+            log!(
+                "pg_ark job {} attempt {} of {} failed, retrying in {:.1}s: {}",
+                id,
+                attempts,
+                max_attempts,
+                delay,
+                message
+            );
+        }
     }
     Ok(())
 }
@@ -239,8 +292,12 @@ pub fn record_failure(
 pub fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
     // Only the worker that holds the job records its end.
     let ours = crate::xact::first_value::<bool>(
-        "SELECT state = 'running' AND worker_pid = pg_backend_pid()
-           FROM ark.jobs WHERE id = $1 FOR UPDATE",
+        concat!(
+            "SELECT state = ",
+            job_sql!(running),
+            " AND worker_pid = pg_backend_pid()
+           FROM ark.jobs WHERE id = $1 FOR UPDATE"
+        ),
         &[job.id.into()],
     )?;
     if ours != Some(true) {
@@ -253,26 +310,34 @@ pub fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
     match outcome {
         Outcome::Succeeded(result) => {
             Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'succeeded', finished_at = now(), result = $2,
+                concat!(
+                    "UPDATE ark.jobs SET state = ",
+                    job_sql!(succeeded),
+                    ", finished_at = now(), result = $2,
                         worker_pid = NULL
-                  WHERE id = $1",
+                  WHERE id = $1"
+                ),
                 &[job.id.into(), JsonB(result.clone()).into()],
             )?;
             log!("pg_ark job {} ({}) succeeded", job.id, job.kind);
             notify::queue(job.id, "job.succeeded")?;
         }
-        Outcome::Failed(message) => record_failure(
+        Outcome::Failed(failure) => record_failure(
             job.id,
             job.attempts,
             job.max_attempts,
             &job.options,
-            message,
+            failure,
         )?,
         Outcome::Cancelled => {
             Spi::run_with_args(
-                "UPDATE ark.jobs SET state = 'cancelled', finished_at = now(), worker_pid = NULL,
+                concat!(
+                    "UPDATE ark.jobs SET state = ",
+                    job_sql!(cancelled),
+                    ", finished_at = now(), worker_pid = NULL,
                         last_error = 'cancelled by ark.cancel() while running'
-                  WHERE id = $1",
+                  WHERE id = $1"
+                ),
                 &[job.id.into()],
             )?;
             log!("pg_ark job {} cancelled", job.id);
@@ -281,13 +346,13 @@ pub fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
             // Not the job's fault: the attempt does not count (unless a
             // cancel was asked for meanwhile).
             Spi::run_with_args(
-                "UPDATE ark.jobs
-                    SET state = CASE WHEN cancel_requested THEN 'cancelled' ELSE 'retrying' END,
+                concat!("UPDATE ark.jobs
+                    SET state = CASE WHEN cancel_requested THEN ", job_sql!(cancelled), " ELSE ", job_sql!(retrying), " END,
                         finished_at = CASE WHEN cancel_requested THEN now() END,
                         attempts = greatest(attempts - 1, 0),
                         next_attempt_at = now(), worker_pid = NULL,
                         last_error = 'interrupted by a shutdown or pg_terminate_backend(); it runs again'
-                  WHERE id = $1",
+                  WHERE id = $1"),
                 &[job.id.into()],
             )?;
             log!("pg_ark job {} interrupted; it will run again", job.id);
@@ -330,11 +395,15 @@ pub fn job_row(id: i64) -> Result<(String, Value), ArkError> {
 pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
     let orphans = Spi::connect_mut(|c| {
         let t = c.update(
-            "SELECT id, attempts, max_attempts, worker_pid, options FROM ark.jobs j
-              WHERE state = 'running'
+            concat!(
+                "SELECT id, attempts, max_attempts, worker_pid, options FROM ark.jobs j
+              WHERE state = ",
+                job_sql!(running),
+                "
                 AND NOT EXISTS (SELECT FROM pg_catalog.pg_stat_activity a
                                  WHERE a.pid = j.worker_pid AND a.backend_type = $1)
-              FOR UPDATE SKIP LOCKED",
+              FOR UPDATE SKIP LOCKED"
+            ),
             None,
             &[WORKER_TYPE.into()],
         )?;
@@ -356,11 +425,15 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
             // The backup this cluster was restored from was taken by this
             // job, which the source finished: never take it again here.
             Spi::run_with_args(
-                "UPDATE ark.jobs
-                    SET state = 'succeeded', finished_at = now(), last_error = NULL,
+                concat!(
+                    "UPDATE ark.jobs
+                    SET state = ",
+                    job_sql!(succeeded),
+                    ", finished_at = now(), last_error = NULL,
                         result = coalesce(result, '{}'::jsonb)
                                  || jsonb_build_object('restored_from', $2::text)
-                  WHERE id = $1",
+                  WHERE id = $1"
+                ),
                 &[id.into(), backup.as_str().into()],
             )?;
             log!(
@@ -370,11 +443,13 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
             );
             continue;
         }
-        let msg = format!(
+        // Transient: the next attempt may well finish (a crash, an OOM
+        // kill, a restart).
+        let failure = Failure::transient(format!(
             "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
-        );
-        warning!("pg_ark job {}: {}", id, msg);
-        record_failure(id, attempts, max_attempts, &options, &msg)?;
+        ));
+        warning!("pg_ark job {}: {}", id, failure);
+        record_failure(id, attempts, max_attempts, &options, &failure)?;
     }
     Ok(())
 }
@@ -441,13 +516,19 @@ pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error:
     // (recorded as succeeded by recover_orphans).
     let cancelled = Spi::connect_mut(|c| {
         let t = c.update(
-            "UPDATE ark.jobs
-                SET state = 'cancelled', finished_at = now(),
+            concat!(
+                "UPDATE ark.jobs
+                SET state = ",
+                job_sql!(cancelled),
+                ", finished_at = now(),
                     last_error = 'cancelled: ' || $1
-              WHERE state IN ('queued', 'retrying', 'running')
+              WHERE state IN ",
+                job_sql!(active),
+                "
                 AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical')
                 AND id IS DISTINCT FROM $2
-              RETURNING id",
+              RETURNING id"
+            ),
             None,
             &[reason.clone().into(), doc["job_id"].as_i64().into()],
         )?;
@@ -503,7 +584,7 @@ fn restored_from() -> Option<(String, i64)> {
         Spi::get_one_with_args::<String>("SELECT state FROM ark.jobs WHERE id = $1", &[job.into()])
             .ok()
             .flatten();
-    if state.as_deref() != Some("running") {
+    if state.as_deref() != Some(lifecycle::JobState::Running.as_str()) {
         let _ = std::fs::remove_file(&path);
         return None;
     }
@@ -513,9 +594,13 @@ fn restored_from() -> Option<(String, i64)> {
 pub fn prune_history() -> Result<(), crate::error::ArkError> {
     let days = settings::JOB_HISTORY_DAYS.get();
     Spi::run_with_args(
-        "DELETE FROM ark.jobs
-          WHERE state IN ('succeeded', 'failed', 'cancelled')
-            AND finished_at < now() - make_interval(days => $1)",
+        concat!(
+            "DELETE FROM ark.jobs
+          WHERE state IN ",
+            job_sql!(finished),
+            "
+            AND finished_at < now() - make_interval(days => $1)"
+        ),
         &[days.into()],
     )?;
     Spi::run_with_args(
@@ -534,14 +619,26 @@ pub fn cancel(id: i64) -> Result<bool, ArkError> {
     // changing it: a queued or retrying job is cancelled at once; a running
     // one is flagged, and its worker stops it within about a second.
     let changed = crate::xact::first_value::<String>(
-        "UPDATE ark.jobs
+        concat!(
+            "UPDATE ark.jobs
             SET cancel_requested = true,
-                state = CASE WHEN state = 'running' THEN state ELSE 'cancelled' END,
-                finished_at = CASE WHEN state = 'running' THEN finished_at ELSE now() END,
-                last_error = CASE WHEN state = 'running' THEN last_error
+                state = CASE WHEN state = ",
+            job_sql!(running),
+            " THEN state ELSE ",
+            job_sql!(cancelled),
+            " END,
+                finished_at = CASE WHEN state = ",
+            job_sql!(running),
+            " THEN finished_at ELSE now() END,
+                last_error = CASE WHEN state = ",
+            job_sql!(running),
+            " THEN last_error
                                   ELSE coalesce(last_error, 'cancelled before it ran') END
-          WHERE id = $1 AND state IN ('queued', 'retrying', 'running')
-          RETURNING state",
+          WHERE id = $1 AND state IN ",
+            job_sql!(active),
+            "
+          RETURNING state"
+        ),
         &[id.into()],
     )?;
     match changed {
@@ -565,14 +662,28 @@ pub fn retry(id: i64) -> Result<i64, ArkError> {
     // be overwritten. A failed or cancelled job is queued afresh; a retrying
     // one runs now.
     let changed = crate::xact::first_value::<String>(
-        "UPDATE ark.jobs
-            SET state = CASE WHEN state = 'retrying' THEN state ELSE 'queued' END,
-                attempts = CASE WHEN state = 'retrying' THEN attempts ELSE 0 END,
+        concat!(
+            "UPDATE ark.jobs
+            SET state = CASE WHEN state = ",
+            job_sql!(retrying),
+            " THEN state ELSE ",
+            job_sql!(queued),
+            " END,
+                attempts = CASE WHEN state = ",
+            job_sql!(retrying),
+            " THEN attempts ELSE 0 END,
                 next_attempt_at = now(),
-                finished_at = CASE WHEN state = 'retrying' THEN finished_at END,
-                cancel_requested = CASE WHEN state = 'retrying' THEN cancel_requested ELSE false END
-          WHERE id = $1 AND state IN ('failed', 'cancelled', 'retrying')
-          RETURNING state",
+                finished_at = CASE WHEN state = ",
+            job_sql!(retrying),
+            " THEN finished_at END,
+                cancel_requested = CASE WHEN state = ",
+            job_sql!(retrying),
+            " THEN cancel_requested ELSE false END
+          WHERE id = $1 AND state IN ",
+            job_sql!(retryable),
+            "
+          RETURNING state"
+        ),
         &[id.into()],
     )?;
     match changed {

@@ -11,13 +11,14 @@
 //! are the interface. They run as the caller (its privileges are what they
 //! check), and only their catalog statements run as the extension's owner
 //! ([`crate::xact::as_owner`]).
-use crate::catalog::jobs::{job_row, FINAL_STATES};
+use crate::catalog::jobs::job_row;
 use crate::error::ArkError;
 use crate::settings;
 use crate::worker::mailbox;
 use crate::xact::{raise, require_admin, require_monitor, require_queue_database};
 use pg_ark_core::schedule::cron::CronSchedule;
 use pg_ark_core::schedule::jobs::{self, JobKind};
+use pg_ark_core::schedule::lifecycle::JobState;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -215,7 +216,7 @@ pub(crate) fn wait_impl(
     loop {
         // Each statement of a READ COMMITTED function sees a new snapshot.
         let (state, doc) = job_row(id)?;
-        if FINAL_STATES.contains(&state.as_str()) {
+        if JobState::parse(&state).is_some_and(JobState::is_final) {
             return Ok(doc);
         }
         if started.elapsed() >= timeout {

@@ -10,28 +10,36 @@ use crate::settings;
 use crate::worker::mailbox;
 use crate::xact::{raise, require_monitor};
 use pg_ark_core::health::{self, ArchiveFacts, DrillFacts, Facts, JobFacts, KindFacts, Thresholds};
+use pg_ark_core::job_sql;
+use pg_ark_core::schedule::lifecycle::JobState;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
 
 const BACKUP_KINDS: [&str; 4] = ["logical", "full", "incremental", "differential"];
 
-fn jobs_in(state: &str, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkError> {
+fn jobs_in(state: JobState, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkError> {
     Ok(Spi::connect(|c| {
         let t = c.select(
-            "SELECT j.id, j.kind, j.attempts, j.max_attempts, j.last_error,
+            concat!(
+                "SELECT j.id, j.kind, j.attempts, j.max_attempts, j.last_error,
                     EXISTS (SELECT FROM ark.jobs s
-                             WHERE s.kind = j.kind AND s.state = 'succeeded'
+                             WHERE s.kind = j.kind AND s.state = ",
+                job_sql!(succeeded),
+                "
                                AND s.finished_at > coalesce(j.finished_at, j.created_at)),
                     to_char(j.next_attempt_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'),
                     to_char(j.finished_at, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'),
                     j.schedule_name
                FROM ark.jobs j
               WHERE j.state = $1
-                AND ($1 <> 'failed' OR j.finished_at > now() - make_interval(secs => $2))
-              ORDER BY j.id",
+                AND ($1 <> ",
+                job_sql!(failed),
+                " OR j.finished_at > now() - make_interval(secs => $2))
+              ORDER BY j.id"
+            ),
             None,
-            &[state.into(), within.into()],
+            &[state.as_str().into(), within.into()],
         )?;
         let mut facts = Vec::new();
         let mut docs = Vec::new();
@@ -49,7 +57,7 @@ fn jobs_in(state: &str, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkE
                 "max_attempts": f.max_attempts, "last_error": f.last_error,
                 "schedule": r.get::<String>(9)?,
             });
-            if state == "retrying" {
+            if state == JobState::Retrying {
                 doc["next_attempt_at"] = json!(r.get::<String>(7)?);
             } else {
                 doc["finished_at"] = json!(r.get::<String>(8)?);
@@ -143,12 +151,16 @@ fn status_impl() -> Result<Value, ArkError> {
             scheduled_since: since,
         });
     }
-    let (retrying, retrying_docs) = jobs_in("retrying", 0.0)?;
-    let (failed, failed_docs) = jobs_in("failed", thresholds.backup_max_age)?;
-    let (queued, running) = Spi::get_two::<i64, i64>(
-        "SELECT count(*) FILTER (WHERE state = 'queued'), count(*) FILTER (WHERE state = 'running')
-           FROM ark.jobs",
-    )?;
+    let (retrying, retrying_docs) = jobs_in(JobState::Retrying, 0.0)?;
+    let (failed, failed_docs) = jobs_in(JobState::Failed, thresholds.backup_max_age)?;
+    let (queued, running) = Spi::get_two::<i64, i64>(concat!(
+        "SELECT count(*) FILTER (WHERE state = ",
+        job_sql!(queued),
+        "), count(*) FILTER (WHERE state = ",
+        job_sql!(running),
+        ")
+           FROM ark.jobs"
+    ))?;
 
     let enabled = Spi::get_one::<bool>(
         "SELECT current_setting('archive_mode') <> 'off'

@@ -12,13 +12,14 @@
 //!   job's result.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
-use crate::worker::job::{outcome, set_progress, supervise};
+use crate::worker::job::{outcome, set_progress, stopped, supervise};
 use crate::worker::logical::Target as RepoTarget;
 use crate::{settings, xact};
 use pg_ark_core::physical;
 use pg_ark_core::restore::drill::{self, Spec};
 use pg_ark_core::restore::plan::{self, TimelineChoice};
 use pg_ark_core::restore::Counters;
+use pg_ark_core::schedule::lifecycle::Failure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -101,14 +102,14 @@ pub fn run_drill(job: &Job) -> Outcome {
     let prepared = xact::run(|| Ok((spec(job)?, RepoTarget::current()?)));
     let (spec, target) = match prepared {
         Ok(v) => v,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(e),
     };
     let pg_ark = spec.bindir.join("pg_ark");
     if !pg_ark.exists() {
-        return Outcome::Failed(format!(
+        return Outcome::Failed(Failure::permanent(format!(
             "the pg_ark CLI is not installed at {}: a drill recovers with `pg_ark wal-get` as restore_command (make install puts it beside postgres)",
             pg_ark.display()
-        ));
+        )));
     }
     // What an earlier attempt of this job left (its worker killed).
     if std::fs::symlink_metadata(&spec.scratch).is_ok() {
@@ -119,13 +120,13 @@ pub fn run_drill(job: &Job) -> Outcome {
                 spec.scratch.display()
             ),
             Ok(false) => {}
-            Err(e) => return Outcome::Failed(e),
+            Err(e) => return Outcome::Failed(Failure::permanent(e)),
         }
         if let Err(e) = std::fs::remove_dir_all(&spec.scratch) {
-            return Outcome::Failed(format!(
+            return Outcome::Failed(Failure::permanent(format!(
                 "could not remove {}, left by an earlier attempt: {e}",
                 spec.scratch.display()
-            ));
+            )));
         }
     }
     let done = supervise(
@@ -133,7 +134,7 @@ pub fn run_drill(job: &Job) -> Outcome {
         move |control, _tx: std::sync::mpsc::Sender<()>| {
             let cluster = target
                 .open()
-                .map_err(|e| (e.to_string(), Value::Null, false))?;
+                .map_err(|e| (Failure::from(e), Value::Null, false))?;
             let counters = Counters::default();
             let stop = control.stop.clone();
             let c2 = control.clone();
@@ -156,22 +157,29 @@ pub fn run_drill(job: &Job) -> Outcome {
             let mut saved = None;
             if let Some(id) = report["backup_id"].as_str().filter(|_| record) {
                 if let Err(e) = physical::save_drill(&cluster, id, &report) {
-                    saved = Some(format!(
-                        "the drill's record could not be stored in the repository: {e}"
-                    ));
+                    saved = Some(
+                        Failure::from(e)
+                            .context("the drill's record could not be stored in the repository"),
+                    );
                 }
             }
             match (r, saved) {
                 (Ok(rep), None) => Ok((rep, record)),
+                // The drill passed; its record could not be stored: the
+                // storage decides whether a retry may store it.
                 (Ok(rep), Some(e)) => Err((e, rep, record)),
-                (Err(f), saved) => Err((
-                    match saved {
+                (Err(f), saved) => {
+                    let message = match saved {
                         Some(e) => format!("{}; {e}", f.message),
                         None => f.message,
-                    },
-                    f.report,
-                    record,
-                )),
+                    };
+                    let failure = if f.transient {
+                        Failure::transient(message)
+                    } else {
+                        Failure::permanent(message)
+                    };
+                    Err((failure, f.report, record))
+                }
             }
         },
         |_| {},
@@ -179,7 +187,7 @@ pub fn run_drill(job: &Job) -> Outcome {
     let (result, report, record) = match done {
         Ok(Ok((rep, record))) => (Ok(rep.clone()), rep, record),
         Ok(Err((msg, rep, record))) => (Err(msg), rep, record),
-        Err(s) => return outcome(Err(s)),
+        Err(s) => return stopped(s),
     };
     // A shutdown can end the work before the supervisor saw it: no verdict.
     let record = record && !crate::worker::job::shutdown_requested();

@@ -11,9 +11,11 @@
 //!   own with every signal blocked and never calls PostgreSQL. The worker's
 //!   thread polls it, publishes progress, and watches for `ark.cancel()` and
 //!   for SIGTERM.
-//! - **End**: succeeded (result recorded), retrying after
-//!   `base × 2^(attempt-1)` capped, failed when out of attempts, cancelled,
-//!   or, on SIGTERM, put back as retrying without using up an attempt.
+//! - **End**: succeeded (result recorded); after a transient failure,
+//!   retrying after `base × 2^(attempt-1)` capped, failed when out of
+//!   attempts; after a permanent one, failed at once; cancelled; or, on
+//!   SIGTERM, put back as retrying without using up an attempt (see
+//!   `pg_ark_core::schedule::lifecycle`).
 //!
 //! A worker that dies mid-job (kill -9, crash) leaves its job `running`; the
 //! scheduler notices that the worker's pid is gone and retries or fails it.
@@ -21,6 +23,7 @@ use crate::catalog::jobs::{claim, finish, Job, Outcome};
 use crate::worker::logical;
 use crate::{settings, xact};
 use pg_ark_core::schedule::jobs::JobKind;
+use pg_ark_core::schedule::lifecycle::Failure;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -217,7 +220,7 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
 }
 
 /// The outcome for a work result.
-pub fn outcome(r: Result<Result<Value, String>, Stopped>) -> Outcome {
+pub fn outcome<E: Into<Failure>>(r: Result<Result<Value, E>, Stopped>) -> Outcome {
     match r {
         Ok(Ok(v)) => Outcome::Succeeded(v),
         // A fast shutdown signals this worker and pg_dump's backend
@@ -226,11 +229,17 @@ pub fn outcome(r: Result<Result<Value, String>, Stopped>) -> Outcome {
         // interruption, not an attempt used up; work that finished anyway
         // keeps its result.
         Ok(Err(_)) if shutdown_requested() => Outcome::Interrupted,
-        Ok(Err(e)) => Outcome::Failed(e),
+        Ok(Err(e)) => Outcome::Failed(e.into()),
         Err(Stopped::Cancelled) => Outcome::Cancelled,
         Err(Stopped::Interrupted) => Outcome::Interrupted,
-        Err(Stopped::Broken(e)) => Outcome::Failed(e),
+        // A thread that could not start or panicked: a defect, not weather.
+        Err(Stopped::Broken(e)) => Outcome::Failed(Failure::permanent(e)),
     }
+}
+
+/// The outcome for work stopped early.
+pub fn stopped(s: Stopped) -> Outcome {
+    outcome::<Failure>(Err(s))
 }
 
 /// Progress document helper.

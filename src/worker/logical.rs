@@ -25,6 +25,7 @@ use pg_ark_core::logical::{
 };
 use pg_ark_core::repo::{ClusterRepo, Repository};
 use pg_ark_core::schedule::jobs;
+use pg_ark_core::schedule::lifecycle::Failure;
 use pg_ark_core::storage::s3::S3Options;
 use pg_ark_core::wal::SegmentSize;
 use pg_ark_core::{storage, RepoUrl};
@@ -274,15 +275,15 @@ fn expire_dumps(
     Ok(out)
 }
 
-fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, String> {
-    let cluster = plan.target.open().map_err(|e| e.to_string())?;
+fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, Failure> {
+    let cluster = plan.target.open().map_err(Failure::from)?;
     // Leftovers of a worker killed in the middle of a dump.
     let _ = cluster.remove_stale_temporaries();
     let mut done = Vec::new();
     let mut series = Vec::new();
     for (n, db) in plan.databases.iter().enumerate() {
         if control.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("stopped".into());
+            return Err(Failure::permanent("stopped"));
         }
         set_progress(
             &control,
@@ -294,7 +295,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             let own = dir.join(format!("job-{}-{n}", plan.job_id));
             let _ = std::fs::remove_dir_all(&own);
             if let Some(needed) = plan.stage_bytes.get(db) {
-                pg_ark_core::workdir::check_space(dir, *needed).map_err(|e| e.to_string())?;
+                pg_ark_core::workdir::check_space(dir, *needed).map_err(Failure::from)?;
             }
             req.work_dir = Some(own);
         }
@@ -311,7 +312,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             cancel: Arc::clone(&control.stop),
         };
         let info =
-            logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(|e| e.to_string())?;
+            logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(Failure::from)?;
         let prefix = logical::backup_prefix(&cluster, db, &info.label);
         done.push(summary(&info, &prefix));
         series.push(logical::series_key(&info));
@@ -394,7 +395,9 @@ pub fn run_logical(job: &Job) -> Outcome {
         Err(e) => return Outcome::Failed(e),
     };
     if plan.databases.is_empty() {
-        return Outcome::Failed("there is no connectable database to dump".into());
+        return Outcome::Failed(Failure::permanent(
+            "there is no connectable database to dump",
+        ));
     }
     outcome(supervise(job, move |c, tx| dump_all(plan, c, tx), record))
 }
@@ -421,16 +424,16 @@ pub fn run_expire(job: &Job) -> Outcome {
     let r = supervise(
         job,
         move |_c, tx| {
-            let cluster = target.open().map_err(|e| e.to_string())?;
+            let cluster = target.open().map_err(Failure::from)?;
             let expired = if retain.0.is_some() || retain.1.is_some() {
                 expire_dumps(&cluster, databases.as_deref(), retain, None, &tx, dry_run)
-                    .map_err(|e| e.to_string())?
+                    .map_err(Failure::from)?
             } else {
                 Vec::new()
             };
             let physical = crate::worker::physical::expire_physical(&cluster, rules, dry_run)
-                .map_err(|e| e.to_string())?;
-            Ok((
+                .map_err(Failure::from)?;
+            Ok::<_, Failure>((
                 cluster.location(),
                 physical.prefixes,
                 json!({

@@ -9,6 +9,7 @@
 //! until `ark.notify_max_attempts`. A dead endpoint therefore delays only
 //! other notifications, never the job queue.
 use crate::{settings, xact};
+use pg_ark_core::schedule::lifecycle::Backoff;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::Value;
@@ -151,15 +152,22 @@ fn record(done: &[Outcome]) -> Result<(), crate::error::ArkError> {
                 &[(*id).into()],
             )?,
             Err(e) => {
+                // The jobs' backoff policy, with the notifications' base
+                // and cap: attempt n failed, the next in 5 × 2^(n-1) s.
+                let attempts = crate::xact::first_value::<i32>(
+                    "SELECT attempts FROM ark.notifications WHERE id = $1 FOR UPDATE",
+                    &[(*id).into()],
+                )?
+                .unwrap_or(0);
+                let delay = Backoff::NOTIFICATIONS.delay(attempts + 1);
                 let gave_up = crate::xact::first_value::<bool>(
                     "UPDATE ark.notifications
                         SET attempts = attempts + 1, last_error = $2,
                             state = CASE WHEN attempts + 1 >= $3 THEN 'failed' ELSE 'pending' END,
-                            next_attempt_at = now() + make_interval(secs =>
-                                least(600, 5 * power(2, attempts)))
+                            next_attempt_at = now() + make_interval(secs => $4)
                       WHERE id = $1
                       RETURNING state = 'failed'",
-                    &[(*id).into(), e.clone().into(), max.into()],
+                    &[(*id).into(), e.clone().into(), max.into(), delay.into()],
                 )?;
                 if gave_up == Some(true) {
                     warning!(

@@ -24,7 +24,7 @@
 //! stored; a retry starts clean.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
-use crate::worker::job::{outcome, set_progress, supervise, Control};
+use crate::worker::job::{set_progress, stopped, supervise, Control};
 use crate::worker::logical::Target;
 use crate::{settings, xact};
 use pg_ark_core::physical::{
@@ -32,6 +32,7 @@ use pg_ark_core::physical::{
 };
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
+use pg_ark_core::schedule::lifecycle::Failure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -166,8 +167,8 @@ fn copy(
     basis: Option<Basis>,
     checksums: Option<u64>,
     control: Arc<Control>,
-) -> Result<Copied, String> {
-    let dd = physical::walk(&datadir).map_err(|e| e.to_string())?;
+) -> Result<Copied, Failure> {
+    let dd = physical::walk(&datadir).map_err(Failure::from)?;
     let mut basis = basis;
     if let Some(b) = basis.as_mut() {
         b.databases = dd.databases.clone();
@@ -211,7 +212,7 @@ fn copy(
             })
         })
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(Failure::from)?;
     let (bad, checked) = match &pages {
         Some(p) => (p.bad_pages(), Some(p.checked.load(Ordering::Relaxed))),
         None => (Vec::new(), None),
@@ -258,14 +259,14 @@ fn decide(
     datadir: &std::path::Path,
     wait: Duration,
     control: &Control,
-) -> Result<Decision, String> {
+) -> Result<Decision, Failure> {
     let (start_wal, timeline, checksums) = started;
     let full = |reason: String| Decision {
         parent: None,
         chain: None,
         fallback: Some(reason),
     };
-    let backups = physical::list_backups(cluster).map_err(|e| e.to_string())?;
+    let backups = physical::list_backups(cluster).map_err(Failure::from)?;
     let (parent, chain) = match physical::choose_parent(&backups, kind, timeline, unusable) {
         ParentChoice::Full { reason } => return Ok(full(reason)),
         ParentChoice::Parent { parent, chain } => (*parent, chain),
@@ -298,9 +299,9 @@ fn decide(
     // Every segment from the parent's start to the one before ours must be
     // in the repository; segments still waiting to be archived are waited for.
     let size = cluster.segment_size();
-    let position = |name: &str| size.parse(name).map_err(|e| e.to_string());
+    let position = |name: &str| size.parse(name).map_err(Failure::from);
     let parent_start = position(&parent.start_wal)?;
-    let previous = size.previous(start_wal).map_err(|e| e.to_string())?;
+    let previous = size.previous(start_wal).map_err(Failure::from)?;
     if let Some(last) = previous
         .map(|p| position(&p).map(|at| (p, at)))
         .transpose()?
@@ -309,8 +310,8 @@ fn decide(
     {
         let deadline = Instant::now() + wait;
         loop {
-            let missing = physical::missing_wal(cluster, &parent.start_wal, &last)
-                .map_err(|e| e.to_string())?;
+            let missing =
+                physical::missing_wal(cluster, &parent.start_wal, &last).map_err(Failure::from)?;
             let Some(first) = missing.first() else {
                 break;
             };
@@ -321,7 +322,7 @@ fn decide(
             // archiver stored it between the listing and this check.
             let gone = !ready.exists()
                 && physical::missing_wal(cluster, first, first)
-                    .map_err(|e| e.to_string())?
+                    .map_err(Failure::from)?
                     .contains(first);
             if gone {
                 return Ok(full(format!(
@@ -330,13 +331,16 @@ fn decide(
                 )));
             }
             if control.stop.load(Ordering::SeqCst) {
-                return Err("the backup was stopped while it waited for WAL to be archived".into());
+                return Err(Failure::permanent(
+                    "the backup was stopped while it waited for WAL to be archived",
+                ));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                // A timeout: the archiver may catch up before the retry.
+                return Err(Failure::transient(format!(
                     "WAL segment {first}, which this backup relies on, was not archived within {} s (check ark.archive_status())",
                     wait.as_secs()
-                ));
+                )));
             }
             set_progress(
                 control,
@@ -513,23 +517,21 @@ fn wait_for_wal(
     stop_wal: &str,
     wait: Duration,
     control: &Control,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let segments = cluster
         .segment_size()
         .range(start_wal, stop_wal)
-        .map_err(|e| e.to_string())?;
+        .map_err(Failure::from)?;
     let deadline = Instant::now() + wait;
     let mut next = 0;
     while next < segments.len() {
         // A cheap existence check while waiting; once there, the segment is
         // read and verified (checksum, system identifier) once.
-        let key = cluster
-            .wal_key(&segments[next])
-            .map_err(|e| e.to_string())?;
+        let key = cluster.wal_key(&segments[next]).map_err(Failure::from)?;
         let present = cluster
             .storage()
             .head(&key)
-            .map_err(|e| e.to_string())?
+            .map_err(Failure::from)?
             .is_some();
         if present {
             match cluster.get_wal(&segments[next]) {
@@ -538,18 +540,21 @@ fn wait_for_wal(
                     continue;
                 }
                 Ok(None) => {}
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.into()),
             }
         }
         if control.stop.load(Ordering::SeqCst) {
-            return Err("the backup was stopped while it waited for its WAL".into());
+            return Err(Failure::permanent(
+                "the backup was stopped while it waited for its WAL",
+            ));
         }
         if Instant::now() >= deadline {
-            return Err(format!(
+            // A timeout: the archiver may catch up before the retry.
+            return Err(Failure::transient(format!(
                 "WAL segment \"{}\", which the backup needs, was not archived within {} s; the backup is not complete (check ark.archive_status())",
                 segments[next],
                 wait.as_secs()
-            ));
+            )));
         }
         set_progress(
             control,
@@ -605,7 +610,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     };
     let compression = match settings::compression() {
         Ok(c) => c,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(e.into()),
     };
     let mut phases = Phases::new();
     let started_epoch = pg_ark_core::logical::now_epoch();
@@ -638,14 +643,14 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             }
             c
         }
-        Ok(Err(e)) => return Outcome::Failed(e.to_string()),
-        Err(s) => return outcome(Err(s)),
+        Ok(Err(e)) => return Outcome::Failed(e.into()),
+        Err(s) => return stopped(s),
     };
     phases.mark("open repository");
     let label = format!("pg_ark job {}", job.id);
     let started = match xact::run(|| start(&label)) {
         Ok(s) => s,
-        Err(e) => return Outcome::Failed(format!("could not start the backup: {e}")),
+        Err(e) => return Outcome::Failed(e.context("could not start the backup")),
     };
     phases.mark("pg_backup_start");
     let decision = if requested == "full" {
@@ -682,7 +687,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         }
         Err(s) => {
             abandon(None, "");
-            return outcome(Err(s));
+            return stopped(s);
         }
     };
     let (kind, letter) = match (&decision.parent, requested) {
@@ -715,11 +720,11 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Ok(Ok(l)) => Some(l),
         Ok(Err(e)) => {
             abandon(None, "");
-            return Outcome::Failed(e.to_string());
+            return Outcome::Failed(e.into());
         }
         Err(s) => {
             abandon(None, "");
-            return outcome(Err(s));
+            return stopped(s);
         }
     };
     match &decision.fallback {
@@ -802,7 +807,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Err(s) => {
             drop(lease.take());
             abandon(Some(&cluster), &id);
-            return outcome(Err(s));
+            return stopped(s);
         }
     };
     phases.mark("copy");
@@ -811,7 +816,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Err(e) => {
             drop(lease.take());
             abandon(Some(&cluster), &id);
-            return Outcome::Failed(format!("could not stop the backup: {e}"));
+            return Outcome::Failed(e.context("could not stop the backup"));
         }
     };
     match physical::store_bytes(&cluster, &prefix, "backup_label", label.as_bytes()) {
@@ -819,7 +824,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Err(e) => {
             drop(lease.take());
             let _ = physical::delete_backup(&cluster, &id);
-            return Outcome::Failed(e.to_string());
+            return Outcome::Failed(e.into());
         }
     }
     phases.mark("stop");
@@ -846,7 +851,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Err(s) => {
             drop(lease.take());
             let _ = physical::delete_backup(&cluster, &id);
-            return outcome(Err(s));
+            return stopped(s);
         }
     }
     phases.mark("wait for WAL");
@@ -892,14 +897,15 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     if let Some(age) = lease.as_ref().and_then(|l| l.stale()) {
         drop(lease.take());
         let _ = physical::delete_backup(&cluster, &id);
-        return Outcome::Failed(format!(
+        // A conflict with another writer: the next attempt takes a new one.
+        return Outcome::Failed(Failure::transient(format!(
             "the lease of backup \"{id}\" was last renewed {age} s ago, so another writer of the repository entry may have taken it for abandoned; the backup is not recorded complete"
-        ));
+        )));
     }
     if let Err(e) = physical::finish_backup(&cluster, &manifest, &info) {
         drop(lease.take());
         let _ = physical::delete_backup(&cluster, &id);
-        return Outcome::Failed(e.to_string());
+        return Outcome::Failed(e.into());
     }
     // Complete: the descriptor is written, and the lease ends.
     drop(lease.take());
@@ -1014,7 +1020,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
 pub fn run_verify(job: &Job) -> Outcome {
     let target = match xact::run(Target::current) {
         Ok(t) => t,
-        Err(e) => return Outcome::Failed(e.to_string()),
+        Err(e) => return Outcome::Failed(e),
     };
     let wanted = job
         .options
@@ -1024,28 +1030,29 @@ pub fn run_verify(job: &Job) -> Outcome {
     let checked = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
-            let c = target.open().map_err(|e| e.to_string())?;
+            let c = target.open().map_err(Failure::from)?;
             let id = match wanted {
                 Some(id) => id,
                 None => physical::list_backups(&c)
-                    .map_err(|e| e.to_string())?
+                    .map_err(Failure::from)?
                     .pop()
                     .map(|b| b.backup_id)
                     .ok_or_else(|| {
-                        "there is no complete physical backup in the repository to verify"
-                            .to_string()
+                        Failure::permanent(
+                            "there is no complete physical backup in the repository to verify",
+                        )
                     })?,
             };
             set_progress(&control, json!({"phase": "verify", "backup_id": id}));
-            let problems = physical::verify_backup(&c, &id).map_err(|e| e.to_string())?;
-            Ok::<_, String>((id, problems))
+            let problems = physical::verify_backup(&c, &id).map_err(Failure::from)?;
+            Ok::<_, Failure>((id, problems))
         },
         |_| {},
     );
     let (id, problems) = match checked {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Outcome::Failed(e),
-        Err(s) => return outcome(Err(s)),
+        Err(s) => return stopped(s),
     };
     let listed: Vec<Value> = problems
         .iter()
@@ -1085,7 +1092,7 @@ pub fn run_verify(job: &Job) -> Outcome {
     if problems.len() > 20 {
         message.push_str(&format!(" and {} more", problems.len() - 20));
     }
-    Outcome::Failed(message)
+    Outcome::Failed(Failure::permanent(message))
 }
 
 /// The physical retention rules: a job's options over the settings.

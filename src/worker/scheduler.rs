@@ -32,6 +32,7 @@ use crate::catalog::jobs::{pause_after_restore, prune_history, recover_orphans};
 use crate::sql::jobs::{next_run, now_epoch};
 use crate::worker::{job, mailbox, notify};
 use crate::{settings, xact};
+use pg_ark_core::job_sql;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -222,9 +223,13 @@ fn sweep_work_directory() -> Result<(), crate::error::ArkError> {
         // Running by the catalog and by a live worker: after a crash the
         // catalog still says running until the orphans are recovered.
         for r in c.select(
-            "SELECT j.id FROM ark.jobs j
-              WHERE j.state = 'running'
-                AND j.worker_pid IN (SELECT pid FROM pg_catalog.pg_stat_activity)",
+            concat!(
+                "SELECT j.id FROM ark.jobs j
+              WHERE j.state = ",
+                job_sql!(running),
+                "
+                AND j.worker_pid IN (SELECT pid FROM pg_catalog.pg_stat_activity)"
+            ),
             None,
             &[],
         )? {
@@ -247,7 +252,7 @@ fn sweep_work_directory() -> Result<(), crate::error::ArkError> {
     Ok(())
 }
 
-fn report(what: &str, r: Result<(), String>) {
+fn report(what: &str, r: Result<(), impl std::fmt::Display>) {
     if let Err(e) = r {
         warning!("pg_ark scheduler could not {}: {}", what, e);
     }
@@ -265,7 +270,7 @@ fn serve_mailbox() {
                 },
             )
         });
-        mailbox::answer(&req, result);
+        mailbox::answer(&req, result.map_err(|e| e.message));
     }
 }
 
@@ -373,14 +378,18 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
 /// a worker slot, and a worker's exit wakes the scheduler anyway).
 fn seconds_until_due(notifications: bool) -> Result<Option<f64>, crate::error::ArkError> {
     Ok(Spi::get_one_with_args::<f64>(
-        "SELECT extract(epoch FROM least(
+        concat!(
+            "SELECT extract(epoch FROM least(
                     (SELECT min(next_run) FROM ark.schedules
                       WHERE enabled AND paused IS NULL AND next_run > clock_timestamp()),
                     (SELECT min(next_attempt_at) FROM ark.jobs
-                      WHERE state IN ('queued', 'retrying') AND next_attempt_at > clock_timestamp()),
+                      WHERE state IN ",
+            job_sql!(runnable),
+            " AND next_attempt_at > clock_timestamp()),
                     (SELECT min(next_attempt_at) FROM ark.notifications
                       WHERE $1 AND state = 'pending' AND next_attempt_at > clock_timestamp())
-                ) - clock_timestamp())::float8",
+                ) - clock_timestamp())::float8"
+        ),
         &[notifications.into()],
     )?)
 }
@@ -393,9 +402,13 @@ fn start_workers(st: &mut State) {
     // Workers of a previous scheduler (restarted) count too.
     let (runnable, running) = xact::run(|| {
         let (r, w) = Spi::get_two_with_args::<i64, i64>(
-            "SELECT (SELECT count(*) FROM ark.jobs
-                      WHERE state IN ('queued', 'retrying') AND next_attempt_at <= now()),
-                    (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1)",
+            concat!(
+                "SELECT (SELECT count(*) FROM ark.jobs
+                      WHERE ",
+                job_sql!(due),
+                "),
+                    (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type = $1)"
+            ),
             &[job::WORKER_TYPE.into()],
         )?;
         Ok((r.unwrap_or(0), w.unwrap_or(0)))

@@ -166,22 +166,49 @@ pub fn shared_reserve(fs_total: u64) -> u64 {
 /// Why a drill failed: the message, what was measured up to then, and
 /// whether it is a verdict on the backup (it did not rebuild, recover or
 /// pass its checks) rather than a drill that could not be carried out.
+/// `transient`: the repository could not be reached (a job retries).
 #[derive(Debug)]
 pub struct Failed {
     pub message: String,
     pub report: Value,
     pub verdict: bool,
+    pub transient: bool,
 }
 
-/// A failure inside the drill: (message, verdict on the backup).
-type Fail = (String, bool);
+/// A failure inside the drill.
+#[derive(Debug)]
+struct Fail {
+    message: String,
+    /// A verdict on the backup.
+    verdict: bool,
+    /// May go away by itself (see [`crate::Error::is_transient`]).
+    transient: bool,
+}
 
 fn setup(msg: impl Into<String>) -> Fail {
-    (msg.into(), false)
+    Fail {
+        message: msg.into(),
+        verdict: false,
+        transient: false,
+    }
 }
 
 fn verdict(msg: impl Into<String>) -> Fail {
-    (msg.into(), true)
+    Fail {
+        message: msg.into(),
+        verdict: true,
+        transient: false,
+    }
+}
+
+/// The drill could not be carried out because of `e`, with its hint.
+fn setup_error(e: &crate::Error) -> Fail {
+    let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
+    Fail {
+        message: format!("{e}{hint}"),
+        verdict: false,
+        transient: e.is_transient(),
+    }
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -1148,13 +1175,14 @@ pub fn run(
             report["ok"] = json!(true);
             Ok(report)
         }
-        (Err((message, verdict)), _) | (Ok(()), Err((message, verdict))) => {
+        (Err(f), _) | (Ok(()), Err(f)) => {
             report["ok"] = json!(false);
-            report["error"] = json!(message);
+            report["error"] = json!(f.message);
             Err(Failed {
-                message,
+                message: f.message,
                 report,
-                verdict,
+                verdict: f.verdict,
+                transient: f.transient,
             })
         }
     }
@@ -1215,16 +1243,13 @@ fn drill(
     progress("plan", json!({}));
     cluster
         .expect_segment_size(spec.wal_segment_size)
-        .map_err(|e| setup(e.to_string()))?;
+        .map_err(|e| setup_error(&e))?;
     let req = Request {
         target: spec.target.clone(),
         timeline: spec.timeline.clone(),
         backup: spec.backup.clone(),
     };
-    let p = plan::plan(cluster, &req, "promote").map_err(|e| {
-        let hint = e.hint().map(|h| format!(" ({h})")).unwrap_or_default();
-        setup(format!("{e}{hint}"))
-    })?;
+    let p = plan::plan(cluster, &req, "promote").map_err(|e| setup_error(&e))?;
     let info = p.backup().clone();
     report["backup_id"] = json!(info.backup_id);
     report["kind"] = json!(info.kind);
@@ -1319,6 +1344,8 @@ fn drill(
     let rebuilt = match rebuilt {
         Ok(r) => r,
         Err(_) if stop.load(Ordering::Relaxed) => return Err(setup("the drill was stopped")),
+        // The repository out of reach says nothing about the backup.
+        Err(e) if e.is_transient() => return Err(setup_error(&e)),
         Err(e) => {
             return Err(verdict(format!(
                 "restoring backup \"{}\" failed: {e}",
@@ -1635,20 +1662,26 @@ mod tests {
         assert_eq!(ok["ok"], true);
         assert_eq!(ok["relations"], 42);
         assert_eq!(ok["database"], "shop");
-        let (check, (msg, is_verdict)) = visibility_outcome(
+        let (check, f) = visibility_outcome(
             "shop",
             r#"{"relations": 42, "problems": [{"relation": "public.t", "not_visible": 2000, "not_frozen": 1990}]}"#,
         )
         .unwrap_err();
-        assert!(is_verdict, "a verdict on the backup");
+        assert!(f.verdict && !f.transient, "a verdict on the backup");
         assert_eq!(check["ok"], false);
         assert!(
-            msg.contains("database \"shop\"")
-                && msg.contains("public.t (2000 tuple(s) not all-visible, 1990 not all-frozen)"),
-            "{msg}"
+            f.message.contains("database \"shop\"")
+                && f.message
+                    .contains("public.t (2000 tuple(s) not all-visible, 1990 not all-frozen)"),
+            "{}",
+            f.message
         );
-        let (_, (msg, is_verdict)) = visibility_outcome("shop", "garbage").unwrap_err();
-        assert!(!is_verdict && msg.contains("unexpected output"), "{msg}");
+        let (_, f) = visibility_outcome("shop", "garbage").unwrap_err();
+        assert!(
+            !f.verdict && f.message.contains("unexpected output"),
+            "{}",
+            f.message
+        );
     }
 
     #[test]

@@ -23,8 +23,7 @@
 //!   tables named, in `database`), records the result and its timings, and
 //!   removes the scratch cluster.
 //!
-//! Retry timing: attempt `n` (1-based) that fails is retried after
-//! `base × 2^(n-1)` seconds, capped at `cap` ([`retry_delay`]).
+//! Retry timing and failure classes: [`super::lifecycle`].
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::Path;
@@ -575,13 +574,6 @@ pub fn parse_interval(text: &str) -> Option<f64> {
     (v > 0.0 && v.is_finite()).then_some(v)
 }
 
-/// Seconds to wait before retrying after failed attempt `attempt` (1-based):
-/// `base × 2^(attempt-1)`, capped at `cap`.
-pub fn retry_delay(attempt: i32, base: f64, cap: f64) -> f64 {
-    let exp = (attempt.max(1) - 1).min(62);
-    (base * 2f64.powi(exp)).min(cap).max(0.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -838,14 +830,6 @@ mod tests {
             "{e}"
         );
         assert!(check_claimed("backup", &json!({}), None, libdir).is_err());
-    }
-
-    #[test]
-    fn retry_delay_doubles_and_caps() {
-        let d: Vec<f64> = (1..=7).map(|a| retry_delay(a, 1.0, 20.0)).collect();
-        assert_eq!(d, vec![1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]);
-        assert_eq!(retry_delay(1000, 60.0, 3600.0), 3600.0);
-        assert_eq!(retry_delay(0, 5.0, 100.0), 5.0);
     }
 
     #[test]
