@@ -1,7 +1,7 @@
 //! `pg_ark info`: what a repository holds, from the repository alone:
 //! clusters, chains and backups (kinds, sizes, times), archived WAL per
 //! timeline with its gaps, and logical dumps. `--json` prints the stable
-//! document of `pg_ark_core::restore::inventory` (see the README).
+//! document of `pg_ark_core::restore::inventory` (see docs/reference/json.md).
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use pg_ark_core::repo::Repository;

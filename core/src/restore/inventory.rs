@@ -1,7 +1,7 @@
 //! What a repository holds, from the repository alone: `pg_ark info`.
 //!
 //! The JSON document ([`inventory`]) is stable: fields are only ever
-//! added. It is documented in the README ("pg_ark info --json").
+//! added. It is documented in docs/reference/json.md ("`pg_ark info --json`").
 use super::plan::{format_lsn, Archive};
 use crate::logical::list_logical_backups;
 use crate::physical::{self, PhysicalBackupInfo};
