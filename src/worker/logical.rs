@@ -431,8 +431,13 @@ pub fn run_expire(job: &Job) -> Outcome {
             } else {
                 Vec::new()
             };
-            let physical = crate::worker::physical::expire_physical(&cluster, rules, dry_run)
-                .map_err(Failure::from)?;
+            let physical = pg_ark_core::retention::physical::expire(
+                &cluster,
+                rules,
+                pg_ark_core::logical::now_epoch(),
+                dry_run,
+            )
+            .map_err(Failure::from)?;
             Ok::<_, Failure>((
                 cluster.location(),
                 physical.prefixes,

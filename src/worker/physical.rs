@@ -989,7 +989,14 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     let c = cluster.clone();
     match supervise(
         job,
-        move |_control, _tx: std::sync::mpsc::Sender<()>| expire_physical(&c, rules, false),
+        move |_control, _tx: std::sync::mpsc::Sender<()>| {
+            pg_ark_core::retention::physical::expire(
+                &c,
+                rules,
+                pg_ark_core::logical::now_epoch(),
+                false,
+            )
+        },
         |_| {},
     ) {
         Ok(Ok(expired)) => {
@@ -1110,79 +1117,6 @@ pub(crate) fn retention_rules(options: &Value) -> pg_ark_core::retention::physic
         diff: pick("retention_diff", settings::RETENTION_DIFF.get()),
         days: pick("retention_days", settings::RETENTION_DAYS.get()),
     }
-}
-
-/// What physical expiry removed (or, in a dry run, would remove).
-pub(crate) struct Expired {
-    /// One summary per backup, newest first.
-    pub backups: Vec<Value>,
-    /// The prefixes of the backups, for the catalog.
-    pub prefixes: Vec<String>,
-    /// One summary per run of WAL files.
-    pub wal: Vec<Value>,
-    /// The oldest point recovery can reach after expiry: the end of the
-    /// kept backup that finished first (`null`: no physical backup).
-    pub recoverable_from: Value,
-}
-
-/// Apply `rules` to the physical backups of `cluster` and to its WAL: whole
-/// chains, children before parents (each backup's descriptor first, so an
-/// interruption never leaves a complete-looking backup without its parent),
-/// then the WAL that no kept backup needs. With `dry_run`, only list. Runs
-/// on a work thread.
-pub(crate) fn expire_physical(
-    cluster: &ClusterRepo,
-    rules: pg_ark_core::retention::physical::Rules,
-    dry_run: bool,
-) -> Result<Expired, pg_ark_core::Error> {
-    use pg_ark_core::retention::physical as r;
-    let backups = physical::list_backups(cluster)?;
-    let expired = r::select_expired(&backups, rules, pg_ark_core::logical::now_epoch());
-    let gone: std::collections::HashSet<&str> =
-        expired.iter().map(|b| b.backup_id.as_str()).collect();
-    let kept: Vec<&PhysicalBackupInfo> = backups
-        .iter()
-        .filter(|b| !gone.contains(b.backup_id.as_str()))
-        .collect();
-    let wal = r::expired_wal(cluster, &kept)?;
-    let recoverable_from = r::oldest_recoverable(&kept).map_or(Value::Null, |b| {
-        json!({
-            "backup": b.backup_id, "path": physical::backup_prefix(cluster, &b.backup_id),
-            "time": b.finished_at, "lsn": b.stop_lsn, "timeline": b.timeline,
-        })
-    });
-    let mut out = Expired {
-        backups: Vec::new(),
-        prefixes: Vec::new(),
-        wal: Vec::new(),
-        recoverable_from,
-    };
-    for b in &expired {
-        if !dry_run {
-            physical::delete_backup(cluster, &b.backup_id)?;
-        }
-        let prefix = physical::backup_prefix(cluster, &b.backup_id);
-        out.backups.push(json!({
-            "kind": b.kind, "label": b.backup_id, "path": prefix,
-            "job_id": b.job_id, "finished_at": b.finished_at,
-        }));
-        out.prefixes.push(prefix);
-    }
-    if !dry_run {
-        for (_, key) in &wal {
-            cluster.storage().delete(key)?;
-        }
-        // The catalog index follows the descriptors (this runs after every
-        // physical backup too).
-        physical::write_index(cluster)?;
-    }
-    let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();
-    for (timeline, first, last, files) in r::wal_runs(&names) {
-        out.wal.push(json!({
-            "timeline": timeline, "first": first, "last": last, "files": files,
-        }));
-    }
-    Ok(out)
 }
 
 /// Remove the catalog rows of expired physical backups (backend's thread).

@@ -1369,3 +1369,74 @@ fn descriptors_without_a_segment_size_hold_16_mib_segments() {
     v["wal_segment_size"] = serde_json::json!(1000);
     assert!(serde_json::from_value::<PhysicalBackupInfo>(v).is_err());
 }
+
+/// Expiry (`retention::physical::expire`): a dry run lists and removes
+/// nothing; a real one removes the chains and the WAL no kept backup needs,
+/// rewrites the index, and names where recovery can start.
+#[test]
+fn expiry_lists_in_a_dry_run_and_removes_whole_chains_and_old_wal() {
+    use crate::retention::physical::{expire, Rules};
+    let (_d, c) = cluster();
+    let src = pgdata();
+    let (f1, _) = take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    take_kind(
+        &c,
+        src.path(),
+        "i1",
+        "incremental",
+        Some(&f1),
+        "0/2000028",
+        150,
+    );
+    take_kind(&c, src.path(), "f2", "full", None, "0/2000028", 200);
+    take_kind(&c, src.path(), "f3", "full", None, "0/2000028", 300);
+    for (n, name) in [
+        (1, "000000010000000000000001"),
+        (2, "000000010000000000000002"),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+    let rules = Rules {
+        full: 2,
+        diff: None,
+        days: None,
+    };
+    let ids = |c: &ClusterRepo| -> Vec<String> {
+        list_backups(c)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_id)
+            .collect()
+    };
+    let dry = expire(&c, rules, 1000, true).unwrap();
+    let labels: Vec<&str> = dry
+        .backups
+        .iter()
+        .map(|b| b["label"].as_str().unwrap())
+        .collect();
+    // Children before parents.
+    assert_eq!(labels, ["i1", "f1"]);
+    assert_eq!(dry.wal[0]["first"], "000000010000000000000001");
+    assert_eq!(dry.wal[0]["files"], 1);
+    assert_eq!(ids(&c), ["f1", "i1", "f2", "f3"]);
+    assert!(c.get_wal("000000010000000000000001").unwrap().is_some());
+
+    let done = expire(&c, rules, 1000, false).unwrap();
+    assert_eq!(
+        done.prefixes,
+        [backup_prefix(&c, "i1"), backup_prefix(&c, "f1")]
+    );
+    assert_eq!(ids(&c), ["f2", "f3"]);
+    assert!(c.get_wal("000000010000000000000001").unwrap().is_none());
+    assert!(c.get_wal("000000010000000000000002").unwrap().is_some());
+    assert_eq!(done.recoverable_from["backup"], "f2");
+    // Nothing of the removed chain is left, not even its prefix.
+    assert!(c
+        .storage()
+        .list(&format!("{}/", backup_prefix(&c, "f1")))
+        .unwrap()
+        .is_empty());
+    // Again: nothing more to do.
+    let again = expire(&c, rules, 1000, false).unwrap();
+    assert!(again.backups.is_empty() && again.wal.is_empty());
+}

@@ -26,10 +26,11 @@
 //! timeline: no restore from a kept backup, to any point after it, reads
 //! WAL from before its start. Timeline history files are always kept. With
 //! no physical backup, no WAL is removed (the archive may be all there is).
-use crate::physical::PhysicalBackupInfo;
+use crate::physical::{self, PhysicalBackupInfo};
 use crate::repo::ClusterRepo;
 use crate::wal::{Segment, SegmentSize};
 use crate::Error;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
 
 /// The retention rules of physical backups.
@@ -205,6 +206,79 @@ pub fn wal_runs(names: &[String]) -> Vec<(String, String, String, usize)> {
         }
     }
     out
+}
+
+/// What physical expiry removed (or, in a dry run, would remove).
+pub struct Expired {
+    /// One summary per backup, newest first.
+    pub backups: Vec<Value>,
+    /// The prefixes of the backups, for the catalog.
+    pub prefixes: Vec<String>,
+    /// One summary per run of WAL files.
+    pub wal: Vec<Value>,
+    /// The oldest point recovery can reach after expiry: the end of the
+    /// kept backup that finished first (`null`: no physical backup).
+    pub recoverable_from: Value,
+}
+
+/// Apply `rules` to the physical backups of `cluster` and to its WAL: whole
+/// chains, children before parents (each backup's descriptor first, so an
+/// interruption never leaves a complete-looking backup without its parent),
+/// then the WAL that no kept backup needs. With `dry_run`, only list.
+/// `now` (epoch seconds) places the recovery window of `rules.days`.
+pub fn expire(
+    cluster: &ClusterRepo,
+    rules: Rules,
+    now: i64,
+    dry_run: bool,
+) -> Result<Expired, Error> {
+    let backups = physical::list_backups(cluster)?;
+    let expired = select_expired(&backups, rules, now);
+    let gone: std::collections::HashSet<&str> =
+        expired.iter().map(|b| b.backup_id.as_str()).collect();
+    let kept: Vec<&PhysicalBackupInfo> = backups
+        .iter()
+        .filter(|b| !gone.contains(b.backup_id.as_str()))
+        .collect();
+    let wal = expired_wal(cluster, &kept)?;
+    let recoverable_from = oldest_recoverable(&kept).map_or(Value::Null, |b| {
+        json!({
+            "backup": b.backup_id, "path": physical::backup_prefix(cluster, &b.backup_id),
+            "time": b.finished_at, "lsn": b.stop_lsn, "timeline": b.timeline,
+        })
+    });
+    let mut out = Expired {
+        backups: Vec::new(),
+        prefixes: Vec::new(),
+        wal: Vec::new(),
+        recoverable_from,
+    };
+    for b in &expired {
+        if !dry_run {
+            physical::delete_backup(cluster, &b.backup_id)?;
+        }
+        let prefix = physical::backup_prefix(cluster, &b.backup_id);
+        out.backups.push(json!({
+            "kind": b.kind, "label": b.backup_id, "path": prefix,
+            "job_id": b.job_id, "finished_at": b.finished_at,
+        }));
+        out.prefixes.push(prefix);
+    }
+    if !dry_run {
+        for (_, key) in &wal {
+            cluster.storage().delete(key)?;
+        }
+        // The catalog index follows the descriptors (this runs after every
+        // physical backup too).
+        physical::write_index(cluster)?;
+    }
+    let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();
+    for (timeline, first, last, files) in wal_runs(&names) {
+        out.wal.push(json!({
+            "timeline": timeline, "first": first, "last": last, "files": files,
+        }));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
