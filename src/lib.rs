@@ -17,6 +17,9 @@ use pgrx::prelude::*;
 mod archive;
 mod catalog;
 mod error;
+mod mailbox;
+mod repo;
+mod server;
 mod settings;
 mod sql;
 mod worker;
@@ -46,7 +49,7 @@ pub extern "C-unwind" fn _PG_init() {
     }
     settings::init(preloading);
     if preloading {
-        worker::mailbox::init();
+        mailbox::init();
         worker::scheduler::register();
     }
 }

@@ -16,7 +16,7 @@ const FAILURE_FILE: &str = "pg_ark/archive_failure.json";
 /// Record why archiving `wal` failed. Best effort: a failure to record is
 /// only logged, it never turns into an error of its own.
 pub fn record_failure(wal: &str, err: &ArkError) {
-    let doc = json!({ "wal": wal, "epoch": crate::sql::jobs::now_epoch(), "message": err.to_string(), "hint": err.hint() });
+    let doc = json!({ "wal": wal, "epoch": crate::server::now_epoch(), "message": err.to_string(), "hint": err.hint() });
     let write = || -> std::io::Result<()> {
         std::fs::create_dir_all("pg_ark")?;
         let tmp = format!("{FAILURE_FILE}.tmp");

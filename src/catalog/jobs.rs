@@ -14,11 +14,11 @@
 //! failed, cancelled ──retry──> queued;  retrying ──retry──> runs now
 //! running, worker gone ──recover_orphans──> retrying or failed
 //! ```
+use crate::catalog::notifications;
 use crate::error::ArkError;
+use crate::mailbox::wake_scheduler_at_commit;
+use crate::server::JOB_WORKER_TYPE as WORKER_TYPE;
 use crate::settings;
-use crate::sql::jobs::wake_scheduler_at_commit;
-use crate::worker::job::WORKER_TYPE;
-use crate::worker::notify;
 use pg_ark_core::job_sql;
 use pg_ark_core::schedule::jobs::{self, JobKind};
 use pg_ark_core::schedule::lifecycle::{self, AfterFailure, Backoff, Failure, GaveUp};
@@ -87,7 +87,7 @@ pub fn insert_job(
 /// ever running, and the next candidate is tried.
 pub fn claim() -> Result<Option<Job>, ArkError> {
     Spi::run_with_args("SELECT pg_advisory_xact_lock($1)", &[CLAIM_LOCK.into()])?;
-    let libdir = crate::sql::jobs::libdir();
+    let libdir = crate::server::libdir();
     loop {
         let next = Spi::connect_mut(|c| {
             let t = c.update(
@@ -184,7 +184,7 @@ fn refuse(id: i64, e: &jobs::JobError) -> Result<(), ArkError> {
         &[id.into(), message.as_str().into()],
     )?;
     warning!("pg_ark job {}: {}", id, message);
-    notify::queue(id, "job.failed")?;
+    notifications::queue(id, "job.failed")?;
     Ok(())
 }
 
@@ -262,7 +262,7 @@ pub fn record_failure(
                     message
                 ),
             }
-            notify::queue(id, "job.failed")?;
+            notifications::queue(id, "job.failed")?;
         }
         AfterFailure::Retry { delay } => {
             Spi::run_with_args(
@@ -320,7 +320,7 @@ pub fn finish(job: &Job, outcome: &Outcome) -> Result<(), ArkError> {
                 &[job.id.into(), JsonB(result.clone()).into()],
             )?;
             log!("pg_ark job {} ({}) succeeded", job.id, job.kind);
-            notify::queue(job.id, "job.succeeded")?;
+            notifications::queue(job.id, "job.succeeded")?;
         }
         Outcome::Failed(failure) => record_failure(
             job.id,

@@ -3,6 +3,7 @@
 use pgrx::prelude::*;
 
 pub mod jobs;
+pub mod notifications;
 
 // The catalog tables and roles come first: functions' grants refer to them.
 extension_sql_file!("catalog.sql", name = "catalog", bootstrap);

@@ -13,8 +13,9 @@
 //! ([`crate::xact::as_owner`]).
 use crate::catalog::jobs::job_row;
 use crate::error::ArkError;
-use crate::settings;
-use crate::worker::mailbox;
+use crate::mailbox;
+use crate::mailbox::wake_scheduler_at_commit;
+use crate::server::{libdir, next_run, now_epoch};
 use crate::xact::{raise, require_admin, require_monitor, require_queue_database};
 use pg_ark_core::schedule::cron::CronSchedule;
 use pg_ark_core::schedule::jobs::{self, JobKind};
@@ -23,14 +24,6 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-
-/// Seconds since the Unix epoch, now.
-pub fn now_epoch() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
 
 /// Turn interval strings of `retry_base` / `retry_cap` ('30s', '5 min',
 /// '1 hour', '00:05:00') into seconds.
@@ -52,27 +45,12 @@ fn normalize_options(mut options: Value) -> Result<Value, ArkError> {
     Ok(options)
 }
 
-/// PostgreSQL's `$libdir` (`pg_config --pkglibdir`), where the libraries a
-/// drill may preload are.
-pub fn libdir() -> std::path::PathBuf {
-    // SAFETY: a NUL-terminated path PostgreSQL sets at startup and never
-    // changes.
-    let dir = unsafe { std::ffi::CStr::from_ptr((&raw const pg_sys::pkglib_path).cast()) };
-    std::path::PathBuf::from(dir.to_string_lossy().into_owned())
-}
-
 /// Validate kind and options for a new job or schedule.
 fn checked(kind: &str, options: Value) -> Result<(JobKind, Value), ArkError> {
     let kind = JobKind::parse(kind)?;
     let options = normalize_options(options)?;
     jobs::validate(kind, &options, &libdir())?;
     Ok((kind, options))
-}
-
-/// The next run of `cron` after now, in epoch seconds.
-pub fn next_run(schedule: &CronSchedule, after: f64) -> Result<Option<i64>, ArkError> {
-    let tz = pg_ark_core::schedule::cron::parse_timezone(&settings::cron_timezone())?;
-    Ok(schedule.next_after_epoch(after.floor() as i64, tz))
 }
 
 fn schedule_impl(name: &str, cron: &str, kind: &str, options: Value) -> Result<i64, ArkError> {
@@ -267,12 +245,4 @@ fn retry_impl(id: i64) -> Result<i64, ArkError> {
 #[pg_extern(volatile)]
 fn retry(job_id: i64) -> i64 {
     retry_impl(job_id).unwrap_or_else(|e| raise(e))
-}
-
-/// Wake the scheduler once the current transaction commits (it would not
-/// see the change before).
-pub fn wake_scheduler_at_commit() {
-    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, || {
-        mailbox::wake_scheduler()
-    });
 }

@@ -2,6 +2,8 @@
 //! repository alone, with the planner `pg_ark restore` runs
 //! (`pg_ark_core::restore::plan`).
 use crate::error::ArkError;
+use crate::repo::repo_args;
+use crate::server::bindir;
 use crate::xact::{raise, require_monitor};
 use pg_ark_core::repo::Repository;
 use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
@@ -130,32 +132,3 @@ GRANT EXECUTE ON FUNCTION ark._restore_plan(text, text, text, text, text, text, 
     name = "restore_plan",
     requires = [restore_plan_text]
 );
-
-/// The directory of PostgreSQL's programs (`postgres`, `psql`), where
-/// pg_ark's CLI is installed too.
-pub(crate) fn bindir() -> std::path::PathBuf {
-    // SAFETY: my_exec_path is a NUL-terminated path PostgreSQL set at start.
-    let exe = unsafe {
-        std::ffi::CStr::from_ptr(
-            std::ptr::addr_of!(pg_sys::my_exec_path).cast::<std::ffi::c_char>(),
-        )
-    }
-    .to_string_lossy()
-    .into_owned();
-    std::path::Path::new(&exe)
-        .parent()
-        .map(std::path::Path::to_path_buf)
-        .unwrap_or_default()
-}
-
-/// The repository options of `pg_ark` commands for this server's settings
-/// (never keys).
-pub(crate) fn repo_args(url: String, s3: &pg_ark_core::storage::s3::S3Options) -> plan::RepoArgs {
-    plan::RepoArgs {
-        url,
-        s3_endpoint: crate::settings::s3_endpoint(),
-        s3_region: crate::settings::s3_region(),
-        s3_path_style: s3.force_path_style,
-        s3_credentials_file: crate::settings::s3_credentials_file(),
-    }
-}

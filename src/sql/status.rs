@@ -6,8 +6,8 @@
 //! `pg_ark_core::health::evaluate`'s.
 use crate::archive::status;
 use crate::error::ArkError;
+use crate::mailbox;
 use crate::settings;
-use crate::worker::mailbox;
 use crate::xact::{raise, require_monitor};
 use pg_ark_core::health::{self, ArchiveFacts, DrillFacts, Facts, JobFacts, KindFacts, Thresholds};
 use pg_ark_core::job_sql;
@@ -130,7 +130,7 @@ fn status_impl() -> Result<Value, ArkError> {
         backup_max_age: f64::from(settings::HEALTH_BACKUP_MAX_AGE.get()),
         archive_backlog: i64::from(settings::HEALTH_ARCHIVE_BACKLOG.get()),
     };
-    let now = crate::sql::jobs::now_epoch();
+    let now = crate::server::now_epoch();
     let mut kinds = Vec::new();
     let mut ages = Map::new();
     for kind in BACKUP_KINDS {

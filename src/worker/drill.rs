@@ -12,8 +12,8 @@
 //!   job's result.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
+use crate::repo::RepoTarget;
 use crate::worker::job::{outcome, set_progress, stopped, supervise};
-use crate::worker::logical::Target as RepoTarget;
 use crate::{settings, xact};
 use pg_ark_core::physical;
 use pg_ark_core::restore::drill::{self, Spec};
@@ -45,7 +45,7 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
     let timeline = TimelineChoice::parse(text("target_timeline").unwrap_or("latest"))?;
     let url = settings::repository().ok_or(ArkError::NoRepository)?;
     let s3 = settings::s3_options()?;
-    let repo = crate::sql::restore::repo_args(url, &s3);
+    let repo = crate::repo::repo_args(url, &s3);
     let mut env = Vec::new();
     if repo.s3_credentials_file.is_none() {
         if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
@@ -74,7 +74,7 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
         target,
         timeline,
         scratch: settings::work_directory()?.join(format!("job-{}-drill", job.id)),
-        bindir: crate::sql::restore::bindir(),
+        bindir: crate::server::bindir(),
         repo,
         env,
         jobs: o.get("jobs").and_then(Value::as_u64).unwrap_or(2) as usize,

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// `backend_type` of job workers in `pg_stat_activity`.
-pub const WORKER_TYPE: &str = "pg_ark job";
+pub use crate::server::JOB_WORKER_TYPE as WORKER_TYPE;
 
 /// Start a job worker (from the scheduler).
 pub fn launch() -> Result<DynamicBackgroundWorker, ()> {

@@ -17,59 +17,21 @@
 //! repository first (`backup.info` first), then the catalog.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
+use crate::repo::RepoTarget;
 use crate::worker::job::{outcome, set_progress, supervise, Control};
-use crate::xact::{require_admin, require_queue_database};
 use crate::{settings, xact};
 use pg_ark_core::logical::{
     self, DumpControl, DumpFormat, DumpMeta, DumpRequest, LogicalBackupInfo,
 };
-use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::repo::ClusterRepo;
 use pg_ark_core::schedule::jobs;
 use pg_ark_core::schedule::lifecycle::Failure;
-use pg_ark_core::storage::s3::S3Options;
-use pg_ark_core::wal::SegmentSize;
-use pg_ark_core::{storage, RepoUrl};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
-
-/// Where the repository is and which cluster entry is ours.
-#[derive(Clone)]
-pub(crate) struct Target {
-    url: String,
-    s3: S3Options,
-    sysid: u64,
-    major: u32,
-    segment_size: SegmentSize,
-}
-
-impl Target {
-    /// Read on the backend's thread.
-    pub(crate) fn current() -> Result<Target, ArkError> {
-        let url = settings::repository().ok_or(ArkError::NoRepository)?;
-        RepoUrl::parse(&url)?;
-        // SAFETY: reads the control file's identifier, loaded at start.
-        let sysid = unsafe { pg_sys::GetSystemIdentifier() };
-        Ok(Target {
-            url,
-            s3: settings::s3_options()?,
-            sysid,
-            major: pg_sys::PG_VERSION_NUM / 10000,
-            segment_size: settings::wal_segment_size()?,
-        })
-    }
-
-    /// Open our cluster entry (any thread: no PostgreSQL calls), creating
-    /// it on first use; an entry of another WAL segment size is refused.
-    pub(crate) fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
-        let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
-        let repo = Arc::new(Repository::open(storage, true)?);
-        repo.attach(self.sysid, self.major, self.segment_size)
-    }
-}
 
 /// Retention rules: options first, then the settings (0 = unset).
 fn retention(options: &Value) -> (Option<u32>, Option<u32>) {
@@ -88,7 +50,7 @@ fn retention(options: &Value) -> (Option<u32>, Option<u32>) {
 
 /// Everything a logical job needs, gathered on the backend's thread.
 struct Plan {
-    target: Target,
+    target: RepoTarget,
     databases: Vec<String>,
     request: DumpRequest,
     /// For a directory dump: bytes each database may need in the work directory.
@@ -109,7 +71,7 @@ fn setting(name: &str) -> Result<String, ArkError> {
 }
 
 fn plan(job: &Job) -> Result<Plan, ArkError> {
-    let target = Target::current()?;
+    let target = RepoTarget::current()?;
     let databases = match jobs::option_names(&job.options, "database") {
         Some(list) => list,
         None => {
@@ -408,7 +370,7 @@ pub fn run_logical(job: &Job) -> Outcome {
 /// nothing.
 pub fn run_expire(job: &Job) -> Outcome {
     let retain = retention(&job.options);
-    let target = match xact::run(Target::current) {
+    let target = match xact::run(RepoTarget::current) {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(e),
     };
@@ -464,118 +426,4 @@ pub fn run_expire(job: &Job) -> Outcome {
         crate::worker::physical::forget_expired(&location, &prefixes);
     }
     out
-}
-
-/// One row of `ark.expire()`: kind, database, label, path, job id, finish.
-pub(crate) type ExpiredRow = (
-    String,
-    Option<String>,
-    String,
-    String,
-    Option<i64>,
-    Option<String>,
-);
-
-/// What `ark.expire()` was asked.
-pub(crate) struct ExpireArgs {
-    pub retain_count: Option<i32>,
-    pub retain_days: Option<i32>,
-    pub retention_full: Option<i32>,
-    pub retention_diff: Option<i32>,
-    pub retention_days: Option<i32>,
-    pub dry_run: bool,
-}
-
-pub(crate) fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError> {
-    require_admin("expire pg_ark backups")?;
-    require_queue_database()?;
-    let mut options = serde_json::Map::new();
-    for (key, v) in [
-        ("retain_count", args.retain_count),
-        ("retain_days", args.retain_days),
-        ("retention_full", args.retention_full),
-        ("retention_diff", args.retention_diff),
-        ("retention_days", args.retention_days),
-    ] {
-        if let Some(n) = v {
-            options.insert(key.into(), json!(n));
-        }
-    }
-    if args.dry_run {
-        options.insert("dry_run".into(), json!(true));
-    }
-    let options = Value::Object(options);
-    jobs::validate(jobs::JobKind::Expire, &options, &crate::sql::jobs::libdir())?;
-    // A standby's repository entry is its primary's: expiring from here
-    // would remove the primary's backups.
-    // SAFETY: a plain check of shared state, on the backend's own thread.
-    if unsafe { pg_sys::RecoveryInProgress() } {
-        return Err(ArkError::InRecovery);
-    }
-    // The removal runs as an `expire` job, in a worker's own transactions,
-    // like ark.backup(): catalog and repository change together, and the
-    // caller's ROLLBACK cannot bring back catalog rows of removed dumps.
-    // Called and waited for now: one attempt, no retries later.
-    let mut options = options;
-    options["max_attempts"] = json!(1);
-    let id = crate::worker::mailbox::enqueue("expire", &options.to_string())?;
-    let done =
-        crate::sql::jobs::wait_impl(id, std::time::Duration::from_secs(3600), "1 hour".into())?;
-    if done["state"] != "succeeded" {
-        return Err(ArkError::JobFailed {
-            id,
-            state: done["state"].as_str().unwrap_or_default().to_string(),
-            error: done["error"].as_str().unwrap_or_default().to_string(),
-        });
-    }
-    let list = |key: &str| done["result"][key].as_array().cloned().unwrap_or_default();
-    let s = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
-    let mut rows: Vec<ExpiredRow> = Vec::new();
-    for e in list("expired") {
-        rows.push((
-            "logical".into(),
-            Some(s(&e, "database")),
-            s(&e, "label"),
-            s(&e, "path"),
-            e["job_id"].as_i64(),
-            Some(s(&e, "finished_at")),
-        ));
-    }
-    for e in list("physical") {
-        rows.push((
-            s(&e, "kind"),
-            None,
-            s(&e, "label"),
-            s(&e, "path"),
-            e["job_id"].as_i64(),
-            Some(s(&e, "finished_at")),
-        ));
-    }
-    for e in list("wal") {
-        rows.push((
-            "wal".into(),
-            None,
-            format!("{} .. {}", s(&e, "first"), s(&e, "last")),
-            format!(
-                "{} file(s) on timeline {}",
-                e["files"].as_u64().unwrap_or(0),
-                s(&e, "timeline")
-            ),
-            None,
-            None,
-        ));
-    }
-    // Last: where recovery can start from after this expiry.
-    let from = &done["result"]["recoverable_from"];
-    if from.is_object() {
-        rows.push((
-            "recoverable from".into(),
-            None,
-            s(from, "backup"),
-            s(from, "path"),
-            None,
-            Some(s(from, "time")),
-        ));
-    }
-    Ok(rows)
 }

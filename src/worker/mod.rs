@@ -1,10 +1,9 @@
 //! The background workers: the scheduler (schedules, the queue, webhooks,
-//! the mailbox through which SQL calls reach it) and the job worker that
-//! runs one job at a time.
+//! answering the mailbox through which SQL calls reach it) and the job
+//! worker that runs one job at a time.
 pub mod drill;
 pub mod job;
 pub mod logical;
-pub mod mailbox;
 pub mod notify;
 pub mod physical;
 pub mod scheduler;

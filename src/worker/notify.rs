@@ -16,32 +16,6 @@ use serde_json::Value;
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// Queue a notification about job `id`, if a webhook is configured and the
-/// event is wanted. Call inside the transaction that records the job's end.
-pub fn queue(id: i64, event: &str) -> Result<(), crate::error::ArkError> {
-    if settings::notify_url().is_none() {
-        return Ok(());
-    }
-    if event == "job.succeeded" && !settings::NOTIFY_ON_SUCCESS.get() {
-        return Ok(());
-    }
-    Spi::run_with_args(
-        "INSERT INTO ark.notifications (job_id, event, payload)
-         SELECT id, $2, jsonb_build_object(
-                    'event', $2, 'job_id', id, 'kind', kind, 'state', state,
-                    'attempts', attempts, 'max_attempts', max_attempts,
-                    'schedule', schedule_name, 'options', options,
-                    'error', last_error, 'result', result,
-                    'created_at', created_at, 'finished_at', finished_at,
-                    'database', current_database(),
-                    'system_identifier', (SELECT system_identifier::text
-                                            FROM pg_catalog.pg_control_system()))
-           FROM ark.jobs WHERE id = $1",
-        &[id.into(), event.into()],
-    )?;
-    Ok(())
-}
-
 type Outcome = (i64, Result<u16, String>);
 
 /// A batch of notifications being delivered on a thread.

@@ -24,8 +24,8 @@
 //! stored; a retry starts clean.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::error::ArkError;
+use crate::repo::RepoTarget as Target;
 use crate::worker::job::{set_progress, stopped, supervise, Control};
-use crate::worker::logical::Target;
 use crate::{settings, xact};
 use pg_ark_core::physical::{
     self, Basis, Manifest, ParentChoice, PhysicalBackupInfo, Progress, StoreOptions,

@@ -29,8 +29,9 @@
 //! An error in a pass is logged and the pass is retried on the next wake; it
 //! never ends the worker.
 use crate::catalog::jobs::{pause_after_restore, prune_history, recover_orphans};
-use crate::sql::jobs::{next_run, now_epoch};
-use crate::worker::{job, mailbox, notify};
+use crate::mailbox;
+use crate::server::{next_run, now_epoch};
+use crate::worker::{job, notify};
 use crate::{settings, xact};
 use pg_ark_core::job_sql;
 use pgrx::bgworkers::{
@@ -335,11 +336,7 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
             .and_then(|sched| {
                 pg_ark_core::schedule::jobs::JobKind::parse(&kind)
                     .and_then(|k| {
-                        pg_ark_core::schedule::jobs::validate(
-                            k,
-                            &options,
-                            &crate::sql::jobs::libdir(),
-                        )
+                        pg_ark_core::schedule::jobs::validate(k, &options, &crate::server::libdir())
                     })
                     .map(|_| sched)
                     .map_err(|e| e.to_string())

@@ -322,3 +322,9 @@ pub fn answer(req: &Request, result: Result<i64, String>) {
     };
     wake(requester);
 }
+
+/// Wake the scheduler once the current transaction commits (it would not
+/// see the change before).
+pub fn wake_scheduler_at_commit() {
+    pgrx::register_xact_callback(pgrx::PgXactCallbackEvent::Commit, wake_scheduler);
+}

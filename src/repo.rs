@@ -1,0 +1,60 @@
+//! This server's repository: where it is (`ark.repository`, the S3
+//! settings), which cluster entry is ours, and the words `pg_ark` commands
+//! need to reach it (never keys). Read on the backend's thread; opened on
+//! any.
+use crate::error::ArkError;
+use crate::settings;
+use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::restore::plan;
+use pg_ark_core::storage::s3::S3Options;
+use pg_ark_core::wal::SegmentSize;
+use pg_ark_core::{storage, RepoUrl};
+use pgrx::prelude::*;
+use std::sync::Arc;
+
+/// Where the repository is and which cluster entry is ours.
+#[derive(Clone)]
+pub struct RepoTarget {
+    url: String,
+    s3: S3Options,
+    sysid: u64,
+    major: u32,
+    segment_size: SegmentSize,
+}
+
+impl RepoTarget {
+    /// Read on the backend's thread.
+    pub fn current() -> Result<RepoTarget, ArkError> {
+        let url = settings::repository().ok_or(ArkError::NoRepository)?;
+        RepoUrl::parse(&url)?;
+        // SAFETY: reads the control file's identifier, loaded at start.
+        let sysid = unsafe { pg_sys::GetSystemIdentifier() };
+        Ok(RepoTarget {
+            url,
+            s3: settings::s3_options()?,
+            sysid,
+            major: pg_sys::PG_VERSION_NUM / 10000,
+            segment_size: settings::wal_segment_size()?,
+        })
+    }
+
+    /// Open our cluster entry (any thread: no PostgreSQL calls), creating
+    /// it on first use; an entry of another WAL segment size is refused.
+    pub fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
+        let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
+        let repo = Arc::new(Repository::open(storage, true)?);
+        repo.attach(self.sysid, self.major, self.segment_size)
+    }
+}
+
+/// The repository options of `pg_ark` commands for this server's settings
+/// (never keys).
+pub fn repo_args(url: String, s3: &pg_ark_core::storage::s3::S3Options) -> plan::RepoArgs {
+    plan::RepoArgs {
+        url,
+        s3_endpoint: crate::settings::s3_endpoint(),
+        s3_region: crate::settings::s3_region(),
+        s3_path_style: s3.force_path_style,
+        s3_credentials_file: crate::settings::s3_credentials_file(),
+    }
+}
