@@ -1,6 +1,6 @@
 //! Listing and deleting the logical backups of a cluster entry.
 use super::*;
-use crate::repo::{info, ClusterRepo};
+use crate::repo::{info, layout, ClusterRepo};
 use crate::storage::Storage;
 use crate::Error;
 use std::collections::BTreeMap;
@@ -51,9 +51,9 @@ pub fn scan_logical_backups(
     database: Option<&str>,
 ) -> Result<LogicalCatalog, Error> {
     let storage = cluster.storage();
-    let base = cluster.key("logical/");
+    let base = cluster.key(layout::LOGICAL);
     let prefix = match database {
-        Some(db) => format!("{base}{}/", encode_database(db)),
+        Some(db) => cluster.key(&layout::logical_database(&encode_database(db))),
         None => base.clone(),
     };
     let mut groups: BTreeMap<(String, String), Group> = BTreeMap::new();

@@ -1,6 +1,6 @@
 //! A logical backup's metadata (`backup.info`), its keys and labels.
 use super::*;
-use crate::repo::ClusterRepo;
+use crate::repo::{layout, ClusterRepo};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -169,7 +169,7 @@ pub fn check_label(label: &str) -> Result<(), Error> {
 
 /// The key prefix (without the trailing `/`) of a backup.
 pub fn backup_prefix(cluster: &ClusterRepo, database: &str, label: &str) -> String {
-    cluster.key(&format!("logical/{}/{label}", encode_database(database)))
+    cluster.key(&layout::logical(&encode_database(database), label))
 }
 
 /// Seconds since the Unix epoch, now.

@@ -37,7 +37,7 @@
 use crate::logical::encode_database as encode_component;
 use crate::repo::compress::Compression;
 use crate::repo::envelope::{self, DigestKind};
-use crate::repo::{info, ClusterRepo};
+use crate::repo::{info, layout, ClusterRepo};
 use crate::storage::PutMode;
 use crate::wal::SegmentSize;
 use crate::Error;
@@ -417,7 +417,7 @@ impl PhysicalBackupInfo {
 
 /// The key prefix of backup `id` (no trailing `/`).
 pub fn backup_prefix(cluster: &ClusterRepo, id: &str) -> String {
-    cluster.key(&format!("backup/{id}"))
+    cluster.key(&layout::backup(id))
 }
 
 /// A backup id: one key component of safe characters.
@@ -956,7 +956,7 @@ pub fn remove_incomplete(
     own: &str,
 ) -> Result<(Vec<String>, Vec<String>), Error> {
     let now = crate::logical::now_epoch();
-    let base = cluster.key("backup/");
+    let base = cluster.key(layout::BACKUP);
     let mut ids = std::collections::BTreeMap::<String, bool>::new();
     for o in cluster.storage().list(&base)? {
         let Some((id, name)) = o.key.strip_prefix(&base).and_then(|r| r.split_once('/')) else {
@@ -992,7 +992,7 @@ pub fn backup_order(b: &PhysicalBackupInfo) -> (i64, u64, Option<i64>, String) {
 
 /// The complete physical backups of `cluster`, oldest first.
 pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
-    let base = cluster.key("backup/");
+    let base = cluster.key(layout::BACKUP);
     let mut ids: Vec<String> = cluster
         .storage()
         .list(&base)?
@@ -1090,7 +1090,7 @@ impl<'a> Objects<'a> {
         if let Some((_, data)) = self.bundles.iter().find(|(k, _)| k == key) {
             return Ok(data.clone());
         }
-        if !key.starts_with(&self.cluster.key("backup/")) {
+        if !key.starts_with(&self.cluster.key(layout::BACKUP)) {
             return Err(format!("its object \"{key}\" lies outside the backup"));
         }
         let began = std::time::Instant::now();
@@ -1121,7 +1121,7 @@ impl<'a> Objects<'a> {
     ) -> Result<(), String> {
         use std::io::Read;
         let key = &f.key;
-        if !key.starts_with(&self.cluster.key("backup/")) {
+        if !key.starts_with(&self.cluster.key(layout::BACKUP)) {
             return Err(format!("its object \"{key}\" lies outside the backup"));
         }
         let fetched = std::sync::Arc::new(AtomicU64::new(0));
@@ -1419,7 +1419,7 @@ pub fn missing_wal(cluster: &ClusterRepo, first: &str, last: &str) -> Result<Vec
     for seg in &wanted {
         let group = &seg[..16];
         if listed.insert(group.to_string()) {
-            let base = cluster.key(&format!("wal/{group}/"));
+            let base = cluster.key(&layout::wal_group(group));
             for o in cluster.storage().list(&base)? {
                 if let Some(name) = o.key.strip_prefix(&base) {
                     present.insert(name.to_string());

@@ -1,12 +1,7 @@
 //! The repository format: how pg_ark lays out what it stores, so that a
 //! repository describes itself and a restore needs nothing else.
 //!
-//! ```text
-//! pg_ark.repo(.copy)                      repository descriptor: format version
-//! clusters/<system id>/cluster.info(.copy) the cluster: system id, PostgreSQL major
-//! clusters/<system id>/wal/<timeline+log>/<segment>   WAL segments (and .partial, .backup)
-//! clusters/<system id>/wal/<timeline>.history         timeline history files
-//! ```
+//! Every key is built in [`layout`], which shows the whole tree.
 //!
 //! Every stored file is wrapped in an envelope (`envelope.rs`): compression
 //! algorithm, original length and digest (BLAKE3; SHA-256 in version 1) of
@@ -15,6 +10,7 @@
 pub mod compress;
 pub mod envelope;
 pub mod info;
+pub mod layout;
 pub mod repository;
 pub mod url;
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// The repository format this pg_ark writes and the newest it reads.
 pub const FORMAT_VERSION: u64 = 1;
-const DESCRIPTOR: &str = "pg_ark.repo";
+use super::layout::{self, DESCRIPTOR};
 
 pub struct Repository {
     storage: Box<dyn Storage>,
@@ -137,7 +137,7 @@ impl Repository {
             segment_size: SegmentSize::DEFAULT,
             segment_size_by_default: true,
         };
-        let key = c.key("cluster.info");
+        let key = c.key(layout::CLUSTER_INFO);
         let recorded = match info::load(self.storage(), &key)? {
             Some(v) => v,
             None => match create {
@@ -194,18 +194,11 @@ impl Repository {
     /// checked against its `cluster.info`).
     pub fn clusters(self: &Arc<Self>) -> Result<Vec<ClusterRepo>, Error> {
         let mut out = Vec::new();
-        for o in self.storage().list("clusters/")? {
-            let Some(sysid) = o
-                .key
-                .strip_prefix("clusters/")
-                .and_then(|r| r.strip_suffix("/cluster.info"))
-            else {
+        for o in self.storage().list(layout::CLUSTERS)? {
+            let Some(sysid) = layout::cluster_of_info(&o.key) else {
                 continue;
             };
-            let Ok(sysid) = sysid.parse::<u64>() else {
-                continue;
-            };
-            let key = format!("clusters/{sysid}/cluster.info");
+            let key = layout::cluster_info(sysid);
             let Some(v) = info::load(self.storage(), &key)? else {
                 continue;
             };
@@ -263,7 +256,7 @@ impl ClusterRepo {
 
     /// The key of `rest` inside this cluster's entry.
     pub(crate) fn key(&self, rest: &str) -> String {
-        format!("clusters/{}/{rest}", self.system_identifier)
+        format!("{}{rest}", layout::cluster_entry(self.system_identifier))
     }
 
     /// The storage of the repository this entry is in.
@@ -315,7 +308,7 @@ impl ClusterRepo {
 
     /// The key of WAL file `name`.
     pub fn wal_key(&self, name: &str) -> Result<String, Error> {
-        Ok(self.key(&format!("wal/{}", wal::relative_key(name)?)))
+        Ok(self.key(&layout::wal_file(&wal::relative_key(name)?)))
     }
 
     /// Store WAL file `name` with content `data`, durably. An identical copy

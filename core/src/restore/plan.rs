@@ -29,7 +29,7 @@
 //!   be in the repository; the first missing one is named.
 use super::wal_scan::{self, Event, EventKind, ScanEnd};
 use crate::physical::{self, increment::parse_lsn, PhysicalBackupInfo};
-use crate::repo::ClusterRepo;
+use crate::repo::{layout, ClusterRepo};
 use crate::wal::{self, SegmentSize, WalKind};
 use crate::Error;
 use std::collections::{BTreeMap, BTreeSet};
@@ -180,7 +180,7 @@ pub fn parse_history(text: &str) -> Vec<(u32, u64)> {
 impl Archive {
     /// List the cluster's WAL and read its history files.
     pub fn load(cluster: &ClusterRepo) -> Result<Archive, Error> {
-        let base = cluster.key("wal/");
+        let base = cluster.key(layout::WAL);
         let mut a = Archive {
             segment_size: cluster.segment_size(),
             ..Archive::default()
@@ -340,7 +340,11 @@ fn impossible(reason: String, hint: &str) -> Error {
 fn lsn_of(b: &PhysicalBackupInfo, field: &str, value: &str) -> Result<u64, Error> {
     parse_lsn(value).ok_or_else(|| Error::BadMetadata {
         location: String::new(),
-        key: format!("backup/{}/backup.info", b.backup_id),
+        key: format!(
+            "{}/{}",
+            layout::backup(&b.backup_id),
+            crate::physical::INFO_NAME
+        ),
         reason: format!("its {field} \"{value}\" is not an LSN"),
     })
 }

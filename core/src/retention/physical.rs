@@ -27,7 +27,7 @@
 //! WAL from before its start. Timeline history files are always kept. With
 //! no physical backup, no WAL is removed (the archive may be all there is).
 use crate::physical::{self, PhysicalBackupInfo};
-use crate::repo::ClusterRepo;
+use crate::repo::{layout, ClusterRepo};
 use crate::wal::{Segment, SegmentSize};
 use crate::Error;
 use serde_json::{json, Value};
@@ -152,7 +152,7 @@ pub fn expired_wal(
     cluster: &ClusterRepo,
     kept: &[&PhysicalBackupInfo],
 ) -> Result<Vec<(String, String)>, Error> {
-    let base = cluster.key("wal/");
+    let base = cluster.key(layout::WAL);
     let listed: Vec<(String, String)> = cluster
         .storage()
         .list(&base)?
