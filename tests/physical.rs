@@ -268,7 +268,7 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     }
     for (i, (result, digest)) in taken.iter().enumerate() {
         let id = &ids[i];
-        assert_eq!(listed[i].kind, result["kind"].as_str().unwrap());
+        assert_eq!(listed[i].kind.as_str(), result["kind"].as_str().unwrap());
         assert_eq!(physical::verify_backup(&entry, id).unwrap(), vec![], "{id}");
         let restored = restore_and_start(repo_dir.path(), &entry, id);
         let mut r = restored.client();

@@ -83,7 +83,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             checked += 1;
             let what = match &info.parent {
                 Some(p) => format!("{}, on {p}", info.kind),
-                None => info.kind.clone(),
+                None => info.kind.to_string(),
             };
             if problems.is_empty() {
                 println!(

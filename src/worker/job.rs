@@ -94,7 +94,13 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
             JobKind::Logical => logical::run_logical(&job),
             JobKind::Expire => logical::run_expire(&job),
             JobKind::Full | JobKind::Incremental | JobKind::Differential => {
-                crate::worker::physical::run_physical(&job, job.kind.as_str())
+                match job.kind.backup_kind() {
+                    Some(kind) => crate::worker::physical::run_physical(&job, kind),
+                    None => Outcome::Failed(Failure::permanent(format!(
+                        "{} is not a physical backup",
+                        job.kind
+                    ))),
+                }
             }
             JobKind::Verify => crate::worker::physical::run_verify(&job),
             JobKind::Drill => crate::worker::drill::run_drill(&job),

@@ -28,7 +28,7 @@ use crate::repo::RepoTarget as Target;
 use crate::worker::job::{set_progress, stopped, supervise, Control};
 use crate::{settings, xact};
 use pg_ark_core::physical::{
-    self, Basis, Manifest, ParentChoice, PhysicalBackupInfo, Progress, StoreOptions,
+    self, BackupKind, Basis, Manifest, ParentChoice, PhysicalBackupInfo, Progress, StoreOptions,
 };
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
@@ -253,7 +253,7 @@ struct Decision {
 /// waits for segments still waiting to be archived).
 fn decide(
     cluster: &ClusterRepo,
-    kind: &str,
+    kind: BackupKind,
     started: (&str, u32, bool),
     unusable: &std::collections::HashSet<String>,
     datadir: &std::path::Path,
@@ -595,12 +595,12 @@ impl Phases {
 }
 
 /// Run a `full`, `incremental` or `differential` job.
-pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
+pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     let plan = match xact::run(|| plan(job)) {
         Ok(p) => p,
         Err(e) => return Outcome::Failed(e),
     };
-    let unusable = if requested == "full" {
+    let unusable = if requested == BackupKind::Full {
         Default::default()
     } else {
         match xact::run(unusable_backups) {
@@ -653,7 +653,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
         Err(e) => return Outcome::Failed(e.context("could not start the backup")),
     };
     phases.mark("pg_backup_start");
-    let decision = if requested == "full" {
+    let decision = if requested == BackupKind::Full {
         Ok(Ok(Decision {
             parent: None,
             chain: None,
@@ -690,14 +690,15 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
             return stopped(s);
         }
     };
-    let (kind, letter) = match (&decision.parent, requested) {
-        (None, _) => ("full", "F"),
-        (Some(_), "differential") => ("differential", "D"),
-        (Some(_), _) => ("incremental", "I"),
+    let kind = match (&decision.parent, requested) {
+        (None, _) => BackupKind::Full,
+        (Some(_), BackupKind::Differential) => BackupKind::Differential,
+        (Some(_), _) => BackupKind::Incremental,
     };
     let id = format!(
-        "{}-{letter}-j{}",
+        "{}-{}-j{}",
         pg_ark_core::logical::rfc3339_utc(started_epoch).replace(['-', ':'], ""),
+        kind.letter(),
         job.id
     );
     let prefix = physical::backup_prefix(&cluster, &id);
@@ -858,7 +859,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
     let finished_epoch = pg_ark_core::logical::now_epoch();
     let info = PhysicalBackupInfo {
         format_version: physical::PHYSICAL_INFO_VERSION,
-        kind: kind.into(),
+        kind,
         backup_id: id.clone(),
         parent: parent_info.as_ref().map(|p| p.backup_id.clone()),
         chain: decision.chain.clone().unwrap_or_else(|| id.clone()),
@@ -929,7 +930,7 @@ pub fn run_physical(job: &Job, requested: &'static str) -> Outcome {
                 prefix.clone().into(),
                 job.id.into(),
                 JsonB(doc.clone()).into(),
-                kind.into(),
+                kind.as_str().into(),
             ],
         )?;
         Ok(())

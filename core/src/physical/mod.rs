@@ -317,12 +317,59 @@ pub struct Manifest {
     pub databases: BTreeMap<String, String>,
 }
 
+/// The kind of a physical backup. Stored by name (`full`,
+/// `incremental`, `differential`) in `backup.info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Every file whole.
+    Full,
+    /// The blocks changed since its parent, the newest backup of its chain.
+    Incremental,
+    /// The blocks changed since its chain's full.
+    Differential,
+}
+
+impl BackupKind {
+    pub const ALL: [BackupKind; 3] = [
+        BackupKind::Full,
+        BackupKind::Incremental,
+        BackupKind::Differential,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupKind::Full => "full",
+            BackupKind::Incremental => "incremental",
+            BackupKind::Differential => "differential",
+        }
+    }
+
+    /// The letter in backup ids (`20261201T120000Z-F-j1`).
+    pub fn letter(self) -> char {
+        match self {
+            BackupKind::Full => 'F',
+            BackupKind::Incremental => 'I',
+            BackupKind::Differential => 'D',
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BackupKind> {
+        BackupKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for BackupKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A physical backup's descriptor (`backup.info`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PhysicalBackupInfo {
     pub format_version: u32,
-    /// `full`, `incremental` or `differential`.
-    pub kind: String,
+    pub kind: BackupKind,
     pub backup_id: String,
     /// The backup this one's block-level entries refer to (`None`: a full).
     #[serde(default)]
@@ -386,7 +433,7 @@ impl PhysicalBackupInfo {
     ) -> PhysicalBackupInfo {
         PhysicalBackupInfo {
             format_version: PHYSICAL_INFO_VERSION,
-            kind: kind.into(),
+            kind: BackupKind::parse(kind).expect("a backup kind"),
             backup_id: id.into(),
             parent: parent.map(str::to_string),
             chain: chain.into(),
@@ -1451,15 +1498,15 @@ pub enum ParentChoice {
 /// `unusable` names backups known to have failed verification.
 pub fn choose_parent(
     backups: &[PhysicalBackupInfo],
-    kind: &str,
+    kind: BackupKind,
     timeline: u32,
     unusable: &std::collections::HashSet<String>,
 ) -> ParentChoice {
     let full = |reason: String| ParentChoice::Full { reason };
-    let Some(head) = backups.iter().rev().find(|b| b.kind == "full") else {
+    let Some(head) = backups.iter().rev().find(|b| b.kind == BackupKind::Full) else {
         return full("no full backup in this repository".into());
     };
-    let parent = if kind == "differential" {
+    let parent = if kind == BackupKind::Differential {
         head
     } else {
         backups

@@ -306,7 +306,7 @@ fn take_kind(
     };
     let info = PhysicalBackupInfo {
         format_version: PHYSICAL_INFO_VERSION,
-        kind: kind.into(),
+        kind: BackupKind::parse(kind).unwrap(),
         backup_id: id.into(),
         parent: parent.map(|p| p.backup_id.clone()),
         chain: parent.map_or(id.to_string(), |p| p.chain.clone()),
@@ -364,7 +364,7 @@ fn a_backup_restores_exactly_and_verifies() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("restored");
     let info = restore_backup(&c, &m.backup_id, &target).unwrap();
-    assert_eq!(info.kind, "full");
+    assert_eq!(info.kind, BackupKind::Full);
     for f in walk(src.path()).unwrap().files {
         assert_eq!(
             fs::read(target.join(&f.path)).unwrap(),
@@ -802,7 +802,7 @@ fn the_parent_is_the_newest_of_the_newest_chain_or_a_full_is_taken_with_a_reason
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        reason(choose_parent(&[], "incremental", 1, &none)),
+        reason(choose_parent(&[], BackupKind::Incremental, 1, &none)),
         "no full backup in this repository"
     );
     let list = vec![
@@ -817,24 +817,24 @@ fn the_parent_is_the_newest_of_the_newest_chain_or_a_full_is_taken_with_a_reason
         other => panic!("{other:?}"),
     };
     assert_eq!(
-        parent(choose_parent(&list, "incremental", 1, &none)),
+        parent(choose_parent(&list, BackupKind::Incremental, 1, &none)),
         ("d2".to_string(), "f2".to_string())
     );
     assert_eq!(
-        parent(choose_parent(&list, "differential", 1, &none)),
+        parent(choose_parent(&list, BackupKind::Differential, 1, &none)),
         ("f2".to_string(), "f2".to_string())
     );
-    let r = reason(choose_parent(&list, "incremental", 2, &none));
+    let r = reason(choose_parent(&list, BackupKind::Incremental, 2, &none));
     assert!(r.contains("timeline changed"), "{r}");
     let bad: HashSet<String> = ["d2".to_string()].into();
-    let r = reason(choose_parent(&list, "incremental", 1, &bad));
+    let r = reason(choose_parent(&list, BackupKind::Incremental, 1, &bad));
     assert!(
         r.contains("\"d2\"") && r.contains("failed verification"),
         "{r}"
     );
     // A differential does not rely on d2.
     assert_eq!(
-        parent(choose_parent(&list, "differential", 1, &bad)).0,
+        parent(choose_parent(&list, BackupKind::Differential, 1, &bad)).0,
         "f2"
     );
 }
@@ -1036,7 +1036,7 @@ fn backups_started_in_the_same_second_are_ordered_by_start_lsn() {
     let mut list = vec![diff.clone(), full.clone()];
     list.sort_by_key(backup_order);
     assert_eq!(list, [full.clone(), diff.clone()]);
-    match choose_parent(&list, "incremental", 1, &Default::default()) {
+    match choose_parent(&list, BackupKind::Incremental, 1, &Default::default()) {
         ParentChoice::Parent { parent, .. } => assert_eq!(parent.backup_id, diff.backup_id),
         other => panic!("{other:?}"),
     }
@@ -1341,7 +1341,7 @@ fn copied_databases_and_visibility_maps_are_stored_whole() {
     basis.summary = None;
     basis.parent_databases.clear();
     assert!(!basis.by_block(rel, 3 * BLOCK));
-    assert_eq!(i2.kind, "incremental");
+    assert_eq!(i2.kind, BackupKind::Incremental);
     assert!(increment::is_database_dir(
         "pg_tblspc/16500/PG_17_202406281/5"
     ));

@@ -26,7 +26,7 @@
 //! timeline: no restore from a kept backup, to any point after it, reads
 //! WAL from before its start. Timeline history files are always kept. With
 //! no physical backup, no WAL is removed (the archive may be all there is).
-use crate::physical::{self, PhysicalBackupInfo};
+use crate::physical::{self, BackupKind, PhysicalBackupInfo};
 use crate::repo::{layout, ClusterRepo};
 use crate::wal::{Segment, SegmentSize};
 use crate::Error;
@@ -55,7 +55,7 @@ pub fn select_expired(
     // chain id -> members
     let mut chains: BTreeMap<&str, Vec<&PhysicalBackupInfo>> = BTreeMap::new();
     for b in backups {
-        let chain = if b.kind == "full" {
+        let chain = if b.kind == BackupKind::Full {
             b.backup_id.as_str()
         } else {
             b.chain.as_str()
@@ -86,7 +86,7 @@ pub fn select_expired(
             .filter(|b| b.finished_epoch <= start)
             .max_by_key(|b| (b.finished_epoch, order(b)))
             .map(|b| {
-                if b.kind == "full" {
+                if b.kind == BackupKind::Full {
                     b.backup_id.as_str()
                 } else {
                     b.chain.as_str()
@@ -108,7 +108,7 @@ pub fn select_expired(
         if let Some(n) = rules.diff {
             let mut diffs: Vec<&&PhysicalBackupInfo> = members
                 .iter()
-                .filter(|b| b.kind == "differential")
+                .filter(|b| b.kind == BackupKind::Differential)
                 .collect();
             diffs.sort_by_key(|b| std::cmp::Reverse(order(b)));
             for d in diffs.iter().skip(n as usize) {

@@ -76,6 +76,17 @@ impl JobKind {
         )
     }
 
+    /// The physical backup a job of this kind takes, if it takes one.
+    pub fn backup_kind(self) -> Option<crate::physical::BackupKind> {
+        use crate::physical::BackupKind as B;
+        match self {
+            JobKind::Full => Some(B::Full),
+            JobKind::Incremental => Some(B::Incremental),
+            JobKind::Differential => Some(B::Differential),
+            _ => None,
+        }
+    }
+
     /// Jobs with the same conflict key never run concurrently. Expiry,
     /// verification and drills share the physical backups' key: no backup
     /// is removed while a backup relies on it or a verification or a drill
