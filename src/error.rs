@@ -72,11 +72,11 @@ pub enum ArkError {
 impl ArkError {
     /// The failure of a job attempt this error makes: transient only when
     /// the core says trying again may succeed.
-    pub fn failure(&self) -> pg_ark_core::schedule::lifecycle::Failure {
-        use pg_ark_core::schedule::lifecycle::Failure;
+    pub fn failure(&self) -> pg_ark_core::schedule::lifecycle::JobFailure {
+        use pg_ark_core::schedule::lifecycle::JobFailure;
         match self {
-            ArkError::Core(e) => Failure::from(e),
-            other => Failure::permanent(other.to_string()),
+            ArkError::Core(e) => JobFailure::from(e),
+            other => JobFailure::permanent(other.to_string()),
         }
     }
 
@@ -238,7 +238,7 @@ impl ArkError {
     }
 }
 
-impl From<ArkError> for pg_ark_core::schedule::lifecycle::Failure {
+impl From<ArkError> for pg_ark_core::schedule::lifecycle::JobFailure {
     fn from(e: ArkError) -> Self {
         e.failure()
     }

@@ -8,14 +8,14 @@
 //! the process, the way pg_cron's launcher turns a failed job into a failed
 //! run.
 use crate::error::ArkError;
-use pg_ark_core::schedule::lifecycle::{self, Failure};
+use pg_ark_core::schedule::lifecycle::{self, JobFailure};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 
 /// Run `body` in its own transaction in a background worker. Commits on
 /// `Ok`, rolls back on `Err` or on a PostgreSQL ERROR (returned as a
-/// [`Failure`], classed by its SQLSTATE).
-pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, Failure> {
+/// [`JobFailure`], classed by its SQLSTATE).
+pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, JobFailure> {
     // SAFETY: background worker's own thread, outside any transaction.
     unsafe {
         pg_sys::SetCurrentStatementStartTimestamp();
@@ -28,7 +28,7 @@ pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, Failure> 
                 pg_sys::panic::CaughtError::PostgresError(r)
                 | pg_sys::panic::CaughtError::ErrorReport(r) => reported(&r),
                 pg_sys::panic::CaughtError::RustPanic { ereport, .. } => {
-                    Failure::permanent(ereport.message())
+                    JobFailure::permanent(ereport.message())
                 }
             })
         })
@@ -58,12 +58,12 @@ pub fn run<R>(body: impl FnOnce() -> Result<R, ArkError>) -> Result<R, Failure> 
 
 /// A PostgreSQL error raised in [`run`], classed by its SQLSTATE (see
 /// [`lifecycle::sqlstate_is_transient`]).
-fn reported(r: &pgrx::pg_sys::panic::ErrorReportWithLevel) -> Failure {
+fn reported(r: &pgrx::pg_sys::panic::ErrorReportWithLevel) -> JobFailure {
     let code = sqlstate_text(r.sql_error_code() as i32);
     if lifecycle::sqlstate_is_transient(&code) {
-        Failure::transient(r.message())
+        JobFailure::transient(r.message())
     } else {
-        Failure::permanent(r.message())
+        JobFailure::permanent(r.message())
     }
 }
 

@@ -21,7 +21,7 @@ use crate::server::JOB_WORKER_TYPE as WORKER_TYPE;
 use crate::settings;
 use pg_ark_core::job_sql;
 use pg_ark_core::schedule::jobs::{self, JobKind};
-use pg_ark_core::schedule::lifecycle::{self, AfterFailure, Backoff, Failure, GaveUp};
+use pg_ark_core::schedule::lifecycle::{self, AfterFailure, Backoff, GaveUp, JobFailure};
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -44,7 +44,7 @@ pub struct Job {
 pub enum Outcome {
     Succeeded(Value),
     /// Retried with backoff only when transient.
-    Failed(Failure),
+    Failed(JobFailure),
     Cancelled,
     Interrupted,
 }
@@ -210,7 +210,7 @@ pub fn record_failure(
     attempts: i32,
     max_attempts: i32,
     options: &Value,
-    failure: &Failure,
+    failure: &JobFailure,
 ) -> Result<(), ArkError> {
     let message = failure.message.as_str();
     let cancel_requested = crate::xact::first_value::<bool>(
@@ -445,7 +445,7 @@ pub fn recover_orphans() -> Result<(), crate::error::ArkError> {
         }
         // Transient: the next attempt may well finish (a crash, an OOM
         // kill, a restart).
-        let failure = Failure::transient(format!(
+        let failure = JobFailure::transient(format!(
             "the job worker (pid {pid}) ended without finishing the job: it was killed or the server crashed"
         ));
         warning!("pg_ark job {}: {}", id, failure);

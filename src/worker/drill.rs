@@ -19,7 +19,7 @@ use pg_ark_core::physical;
 use pg_ark_core::restore::drill::{self, Spec};
 use pg_ark_core::restore::plan::{self, TimelineChoice};
 use pg_ark_core::restore::Counters;
-use pg_ark_core::schedule::lifecycle::Failure;
+use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -106,7 +106,7 @@ pub fn run_drill(job: &Job) -> Outcome {
     };
     let pg_ark = spec.bindir.join("pg_ark");
     if !pg_ark.exists() {
-        return Outcome::Failed(Failure::permanent(format!(
+        return Outcome::Failed(JobFailure::permanent(format!(
             "the pg_ark CLI is not installed at {}: a drill recovers with `pg_ark wal-get` as restore_command (make install puts it beside postgres)",
             pg_ark.display()
         )));
@@ -120,10 +120,10 @@ pub fn run_drill(job: &Job) -> Outcome {
                 spec.scratch.display()
             ),
             Ok(false) => {}
-            Err(e) => return Outcome::Failed(Failure::permanent(e)),
+            Err(e) => return Outcome::Failed(JobFailure::permanent(e)),
         }
         if let Err(e) = std::fs::remove_dir_all(&spec.scratch) {
-            return Outcome::Failed(Failure::permanent(format!(
+            return Outcome::Failed(JobFailure::permanent(format!(
                 "could not remove {}, left by an earlier attempt: {e}",
                 spec.scratch.display()
             )));
@@ -134,7 +134,7 @@ pub fn run_drill(job: &Job) -> Outcome {
         move |control, _tx: std::sync::mpsc::Sender<()>| {
             let cluster = target
                 .open()
-                .map_err(|e| (Failure::from(e), Value::Null, false))?;
+                .map_err(|e| (JobFailure::from(e), Value::Null, false))?;
             let counters = Counters::default();
             let stop = control.stop.clone();
             let c2 = control.clone();
@@ -158,7 +158,7 @@ pub fn run_drill(job: &Job) -> Outcome {
             if let Some(id) = report["backup_id"].as_str().filter(|_| record) {
                 if let Err(e) = physical::save_drill(&cluster, id, &report) {
                     saved = Some(
-                        Failure::from(e)
+                        JobFailure::from(e)
                             .context("the drill's record could not be stored in the repository"),
                     );
                 }
@@ -174,9 +174,9 @@ pub fn run_drill(job: &Job) -> Outcome {
                         None => f.message,
                     };
                     let failure = if f.transient {
-                        Failure::transient(message)
+                        JobFailure::transient(message)
                     } else {
-                        Failure::permanent(message)
+                        JobFailure::permanent(message)
                     };
                     Err((failure, f.report, record))
                 }

@@ -23,7 +23,7 @@ use crate::catalog::jobs::{claim, finish, Job, Outcome};
 use crate::worker::logical;
 use crate::{settings, xact};
 use pg_ark_core::schedule::jobs::JobKind;
-use pg_ark_core::schedule::lifecycle::Failure;
+use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
     SignalWakeFlags,
@@ -96,7 +96,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
             JobKind::Full | JobKind::Incremental | JobKind::Differential => {
                 match job.kind.backup_kind() {
                     Some(kind) => crate::worker::physical::run_physical(&job, kind),
-                    None => Outcome::Failed(Failure::permanent(format!(
+                    None => Outcome::Failed(JobFailure::permanent(format!(
                         "{} is not a physical backup",
                         job.kind
                     ))),
@@ -226,7 +226,7 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
 }
 
 /// The outcome for a work result.
-pub fn outcome<E: Into<Failure>>(r: Result<Result<Value, E>, Stopped>) -> Outcome {
+pub fn outcome<E: Into<JobFailure>>(r: Result<Result<Value, E>, Stopped>) -> Outcome {
     match r {
         Ok(Ok(v)) => Outcome::Succeeded(v),
         // A fast shutdown signals this worker and pg_dump's backend
@@ -239,13 +239,13 @@ pub fn outcome<E: Into<Failure>>(r: Result<Result<Value, E>, Stopped>) -> Outcom
         Err(Stopped::Cancelled) => Outcome::Cancelled,
         Err(Stopped::Interrupted) => Outcome::Interrupted,
         // A thread that could not start or panicked: a defect, not weather.
-        Err(Stopped::Broken(e)) => Outcome::Failed(Failure::permanent(e)),
+        Err(Stopped::Broken(e)) => Outcome::Failed(JobFailure::permanent(e)),
     }
 }
 
 /// The outcome for work stopped early.
 pub fn stopped(s: Stopped) -> Outcome {
-    outcome::<Failure>(Err(s))
+    outcome::<JobFailure>(Err(s))
 }
 
 /// Progress document helper.

@@ -25,7 +25,7 @@ use pg_ark_core::logical::{
 };
 use pg_ark_core::repo::ClusterRepo;
 use pg_ark_core::schedule::jobs;
-use pg_ark_core::schedule::lifecycle::Failure;
+use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -49,7 +49,7 @@ fn retention(options: &Value) -> (Option<u32>, Option<u32>) {
 }
 
 /// Everything a logical job needs, gathered on the backend's thread.
-struct Plan {
+struct DumpPlan {
     target: RepoTarget,
     databases: Vec<String>,
     request: DumpRequest,
@@ -70,7 +70,7 @@ fn setting(name: &str) -> Result<String, ArkError> {
     )
 }
 
-fn plan(job: &Job) -> Result<Plan, ArkError> {
+fn plan(job: &Job) -> Result<DumpPlan, ArkError> {
     let target = RepoTarget::current()?;
     let databases = match jobs::option_names(&job.options, "database") {
         Some(list) => list,
@@ -136,7 +136,7 @@ fn plan(job: &Job) -> Result<Plan, ArkError> {
         &[job.id.to_string().into()],
     )?
     .unwrap_or_else(|| format!("j{}", job.id));
-    Ok(Plan {
+    Ok(DumpPlan {
         target,
         databases,
         request: DumpRequest {
@@ -237,15 +237,15 @@ fn expire_dumps(
     Ok(out)
 }
 
-fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, Failure> {
-    let cluster = plan.target.open().map_err(Failure::from)?;
+fn dump_all(plan: DumpPlan, control: Arc<Control>, tx: Sender<Event>) -> Result<Value, JobFailure> {
+    let cluster = plan.target.open().map_err(JobFailure::from)?;
     // Leftovers of a worker killed in the middle of a dump.
     let _ = cluster.remove_stale_temporaries();
     let mut done = Vec::new();
     let mut series = Vec::new();
     for (n, db) in plan.databases.iter().enumerate() {
         if control.stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Failure::permanent("stopped"));
+            return Err(JobFailure::permanent("stopped"));
         }
         set_progress(
             &control,
@@ -257,7 +257,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             let own = dir.join(format!("job-{}-{n}", plan.job_id));
             let _ = std::fs::remove_dir_all(&own);
             if let Some(needed) = plan.stage_bytes.get(db) {
-                pg_ark_core::workdir::check_space(dir, *needed).map_err(Failure::from)?;
+                pg_ark_core::workdir::check_space(dir, *needed).map_err(JobFailure::from)?;
             }
             req.work_dir = Some(own);
         }
@@ -274,7 +274,7 @@ fn dump_all(plan: Plan, control: Arc<Control>, tx: Sender<Event>) -> Result<Valu
             cancel: Arc::clone(&control.stop),
         };
         let info =
-            logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(Failure::from)?;
+            logical::run_logical_backup(&cluster, &req, &meta, &dc).map_err(JobFailure::from)?;
         let prefix = logical::backup_prefix(&cluster, db, &info.label);
         done.push(summary(&info, &prefix));
         series.push(logical::series_key(&info));
@@ -357,7 +357,7 @@ pub fn run_logical(job: &Job) -> Outcome {
         Err(e) => return Outcome::Failed(e),
     };
     if plan.databases.is_empty() {
-        return Outcome::Failed(Failure::permanent(
+        return Outcome::Failed(JobFailure::permanent(
             "there is no connectable database to dump",
         ));
     }
@@ -386,10 +386,10 @@ pub fn run_expire(job: &Job) -> Outcome {
     let r = supervise(
         job,
         move |_c, tx| {
-            let cluster = target.open().map_err(Failure::from)?;
+            let cluster = target.open().map_err(JobFailure::from)?;
             let expired = if retain.0.is_some() || retain.1.is_some() {
                 expire_dumps(&cluster, databases.as_deref(), retain, None, &tx, dry_run)
-                    .map_err(Failure::from)?
+                    .map_err(JobFailure::from)?
             } else {
                 Vec::new()
             };
@@ -399,8 +399,8 @@ pub fn run_expire(job: &Job) -> Outcome {
                 pg_ark_core::logical::now_epoch(),
                 dry_run,
             )
-            .map_err(Failure::from)?;
-            Ok::<_, Failure>((
+            .map_err(JobFailure::from)?;
+            Ok::<_, JobFailure>((
                 cluster.location(),
                 physical.prefixes,
                 json!({

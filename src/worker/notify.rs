@@ -16,11 +16,11 @@ use serde_json::Value;
 use std::sync::mpsc;
 use std::time::Duration;
 
-type Outcome = (i64, Result<u16, String>);
+type Delivered = (i64, Result<u16, String>);
 
 /// A batch of notifications being delivered on a thread.
 pub struct Delivery {
-    results: mpsc::Receiver<Outcome>,
+    results: mpsc::Receiver<Delivered>,
     pending: usize,
 }
 
@@ -114,7 +114,7 @@ fn due() -> Result<Vec<(i64, String)>, crate::error::ArkError> {
     })?)
 }
 
-fn record(done: &[Outcome]) -> Result<(), crate::error::ArkError> {
+fn record(done: &[Delivered]) -> Result<(), crate::error::ArkError> {
     let max = settings::NOTIFY_MAX_ATTEMPTS.get();
     for (id, r) in done {
         match r {

@@ -32,7 +32,7 @@ use pg_ark_core::physical::{
 };
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
-use pg_ark_core::schedule::lifecycle::Failure;
+use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Value};
@@ -41,7 +41,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-struct Plan {
+struct BackupPlan {
     target: Target,
     datadir: PathBuf,
     server_version: String,
@@ -70,7 +70,7 @@ fn unsupported(what: String) -> ArkError {
     ArkError::Core(pg_ark_core::Error::Unsupported { what })
 }
 
-fn plan(job: &Job) -> Result<Plan, ArkError> {
+fn plan(job: &Job) -> Result<BackupPlan, ArkError> {
     // SAFETY: plain read on the backend's thread.
     if unsafe { pg_sys::RecoveryInProgress() } {
         return Err(unsupported(
@@ -88,7 +88,7 @@ fn plan(job: &Job) -> Result<Plan, ArkError> {
         .get("wait_timeout")
         .and_then(Value::as_u64)
         .unwrap_or(600);
-    Ok(Plan {
+    Ok(BackupPlan {
         target: Target::current()?,
         datadir: PathBuf::from(setting("data_directory")?),
         server_version: setting("server_version")?,
@@ -167,8 +167,8 @@ fn copy(
     basis: Option<Basis>,
     checksums: Option<u64>,
     control: Arc<Control>,
-) -> Result<Copied, Failure> {
-    let dd = physical::walk(&datadir).map_err(Failure::from)?;
+) -> Result<Copied, JobFailure> {
+    let dd = physical::walk(&datadir).map_err(JobFailure::from)?;
     let mut basis = basis;
     if let Some(b) = basis.as_mut() {
         b.databases = dd.databases.clone();
@@ -212,7 +212,7 @@ fn copy(
             })
         })
     })
-    .map_err(Failure::from)?;
+    .map_err(JobFailure::from)?;
     let (bad, checked) = match &pages {
         Some(p) => (p.bad_pages(), Some(p.checked.load(Ordering::Relaxed))),
         None => (Vec::new(), None),
@@ -259,14 +259,14 @@ fn decide(
     datadir: &std::path::Path,
     wait: Duration,
     control: &Control,
-) -> Result<Decision, Failure> {
+) -> Result<Decision, JobFailure> {
     let (start_wal, timeline, checksums) = started;
     let full = |reason: String| Decision {
         parent: None,
         chain: None,
         fallback: Some(reason),
     };
-    let backups = physical::list_backups(cluster).map_err(Failure::from)?;
+    let backups = physical::list_backups(cluster).map_err(JobFailure::from)?;
     let (parent, chain) = match physical::choose_parent(&backups, kind, timeline, unusable) {
         ParentChoice::Full { reason } => return Ok(full(reason)),
         ParentChoice::Parent { parent, chain } => (*parent, chain),
@@ -299,9 +299,9 @@ fn decide(
     // Every segment from the parent's start to the one before ours must be
     // in the repository; segments still waiting to be archived are waited for.
     let size = cluster.segment_size();
-    let position = |name: &str| size.parse(name).map_err(Failure::from);
+    let position = |name: &str| size.parse(name).map_err(JobFailure::from);
     let parent_start = position(&parent.start_wal)?;
-    let previous = size.previous(start_wal).map_err(Failure::from)?;
+    let previous = size.previous(start_wal).map_err(JobFailure::from)?;
     if let Some(last) = previous
         .map(|p| position(&p).map(|at| (p, at)))
         .transpose()?
@@ -310,8 +310,8 @@ fn decide(
     {
         let deadline = Instant::now() + wait;
         loop {
-            let missing =
-                physical::missing_wal(cluster, &parent.start_wal, &last).map_err(Failure::from)?;
+            let missing = physical::missing_wal(cluster, &parent.start_wal, &last)
+                .map_err(JobFailure::from)?;
             let Some(first) = missing.first() else {
                 break;
             };
@@ -322,7 +322,7 @@ fn decide(
             // archiver stored it between the listing and this check.
             let gone = !ready.exists()
                 && physical::missing_wal(cluster, first, first)
-                    .map_err(Failure::from)?
+                    .map_err(JobFailure::from)?
                     .contains(first);
             if gone {
                 return Ok(full(format!(
@@ -331,13 +331,13 @@ fn decide(
                 )));
             }
             if control.stop.load(Ordering::SeqCst) {
-                return Err(Failure::permanent(
+                return Err(JobFailure::permanent(
                     "the backup was stopped while it waited for WAL to be archived",
                 ));
             }
             if Instant::now() >= deadline {
                 // A timeout: the archiver may catch up before the retry.
-                return Err(Failure::transient(format!(
+                return Err(JobFailure::transient(format!(
                     "WAL segment {first}, which this backup relies on, was not archived within {} s (check ark.archive_status())",
                     wait.as_secs()
                 )));
@@ -517,21 +517,21 @@ fn wait_for_wal(
     stop_wal: &str,
     wait: Duration,
     control: &Control,
-) -> Result<(), Failure> {
+) -> Result<(), JobFailure> {
     let segments = cluster
         .segment_size()
         .range(start_wal, stop_wal)
-        .map_err(Failure::from)?;
+        .map_err(JobFailure::from)?;
     let deadline = Instant::now() + wait;
     let mut next = 0;
     while next < segments.len() {
         // A cheap existence check while waiting; once there, the segment is
         // read and verified (checksum, system identifier) once.
-        let key = cluster.wal_key(&segments[next]).map_err(Failure::from)?;
+        let key = cluster.wal_key(&segments[next]).map_err(JobFailure::from)?;
         let present = cluster
             .storage()
             .head(&key)
-            .map_err(Failure::from)?
+            .map_err(JobFailure::from)?
             .is_some();
         if present {
             match cluster.get_wal(&segments[next]) {
@@ -544,13 +544,13 @@ fn wait_for_wal(
             }
         }
         if control.stop.load(Ordering::SeqCst) {
-            return Err(Failure::permanent(
+            return Err(JobFailure::permanent(
                 "the backup was stopped while it waited for its WAL",
             ));
         }
         if Instant::now() >= deadline {
             // A timeout: the archiver may catch up before the retry.
-            return Err(Failure::transient(format!(
+            return Err(JobFailure::transient(format!(
                 "WAL segment \"{}\", which the backup needs, was not archived within {} s; the backup is not complete (check ark.archive_status())",
                 segments[next],
                 wait.as_secs()
@@ -899,7 +899,7 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
         drop(lease.take());
         let _ = physical::delete_backup(&cluster, &id);
         // A conflict with another writer: the next attempt takes a new one.
-        return Outcome::Failed(Failure::transient(format!(
+        return Outcome::Failed(JobFailure::transient(format!(
             "the lease of backup \"{id}\" was last renewed {age} s ago, so another writer of the repository entry may have taken it for abandoned; the backup is not recorded complete"
         )));
     }
@@ -1038,22 +1038,22 @@ pub fn run_verify(job: &Job) -> Outcome {
     let checked = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
-            let c = target.open().map_err(Failure::from)?;
+            let c = target.open().map_err(JobFailure::from)?;
             let id = match wanted {
                 Some(id) => id,
                 None => physical::list_backups(&c)
-                    .map_err(Failure::from)?
+                    .map_err(JobFailure::from)?
                     .pop()
                     .map(|b| b.backup_id)
                     .ok_or_else(|| {
-                        Failure::permanent(
+                        JobFailure::permanent(
                             "there is no complete physical backup in the repository to verify",
                         )
                     })?,
             };
             set_progress(&control, json!({"phase": "verify", "backup_id": id}));
-            let problems = physical::verify_backup(&c, &id).map_err(Failure::from)?;
-            Ok::<_, Failure>((id, problems))
+            let problems = physical::verify_backup(&c, &id).map_err(JobFailure::from)?;
+            Ok::<_, JobFailure>((id, problems))
         },
         |_| {},
     );
@@ -1100,7 +1100,7 @@ pub fn run_verify(job: &Job) -> Outcome {
     if problems.len() > 20 {
         message.push_str(&format!(" and {} more", problems.len() - 20));
     }
-    Outcome::Failed(Failure::permanent(message))
+    Outcome::Failed(JobFailure::permanent(message))
 }
 
 /// The physical retention rules: a job's options over the settings.

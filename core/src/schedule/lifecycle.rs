@@ -173,21 +173,21 @@ impl FailureClass {
 
 /// Why an attempt of a job failed, and whether trying again may help.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub struct JobFailure {
     pub class: FailureClass,
     pub message: String,
 }
 
-impl Failure {
-    pub fn permanent(message: impl Into<String>) -> Failure {
-        Failure {
+impl JobFailure {
+    pub fn permanent(message: impl Into<String>) -> JobFailure {
+        JobFailure {
             class: FailureClass::Permanent,
             message: message.into(),
         }
     }
 
-    pub fn transient(message: impl Into<String>) -> Failure {
-        Failure {
+    pub fn transient(message: impl Into<String>) -> JobFailure {
+        JobFailure {
             class: FailureClass::Transient,
             message: message.into(),
         }
@@ -198,29 +198,29 @@ impl Failure {
     }
 
     /// The same class, with `context` before the message.
-    pub fn context(self, context: &str) -> Failure {
-        Failure {
+    pub fn context(self, context: &str) -> JobFailure {
+        JobFailure {
             class: self.class,
             message: format!("{context}: {}", self.message),
         }
     }
 }
 
-impl fmt::Display for Failure {
+impl fmt::Display for JobFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
     }
 }
 
-impl From<crate::Error> for Failure {
-    fn from(e: crate::Error) -> Failure {
-        Failure::from(&e)
+impl From<crate::Error> for JobFailure {
+    fn from(e: crate::Error) -> JobFailure {
+        JobFailure::from(&e)
     }
 }
 
-impl From<&crate::Error> for Failure {
-    fn from(e: &crate::Error) -> Failure {
-        Failure {
+impl From<&crate::Error> for JobFailure {
+    fn from(e: &crate::Error) -> JobFailure {
+        JobFailure {
             class: if e.is_transient() {
                 FailureClass::Transient
             } else {
@@ -231,9 +231,9 @@ impl From<&crate::Error> for Failure {
     }
 }
 
-impl From<crate::storage::StorageError> for Failure {
-    fn from(e: crate::storage::StorageError) -> Failure {
-        Failure::from(crate::Error::Storage(e))
+impl From<crate::storage::StorageError> for JobFailure {
+    fn from(e: crate::storage::StorageError) -> JobFailure {
+        JobFailure::from(crate::Error::Storage(e))
     }
 }
 
@@ -547,18 +547,21 @@ mod tests {
             location: "s3://b/p".into(),
             message: "cannot reach http://127.0.0.1:1".into(),
         });
-        assert_eq!(Failure::from(&unavailable).class, FailureClass::Transient);
+        assert_eq!(
+            JobFailure::from(&unavailable).class,
+            FailureClass::Transient
+        );
         let missing = crate::Error::DumpFailed {
             database: "x".into(),
             detail: "FATAL:  database \"x\" does not exist".into(),
         };
-        assert_eq!(Failure::from(&missing).class, FailureClass::Permanent);
+        assert_eq!(JobFailure::from(&missing).class, FailureClass::Permanent);
         let shutdown = crate::Error::DumpFailed {
             database: "x".into(),
             detail: "FATAL:  the database system is shutting down".into(),
         };
-        assert_eq!(Failure::from(&shutdown).class, FailureClass::Transient);
-        let f = Failure::transient("timed out").context("could not store");
+        assert_eq!(JobFailure::from(&shutdown).class, FailureClass::Transient);
+        let f = JobFailure::transient("timed out").context("could not store");
         assert_eq!(
             (f.class, f.message.as_str()),
             (FailureClass::Transient, "could not store: timed out")

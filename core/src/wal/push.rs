@@ -29,13 +29,13 @@ use std::time::{Duration, Instant};
 /// What happened to a push. A failed push ahead is not trusted when the
 /// archiver comes to its file (the cause may have passed): it is pushed
 /// again.
-type Outcome = Result<PushOutcome, Error>;
+type PushResult = Result<PushOutcome, Error>;
 
 #[derive(Default)]
 struct State {
     queue: VecDeque<(String, PathBuf)>,
     in_flight: BTreeSet<String>,
-    done: HashMap<String, Outcome>,
+    done: HashMap<String, PushResult>,
     shutdown: bool,
 }
 
