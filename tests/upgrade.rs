@@ -15,9 +15,11 @@
 //! - 0.1.0's install script, run against this library, binds every symbol
 //!   it names; each of its functions is called before the update; the
 //!   updated schema equals a fresh install's.
+//! - A repository of a newer format (a fixture) is refused by this release,
+//!   the extension and the CLI alike, and left as it is.
 use pg_ark_tests::{
-    archiving, give_to_test_user, pg_ark, rows_digest, temp_dir, wait_job, wait_until, Cluster,
-    ClusterOptions, PgInstall,
+    archiving, give_to_test_user, give_tree_to_test_user, pg_ark, rows_digest, temp_dir, wait_job,
+    wait_until, Cluster, ClusterOptions, PgInstall,
 };
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -672,4 +674,102 @@ fn the_0_1_0_script_binds_to_this_library_and_updates_to_a_fresh_install() {
         .get::<_, bool>(0));
     drop(c);
     assert_same_schema_as_a_fresh_install(&cluster, "postgres");
+}
+
+/// Every file below `dir`, relative, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The fixture `tests/fixtures/repository-format-2` is the descriptor of a
+/// repository of format 2, created by "pg_ark 0.3.0": this release reads
+/// formats up to 1 and refuses it, naming both versions, in the CLI (its
+/// wal-get with the status that stops recovery) and in the extension (the
+/// archiver and a backup job); nothing is written into it.
+#[test]
+fn a_repository_of_a_newer_format_is_refused_and_left_as_it_is() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repository-format-2");
+    let repo = temp_dir("ark-repo-");
+    for f in ["pg_ark.repo", "pg_ark.repo.copy"] {
+        std::fs::copy(fixture.join(f), repo.path().join(f)).unwrap();
+    }
+    give_tree_to_test_user(repo.path());
+    let before = listing(repo.path());
+    assert_eq!(before, ["pg_ark.repo", "pg_ark.repo.copy"]);
+    let says_newer = |text: &str| {
+        text.contains("format version 2")
+            && text.contains("pg_ark 0.3.0")
+            && text.contains("up to 1")
+    };
+
+    let url = format!("file://{}", repo.path().display());
+    let scratch = temp_dir("ark-scratch-");
+    let pgdata = scratch.path().join("data").display().to_string();
+    let wal = scratch.path().join("wal").display().to_string();
+    for args in [
+        vec!["info", "--repo", &url],
+        vec!["verify", "--repo", &url],
+        vec!["restore", "--repo", &url, "--pgdata", &pgdata, "--dry-run"],
+    ] {
+        let (ok, out, err) = pg_ark(&args);
+        assert!(!ok, "pg_ark {args:?} accepted it:\n{out}");
+        assert!(says_newer(&err), "pg_ark {args:?}:\n{err}");
+        assert!(
+            err.contains("hint: Use the pg_ark that writes this format"),
+            "{err}"
+        );
+    }
+
+    let cluster = Cluster::start_with(archiving(repo.path()));
+    // wal-get, as restore_command runs it in a data directory.
+    let out = std::process::Command::new(PgInstall::from_env().bin("pg_ark"))
+        .args(["wal-get", "--repo", &url, "000000010000000000000001", &wal])
+        .current_dir(&cluster.data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(255), "{err}");
+    assert!(says_newer(&err), "{err}");
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark; CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'x')")
+        .unwrap();
+    switch_wal(&mut c);
+    let mut reason = None;
+    wait_until("the archiver's first failure", WAIT, || {
+        reason = c
+            .query_one(
+                "SELECT last_failure_reason FROM ark.archive_status() WHERE failed_count > 0",
+                &[],
+            )
+            .ok()
+            .and_then(|r| r.get::<_, Option<String>>(0));
+        reason.is_some()
+    });
+    let reason = reason.unwrap();
+    assert!(says_newer(&reason), "{reason}");
+    let full = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_eq!(full["state"], "failed", "{full}");
+    assert!(says_newer(full["error"].as_str().unwrap()), "{full}");
+    drop(c);
+    drop(cluster);
+    assert_eq!(listing(repo.path()), before);
+    for f in ["pg_ark.repo", "pg_ark.repo.copy"] {
+        assert_eq!(
+            std::fs::read(repo.path().join(f)).unwrap(),
+            std::fs::read(fixture.join(f)).unwrap()
+        );
+    }
 }
