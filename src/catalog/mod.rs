@@ -11,12 +11,20 @@ use pgrx::prelude::*;
 pub mod jobs;
 
 /// The version of the extension installed in this database
-/// (`pg_extension.extversion`); `None` when it is not installed.
+/// (`pg_extension.extversion`); `None` when it is not installed. A
+/// read-only statement: it also runs on a standby (`Spi::get_one` would
+/// take a transaction id).
 pub fn installed_version() -> Result<Option<String>, ArkError> {
-    Ok(Spi::get_one::<String>(
-        "SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e
-                  WHERE e.extname OPERATOR(pg_catalog.=) 'pg_ark')",
-    )?)
+    Ok(Spi::connect(|c| {
+        c.select(
+            "SELECT (SELECT e.extversion FROM pg_catalog.pg_extension e
+                      WHERE e.extname OPERATOR(pg_catalog.=) 'pg_ark')",
+            Some(1),
+            &[],
+        )?
+        .first()
+        .get_one::<String>()
+    })?)
 }
 
 /// The version of this library, which is the catalog version it reads and
