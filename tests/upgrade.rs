@@ -312,6 +312,19 @@ fn assert_same_schema_as_a_fresh_install(cluster: &Cluster, updated: &str) {
         "{}",
         want["relation jobs"]
     );
+    // Every table, view and function has a comment (sql/README.md: every
+    // new object gets a COMMENT ON), so the comparison holds the upgrade
+    // scripts to it too.
+    for (key, value) in &want {
+        let commented = |v: &str| {
+            v.split_once(" comment=")
+                .is_some_and(|(_, c)| !c.lines().next().unwrap_or("").is_empty())
+        };
+        let needs = key.starts_with("function ")
+            || (key.starts_with("relation ")
+                && (value.starts_with("kind=r ") || value.starts_with("kind=v ")));
+        assert!(!needs || commented(value), "{key} has no comment: {value}");
+    }
     let mut differences = Vec::new();
     for key in want.keys().chain(got.keys()).collect::<BTreeSet<_>>() {
         match (want.get(key), got.get(key)) {
@@ -772,4 +785,52 @@ fn a_repository_of_a_newer_format_is_refused_and_left_as_it_is() {
             std::fs::read(fixture.join(f)).unwrap()
         );
     }
+}
+
+/// sql/README.md's rule, checked in every upgrade script: the catalog is
+/// the record of what backups exist, so no script drops or truncates a
+/// table, drops a column or deletes rows.
+#[test]
+fn no_upgrade_script_destroys_catalog_data() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let mut scripts = Vec::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !(name.starts_with("pg_ark--")
+            && name.ends_with(".sql")
+            && name.matches("--").count() == 2)
+        {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Statements only: no comments, one space between words, upper case.
+        let sql = text
+            .lines()
+            .map(|l| l.split("--").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join(" ")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_uppercase();
+        for destructive in [
+            "DROP TABLE",
+            "TRUNCATE",
+            "DROP SCHEMA",
+            "DROP COLUMN",
+            "DELETE FROM",
+        ] {
+            assert!(!sql.contains(destructive), "{name}: {destructive}");
+        }
+        scripts.push((name, sql));
+    }
+    // The scripts were read as statements.
+    assert!(
+        scripts
+            .iter()
+            .any(|(name, sql)| name == "pg_ark--0.1.0--0.2.0.sql"
+                && sql.contains("ALTER TABLE ARK.SCHEDULES ADD COLUMN PAUSED TEXT;")),
+        "{scripts:?}"
+    );
 }
