@@ -65,8 +65,11 @@ pgrx-test:
 	cargo pgrx test --release --runas $(ARK_TEST_USER) --pgdata /tmp/ark-pgrx-pgdata pg17
 
 # Integration tests on the primary major: real clusters, a real S3 server.
+# The upgrade test runs pg_ark 0.1.0's own library, built once per major
+# (scripts/old-release.sh) into $(ARK_CACHE)/releases.
 integration:
-	ARK_PG_CONFIG=$(PG17_CONFIG) cargo test --release --locked -p pg_ark_tests
+	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG17_CONFIG)"
+	ARK_PG_CONFIG=$(PG17_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests
 
 # The smoke suite on the other supported majors: the skeleton, archiving
 # (15 and 16+ have different archive-module C APIs), the job queue
@@ -75,17 +78,20 @@ integration:
 # drills (a scratch cluster of each major, its psql and amcheck), restores
 # checked against pg_visibility (trust) and in randomized chains (CI's
 # fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
-# (initdb --wal-segsize) end to end.
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize
+# (initdb --wal-segsize) end to end, and the upgrade from 0.1.0 (on 0.1.0's
+# own library of that major).
+SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
 
 smoke-15:
-	ARK_PG_CONFIG=$(PG15_CONFIG) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG15_CONFIG)"
+	ARK_PG_CONFIG=$(PG15_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
 
 smoke-18:
-	ARK_PG_CONFIG=$(PG18_CONFIG) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG18_CONFIG)"
+	ARK_PG_CONFIG=$(PG18_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
 
 # Randomized chains (tests/random_chain.rs) beyond CI's fixed seeds: ARK_SEEDS
 # (comma-separated; default 10 random ones, printed so a failure can be

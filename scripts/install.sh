@@ -17,6 +17,21 @@ esac
 bindir=$("$PG_CONFIG" --bindir)
 echo "== installing pg_ark into PostgreSQL $major ($bindir)"
 cargo pgrx install --release --pg-config "$PG_CONFIG" --no-default-features --features "pg$major"
+# cargo-pgrx generates the current version's install script and copies the
+# upgrade scripts (sql/pg_ark--X--Y.sql); the install scripts of past
+# releases (sql/pg_ark--X.sql), which CREATE EXTENSION pg_ark VERSION 'X'
+# runs before ALTER EXTENSION pg_ark UPDATE, are installed here.
+extdir="$("$PG_CONFIG" --sharedir)/extension"
+current=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)
+for script in sql/pg_ark--*.sql; do
+  name=$(basename "$script")
+  case "$name" in
+    pg_ark--*--*) ;;
+    "pg_ark--$current.sql")
+      echo "install: $script would replace the generated script of the current version $current" >&2; exit 1 ;;
+    *) install -m 0644 "$script" "$extdir/$name" ;;
+  esac
+done
 # The CLI is built with the link flag cargo-pgrx gives the extension: Rust
 # flags are part of every crate's build hash, so with the same flag (and the
 # features core/Cargo.toml aligns) the CLI reuses the extension's build of

@@ -16,6 +16,8 @@ pub enum ArkError {
     NoRepository,
     #[error("extension \"pg_ark\" is not installed in this database")]
     NotInstalled,
+    #[error("{}", .0.message())]
+    CatalogVersion(pg_ark_core::version::CatalogMismatch),
     #[error(transparent)]
     Core(#[from] pg_ark_core::Error),
     #[error(transparent)]
@@ -86,6 +88,7 @@ impl ArkError {
             ArkError::NotPreloaded => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::NoRepository => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::NotInstalled => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            ArkError::CatalogVersion(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::Core(e) => match e {
                 C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
@@ -157,6 +160,7 @@ impl ArkError {
                     .into(),
             ),
             ArkError::NotInstalled => Some("CREATE EXTENSION pg_ark;".into()),
+            ArkError::CatalogVersion(m) => Some(m.hint()),
             ArkError::Core(e) => e.hint(),
             ArkError::Job(e) => e.hint(),
             ArkError::Cron(e) => e.hint(),

@@ -124,7 +124,8 @@ pub fn require_monitor() -> Result<(), ArkError> {
     }
 }
 
-/// The queue lives in `ark.database`: refuse to touch it elsewhere.
+/// The queue lives in `ark.database`, at this library's version: refuse to
+/// touch it elsewhere, or before `ALTER EXTENSION pg_ark UPDATE`.
 pub fn require_queue_database() -> Result<(), ArkError> {
     let queue_db = crate::settings::database();
     // SAFETY: catalog lookup on the backend's thread.
@@ -139,7 +140,7 @@ pub fn require_queue_database() -> Result<(), ArkError> {
         }
     };
     if current_db == queue_db {
-        Ok(())
+        crate::catalog::require_current_version()
     } else {
         Err(ArkError::WrongDatabase {
             queue_db,

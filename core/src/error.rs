@@ -19,11 +19,13 @@ pub enum Error {
     #[error(transparent)]
     Info(#[from] InfoError),
 
-    #[error("repository {location} has format version {found}, newer than this pg_ark supports ({supported})")]
+    #[error("repository {location} has format version {found}{}, newer than pg_ark {} reads (up to {supported})", created_by_text(.created_by), crate::VERSION)]
     RepositoryTooNew {
         location: String,
         found: u64,
         supported: u64,
+        /// The pg_ark its descriptor says created it ("pg_ark 0.3.0").
+        created_by: Option<String>,
     },
 
     #[error("repository metadata \"{key}\" in {location} is invalid: {reason}")]
@@ -177,6 +179,14 @@ pub enum Error {
     },
 }
 
+/// " (created by pg_ark X)" when the repository's descriptor says so.
+fn created_by_text(created_by: &Option<String>) -> String {
+    created_by
+        .as_deref()
+        .map(|c| format!(" (created by {c})"))
+        .unwrap_or_default()
+}
+
 impl Error {
     /// The primary message of a PostgreSQL report: what failed. The cause,
     /// if it is not part of the object's name, goes into [`Error::detail`];
@@ -234,9 +244,17 @@ impl Error {
             | Error::BadMetadata { reason, .. }
             | Error::InvalidSetting { reason, .. } => upper_first(reason),
             Error::RepositoryTooNew {
-                found, supported, ..
+                found,
+                supported,
+                created_by,
+                ..
             } => format!(
-                "The repository has format version {found}; this pg_ark supports up to {supported}."
+                "The repository has format version {found}{}; this pg_ark ({}) reads formats up to {supported}.",
+                created_by
+                    .as_deref()
+                    .map(|c| format!(", created by {c}"))
+                    .unwrap_or_default(),
+                crate::VERSION
             ),
             Error::ClusterMismatch {
                 what,
@@ -316,7 +334,7 @@ impl Error {
             Error::InvalidRepositoryUrl { .. } => {
                 "Use file:///absolute/path for a local repository or s3://bucket/prefix for S3.".into()
             }
-            Error::RepositoryTooNew { .. } => "Upgrade pg_ark, or use a repository of this version.".into(),
+            Error::RepositoryTooNew { .. } => "Use the pg_ark that writes this format (the extension and the CLI alike), or another repository.".into(),
             Error::ClusterMismatch { .. } => {
                 "Is ark.repository pointing at the right repository? Each cluster needs its own entry; \
                  never copy one cluster's entry for another."

@@ -12,6 +12,8 @@
 //!   - a kind with an enabled schedule has not succeeded for twice
 //!     `backup_max_age` (or ever, once its first schedule is that old);
 //! - **degraded** when
+//!   - the catalog is at another version than the library (until `ALTER
+//!     EXTENSION pg_ark UPDATE`, no schedule or job runs);
 //!   - a job is retrying;
 //!   - at least `archive_backlog` WAL files wait, or archiving's last attempt
 //!     failed;
@@ -89,6 +91,8 @@ pub struct DrillFacts {
 #[derive(Debug, Clone)]
 pub struct Facts {
     pub now: f64,
+    /// The catalog at another version than the library.
+    pub catalog: Option<crate::version::CatalogMismatch>,
     /// Schedules paused, and why (name, reason): after `pg_ark restore`,
     /// until an administrator resumes them.
     pub paused: Vec<(String, String)>,
@@ -153,6 +157,13 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
                 d.backup_id,
                 d.error
             ),
+            &mut messages,
+        );
+    }
+    if let Some(m) = &facts.catalog {
+        raise(
+            Verdict::Degraded,
+            format!("{}: {}", m.message(), m.remedy()),
             &mut messages,
         );
     }
@@ -289,6 +300,7 @@ mod tests {
     fn facts() -> Facts {
         Facts {
             paused: Vec::new(),
+            catalog: None,
             now: 100.0 * DAY,
             failed_drills: vec![],
             kinds: vec![],
@@ -319,6 +331,18 @@ mod tests {
         let r = evaluate(&f, &t());
         assert_eq!(r.verdict, Verdict::Degraded);
         assert!(r.messages[0].starts_with("schedule \"nightly\" is paused: this cluster was restored from backup X; resume it with ark.resume_schedules()"), "{:?}", r.messages);
+    }
+
+    #[test]
+    fn a_catalog_of_another_version_is_degraded_and_says_what_to_run() {
+        let mut f = facts();
+        f.catalog = crate::version::CatalogMismatch::check("0.1.0", "0.2.0");
+        let r = evaluate(&f, &t());
+        assert_eq!(r.verdict, Verdict::Degraded);
+        assert_eq!(
+            r.messages,
+            ["extension \"pg_ark\" is at version 0.1.0, its library at 0.2.0: run ALTER EXTENSION pg_ark UPDATE; until then no schedule or job runs (WAL archiving goes on)"]
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod retention;
 pub mod schedule;
 pub mod storage;
 pub mod threads;
+pub mod version;
 pub mod wal;
 pub mod workdir;
 

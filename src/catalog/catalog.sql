@@ -126,6 +126,7 @@ COMMENT ON TABLE ark.notifications IS 'Webhook notifications (ark.notify_url) wa
 COMMENT ON COLUMN ark.jobs.state IS 'queued, running, retrying (waiting for next_attempt_at), failed (for good), succeeded or cancelled';
 COMMENT ON COLUMN ark.jobs.conflict_key IS 'Jobs with the same key never run at the same time (physical backups of the cluster)';
 COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository';
+COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
 
 -- Schedules are the user's configuration: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('ark.schedules', '');

@@ -4,6 +4,11 @@
 //! `ark.schedules`) and from the archiver (`pg_stat_archiver`, pg_ark's
 //! failure record, the `.ready` backlog); the verdict and its messages are
 //! `pg_ark_core::health::evaluate`'s.
+//!
+//! It also answers on a catalog of an older version (a new library
+//! installed, `ALTER EXTENSION pg_ark UPDATE` not run yet), saying so: its
+//! reads of what an older catalog lacks (`ark.schedules.paused`, since
+//! 0.2.0) wait for the update. `tests/upgrade.rs` calls it on 0.1.0's.
 use crate::archive::status;
 use crate::error::ArkError;
 use crate::mailbox;
@@ -124,6 +129,25 @@ fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
     Ok((failed, last))
 }
 
+/// The paused schedules and why (a column since 0.2.0).
+fn paused_schedules() -> Result<Vec<(String, String)>, ArkError> {
+    Ok(Spi::connect(|c| {
+        let t = c.select(
+            "SELECT name, paused FROM ark.schedules WHERE paused IS NOT NULL ORDER BY name",
+            None,
+            &[],
+        )?;
+        let mut out = Vec::new();
+        for r in t {
+            out.push((
+                r.get::<String>(1)?.unwrap_or_default(),
+                r.get::<String>(2)?.unwrap_or_default(),
+            ));
+        }
+        Ok::<_, pgrx::spi::SpiError>(out)
+    })?)
+}
+
 fn status_impl() -> Result<Value, ArkError> {
     require_monitor()?;
     let thresholds = Thresholds {
@@ -176,27 +200,19 @@ fn status_impl() -> Result<Value, ArkError> {
         last_failure_reason: st.last_failure_reason.clone(),
     };
     let (failed_drills, last_drill) = drills()?;
-    let paused = Spi::connect(|c| {
-        let t = c.select(
-            "SELECT name, paused FROM ark.schedules WHERE paused IS NOT NULL ORDER BY name",
-            None,
-            &[],
-        )?;
-        let mut out = Vec::new();
-        for r in t {
-            out.push((
-                r.get::<String>(1)?.unwrap_or_default(),
-                r.get::<String>(2)?.unwrap_or_default(),
-            ));
-        }
-        Ok::<_, pgrx::spi::SpiError>(out)
-    })?;
+    let catalog = crate::catalog::version_mismatch()?;
+    let paused = if catalog.is_some() {
+        Vec::new()
+    } else {
+        paused_schedules()?
+    };
     let paused_docs: Vec<Value> = paused
         .iter()
         .map(|(name, reason)| json!({"name": name, "reason": reason}))
         .collect();
     let facts = Facts {
         paused,
+        catalog,
         now,
         failed_drills,
         kinds,

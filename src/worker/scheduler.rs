@@ -12,6 +12,11 @@
 //! until promotion (and a server that goes back into recovery has no
 //! scheduler: the job queue is the primary's).
 //!
+//! While the extension in `ark.database` is at another version than the
+//! library (a new library installed, `ALTER EXTENSION pg_ark UPDATE` not run
+//! yet), a pass does nothing but refuse the mailbox's requests: no schedule
+//! or job runs on a catalog of another version.
+//!
 //! Each pass ([`tick`]), in short transactions of its own:
 //! 1. serves the enqueue mailbox (`ark.backup()`);
 //! 2. recovers jobs left `running` by a worker that is gone (killed, or the
@@ -124,6 +129,7 @@ pub struct State {
     delivery: Option<notify::Delivery>,
     recompute_schedules: bool,
     installed_warned: bool,
+    version_warned: bool,
     no_slot_warned: bool,
     last_prune: Option<std::time::Instant>,
 }
@@ -135,13 +141,34 @@ fn tick(st: &mut State) -> Duration {
     if unsafe { pg_sys::RecoveryInProgress() } {
         return naptime;
     }
-    let installed = xact::run(|| {
-        Ok(Spi::get_one::<bool>(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'pg_ark')",
-        )?
-        .unwrap_or(false))
-    });
-    if installed != Ok(true) {
+    let installed = xact::run(crate::catalog::installed_version);
+    if let Ok(Some(version)) = &installed {
+        if let Some(m) =
+            pg_ark_core::version::CatalogMismatch::check(version, crate::catalog::VERSION)
+        {
+            for req in mailbox::take_pending() {
+                mailbox::answer(&req, Err(format!("{}: {}", m.message(), m.remedy())));
+            }
+            if !st.version_warned {
+                warning!(
+                    "pg_ark scheduler waits in database \"{}\" (ark.database): {}: {}",
+                    settings::database(),
+                    m.message(),
+                    m.remedy()
+                );
+                st.version_warned = true;
+            }
+            return naptime;
+        }
+        if st.version_warned {
+            log!(
+                "pg_ark scheduler: extension \"pg_ark\" is at version {} now; schedules and jobs run",
+                version
+            );
+            st.version_warned = false;
+        }
+    }
+    if !matches!(installed, Ok(Some(_))) {
         for req in mailbox::take_pending() {
             mailbox::answer(
                 &req,

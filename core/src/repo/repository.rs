@@ -82,6 +82,10 @@ impl Repository {
                 location: self.storage.location(),
                 found,
                 supported: FORMAT_VERSION,
+                created_by: desc
+                    .get("created_by")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
             });
         }
         Ok(())
@@ -642,7 +646,13 @@ mod tests {
     fn a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStorage::open(dir.path()).unwrap();
-        info::save(&s, DESCRIPTOR, &json!({"format": 99}), PutMode::Create).unwrap();
+        info::save(
+            &s,
+            DESCRIPTOR,
+            &json!({"format": 99, "created_by": "pg_ark 9.0.0"}),
+            PutMode::Create,
+        )
+        .unwrap();
         let e = Repository::open(Box::new(s), true).err().unwrap();
         assert!(
             matches!(
@@ -654,6 +664,28 @@ mod tests {
                 }
             ),
             "{e}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "repository file://{} has format version 99 (created by pg_ark 9.0.0), newer than pg_ark {} reads (up to 1)",
+                dir.path().display(),
+                crate::VERSION
+            )
+        );
+        assert_eq!(
+            e.primary(),
+            format!(
+                "repository file://{} has a newer format version",
+                dir.path().display()
+            )
+        );
+        assert_eq!(
+            e.detail().unwrap(),
+            format!(
+                "The repository has format version 99, created by pg_ark 9.0.0; this pg_ark ({}) reads formats up to 1.",
+                crate::VERSION
+            )
         );
         let empty = tempfile::tempdir().unwrap();
         let e = Repository::open(Box::new(LocalStorage::open(empty.path()).unwrap()), false)
