@@ -28,7 +28,7 @@ use crate::repo::RepoTarget as Target;
 use crate::worker::job::{set_progress, stopped, supervise, Control};
 use crate::{settings, xact};
 use pg_ark_core::physical::{
-    self, BackupKind, Basis, Manifest, ParentChoice, PhysicalBackupInfo, Progress, StoreOptions,
+    self, BackupKind, Basis, Decision, Manifest, PhysicalBackupInfo, Progress, StoreOptions,
 };
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
@@ -238,133 +238,6 @@ struct Copied {
     bad: Vec<physical::BadPage>,
     /// Pages checked (`None`: the cluster has no checksums).
     checked: Option<u64>,
-}
-
-/// What the backup is taken against.
-struct Decision {
-    /// `None`: a full.
-    parent: Option<(PhysicalBackupInfo, Basis)>,
-    chain: Option<String>,
-    fallback: Option<String>,
-}
-
-/// Choose the parent of an incremental or differential, or fall back to a
-/// full with the reason. Runs on a work thread (repository reads, and
-/// waits for segments still waiting to be archived).
-fn decide(
-    cluster: &ClusterRepo,
-    kind: BackupKind,
-    started: (&str, u32, bool),
-    unusable: &std::collections::HashSet<String>,
-    datadir: &std::path::Path,
-    wait: Duration,
-    control: &Control,
-) -> Result<Decision, JobFailure> {
-    let (start_wal, timeline, checksums) = started;
-    let full = |reason: String| Decision {
-        parent: None,
-        chain: None,
-        fallback: Some(reason),
-    };
-    let backups = physical::list_backups(cluster).map_err(JobFailure::from)?;
-    let (parent, chain) = match physical::choose_parent(&backups, kind, timeline, unusable) {
-        ParentChoice::Full { reason } => return Ok(full(reason)),
-        ParentChoice::Parent { parent, chain } => (*parent, chain),
-    };
-    // pg_checksums --enable rewrites every page's checksum without WAL and
-    // without changing its LSN: the parent's pages would come back without
-    // (or with stale) checksums under a pg_control that says they have them.
-    if parent.checksums != checksums {
-        return Ok(full(format!(
-            "data checksums were turned {} since backup \"{}\" (pg_checksums rewrites every page without WAL)",
-            if checksums { "on" } else { "off" },
-            parent.backup_id
-        )));
-    }
-    let manifest = match physical::load_backup(cluster, &parent.backup_id) {
-        Ok((_, m)) => m,
-        Err(e) => {
-            return Ok(full(format!(
-                "the manifest of backup \"{}\" could not be read: {e}",
-                parent.backup_id
-            )))
-        }
-    };
-    let Some(reference_lsn) = physical::increment::parse_lsn(&parent.start_lsn) else {
-        return Ok(full(format!(
-            "backup \"{}\" records no valid start LSN (\"{}\")",
-            parent.backup_id, parent.start_lsn
-        )));
-    };
-    // Every segment from the parent's start to the one before ours must be
-    // in the repository; segments still waiting to be archived are waited for.
-    let size = cluster.segment_size();
-    let position = |name: &str| size.parse(name).map_err(JobFailure::from);
-    let parent_start = position(&parent.start_wal)?;
-    let previous = size.previous(start_wal).map_err(JobFailure::from)?;
-    if let Some(last) = previous
-        .map(|p| position(&p).map(|at| (p, at)))
-        .transpose()?
-        .filter(|(_, at)| at.segno >= parent_start.segno)
-        .map(|(p, _)| p)
-    {
-        let deadline = Instant::now() + wait;
-        loop {
-            let missing = physical::missing_wal(cluster, &parent.start_wal, &last)
-                .map_err(JobFailure::from)?;
-            let Some(first) = missing.first() else {
-                break;
-            };
-            let ready = datadir
-                .join("pg_wal/archive_status")
-                .join(format!("{first}.ready"));
-            // Not waiting to be archived: missing for good, unless the
-            // archiver stored it between the listing and this check.
-            let gone = !ready.exists()
-                && physical::missing_wal(cluster, first, first)
-                    .map_err(JobFailure::from)?
-                    .contains(first);
-            if gone {
-                return Ok(full(format!(
-                    "WAL segment {first}, between backup \"{}\" and this one, is not in the repository (WAL archiving was off, or the segment was removed), so changed pages cannot be found by their LSN",
-                    parent.backup_id
-                )));
-            }
-            if control.stop.load(Ordering::SeqCst) {
-                return Err(JobFailure::permanent(
-                    "the backup was stopped while it waited for WAL to be archived",
-                ));
-            }
-            if Instant::now() >= deadline {
-                // A timeout: the archiver may catch up before the retry.
-                return Err(JobFailure::transient(format!(
-                    "WAL segment {first}, which this backup relies on, was not archived within {} s (check ark.archive_status())",
-                    wait.as_secs()
-                )));
-            }
-            set_progress(
-                control,
-                json!({"phase": "wait for earlier WAL", "segment": first}),
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let basis = Basis {
-        reference_lsn,
-        parent_sizes: manifest
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.size))
-            .collect(),
-        summary: None,
-        parent_databases: manifest.databases.clone(),
-        databases: Default::default(),
-    };
-    Ok(Decision {
-        parent: Some((parent, basis)),
-        chain: Some(chain),
-        fallback: None,
-    })
 }
 
 /// The changed blocks from `from_lsn` to `to_lsn` on `timeline`, from
@@ -654,11 +527,7 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     };
     phases.mark("pg_backup_start");
     let decision = if requested == BackupKind::Full {
-        Ok(Ok(Decision {
-            parent: None,
-            chain: None,
-            fallback: None,
-        }))
+        Ok(Ok(Decision::full()))
     } else {
         let (c, d, w) = (cluster.clone(), plan.datadir.clone(), plan.wait);
         let (start_wal, timeline, checksums) =
@@ -666,14 +535,25 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
         supervise(
             job,
             move |control, _tx: std::sync::mpsc::Sender<()>| {
-                decide(
+                let waiting = |segment: &str| {
+                    set_progress(
+                        &control,
+                        json!({"phase": "wait for earlier WAL", "segment": segment}),
+                    )
+                };
+                physical::decide(
                     &c,
                     requested,
-                    (&start_wal, timeline, checksums),
+                    physical::Started {
+                        start_wal: &start_wal,
+                        timeline,
+                        checksums,
+                    },
                     &unusable,
                     &d,
                     w,
-                    &control,
+                    &control.stop,
+                    &waiting,
                 )
             },
             |_| {},

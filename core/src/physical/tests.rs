@@ -1440,3 +1440,92 @@ fn expiry_lists_in_a_dry_run_and_removes_whole_chains_and_old_wal() {
     let again = expire(&c, rules, 1000, false).unwrap();
     assert!(again.backups.is_empty() && again.wal.is_empty());
 }
+
+/// The parent decision (`physical::decide`) on a repository: a parent with
+/// its WAL; a full, with the reason, when WAL between them is gone or the
+/// checksums changed; a wait for WAL still to be archived that ends in a
+/// transient failure.
+#[test]
+fn the_parent_decision_waits_for_ready_wal_and_falls_back_to_a_full_with_a_reason() {
+    use crate::schedule::lifecycle::FailureClass;
+    let (_d, c) = cluster();
+    let src = pgdata();
+    take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    let none = std::collections::HashSet::new();
+    let stop = AtomicBool::new(false);
+    let waited = std::sync::Mutex::new(Vec::new());
+    let waiting = |s: &str| waited.lock().unwrap().push(s.to_string());
+    let started = |start_wal| Started {
+        start_wal,
+        timeline: 1,
+        checksums: false,
+    };
+    let decide_now = |start_wal, wait_ms| {
+        decide(
+            &c,
+            BackupKind::Incremental,
+            started(start_wal),
+            &none,
+            src.path(),
+            std::time::Duration::from_millis(wait_ms),
+            &stop,
+            &waiting,
+        )
+    };
+    // Segments 2 and 3 (the parent's start to the one before ours) are
+    // missing and not waiting to be archived: a full, saying why.
+    let d = decide_now("000000010000000000000004", 0).unwrap();
+    assert!(d.parent.is_none());
+    let reason = d.fallback.unwrap();
+    assert!(
+        reason.contains("WAL segment 000000010000000000000002") && reason.contains("\"f1\""),
+        "{reason}"
+    );
+    // Segment 2 waits in pg_wal (.ready): waited for, then a transient
+    // failure when the archiver does not store it in time.
+    write(
+        src.path(),
+        "pg_wal/archive_status/000000010000000000000002.ready",
+        b"",
+    );
+    let e = decide_now("000000010000000000000004", 100).unwrap_err();
+    assert_eq!(e.class, FailureClass::Transient, "{e}");
+    assert!(e.message.contains("000000010000000000000002"), "{e}");
+    assert!(waited
+        .lock()
+        .unwrap()
+        .contains(&"000000010000000000000002".to_string()));
+    // Archived: the parent, with its start as the reference.
+    for (name, n) in [
+        ("000000010000000000000002", 2),
+        ("000000010000000000000003", 3),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+    let d = decide_now("000000010000000000000004", 0).unwrap();
+    let (parent, basis) = d.parent.unwrap();
+    assert_eq!(parent.backup_id, "f1");
+    assert_eq!(d.chain.as_deref(), Some("f1"));
+    assert_eq!(basis.reference_lsn, 0x2000028);
+    assert!(d.fallback.is_none());
+    // Checksums turned on since: a full.
+    let d = decide(
+        &c,
+        BackupKind::Differential,
+        Started {
+            start_wal: "000000010000000000000004",
+            timeline: 1,
+            checksums: true,
+        },
+        &none,
+        src.path(),
+        std::time::Duration::ZERO,
+        &stop,
+        &waiting,
+    )
+    .unwrap();
+    assert!(d
+        .fallback
+        .unwrap()
+        .contains("data checksums were turned on"));
+}
