@@ -102,7 +102,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
                     ))),
                 }
             }
-            JobKind::Verify => crate::worker::physical::run_verify(&job),
+            JobKind::Verify => crate::worker::verify::run_verify(&job),
             JobKind::Drill => crate::worker::drill::run_drill(&job),
         };
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {

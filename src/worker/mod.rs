@@ -7,3 +7,4 @@ pub mod logical;
 pub mod notify;
 pub mod physical;
 pub mod scheduler;
+pub mod verify;

@@ -1,0 +1,94 @@
+//! `verify` jobs: a physical backup re-read against its manifest, and the
+//! outcome recorded beside it in `ark.backups`.
+use crate::catalog::jobs::{Job, Outcome};
+use crate::repo::RepoTarget;
+use crate::worker::job::{set_progress, stopped, supervise};
+use crate::xact;
+use pg_ark_core::physical;
+use pg_ark_core::schedule::lifecycle::JobFailure;
+use pgrx::prelude::*;
+use pgrx::JsonB;
+use serde_json::{json, Value};
+
+/// Run a `verify` job: re-read backup `backup_id` (the newest complete
+/// physical backup by default) and everything its restore needs. Problems
+/// fail the job, each named with its file; the outcome is recorded in
+/// `ark.backups.info->'verification'` either way, and an incremental or
+/// differential never takes a backup that failed it as its parent.
+pub fn run_verify(job: &Job) -> Outcome {
+    let target = match xact::run(RepoTarget::current) {
+        Ok(t) => t,
+        Err(e) => return Outcome::Failed(e),
+    };
+    let wanted = job
+        .options
+        .get("backup_id")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let checked = supervise(
+        job,
+        move |control, _tx: std::sync::mpsc::Sender<()>| {
+            let c = target.open().map_err(JobFailure::from)?;
+            let id = match wanted {
+                Some(id) => id,
+                None => physical::list_backups(&c)
+                    .map_err(JobFailure::from)?
+                    .pop()
+                    .map(|b| b.backup_id)
+                    .ok_or_else(|| {
+                        JobFailure::permanent(
+                            "there is no complete physical backup in the repository to verify",
+                        )
+                    })?,
+            };
+            set_progress(&control, json!({"phase": "verify", "backup_id": id}));
+            let problems = physical::verify_backup(&c, &id).map_err(JobFailure::from)?;
+            Ok::<_, JobFailure>((id, problems))
+        },
+        |_| {},
+    );
+    let (id, problems) = match checked {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Outcome::Failed(e),
+        Err(s) => return stopped(s),
+    };
+    let listed: Vec<Value> = problems
+        .iter()
+        .map(|p| json!({"file": p.file, "problem": p.reason}))
+        .collect();
+    let verification = json!({
+        "ok": problems.is_empty(),
+        "job_id": job.id,
+        "at": pg_ark_core::logical::rfc3339_utc(pg_ark_core::logical::now_epoch()),
+        "problems": listed.len(),
+    });
+    if let Err(e) = xact::run(|| {
+        Spi::run_with_args(
+            "UPDATE ark.backups SET info = info || jsonb_build_object('verification', $2::jsonb)
+              WHERE label = $1 AND kind IN ('full', 'incremental', 'differential')",
+            &[id.clone().into(), JsonB(verification.clone()).into()],
+        )?;
+        Ok(())
+    }) {
+        warning!(
+            "pg_ark could not record the verification of \"{}\": {}",
+            id,
+            e
+        );
+    }
+    if problems.is_empty() {
+        log!("pg_ark job {}: backup \"{}\" verified", job.id, id);
+        return Outcome::Succeeded(json!({"backup_id": id, "ok": true, "problems": []}));
+    }
+    let mut message = format!(
+        "backup \"{id}\" failed verification: {} problem(s):",
+        problems.len()
+    );
+    for p in problems.iter().take(20) {
+        message.push_str(&format!(" {}: {};", p.file, p.reason));
+    }
+    if problems.len() > 20 {
+        message.push_str(&format!(" and {} more", problems.len() - 20));
+    }
+    Outcome::Failed(JobFailure::permanent(message))
+}
