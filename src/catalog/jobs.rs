@@ -57,11 +57,10 @@ pub fn insert_job(
     schedule: Option<(&str, f64)>,
 ) -> Result<Option<i64>, ArkError> {
     let kind = JobKind::parse(kind)?;
-    let max_attempts = options
-        .get("max_attempts")
-        .and_then(Value::as_i64)
-        .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or_else(|| settings::JOB_MAX_ATTEMPTS.get());
+    let max_attempts =
+        jobs::count_option(options, "max_attempts", settings::JOB_MAX_ATTEMPTS.get())
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(1);
     crate::xact::first_value::<i64>(
         "INSERT INTO ark.jobs (kind, options, schedule_name, scheduled_for, conflict_key, max_attempts)
          VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6)
@@ -191,15 +190,18 @@ fn refuse(id: i64, e: &jobs::JobError) -> Result<(), ArkError> {
 /// The retry delays of a job: its options `retry_base` and `retry_cap`, or
 /// `ark.job_retry_base` and `ark.job_retry_cap`.
 fn backoff(options: &Value) -> Backoff {
-    let base = options
-        .get("retry_base")
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| f64::from(settings::JOB_RETRY_BASE.get()));
-    let cap = options
-        .get("retry_cap")
-        .and_then(Value::as_f64)
-        .unwrap_or_else(|| f64::from(settings::JOB_RETRY_CAP.get()));
-    Backoff::new(base, cap)
+    Backoff::new(
+        jobs::seconds_option(
+            options,
+            "retry_base",
+            f64::from(settings::JOB_RETRY_BASE.get()),
+        ),
+        jobs::seconds_option(
+            options,
+            "retry_cap",
+            f64::from(settings::JOB_RETRY_CAP.get()),
+        ),
+    )
 }
 
 /// Record a failed attempt: cancelled (a cancel was asked for meanwhile),

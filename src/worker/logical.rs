@@ -35,16 +35,13 @@ use std::sync::Arc;
 
 /// Retention rules: options first, then the settings (0 = unset).
 fn retention(options: &Value) -> (Option<u32>, Option<u32>) {
-    let pick = |key: &str, setting: i32| {
-        options
-            .get(key)
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .or_else(|| u32::try_from(setting).ok().filter(|n| *n > 0))
-    };
     (
-        pick("retain_count", settings::LOGICAL_RETAIN_COUNT.get()),
-        pick("retain_days", settings::LOGICAL_RETAIN_DAYS.get()),
+        jobs::count_option(
+            options,
+            "retain_count",
+            settings::LOGICAL_RETAIN_COUNT.get(),
+        ),
+        jobs::count_option(options, "retain_days", settings::LOGICAL_RETAIN_DAYS.get()),
     )
 }
 

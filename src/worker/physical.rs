@@ -32,6 +32,7 @@ use pg_ark_core::physical::{
 };
 use pg_ark_core::repo::compress::Compression;
 use pg_ark_core::repo::ClusterRepo;
+use pg_ark_core::schedule::jobs;
 use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -902,14 +903,7 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
 
 /// The physical retention rules: a job's options over the settings.
 pub(crate) fn retention_rules(options: &Value) -> pg_ark_core::retention::physical::Rules {
-    let pick = |key: &str, setting: i32| {
-        options
-            .get(key)
-            .and_then(Value::as_u64)
-            .and_then(|n| u32::try_from(n).ok())
-            .or_else(|| u32::try_from(setting).ok())
-            .filter(|n| *n > 0)
-    };
+    let pick = |key: &str, setting: i32| jobs::count_option(options, key, setting);
     pg_ark_core::retention::physical::Rules {
         full: pick("retention_full", settings::RETENTION_FULL.get()).unwrap_or(2),
         diff: pick("retention_diff", settings::RETENTION_DIFF.get()),

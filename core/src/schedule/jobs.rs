@@ -235,6 +235,22 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
+/// A job's whole-number option `key`, else the value of the setting that
+/// defaults it: the one lookup of every counted option (`max_attempts`,
+/// `retain_count`, `retention_full`, ...). 0, in either, means off.
+pub fn count_option(options: &Value, key: &str, setting: i32) -> Option<u32> {
+    match options.get(key).and_then(Value::as_u64) {
+        Some(n) => u32::try_from(n).ok().filter(|n| *n > 0),
+        None => u32::try_from(setting).ok().filter(|n| *n > 0),
+    }
+}
+
+/// A job's seconds option `key` (`retry_base`, `retry_cap`; stored as
+/// seconds), else the setting's seconds.
+pub fn seconds_option(options: &Value, key: &str, setting: f64) -> f64 {
+    options.get(key).and_then(Value::as_f64).unwrap_or(setting)
+}
+
 /// A non-empty string, or a non-empty array of non-empty strings.
 fn names(key: &str, v: &Value) -> Result<Vec<String>, JobError> {
     let list = match v {
@@ -593,6 +609,19 @@ mod tests {
     /// A `$libdir` with no library in it.
     fn nowhere() -> &'static Path {
         Path::new("/nonexistent/pg_ark/libdir")
+    }
+
+    #[test]
+    fn options_override_the_settings_that_default_them() {
+        let o = json!({"retain_count": 3, "retention_diff": 0, "retry_base": 2.5});
+        assert_eq!(count_option(&o, "retain_count", 7), Some(3));
+        // 0 as an option turns the rule off, whatever the setting says.
+        assert_eq!(count_option(&o, "retention_diff", 5), None);
+        assert_eq!(count_option(&o, "retain_days", 7), Some(7));
+        assert_eq!(count_option(&o, "retain_days", 0), None);
+        assert_eq!(count_option(&o, "retain_days", -1), None);
+        assert_eq!(seconds_option(&o, "retry_base", 60.0), 2.5);
+        assert_eq!(seconds_option(&o, "retry_cap", 3600.0), 3600.0);
     }
 
     #[test]
