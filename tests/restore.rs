@@ -36,6 +36,32 @@ fn ids(c: &mut postgres::Client) -> Vec<i32> {
         .collect()
 }
 
+/// `pg_ark` on a terminal: a pseudo-terminal that script(1) (util-linux)
+/// gives it as stdin, stdout and stderr. Whether it succeeded, and what
+/// the terminal received.
+fn pg_ark_on_a_terminal<S: AsRef<str>>(args: &[S]) -> (bool, String) {
+    let quote = |w: &str| format!("'{}'", w.replace('\'', "'\\''"));
+    let command = std::iter::once(PgInstall::from_env().bin("pg_ark").display().to_string())
+        .chain(args.iter().map(|a| a.as_ref().to_string()))
+        .map(|w| quote(&w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // A known width (script's terminal has none when its stdin is not one).
+    let command = format!("stty cols 120 rows 40 && exec {command}");
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .env_remove("PGDATA")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1), from util-linux");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// `pg_ark restore --archive-off` into a new directory with `args`;
 /// start it; return it.
 fn restore_and_start(repo: &Path, args: &[&str]) -> Cluster {
@@ -405,6 +431,25 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     assert!(ok, "{out}{err}");
     let fresh_bytes = downloaded(&err);
     assert!(err.contains(&format!("\"{}\"", ids[3])), "{err}");
+
+    // On a terminal, progress is an indicatif bar (above, off one, it was
+    // plain lines): the full again.
+    let tty = temp_dir("ark-tty-");
+    let tty_data = tty.path().join("data");
+    let (ok, shown) = pg_ark_on_a_terminal(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        tty_data.to_str().unwrap(),
+        "--backup",
+        &full,
+        "--immediate",
+    ]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("#] 100% "), "{shown}");
+    assert!(shown.contains("pg_ark: rebuilt "), "{shown}");
+    drop(tty);
 
     // An old copy: the full, restored to its consistent point.
     let old = temp_dir("ark-old-");
