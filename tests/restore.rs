@@ -433,7 +433,7 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     assert!(err.contains(&format!("\"{}\"", ids[3])), "{err}");
 
     // On a terminal, progress is an indicatif bar (above, off one, it was
-    // plain lines): the full again.
+    // plain lines): the full again, and its verification.
     let tty = temp_dir("ark-tty-");
     let tty_data = tty.path().join("data");
     let (ok, shown) = pg_ark_on_a_terminal(&[
@@ -449,6 +449,11 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     assert!(ok, "{shown}");
     assert!(shown.contains("#] 100% "), "{shown}");
     assert!(shown.contains("pg_ark: rebuilt "), "{shown}");
+    let (ok, shown) = pg_ark_on_a_terminal(&["verify", "--repo", &url, "--backup", &full]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("/1 backup(s), "), "{shown}");
+    assert!(!shown.contains("pg_ark: verifying"), "{shown}");
+    assert!(shown.contains("1 backup(s) verified"), "{shown}");
     drop(tty);
 
     // An old copy: the full, restored to its consistent point.

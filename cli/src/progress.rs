@@ -1,4 +1,4 @@
-//! Progress of the long commands (`restore`),
+//! Progress of the long commands (`restore`, `verify`),
 //! always on stderr: stdout carries the results.
 //!
 //! On a terminal, an `indicatif` bar. Otherwise (a log, CI, a pipe, a test)
@@ -52,6 +52,8 @@ pub const RESTORE: &str =
 /// The rebuild, finished.
 pub const RESTORE_DONE: &str =
     "{spinner} [{wide_bar}] {percent:>3}% {binary_bytes}/{binary_total_bytes}, {msg}";
+/// Verification, one step per backup.
+pub const VERIFY: &str = "{spinner} [{bar:20}] {pos}/{len} backup(s), {elapsed}: {wide_msg}";
 /// A phase without a measure (waiting for recovery).
 pub const WAIT: &str = "{spinner} {elapsed}: {wide_msg}";
 
@@ -139,7 +141,7 @@ mod tests {
 
     #[test]
     fn the_templates_are_valid() {
-        for t in [RESTORE, RESTORE_DONE, WAIT] {
+        for t in [RESTORE, RESTORE_DONE, VERIFY, WAIT] {
             ProgressStyle::with_template(t).unwrap_or_else(|e| panic!("{t}: {e}"));
             style(t);
         }
