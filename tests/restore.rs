@@ -694,7 +694,7 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
         .unwrap()
         .display()
         .to_string();
-    let run = |extra: &[&str]| {
+    let args_with = |extra: &[&str]| -> Vec<String> {
         let mut args = vec![
             "restore-logical",
             "--repo",
@@ -713,7 +713,11 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
             &bin,
         ];
         args.extend_from_slice(extra);
-        pg_ark(&args)
+        args.into_iter().map(String::from).collect()
+    };
+    let run = |extra: &[&str]| {
+        let args = args_with(extra);
+        pg_ark(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let count = |db: &str| -> i64 {
         cluster
@@ -748,6 +752,15 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
     assert_eq!(count("shop_copy"), 501);
     let (ok, out, err) = run(&["--clean", "--jobs", "2"]);
     assert!(ok, "{out}{err}");
+    assert_eq!(count("shop_copy"), 500);
+    // On a terminal, the download is a bar.
+    let (ok, shown) = pg_ark_on_a_terminal(&args_with(&["--clean"]));
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("#] ") && shown.contains(" object(s), in "),
+        "{shown}"
+    );
+    assert!(!shown.contains("pg_ark: downloaded"), "{shown}");
     assert_eq!(count("shop_copy"), 500);
     // A damaged dump object is refused before anything is restored.
     let key = done["result"]["backups"][0]["keys"][0]

@@ -1,4 +1,4 @@
-//! Progress of the long commands (`restore`, `verify`),
+//! Progress of the long commands (`restore`, `verify`, `restore-logical`),
 //! always on stderr: stdout carries the results.
 //!
 //! On a terminal, an `indicatif` bar. Otherwise (a log, CI, a pipe, a test)
@@ -54,6 +54,12 @@ pub const RESTORE_DONE: &str =
     "{spinner} [{wide_bar}] {percent:>3}% {binary_bytes}/{binary_total_bytes}, {msg}";
 /// Verification, one step per backup.
 pub const VERIFY: &str = "{spinner} [{bar:20}] {pos}/{len} backup(s), {elapsed}: {wide_msg}";
+/// The download of a logical dump.
+pub const DOWNLOAD: &str =
+    "{spinner} [{wide_bar}] {binary_bytes}/{binary_total_bytes}, {msg}, {binary_bytes_per_sec}, {eta} left";
+/// The download, finished.
+pub const DOWNLOAD_DONE: &str =
+    "{spinner} [{wide_bar}] {binary_bytes}/{binary_total_bytes}, {msg}, in {elapsed}";
 /// A phase without a measure (waiting for recovery).
 pub const WAIT: &str = "{spinner} {elapsed}: {wide_msg}";
 
@@ -141,7 +147,7 @@ mod tests {
 
     #[test]
     fn the_templates_are_valid() {
-        for t in [RESTORE, RESTORE_DONE, VERIFY, WAIT] {
+        for t in [RESTORE, RESTORE_DONE, VERIFY, DOWNLOAD, DOWNLOAD_DONE, WAIT] {
             ProgressStyle::with_template(t).unwrap_or_else(|e| panic!("{t}: {e}"));
             style(t);
         }
