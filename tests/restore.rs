@@ -36,6 +36,32 @@ fn ids(c: &mut postgres::Client) -> Vec<i32> {
         .collect()
 }
 
+/// `pg_ark` on a terminal: a pseudo-terminal that script(1) (util-linux)
+/// gives it as stdin, stdout and stderr. Whether it succeeded, and what
+/// the terminal received.
+fn pg_ark_on_a_terminal<S: AsRef<str>>(args: &[S]) -> (bool, String) {
+    let quote = |w: &str| format!("'{}'", w.replace('\'', "'\\''"));
+    let command = std::iter::once(PgInstall::from_env().bin("pg_ark").display().to_string())
+        .chain(args.iter().map(|a| a.as_ref().to_string()))
+        .map(|w| quote(&w))
+        .collect::<Vec<_>>()
+        .join(" ");
+    // A known width (script's terminal has none when its stdin is not one).
+    let command = format!("stty cols 120 rows 40 && exec {command}");
+    let out = std::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("SHELL", "/bin/sh")
+        .env("TERM", "xterm")
+        .env_remove("PGDATA")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script(1), from util-linux");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
 /// `pg_ark restore --archive-off` into a new directory with `args`;
 /// start it; return it.
 fn restore_and_start(repo: &Path, args: &[&str]) -> Cluster {
@@ -406,6 +432,30 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     let fresh_bytes = downloaded(&err);
     assert!(err.contains(&format!("\"{}\"", ids[3])), "{err}");
 
+    // On a terminal, progress is an indicatif bar (above, off one, it was
+    // plain lines): the full again, and its verification.
+    let tty = temp_dir("ark-tty-");
+    let tty_data = tty.path().join("data");
+    let (ok, shown) = pg_ark_on_a_terminal(&[
+        "restore",
+        "--repo",
+        &url,
+        "--pgdata",
+        tty_data.to_str().unwrap(),
+        "--backup",
+        &full,
+        "--immediate",
+    ]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("#] 100% "), "{shown}");
+    assert!(shown.contains("pg_ark: rebuilt "), "{shown}");
+    let (ok, shown) = pg_ark_on_a_terminal(&["verify", "--repo", &url, "--backup", &full]);
+    assert!(ok, "{shown}");
+    assert!(shown.contains("/1 backup(s), "), "{shown}");
+    assert!(!shown.contains("pg_ark: verifying"), "{shown}");
+    assert!(shown.contains("1 backup(s) verified"), "{shown}");
+    drop(tty);
+
     // An old copy: the full, restored to its consistent point.
     let old = temp_dir("ark-old-");
     let old_data = old.path().join("data");
@@ -644,7 +694,7 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
         .unwrap()
         .display()
         .to_string();
-    let run = |extra: &[&str]| {
+    let args_with = |extra: &[&str]| -> Vec<String> {
         let mut args = vec![
             "restore-logical",
             "--repo",
@@ -663,7 +713,11 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
             &bin,
         ];
         args.extend_from_slice(extra);
-        pg_ark(&args)
+        args.into_iter().map(String::from).collect()
+    };
+    let run = |extra: &[&str]| {
+        let args = args_with(extra);
+        pg_ark(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let count = |db: &str| -> i64 {
         cluster
@@ -698,6 +752,15 @@ fn a_logical_dump_restores_and_if_empty_leaves_a_populated_database_alone() {
     assert_eq!(count("shop_copy"), 501);
     let (ok, out, err) = run(&["--clean", "--jobs", "2"]);
     assert!(ok, "{out}{err}");
+    assert_eq!(count("shop_copy"), 500);
+    // On a terminal, the download is a bar.
+    let (ok, shown) = pg_ark_on_a_terminal(&args_with(&["--clean"]));
+    assert!(ok, "{shown}");
+    assert!(
+        shown.contains("#] ") && shown.contains(" object(s), in "),
+        "{shown}"
+    );
+    assert!(!shown.contains("pg_ark: downloaded"), "{shown}");
     assert_eq!(count("shop_copy"), 500);
     // A damaged dump object is refused before anything is restored.
     let key = done["result"]["backups"][0]["keys"][0]

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 mod info;
 mod location;
+mod progress;
 mod repo_opts;
 mod restore;
 mod restore_logical;

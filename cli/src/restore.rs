@@ -4,16 +4,17 @@
 //!
 //! The plan is `pg_ark_core::restore::plan`, the same code as
 //! `ark.restore_plan()`; `--dry-run` prints it and changes nothing.
+use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
+use indicatif::ProgressBar;
 use pg_ark_core::repo::{ClusterRepo, Repository};
 use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
 use pg_ark_core::restore::{self, Counters, Options};
 use pg_ark_core::{physical, storage, RepoUrl};
 use std::collections::HashMap;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -213,7 +214,8 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     let report = {
-        let shown = (!a.quiet).then(|| spawn_progress(counters.clone()));
+        let mode = Mode::of_stderr(a.quiet);
+        let shown = (mode != Mode::Off).then(|| spawn_progress(counters.clone(), mode));
         let r = restore::rebuild(
             &cluster,
             &plan.backup().backup_id,
@@ -265,54 +267,62 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
-fn spawn_progress(
-    c: Arc<Counters>,
-) -> (
-    Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<()>,
-) {
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+/// The rebuild's progress, read from `c` by a thread of its own until
+/// `stop`: a bar on a terminal, a plain line every [`progress::LINE_EVERY`]
+/// otherwise.
+fn spawn_progress(c: Arc<Counters>, mode: Mode) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
-    let tty = std::io::stderr().is_terminal();
     let handle = std::thread::spawn(move || {
         let begun = Instant::now();
         let mut last_line = Instant::now();
-        while !s.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-            let done = c.bytes_done.load(Ordering::Relaxed);
-            let total = c.bytes_total.load(Ordering::Relaxed).max(1);
-            let secs = begun.elapsed().as_secs_f64().max(0.001);
-            let rate = done as f64 / secs;
-            let left = if rate > 0.0 {
-                (total.saturating_sub(done)) as f64 / rate
-            } else {
-                0.0
-            };
-            let line = format!(
-                "{:>3}% {} of {}, {} of {} files, {}/s, {:.0} s left",
-                done * 100 / total,
-                plan::human_bytes(done),
-                plan::human_bytes(total),
+        // Made once the rebuild knows its size.
+        let mut bar: Option<ProgressBar> = None;
+        let files = || {
+            format!(
+                "{}/{} files",
                 c.files_done.load(Ordering::Relaxed),
-                c.files_total.load(Ordering::Relaxed),
-                plan::human_bytes(rate as u64),
-                left
-            );
-            if tty {
-                let width = 30usize;
-                let filled = (done as usize * width / total as usize).min(width);
-                eprint!(
-                    "\r[{}{}] {line}   ",
-                    "#".repeat(filled),
-                    " ".repeat(width - filled)
-                );
-            } else if last_line.elapsed() >= Duration::from_secs(10) {
-                eprintln!("pg_ark: {line}");
-                last_line = Instant::now();
+                c.files_total.load(Ordering::Relaxed)
+            )
+        };
+        loop {
+            let stopping = s.load(Ordering::Relaxed);
+            let total = c.bytes_total.load(Ordering::Relaxed);
+            match mode {
+                Mode::Bar => {
+                    let done = c.bytes_done.load(Ordering::Relaxed);
+                    match &bar {
+                        Some(b) => {
+                            b.set_length(total);
+                            b.set_position(done);
+                            b.set_message(files());
+                        }
+                        None if stopping || total > 0 => {
+                            bar = Some(progress::bar_at(total, done, progress::RESTORE, files()));
+                        }
+                        None => {}
+                    }
+                }
+                Mode::Lines if last_line.elapsed() >= progress::LINE_EVERY && !stopping => {
+                    progress::line(&progress::restore_line(
+                        c.bytes_done.load(Ordering::Relaxed),
+                        total,
+                        c.files_done.load(Ordering::Relaxed),
+                        c.files_total.load(Ordering::Relaxed),
+                        begun.elapsed(),
+                    ));
+                    last_line = Instant::now();
+                }
+                _ => {}
             }
+            if stopping {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
-        if tty {
-            eprintln!();
+        // The bar stays, at where the rebuild ended.
+        if let Some(b) = bar {
+            progress::finish_with(&b, progress::RESTORE_DONE);
         }
     });
     (stop, handle)
@@ -355,14 +365,34 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
         a.target_action.as_str()
     };
     let begun = Instant::now();
+    let mode = Mode::of_stderr(a.quiet);
+    let spinner =
+        (mode == Mode::Bar).then(|| progress::bar(0, progress::WAIT, recovery_progress("")));
+    let mut last_line = Instant::now();
+    let ended = |spinner: &Option<ProgressBar>| {
+        if let Some(s) = spinner {
+            s.finish_and_clear();
+        }
+    };
     loop {
         let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let waiting = recovery_progress(&text);
+        if let Some(s) = &spinner {
+            s.set_message(waiting);
+        } else if mode == Mode::Lines && last_line.elapsed() >= progress::LINE_EVERY {
+            progress::line(&format!(
+                "{waiting} ({:.0} s)",
+                begun.elapsed().as_secs_f64()
+            ));
+            last_line = Instant::now();
+        }
         let failed = text.lines().find(|l| {
             (l.contains("FATAL:") || l.contains("PANIC:"))
                 && !l.contains("the database system is starting up")
                 && !l.contains("not yet accepting connections")
         });
         if let Some(l) = failed {
+            ended(&spinner);
             return Err(Failure::Message(format!(
                 "recovery failed: {l} (see {})",
                 log.display()
@@ -374,6 +404,7 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
             _ => text.contains("database system is ready to accept connections"),
         };
         if done {
+            ended(&spinner);
             for l in text.lines().filter(|l| {
                 l.contains("recovery stopping")
                     || l.contains("last completed transaction")
@@ -394,8 +425,42 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
             return Ok(());
         }
         if begun.elapsed() > Duration::from_secs(24 * 3600) {
+            ended(&spinner);
             return Err(Failure::Message("recovery did not end within a day".into()));
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What a server log says of recovery so far: the last WAL file restored
+/// from the repository.
+fn recovery_progress(log: &str) -> String {
+    let last = log.lines().rev().find_map(|l| {
+        let rest = &l[l.find("restored log file \"")? + "restored log file \"".len()..];
+        Some(rest[..rest.find('"')?].to_string())
+    });
+    match last {
+        Some(file) => format!("recovering: WAL file {file} restored"),
+        None => "recovering: waiting for the first WAL file".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn recovery_progress_names_the_last_wal_file_restored() {
+        let log = "2026-12-01 LOG:  starting point-in-time recovery to latest\n\
+                   2026-12-01 LOG:  restored log file \"000000010000000000000003\" from archive\n\
+                   2026-12-01 LOG:  redo starts at 0/3000028\n\
+                   2026-12-01 LOG:  restored log file \"000000010000000000000004\" from archive\n\
+                   2026-12-01 LOG:  consistent recovery state reached\n";
+        assert_eq!(
+            super::recovery_progress(log),
+            "recovering: WAL file 000000010000000000000004 restored"
+        );
+        assert_eq!(
+            super::recovery_progress("LOG:  starting point-in-time recovery\n"),
+            "recovering: waiting for the first WAL file"
+        );
     }
 }

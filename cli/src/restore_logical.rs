@@ -7,14 +7,18 @@
 //! it restores only into a database with no user tables (creating it if it
 //! does not exist) and otherwise exits 0 with a message. Without it, a
 //! database that is not empty is refused unless `--clean` is given.
+use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::restore::open_cluster;
 use crate::Failure;
+use indicatif::ProgressBar;
 use pg_ark_core::logical::{conninfo_quote, list_logical_backups, DumpFormat, LogicalBackupInfo};
 use pg_ark_core::repo::envelope;
+use pg_ark_core::restore::plan::human_bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -60,6 +64,9 @@ pub struct Args {
     /// Where the dump is downloaded before pg_restore reads it
     #[arg(long, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 impl Args {
@@ -120,11 +127,44 @@ fn psql(a: &Args, db: &str, vars: &[(&str, &str)], script: &str) -> Result<Strin
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Download the dump's objects into `dir`, each checked.
+/// Download the dump's objects into `dir`, each checked, and show it
+/// (one step per object: an object is fetched whole).
 fn download(
     cluster: &pg_ark_core::repo::ClusterRepo,
     d: &LogicalBackupInfo,
     dir: &Path,
+    mode: Mode,
+) -> Result<PathBuf, Failure> {
+    let begun = Instant::now();
+    let total: u64 = d.files.iter().map(|f| f.bytes).sum();
+    let objects = |n: usize| format!("object {n} of {}", d.files.len());
+    let bar = (mode == Mode::Bar).then(|| progress::bar(total, progress::DOWNLOAD, objects(1)));
+    let r = download_into(cluster, d, dir, bar.as_ref());
+    if let Some(b) = bar {
+        match r {
+            Ok(_) => {
+                b.set_message(format!("{} object(s)", d.files.len()));
+                progress::finish_with(&b, progress::DOWNLOAD_DONE);
+            }
+            Err(_) => b.abandon(),
+        }
+    } else if mode == Mode::Lines && r.is_ok() {
+        progress::line(&format!(
+            "downloaded dump \"{}\": {} object(s), {}, in {:.1} s",
+            d.label,
+            d.files.len(),
+            human_bytes(total),
+            begun.elapsed().as_secs_f64()
+        ));
+    }
+    r
+}
+
+fn download_into(
+    cluster: &pg_ark_core::repo::ClusterRepo,
+    d: &LogicalBackupInfo,
+    dir: &Path,
+    bar: Option<&ProgressBar>,
 ) -> Result<PathBuf, Failure> {
     let target = match d.format {
         DumpFormat::Directory => dir.join("dump.dir"),
@@ -134,7 +174,10 @@ fn download(
         std::fs::create_dir(&target)
             .map_err(|e| Failure::Message(format!("{}: {e}", target.display())))?;
     }
-    for f in &d.files {
+    for (n, f) in d.files.iter().enumerate() {
+        if let Some(b) = bar {
+            b.set_message(format!("object {} of {}", n + 1, d.files.len()));
+        }
         let data = cluster
             .storage()
             .get(&f.key)
@@ -177,6 +220,9 @@ fn download(
         };
         file.write_all(&data)
             .map_err(|e| Failure::Message(format!("{}: {e}", path.display())))?;
+        if let Some(b) = bar {
+            b.inc(f.bytes);
+        }
     }
     Ok(target)
 }
@@ -247,7 +293,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         )));
     }
     let work = tempfile_dir(a.work_dir.as_deref())?;
-    let path = download(&cluster, dump, work.path())?;
+    let path = download(&cluster, dump, work.path(), Mode::of_stderr(a.quiet))?;
     eprintln!(
         "pg_ark: restoring dump \"{}\" of database \"{}\" ({}, {} bytes, finished {}) into \"{db}\"",
         dump.label,
@@ -256,6 +302,8 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         dump.bytes,
         dump.finished_at
     );
+    // No bar over the restore program: it writes to the terminal itself,
+    // and may ask for a password there.
     let status = match dump.format {
         DumpFormat::Plain => a
             .command("psql", db)

@@ -6,6 +6,7 @@
 //! decompressed and checked against its BLAKE3 digest and the manifest, and
 //! the WAL from its start to its stop segment must be in the repository and
 //! intact. Every problem is printed with its file; any problem exits 1.
+use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use pg_ark_core::physical;
@@ -23,6 +24,9 @@ pub struct Args {
     /// Only this backup [default: every complete physical backup]
     #[arg(long, value_name = "BACKUP_ID")]
     backup: Option<String>,
+    /// No progress output
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 pub fn run(args: &Args) -> Result<(), Failure> {
@@ -45,9 +49,11 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             )));
         }
     }
-    let (mut checked, mut bad) = (0usize, 0usize);
+    // What to check, first, so that progress knows the whole.
+    let mut work = Vec::new();
     for cluster in &clusters {
         // The catalog index must agree with the descriptors.
+        let mut warning = None;
         if let Some(index) = physical::read_index(cluster)? {
             let listed: Vec<String> = index.into_iter().map(|b| b.backup_id).collect();
             let scanned: Vec<String> = physical::list_backups(cluster)?
@@ -55,10 +61,10 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 .map(|b| b.backup_id)
                 .collect();
             if listed != scanned {
-                println!(
+                warning = Some(format!(
                     "cluster {}: warning: the backup index lists {:?}, the descriptors {:?}; the next backup or expiry rewrites it",
                     cluster.system_identifier, listed, scanned
-                );
+                ));
             }
         }
         let ids: Vec<String> = match &args.backup {
@@ -68,41 +74,73 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                     .iter()
                     .all(|b| &b.backup_id != id)
                 {
-                    continue;
+                    Vec::new()
+                } else {
+                    vec![id.clone()]
                 }
-                vec![id.clone()]
             }
             None => physical::list_backups(cluster)?
                 .into_iter()
                 .map(|b| b.backup_id)
                 .collect(),
         };
-        for id in ids {
-            let (info, _) = physical::load_backup(cluster, &id)?;
-            let problems = physical::verify_backup(cluster, &id)?;
-            checked += 1;
-            let what = match &info.parent {
-                Some(p) => format!("{}, on {p}", info.kind),
-                None => info.kind.to_string(),
-            };
-            if problems.is_empty() {
-                println!(
-                    "cluster {} backup {id} ({what}): ok",
-                    cluster.system_identifier
-                );
-            } else {
-                bad += 1;
-                println!(
-                    "cluster {} backup {id} ({what}): {} problem(s)",
-                    cluster.system_identifier,
-                    problems.len()
-                );
-                for p in problems {
-                    println!("  {}: {}", p.file, p.reason);
+        work.push((cluster, warning, ids));
+    }
+    let total: usize = work.iter().map(|(_, _, ids)| ids.len()).sum();
+    let mode = Mode::of_stderr(args.quiet);
+    let bar =
+        (mode == Mode::Bar).then(|| progress::bar(total as u64, progress::VERIFY, String::new()));
+    // Results go to stdout, under the bar when both are the terminal.
+    let say = |text: &str| match &bar {
+        Some(b) => b.suspend(|| println!("{text}")),
+        None => println!("{text}"),
+    };
+    let result = (|| {
+        let (mut checked, mut bad) = (0usize, 0usize);
+        for (cluster, warning, ids) in work {
+            if let Some(w) = warning {
+                say(&w);
+            }
+            for id in ids {
+                let sysid = cluster.system_identifier;
+                match &bar {
+                    Some(b) => b.set_message(format!("backup {id} of cluster {sysid}")),
+                    None if mode == Mode::Lines => progress::line(&format!(
+                        "verifying backup {id} of cluster {sysid} ({} of {total})",
+                        checked + 1
+                    )),
+                    None => {}
+                }
+                let (info, _) = physical::load_backup(cluster, &id)?;
+                let problems = physical::verify_backup(cluster, &id)?;
+                checked += 1;
+                if let Some(b) = &bar {
+                    b.inc(1);
+                }
+                let what = match &info.parent {
+                    Some(p) => format!("{}, on {p}", info.kind),
+                    None => info.kind.to_string(),
+                };
+                if problems.is_empty() {
+                    say(&format!("cluster {sysid} backup {id} ({what}): ok"));
+                } else {
+                    bad += 1;
+                    say(&format!(
+                        "cluster {sysid} backup {id} ({what}): {} problem(s)",
+                        problems.len()
+                    ));
+                    for p in problems {
+                        say(&format!("  {}: {}", p.file, p.reason));
+                    }
                 }
             }
         }
+        Ok::<_, Failure>((checked, bad))
+    })();
+    if let Some(b) = &bar {
+        b.finish_and_clear();
     }
+    let (checked, bad) = result?;
     if let Some(id) = &args.backup {
         if checked == 0 {
             return Err(Failure::Message(format!(
