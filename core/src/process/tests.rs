@@ -34,41 +34,56 @@ fn gone(pid: i32) -> bool {
     false
 }
 
+/// Start `script` (which prints a pid first) and read that pid.
+fn spawn_printing_a_pid(program: Program) -> (Running, i32) {
+    use std::io::BufRead;
+    let mut running = program.stdout(Stdout::Pipe).spawn(None).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(running.take_stdout().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (running, line.trim().parse().expect("a pid"))
+}
+
 #[test]
 fn a_timeout_stops_the_whole_group_grandchildren_too() {
     let began = Instant::now();
-    // The shell's background child is the program's grandchild: it prints
-    // its pid, then both sleep.
-    let e = program_error(
-        sh("sleep 100 & echo $! >&2; sleep 100")
-            .timeout(Duration::from_millis(300))
-            .run(&never()),
+    // The shell's background child is the program's grandchild.
+    let (mut running, grandchild) = spawn_printing_a_pid(
+        sh("echo complaint >&2; sleep 100 & echo $!; sleep 100").timeout(Duration::from_secs(1)),
     );
+    let e = running.finish(false).unwrap_err();
     assert!(
         began.elapsed() < Duration::from_secs(5),
         "{:?}",
         began.elapsed()
     );
-    let ProgramError::TimedOut {
-        program,
-        limit,
-        stderr,
-    } = &e
-    else {
-        panic!("{e:?}");
-    };
     assert_eq!(
-        (program.as_str(), *limit),
-        ("sh", Duration::from_millis(300))
+        e,
+        ProgramError::TimedOut {
+            program: "sh".into(),
+            limit: Duration::from_secs(1),
+            stderr: "complaint".into()
+        }
     );
-    let grandchild: i32 = stderr.trim().parse().expect("the grandchild's pid");
     assert!(gone(grandchild), "the grandchild {grandchild} survived");
     assert_eq!(
         e.to_string(),
-        format!("sh did not finish within 0.3 s and was stopped: {grandchild}")
+        "sh did not finish within 1 s and was stopped: complaint"
     );
     assert!(e.is_transient(), "a timeout may pass");
     assert!(e.hint().is_some());
+    // The same when run to its end.
+    let e = program_error(
+        sh("sleep 100 & sleep 100")
+            .timeout(Duration::from_millis(200))
+            .run(&never()),
+    );
+    assert!(matches!(e, ProgramError::TimedOut { .. }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "sh did not finish within 0.2 s and was stopped"
+    );
 }
 
 #[test]
@@ -279,10 +294,7 @@ fn each_program_has_a_group_of_its_own_a_server_a_session() {
 #[test]
 fn a_running_program_is_stopped_when_dropped() {
     let began = Instant::now();
-    let running = sh("sleep 100 & echo $! >&2; sleep 100")
-        .stdout(Stdout::Pipe)
-        .spawn(None)
-        .unwrap();
+    let (running, grandchild) = spawn_printing_a_pid(sh("sleep 100 & echo $!; sleep 100"));
     let pid = running.id();
     drop(running);
     assert!(
@@ -290,7 +302,7 @@ fn a_running_program_is_stopped_when_dropped() {
         "{:?}",
         began.elapsed()
     );
-    assert!(gone(pid as i32));
+    assert!(gone(pid as i32) && gone(grandchild));
 }
 
 #[test]
