@@ -115,6 +115,10 @@ impl ArkError {
                 C::InvalidLogicalRequest { .. } => PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
                 C::DumpFailed { .. } => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                 C::DumpCancelled { .. } => PgSqlErrorCode::ERRCODE_QUERY_CANCELED,
+                C::Program(pg_ark_core::process::ProgramError::Cancelled { .. }) => {
+                    PgSqlErrorCode::ERRCODE_QUERY_CANCELED
+                }
+                C::Program(_) => PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION,
                 C::LogicalBackupExists { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
                 C::ArchiveTimeout { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
                 C::NotEnoughSpace { .. } => PgSqlErrorCode::ERRCODE_DISK_FULL,

@@ -8,6 +8,8 @@ use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use indicatif::ProgressBar;
+use pg_ark_core::pg::log::{self as server_log, EndAction};
+use pg_ark_core::process::{Env, Program, Stdout};
 use pg_ark_core::repo::{ClusterRepo, Repository};
 use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
 use pg_ark_core::restore::{self, Counters, Options};
@@ -328,6 +330,9 @@ fn spawn_progress(c: Arc<Counters>, mode: Mode) -> (Arc<AtomicBool>, std::thread
     (stop, handle)
 }
 
+/// How long `pg_ctl start -W` (which does not wait for the server) may take.
+const PG_CTL_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// `--start`: start the server and wait for the log line that says where
 /// recovery stopped (or that it ended).
 fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Failure> {
@@ -344,25 +349,35 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(Failure::Message(format!("{}: {e}", log.display()))),
     }
-    let status = std::process::Command::new(&pg_ctl)
+    // pg_ctl starts the user's own server, which lives on after pg_ark and
+    // runs `pg_ark wal-get` with whatever the user's environment holds (S3
+    // credentials, what its extensions need): it gets all of it.
+    let started = Program::new(&pg_ctl)
+        .env_policy(Env::clean().inherit_all())
         .arg("-D")
         .arg(pgdata)
         .arg("-l")
         .arg(&log)
         .args(["-W", "start"])
-        .status()
-        .map_err(|e| Failure::Message(format!("could not run {}: {e}", pg_ctl.display())))?;
-    if !status.success() {
-        return Err(Failure::Message(format!(
-            "{} start failed ({status}); see {}",
-            pg_ctl.display(),
-            log.display()
-        )));
+        .stdout(Stdout::Inherit)
+        .timeout(PG_CTL_TIMEOUT)
+        .run(&AtomicBool::new(false));
+    match started {
+        Ok(_) => {}
+        Err(pg_ark_core::Error::Program(e)) => {
+            return Err(Failure::Message(format!(
+                "{} start failed ({}); see {}",
+                pg_ctl.display(),
+                e.detail(),
+                log.display()
+            )))
+        }
+        Err(e) => return Err(e.into()),
     }
     let action = if plan.target == Target::Latest {
-        "promote"
+        EndAction::Promote
     } else {
-        a.target_action.as_str()
+        EndAction::parse(&a.target_action)
     };
     let begun = Instant::now();
     let mode = Mode::of_stderr(a.quiet);
@@ -386,40 +401,26 @@ fn start_and_wait(a: &Args, pgdata: &Path, plan: &plan::Plan) -> Result<(), Fail
             ));
             last_line = Instant::now();
         }
-        let failed = text.lines().find(|l| {
-            (l.contains("FATAL:") || l.contains("PANIC:"))
-                && !l.contains("the database system is starting up")
-                && !l.contains("not yet accepting connections")
-        });
-        if let Some(l) = failed {
+        if let Some(l) = server_log::startup_failure(&text) {
             ended(&spinner);
             return Err(Failure::Message(format!(
                 "recovery failed: {l} (see {})",
                 log.display()
             )));
         }
-        let done = match action {
-            "pause" => text.contains("pausing at the end of recovery"),
-            "shutdown" => text.contains("database system is shut down"),
-            _ => text.contains("database system is ready to accept connections"),
-        };
-        if done {
+        if server_log::recovery_ended(&text, action) {
             ended(&spinner);
-            for l in text.lines().filter(|l| {
-                l.contains("recovery stopping")
-                    || l.contains("last completed transaction")
-                    || l.contains("redo done at")
-                    || l.contains("selected new timeline ID")
-            }) {
+            for l in server_log::recovery_lines(&text) {
                 println!("{l}");
             }
             println!(
                 "the restored cluster in {} {}",
                 pgdata.display(),
                 match action {
-                    "pause" => "is paused at the target: SELECT pg_wal_replay_resume() promotes it",
-                    "shutdown" => "stopped at the target",
-                    _ => "is running",
+                    EndAction::Pause =>
+                        "is paused at the target: SELECT pg_wal_replay_resume() promotes it",
+                    EndAction::Shutdown => "stopped at the target",
+                    EndAction::Promote => "is running",
                 }
             );
             return Ok(());

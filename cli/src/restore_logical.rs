@@ -13,11 +13,12 @@ use crate::restore::open_cluster;
 use crate::Failure;
 use indicatif::ProgressBar;
 use pg_ark_core::logical::{conninfo_quote, list_logical_backups, DumpFormat, LogicalBackupInfo};
+use pg_ark_core::process::{Env, Program, ProgramError, Stderr, Stdout};
 use pg_ark_core::repo::envelope;
 use pg_ark_core::restore::plan::human_bytes;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -77,54 +78,61 @@ impl Args {
             .unwrap_or_else(|| PathBuf::from(name))
     }
 
-    /// A libpq program with the connection options and `-d <db>`.
-    fn command(&self, name: &str, db: &str) -> Command {
-        let mut c = Command::new(self.program(name));
+    /// A libpq program with the connection options and `-d <db>`: the
+    /// clean environment and libpq's variables (`PGHOST`, `PGPASSWORD`,
+    /// ... are the user's way to connect). It may ask for a password on
+    /// the terminal, and Ctrl-C stops it with pg_ark.
+    fn command(&self, name: &str, db: &str) -> Program {
+        let mut c = Program::new(self.program(name))
+            .env_policy(Env::clean().libpq())
+            .terminal();
         if let Some(h) = &self.host {
-            c.args(["-h", h]);
+            c = c.args(["-h", h]);
         }
         if let Some(p) = self.port {
-            c.args(["-p", &p.to_string()]);
+            c = c.args(["-p", &p.to_string()]);
         }
         if let Some(u) = &self.username {
-            c.args(["-U", u]);
+            c = c.args(["-U", u]);
         }
         // A conninfo, so that a database name is never read as one.
-        c.arg("-d").arg(format!("dbname={}", conninfo_quote(db)));
-        c
+        c.arg("-d").arg(format!("dbname={}", conninfo_quote(db)))
+    }
+}
+
+/// Run `program` to its end; its failure as the CLI reports it.
+fn run_program(program: Program, what: impl FnOnce() -> String) -> Result<String, Failure> {
+    match program.run(&AtomicBool::new(false)) {
+        Ok(done) => Ok(done.stdout_text()),
+        Err(pg_ark_core::Error::Program(ProgramError::Failed { status, stderr, .. })) => {
+            Err(Failure::Message(format!(
+                "{} failed ({status}){}",
+                what(),
+                if stderr.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {stderr}")
+                }
+            )))
+        }
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Run psql on `db` with `script` on stdin and `vars` as psql variables
 /// (used as :'name' and :"name", so every value is quoted by psql itself).
 fn psql(a: &Args, db: &str, vars: &[(&str, &str)], script: &str) -> Result<String, Failure> {
-    let mut cmd = a.command("psql", db);
-    cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+    let mut program = a
+        .command("psql", db)
+        .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
     for (k, v) in vars {
-        cmd.arg("-v").arg(format!("{k}={v}"));
+        program = program.arg("-v").arg(format!("{k}={v}"));
     }
-    cmd.args(["-f", "-"]);
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| Failure::Message(format!("could not run psql: {e}")))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| Failure::Message(format!("could not write to psql: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Failure::Message(format!("psql: {e}")))?;
-    if !out.status.success() {
-        return Err(Failure::Message(format!(
-            "psql on database \"{db}\" failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let program = program
+        .args(["-f", "-"])
+        .stdin_bytes(script.as_bytes())
+        .stdout(Stdout::Capture);
+    run_program(program, || format!("psql on database \"{db}\""))
 }
 
 /// Download the dump's objects into `dir`, each checked, and show it
@@ -303,32 +311,31 @@ pub fn run(a: &Args) -> Result<(), Failure> {
         dump.finished_at
     );
     // No bar over the restore program: it writes to the terminal itself,
-    // and may ask for a password there.
-    let status = match dump.format {
+    // and may ask for a password there. Its output goes where pg_ark's
+    // goes; standard error also into the message when it fails.
+    let program = match dump.format {
         DumpFormat::Plain => a
             .command("psql", db)
             .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f"])
-            .arg(&path)
-            .status(),
+            .arg(&path),
         _ => {
-            let mut c = a.command("pg_restore", db);
-            c.args(["--exit-on-error", "-j", &a.jobs.max(1).to_string()]);
+            let mut c = a.command("pg_restore", db).args([
+                "--exit-on-error",
+                "-j",
+                &a.jobs.max(1).to_string(),
+            ]);
             if a.clean {
-                c.args(["--clean", "--if-exists"]);
+                c = c.args(["--clean", "--if-exists"]);
             }
             if a.no_owner {
-                c.arg("--no-owner");
+                c = c.arg("--no-owner");
             }
-            c.arg(&path).status()
+            c.arg(&path)
         }
-    }
-    .map_err(|e| Failure::Message(format!("could not run the restore program: {e}")))?;
-    if !status.success() {
-        return Err(Failure::Message(format!(
-            "the restore of dump \"{}\" into \"{db}\" failed ({status})",
-            dump.label
-        )));
-    }
+    };
+    run_program(program.stdout(Stdout::Inherit).stderr(Stderr::Tee), || {
+        format!("the restore of dump \"{}\" into \"{db}\"", dump.label)
+    })?;
     println!(
         "restored dump \"{}\" of database \"{}\" into \"{db}\"",
         dump.label, dump.database

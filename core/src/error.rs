@@ -121,6 +121,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A program pg_ark ran (psql, pg_restore, pg_ctl, ...) failed, ran
+    /// past its time limit, or was cancelled (`crate::process`).
+    #[error(transparent)]
+    Program(#[from] crate::process::ProgramError),
+
     /// A logical backup request that cannot be run as given.
     #[error("invalid logical backup request: {reason}")]
     InvalidLogicalRequest { reason: String },
@@ -221,6 +226,10 @@ impl Error {
             Error::DumpFailed { database, .. } => {
                 format!("pg_dump failed for database \"{database}\"")
             }
+            Error::Program(p) => match p {
+                crate::process::ProgramError::Cancelled { .. } => p.to_string(),
+                _ => format!("{} failed", p.program()),
+            },
             Error::ArchiveInterrupted { name } => {
                 format!("archiving of WAL file \"{name}\" was interrupted")
             }
@@ -286,6 +295,8 @@ impl Error {
                 expected, found, ..
             } => format!("It belongs to system identifier {found}, not {expected}."),
             Error::DumpFailed { detail, .. } => upper_first(detail),
+            Error::Program(crate::process::ProgramError::Cancelled { .. }) => return None,
+            Error::Program(p) => upper_first(&p.detail()),
             Error::RestoreTarget { reason, .. } | Error::RestoreRefused { reason, .. } => {
                 format!("{}.", upper_first(reason))
             }
@@ -324,6 +335,7 @@ impl Error {
                 crate::schedule::lifecycle::client_message_is_transient(detail)
             }
             Error::ArchiveTimeout { .. } | Error::BackupObjectsMissing { .. } => true,
+            Error::Program(p) => p.is_transient(),
             _ => false,
         }
     }
@@ -376,6 +388,7 @@ impl Error {
                     .into()
             }
             Error::DumpCancelled { .. } => "Nothing was stored.".into(),
+            Error::Program(p) => return p.hint(),
             Error::NotEnoughSpace { .. } => {
                 "Free space there, or set ark.work_directory to a larger file system outside the \
                  data directory: a directory-format dump is staged there whole before it is uploaded."

@@ -9,16 +9,19 @@
 //!   compression, repository URLs);
 //! - `wal`: WAL names, push (the archive module's engine) and get (for
 //!   `restore_command`, with its spool);
-//! - `process`: running PostgreSQL's programs with an argument vector;
+//! - `process`: the one runner of every program pg_ark starts (argument
+//!   vector, clean environment, own process group, timeout, cancellation);
 //! - `physical`: physical backups; `restore`: rebuilding them and planning
 //!   recovery to a target;
 //! - `logical`: pg_dump backups; `retention`: which backups expire;
 //! - `schedule`: cron expressions, job kinds and retry timing;
+//! - `pg`: PostgreSQL's own facts (pg_control, the server log's words);
 //! - `health`, `notify`, `workdir`, `pgdata`, `threads`.
 pub mod error;
 pub mod health;
 pub mod logical;
 pub mod notify;
+pub mod pg;
 pub mod pgdata;
 pub mod physical;
 pub mod process;

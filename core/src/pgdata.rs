@@ -2,25 +2,9 @@
 use crate::Error;
 use std::path::Path;
 
-/// The system identifier: the first field (uint64) of `global/pg_control`.
-pub fn system_identifier(pgdata: &Path) -> Result<u64, Error> {
-    let path = pgdata.join("global/pg_control");
-    let bytes = std::fs::read(&path).map_err(|source| Error::ReadFile {
-        path: path.display().to_string(),
-        source,
-    })?;
-    let first: [u8; 8] = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| Error::ReadFile {
-            path: path.display().to_string(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "pg_control is too short",
-            ),
-        })?;
-    Ok(u64::from_le_bytes(first))
-}
+/// The system identifier, read from `global/pg_control` (its home is
+/// [`crate::pg::control`]).
+pub use crate::pg::control::system_identifier;
 
 /// The PostgreSQL major version, from `PG_VERSION`.
 pub fn major_version(pgdata: &Path) -> Result<u32, Error> {

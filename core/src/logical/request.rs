@@ -1,12 +1,15 @@
 //! What to dump, and pg_dump's argument vector.
-use crate::process::describe_status;
+use crate::process::{Env, Program, Stdout};
 use crate::Error;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+/// How long `pg_dump --version` may take.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// pg_dump's output formats that pg_ark stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -167,52 +170,43 @@ impl DumpRequest {
         Ok(())
     }
 
-    /// pg_dump's command: an argument vector, no shell. Custom and plain
-    /// write to standard output; directory writes into `work_dir`. The
-    /// environment is inherited unchanged; no password is passed.
-    pub fn command(&self) -> Command {
-        let mut cmd = Command::new(&self.pg_dump);
-        cmd.arg("--no-password");
-        cmd.arg(format!("--format={}", self.format.as_str()));
-        cmd.arg(format!("--dbname={}", self.conninfo()));
+    /// pg_dump's program: an argument vector, no shell. Custom and plain
+    /// write to standard output; directory writes into `work_dir`. It gets
+    /// the clean environment and libpq's variables (`PGPASSFILE`,
+    /// `PGSSLMODE`, ...; the connection itself is all in `--dbname`); no
+    /// password is passed.
+    pub fn command(&self) -> Program {
+        let mut p = Program::new(&self.pg_dump)
+            .env_policy(Env::clean().libpq())
+            .arg("--no-password")
+            .arg(format!("--format={}", self.format.as_str()))
+            .arg(format!("--dbname={}", self.conninfo()));
         for schema in &self.schemas {
-            cmd.arg(format!("--schema={}", schema_pattern(schema)));
+            p = p.arg(format!("--schema={}", schema_pattern(schema)));
         }
         if let Some(c) = &self.compression {
-            cmd.arg(format!("--compress={c}"));
+            p = p.arg(format!("--compress={c}"));
         }
         if self.format == DumpFormat::Directory {
             if let Some(jobs) = self.jobs {
-                cmd.arg(format!("--jobs={jobs}"));
+                p = p.arg(format!("--jobs={jobs}"));
             }
             if let Some(dir) = &self.work_dir {
                 let mut arg = OsString::from("--file=");
                 arg.push(dir.as_os_str());
-                cmd.arg(arg);
+                p = p.arg(arg);
             }
         }
-        cmd
+        p
     }
 }
 
 /// pg_dump's `--version` line, e.g. `pg_dump (PostgreSQL) 17.2`.
 pub fn pg_dump_version(pg_dump: &Path) -> Result<String, Error> {
-    let failed = |source| Error::LocalIo {
-        op: "run",
-        path: pg_dump.display().to_string(),
-        source,
-    };
-    let out = Command::new(pg_dump)
+    let done = Program::new(pg_dump)
         .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .map_err(failed)?;
-    if !out.status.success() {
-        return Err(failed(io::Error::other(format!(
-            "{}: {}",
-            describe_status(out.status),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        .stdout(Stdout::Capture)
+        .timeout(VERSION_TIMEOUT)
+        .run(&AtomicBool::new(false))?;
+    Ok(done.stdout_text())
 }

@@ -1,10 +1,9 @@
 //! Taking a logical backup: pg_dump into the repository, metadata last.
 use super::*;
-use crate::process::Failure;
+use crate::process::Program;
 use crate::repo::{info, ClusterRepo};
 use crate::storage::PutMode;
 use crate::Error;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -55,13 +54,13 @@ pub fn run_logical_backup(
     backup_with_command(cluster, req, req.command(), &meta, control)
 }
 
-/// [`run_logical_backup`] with a prepared command in pg_dump's place: it
+/// [`run_logical_backup`] with a prepared program in pg_dump's place: it
 /// must write the dump to its standard output (custom, plain) or into
 /// `req.work_dir` (directory).
 pub fn backup_with_command(
     cluster: &ClusterRepo,
     req: &DumpRequest,
-    cmd: Command,
+    program: Program,
     meta: &DumpMeta,
     control: &DumpControl,
 ) -> Result<LogicalBackupInfo, Error> {
@@ -80,7 +79,7 @@ pub fn backup_with_command(
     let data_key = format!("{prefix}/{}", req.format.data_name());
     let data = match req.format {
         DumpFormat::Custom | DumpFormat::Plain => {
-            stream_command_output(storage, &data_key, cmd, &req.database, control).map(|s| {
+            stream_command_output(storage, &data_key, program, &req.database, control).map(|s| {
                 let file = LogicalFile {
                     key: data_key.clone(),
                     bytes: s.bytes,
@@ -89,14 +88,14 @@ pub fn backup_with_command(
                 (s.bytes, Some(s.sha256), vec![file])
             })
         }
-        DumpFormat::Directory => dump_directory(storage, &data_key, cmd, req, control)
+        DumpFormat::Directory => dump_directory(storage, &data_key, program, req, control)
             .map(|files| (files.iter().map(|f| f.bytes).sum(), None, files)),
     };
     let (bytes, sha256, files) = match data {
         Ok(d) if !control.is_cancelled() => d,
         Ok(_) => {
             let _ = delete_prefix(storage, &prefix);
-            return Err(Failure::Cancelled.into_error(&req.database));
+            return Err(cancelled(&req.database));
         }
         Err(e) => {
             // The prefix was empty when we started: whatever is there is ours.

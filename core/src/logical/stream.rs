@@ -1,7 +1,7 @@
 //! Streaming a dump into the repository: standard output, or the files of a
 //! directory-format dump.
 use super::*;
-use crate::process::*;
+use crate::process::{Program, ProgramError, Running, Stdout};
 use crate::repo::envelope::hex;
 use crate::storage::{PutMode, Storage};
 use crate::Error;
@@ -9,14 +9,14 @@ use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-use std::process::{ChildStdout, Command};
+use std::process::ChildStdout;
 use std::sync::atomic::Ordering;
 
 /// The dump process's standard output as a reader: at end of output the
 /// process is waited for, and its failure becomes the read's error.
 struct ProcessOutput<'a> {
     stdout: ChildStdout,
-    process: &'a mut Process,
+    process: &'a mut Running,
     database: &'a str,
     eof: bool,
 }
@@ -29,8 +29,8 @@ impl Read for ProcessOutput<'_> {
         let n = self.stdout.read(buf)?;
         if n == 0 && !buf.is_empty() {
             match self.process.finish(false) {
-                Ok(()) => self.eof = true,
-                Err(f) => return Err(io::Error::other(f.message(self.database))),
+                Ok(_) => self.eof = true,
+                Err(f) => return Err(io::Error::other(dump_error(f, self.database).to_string())),
             }
         }
         Ok(n)
@@ -66,7 +66,7 @@ impl<'a, R: Read> Metered<'a, R> {
 impl<R: Read> Read for Metered<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.control.is_cancelled() {
-            return Err(io::Error::other(Failure::Cancelled.message(self.database)));
+            return Err(io::Error::other(cancelled(self.database).to_string()));
         }
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
@@ -84,26 +84,22 @@ pub struct StreamedDump {
     pub sha256: String,
 }
 
-/// Run `cmd` and stream its standard output into `key` (`PutMode::Create`),
-/// with no local copy. The object is stored only if the command exits with
-/// status 0 and was not cancelled; otherwise nothing is left under `key`
-/// and the error carries the command's exit status and the end of its
-/// standard error. `database` names the dump in messages.
+/// Run `program` and stream its standard output into `key`
+/// (`PutMode::Create`), with no local copy. The object is stored only if
+/// the program exits with status 0 and was not cancelled; otherwise nothing
+/// is left under `key` and the error carries the program's exit status and
+/// the end of its standard error. `database` names the dump in messages.
 pub fn stream_command_output(
     storage: &dyn Storage,
     key: &str,
-    cmd: Command,
+    program: Program,
     database: &str,
     control: &DumpControl,
 ) -> Result<StreamedDump, Error> {
-    let program = cmd.get_program().to_string_lossy().to_string();
-    let (mut process, stdout) =
-        Process::spawn(cmd, true, &control.cancel).map_err(|source| Error::LocalIo {
-            op: "run",
-            path: program,
-            source,
-        })?;
-    let Some(stdout) = stdout else {
+    let mut process = program
+        .stdout(Stdout::Pipe)
+        .spawn(Some(control.cancel.clone()))?;
+    let Some(stdout) = process.take_stdout() else {
         let _ = process.finish(true);
         return Err(Error::DumpFailed {
             database: database.into(),
@@ -125,12 +121,12 @@ pub fn stream_command_output(
     drop(reader);
     match stored {
         Ok(_) => match process.finish(false) {
-            Ok(()) => Ok(streamed),
+            Ok(_) => Ok(streamed),
             Err(f) => {
                 // Not reached through put_stream (it reads to the end), but
                 // never keep the output of a failed run.
                 let _ = storage.delete(key);
-                Err(f.into_error(database))
+                Err(dump_error(f, database))
             }
         },
         Err(e) => {
@@ -139,24 +135,23 @@ pub fn stream_command_output(
             let ended_first = process.outcome();
             let _ = process.finish(true);
             match ended_first {
-                Some(Err(f)) => Err(f.into_error(database)),
-                _ if control.is_cancelled() => Err(Failure::Cancelled.into_error(database)),
+                Some(Err(f)) => Err(dump_error(f, database)),
+                _ if control.is_cancelled() => Err(cancelled(database)),
                 _ => Err(e.into()),
             }
         }
     }
 }
 
-/// Run `cmd`, which writes a dump into a directory, to its end.
-fn run_to_completion(cmd: Command, database: &str, control: &DumpControl) -> Result<(), Error> {
-    let program = cmd.get_program().to_string_lossy().to_string();
-    let (mut process, _) =
-        Process::spawn(cmd, false, &control.cancel).map_err(|source| Error::LocalIo {
-            op: "run",
-            path: program,
-            source,
-        })?;
-    process.finish(false).map_err(|f| f.into_error(database))
+/// Run `program`, which writes a dump into a directory, to its end.
+fn run_to_completion(program: Program, database: &str, control: &DumpControl) -> Result<(), Error> {
+    let mut process = program
+        .stdout(Stdout::Null)
+        .spawn(Some(control.cancel.clone()))?;
+    process
+        .finish(false)
+        .map(|_| ())
+        .map_err(|f| dump_error(f, database))
 }
 
 /// Removes the work directory when dropped.
@@ -215,7 +210,7 @@ fn files_below(dir: &Path) -> Result<Vec<(String, PathBuf)>, Error> {
 pub(crate) fn dump_directory(
     storage: &dyn Storage,
     data_key: &str,
-    cmd: Command,
+    program: Program,
     req: &DumpRequest,
     control: &DumpControl,
 ) -> Result<Vec<LogicalFile>, Error> {
@@ -240,7 +235,7 @@ pub(crate) fn dump_directory(
         })?;
     }
     let _cleanup = WorkDir(work);
-    run_to_completion(cmd, &req.database, control)?;
+    run_to_completion(program, &req.database, control)?;
     let mut files = Vec::new();
     for (name, path) in files_below(work)? {
         let key = format!("{data_key}/{name}");
@@ -252,7 +247,7 @@ pub(crate) fn dump_directory(
         let mut reader = Metered::new(file, control, &req.database);
         let stored = storage.put_stream(&key, &mut reader, PutMode::Create);
         if control.is_cancelled() {
-            return Err(Failure::Cancelled.into_error(&req.database));
+            return Err(cancelled(&req.database));
         }
         let bytes = stored?;
         files.push(LogicalFile {
@@ -264,20 +259,19 @@ pub(crate) fn dump_directory(
     Ok(files)
 }
 
-impl Failure {
-    pub(crate) fn into_error(self, database: &str) -> Error {
-        match self {
-            Failure::Cancelled => Error::DumpCancelled {
-                database: database.into(),
-            },
-            Failure::Failed(detail) => Error::DumpFailed {
-                database: database.into(),
-                detail,
-            },
-        }
+/// The error of a dump whose pg_dump did not succeed.
+pub(crate) fn dump_error(e: ProgramError, database: &str) -> Error {
+    match e {
+        ProgramError::Cancelled { .. } => cancelled(database),
+        other => Error::DumpFailed {
+            database: database.into(),
+            detail: other.detail(),
+        },
     }
+}
 
-    pub(crate) fn message(&self, database: &str) -> String {
-        self.clone().into_error(database).to_string()
+pub(crate) fn cancelled(database: &str) -> Error {
+    Error::DumpCancelled {
+        database: database.into(),
     }
 }

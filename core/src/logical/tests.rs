@@ -1,5 +1,5 @@
 use super::*;
-use crate::process::{lock, STDERR_TAIL};
+use crate::process::{lock, Env, Program, STDERR_TAIL};
 use crate::repo::envelope::hex;
 use crate::repo::envelope::sha256;
 use crate::repo::Repository;
@@ -12,7 +12,6 @@ use crate::Error;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -57,14 +56,13 @@ fn meta(label: &str) -> DumpMeta {
     }
 }
 
-fn command(program: &str, args: &[&str]) -> Command {
-    let mut c = Command::new(program);
-    c.args(args);
-    c
+fn command(program: &str, args: &[&str]) -> Program {
+    Program::new(program).args(args)
 }
 
-fn args(c: &Command) -> Vec<String> {
+fn args(c: &Program) -> Vec<String> {
     c.get_args()
+        .iter()
         .map(|a| a.to_string_lossy().to_string())
         .collect()
 }
@@ -134,7 +132,11 @@ fn the_command_is_an_argument_vector() {
             "--compress=zstd:3",
         ]
     );
-    assert_eq!(c.get_envs().count(), 0, "the environment is left alone");
+    assert_eq!(
+        c.get_env(),
+        &Env::clean().libpq(),
+        "the clean environment and libpq's variables, nothing set"
+    );
 
     let mut d = request("shop", DumpFormat::Directory);
     d.jobs = Some(4);

@@ -47,13 +47,13 @@
 //! recovery: the time from "restore now" to a usable cluster).
 use super::plan::{self, RepoArgs, Request, Target, TimelineChoice};
 use super::{Counters, Options};
+use crate::pg::{control, log as server_log};
+use crate::process::{Env, Program, ProgramError, Running, Stderr, Stdout};
 use crate::repo::ClusterRepo;
 use crate::wal::SegmentSize;
 use serde_json::{json, Value};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -264,31 +264,29 @@ fn log_tail(log: &Path, n: usize) -> String {
 
 /// The scratch server, stopped (immediate shutdown) when dropped.
 struct Server {
-    child: Option<Child>,
+    running: Option<Running>,
 }
 
 impl Server {
+    /// Immediate shutdown (SIGQUIT; SIGKILL after 30 s): the cluster is
+    /// thrown away.
     fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        if let Ok(None) = child.try_wait() {
-            // Immediate shutdown: the cluster is thrown away.
-            // SAFETY: signals our own child.
-            unsafe { libc::kill(child.id() as i32, libc::SIGQUIT) };
-            let began = Instant::now();
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if began.elapsed() > Duration::from_secs(30) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            }
+        if let Some(mut running) = self.running.take() {
+            let _ = running.finish(true);
         }
+    }
+
+    /// How it ended, if it has.
+    fn exited(&mut self) -> Option<String> {
+        let running = self.running.as_mut()?;
+        if !running.has_ended() {
+            return None;
+        }
+        Some(match running.finish(false) {
+            Ok(done) => crate::process::describe_status(done.status),
+            Err(ProgramError::Failed { status, .. }) => status,
+            Err(e) => e.to_string(),
+        })
     }
 }
 
@@ -396,23 +394,21 @@ fn alive(pid: i32) -> bool {
     })
 }
 
-/// Every `PG*` variable of this process (the primary's pg_ctl exports
-/// PGDATA) removed from `cmd`: nothing may lead a child to the primary.
-fn clear_pg_env(cmd: &mut Command) {
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("PG") {
-            cmd.env_remove(&k);
-        }
-    }
-    cmd.env("LC_ALL", "C")
-        .env_remove("LANG")
-        .env_remove("LANGUAGE");
+/// The environment of the drill's programs: the clean one (no `PG*`
+/// variable of this process's: the primary's pg_ctl exports PGDATA, and
+/// nothing may lead a child to the primary), in the C locale.
+fn scratch_env() -> Env {
+    let mut env = Env::clean();
+    env.set("LC_ALL", "C");
+    env.remove("LANG");
+    env.remove("LANGUAGE");
+    env
 }
 
 /// Run `sql` (a psql script, with `vars` as psql variables) in the scratch
 /// server: its output, unaligned and tuples only. The connection comes from
 /// the environment (`PGHOST` ..., which libpq never parses as a connection
-/// string); the output goes to files, so no pipe can fill.
+/// string).
 fn psql(
     spec: &Spec,
     stop: &AtomicBool,
@@ -422,6 +418,9 @@ fn psql(
 ) -> Result<String, String> {
     psql_in(spec, stop, port, &spec.database, sql, vars)
 }
+
+/// What a failed check says: psql's own words, on one line.
+const CHECK_ERROR_BYTES: usize = 2000;
 
 /// [`psql`] in database `database`.
 fn psql_in(
@@ -433,20 +432,18 @@ fn psql_in(
     vars: &[(&str, &str)],
 ) -> Result<String, String> {
     let script = spec.scratch.join("check.sql");
-    let out_path = spec.scratch.join("check.out");
-    let err_path = spec.scratch.join("check.err");
     std::fs::write(&script, sql).map_err(|e| format!("{}: {e}", script.display()))?;
-    let out =
-        std::fs::File::create(&out_path).map_err(|e| format!("{}: {e}", out_path.display()))?;
-    let err =
-        std::fs::File::create(&err_path).map_err(|e| format!("{}: {e}", err_path.display()))?;
-    let mut cmd = Command::new(spec.bindir.join("psql"));
-    clear_pg_env(&mut cmd);
-    cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
+    let mut program = Program::new(spec.bindir.join("psql"))
+        .env_policy(scratch_env())
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1"]);
     for (k, v) in vars {
-        cmd.arg("-v").arg(format!("{k}={v}"));
+        program = program.arg("-v").arg(format!("{k}={v}"));
     }
-    cmd.arg("-f")
+    // A check can hang (a lock, a function that never returns): it ends
+    // with the drill's timeout, or when the drill is stopped (ark.cancel(),
+    // shutdown).
+    let run = program
+        .arg("-f")
         .arg(&script)
         .env("PGHOST", &spec.scratch)
         .env("PGPORT", port.to_string())
@@ -457,51 +454,27 @@ fn psql_in(
             "PGOPTIONS",
             "-c statement_timeout=0 -c lock_timeout=0 -c default_transaction_read_only=off -c idle_in_transaction_session_timeout=0",
         )
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        // A group of its own: the primary's signals to the worker's group
-        // (shutdown) never reach it.
-        .process_group(0);
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("could not run {}: {e}", spec.bindir.join("psql").display()))?;
-    // A check can hang (a lock, a function that never returns): it ends
-    // with the drill's timeout, or when the drill is stopped (ark.cancel(),
-    // shutdown).
-    let began = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if stop.load(Ordering::Relaxed) || began.elapsed() > spec.timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(if stop.load(Ordering::Relaxed) {
-                    "the drill was stopped".to_string()
-                } else {
-                    format!(
-                        "the check did not finish within {} s (option timeout)",
-                        spec.timeout.as_secs()
-                    )
-                });
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            Err(e) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("psql: {e}"));
-            }
+        .stdout(Stdout::Capture)
+        .stderr_tail(CHECK_ERROR_BYTES)
+        .timeout(spec.timeout)
+        .run(stop);
+    match run {
+        Ok(done) => Ok(done.stdout_text()),
+        Err(crate::Error::Program(ProgramError::Cancelled { .. })) => {
+            Err("the drill was stopped".to_string())
         }
-    };
-    if status.success() {
-        Ok(std::fs::read_to_string(&out_path)
-            .unwrap_or_default()
-            .trim()
-            .to_string())
-    } else {
-        let text = std::fs::read_to_string(&err_path).unwrap_or_default();
-        let text: String = text.chars().take(2000).collect();
-        Err(text.trim().replace('\n', " "))
+        Err(crate::Error::Program(ProgramError::TimedOut { .. })) => Err(format!(
+            "the check did not finish within {} s (option timeout)",
+            spec.timeout.as_secs()
+        )),
+        Err(crate::Error::Program(ProgramError::Failed { status, stderr, .. })) => {
+            Err(if stderr.is_empty() {
+                format!("psql: {status}")
+            } else {
+                stderr.replace('\n', " ")
+            })
+        }
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -551,46 +524,39 @@ fn server_args(spec: &Spec, port: u16) -> Vec<String> {
     args
 }
 
+/// Start the scratch postmaster: a session of its own (signals to the
+/// drill's process group do not reach it), dying with the drill, its output
+/// into `log`; its environment reaches the repository (`pg_ark wal-get`)
+/// and nothing else.
 fn start_server(spec: &Spec, port: u16, log: &Path) -> Result<Server, Fail> {
     let log_file = std::fs::File::create(log)
         .map_err(|e| setup(format!("could not create {}: {e}", log.display())))?;
     let err_file = log_file
         .try_clone()
         .map_err(|e| setup(format!("{}: {e}", log.display())))?;
-    let mut cmd = Command::new(spec.bindir.join("postgres"));
-    cmd.args(server_args(spec, port))
+    let mut program = Program::new(spec.bindir.join("postgres"))
+        .args(server_args(spec, port))
         .current_dir(&spec.scratch)
-        .stdin(Stdio::null())
-        .stdout(log_file)
-        .stderr(err_file);
-    clear_pg_env(&mut cmd);
-    cmd.env("PGDATA", spec.scratch.join("data"));
+        .env_policy(scratch_env().repository())
+        .env("PGDATA", spec.scratch.join("data"))
+        .stdout(Stdout::File(log_file))
+        .stderr(Stderr::File(err_file))
+        .new_session()
+        .die_with_parent(libc::SIGQUIT)
+        .stop_signal(libc::SIGQUIT, SERVER_STOP_GRACE);
     for (k, v) in &spec.env {
-        cmd.env(k, v);
+        program = program.env(k, v);
     }
-    let parent = std::process::id() as i32;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            // Its own session (signals to the drill's process group do not
-            // reach it), and it dies with the drill, even if the drill died
-            // before prctl took effect.
-            libc::setsid();
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT);
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn().map_err(|e| {
-        setup(format!(
-            "could not start {}: {e}",
-            spec.bindir.join("postgres").display()
-        ))
-    })?;
-    Ok(Server { child: Some(child) })
+    let running = program
+        .spawn(None)
+        .map_err(|e| setup(format!("could not start the scratch server: {e}")))?;
+    Ok(Server {
+        running: Some(running),
+    })
 }
+
+/// How long the scratch server gets to stop after SIGQUIT.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// Wait until the scratch server is ready out of recovery, it exits, the
 /// timeout passes or `stop` is set. Returns the log's recovery lines.
@@ -603,25 +569,13 @@ fn wait_ready(
     let began = Instant::now();
     loop {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        if text.contains("database system is ready to accept connections") {
-            return Ok(text
-                .lines()
-                .filter(|l| {
-                    l.contains("recovery stopping")
-                        || l.contains("consistent recovery state reached")
-                        || l.contains("redo done at")
-                        || l.contains("last completed transaction")
-                        || l.contains("selected new timeline ID")
-                })
-                .map(|l| l.trim().to_string())
+        if server_log::ready(&text) {
+            return Ok(server_log::recovery_lines(&text)
+                .into_iter()
+                .map(str::to_string)
                 .collect());
         }
-        let exited = match server.child.as_mut().map(Child::try_wait) {
-            Some(Ok(Some(status))) => Some(crate::process::describe_status(status)),
-            Some(Err(e)) => Some(e.to_string()),
-            _ => None,
-        };
-        if let Some(status) = exited {
+        if let Some(status) = server.exited() {
             return Err(verdict(format!(
                 "the restored cluster did not start ({status}): {}",
                 log_tail(log, 8)
@@ -964,11 +918,7 @@ fn checks(
     };
     // Recovery ended where it was meant to: a target (or consistency) was
     // reached, or all the WAL was replayed.
-    let stopping = recovery.iter().find(|l| l.contains("recovery stopping"));
-    let reached = match &spec.target {
-        Target::Latest => recovery.iter().find(|l| l.contains("redo done at")),
-        _ => stopping,
-    };
+    let reached = server_log::stop_line(recovery, spec.target == Target::Latest);
     match reached {
         Some(line) => done.push(json!({"check": "recovery", "ok": true, "detail": line})),
         None => {
@@ -1083,29 +1033,12 @@ fn checks(
 }
 
 /// The `max_*` settings recovery needs at least the backup's values of, as
-/// `pg_controldata` reads them from the restored control file.
-fn control_settings(spec: &Spec, data: &Path) -> Vec<(String, u64)> {
-    let mut cmd = Command::new(spec.bindir.join("pg_controldata"));
-    clear_pg_env(&mut cmd);
-    let Ok(out) = cmd.arg(data).stdin(Stdio::null()).output() else {
-        return Vec::new();
-    };
-    let names = [
-        ("max_connections setting:", "max_connections"),
-        ("max_worker_processes setting:", "max_worker_processes"),
-        ("max_wal_senders setting:", "max_wal_senders"),
-        ("max_prepared_xacts setting:", "max_prepared_transactions"),
-        ("max_locks_per_xact setting:", "max_locks_per_transaction"),
-    ];
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let (label, value) = l.split_once(':')?;
-            let key = format!("{}:", label.trim());
-            let name = names.iter().find(|(k, _)| *k == key)?.1;
-            Some((name.to_string(), value.trim().parse().ok()?))
-        })
-        .collect()
+/// `pg_controldata` reads them from the restored control file (none if it
+/// cannot: the server then says what it misses).
+fn control_settings(spec: &Spec, data: &Path, stop: &AtomicBool) -> Vec<(String, u64)> {
+    control::pg_controldata(&spec.bindir, data, stop)
+        .map(|c| c.recovery_minimums())
+        .unwrap_or_default()
 }
 
 /// The larger of each setting's value in `ours` and in `control`.
@@ -1394,7 +1327,7 @@ fn drill(
         .and_then(|()| std::fs::write(spec.scratch.join("pg_ident.conf"), ""))
         .map_err(|e| setup(format!("{}: {e}", spec.scratch.display())))?;
     let mut run_spec = spec.clone();
-    run_spec.settings = at_least(&spec.settings, &control_settings(spec, &data));
+    run_spec.settings = at_least(&spec.settings, &control_settings(spec, &data, stop));
 
     // Recover.
     let port = free_port()?;
