@@ -1529,3 +1529,119 @@ fn the_parent_decision_waits_for_ready_wal_and_falls_back_to_a_full_with_a_reaso
         .unwrap()
         .contains("data checksums were turned on"));
 }
+
+/// A local repository whose data objects cannot be read: `transient`
+/// (the network, an S3 5xx) or not (a backend error).
+struct Unreadable {
+    inner: LocalStorage,
+    transient: bool,
+}
+
+impl Unreadable {
+    fn fail(&self, key: &str) -> Result<(), crate::storage::StorageError> {
+        if !key.contains("/data/") {
+            return Ok(());
+        }
+        let message = format!("could not read \"{key}\": connection reset");
+        Err(if self.transient {
+            crate::storage::StorageError::Unavailable {
+                location: "test".into(),
+                message,
+            }
+        } else {
+            crate::storage::StorageError::Backend {
+                location: "test".into(),
+                message,
+            }
+        })
+    }
+}
+
+impl crate::storage::Storage for Unreadable {
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, crate::storage::StorageError> {
+        self.fail(key)?;
+        self.inner.get(key)
+    }
+    fn get_reader<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, crate::storage::StorageError> {
+        self.fail(key)?;
+        self.inner.get_reader(key)
+    }
+    fn head(
+        &self,
+        key: &str,
+    ) -> Result<Option<crate::storage::ObjectInfo>, crate::storage::StorageError> {
+        self.inner.head(key)
+    }
+    fn put(
+        &self,
+        key: &str,
+        data: &[u8],
+        mode: PutMode,
+    ) -> Result<(), crate::storage::StorageError> {
+        self.inner.put(key, data, mode)
+    }
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        mode: PutMode,
+    ) -> Result<u64, crate::storage::StorageError> {
+        self.inner.put_stream(key, body, mode)
+    }
+    fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<crate::storage::ObjectInfo>, crate::storage::StorageError> {
+        self.inner.list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), crate::storage::StorageError> {
+        self.inner.delete(key)
+    }
+}
+
+/// A repository out of reach is no verdict on a backup: verification and
+/// a rebuild fail with a transient storage error (a job retries them, and
+/// records nothing), where an object that cannot be read for good is a
+/// problem named with its file.
+#[test]
+fn an_unreachable_repository_is_no_verdict_on_the_backup() {
+    let (dir, c) = cluster();
+    let src = pgdata();
+    take(&c, src.path(), "f1");
+    for (name, n) in [
+        ("000000010000000000000002", 2),
+        ("000000010000000000000003", 3),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+    assert_eq!(verify_backup(&c, "f1").unwrap(), vec![]);
+    let over = |transient| {
+        let storage = Unreadable {
+            inner: LocalStorage::open(dir.path()).unwrap(),
+            transient,
+        };
+        let repo = Arc::new(Repository::open(Box::new(storage), false).unwrap());
+        repo.cluster(SYSID, 17, false).unwrap()
+    };
+    let unreachable = over(true);
+    let e = verify_backup(&unreachable, "f1").unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    let target = tempfile::tempdir().unwrap();
+    let e = restore_backup(&unreachable, "f1", &target.path().join("r")).unwrap_err();
+    assert!(e.is_transient(), "{e}");
+    // Not transient: problems named with their files.
+    let broken = over(false);
+    let problems = verify_backup(&broken, "f1").unwrap();
+    assert!(
+        problems.iter().any(|p| p.file == "global/pg_control"),
+        "{problems:?}"
+    );
+    let e = restore_backup(&broken, "f1", &target.path().join("r2")).unwrap_err();
+    assert!(!e.is_transient(), "{e}");
+}

@@ -10,6 +10,57 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// Why an object of a backup could not be read.
+#[derive(Debug)]
+pub(crate) enum ObjectError {
+    /// The repository could not be reached (the network, an S3 server's
+    /// 5xx, a stream that broke off): no verdict on the object, and trying
+    /// again may succeed.
+    Unreachable(crate::storage::StorageError),
+    /// The object is missing, damaged, or differs from the manifest.
+    Bad(String),
+}
+
+impl std::fmt::Display for ObjectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ObjectError::Unreachable(e) => write!(f, "{e}"),
+            ObjectError::Bad(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<String> for ObjectError {
+    fn from(reason: String) -> ObjectError {
+        ObjectError::Bad(reason)
+    }
+}
+
+impl ObjectError {
+    /// A storage error reading `key`: unreachable when transient.
+    fn storage(key: &str, e: crate::storage::StorageError) -> ObjectError {
+        if e.is_transient() {
+            ObjectError::Unreachable(e)
+        } else {
+            ObjectError::Bad(format!("object \"{key}\": {e}"))
+        }
+    }
+
+    /// A read error of `key`'s stream: unreachable when it carries a
+    /// transient storage error, else damaged content.
+    fn stream(key: &str, e: std::io::Error) -> ObjectError {
+        match crate::storage::StorageError::of_io(&e) {
+            Some(s) if s.is_transient() => {
+                ObjectError::Unreachable(crate::storage::StorageError::Unavailable {
+                    location: String::new(),
+                    message: s.to_string(),
+                })
+            }
+            _ => ObjectError::Bad(format!("object \"{key}\" is corrupt: {e}")),
+        }
+    }
+}
+
 /// Reads objects for a restore or a verification, keeping the last few
 /// bundles opened (each is read and checked once, however many files it
 /// holds).
@@ -33,17 +84,17 @@ impl<'a> Objects<'a> {
     }
 
     /// The content of object `key`, its envelope checked.
-    fn open(&mut self, key: &str, keep: bool) -> Result<std::sync::Arc<Vec<u8>>, String> {
+    fn open(&mut self, key: &str, keep: bool) -> Result<std::sync::Arc<Vec<u8>>, ObjectError> {
         if let Some((_, data)) = self.bundles.iter().find(|(k, _)| k == key) {
             return Ok(data.clone());
         }
         if !key.starts_with(&self.cluster.key(layout::BACKUP)) {
-            return Err(format!("its object \"{key}\" lies outside the backup"));
+            return Err(format!("its object \"{key}\" lies outside the backup").into());
         }
         let began = std::time::Instant::now();
         let obj = self.cluster.storage().get(key);
         self.fetch_nanos += began.elapsed().as_nanos() as u64;
-        let obj = obj.map_err(|e| format!("object \"{key}\": {e}"))?;
+        let obj = obj.map_err(|e| ObjectError::storage(key, e))?;
         self.fetched += obj.len() as u64;
         let (_, data) =
             envelope::open(&obj).map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
@@ -65,25 +116,25 @@ impl<'a> Objects<'a> {
         &mut self,
         f: &ManifestFile,
         out: &mut dyn Write,
-    ) -> Result<(), String> {
+    ) -> Result<(), ObjectError> {
         use std::io::Read;
         let key = &f.key;
         if !key.starts_with(&self.cluster.key(layout::BACKUP)) {
-            return Err(format!("its object \"{key}\" lies outside the backup"));
+            return Err(format!("its object \"{key}\" lies outside the backup").into());
         }
         let fetched = std::sync::Arc::new(AtomicU64::new(0));
         let nanos = std::sync::Arc::new(AtomicU64::new(0));
         let began = std::time::Instant::now();
         let reader = self.cluster.storage().get_reader(key);
         self.fetch_nanos += began.elapsed().as_nanos() as u64;
-        let reader = reader.map_err(|e| format!("object \"{key}\": {e}"))?;
+        let reader = reader.map_err(|e| ObjectError::storage(key, e))?;
         let counted = Counted {
             inner: reader,
             n: fetched.clone(),
             nanos: nanos.clone(),
         };
         let mut stream = envelope::open_stream(Box::new(counted))
-            .map_err(|e| format!("object \"{key}\" is corrupt: {e}"))?;
+            .map_err(|e| ObjectError::Bad(format!("object \"{key}\" is corrupt: {e}")))?;
         // The envelope's own digest is BLAKE3 of the same content when it
         // was written by this pg_ark: then it is the manifest's, and the
         // content is hashed once.
@@ -100,11 +151,11 @@ impl<'a> Objects<'a> {
                     }
                     len += n as u64;
                     if let Err(e) = out.write_all(&buf[..n]) {
-                        break Err(format!("could not write it: {e}"));
+                        break Err(ObjectError::Bad(format!("could not write it: {e}")));
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(format!("object \"{key}\" is corrupt: {e}")),
+                Err(e) => break Err(ObjectError::stream(key, e)),
             }
         };
         self.fetched += fetched.load(Ordering::Relaxed);
@@ -112,7 +163,9 @@ impl<'a> Objects<'a> {
         result?;
         let digest = match stream.verified_digest() {
             Some(d) if !hashing && d.kind == DigestKind::Blake3 => envelope::hex(&d.bytes),
-            _ if !hashing => return Err(format!("object \"{key}\": its digest was not checked")),
+            _ if !hashing => {
+                return Err(format!("object \"{key}\": its digest was not checked").into())
+            }
             _ => hasher.finalize().to_hex().to_string(),
         };
         if len != f.payload_len() || digest != f.blake3 {
@@ -120,7 +173,8 @@ impl<'a> Objects<'a> {
                 "content differs from the manifest ({len} bytes, BLAKE3 {digest}; manifest: {} bytes, {})",
                 f.payload_len(),
                 f.blake3
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -128,7 +182,7 @@ impl<'a> Objects<'a> {
     /// What `f`'s object holds for it, checked against the manifest
     /// (length and BLAKE3); a block-level entry without blocks holds
     /// nothing.
-    pub(crate) fn read(&mut self, f: &ManifestFile) -> Result<Vec<u8>, String> {
+    pub(crate) fn read(&mut self, f: &ManifestFile) -> Result<Vec<u8>, ObjectError> {
         if f.blocks.as_ref().is_some_and(Vec::is_empty) {
             return Ok(Vec::new());
         }
@@ -158,7 +212,8 @@ impl<'a> Objects<'a> {
                 data.len(),
                 f.payload_len(),
                 f.blake3
-            ));
+            )
+            .into());
         }
         Ok(data.to_vec())
     }
@@ -315,9 +370,14 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
             } else {
                 objects.read(entry).map(drop)
             };
+            // The repository out of reach says nothing about the backup:
+            // the verification fails, transient, with no verdict.
+            if let Err(ObjectError::Unreachable(e)) = read {
+                return Err(e.into());
+            }
             if let Err(reason) = read {
                 let reason = if backup == id {
-                    reason
+                    reason.to_string()
                 } else {
                     format!("in parent backup \"{backup}\": {reason}")
                 };
@@ -348,6 +408,7 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
                 file: format!("WAL {seg}"),
                 reason: "the segment is not in the repository".into(),
             }),
+            Err(e) if e.is_transient() => return Err(e),
             Err(e) => problems.push(Problem {
                 file: format!("WAL {seg}"),
                 reason: e.to_string(),

@@ -22,7 +22,9 @@
 //!   block-level file whose content matches the whole file its chain starts
 //!   from gets only the newer blocks. Everything else is rewritten, and
 //!   files and directories that the backup does not have are removed.
-use crate::physical::{self, io_err, Chain, ManifestFile, Objects, PhysicalBackupInfo, BLOCK};
+use crate::physical::{
+    self, io_err, Chain, ManifestFile, ObjectError, Objects, PhysicalBackupInfo, BLOCK,
+};
 use crate::repo::ClusterRepo;
 use crate::Error;
 use std::collections::{HashMap, HashSet};
@@ -263,14 +265,19 @@ fn rebuild_file(
     manifest_key: &str,
     location: &str,
 ) -> Result<Done, Error> {
-    let bad = |key: &str, backup: &str, reason: String| Error::BadMetadata {
-        location: location.to_string(),
-        key: if key.is_empty() {
-            manifest_key.to_string()
-        } else {
-            key.to_string()
+    // A damaged object names its file; the repository out of reach is a
+    // storage error (transient: a drill or a job tries again).
+    let bad = |key: &str, backup: &str, e: ObjectError| match e {
+        ObjectError::Unreachable(e) => Error::Storage(e),
+        ObjectError::Bad(reason) => Error::BadMetadata {
+            location: location.to_string(),
+            key: if key.is_empty() {
+                manifest_key.to_string()
+            } else {
+                key.to_string()
+            },
+            reason: format!("\"{}\" (backup \"{backup}\"): {reason}", job.rel),
         },
-        reason: format!("\"{}\" (backup \"{backup}\"): {reason}", job.rel),
     };
     let top = job.layers[0].1;
     let whole = job.layers[job.layers.len() - 1].1;

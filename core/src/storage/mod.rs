@@ -121,6 +121,12 @@ impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Unavailable { .. })
     }
+
+    /// The storage error an `io::Error` of a storage reader carries (a
+    /// stream that broke off), if it carries one.
+    pub fn of_io(e: &std::io::Error) -> Option<&StorageError> {
+        e.get_ref()?.downcast_ref::<StorageError>()
+    }
 }
 
 /// The storage contract (see the module documentation for each rule).

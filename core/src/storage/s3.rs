@@ -734,7 +734,7 @@ impl std::io::Read for S3Body<'_> {
                     let n = body.next().await;
                     (body, n)
                 })
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                .map_err(std::io::Error::other)?;
             match next {
                 (_, None) => return Ok(0),
                 (body, Some(Ok(bytes))) => {
@@ -742,13 +742,18 @@ impl std::io::Read for S3Body<'_> {
                     self.chunk = bytes.to_vec();
                     self.at = 0;
                 }
+                // The body broke off mid-transfer: the network. The
+                // StorageError rides in the io::Error, so readers can tell
+                // it from damaged content (see `StorageError::of_io`).
                 (_, Some(Err(e))) => {
-                    return Err(std::io::Error::other(format!(
-                        "could not read \"{}\" in {}: {}",
-                        self.key,
-                        self.storage.location(),
-                        DisplayErrorContext(&e)
-                    )))
+                    return Err(std::io::Error::other(StorageError::Unavailable {
+                        location: self.storage.location(),
+                        message: format!(
+                            "could not read \"{}\": {}",
+                            self.key,
+                            DisplayErrorContext(&e)
+                        ),
+                    }))
                 }
             }
         }
@@ -789,7 +794,12 @@ impl Storage for S3Storage {
                 location: self.location(),
             }),
             Err(Ok(e)) => Err(self.describe("read", key, &e)),
-            Err(Err(msg)) => Err(self.backend(format!("could not read \"{key}\": {msg}"))),
+            // The body broke off mid-transfer (a reset, a timeout): the
+            // network, so trying again may succeed.
+            Err(Err(msg)) => Err(StorageError::Unavailable {
+                location: self.location(),
+                message: format!("could not read \"{key}\": {msg}"),
+            }),
         }
     }
 
