@@ -140,8 +140,11 @@ pub struct Control {
 pub enum Stopped {
     Cancelled,
     Interrupted,
-    /// The work thread could not start or panicked: a failed attempt.
+    /// The work thread panicked: a defect, a failed attempt not retried.
     Broken(String),
+    /// The work thread could not start (the system out of threads or
+    /// memory): a failed attempt that may succeed later.
+    NoThread(String),
 }
 
 /// Run `work` on a thread with signals blocked while this (the worker's)
@@ -163,7 +166,7 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
     }) {
         Ok(h) => h,
         Err(e) => {
-            return Err(Stopped::Broken(format!("could not start a thread: {e}")));
+            return Err(Stopped::NoThread(format!("could not start a thread: {e}")));
         }
     };
     let mut stopped = None;
@@ -238,8 +241,9 @@ pub fn outcome<E: Into<JobFailure>>(r: Result<Result<Value, E>, Stopped>) -> Out
         Ok(Err(e)) => Outcome::Failed(e.into()),
         Err(Stopped::Cancelled) => Outcome::Cancelled,
         Err(Stopped::Interrupted) => Outcome::Interrupted,
-        // A thread that could not start or panicked: a defect, not weather.
+        // A panic is a defect, not weather; a thread that could not start is.
         Err(Stopped::Broken(e)) => Outcome::Failed(JobFailure::permanent(e)),
+        Err(Stopped::NoThread(e)) => Outcome::Failed(JobFailure::transient(e)),
     }
 }
 

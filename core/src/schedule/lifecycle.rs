@@ -238,55 +238,71 @@ impl From<crate::storage::StorageError> for JobFailure {
 }
 
 /// Whether a PostgreSQL error of SQLSTATE `code` may go away by itself:
-/// serialization failures and deadlocks (class 40), a lock not available
-/// (55P03), a statement cancelled by a timeout (57014), the server shutting
-/// down or starting (57P01 to 57P03), too many connections (53300) and
-/// connection failures (class 08).
+/// serialization failures and deadlocks (class 40), connection failures
+/// (class 08), insufficient resources (class 53: memory, disk, too many
+/// connections, a configured limit), a lock not available (55P03), a
+/// statement cancelled by a timeout (57014), the server shutting down,
+/// crashing or starting (57P01 to 57P03).
 pub fn sqlstate_is_transient(code: &str) -> bool {
     code.starts_with("40")
         || code.starts_with("08")
-        || matches!(
-            code,
-            "55P03" | "57014" | "57P01" | "57P02" | "57P03" | "53300"
-        )
+        || code.starts_with("53")
+        || matches!(code, "55P03" | "57014" | "57P01" | "57P02" | "57P03")
 }
 
 /// Whether a message of a PostgreSQL client program (pg_dump, psql:
 /// libpq's words, the server's words) names a cause that may go away by
-/// itself, as [`sqlstate_is_transient`] does for SQLSTATEs. Anything else
-/// (a database that does not exist, permission denied) is permanent.
+/// itself, as [`sqlstate_is_transient`] does for SQLSTATEs: the connection
+/// lost or refused, the server shutting down or starting, too many
+/// connections, a lock or statement timeout, a deadlock or serialization
+/// failure, and an object dropped while pg_dump read the catalog (an ERROR
+/// such as `relation "t" does not exist`, or `cache lookup failed`). A
+/// connection refused for good (`FATAL:  database "x" does not exist`, a
+/// role that does not exist, authentication, pg_hba.conf, permission
+/// denied) and anything unknown are permanent.
 pub fn client_message_is_transient(text: &str) -> bool {
     const TRANSIENT: &[&str] = &[
         "could not connect to server",
-        "connection to server",
         "Connection refused",
         "server closed the connection unexpectedly",
+        "could not receive data from server",
+        "could not send data to server",
+        "no connection to the server",
+        "SSL SYSCALL error",
         "the database system is shutting down",
         "the database system is starting up",
         "the database system is in recovery mode",
         "the database system is not yet accepting connections",
         "terminating connection due to administrator command",
+        "terminating connection because of crash of another server process",
         "sorry, too many clients already",
+        "too many connections for",
         "remaining connection slots are reserved",
         "canceling statement due to lock timeout",
         "canceling statement due to statement timeout",
         "could not obtain lock",
         "deadlock detected",
         "could not serialize access",
+        "cache lookup failed",
+        "could not open relation with OID",
+        "out of memory",
     ];
-    // libpq says "connection to server ... failed: FATAL: database "x" does
-    // not exist": the server's reason decides.
     const PERMANENT: &[&str] = &[
-        "does not exist",
         "permission denied",
         "password authentication failed",
         "no pg_hba.conf entry",
-        "role \"",
+        "authentication failed",
     ];
-    if PERMANENT.iter().any(|p| text.contains(p)) {
+    // libpq says "connection to server ... failed: FATAL:  database "x"
+    // does not exist": a connection refused for good.
+    let refused_for_good = text.contains("FATAL:") && text.contains("does not exist");
+    if refused_for_good || PERMANENT.iter().any(|p| text.contains(p)) {
         return false;
     }
-    TRANSIENT.iter().any(|t| text.contains(t))
+    // An ERROR naming a missing object while pg_dump reads: dropped
+    // meanwhile (the catalog snapshot is older than the lock).
+    let dropped_meanwhile = text.contains("ERROR:") && text.contains("does not exist");
+    dropped_meanwhile || TRANSIENT.iter().any(|t| text.contains(t))
 }
 
 /// The retry delays of one kind of work: jobs (`ark.job_retry_base`,
@@ -538,6 +554,20 @@ mod tests {
         ));
         assert!(!client_message_is_transient(
             "pg_dump: error: aborting because of server version mismatch"
+        ));
+        assert!(!client_message_is_transient(
+            "pg_dump: error: connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: FATAL:  role \"nobody\" does not exist"
+        ));
+        // A table dropped between pg_dump's catalog read and its lock.
+        assert!(client_message_is_transient(
+            "pg_dump: error: query failed: ERROR:  relation \"public.t\" does not exist\npg_dump: detail: Query was: LOCK TABLE public.t IN ACCESS SHARE MODE"
+        ));
+        // postinit.c: ERRCODE_TOO_MANY_CONNECTIONS.
+        assert!(client_message_is_transient(
+            "pg_dump: error: connection to server on socket \"/tmp/.s.PGSQL.5432\" failed: FATAL:  too many connections for role \"backup\""
+        ));
+        assert!(client_message_is_transient(
+            "pg_dump: error: Dumping the contents of table \"t\" failed: PQgetResult() failed.\npg_dump: detail: Error message from server: server closed the connection unexpectedly"
         ));
     }
 
