@@ -49,7 +49,18 @@ fi
 
 echo "== building pg_ark $VERSION's library for PostgreSQL $major (commit ${commit:0:7})"
 pkg=$(mktemp -d)
-trap 'rm -rf "$pkg"' EXIT
+# The extension is a cdylib of a path package: cargo names its output
+# without a hash (release/deps/libpg_ark.so, release/libpg_ark.so), so this
+# release's build overwrites the current one's while the current one's
+# fingerprint still says fresh, and a later `make install` would copy this
+# release's library. Removing those outputs makes the next build of the
+# current pg_ark link its own again (cargo rebuilds a missing output).
+target=${CARGO_TARGET_DIR:-$src/target}
+forget_outputs() {
+  rm -f "$target/release/deps/libpg_ark.so" "$target/release/libpg_ark.so" \
+        "$target/release/deps/pg_ark.d" "$target/release/libpg_ark.d"
+}
+trap 'rm -rf "$pkg"; forget_outputs' EXIT
 (cd "$src" && cargo pgrx package --pg-config "$PG_CONFIG" --no-default-features --features "pg$major" --out-dir "$pkg")
 built="$pkg$("$PG_CONFIG" --pkglibdir)/pg_ark.so"
 [ -f "$built" ] || { echo "old-release: cargo pgrx package made no $built" >&2; exit 1; }
