@@ -37,6 +37,10 @@ fi
 # the first one's build of everything but the PostgreSQL bindings).
 src="$ARK_CACHE/src/pg_ark-$VERSION"
 if [ ! -f "$src/.pg_ark-extracted" ]; then
+  # A shallow clone lacks it: fetch it from where the clone came from.
+  git cat-file -e "$commit^{commit}" 2>/dev/null ||
+    git fetch -q --depth=1 origin "$commit" 2>/dev/null ||
+    git fetch -q --unshallow 2>/dev/null || true
   git cat-file -e "$commit^{commit}" 2>/dev/null || {
     echo "old-release: commit $commit (pg_ark $VERSION) is not in this checkout's history; run git fetch --unshallow" >&2
     exit 1
