@@ -468,6 +468,263 @@ impl Phases {
     }
 }
 
+/// Open the repository on a work thread (it may be S3), and remove what
+/// failed or killed backups left first: no other physical backup of this
+/// server runs (conflict key `physical`), so a backup prefix without a
+/// descriptor or another writer's live lease is garbage.
+fn open_repository(job: &Job, plan: &BackupPlan) -> Result<ClusterRepo, Outcome> {
+    let target = plan.target.clone();
+    let own = physical::lease::holder(&plan.datadir);
+    let opened = supervise(
+        job,
+        move |_c, _tx: std::sync::mpsc::Sender<()>| {
+            let c = target.open()?;
+            let removed = physical::remove_incomplete(&c, &own)?;
+            Ok::<_, pg_ark_core::Error>((c, removed))
+        },
+        |_| {},
+    );
+    match opened {
+        Ok(Ok((c, (removed, running)))) => {
+            for r in removed {
+                log!("pg_ark job {}: removed incomplete backup \"{}\"", job.id, r);
+            }
+            for r in running {
+                log!(
+                    "pg_ark job {}: backup \"{}\" is in progress elsewhere (it holds a lease): left alone",
+                    job.id,
+                    r
+                );
+            }
+            Ok(c)
+        }
+        Ok(Err(e)) => Err(Outcome::Failed(e.into())),
+        Err(s) => Err(stopped(s)),
+    }
+}
+
+/// The parent of an incremental or differential, decided on a work thread
+/// (`physical::decide`: repository reads, waits for WAL to be archived).
+fn choose(
+    job: &Job,
+    plan: &BackupPlan,
+    cluster: &ClusterRepo,
+    started: &Started,
+    requested: BackupKind,
+    unusable: std::collections::HashSet<String>,
+) -> Result<Decision, Outcome> {
+    let (c, d, w) = (cluster.clone(), plan.datadir.clone(), plan.wait);
+    let (start_wal, timeline, checksums) =
+        (started.start_wal.clone(), started.timeline, plan.checksums);
+    let decided = supervise(
+        job,
+        move |control, _tx: std::sync::mpsc::Sender<()>| {
+            let waiting = |segment: &str| {
+                set_progress(
+                    &control,
+                    json!({"phase": "wait for earlier WAL", "segment": segment}),
+                )
+            };
+            physical::decide(
+                &c,
+                requested,
+                physical::Started {
+                    start_wal: &start_wal,
+                    timeline,
+                    checksums,
+                },
+                &unusable,
+                &d,
+                w,
+                &control.stop,
+                &waiting,
+            )
+        },
+        |_| {},
+    );
+    match decided {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(Outcome::Failed(e)),
+        Err(s) => Err(stopped(s)),
+    }
+}
+
+/// Take the lease of backup `id` on a work thread (see physical::lease).
+fn take_lease(
+    job: &Job,
+    cluster: &ClusterRepo,
+    id: &str,
+    datadir: &std::path::Path,
+) -> Result<physical::lease::Lease, Outcome> {
+    let holder = physical::lease::holder(datadir);
+    let (c, i) = (cluster.clone(), id.to_string());
+    match supervise(
+        job,
+        move |_c, _tx: std::sync::mpsc::Sender<()>| {
+            physical::lease::Lease::take(&c, &i, &holder, physical::lease::RENEW_EVERY)
+        },
+        |_| {},
+    ) {
+        Ok(Ok(l)) => Ok(l),
+        Ok(Err(e)) => Err(Outcome::Failed(e.into())),
+        Err(s) => Err(stopped(s)),
+    }
+}
+
+/// The server log's line for a backup that starts.
+fn log_start(
+    job: &Job,
+    kind: BackupKind,
+    id: &str,
+    start_lsn: &str,
+    requested: BackupKind,
+    decision: &Decision,
+) {
+    match &decision.fallback {
+        Some(reason) => log!(
+            "pg_ark job {}: {} backup \"{}\" started at {}, a full instead of the {} requested: {}",
+            job.id,
+            kind,
+            id,
+            start_lsn,
+            requested,
+            reason
+        ),
+        None => log!(
+            "pg_ark job {}: {} backup \"{}\" started at {}{}",
+            job.id,
+            kind,
+            id,
+            start_lsn,
+            decision
+                .parent
+                .as_ref()
+                .map(|(p, _)| format!(", against \"{}\"", p.backup_id))
+                .unwrap_or_default()
+        ),
+    }
+}
+
+/// Record a complete backup in ark.backups (backend's thread). The backup
+/// is complete in the repository whatever happens here.
+fn record_backup(job: &Job, cluster: &ClusterRepo, prefix: &str, info: &PhysicalBackupInfo) {
+    let doc = serde_json::to_value(info).unwrap_or(Value::Null);
+    let recorded = xact::run(|| {
+        Spi::run_with_args(
+            "INSERT INTO ark.backups (kind, label, size_bytes, started_at, finished_at,
+                    server_version, repository, path, job_id, info)
+             VALUES ($10, $1, $2, to_timestamp($3::float8), to_timestamp($4::float8),
+                     $5, $6, $7, $8, $9)
+             ON CONFLICT (repository, path) DO NOTHING",
+            &[
+                info.backup_id.clone().into(),
+                i64::try_from(info.original_bytes)
+                    .unwrap_or(i64::MAX)
+                    .into(),
+                (info.started_epoch as f64).into(),
+                (info.finished_epoch as f64).into(),
+                info.server_version.clone().into(),
+                cluster.location().into(),
+                prefix.into(),
+                job.id.into(),
+                JsonB(doc.clone()).into(),
+                info.kind.as_str().into(),
+            ],
+        )?;
+        Ok(())
+    });
+    if let Err(e) = recorded {
+        // The backup is complete in the repository; only the catalog row
+        // is missing, which a later listing can restore.
+        warning!(
+            "pg_ark could not record backup \"{}\" in ark.backups: {}",
+            info.backup_id,
+            e
+        );
+    }
+}
+
+/// Retention, once a backup is complete: whole chains that are no longer
+/// kept, and the WAL only they needed. A failure here leaves the backup
+/// complete (said in `result`); the next backup or ark.expire() tries
+/// again.
+fn apply_retention(job: &Job, cluster: &ClusterRepo, result: &mut Value) {
+    let rules = retention_rules(&job.options);
+    let c = cluster.clone();
+    match supervise(
+        job,
+        move |_control, _tx: std::sync::mpsc::Sender<()>| {
+            pg_ark_core::retention::physical::expire(
+                &c,
+                rules,
+                pg_ark_core::logical::now_epoch(),
+                false,
+            )
+        },
+        |_| {},
+    ) {
+        Ok(Ok(expired)) => {
+            forget_expired(&cluster.location(), &expired.prefixes);
+            for b in &expired.backups {
+                log!("pg_ark job {}: expired backup {}", job.id, b["label"]);
+            }
+            result["expired"] = json!({"backups": expired.backups, "wal": expired.wal,
+                                       "recoverable_from": expired.recoverable_from});
+        }
+        Ok(Err(e)) => {
+            warning!("pg_ark job {}: retention was not applied: {}", job.id, e);
+            result["expire_error"] = json!(e.to_string());
+        }
+        Err(_) => {
+            result["expire_error"] = json!("stopped before retention was applied");
+        }
+    }
+}
+
+/// Where an increment's changed blocks come from: the WAL summaries, set
+/// in `basis` when they cover the range from `parent`'s start (so that
+/// unchanged data is not even read), else page LSNs, with the reason.
+fn changes_from(
+    parent: &PhysicalBackupInfo,
+    basis: &mut Basis,
+    started: &Started,
+    wait: Duration,
+) -> Value {
+    match wal_summaries(
+        &parent.start_lsn,
+        &started.start_lsn,
+        started.timeline,
+        Duration::from_secs(60).min(wait),
+    ) {
+        Ok(s) => {
+            basis.summary = Some(s);
+            json!("WAL summaries")
+        }
+        Err(reason) => json!(format!("page LSNs ({reason})")),
+    }
+}
+
+/// The pages checked and the checksum failures found, in `result` and in
+/// the server log (one WARNING each, as base backups say them).
+fn report_checksums(job: &Job, checked: u64, bad: &[physical::BadPage], result: &mut Value) {
+    result["pages_checked"] = json!(checked);
+    result["checksum_failures"] = json!(bad
+        .iter()
+        .map(|b| json!({"file": b.path, "block": b.block,
+                        "expected": b.expected, "found": b.found}))
+        .collect::<Vec<_>>());
+    for b in bad {
+        warning!(
+            "pg_ark job {}: checksum verification failed in file \"{}\", block {}: calculated {:X} but expected {:X}",
+            job.id,
+            b.path,
+            b.block,
+            b.expected,
+            b.found
+        );
+    }
+}
+
 /// Run a `full`, `incremental` or `differential` job.
 pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     let plan = match xact::run(|| plan(job)) {
@@ -488,37 +745,9 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     };
     let mut phases = Phases::new();
     let started_epoch = pg_ark_core::logical::now_epoch();
-    // The repository is opened on a work thread (it may be S3).
-    let target = plan.target.clone();
-    // What failed or killed backups left is removed first: no other
-    // physical backup runs (conflict key `physical`), so a backup prefix
-    // without a descriptor is garbage.
-    let own = physical::lease::holder(&plan.datadir);
-    let opened = supervise(
-        job,
-        move |_c, _tx: std::sync::mpsc::Sender<()>| {
-            let c = target.open()?;
-            let removed = physical::remove_incomplete(&c, &own)?;
-            Ok::<_, pg_ark_core::Error>((c, removed))
-        },
-        |_| {},
-    );
-    let cluster = match opened {
-        Ok(Ok((c, (removed, running)))) => {
-            for r in removed {
-                log!("pg_ark job {}: removed incomplete backup \"{}\"", job.id, r);
-            }
-            for r in running {
-                log!(
-                    "pg_ark job {}: backup \"{}\" is in progress elsewhere (it holds a lease): left alone",
-                    job.id,
-                    r
-                );
-            }
-            c
-        }
-        Ok(Err(e)) => return Outcome::Failed(e.into()),
-        Err(s) => return stopped(s),
+    let cluster = match open_repository(job, &plan) {
+        Ok(c) => c,
+        Err(o) => return o,
     };
     phases.mark("open repository");
     let label = format!("pg_ark job {}", job.id);
@@ -528,47 +757,14 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     };
     phases.mark("pg_backup_start");
     let decision = if requested == BackupKind::Full {
-        Ok(Ok(Decision::full()))
+        Decision::full()
     } else {
-        let (c, d, w) = (cluster.clone(), plan.datadir.clone(), plan.wait);
-        let (start_wal, timeline, checksums) =
-            (started.start_wal.clone(), started.timeline, plan.checksums);
-        supervise(
-            job,
-            move |control, _tx: std::sync::mpsc::Sender<()>| {
-                let waiting = |segment: &str| {
-                    set_progress(
-                        &control,
-                        json!({"phase": "wait for earlier WAL", "segment": segment}),
-                    )
-                };
-                physical::decide(
-                    &c,
-                    requested,
-                    physical::Started {
-                        start_wal: &start_wal,
-                        timeline,
-                        checksums,
-                    },
-                    &unusable,
-                    &d,
-                    w,
-                    &control.stop,
-                    &waiting,
-                )
-            },
-            |_| {},
-        )
-    };
-    let decision = match decision {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
-            abandon(None, "");
-            return Outcome::Failed(e);
-        }
-        Err(s) => {
-            abandon(None, "");
-            return stopped(s);
+        match choose(job, &plan, &cluster, &started, requested, unusable) {
+            Ok(d) => d,
+            Err(o) => {
+                abandon(None, "");
+                return o;
+            }
         }
     };
     let kind = match (&decision.parent, requested) {
@@ -587,51 +783,14 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     // its descriptor is written: another writer of this repository entry
     // (a restored copy of this cluster) leaves the prefix alone meanwhile
     // (see physical::lease).
-    let holder = physical::lease::holder(&plan.datadir);
-    let taken = {
-        let (c, i) = (cluster.clone(), id.clone());
-        supervise(
-            job,
-            move |_c, _tx: std::sync::mpsc::Sender<()>| {
-                physical::lease::Lease::take(&c, &i, &holder, physical::lease::RENEW_EVERY)
-            },
-            |_| {},
-        )
-    };
-    let mut lease = match taken {
-        Ok(Ok(l)) => Some(l),
-        Ok(Err(e)) => {
+    let mut lease = match take_lease(job, &cluster, &id, &plan.datadir) {
+        Ok(l) => Some(l),
+        Err(o) => {
             abandon(None, "");
-            return Outcome::Failed(e.into());
-        }
-        Err(s) => {
-            abandon(None, "");
-            return stopped(s);
+            return o;
         }
     };
-    match &decision.fallback {
-        Some(reason) => log!(
-            "pg_ark job {}: {} backup \"{}\" started at {}, a full instead of the {} requested: {}",
-            job.id,
-            kind,
-            id,
-            started.start_lsn,
-            requested,
-            reason
-        ),
-        None => log!(
-            "pg_ark job {}: {} backup \"{}\" started at {}{}",
-            job.id,
-            kind,
-            id,
-            started.start_lsn,
-            decision
-                .parent
-                .as_ref()
-                .map(|(p, _)| format!(", against \"{}\"", p.backup_id))
-                .unwrap_or_default()
-        ),
-    }
+    log_start(job, kind, &id, &started.start_lsn, requested, &decision);
     let (parent_info, mut basis) = match decision.parent {
         Some((p, b)) => (Some(p), Some(b)),
         None => (None, None),
@@ -639,23 +798,10 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     // Changed blocks from the WAL summaries when they cover the range, so
     // that unchanged data is not even read; else page LSNs.
     phases.mark("choose parent");
-    let mut changes_from = None;
-    if let (Some(p), Some(b)) = (&parent_info, basis.as_mut()) {
-        match wal_summaries(
-            &p.start_lsn,
-            &started.start_lsn,
-            started.timeline,
-            Duration::from_secs(60).min(plan.wait),
-        ) {
-            Ok(s) => {
-                b.summary = Some(s);
-                changes_from = Some(json!("WAL summaries"));
-            }
-            Err(reason) => {
-                changes_from = Some(json!(format!("page LSNs ({reason})")));
-            }
-        }
-    }
+    let changes_from = match (&parent_info, basis.as_mut()) {
+        (Some(p), Some(b)) => Some(changes_from(p, b, &started, plan.wait)),
+        _ => None,
+    };
     phases.mark("WAL summaries");
     let copied = {
         let (c, p, d) = (cluster.clone(), prefix.clone(), plan.datadir.clone());
@@ -791,40 +937,7 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     }
     // Complete: the descriptor is written, and the lease ends.
     drop(lease.take());
-    let doc = serde_json::to_value(&info).unwrap_or(Value::Null);
-    let recorded = xact::run(|| {
-        Spi::run_with_args(
-            "INSERT INTO ark.backups (kind, label, size_bytes, started_at, finished_at,
-                    server_version, repository, path, job_id, info)
-             VALUES ($10, $1, $2, to_timestamp($3::float8), to_timestamp($4::float8),
-                     $5, $6, $7, $8, $9)
-             ON CONFLICT (repository, path) DO NOTHING",
-            &[
-                id.clone().into(),
-                i64::try_from(info.original_bytes)
-                    .unwrap_or(i64::MAX)
-                    .into(),
-                (info.started_epoch as f64).into(),
-                (info.finished_epoch as f64).into(),
-                info.server_version.clone().into(),
-                cluster.location().into(),
-                prefix.clone().into(),
-                job.id.into(),
-                JsonB(doc.clone()).into(),
-                kind.as_str().into(),
-            ],
-        )?;
-        Ok(())
-    });
-    if let Err(e) = recorded {
-        // The backup is complete in the repository; only the catalog row
-        // is missing, which a later listing can restore.
-        warning!(
-            "pg_ark could not record backup \"{}\" in ark.backups: {}",
-            id,
-            e
-        );
-    }
+    record_backup(job, &cluster, &prefix, &info);
     let mut result = json!({
         "backup_id": id,
         "kind": kind,
@@ -846,57 +959,13 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
         result["changes_from"] = from;
     }
     if let Some(n) = checked {
-        result["pages_checked"] = json!(n);
-        result["checksum_failures"] = json!(bad
-            .iter()
-            .map(|b| json!({"file": b.path, "block": b.block,
-                            "expected": b.expected, "found": b.found}))
-            .collect::<Vec<_>>());
-        for b in &bad {
-            warning!(
-                "pg_ark job {}: checksum verification failed in file \"{}\", block {}: calculated {:X} but expected {:X}",
-                job.id,
-                b.path,
-                b.block,
-                b.expected,
-                b.found
-            );
-        }
+        report_checksums(job, n, &bad, &mut result);
     }
     // Retention, now that this backup is complete: whole chains that are
     // no longer kept, and the WAL only they needed. A failure here leaves
     // the backup complete; the next backup or ark.expire() tries again.
     phases.mark("finish");
-    let rules = retention_rules(&job.options);
-    let c = cluster.clone();
-    match supervise(
-        job,
-        move |_control, _tx: std::sync::mpsc::Sender<()>| {
-            pg_ark_core::retention::physical::expire(
-                &c,
-                rules,
-                pg_ark_core::logical::now_epoch(),
-                false,
-            )
-        },
-        |_| {},
-    ) {
-        Ok(Ok(expired)) => {
-            forget_expired(&cluster.location(), &expired.prefixes);
-            for b in &expired.backups {
-                log!("pg_ark job {}: expired backup {}", job.id, b["label"]);
-            }
-            result["expired"] = json!({"backups": expired.backups, "wal": expired.wal,
-                                       "recoverable_from": expired.recoverable_from});
-        }
-        Ok(Err(e)) => {
-            warning!("pg_ark job {}: retention was not applied: {}", job.id, e);
-            result["expire_error"] = json!(e.to_string());
-        }
-        Err(_) => {
-            result["expire_error"] = json!("stopped before retention was applied");
-        }
-    }
+    apply_retention(job, &cluster, &mut result);
     result["seconds"] = json!(phases.done("expire"));
     Outcome::Succeeded(result)
 }
