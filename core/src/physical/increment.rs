@@ -315,13 +315,8 @@ pub fn page_lsn(page: &[u8]) -> u64 {
     (u64::from(half(0..4)) << 32) | u64::from(half(4..8))
 }
 
-/// Parse an LSN written as PostgreSQL prints it (`16/B374D848`).
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.split_once('/')?;
-    let hi = u32::from_str_radix(hi, 16).ok()?;
-    let lo = u32::from_str_radix(lo, 16).ok()?;
-    Some((u64::from(hi) << 32) | u64::from(lo))
-}
+/// Parse an LSN written as PostgreSQL prints it (see [`crate::wal::lsn`]).
+pub use crate::wal::lsn::parse as parse_lsn;
 
 /// The blocks of the first `len` bytes of `file` that the rule stores.
 fn changed_blocks(

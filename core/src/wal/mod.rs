@@ -3,6 +3,7 @@
 use crate::Error;
 
 pub mod get;
+pub mod lsn;
 pub mod push;
 pub mod segment;
 

@@ -100,10 +100,8 @@ impl TimelineChoice {
     }
 }
 
-/// An LSN as PostgreSQL prints it.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
+/// An LSN as PostgreSQL prints it (see [`crate::wal::lsn`]).
+pub use crate::wal::lsn::format as format_lsn;
 
 /// A Unix-microseconds time as `recovery_target_time` takes it (UTC).
 pub fn format_time(micros: i64) -> String {
