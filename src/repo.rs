@@ -4,8 +4,8 @@
 //! any.
 use crate::error::ArkError;
 use crate::settings;
+use pg_ark_core::repo::config::RepoConfig;
 use pg_ark_core::repo::{ClusterRepo, Repository};
-use pg_ark_core::restore::plan;
 use pg_ark_core::storage::s3::S3Options;
 use pg_ark_core::wal::SegmentSize;
 use pg_ark_core::{storage, RepoUrl};
@@ -47,14 +47,11 @@ impl RepoTarget {
     }
 }
 
-/// The repository options of `pg_ark` commands for this server's settings
-/// (never keys).
-pub fn repo_args(url: String, s3: &pg_ark_core::storage::s3::S3Options) -> plan::RepoArgs {
-    plan::RepoArgs {
+/// This server's repository configuration (`ark.repository` is `url`),
+/// whose words reach it from a `pg_ark` command (never keys).
+pub fn config(url: String) -> RepoConfig {
+    RepoConfig {
         url,
-        s3_endpoint: crate::settings::s3_endpoint(),
-        s3_region: crate::settings::s3_region(),
-        s3_path_style: s3.force_path_style,
-        s3_credentials_file: crate::settings::s3_credentials_file(),
+        s3: settings::s3_config(),
     }
 }

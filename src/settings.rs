@@ -365,40 +365,29 @@ fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The `ark.s3_*` settings, as the repository configuration the extension
+/// and the CLI share.
+pub fn s3_config() -> pg_ark_core::repo::config::S3Config {
+    pg_ark_core::repo::config::S3Config {
+        endpoint: text(&S3_ENDPOINT),
+        region: text(&S3_REGION),
+        path_style: S3_FORCE_PATH_STYLE.get(),
+        access_key_id: text(&S3_ACCESS_KEY_ID),
+        secret_access_key: text(&S3_SECRET_ACCESS_KEY),
+        credentials_file: text(&S3_CREDENTIALS_FILE).map(std::path::PathBuf::from),
+        operation_timeout: None,
+    }
+}
+
 /// The `ark.s3_*` settings, for opening an S3 repository. With
 /// `ark.s3_credentials_file`, the keys come from that file (read now, so a
 /// rotated key is picked up at the next open), and setting keys in
 /// `ark.s3_access_key_id` or `ark.s3_secret_access_key` as well is an error.
 pub fn s3_options() -> Result<pg_ark_core::storage::s3::S3Options, pg_ark_core::Error> {
-    let mut o = pg_ark_core::storage::s3::S3Options {
-        endpoint: text(&S3_ENDPOINT),
-        region: text(&S3_REGION),
-        force_path_style: S3_FORCE_PATH_STYLE.get(),
-        access_key_id: text(&S3_ACCESS_KEY_ID),
-        secret_access_key: text(&S3_SECRET_ACCESS_KEY),
-        operation_timeout: None,
-    };
-    if let Some(file) = text(&S3_CREDENTIALS_FILE) {
-        let invalid = |reason: String| pg_ark_core::Error::InvalidSetting {
-            name: "ark.s3_credentials_file",
-            value: file.clone(),
-            reason,
-        };
-        if o.access_key_id.is_some() || o.secret_access_key.is_some() {
-            return Err(invalid(
-                "ark.s3_access_key_id or ark.s3_secret_access_key is set as well; keep the keys in one place".into(),
-            ));
-        }
-        let data_dir = data_directory();
-        let (id, secret) = pg_ark_core::storage::s3::read_credentials_file(
-            std::path::Path::new(&file),
-            data_dir.as_deref(),
-        )
-        .map_err(invalid)?;
-        o.access_key_id = Some(id);
-        o.secret_access_key = Some(secret);
-    }
-    Ok(o)
+    s3_config().options(
+        &pg_ark_core::repo::config::SETTINGS,
+        data_directory().as_deref(),
+    )
 }
 
 /// The server's data directory (`None` before it is known).
@@ -633,16 +622,6 @@ pub fn cron_timezone() -> String {
 /// `ark.notify_url`, or `None` when unset.
 pub fn notify_url() -> Option<String> {
     text(&NOTIFY_URL)
-}
-
-/// `ark.s3_endpoint`, when set.
-pub fn s3_endpoint() -> Option<String> {
-    text(&S3_ENDPOINT)
-}
-
-/// `ark.s3_region`, when set.
-pub fn s3_region() -> Option<String> {
-    text(&S3_REGION)
 }
 
 /// `ark.s3_credentials_file`, when set.

@@ -1,5 +1,6 @@
 //! Options that name the repository, shared by every subcommand that reads
 //! one, as flags or from the environment.
+use pg_ark_core::repo::config::{RepoConfig, S3Config, FLAGS};
 use pg_ark_core::storage;
 
 /// S3 credentials come from `--s3-credentials-file` (AWS's credentials
@@ -26,27 +27,25 @@ pub struct RepoOpts {
 }
 
 impl RepoOpts {
-    pub fn s3(&self) -> Result<storage::s3::S3Options, pg_ark_core::Error> {
-        let mut o = storage::s3::S3Options {
-            endpoint: self.s3_endpoint.clone(),
-            region: self.s3_region.clone(),
-            force_path_style: self.s3_path_style,
-            access_key_id: None,
-            secret_access_key: None,
-            operation_timeout: None,
-        };
-        if let Some(file) = &self.s3_credentials_file {
-            let (id, secret) =
-                storage::s3::read_credentials_file(file, None).map_err(|reason| {
-                    pg_ark_core::Error::InvalidSetting {
-                        name: "--s3-credentials-file",
-                        value: file.display().to_string(),
-                        reason,
-                    }
-                })?;
-            o.access_key_id = Some(id);
-            o.secret_access_key = Some(secret);
+    /// The repository configuration these options give (the one the
+    /// extension builds from its settings; keys only from the file or the
+    /// environment).
+    pub fn config(&self) -> RepoConfig {
+        RepoConfig {
+            url: self.repository.clone(),
+            s3: S3Config {
+                endpoint: self.s3_endpoint.clone(),
+                region: self.s3_region.clone(),
+                path_style: self.s3_path_style,
+                access_key_id: None,
+                secret_access_key: None,
+                credentials_file: self.s3_credentials_file.clone(),
+                operation_timeout: None,
+            },
         }
-        Ok(o)
+    }
+
+    pub fn s3(&self) -> Result<storage::s3::S3Options, pg_ark_core::Error> {
+        self.config().s3.options(&FLAGS, None)
     }
 }

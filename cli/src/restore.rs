@@ -84,20 +84,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// The repository options, for the commands a restore writes.
-pub fn repo_args(r: &RepoOpts) -> plan::RepoArgs {
-    plan::RepoArgs {
-        url: r.repository.clone(),
-        s3_endpoint: r.s3_endpoint.clone(),
-        s3_region: r.s3_region.clone(),
-        s3_path_style: r.s3_path_style,
-        s3_credentials_file: r
-            .s3_credentials_file
-            .as_ref()
-            .map(|f| f.display().to_string()),
-    }
-}
-
 fn target_of(a: &Args) -> Result<Target, Failure> {
     Ok(if let Some(t) = &a.target_time {
         Target::Time(plan::parse_time(t)?)
@@ -175,7 +161,7 @@ pub fn run(a: &Args) -> Result<(), Failure> {
     let (command_line, restore_command) = plan::command_lines(
         &plan,
         &req,
-        &repo_args(&a.repo),
+        &a.repo.config(),
         &pg_ark_exe(),
         &pgdata.display().to_string(),
         &a.target_action,

@@ -2,7 +2,6 @@
 //! repository alone, with the planner `pg_ark restore` runs
 //! (`pg_ark_core::restore::plan`).
 use crate::error::ArkError;
-use crate::repo::repo_args;
 use crate::server::bindir;
 use crate::xact::{raise, require_monitor};
 use pg_ark_core::repo::Repository;
@@ -51,7 +50,7 @@ fn plan_rows(
         pgrx::check_for_interrupts!();
     })?;
     let exe = bindir().join("pg_ark").display().to_string();
-    let repo = repo_args(url, &s3);
+    let repo = crate::repo::config(url);
     let (command, restore_command) =
         plan::command_lines(&p, &req, &repo, &exe, "DIR", &target_action);
     let mut rows = plan::steps(&p, &restore_command, &command);

@@ -45,9 +45,9 @@ fn spec(job: &Job) -> Result<Spec, ArkError> {
     let timeline = TimelineChoice::parse(text("target_timeline").unwrap_or("latest"))?;
     let url = settings::repository().ok_or(ArkError::NoRepository)?;
     let s3 = settings::s3_options()?;
-    let repo = crate::repo::repo_args(url, &s3);
+    let repo = crate::repo::config(url);
     let mut env = Vec::new();
-    if repo.s3_credentials_file.is_none() {
+    if repo.s3.credentials_file.is_none() {
         if let (Some(id), Some(secret)) = (&s3.access_key_id, &s3.secret_access_key) {
             env.push(("AWS_ACCESS_KEY_ID".to_string(), id.clone()));
             env.push(("AWS_SECRET_ACCESS_KEY".to_string(), secret.clone()));

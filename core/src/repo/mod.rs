@@ -8,6 +8,7 @@
 //! the original. Descriptors are
 //! checksummed pairs (`info.rs`).
 pub mod compress;
+pub mod config;
 pub mod envelope;
 pub mod info;
 pub mod layout;

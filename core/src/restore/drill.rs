@@ -45,10 +45,11 @@
 //! repository, summed over threads), `recovery_seconds` (server start to
 //! ready, WAL replay included) and `rto_seconds` (plan, rebuild and
 //! recovery: the time from "restore now" to a usable cluster).
-use super::plan::{self, RepoArgs, Request, Target, TimelineChoice};
+use super::plan::{self, Request, Target, TimelineChoice};
 use super::{Counters, Options};
 use crate::pg::{control, log as server_log};
 use crate::process::{Env, Program, ProgramError, Running, Stderr, Stdout};
+use crate::repo::config::RepoConfig;
 use crate::repo::ClusterRepo;
 use crate::wal::SegmentSize;
 use serde_json::{json, Value};
@@ -72,7 +73,7 @@ pub struct Spec {
     /// PostgreSQL's programs (`postgres`, `psql`, `pg_controldata`) and
     /// `pg_ark`.
     pub bindir: PathBuf,
-    pub repo: RepoArgs,
+    pub repo: RepoConfig,
     /// Extra environment of the scratch server (S3 keys for `wal-get`).
     pub env: Vec<(String, String)>,
     /// Rebuild threads.

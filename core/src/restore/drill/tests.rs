@@ -30,7 +30,7 @@ fn spec() -> Spec {
         timeline: TimelineChoice::Latest,
         scratch: PathBuf::from("/var/tmp/w/job-7-drill"),
         bindir: PathBuf::from("/usr/lib/postgresql/17/bin"),
-        repo: RepoArgs::default(),
+        repo: RepoConfig::default(),
         env: vec![],
         jobs: 2,
         database: "postgres".into(),

@@ -99,36 +99,6 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// The repository options of `pg_ark` commands (never keys: those come
-/// from the environment or a credentials file).
-#[derive(Debug, Clone, Default)]
-pub struct RepoArgs {
-    pub url: String,
-    pub s3_endpoint: Option<String>,
-    pub s3_region: Option<String>,
-    pub s3_path_style: bool,
-    pub s3_credentials_file: Option<String>,
-}
-
-impl RepoArgs {
-    pub fn words(&self) -> Vec<String> {
-        let mut w = vec!["--repo".to_string(), self.url.clone()];
-        if let Some(e) = &self.s3_endpoint {
-            w.extend(["--s3-endpoint".into(), e.clone()]);
-        }
-        if let Some(e) = &self.s3_region {
-            w.extend(["--s3-region".into(), e.clone()]);
-        }
-        if self.s3_path_style {
-            w.push("--s3-path-style".into());
-        }
-        if let Some(f) = &self.s3_credentials_file {
-            w.extend(["--s3-credentials-file".into(), f.clone()]);
-        }
-        w
-    }
-}
-
 /// The target as `pg_ark restore` options.
 pub fn target_words(req: &Request) -> Vec<String> {
     let mut w: Vec<String> = match &req.target {
@@ -152,7 +122,7 @@ pub fn target_words(req: &Request) -> Vec<String> {
 pub fn command_lines(
     plan: &Plan,
     req: &Request,
-    repo: &RepoArgs,
+    repo: &crate::repo::config::RepoConfig,
     exe: &str,
     pgdata: &str,
     action: &str,
