@@ -4,12 +4,9 @@
 //! document of `pg_ark_core::restore::inventory` (see docs/reference/json.md).
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
-use pg_ark_core::repo::Repository;
 use pg_ark_core::restore::inventory::inventory;
 use pg_ark_core::restore::plan::human_bytes;
-use pg_ark_core::{storage, RepoUrl};
 use serde_json::Value;
-use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -29,9 +26,7 @@ fn bytes(v: &Value) -> String {
 }
 
 pub fn run(args: &Args) -> Result<(), Failure> {
-    let url = RepoUrl::parse(&args.repo.repository)?;
-    let store = storage::open(&url, &args.repo.s3()?)?;
-    let repo = Arc::new(Repository::open(store, false)?);
+    let repo = args.repo.open()?;
     let doc = inventory(&repo)?;
     if args.json {
         println!(

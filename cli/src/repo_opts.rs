@@ -45,6 +45,13 @@ impl RepoOpts {
         }
     }
 
+    /// Open the repository (never creating it).
+    pub fn open(
+        &self,
+    ) -> Result<std::sync::Arc<pg_ark_core::repo::Repository>, pg_ark_core::Error> {
+        self.config().open(&FLAGS, None, false)
+    }
+
     pub fn s3(&self) -> Result<storage::s3::S3Options, pg_ark_core::Error> {
         self.config().s3.options(&FLAGS, None)
     }

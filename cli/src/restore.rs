@@ -9,11 +9,11 @@ use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use indicatif::ProgressBar;
 use pg_ark_core::pg::log::{self as server_log, EndAction};
+use pg_ark_core::physical;
 use pg_ark_core::process::{Env, Program, Stdout};
-use pg_ark_core::repo::{ClusterRepo, Repository};
+use pg_ark_core::repo::ClusterRepo;
 use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
 use pg_ark_core::restore::{self, Counters, Options};
-use pg_ark_core::{physical, storage, RepoUrl};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -104,9 +104,7 @@ fn target_of(a: &Args) -> Result<Target, Failure> {
 
 /// Open the repository and find the one cluster to restore.
 pub fn open_cluster(repo: &RepoOpts, sysid: Option<u64>) -> Result<ClusterRepo, Failure> {
-    let url = RepoUrl::parse(&repo.repository)?;
-    let store = storage::open(&url, &repo.s3()?)?;
-    let repository = Arc::new(Repository::open(store, false)?);
+    let repository = repo.open()?;
     let mut clusters: Vec<ClusterRepo> = repository
         .clusters()?
         .into_iter()

@@ -10,9 +10,6 @@ use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use pg_ark_core::physical;
-use pg_ark_core::repo::Repository;
-use pg_ark_core::{storage, RepoUrl};
-use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -30,9 +27,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), Failure> {
-    let url = RepoUrl::parse(&args.repo.repository)?;
-    let store = storage::open(&url, &args.repo.s3()?)?;
-    let repo = Arc::new(Repository::open(store, false)?);
+    let repo = args.repo.open()?;
     let clusters: Vec<_> = repo
         .clusters()?
         .into_iter()
