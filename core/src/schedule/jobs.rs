@@ -43,17 +43,23 @@ pub enum JobKind {
 pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential, verify, drill";
 
 impl JobKind {
+    /// Every kind, in the order of the catalog's CHECK constraints on
+    /// `ark.jobs.kind` and `ark.schedules.kind` (a test compares them).
+    pub const ALL: [JobKind; 7] = [
+        JobKind::Logical,
+        JobKind::Expire,
+        JobKind::Full,
+        JobKind::Incremental,
+        JobKind::Differential,
+        JobKind::Verify,
+        JobKind::Drill,
+    ];
+
     pub fn parse(s: &str) -> Result<JobKind, JobError> {
-        match s {
-            "logical" => Ok(JobKind::Logical),
-            "expire" => Ok(JobKind::Expire),
-            "full" => Ok(JobKind::Full),
-            "incremental" => Ok(JobKind::Incremental),
-            "differential" => Ok(JobKind::Differential),
-            "verify" => Ok(JobKind::Verify),
-            "drill" => Ok(JobKind::Drill),
-            other => Err(JobError::UnknownKind { kind: other.into() }),
-        }
+        JobKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| JobError::UnknownKind { kind: s.into() })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -622,6 +628,26 @@ mod tests {
         assert_eq!(count_option(&o, "retain_days", -1), None);
         assert_eq!(seconds_option(&o, "retry_base", 60.0), 2.5);
         assert_eq!(seconds_option(&o, "retry_cap", 3600.0), 3600.0);
+    }
+
+    /// The catalog constrains `ark.jobs.kind` and `ark.schedules.kind` to
+    /// exactly these kinds, and the hint lists them.
+    #[test]
+    fn the_catalog_and_the_hint_know_every_kind() {
+        let names: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
+        let list = names
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let check = format!("CHECK (kind IN ({list}))");
+        let catalog = include_str!("../../../src/catalog/catalog.sql");
+        assert_eq!(
+            catalog.matches(&check).count(),
+            2,
+            "catalog.sql lacks {check}"
+        );
+        assert_eq!(KIND_NAMES, names.join(", "));
     }
 
     #[test]
