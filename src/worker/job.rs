@@ -20,9 +20,7 @@
 //! A worker that dies mid-job (kill -9, crash) leaves its job `running`; the
 //! scheduler notices that the worker's pid is gone and retries or fails it.
 use crate::catalog::jobs::{claim, finish, Job, Outcome};
-use crate::worker::logical;
 use crate::{settings, xact};
-use pg_ark_core::schedule::jobs::JobKind;
 use pg_ark_core::schedule::lifecycle::JobFailure;
 use pgrx::bgworkers::{
     BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, DynamicBackgroundWorker,
@@ -90,21 +88,7 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
             job.attempts,
             job.max_attempts
         );
-        let outcome = match job.kind {
-            JobKind::Logical => logical::run_logical(&job),
-            JobKind::Expire => logical::run_expire(&job),
-            JobKind::Full | JobKind::Incremental | JobKind::Differential => {
-                match job.kind.backup_kind() {
-                    Some(kind) => crate::worker::physical::run_physical(&job, kind),
-                    None => Outcome::Failed(JobFailure::permanent(format!(
-                        "{} is not a physical backup",
-                        job.kind
-                    ))),
-                }
-            }
-            JobKind::Verify => crate::worker::verify::run_verify(&job),
-            JobKind::Drill => crate::worker::drill::run_drill(&job),
-        };
+        let outcome = crate::worker::kinds::run(&job);
         if let Err(e) = xact::run(|| finish(&job, &outcome)) {
             warning!("pg_ark could not record the end of job {}: {}", job.id, e);
         }

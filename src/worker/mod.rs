@@ -3,6 +3,7 @@
 //! worker that runs one job at a time.
 pub mod drill;
 pub mod job;
+pub mod kinds;
 pub mod logical;
 pub mod notify;
 pub mod physical;

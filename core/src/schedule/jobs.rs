@@ -8,27 +8,16 @@
 //! lists the allowed keys, and a value of the wrong type or range names the
 //! key and what it accepts.
 //!
-//! Kinds:
-//! - `logical`: pg_dump of one or more databases into the repository;
-//! - `expire`: apply logical-backup retention now;
-//! - `verify`: re-read a physical backup (option `backup_id`; the newest by
-//!   default) and check it against its manifest and the WAL it needs;
-//! - `full`, `incremental`, `differential`: physical backups. They share the
-//!   queue and conflict with each other: two physical backups of one cluster
-//!   never run at once.
-//! - `drill`: a restore drill. It restores a physical backup (option
-//!   `backup_id`; the newest by default) into a scratch cluster, recovers it
-//!   (to consistency, or to a target: `target_time`, `target_lsn`,
-//!   `target_xid` or `target_name`), runs checks (`amcheck`, `count` on the
-//!   tables named, in `database`), records the result and its timings, and
-//!   removes the scratch cluster.
+//! Each kind is a row of [`KINDS`]: its name, its conflict key, the
+//! physical backup it takes, and its options with their rules. What each
+//! kind does: `docs/reference/jobs.md`.
 //!
 //! Retry timing and failure classes: [`super::lifecycle`].
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::Path;
 
-/// The kinds of job the queue knows.
+/// The kinds of job the queue knows, in the order of [`KINDS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobKind {
     Logical,
@@ -40,119 +29,221 @@ pub enum JobKind {
     Drill,
 }
 
-pub const KIND_NAMES: &str = "logical, expire, full, incremental, differential, verify, drill";
+/// Everything pg_ark knows about a job kind outside the code that runs it.
+///
+/// Adding a kind: a variant of [`JobKind`] and its row in [`KINDS`] (here),
+/// its runner (the extension's `worker::kinds`, a `match` the compiler holds
+/// complete), and the kind in the catalog's CHECK constraints and the docs'
+/// tables (unit and docs tests name what is missing).
+pub struct KindSpec {
+    pub kind: JobKind,
+    pub name: &'static str,
+    /// Jobs with the same conflict key never run concurrently.
+    pub conflict_key: Option<&'static str>,
+    /// The physical backup the kind takes, if it takes one.
+    pub backup: Option<crate::physical::BackupKind>,
+    /// Its own options, in documentation order, each with its rule; the
+    /// options of every kind ([`RETRY_OPTIONS`]) follow them.
+    pub options: &'static [(&'static str, Rule)],
+    /// Rules across its options, after each option's own.
+    pub check_all: Option<CheckAll>,
+}
+
+/// What an option's value must be.
+#[derive(Clone, Copy)]
+pub enum Rule {
+    /// A non-empty name, or a non-empty array of them.
+    Names,
+    /// An integer in the range, both ends included.
+    Int(i64, i64),
+    /// Seconds, more than 0 and at most 30 days.
+    Seconds,
+    Bool,
+    Text,
+    /// Its own check.
+    Custom(Check),
+}
+
+/// An option's own check: (key, value, every option, `$libdir`).
+pub type Check = fn(&str, &Value, &Map<String, Value>, &Path) -> Result<(), JobError>;
+
+/// A check across a kind's options.
+pub type CheckAll = fn(&Map<String, Value>) -> Result<(), JobError>;
+
+/// Every kind takes these, after its own.
+pub const RETRY_OPTIONS: [(&str, Rule); 3] = [
+    ("max_attempts", Rule::Int(1, 100)),
+    ("retry_base", Rule::Seconds),
+    ("retry_cap", Rule::Seconds),
+];
+
+/// Physical backups, expiry, verification and drills share one conflict
+/// key: two physical backups of one cluster never run at once, no backup is
+/// removed while a backup relies on it or a verification or a drill reads
+/// it, and a drill never competes with a backup for the server's disk and
+/// I/O.
+const PHYSICAL: Option<&str> = Some("physical");
+
+const BACKUP_OPTIONS: &[(&str, Rule)] = &[("wait_timeout", Rule::Int(1, 86_400))];
+
+/// The kinds table: one row per [`JobKind`], in its order.
+pub static KINDS: [KindSpec; 7] = TABLE;
+
+const TABLE: [KindSpec; 7] = [
+    KindSpec {
+        kind: JobKind::Logical,
+        name: "logical",
+        conflict_key: None,
+        backup: None,
+        options: &[
+            ("database", Rule::Names),
+            ("format", Rule::Custom(dump_format)),
+            ("schema", Rule::Names),
+            ("jobs", Rule::Custom(dump_jobs)),
+            ("compression", Rule::Custom(compression)),
+            ("retain_count", Rule::Int(1, 100_000)),
+            ("retain_days", Rule::Int(1, 36_500)),
+        ],
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Expire,
+        name: "expire",
+        conflict_key: PHYSICAL,
+        backup: None,
+        options: &[
+            ("database", Rule::Names),
+            ("retain_count", Rule::Int(1, 100_000)),
+            ("retain_days", Rule::Int(1, 36_500)),
+            ("retention_full", Rule::Int(1, 10_000)),
+            ("retention_diff", Rule::Int(0, 10_000)),
+            ("retention_days", Rule::Int(0, 36_500)),
+            ("dry_run", Rule::Bool),
+        ],
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Full,
+        name: "full",
+        conflict_key: PHYSICAL,
+        backup: Some(crate::physical::BackupKind::Full),
+        options: BACKUP_OPTIONS,
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Incremental,
+        name: "incremental",
+        conflict_key: PHYSICAL,
+        backup: Some(crate::physical::BackupKind::Incremental),
+        options: BACKUP_OPTIONS,
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Differential,
+        name: "differential",
+        conflict_key: PHYSICAL,
+        backup: Some(crate::physical::BackupKind::Differential),
+        options: BACKUP_OPTIONS,
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Verify,
+        name: "verify",
+        conflict_key: PHYSICAL,
+        backup: None,
+        options: &[("backup_id", Rule::Custom(backup_id))],
+        check_all: None,
+    },
+    KindSpec {
+        kind: JobKind::Drill,
+        name: "drill",
+        conflict_key: PHYSICAL,
+        backup: None,
+        options: &[
+            ("backup_id", Rule::Custom(backup_id)),
+            ("target_time", Rule::Text),
+            ("target_lsn", Rule::Text),
+            ("target_xid", Rule::Text),
+            ("target_name", Rule::Text),
+            ("target_timeline", Rule::Text),
+            ("database", Rule::Custom(database_name)),
+            ("amcheck", Rule::Names),
+            ("count", Rule::Names),
+            ("visibility", Rule::Custom(visibility)),
+            ("shared_preload_libraries", Rule::Custom(libraries)),
+            ("jobs", Rule::Int(1, 64)),
+            ("timeout", Rule::Int(1, 7 * 86_400)),
+        ],
+        check_all: Some(drill_target),
+    },
+];
+
+// The table is in the enum's order, so a kind finds its row by index.
+const _: () = {
+    let mut i = 0;
+    while i < TABLE.len() {
+        assert!(
+            TABLE[i].kind as usize == i,
+            "KINDS is not in JobKind's order"
+        );
+        i += 1;
+    }
+};
+
+/// The kinds' names, as hints and docs list them.
+pub fn kind_names() -> String {
+    KINDS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+}
 
 impl JobKind {
     /// Every kind, in the order of the catalog's CHECK constraints on
     /// `ark.jobs.kind` and `ark.schedules.kind` (a test compares them).
-    pub const ALL: [JobKind; 7] = [
-        JobKind::Logical,
-        JobKind::Expire,
-        JobKind::Full,
-        JobKind::Incremental,
-        JobKind::Differential,
-        JobKind::Verify,
-        JobKind::Drill,
-    ];
+    pub fn all() -> impl Iterator<Item = JobKind> {
+        KINDS.iter().map(|s| s.kind)
+    }
+
+    pub fn spec(self) -> &'static KindSpec {
+        &KINDS[self as usize]
+    }
 
     pub fn parse(s: &str) -> Result<JobKind, JobError> {
-        JobKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
+        KINDS
+            .iter()
+            .find(|k| k.name == s)
+            .map(|k| k.kind)
             .ok_or_else(|| JobError::UnknownKind { kind: s.into() })
     }
 
     pub fn as_str(self) -> &'static str {
-        match self {
-            JobKind::Logical => "logical",
-            JobKind::Expire => "expire",
-            JobKind::Full => "full",
-            JobKind::Incremental => "incremental",
-            JobKind::Differential => "differential",
-            JobKind::Verify => "verify",
-            JobKind::Drill => "drill",
-        }
-    }
-
-    /// Physical backups of one cluster never run at the same time.
-    pub fn is_physical(self) -> bool {
-        matches!(
-            self,
-            JobKind::Full | JobKind::Incremental | JobKind::Differential
-        )
+        self.spec().name
     }
 
     /// The physical backup a job of this kind takes, if it takes one.
     pub fn backup_kind(self) -> Option<crate::physical::BackupKind> {
-        use crate::physical::BackupKind as B;
-        match self {
-            JobKind::Full => Some(B::Full),
-            JobKind::Incremental => Some(B::Incremental),
-            JobKind::Differential => Some(B::Differential),
-            _ => None,
-        }
+        self.spec().backup
     }
 
-    /// Jobs with the same conflict key never run concurrently. Expiry,
-    /// verification and drills share the physical backups' key: no backup
-    /// is removed while a backup relies on it or a verification or a drill
-    /// reads it, and a drill never competes with a backup for the server's
-    /// disk and I/O.
+    /// Jobs with the same conflict key never run concurrently.
     pub fn conflict_key(self) -> Option<&'static str> {
-        (self.is_physical() || matches!(self, JobKind::Verify | JobKind::Expire | JobKind::Drill))
-            .then_some("physical")
+        self.spec().conflict_key
     }
 
     /// The option keys this kind accepts, in documentation order.
-    pub fn allowed_options(self) -> &'static [&'static str] {
-        match self {
-            JobKind::Logical => &[
-                "database",
-                "format",
-                "schema",
-                "jobs",
-                "compression",
-                "retain_count",
-                "retain_days",
-                "max_attempts",
-                "retry_base",
-                "retry_cap",
-            ],
-            JobKind::Expire => &[
-                "database",
-                "retain_count",
-                "retain_days",
-                "retention_full",
-                "retention_diff",
-                "retention_days",
-                "dry_run",
-                "max_attempts",
-                "retry_base",
-                "retry_cap",
-            ],
-            JobKind::Full | JobKind::Incremental | JobKind::Differential => {
-                &["wait_timeout", "max_attempts", "retry_base", "retry_cap"]
-            }
-            JobKind::Verify => &["backup_id", "max_attempts", "retry_base", "retry_cap"],
-            JobKind::Drill => &[
-                "backup_id",
-                "target_time",
-                "target_lsn",
-                "target_xid",
-                "target_name",
-                "target_timeline",
-                "database",
-                "amcheck",
-                "count",
-                "visibility",
-                "shared_preload_libraries",
-                "jobs",
-                "timeout",
-                "max_attempts",
-                "retry_base",
-                "retry_cap",
-            ],
-        }
+    pub fn allowed_options(self) -> impl Iterator<Item = &'static str> {
+        self.spec()
+            .options
+            .iter()
+            .chain(RETRY_OPTIONS.iter())
+            .map(|(key, _)| *key)
+    }
+
+    fn rule(self, key: &str) -> Option<Rule> {
+        self.spec()
+            .options
+            .iter()
+            .chain(RETRY_OPTIONS.iter())
+            .find(|(k, _)| *k == key)
+            .map(|(_, rule)| *rule)
     }
 }
 
@@ -201,7 +292,7 @@ fn quoted(key: Option<&str>) -> String {
 impl JobError {
     pub fn hint(&self) -> Option<String> {
         match self {
-            JobError::UnknownKind { .. } => Some(format!("The job kinds are: {KIND_NAMES}.")),
+            JobError::UnknownKind { .. } => Some(format!("The job kinds are: {}.", kind_names())),
             JobError::OptionsNotAnObject { .. } => Some(
                 "Pass options as a JSON object, for example '{\"format\": \"custom\"}'.".into(),
             ),
@@ -376,7 +467,7 @@ fn seconds(key: &str, v: &Value) -> Result<f64, JobError> {
 /// The logical dump formats.
 pub const FORMATS: [&str; 3] = ["custom", "directory", "plain"];
 
-fn compression(key: &str, v: &Value) -> Result<(), JobError> {
+fn compression(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
     let text = match v {
         Value::Number(n) => n.to_string(),
         Value::String(s) => s.clone(),
@@ -409,6 +500,82 @@ fn compression(key: &str, v: &Value) -> Result<(), JobError> {
     }
 }
 
+/// A drill's `database`: a name, never a connection string (psql would
+/// read one and connect elsewhere).
+fn database_name(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    match v.as_str() {
+        Some(d) if !d.is_empty() && !d.contains('=') && !d.contains("://") => Ok(()),
+        _ => Err(invalid(key, format!("expected a database name, found {v}"))),
+    }
+}
+
+fn visibility(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    crate::restore::drill::VisibilityCheck::from_option(Some(v))
+        .map(|_| ())
+        .map_err(|e| invalid(key, e))
+}
+
+fn libraries(key: &str, v: &Value, _: &Map<String, Value>, libdir: &Path) -> Result<(), JobError> {
+    for name in names(key, v)? {
+        library(key, &name, libdir)?;
+    }
+    Ok(())
+}
+
+fn dump_format(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    match v.as_str() {
+        Some(f) if FORMATS.contains(&f) => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!("expected one of {}, found {v}", FORMATS.join(", ")),
+        )),
+    }
+}
+
+/// A parallel dump: 1 to 64 jobs, in the directory format.
+fn dump_jobs(key: &str, v: &Value, all: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    integer(key, v, 1, 64)?;
+    if all.get("format").and_then(Value::as_str) != Some("directory") {
+        return Err(invalid(
+            key,
+            "parallel dump needs \"format\": \"directory\"",
+        ));
+    }
+    Ok(())
+}
+
+fn backup_id(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    match v.as_str() {
+        Some(id) if crate::physical::check_backup_id(id).is_ok() => Ok(()),
+        _ => Err(invalid(
+            key,
+            format!("expected a backup id (letters, digits, - and _), found {v}"),
+        )),
+    }
+}
+
+/// A drill's recovery target: at most one of the four, each parsed as
+/// recovery will read it, and its timeline.
+fn drill_target(map: &Map<String, Value>) -> Result<(), JobError> {
+    let text = |k: &str| map.get(k).and_then(Value::as_str);
+    crate::restore::plan::parse_target(
+        text("target_time"),
+        text("target_lsn"),
+        text("target_xid"),
+        text("target_name"),
+        crate::restore::plan::Target::Immediate,
+    )
+    .map_err(|e| match e {
+        crate::Error::InvalidSetting { name, reason, .. } => invalid(name, reason),
+        other => invalid("target", other.to_string()),
+    })?;
+    if let Some(t) = text("target_timeline") {
+        crate::restore::plan::TimelineChoice::parse(t)
+            .map_err(|e| invalid("target_timeline", e.to_string()))?;
+    }
+    Ok(())
+}
+
 /// Check `options` for a job of `kind`; returns them unchanged when valid.
 /// `libdir` is PostgreSQL's `$libdir` (`pg_config --pkglibdir`), where the
 /// libraries of a drill's `shared_preload_libraries` must be.
@@ -422,120 +589,36 @@ pub fn validate(
             found: json_type(options).into(),
         });
     };
-    let allowed = kind.allowed_options();
     for (key, v) in map {
-        if !allowed.contains(&key.as_str()) {
+        let Some(rule) = kind.rule(key) else {
             return Err(JobError::UnknownOption {
                 kind: kind.as_str().into(),
                 key: key.clone(),
-                allowed: allowed.join(", "),
+                allowed: kind.allowed_options().collect::<Vec<_>>().join(", "),
             });
-        }
-        match key.as_str() {
-            "database" if kind == JobKind::Drill => match v.as_str() {
-                // A name, never a connection string (psql would read one
-                // and connect elsewhere).
-                Some(d) if !d.is_empty() && !d.contains('=') && !d.contains("://") => {}
-                _ => return Err(invalid(key, format!("expected a database name, found {v}"))),
-            },
-            "visibility" if kind == JobKind::Drill => {
-                crate::restore::drill::VisibilityCheck::from_option(Some(v))
-                    .map_err(|e| invalid(key, e))?;
-            }
-            "shared_preload_libraries" => {
-                for name in names(key, v)? {
-                    library(key, &name, libdir)?;
-                }
-            }
-            "database" | "schema" | "amcheck" | "count" => {
+        };
+        match rule {
+            Rule::Names => {
                 names(key, v)?;
             }
-            "jobs" if kind == JobKind::Drill => {
-                integer(key, v, 1, 64)?;
+            Rule::Int(min, max) => {
+                integer(key, v, min, max)?;
             }
-            "timeout" => {
-                integer(key, v, 1, 7 * 86_400)?;
-            }
-            "target_time" | "target_lsn" | "target_xid" | "target_name" | "target_timeline"
-                if !v.is_string() =>
-            {
-                return Err(invalid(key, format!("expected a string, found {v}")));
-            }
-            "format" => match v.as_str() {
-                Some(f) if FORMATS.contains(&f) => {}
-                _ => {
-                    return Err(invalid(
-                        key,
-                        format!("expected one of {}, found {v}", FORMATS.join(", ")),
-                    ))
-                }
-            },
-            "jobs" => {
-                integer(key, v, 1, 64)?;
-                if map.get("format").and_then(Value::as_str) != Some("directory") {
-                    return Err(invalid(
-                        key,
-                        "parallel dump needs \"format\": \"directory\"",
-                    ));
-                }
-            }
-            "compression" => compression(key, v)?,
-            "retain_count" => {
-                integer(key, v, 1, 100_000)?;
-            }
-            "retain_days" => {
-                integer(key, v, 1, 36_500)?;
-            }
-            "retention_full" => {
-                integer(key, v, 1, 10_000)?;
-            }
-            "retention_diff" => {
-                integer(key, v, 0, 10_000)?;
-            }
-            "retention_days" => {
-                integer(key, v, 0, 36_500)?;
-            }
-            "dry_run" if !v.is_boolean() => {
-                return Err(invalid(key, format!("expected true or false, found {v}")));
-            }
-            "max_attempts" => {
-                integer(key, v, 1, 100)?;
-            }
-            "wait_timeout" => {
-                integer(key, v, 1, 86_400)?;
-            }
-            "retry_base" | "retry_cap" => {
+            Rule::Seconds => {
                 seconds(key, v)?;
             }
-            "backup_id" => match v.as_str() {
-                Some(id) if crate::physical::check_backup_id(id).is_ok() => {}
-                _ => {
-                    return Err(invalid(
-                        key,
-                        format!("expected a backup id (letters, digits, - and _), found {v}"),
-                    ))
-                }
-            },
-            _ => {}
+            Rule::Bool if !v.is_boolean() => {
+                return Err(invalid(key, format!("expected true or false, found {v}")));
+            }
+            Rule::Text if !v.is_string() => {
+                return Err(invalid(key, format!("expected a string, found {v}")));
+            }
+            Rule::Bool | Rule::Text => {}
+            Rule::Custom(check) => check(key, v, map, libdir)?,
         }
     }
-    if kind == JobKind::Drill {
-        let text = |k: &str| map.get(k).and_then(Value::as_str);
-        crate::restore::plan::parse_target(
-            text("target_time"),
-            text("target_lsn"),
-            text("target_xid"),
-            text("target_name"),
-            crate::restore::plan::Target::Immediate,
-        )
-        .map_err(|e| match e {
-            crate::Error::InvalidSetting { name, reason, .. } => invalid(name, reason),
-            other => invalid("target", other.to_string()),
-        })?;
-        if let Some(t) = text("target_timeline") {
-            crate::restore::plan::TimelineChoice::parse(t)
-                .map_err(|e| invalid("target_timeline", e.to_string()))?;
-        }
+    if let Some(check_all) = kind.spec().check_all {
+        check_all(map)?;
     }
     if let (Some(b), Some(c)) = (
         map.get("retry_base").and_then(Value::as_f64),
@@ -608,326 +691,4 @@ pub fn parse_interval(text: &str) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// A `$libdir` with no library in it.
-    fn nowhere() -> &'static Path {
-        Path::new("/nonexistent/pg_ark/libdir")
-    }
-
-    #[test]
-    fn options_override_the_settings_that_default_them() {
-        let o = json!({"retain_count": 3, "retention_diff": 0, "retry_base": 2.5});
-        assert_eq!(count_option(&o, "retain_count", 7), Some(3));
-        // 0 as an option turns the rule off, whatever the setting says.
-        assert_eq!(count_option(&o, "retention_diff", 5), None);
-        assert_eq!(count_option(&o, "retain_days", 7), Some(7));
-        assert_eq!(count_option(&o, "retain_days", 0), None);
-        assert_eq!(count_option(&o, "retain_days", -1), None);
-        assert_eq!(seconds_option(&o, "retry_base", 60.0), 2.5);
-        assert_eq!(seconds_option(&o, "retry_cap", 3600.0), 3600.0);
-    }
-
-    /// The catalog constrains `ark.jobs.kind` and `ark.schedules.kind` to
-    /// exactly these kinds, and the hint lists them.
-    #[test]
-    fn the_catalog_and_the_hint_know_every_kind() {
-        let names: Vec<&str> = JobKind::ALL.iter().map(|k| k.as_str()).collect();
-        let list = names
-            .iter()
-            .map(|n| format!("'{n}'"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let check = format!("CHECK (kind IN ({list}))");
-        let catalog = include_str!("../../../src/catalog/catalog.sql");
-        assert_eq!(
-            catalog.matches(&check).count(),
-            2,
-            "catalog.sql lacks {check}"
-        );
-        assert_eq!(KIND_NAMES, names.join(", "));
-    }
-
-    #[test]
-    fn kinds_parse_and_conflict() {
-        assert_eq!(JobKind::parse("logical").unwrap(), JobKind::Logical);
-        assert_eq!(
-            JobKind::parse("Logical").unwrap_err(),
-            JobError::UnknownKind {
-                kind: "Logical".into()
-            }
-        );
-        assert_eq!(JobKind::Full.conflict_key(), Some("physical"));
-        assert_eq!(JobKind::Differential.conflict_key(), Some("physical"));
-        assert_eq!(JobKind::Logical.conflict_key(), None);
-        assert_eq!(JobKind::Verify.conflict_key(), Some("physical"));
-        assert_eq!(JobKind::Expire.conflict_key(), Some("physical"));
-    }
-
-    #[test]
-    fn unknown_keys_list_the_allowed_ones() {
-        let e = validate(JobKind::Logical, &json!({"databse": "x"}), nowhere()).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "unknown option \"databse\" for job kind \"logical\""
-        );
-        assert_eq!(
-            e.hint().unwrap(),
-            "The allowed option keys are: database, format, schema, jobs, compression, \
-             retain_count, retain_days, max_attempts, retry_base, retry_cap."
-        );
-    }
-
-    #[test]
-    fn good_logical_options_pass() {
-        for o in [
-            json!({}),
-            json!({"database": "app", "format": "custom"}),
-            json!({"database": ["a", "b"], "schema": "public", "compression": "zstd:3"}),
-            json!({"format": "directory", "jobs": 2, "compression": 6}),
-            json!({"retain_count": 3, "retain_days": 7, "max_attempts": 5,
-                   "retry_base": 0.5, "retry_cap": 60}),
-        ] {
-            validate(JobKind::Logical, &o, nowhere()).unwrap_or_else(|e| panic!("{o}: {e}"));
-        }
-    }
-
-    #[test]
-    fn bad_values_name_the_key_and_the_rule() {
-        let cases = [
-            (json!({"format": "tar"}), "invalid value for option \"format\": expected one of custom, directory, plain, found \"tar\""),
-            (json!({"jobs": 2}), "invalid value for option \"jobs\": parallel dump needs \"format\": \"directory\""),
-            (json!({"format": "directory", "jobs": 0}), "invalid value for option \"jobs\": 0 is out of range 1..64"),
-            (json!({"database": ""}), "invalid value for option \"database\": a name is empty"),
-            (json!({"database": []}), "invalid value for option \"database\": the array is empty"),
-            (json!({"database": 5}), "invalid value for option \"database\": expected a name or an array of names, found a number"),
-            (json!({"compression": "brotli"}), "invalid value for option \"compression\": \"brotli\" is not a pg_dump compression: use a level 0-9, or none, gzip, lz4 or zstd, optionally with :level"),
-            (json!({"compression": 12}), "invalid value for option \"compression\": \"12\" is not a pg_dump compression: use a level 0-9, or none, gzip, lz4 or zstd, optionally with :level"),
-            (json!({"max_attempts": 0}), "invalid value for option \"max_attempts\": 0 is out of range 1..100"),
-            (json!({"max_attempts": "3"}), "invalid value for option \"max_attempts\": expected an integer from 1 to 100, found a string"),
-            (json!({"retry_base": -1}), "invalid value for option \"retry_base\": -1 seconds is out of range (more than 0, at most 30 days)"),
-            (json!({"retry_base": 10, "retry_cap": 5}), "invalid value for option \"retry_cap\": 5 seconds is less than retry_base (10 seconds)"),
-            (json!({"retain_days": 0}), "invalid value for option \"retain_days\": 0 is out of range 1..36500"),
-        ];
-        for (o, msg) in cases {
-            assert_eq!(
-                validate(JobKind::Logical, &o, nowhere())
-                    .unwrap_err()
-                    .to_string(),
-                msg,
-                "{o}"
-            );
-        }
-    }
-
-    #[test]
-    fn options_must_be_an_object_and_kinds_available() {
-        assert_eq!(
-            validate(JobKind::Logical, &json!([1]), nowhere())
-                .unwrap_err()
-                .to_string(),
-            "options must be a JSON object, not an array"
-        );
-        for kind in [JobKind::Full, JobKind::Incremental, JobKind::Differential] {
-            assert!(validate(kind, &json!({"wait_timeout": 60}), nowhere()).is_ok());
-        }
-        assert_eq!(
-            validate(JobKind::Expire, &json!({"format": "custom"}), nowhere())
-                .unwrap_err()
-                .to_string(),
-            "unknown option \"format\" for job kind \"expire\""
-        );
-    }
-
-    #[test]
-    fn drill_options_are_checked_when_queued() {
-        for o in [
-            json!({}),
-            json!({"backup_id": "20261201T030000Z-F-j4", "database": "shop",
-                   "amcheck": ["public.orders"], "count": "public.orders",
-                   "jobs": 4, "timeout": 600}),
-            json!({"visibility": false}),
-            json!({"visibility": true}),
-            json!({"visibility": "shop"}),
-            json!({"visibility": ["shop", "postgres"]}),
-            json!({"target_time": "2026-12-01 14:03:00+00"}),
-            json!({"target_lsn": "0/3000060", "target_timeline": "current"}),
-            json!({"target_xid": "1234"}),
-            json!({"target_name": "before-migration"}),
-        ] {
-            validate(JobKind::Drill, &o, nowhere()).unwrap_or_else(|e| panic!("{o}: {e}"));
-        }
-        let cases = [
-            (json!({"target_time": "yesterday"}), "\"target time\""),
-            (json!({"target_lsn": "nope"}), "\"target_lsn\": not an LSN"),
-            (
-                json!({"target_xid": "1", "target_name": "x"}),
-                "at most one of",
-            ),
-            (json!({"target_timeline": "0"}), "\"target_timeline\""),
-            (json!({"database": ["a", "b"]}), "expected a database name"),
-            (
-                json!({"database": "host=/tmp dbname=x"}),
-                "expected a database name",
-            ),
-            (
-                json!({"database": "postgresql://elsewhere/x"}),
-                "expected a database name",
-            ),
-            (json!({"amcheck": []}), "the array is empty"),
-            (json!({"visibility": []}), "the array is empty"),
-            (
-                json!({"visibility": 1}),
-                "expected true, false, a database name",
-            ),
-            (
-                json!({"visibility": ["shop", "host=/tmp dbname=x"]}),
-                "expected a database name",
-            ),
-            (json!({"timeout": 0}), "\"timeout\""),
-            (
-                json!({"format": "custom"}),
-                "unknown option \"format\" for job kind \"drill\"",
-            ),
-        ];
-        for (o, want) in cases {
-            let e = validate(JobKind::Drill, &o, nowhere())
-                .unwrap_err()
-                .to_string();
-            assert!(e.contains(want), "{o}: {e}");
-        }
-        assert_eq!(JobKind::parse("drill").unwrap(), JobKind::Drill);
-        assert_eq!(JobKind::Drill.conflict_key(), Some("physical"));
-    }
-
-    #[test]
-    fn a_drill_preloads_only_plain_names_of_libdir_libraries() {
-        let libdir = tempfile::tempdir().unwrap();
-        std::fs::write(libdir.path().join(format!("amcheck{DLSUFFIX}")), b"").unwrap();
-        std::fs::write(libdir.path().join("timescaledb-2.1.0.so"), b"").unwrap();
-        std::fs::create_dir(libdir.path().join("adir")).unwrap();
-        let check = |v: Value| {
-            validate(
-                JobKind::Drill,
-                &json!({ "shared_preload_libraries": v }),
-                libdir.path(),
-            )
-        };
-        for ok in [
-            json!("amcheck"),
-            json!(format!("amcheck{DLSUFFIX}")),
-            json!(["amcheck", "timescaledb-2.1.0"]),
-        ] {
-            check(ok.clone()).unwrap_or_else(|e| panic!("{ok}: {e}"));
-        }
-        let lib = libdir.path().join("amcheck").display().to_string();
-        for (bad, why) in [
-            (json!("/tmp/x.so"), "is a path"),
-            (json!(lib), "is a path"),
-            (json!("$libdir/amcheck"), "is a path"),
-            (json!("$libdir/../../tmp/x"), "is a path"),
-            (json!("../x"), "is a path"),
-            (json!("amcheck/../amcheck"), "is a path"),
-            (json!("..\\x"), "is a path"),
-            (json!(".."), "not a library name"),
-            (json!(".amcheck"), "not a library name"),
-            (json!("amcheck,/tmp/x"), "is a path"),
-            (json!("amcheck, x"), "not a library name"),
-            (json!("amcheck\"x"), "not a library name"),
-            (json!("a..b"), "not a library name"),
-            (json!(["amcheck", "/tmp/x.so"]), "is a path"),
-            (json!("adir"), "there is no library \"adir\" in $libdir"),
-            (json!("nope"), "there is no library \"nope\" in $libdir"),
-        ] {
-            let e = check(bad.clone()).unwrap_err();
-            assert!(
-                e.to_string()
-                    .starts_with("invalid value for option \"shared_preload_libraries\": ")
-                    && e.to_string().contains(why),
-                "{bad}: {e}"
-            );
-            assert!(
-                e.hint().is_some_and(|h| h.contains("$libdir (")),
-                "{bad}: {:?}",
-                e.hint()
-            );
-        }
-    }
-
-    #[test]
-    fn a_claimed_job_is_checked_again_conflict_key_included() {
-        let libdir = nowhere();
-        assert_eq!(
-            check_claimed("full", &json!({}), Some("physical"), libdir).unwrap(),
-            JobKind::Full
-        );
-        assert_eq!(
-            check_claimed("logical", &json!({}), None, libdir).unwrap(),
-            JobKind::Logical
-        );
-        let e = check_claimed("full", &json!({}), None, libdir).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "job of kind \"full\" has conflict_key NULL, not \"physical\""
-        );
-        assert!(e.hint().unwrap().contains("ark.backup()"));
-        let e = check_claimed("incremental", &json!({}), Some("other"), libdir).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "job of kind \"incremental\" has conflict_key \"other\", not \"physical\""
-        );
-        let e = check_claimed("logical", &json!({}), Some("physical"), libdir).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "job of kind \"logical\" has conflict_key \"physical\", not NULL"
-        );
-        let e = check_claimed(
-            "drill",
-            &json!({"shared_preload_libraries": "/tmp/x.so"}),
-            Some("physical"),
-            libdir,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("\"shared_preload_libraries\": \"/tmp/x.so\" is a path"),
-            "{e}"
-        );
-        assert!(check_claimed("backup", &json!({}), None, libdir).is_err());
-    }
-
-    #[test]
-    fn intervals_in_words_and_clock_form() {
-        for (text, secs) in [
-            ("30s", 30.0),
-            ("30 sec", 30.0),
-            ("5 min", 300.0),
-            ("1.5 hours", 5400.0),
-            ("2d", 172_800.0),
-            ("500ms", 0.5),
-            ("00:05:00", 300.0),
-            ("1:30", 5400.0),
-            ("45", 45.0),
-        ] {
-            assert_eq!(parse_interval(text), Some(secs), "{text}");
-        }
-        for bad in ["soon", "", "-5 s", "0s", "5 fortnights", "1:xx"] {
-            assert_eq!(parse_interval(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn option_names_reads_one_or_many() {
-        assert_eq!(
-            option_names(&json!({"database": "a"}), "database"),
-            Some(vec!["a".to_string()])
-        );
-        assert_eq!(
-            option_names(&json!({"database": ["a", "b"]}), "database"),
-            Some(vec!["a".to_string(), "b".to_string()])
-        );
-        assert_eq!(option_names(&json!({}), "database"), None);
-    }
-}
+mod tests;
