@@ -265,6 +265,108 @@ fn incomplete_backup(cluster: &ClusterRepo, id: Option<&str>) -> Result<bool, Er
     Ok(!cluster.storage().list(&prefix)?.is_empty())
 }
 
+/// A backup that lies on the history of the timeline recovery follows.
+struct Candidate<'a> {
+    backup: &'a PhysicalBackupInfo,
+    start: u64,
+    stop: u64,
+    /// The timeline recovery follows from it, and that timeline's history.
+    tli: u32,
+    path: Vec<Step>,
+}
+
+impl Candidate<'_> {
+    /// The name of segment `segno` along this candidate's path.
+    fn segment(&self, size: SegmentSize, segno: u64) -> String {
+        size.name(timeline_for(size, &self.path, segno), segno)
+    }
+}
+
+/// How far the archive reaches from a candidate's start.
+struct Reach {
+    first_seg: u64,
+    stop_seg: u64,
+    /// The last segment of the contiguous run from the start, if any.
+    end_seg: Option<u64>,
+    /// The first segment missing after that run.
+    missing: String,
+    /// Whether segments after the missing one exist (a gap, not the end).
+    later_exist: bool,
+    /// The name of the run's last segment.
+    last: String,
+}
+
+impl Reach {
+    fn of(archive: &Archive, c: &Candidate) -> Reach {
+        let size = archive.segment_size;
+        let present = |segno: u64| archive.segments.contains(&c.segment(size, segno));
+        let first_seg = size.segno_of(c.start);
+        let mut end_seg = None;
+        let mut s = first_seg;
+        while present(s) {
+            end_seg = Some(s);
+            s += 1;
+        }
+        let later_exist = archive.segments.iter().any(|n| {
+            size.parse(n)
+                .is_ok_and(|p| p.segno > s && timeline_for(size, &c.path, p.segno) == p.timeline)
+        });
+        let stop_seg = size.segno_of(c.stop);
+        Reach {
+            first_seg,
+            stop_seg,
+            end_seg,
+            missing: c.segment(size, s),
+            later_exist,
+            last: c.segment(size, end_seg.unwrap_or(stop_seg)),
+        }
+    }
+
+    /// Recovery cannot reach `what`: a gap, or the archive's end.
+    fn beyond(&self, what: String, tli: u32) -> Verdict {
+        if self.later_exist {
+            Verdict::No(
+                format!(
+                    "WAL gap: segment {} is not in the repository, so recovery cannot reach {what}",
+                    self.missing
+                ),
+                "Recover to a point before the gap, or restore a backup taken after it.",
+            )
+        } else {
+            Verdict::No(
+                format!(
+                    "{what} is beyond the last archived WAL (the archive of timeline {tli} ends with segment {})",
+                    self.last
+                ),
+                "Wait until the WAL is archived (pg_switch_wal() closes the current segment), or choose an earlier target.",
+            )
+        }
+    }
+}
+
+/// What the search has learnt from the candidates judged so far.
+#[derive(Default)]
+struct Search {
+    /// The newest candidate's reason for not serving, and its hint.
+    first_reason: Option<(String, &'static str)>,
+    /// Some candidate becomes consistent only after the target.
+    too_early: bool,
+    /// The target was found in the WAL (before some candidate's
+    /// consistent point).
+    found_any: bool,
+    /// Lowest LSN from which the archive was read to its end with no match,
+    /// and on which timeline.
+    searched_from: Option<(u32, u64)>,
+    /// The oldest candidate that becomes consistent: id, LSN, finish time.
+    earliest_consistent: Option<(String, u64, String)>,
+}
+
+impl Search {
+    fn reason(&mut self, reason: String, hint: &'static str) {
+        self.first_reason.get_or_insert((reason, hint));
+    }
+}
+
 /// [`plan`] over loaded contents: `backups` oldest first.
 pub fn plan_from(
     backups: &[PhysicalBackupInfo],
@@ -274,6 +376,77 @@ pub fn plan_from(
     get: &mut wal_scan::GetSegment<'_>,
     incomplete: impl FnOnce() -> Result<bool, Error>,
 ) -> Result<Plan, Error> {
+    check_request(req, recovery_target_action)?;
+    let pool = named_backups(backups, req, incomplete)?;
+    let candidates = candidates(&pool, archive, target_timeline(backups, archive, req)?)?;
+    let size = archive.segment_size;
+    let mut search = Search::default();
+    for c in &candidates {
+        let b = c.backup;
+        if b.wal_segment_size != size {
+            search.reason(
+                format!(
+                    "backup \"{}\" records wal_segment_size {}, but its repository entry holds WAL of {size}",
+                    b.backup_id, b.wal_segment_size
+                ),
+                "Each repository entry holds one cluster's WAL; restore this backup from the repository it was taken into.",
+            );
+            continue;
+        }
+        let reach = Reach::of(archive, c);
+        let Some(end_seg) = reach.end_seg.filter(|e| *e >= reach.stop_seg) else {
+            search.reason(
+                format!(
+                    "WAL gap: backup \"{}\" needs segment {} to become consistent, and it is not in the repository",
+                    b.backup_id, reach.missing
+                ),
+                "Check the archiver (pg_stat_archiver, ark.status()); take a new backup once WAL archives again.",
+            );
+            continue;
+        };
+        search.earliest_consistent = Some((b.backup_id.clone(), c.stop, b.finished_at.clone()));
+        let verdict = match &req.target {
+            Target::Latest if reach.later_exist => {
+                reach.beyond("the latest archived WAL".into(), c.tli)
+            }
+            Target::Latest => Verdict::Ok {
+                last_segno: end_seg,
+                stop: format!("at the end of the archived WAL, segment {}", reach.last),
+            },
+            Target::Immediate => Verdict::Ok {
+                last_segno: reach.stop_seg,
+                stop: format!(
+                    "as soon as the backup is consistent, at LSN {}",
+                    format_lsn(c.stop)
+                ),
+            },
+            Target::Lsn(l) => lsn_verdict(size, c, &reach, end_seg, *l, get)?,
+            Target::Time(_) | Target::Xid(_) | Target::Name(_) => {
+                event_verdict(size, c, &reach, &req.target, &mut search, get)?
+            }
+        };
+        match verdict {
+            Verdict::TooEarly => search.too_early = true,
+            Verdict::No(r, h) => search.reason(r, h),
+            Verdict::Ok { last_segno, stop } => {
+                return Ok(finish(
+                    size,
+                    backups,
+                    c,
+                    reach.first_seg,
+                    last_segno,
+                    stop,
+                    req,
+                    recovery_target_action,
+                ));
+            }
+        }
+    }
+    Err(no_plan(search, &req.target))
+}
+
+/// The request's own checks, before any backup is looked at.
+fn check_request(req: &Request, recovery_target_action: &str) -> Result<(), Error> {
     if !matches!(recovery_target_action, "promote" | "pause" | "shutdown") {
         return Err(Error::InvalidSetting {
             name: "target action",
@@ -290,52 +463,77 @@ pub fn plan_from(
             });
         }
     }
+    Ok(())
+}
+
+/// The complete backups the request allows: the one it names, or all.
+fn named_backups<'a>(
+    backups: &'a [PhysicalBackupInfo],
+    req: &Request,
+    incomplete: impl FnOnce() -> Result<bool, Error>,
+) -> Result<Vec<&'a PhysicalBackupInfo>, Error> {
     let named = |b: &&PhysicalBackupInfo| req.backup.as_ref().is_none_or(|id| &b.backup_id == id);
     let pool: Vec<&PhysicalBackupInfo> = backups.iter().filter(named).collect();
-    if pool.is_empty() {
-        return Err(match &req.backup {
-            Some(id) if incomplete()? => impossible(
-                format!("backup \"{id}\" is not complete: it has no descriptor (it was interrupted, or it is still running)"),
-                "Choose a complete backup: see ark.backups or pg_ark info.",
-            ),
-            Some(id) => impossible(
-                format!("backup \"{id}\" is not in the repository"),
-                "Choose a complete backup: see ark.backups or pg_ark info.",
-            ),
-            None => impossible(
-                "the repository has no complete physical backup of this cluster".into(),
-                "Take one with SELECT ark.backup('full').",
-            ),
-        });
+    if !pool.is_empty() {
+        return Ok(pool);
     }
-    // The target timeline (for `current`, each candidate's own).
-    let fixed_tli = match req.timeline {
+    Err(match &req.backup {
+        Some(id) if incomplete()? => impossible(
+            format!("backup \"{id}\" is not complete: it has no descriptor (it was interrupted, or it is still running)"),
+            "Choose a complete backup: see ark.backups or pg_ark info.",
+        ),
+        Some(id) => impossible(
+            format!("backup \"{id}\" is not in the repository"),
+            "Choose a complete backup: see ark.backups or pg_ark info.",
+        ),
+        None => impossible(
+            "the repository has no complete physical backup of this cluster".into(),
+            "Take one with SELECT ark.backup('full').",
+        ),
+    })
+}
+
+/// The timeline recovery follows; `None` for `current` (each backup's own).
+fn target_timeline(
+    backups: &[PhysicalBackupInfo],
+    archive: &Archive,
+    req: &Request,
+) -> Result<Option<u32>, Error> {
+    match req.timeline {
         TimelineChoice::Latest => {
             let lowest = backups.iter().map(|b| b.timeline).min().unwrap_or(1);
-            Some(archive.latest_timeline(lowest))
+            Ok(Some(archive.latest_timeline(lowest)))
         }
         TimelineChoice::Id(n) => {
-            if !archive.timeline_exists(n) && backups.iter().all(|b| b.timeline != n) {
-                let mut known: Vec<u32> = archive.histories.keys().copied().collect();
-                known.insert(0, 1);
-                return Err(impossible(
-                    format!(
-                        "timeline {n} does not exist in the repository (its timelines: {})",
-                        known
-                            .iter()
-                            .map(u32::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                    "Use target_timeline 'latest', 'current' or one of the timelines listed.",
-                ));
+            if archive.timeline_exists(n) || backups.iter().any(|b| b.timeline == n) {
+                return Ok(Some(n));
             }
-            Some(n)
+            let mut known: Vec<u32> = archive.histories.keys().copied().collect();
+            known.insert(0, 1);
+            Err(impossible(
+                format!(
+                    "timeline {n} does not exist in the repository (its timelines: {})",
+                    known
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "Use target_timeline 'latest', 'current' or one of the timelines listed.",
+            ))
         }
-        TimelineChoice::Current => None,
-    };
-    // Candidates on the path, newest first.
-    let mut candidates: Vec<(&PhysicalBackupInfo, u64, u64, Vec<Step>, u32)> = Vec::new();
+        TimelineChoice::Current => Ok(None),
+    }
+}
+
+/// The backups on the history of the timeline recovery follows, the
+/// latest stop first.
+fn candidates<'a>(
+    pool: &[&'a PhysicalBackupInfo],
+    archive: &Archive,
+    fixed_tli: Option<u32>,
+) -> Result<Vec<Candidate<'a>>, Error> {
+    let mut candidates = Vec::new();
     let mut off_path = Vec::new();
     for b in pool.iter().rev() {
         let start = lsn_of(b, "start_lsn", &b.start_lsn)?;
@@ -346,254 +544,154 @@ pub fn plan_from(
             s.timeline == b.timeline && s.begin <= start && s.end.is_none_or(|e| stop <= e)
         });
         if on {
-            candidates.push((b, start, stop, path, tli));
+            candidates.push(Candidate {
+                backup: b,
+                start,
+                stop,
+                tli,
+                path,
+            });
         } else {
             off_path.push(b.backup_id.clone());
         }
     }
-    candidates.sort_by_key(|c| std::cmp::Reverse(c.2));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.stop));
     if candidates.is_empty() {
-        let tli = fixed_tli.unwrap_or(0);
         return Err(impossible(
             format!(
-                "no complete backup lies on the history of timeline {tli}: {} left it or came after it branched off",
+                "no complete backup lies on the history of timeline {}: {} left it or came after it branched off",
+                fixed_tli.unwrap_or(0),
                 off_path.join(", ")
             ),
             "Choose the timeline of a backup with target_timeline, or take a new backup.",
         ));
     }
-    let mut first_reason: Option<(String, &'static str)> = None;
-    let mut too_early = false;
-    let mut found_any = false;
-    // Lowest LSN from which the archive was read to its end with no match.
-    let mut searched_from: Option<(u32, u64)> = None;
-    let mut earliest_consistent = None;
-    let size = archive.segment_size;
-    let segment_name =
-        |path: &[Step], segno: u64| size.name(timeline_for(size, path, segno), segno);
-    for (b, start, stop, path, tli) in &candidates {
-        if b.wal_segment_size != size {
-            first_reason.get_or_insert((
-                format!(
-                    "backup \"{}\" records wal_segment_size {}, but its repository entry holds WAL of {size}",
-                    b.backup_id, b.wal_segment_size
-                ),
-                "Each repository entry holds one cluster's WAL; restore this backup from the repository it was taken into.",
-            ));
-            continue;
-        }
-        let present = |segno: u64| archive.segments.contains(&segment_name(path, segno));
-        let first_seg = size.segno_of(*start);
-        let stop_seg = size.segno_of(*stop);
-        // The contiguous run of segments from the backup's start.
-        let mut end_seg = None;
-        let mut s = first_seg;
-        while present(s) {
-            end_seg = Some(s);
-            s += 1;
-        }
-        let missing = segment_name(path, s);
-        let later_exist = archive.segments.iter().any(|n| {
-            size.parse(n)
-                .is_ok_and(|p| p.segno > s && timeline_for(size, path, p.segno) == p.timeline)
-        });
-        if end_seg.is_none_or(|e| e < stop_seg) {
-            if first_reason.is_none() {
-                first_reason = Some((
-                    format!(
-                        "WAL gap: backup \"{}\" needs segment {missing} to become consistent, and it is not in the repository",
-                        b.backup_id
-                    ),
-                    "Check the archiver (pg_stat_archiver, ark.status()); take a new backup once WAL archives again.",
-                ));
-            }
-            continue;
-        }
-        let end_seg = end_seg.unwrap_or(stop_seg);
-        earliest_consistent = Some((b.backup_id.clone(), *stop, b.finished_at.clone()));
-        let beyond = |what: String| -> (String, &'static str) {
-            if later_exist {
-                (
-                    format!("WAL gap: segment {missing} is not in the repository, so recovery cannot reach {what}"),
-                    "Recover to a point before the gap, or restore a backup taken after it.",
-                )
-            } else {
-                (
-                    format!(
-                        "{what} is beyond the last archived WAL (the archive of timeline {tli} ends with segment {})",
-                        segment_name(path, end_seg)
-                    ),
-                    "Wait until the WAL is archived (pg_switch_wal() closes the current segment), or choose an earlier target.",
-                )
-            }
-        };
-        let verdict = match &req.target {
-            Target::Latest => {
-                if later_exist {
-                    let (r, h) = beyond("the latest archived WAL".into());
-                    Verdict::No(r, h)
-                } else {
-                    Verdict::Ok {
-                        last_segno: end_seg,
-                        stop: format!(
-                            "at the end of the archived WAL, segment {}",
-                            segment_name(path, end_seg)
-                        ),
-                    }
-                }
-            }
-            Target::Immediate => Verdict::Ok {
-                last_segno: stop_seg,
-                stop: format!(
-                    "as soon as the backup is consistent, at LSN {}",
-                    format_lsn(*stop)
-                ),
-            },
-            Target::Lsn(l) => {
-                if l < stop {
-                    Verdict::TooEarly
-                } else if size.segno_of(*l) > end_seg {
-                    let (r, h) = beyond(format!("LSN {}", format_lsn(*l)));
-                    Verdict::No(r, h)
-                } else {
-                    // Recovery stops after the first record that starts at
-                    // or after the target: it must be in the archive whole.
-                    let name_of = |segno: u64| Some(segment_name(path, segno));
-                    let end =
-                        wal_scan::scan(size, *start, Some(*l), &name_of, &mut *get, &mut |_| {
-                            false
-                        })?;
-                    let next = match end {
-                        ScanEnd::Reached { at } => {
-                            wal_scan::record_at(size, at, &name_of, &mut *get)?
-                                .ok()
-                                .map(|next| (at, next))
-                        }
-                        _ => None,
-                    };
-                    match next {
-                        Some((at, next)) => Verdict::Ok {
-                            last_segno: size.segno_before(next),
-                            stop: format!(
-                                "at LSN {}, after the record that starts at {}",
-                                format_lsn(*l),
-                                format_lsn(at)
-                            ),
-                        },
-                        None => {
-                            let (r, h) = beyond(format!(
-                                "LSN {} (recovery stops after the first record at or after it)",
-                                format_lsn(*l)
-                            ));
-                            Verdict::No(r, h)
-                        }
-                    }
-                }
-            }
-            Target::Time(_) | Target::Xid(_) | Target::Name(_) => {
-                // Only a scan along the same path (with `current`, each
-                // backup has its own) says what lies beyond.
-                let until = searched_from
-                    .filter(|(t, f)| t == tli && f > start)
-                    .map(|(_, f)| f);
-                let mut found: Option<Event> = None;
-                let name_of = |segno: u64| Some(segment_name(path, segno));
-                let target = req.target.clone();
-                let end = wal_scan::scan(size, *start, until, &name_of, &mut *get, &mut |e| {
-                    let hit = match (&target, &e.kind) {
-                        (Target::Time(t), EventKind::Commit { .. } | EventKind::Abort { .. }) => {
-                            e.time > *t
-                        }
-                        (Target::Xid(x), EventKind::Commit { xid } | EventKind::Abort { xid }) => {
-                            u64::from(*xid) == (x & 0xFFFF_FFFF)
-                        }
-                        (Target::Name(n), EventKind::RestorePoint { name }) => name == n,
-                        _ => false,
-                    };
-                    if hit {
-                        found = Some(e.clone());
-                    }
-                    hit
-                })?;
-                // Commits before the backup's start are in its data: a
-                // time before the start needs an older backup.
-                let started = b
-                    .start_time_us
-                    .unwrap_or(b.finished_epoch.saturating_mul(1_000_000));
-                let before_start = matches!(req.target, Target::Time(t) if t < started);
-                match found {
-                    Some(_) if before_start => {
-                        found_any = true;
-                        Verdict::TooEarly
-                    }
-                    Some(e) if e.lsn < *stop => {
-                        found_any = true;
-                        Verdict::TooEarly
-                    }
-                    Some(e) => Verdict::Ok {
-                        last_segno: size.segno_before(e.end),
-                        stop: describe_stop(&req.target, &e),
-                    },
-                    None => {
-                        // Not from this backup's start on; an older backup
-                        // reads only what lies before.
-                        let same_path = searched_from.is_some_and(|(t, _)| t == *tli);
-                        if !same_path || matches!(end, ScanEnd::Reached { .. }) {
-                            searched_from = Some((*tli, *start));
-                        }
-                        let (r, h) = no_target(&req.target, &beyond);
-                        Verdict::No(r, h)
-                    }
-                }
-            }
-        };
-        match verdict {
-            Verdict::TooEarly => too_early = true,
-            Verdict::No(r, h) => {
-                if first_reason.is_none() {
-                    first_reason = Some((r, h));
-                }
-            }
-            Verdict::Ok { last_segno, stop } => {
-                return Ok(finish(
-                    size,
-                    backups,
-                    b,
-                    *tli,
-                    path,
-                    first_seg,
-                    last_segno,
-                    stop,
-                    req,
-                    recovery_target_action,
-                ));
-            }
-        }
+    Ok(candidates)
+}
+
+/// A target LSN: recovery stops after the first record that starts at or
+/// after it, so that record must be in the archive whole.
+fn lsn_verdict(
+    size: SegmentSize,
+    c: &Candidate,
+    reach: &Reach,
+    end_seg: u64,
+    l: u64,
+    get: &mut wal_scan::GetSegment<'_>,
+) -> Result<Verdict, Error> {
+    if l < c.stop {
+        return Ok(Verdict::TooEarly);
     }
-    // Nothing worked. A target found in the WAL, but before every backup's
-    // consistent point, is too early; otherwise the newest backup's reason.
-    let scanned = matches!(
-        req.target,
-        Target::Time(_) | Target::Xid(_) | Target::Name(_)
-    );
-    if let Some((r, h)) = first_reason.filter(|_| !(too_early && (found_any || !scanned))) {
-        return Err(impossible(r, h));
+    if size.segno_of(l) > end_seg {
+        return Ok(reach.beyond(format!("LSN {}", format_lsn(l)), c.tli));
     }
-    let (id, lsn, at) = earliest_consistent.unwrap_or_default();
-    Err(impossible(
+    let name_of = |segno: u64| Some(c.segment(size, segno));
+    let end = wal_scan::scan(size, c.start, Some(l), &name_of, &mut *get, &mut |_| false)?;
+    let next = match end {
+        ScanEnd::Reached { at } => wal_scan::record_at(size, at, &name_of, &mut *get)?
+            .ok()
+            .map(|next| (at, next)),
+        _ => None,
+    };
+    Ok(match next {
+        Some((at, next)) => Verdict::Ok {
+            last_segno: size.segno_before(next),
+            stop: format!(
+                "at LSN {}, after the record that starts at {}",
+                format_lsn(l),
+                format_lsn(at)
+            ),
+        },
+        None => reach.beyond(
+            format!(
+                "LSN {} (recovery stops after the first record at or after it)",
+                format_lsn(l)
+            ),
+            c.tli,
+        ),
+    })
+}
+
+/// A target found by reading the WAL: a time, a transaction or a restore
+/// point. Only a scan along the same path (with `current`, each backup has
+/// its own) says what lies beyond; an older backup reads only what lies
+/// before what a newer one read.
+fn event_verdict(
+    size: SegmentSize,
+    c: &Candidate,
+    reach: &Reach,
+    target: &Target,
+    search: &mut Search,
+    get: &mut wal_scan::GetSegment<'_>,
+) -> Result<Verdict, Error> {
+    let until = search
+        .searched_from
+        .filter(|(t, f)| *t == c.tli && *f > c.start)
+        .map(|(_, f)| f);
+    let mut found: Option<Event> = None;
+    let name_of = |segno: u64| Some(c.segment(size, segno));
+    let end = wal_scan::scan(size, c.start, until, &name_of, &mut *get, &mut |e| {
+        let hit = match (target, &e.kind) {
+            (Target::Time(t), EventKind::Commit { .. } | EventKind::Abort { .. }) => e.time > *t,
+            (Target::Xid(x), EventKind::Commit { xid } | EventKind::Abort { xid }) => {
+                u64::from(*xid) == (x & 0xFFFF_FFFF)
+            }
+            (Target::Name(n), EventKind::RestorePoint { name }) => name == n,
+            _ => false,
+        };
+        if hit {
+            found = Some(e.clone());
+        }
+        hit
+    })?;
+    // Commits before the backup's start are in its data: a time before the
+    // start needs an older backup.
+    let b = c.backup;
+    let started = b
+        .start_time_us
+        .unwrap_or(b.finished_epoch.saturating_mul(1_000_000));
+    let before_start = matches!(target, Target::Time(t) if *t < started);
+    Ok(match found {
+        Some(e) if before_start || e.lsn < c.stop => {
+            search.found_any = true;
+            Verdict::TooEarly
+        }
+        Some(e) => Verdict::Ok {
+            last_segno: size.segno_before(e.end),
+            stop: describe_stop(target, &e),
+        },
+        None => {
+            let same_path = search.searched_from.is_some_and(|(t, _)| t == c.tli);
+            if !same_path || matches!(end, ScanEnd::Reached { .. }) {
+                search.searched_from = Some((c.tli, c.start));
+            }
+            reach.beyond(no_target(target), c.tli)
+        }
+    })
+}
+
+/// Why no candidate serves. A target found in the WAL, but before every
+/// backup's consistent point, is too early; otherwise the newest backup's
+/// reason.
+fn no_plan(search: Search, target: &Target) -> Error {
+    let scanned = matches!(target, Target::Time(_) | Target::Xid(_) | Target::Name(_));
+    let too_early = search.too_early && (search.found_any || !scanned);
+    if let Some((r, h)) = search.first_reason.filter(|_| !too_early) {
+        return impossible(r, h);
+    }
+    let (id, lsn, at) = search.earliest_consistent.unwrap_or_default();
+    impossible(
         format!(
             "the target is before the oldest backup that could serve: backup \"{id}\" becomes consistent at LSN {} (it finished at {at})",
             format_lsn(lsn)
         ),
         "Choose a later target; older states of the cluster are not in the repository.",
-    ))
+    )
 }
 
-fn no_target(
-    target: &Target,
-    beyond: &dyn Fn(String) -> (String, &'static str),
-) -> (String, &'static str) {
-    let what = match target {
+/// What recovery cannot reach when the target was not found.
+fn no_target(target: &Target) -> String {
+    match target {
         Target::Time(t) => format!(
             "the target time {} (no transaction ended after it in the archived WAL)",
             format_time(*t)
@@ -601,8 +699,7 @@ fn no_target(
         Target::Xid(x) => format!("the end of transaction {x}"),
         Target::Name(n) => format!("the restore point \"{n}\""),
         _ => "the target".into(),
-    };
-    beyond(what)
+    }
 }
 
 fn describe_stop(target: &Target, e: &Event) -> String {
@@ -628,17 +725,16 @@ fn describe_stop(target: &Target, e: &Event) -> String {
 fn finish(
     size: SegmentSize,
     backups: &[PhysicalBackupInfo],
-    b: &PhysicalBackupInfo,
-    tli: u32,
-    path: &[Step],
+    c: &Candidate,
     first_seg: u64,
     last_seg: u64,
     stop: String,
     req: &Request,
     action: &str,
 ) -> Plan {
+    let (tli, path) = (c.tli, &c.path);
     // The chain: follow parents (all complete: the backup list has them).
-    let mut chain = vec![b.clone()];
+    let mut chain = vec![c.backup.clone()];
     while let Some(p) = chain.last().and_then(|c| c.parent.clone()) {
         match backups.iter().find(|x| x.backup_id == p) {
             Some(x) if chain.len() < 10_000 => chain.push(x.clone()),
