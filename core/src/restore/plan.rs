@@ -351,8 +351,8 @@ struct Search {
     first_reason: Option<(String, &'static str)>,
     /// Some candidate becomes consistent only after the target.
     too_early: bool,
-    /// The target was found in the WAL (before some candidate's
-    /// consistent point).
+    /// The target was found in the WAL, but before some candidate's
+    /// consistent point (or, for a time, before its start).
     found_any: bool,
     /// Lowest LSN from which the archive was read to its end with no match,
     /// and on which timeline.

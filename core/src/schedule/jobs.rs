@@ -17,24 +17,14 @@ use serde_json::{Map, Value};
 use std::fmt;
 use std::path::Path;
 
-/// The kinds of job the queue knows, in the order of [`KINDS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Logical,
-    Expire,
-    Full,
-    Incremental,
-    Differential,
-    Verify,
-    Drill,
-}
-
 /// Everything pg_ark knows about a job kind outside the code that runs it.
 ///
-/// Adding a kind: a variant of [`JobKind`] and its row in [`KINDS`] (here),
-/// its runner (the extension's `worker::kinds`, a `match` the compiler holds
-/// complete), and the kind in the catalog's CHECK constraints and the docs'
-/// tables (unit and docs tests name what is missing).
+/// Adding a kind: its row in [`job_kinds!`] below (which declares the
+/// [`JobKind`] variant too, so no variant lacks a row), its runner (the
+/// extension's `worker::kinds`, a `match` the compiler holds complete), the
+/// kind in `catalog.sql`'s CHECK constraints (a unit test) and in the next
+/// upgrade script's (`tests/upgrade.rs` compares the upgraded catalog with a
+/// fresh one), the docs' rows (`tests/docs.rs`), and its integration test.
 pub struct KindSpec {
     pub kind: JobKind,
     pub name: &'static str,
@@ -86,12 +76,23 @@ const PHYSICAL: Option<&str> = Some("physical");
 
 const BACKUP_OPTIONS: &[(&str, Rule)] = &[("wait_timeout", Rule::Int(1, 86_400))];
 
-/// The kinds table: one row per [`JobKind`], in its order.
-pub static KINDS: [KindSpec; 7] = TABLE;
+/// Declares [`JobKind`] and the kinds table together, one row per kind.
+macro_rules! job_kinds {
+    ($($variant:ident { $($field:ident: $value:expr),* $(,)? }),* $(,)?) => {
+        /// The kinds of job the queue knows, in the order of [`KINDS`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum JobKind {
+            $($variant),*
+        }
 
-const TABLE: [KindSpec; 7] = [
-    KindSpec {
-        kind: JobKind::Logical,
+        /// The kinds table: one row per [`JobKind`], in its order.
+        pub static KINDS: [KindSpec; [$(JobKind::$variant),*].len()] =
+            [$(KindSpec { kind: JobKind::$variant, $($field: $value),* }),*];
+    };
+}
+
+job_kinds! {
+    Logical {
         name: "logical",
         conflict_key: None,
         backup: None,
@@ -106,8 +107,7 @@ const TABLE: [KindSpec; 7] = [
         ],
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Expire,
+    Expire {
         name: "expire",
         conflict_key: PHYSICAL,
         backup: None,
@@ -122,40 +122,35 @@ const TABLE: [KindSpec; 7] = [
         ],
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Full,
+    Full {
         name: "full",
         conflict_key: PHYSICAL,
         backup: Some(crate::physical::BackupKind::Full),
         options: BACKUP_OPTIONS,
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Incremental,
+    Incremental {
         name: "incremental",
         conflict_key: PHYSICAL,
         backup: Some(crate::physical::BackupKind::Incremental),
         options: BACKUP_OPTIONS,
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Differential,
+    Differential {
         name: "differential",
         conflict_key: PHYSICAL,
         backup: Some(crate::physical::BackupKind::Differential),
         options: BACKUP_OPTIONS,
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Verify,
+    Verify {
         name: "verify",
         conflict_key: PHYSICAL,
         backup: None,
         options: &[("backup_id", Rule::Custom(backup_id))],
         check_all: None,
     },
-    KindSpec {
-        kind: JobKind::Drill,
+    Drill {
         name: "drill",
         conflict_key: PHYSICAL,
         backup: None,
@@ -176,19 +171,7 @@ const TABLE: [KindSpec; 7] = [
         ],
         check_all: Some(drill_target),
     },
-];
-
-// The table is in the enum's order, so a kind finds its row by index.
-const _: () = {
-    let mut i = 0;
-    while i < TABLE.len() {
-        assert!(
-            TABLE[i].kind as usize == i,
-            "KINDS is not in JobKind's order"
-        );
-        i += 1;
-    }
-};
+}
 
 /// The kinds' names, as hints and docs list them.
 pub fn kind_names() -> String {
@@ -203,6 +186,7 @@ impl JobKind {
     }
 
     pub fn spec(self) -> &'static KindSpec {
+        // The macro writes the rows in the variants' order.
         &KINDS[self as usize]
     }
 

@@ -34,7 +34,7 @@ fn the_catalog_and_the_hint_know_every_kind() {
     assert_eq!(
         catalog.matches(&check).count(),
         2,
-        "catalog.sql (and the next upgrade script) lacks {check}"
+        "catalog.sql lacks {check}; the next upgrade script needs it too"
     );
     assert_eq!(kind_names(), names.join(", "));
     assert_eq!(
