@@ -141,6 +141,18 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
         first["result"]["fallback"], "no full backup in this repository",
         "{first}"
     );
+    // The worker's memory, as Linux counted it: the peak resident set
+    // holds every private page sampled, and a small cluster stays far from
+    // the 256 MiB a million-file cluster is allowed.
+    let memory = &first["result"]["memory"];
+    let hwm = memory["hwm_kib"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{first}"));
+    let anon = memory["rss_anon_peak_kib"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!(anon > 0 && hwm >= anon, "{first}");
+    assert!(anon < 256 * 1024, "{first}");
     let mut taken = vec![(first["result"].clone(), pgbench_digest(&mut c))];
     for kind in ["incremental", "differential", "incremental"] {
         primary.pgbench(&["-t", "200", "-c", "2", "-n"]);

@@ -20,6 +20,7 @@
 pub mod error;
 pub mod health;
 pub mod logical;
+pub mod memory;
 pub mod notify;
 pub mod pg;
 pub mod pgdata;

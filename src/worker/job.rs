@@ -97,6 +97,10 @@ pub extern "C-unwind" fn ark_job_worker_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(0) };
 }
 
+/// The peak private memory of the job in progress: `supervise` samples it
+/// while the work runs (`worker::kinds::run` reports it).
+pub static JOB_MEMORY: pg_ark_core::memory::PeakSampler = pg_ark_core::memory::PeakSampler::new();
+
 /// Set when the postmaster died: stop everything.
 static POSTMASTER_GONE: AtomicBool = AtomicBool::new(false);
 
@@ -160,6 +164,7 @@ pub fn supervise<T: Send + 'static, E: Send + 'static>(
         while let Ok(ev) = rx.try_recv() {
             on_event(ev);
         }
+        JOB_MEMORY.sample();
         if handle.is_finished() {
             break;
         }

@@ -3,12 +3,37 @@
 //! options and conflict key). The `match` is exhaustive, so a new kind does
 //! not compile until it has its runner here.
 use crate::catalog::jobs::{Job, Outcome};
+use crate::worker::job::JOB_MEMORY;
 use crate::worker::{drill, logical, physical, verify};
+use pg_ark_core::memory;
 use pg_ark_core::schedule::jobs::JobKind;
 use pg_ark_core::schedule::lifecycle::JobFailure;
+use serde_json::{json, Value};
 
-/// Run a claimed job to its outcome.
+/// Run a claimed job to its outcome. A succeeded job's result reports the
+/// worker's memory while it ran: `memory.hwm_kib` (the resident set's
+/// peak, shared buffers touched included) and `memory.rss_anon_peak_kib`
+/// (private memory, sampled while the work ran).
 pub fn run(job: &Job) -> Outcome {
+    memory::reset_peak();
+    JOB_MEMORY.reset();
+    JOB_MEMORY.sample();
+    let outcome = run_kind(job);
+    match outcome {
+        Outcome::Succeeded(Value::Object(mut result)) => {
+            if let Some(now) = JOB_MEMORY.sample() {
+                result.insert(
+                    "memory".into(),
+                    json!({"hwm_kib": now.hwm_kib, "rss_anon_peak_kib": JOB_MEMORY.peak_kib()}),
+                );
+            }
+            Outcome::Succeeded(Value::Object(result))
+        }
+        other => other,
+    }
+}
+
+fn run_kind(job: &Job) -> Outcome {
     match job.kind {
         JobKind::Logical => logical::run_logical(job),
         JobKind::Expire => logical::run_expire(job),

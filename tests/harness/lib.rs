@@ -239,14 +239,7 @@ pub fn dir_size(p: &Path) -> u64 {
 
 /// Peak resident set of a process (VmHWM), in KiB.
 pub fn peak_rss_kib(pid: i32) -> Option<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    pg_ark_core::memory::of_pid(u32::try_from(pid).ok()?).map(|m| m.hwm_kib)
 }
 
 /// The local repository in `dir`, opened read-only as the CLI would.
