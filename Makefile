@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -124,7 +124,7 @@ test: setup
 
 # Benchmarks, each comparing against its baselines in the same run.
 bench: setup install
-	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore
+	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files
 
 # Archive throughput: pg_ark vs archive_command cp vs basic_archive.
 bench-archive:
@@ -138,6 +138,11 @@ bench-physical:
 # without prefetch.
 bench-restore:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench restore
+
+# Many files (about 81,000), almost nothing changed: full, incremental,
+# restore and the tar limit, with phases and peak memory; medians of 3.
+bench-files:
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
 
 demo: setup-demo
 	@bash scripts/install.sh "$(PG17_CONFIG)"

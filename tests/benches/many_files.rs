@@ -1,0 +1,303 @@
+//! Many files (issue 22): what a backup costs when the cluster has tens of
+//! thousands of files and almost nothing changed.
+//!
+//! Workload: pgbench at scale ARK_BENCH_SCALE (default 10) plus
+//! ARK_BENCH_TABLES (default 20,000) one-row tables with a primary key,
+//! vacuumed (heap, free-space map, visibility map and index: four files
+//! each, about 81,000 files in all). Then ARK_BENCH_RUNS (default 3) rounds
+//! of: a full; pgbench touching well under 1% of the pages; an incremental;
+//! `pg_ark restore` of that incremental (full + incremental) with the
+//! server running.
+//!
+//! Reported, as medians over the rounds: wall time of each, seconds per
+//! phase from the jobs' results, the job worker's peak memory (`VmHWM`, and
+//! the peak private memory `RssAnon` the worker sampled), and `pg_ark
+//! restore`'s (sampled every 10 ms). The limit a restore of this tree meets
+//! is measured in the same run: the same files copied by `tar` and synced.
+//!
+//! Goals (issue 22): the incremental at most 1/3 of the full's time; peak
+//! private memory of the worker and of `pg_ark restore` at most 256 MiB;
+//! the restore within 1.5x of the `tar` limit. The run prints each verdict;
+//! it fails only if a step fails.
+//!
+//! Run: `make bench-files`, with pg_ark installed in PG_CONFIG's
+//! PostgreSQL.
+use pg_ark_core::memory::{self, Memory};
+use pg_ark_tests::{archiving, temp_dir, Cluster};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn env_u32(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Flush what earlier steps left dirty, so a timed step does not pay for
+/// the write-back of the one before.
+fn settle() {
+    assert!(Command::new("sync").status().unwrap().success());
+}
+
+/// One backup job, waited for; (seconds, result).
+fn backup(c: &mut postgres::Client, kind: &str) -> (f64, Value) {
+    settle();
+    let started = Instant::now();
+    let doc: String = c
+        .query_one(
+            "SELECT ark.wait(ark.backup($1, '{\"max_attempts\": 1}'), '1 hour')::text",
+            &[&kind],
+        )
+        .unwrap()
+        .get(0);
+    let secs = started.elapsed().as_secs_f64();
+    let doc: Value = serde_json::from_str(&doc).unwrap();
+    assert_eq!(doc["state"], "succeeded", "{doc}");
+    assert_eq!(doc["result"]["kind"], kind, "{doc}");
+    (secs, doc["result"].clone())
+}
+
+/// Run `cmd` to its end, sampling its memory every 10 ms; (seconds, the
+/// highest `VmHWM` and `RssAnon` seen).
+fn run_sampled(cmd: &mut Command) -> (f64, Memory) {
+    let started = Instant::now();
+    let mut child = cmd.spawn().unwrap();
+    let mut peak = Memory::default();
+    loop {
+        if let Some(m) = memory::of_pid(child.id()) {
+            peak.hwm_kib = peak.hwm_kib.max(m.hwm_kib);
+            peak.rss_anon_kib = peak.rss_anon_kib.max(m.rss_anon_kib);
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{cmd:?}: {status}");
+            return (started.elapsed().as_secs_f64(), peak);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The files and bytes under `dir`.
+fn tree_size(dir: &Path) -> (u64, u64) {
+    let (mut files, mut bytes) = (0, 0);
+    for entry in walk(dir) {
+        files += 1;
+        bytes += entry;
+    }
+    (files, bytes)
+}
+
+fn walk(dir: &Path) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(m.len());
+            }
+        }
+    }
+    out
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+fn main() {
+    let scale = env_u32("ARK_BENCH_SCALE", 10);
+    let tables = env_u32("ARK_BENCH_TABLES", 20_000);
+    let runs = env_u32("ARK_BENCH_RUNS", 3).max(1);
+    let repo = temp_dir("ark-bench-repo-");
+    let major = pg_ark_tests::PgInstall::from_env().major;
+    let mut opts = archiving(repo.path())
+        .set("max_wal_size", "'8GB'")
+        .set("checkpoint_timeout", "'1h'")
+        .set("shared_buffers", "'512MB'")
+        .set("max_locks_per_transaction", "1024");
+    if major >= 17 {
+        opts = opts.set("summarize_wal", "on");
+    }
+    let cluster = Cluster::start_with(opts);
+    let mut c = cluster.client();
+    c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
+    eprintln!("pgbench -i -s {scale}, then {tables} one-row tables ...");
+    cluster.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
+    let t = Instant::now();
+    c.batch_execute(
+        "CREATE FUNCTION make_many(first int, last int) RETURNS void LANGUAGE plpgsql AS $$
+         BEGIN
+           FOR i IN first..last - 1 LOOP
+             EXECUTE format('CREATE TABLE many_%s (id int PRIMARY KEY)', i);
+             EXECUTE format('INSERT INTO many_%s VALUES (1)', i);
+           END LOOP;
+         END $$",
+    )
+    .unwrap();
+    // A thousand tables per transaction.
+    for first in (0..tables).step_by(1000) {
+        let last = (first + 1000).min(tables);
+        c.execute(
+            "SELECT make_many($1, $2)",
+            &[&(first as i32), &(last as i32)],
+        )
+        .unwrap();
+    }
+    c.batch_execute("DROP FUNCTION make_many").unwrap();
+    c.batch_execute("VACUUM").unwrap();
+    c.batch_execute("CHECKPOINT").unwrap();
+    let (files, bytes) = tree_size(&cluster.data);
+    eprintln!(
+        "{files} files, {:.0} MiB, made in {:.0} s",
+        bytes as f64 / 1_048_576.0,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut full_s = Vec::new();
+    let mut inc_s = Vec::new();
+    let mut restore_s = Vec::new();
+    let mut limit_s = Vec::new();
+    let mut worker_anon = 0u64;
+    let mut worker_hwm = 0u64;
+    let mut restore_mem = Memory::default();
+    let mut phases_full = Vec::new();
+    let mut phases_inc = Vec::new();
+    let mut stored_inc = Vec::new();
+    for round in 1..=runs {
+        let (s, full) = backup(&mut c, "full");
+        full_s.push(s);
+        // Well under 1% of the pages: 100 pgbench transactions.
+        cluster.pgbench(&["-n", "-c", "2", "-t", "50"]);
+        c.batch_execute("CHECKPOINT").unwrap();
+        let (s, inc) = backup(&mut c, "incremental");
+        inc_s.push(s);
+        for r in [&full, &inc] {
+            worker_anon = worker_anon.max(r["memory"]["rss_anon_peak_kib"].as_u64().unwrap_or(0));
+            worker_hwm = worker_hwm.max(r["memory"]["hwm_kib"].as_u64().unwrap_or(0));
+        }
+        stored_inc.push(inc["stored_bytes"].as_u64().unwrap_or(0) as f64);
+        phases_full.push(full["seconds"].clone());
+        phases_inc.push(inc["seconds"].clone());
+
+        // pg_ark restore of the incremental (its full beneath it).
+        let id = inc["backup_id"].as_str().unwrap().to_string();
+        let dir = temp_dir("ark-bench-restore-");
+        let data = dir.path().join("data");
+        let url = format!("file://{}", repo.path().display());
+        settle();
+        let (s, mem) = run_sampled(
+            Command::new(cluster.install.bin("pg_ark"))
+                .args(["restore", "--repo", &url, "--pgdata"])
+                .arg(&data)
+                .args(["--backup", &id, "--immediate", "--archive-off", "--quiet"])
+                .env_remove("PGDATA"),
+        );
+        restore_s.push(s);
+        restore_mem.hwm_kib = restore_mem.hwm_kib.max(mem.hwm_kib);
+        restore_mem.rss_anon_kib = restore_mem.rss_anon_kib.max(mem.rss_anon_kib);
+        let (restored_files, _) = tree_size(&data);
+        drop(dir);
+
+        // The limit: the same tree copied by tar and synced.
+        let limit = temp_dir("ark-bench-tar-");
+        settle();
+        let t = Instant::now();
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg("tar -C \"$1\" -cf - . | tar -C \"$2\" -xf - && sync")
+            .arg("sh")
+            .arg(&cluster.data)
+            .arg(limit.path())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        limit_s.push(t.elapsed().as_secs_f64());
+        eprintln!(
+            "round {round}: full {:.2} s, incremental {:.2} s, restore {:.2} s ({restored_files} files), tar + sync {:.2} s",
+            full_s[round as usize - 1],
+            inc_s[round as usize - 1],
+            restore_s[round as usize - 1],
+            limit_s[round as usize - 1]
+        );
+    }
+
+    let (full, inc, restore, limit) = (
+        median(full_s),
+        median(inc_s),
+        median(restore_s),
+        median(limit_s),
+    );
+    println!();
+    println!(
+        "Many files, PostgreSQL {major}: pgbench scale {scale} + {tables} one-row tables, {files} files, {:.0} MiB; medians of {runs}",
+        bytes as f64 / 1_048_576.0
+    );
+    println!();
+    println!("| step | wall time |");
+    println!("| --- | ---: |");
+    println!("| pg_ark full | {full:.2} s |");
+    println!(
+        "| pg_ark incremental (100 pgbench transactions; stored {:.1} MiB) | {inc:.2} s |",
+        median(stored_inc) / 1_048_576.0
+    );
+    println!("| pg_ark restore (full + incremental) | {restore:.2} s |");
+    println!("| tar of the same tree, then sync (the limit) | {limit:.2} s |");
+    println!();
+    for (what, list) in [("full", &phases_full), ("incremental", &phases_inc)] {
+        for (i, p) in list.iter().enumerate() {
+            println!("pg_ark {what} round {}, seconds per phase: {p}", i + 1);
+        }
+    }
+    println!(
+        "job worker: peak private memory (RssAnon) {:.1} MiB, peak resident set (VmHWM, shared buffers included) {:.1} MiB",
+        mib(worker_anon),
+        mib(worker_hwm)
+    );
+    println!(
+        "pg_ark restore: peak private memory {:.1} MiB, peak resident set {:.1} MiB",
+        mib(restore_mem.rss_anon_kib),
+        mib(restore_mem.hwm_kib)
+    );
+    println!();
+    println!(
+        "goal incremental <= 1/3 of the full: {inc:.2} s vs {full:.2} s ({:.2}), {}",
+        inc / full,
+        verdict(inc * 3.0 <= full)
+    );
+    println!(
+        "goal restore <= 1.5x tar + sync: {restore:.2} s vs {limit:.2} s ({:.2}), {}",
+        restore / limit,
+        verdict(restore <= 1.5 * limit)
+    );
+    println!(
+        "goal private memory <= 256 MiB: worker {:.1} MiB, restore {:.1} MiB, {}",
+        mib(worker_anon),
+        mib(restore_mem.rss_anon_kib),
+        verdict(worker_anon <= 256 * 1024 && restore_mem.rss_anon_kib <= 256 * 1024)
+    );
+}
