@@ -555,6 +555,52 @@ fn a_manifest_path_outside_the_target_is_refused() {
     assert!(!out.path().join("escape").exists());
 }
 
+/// A descriptor or manifest of a format this pg_ark does not know (a newer
+/// pg_ark's) is refused by name wherever the backup is read, never
+/// restored by guessing at its fields.
+#[test]
+fn a_backup_of_a_newer_format_is_refused_by_name() {
+    let (_r, c) = cluster();
+    let src = pgdata();
+    let m = take(&c, src.path(), "b4");
+    let prefix = backup_prefix(&c, "b4");
+    let rewrite = |name: &str, doc: serde_json::Value| {
+        for key in [format!("{prefix}/{name}"), format!("{prefix}/{name}.copy")] {
+            c.storage().delete(&key).unwrap();
+        }
+        save_json(&c, &format!("{prefix}/{name}"), &doc).unwrap();
+    };
+    let mut newer = serde_json::to_value(&m).unwrap();
+    newer["format_version"] = 2.into();
+    rewrite(MANIFEST_NAME, newer);
+    let expect = |e: Error, name: &str| {
+        let text = e.to_string();
+        assert!(text.contains(&format!("{prefix}/{name}")), "{text}");
+        assert!(
+            text.contains("format version 2, newer than this pg_ark reads (1)"),
+            "{text}"
+        );
+    };
+    let out = tempfile::tempdir().unwrap();
+    expect(
+        restore_backup(&c, "b4", &out.path().join("x")).unwrap_err(),
+        MANIFEST_NAME,
+    );
+    expect(load_backup(&c, "b4").unwrap_err(), MANIFEST_NAME);
+    assert!(!out.path().join("x").join("PG_VERSION").exists());
+
+    let (info, _) = {
+        let mut m2 = serde_json::to_value(&m).unwrap();
+        m2["format_version"] = 1.into();
+        rewrite(MANIFEST_NAME, m2);
+        load_backup(&c, "b4").unwrap()
+    };
+    let mut newer = serde_json::to_value(&info).unwrap();
+    newer["format_version"] = 2.into();
+    rewrite(INFO_NAME, newer);
+    expect(load_backup(&c, "b4").unwrap_err(), INFO_NAME);
+}
+
 #[test]
 fn a_truncated_file_is_padded_and_an_extended_one_cut() {
     let mut p = Padded {
