@@ -15,17 +15,20 @@ use serde_json::{json, Value};
 /// peak, shared buffers touched included) and `memory.rss_anon_peak_kib`
 /// (private memory, sampled while the work ran).
 pub fn run(job: &Job) -> Outcome {
-    memory::reset_peak();
+    // Without the reset, VmHWM would be the worker's peak over every job
+    // it ran: then it is not reported.
+    let reset = memory::reset_peak();
     JOB_MEMORY.reset();
     JOB_MEMORY.sample();
     let outcome = run_kind(job);
     match outcome {
         Outcome::Succeeded(Value::Object(mut result)) => {
             if let Some(now) = JOB_MEMORY.sample() {
-                result.insert(
-                    "memory".into(),
-                    json!({"hwm_kib": now.hwm_kib, "rss_anon_peak_kib": JOB_MEMORY.peak_kib()}),
-                );
+                let mut doc = json!({"rss_anon_peak_kib": JOB_MEMORY.peak_kib()});
+                if reset {
+                    doc["hwm_kib"] = json!(now.hwm_kib);
+                }
+                result.insert("memory".into(), doc);
             }
             Outcome::Succeeded(Value::Object(result))
         }

@@ -32,6 +32,36 @@ pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A descriptor, manifest or index, its `format_version` checked before any
+/// other field is read: a document of a newer pg_ark is refused by name,
+/// never read by guessing at its fields.
+pub(crate) fn load_versioned<T: serde::de::DeserializeOwned>(
+    cluster: &ClusterRepo,
+    key: &str,
+) -> Result<Option<T>, Error> {
+    let Some(v) = info::load(cluster.storage(), key)? else {
+        return Ok(None);
+    };
+    let bad = |reason: String| Error::BadMetadata {
+        location: cluster.location(),
+        key: key.into(),
+        reason,
+    };
+    match v.get("format_version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n <= u64::from(PHYSICAL_INFO_VERSION) => {}
+        Some(n) => {
+            return Err(bad(format!(
+                "format version {n}, newer than this pg_ark reads ({PHYSICAL_INFO_VERSION}): \
+                 a newer pg_ark wrote it; use that version"
+            )))
+        }
+        None => return Err(bad("it has no format_version".into())),
+    }
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| bad(e.to_string()))
+}
+
 /// Write the manifest, then the descriptor: the backup is complete once
 /// this returns.
 ///
@@ -186,7 +216,7 @@ pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Er
     ids.dedup();
     let mut out = Vec::new();
     for id in ids {
-        if let Some(info) = load_json::<PhysicalBackupInfo>(
+        if let Some(info) = load_versioned::<PhysicalBackupInfo>(
             cluster,
             &format!("{}/{INFO_NAME}", backup_prefix(cluster, &id)),
         )? {
@@ -232,5 +262,5 @@ pub fn write_index(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Err
 
 /// The catalog index, if the repository has one.
 pub fn read_index(cluster: &ClusterRepo) -> Result<Option<Vec<PhysicalBackupInfo>>, Error> {
-    Ok(load_json::<BackupIndex>(cluster, &cluster.key(INDEX_NAME))?.map(|i| i.backups))
+    Ok(load_versioned::<BackupIndex>(cluster, &cluster.key(INDEX_NAME))?.map(|i| i.backups))
 }

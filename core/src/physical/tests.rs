@@ -595,10 +595,18 @@ fn a_backup_of_a_newer_format_is_refused_by_name() {
         rewrite(MANIFEST_NAME, m2);
         load_backup(&c, "b4").unwrap()
     };
+    // A newer descriptor whose fields changed shape: refused for its
+    // version, before any field is read. Listing the backups (restore
+    // plans, retention, the index) refuses it too, rather than act on a
+    // backup it cannot read.
     let mut newer = serde_json::to_value(&info).unwrap();
     newer["format_version"] = 2.into();
+    newer["kind"] = serde_json::json!({"block": "full"});
+    newer["stop_lsn"] = 3.into();
     rewrite(INFO_NAME, newer);
     expect(load_backup(&c, "b4").unwrap_err(), INFO_NAME);
+    expect(list_backups(&c).unwrap_err(), INFO_NAME);
+    expect(write_index(&c).unwrap_err(), INFO_NAME);
 }
 
 #[test]

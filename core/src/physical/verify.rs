@@ -251,37 +251,11 @@ pub fn load_backup(
         key: format!("{prefix}/{what}"),
         reason: format!("backup \"{id}\" has no {what}: it is not a complete backup"),
     };
-    let info: PhysicalBackupInfo =
-        load_json(cluster, &format!("{prefix}/{INFO_NAME}"))?.ok_or_else(|| missing(INFO_NAME))?;
-    known_format(
-        cluster,
-        &format!("{prefix}/{INFO_NAME}"),
-        info.format_version,
-    )?;
-    let manifest: Manifest = load_json(cluster, &format!("{prefix}/{MANIFEST_NAME}"))?
+    let info: PhysicalBackupInfo = load_versioned(cluster, &format!("{prefix}/{INFO_NAME}"))?
+        .ok_or_else(|| missing(INFO_NAME))?;
+    let manifest: Manifest = load_versioned(cluster, &format!("{prefix}/{MANIFEST_NAME}"))?
         .ok_or_else(|| missing(MANIFEST_NAME))?;
-    known_format(
-        cluster,
-        &format!("{prefix}/{MANIFEST_NAME}"),
-        manifest.format_version,
-    )?;
     Ok((info, manifest))
-}
-
-/// A descriptor or manifest of a format newer than this pg_ark's is never
-/// read by guessing at its fields.
-fn known_format(cluster: &ClusterRepo, key: &str, found: u32) -> Result<(), Error> {
-    if found <= PHYSICAL_INFO_VERSION {
-        return Ok(());
-    }
-    Err(Error::BadMetadata {
-        location: cluster.location(),
-        key: key.into(),
-        reason: format!(
-            "format version {found}, newer than this pg_ark reads ({PHYSICAL_INFO_VERSION}): \
-             a newer pg_ark wrote it; restore it with that version"
-        ),
-    })
 }
 
 /// A backup and every backup its block-level entries rely on: `[0]` is the

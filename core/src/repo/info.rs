@@ -11,14 +11,16 @@
 //! The loader takes the first copy whose checksum holds, so a torn or damaged
 //! write of one copy never loses the metadata. Both copies missing is "no
 //! metadata yet"; both present and damaged is an error that names both.
-use super::envelope::{hex, sha256};
+use super::envelope::hex;
 use crate::storage::{PutMode, Storage, StorageError};
-use serde_json::{json, Value};
+use serde_json::Value;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InfoError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error("metadata \"{key}\" could not be written as JSON: {reason}")]
+    Encode { key: String, reason: String },
     #[error("metadata \"{key}\" is damaged in both copies: {primary}; {copy}")]
     Damaged {
         key: String,
@@ -27,28 +29,60 @@ pub enum InfoError {
     },
 }
 
-fn encode(payload: &Value) -> Vec<u8> {
-    let canonical = payload.to_string();
-    let doc = json!({ "checksum": hex(&sha256(canonical.as_bytes())), "payload": payload });
-    let mut text = serde_json::to_vec_pretty(&doc).unwrap_or_else(|_| doc.to_string().into_bytes());
+/// The SHA-256 of `payload`'s canonical (compact) JSON, computed as it is
+/// serialized: a manifest of a million files is never held as text too.
+fn canonical_sha256(payload: &Value) -> String {
+    use sha2::{Digest, Sha256};
+    struct Hashing(Sha256);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut h = Hashing(Sha256::new());
+    // Writing a Value into a hasher cannot fail.
+    let _ = serde_json::to_writer(&mut h, payload);
+    hex(&h.0.finalize())
+}
+
+/// The stored document: `checksum` first, then `payload` (the order
+/// `json!` gave it when it built the document as a map).
+#[derive(serde::Serialize)]
+struct Doc<'a> {
+    checksum: String,
+    payload: &'a Value,
+}
+
+fn encode(payload: &Value) -> Result<Vec<u8>, serde_json::Error> {
+    let doc = Doc {
+        checksum: canonical_sha256(payload),
+        payload,
+    };
+    let mut text = serde_json::to_vec_pretty(&doc)?;
     text.push(b'\n');
-    text
+    Ok(text)
 }
 
 fn decode(bytes: &[u8]) -> Result<Value, String> {
-    let doc: Value = serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
+    let mut doc: Value =
+        serde_json::from_slice(bytes).map_err(|e| format!("not valid JSON ({e})"))?;
     let expected = doc
         .get("checksum")
         .and_then(Value::as_str)
-        .ok_or("no checksum")?;
-    let payload = doc.get("payload").ok_or("no payload")?;
-    let actual = hex(&sha256(payload.to_string().as_bytes()));
+        .ok_or("no checksum")?
+        .to_string();
+    let payload = doc.get_mut("payload").ok_or("no payload")?.take();
+    let actual = canonical_sha256(&payload);
     if actual != expected {
         return Err(format!(
             "checksum mismatch (stored {expected}, computed {actual})"
         ));
     }
-    Ok(payload.clone())
+    Ok(payload)
 }
 
 /// Write both copies. `mode` applies to the primary: `Create` makes the
@@ -59,7 +93,10 @@ pub fn save(
     payload: &Value,
     mode: PutMode,
 ) -> Result<(), InfoError> {
-    let bytes = encode(payload);
+    let bytes = encode(payload).map_err(|e| InfoError::Encode {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })?;
     storage.put(key, &bytes, mode)?;
     storage.put(&format!("{key}.copy"), &bytes, PutMode::Overwrite)?;
     Ok(())
@@ -94,6 +131,23 @@ pub fn load(storage: &dyn Storage, key: &str) -> Result<Option<Value>, InfoError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    /// The document is byte for byte what the first pg_ark wrote: the
+    /// payload's compact JSON hashed, then `{"checksum", "payload"}`
+    /// pretty-printed, built as a `json!` map.
+    #[test]
+    fn the_document_is_written_as_it_always_was() {
+        let payload = json!({"format_version": 1, "files": [{"path": "base/1/1259", "size": "8192"}],
+                             "name": "é \\ \"q\"", "n": [1, 2.5, null, true]});
+        let canonical = payload.to_string();
+        let old = json!({"checksum": hex(&super::super::envelope::sha256(canonical.as_bytes())),
+                         "payload": payload});
+        let mut expected = serde_json::to_vec_pretty(&old).unwrap();
+        expected.push(b'\n');
+        assert_eq!(encode(&payload).unwrap(), expected);
+        assert_eq!(decode(&expected).unwrap(), payload);
+    }
     use crate::storage::local::LocalStorage;
 
     #[test]
@@ -136,7 +190,9 @@ mod tests {
     #[test]
     fn a_changed_payload_fails_its_checksum() {
         let v = json!({"pg_major": 17});
-        let text = String::from_utf8(encode(&v)).unwrap().replace("17", "18");
+        let text = String::from_utf8(encode(&v).unwrap())
+            .unwrap()
+            .replace("17", "18");
         assert!(decode(text.as_bytes())
             .unwrap_err()
             .contains("checksum mismatch"));
