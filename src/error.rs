@@ -100,7 +100,9 @@ impl ArkError {
                 C::SegmentSizeMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
-                C::RepositoryTooNew { .. } | C::ClusterMismatch { .. } => {
+                C::RepositoryTooNew { .. }
+                | C::MetadataTooNew { .. }
+                | C::ClusterMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
                 C::WalConflict { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,

@@ -145,14 +145,19 @@ fn a_chain_of_full_incremental_and_differential_backups_restores_every_backup() 
     // holds every private page sampled, and a small cluster stays far from
     // the 256 MiB a million-file cluster is allowed.
     let memory = &first["result"]["memory"];
-    let hwm = memory["hwm_kib"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{first}"));
     let anon = memory["rss_anon_peak_kib"]
         .as_u64()
         .unwrap_or_else(|| panic!("{first}"));
-    assert!(anon > 0 && hwm >= anon, "{first}");
-    assert!(anon < 256 * 1024, "{first}");
+    assert!(anon > 0 && anon < 256 * 1024, "{first}");
+    // hwm_kib is left out only where the kernel refuses to reset the peak.
+    let reset_works = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    match memory["hwm_kib"].as_u64() {
+        Some(hwm) => assert!(hwm >= anon, "{first}"),
+        None => assert!(
+            !reset_works,
+            "no hwm_kib though the kernel resets peaks: {first}"
+        ),
+    }
     let mut taken = vec![(first["result"].clone(), pgbench_digest(&mut c))];
     for kind in ["incremental", "differential", "incremental"] {
         primary.pgbench(&["-t", "200", "-c", "2", "-n"]);

@@ -51,6 +51,13 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         if chains.is_empty() {
             println!("  no physical backup");
         }
+        for b in c["newer_backups"].as_array().cloned().unwrap_or_default() {
+            println!(
+                "  backup {}: not listed, a newer pg_ark wrote it ({})",
+                s(&b["backup_id"]),
+                s(&b["error"])
+            );
+        }
         for ch in chains {
             let list = ch["backups"].as_array().cloned().unwrap_or_default();
             println!(

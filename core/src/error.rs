@@ -28,6 +28,15 @@ pub enum Error {
         created_by: Option<String>,
     },
 
+    /// A backup's descriptor, manifest or index written by a newer pg_ark.
+    #[error("repository metadata \"{key}\" in {location} has format version {found}, newer than pg_ark {} reads (up to {supported})", crate::VERSION)]
+    MetadataTooNew {
+        location: String,
+        key: String,
+        found: u64,
+        supported: u64,
+    },
+
     #[error("repository metadata \"{key}\" in {location} is invalid: {reason}")]
     BadMetadata {
         location: String,
@@ -205,6 +214,9 @@ impl Error {
             Error::BadMetadata { location, key, .. } => {
                 format!("repository metadata \"{key}\" in {location} is invalid")
             }
+            Error::MetadataTooNew { location, key, .. } => {
+                format!("repository metadata \"{key}\" in {location} has a newer format version")
+            }
             Error::ClusterMismatch { location, .. } => {
                 format!("repository {location} belongs to another cluster")
             }
@@ -252,6 +264,12 @@ impl Error {
             Error::InvalidRepositoryUrl { reason, .. }
             | Error::BadMetadata { reason, .. }
             | Error::InvalidSetting { reason, .. } => upper_first(reason),
+            Error::MetadataTooNew {
+                found, supported, ..
+            } => format!(
+                "It has format version {found}; this pg_ark ({}) reads formats up to {supported}: a newer pg_ark wrote it.",
+                crate::VERSION
+            ),
             Error::RepositoryTooNew {
                 found,
                 supported,
@@ -346,7 +364,7 @@ impl Error {
             Error::InvalidRepositoryUrl { .. } => {
                 "Use file:///absolute/path for a local repository or s3://bucket/prefix for S3.".into()
             }
-            Error::RepositoryTooNew { .. } => "Use the pg_ark that writes this format (the extension and the CLI alike), or another repository.".into(),
+            Error::RepositoryTooNew { .. } | Error::MetadataTooNew { .. } => "Use the pg_ark that writes this format (the extension and the CLI alike), or another repository.".into(),
             Error::ClusterMismatch { .. } => {
                 "Is ark.repository pointing at the right repository? Each cluster needs its own entry; \
                  never copy one cluster's entry for another."

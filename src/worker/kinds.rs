@@ -11,9 +11,10 @@ use pg_ark_core::schedule::lifecycle::JobFailure;
 use serde_json::{json, Value};
 
 /// Run a claimed job to its outcome. A succeeded job's result reports the
-/// worker's memory while it ran: `memory.hwm_kib` (the resident set's
-/// peak, shared buffers touched included) and `memory.rss_anon_peak_kib`
-/// (private memory, sampled while the work ran).
+/// worker's memory while it ran: `memory.rss_anon_peak_kib` (private
+/// memory, sampled while the work ran) and, where the kernel let the peak
+/// be reset at the job's start, `memory.hwm_kib` (the resident set's peak,
+/// shared buffers touched included).
 pub fn run(job: &Job) -> Outcome {
     // Without the reset, VmHWM would be the worker's peak over every job
     // it ran: then it is not reported.

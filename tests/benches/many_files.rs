@@ -205,6 +205,8 @@ fn main() {
         inc_s.push(s);
         for r in [&full, &inc] {
             worker_anon = worker_anon.max(r["memory"]["rss_anon_peak_kib"].as_u64().unwrap_or(0));
+            // Left out where the kernel refuses to reset the peak: 0, shown
+            // as "n/a".
             worker_hwm = worker_hwm.max(r["memory"]["hwm_kib"].as_u64().unwrap_or(0));
         }
         stored_inc.push(inc["stored_bytes"].as_u64().unwrap_or(0) as f64);
@@ -281,9 +283,13 @@ fn main() {
         }
     }
     println!(
-        "job worker: peak private memory (RssAnon) {:.1} MiB, peak resident set (VmHWM, shared buffers included) {:.1} MiB",
+        "job worker: peak private memory (RssAnon) {:.1} MiB, peak resident set (VmHWM, shared buffers included) {}",
         mib(worker_anon),
-        mib(worker_hwm)
+        if worker_hwm == 0 {
+            "n/a".to_string()
+        } else {
+            format!("{:.1} MiB", mib(worker_hwm))
+        }
     );
     println!(
         "pg_ark restore: peak private memory {:.1} MiB, peak resident set {:.1} MiB",

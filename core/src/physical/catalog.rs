@@ -50,12 +50,18 @@ pub(crate) fn load_versioned<T: serde::de::DeserializeOwned>(
     match v.get("format_version").and_then(serde_json::Value::as_u64) {
         Some(n) if n <= u64::from(PHYSICAL_INFO_VERSION) => {}
         Some(n) => {
-            return Err(bad(format!(
-                "format version {n}, newer than this pg_ark reads ({PHYSICAL_INFO_VERSION}): \
-                 a newer pg_ark wrote it; use that version"
-            )))
+            return Err(Error::MetadataTooNew {
+                location: cluster.location(),
+                key: key.into(),
+                found: n,
+                supported: u64::from(PHYSICAL_INFO_VERSION),
+            })
         }
-        None => return Err(bad("it has no format_version".into())),
+        None => {
+            return Err(bad(
+                "its format_version is missing or not a whole number".into()
+            ))
+        }
     }
     serde_json::from_value(v)
         .map(Some)
@@ -200,8 +206,16 @@ pub fn backup_order(b: &PhysicalBackupInfo) -> (i64, u64, Option<i64>, String) {
     )
 }
 
-/// The complete physical backups of `cluster`, oldest first.
-pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
+/// The complete physical backups of `cluster`, oldest first, and the
+/// backups a newer pg_ark wrote, which this one cannot read (their ids and
+/// why).
+pub struct Listing {
+    pub backups: Vec<PhysicalBackupInfo>,
+    pub newer: Vec<(String, Error)>,
+}
+
+/// Every complete backup's descriptor, read: see [`Listing`].
+pub fn list_all_backups(cluster: &ClusterRepo) -> Result<Listing, Error> {
     let base = cluster.key(layout::BACKUP);
     let mut ids: Vec<String> = cluster
         .storage()
@@ -214,19 +228,43 @@ pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Er
         })
         .collect();
     ids.dedup();
-    let mut out = Vec::new();
+    let mut backups = Vec::new();
+    let mut newer = Vec::new();
     for id in ids {
-        if let Some(info) = load_versioned::<PhysicalBackupInfo>(
+        match load_versioned::<PhysicalBackupInfo>(
             cluster,
             &format!("{}/{INFO_NAME}", backup_prefix(cluster, &id)),
-        )? {
-            if info.backup_id == id && info.system_identifier == cluster.system_identifier {
-                out.push(info);
+        ) {
+            Ok(Some(info)) => {
+                if info.backup_id == id && info.system_identifier == cluster.system_identifier {
+                    backups.push(info);
+                }
             }
+            Ok(None) => {}
+            Err(e @ Error::MetadataTooNew { .. }) => newer.push((id, e)),
+            Err(e) => return Err(e),
         }
     }
-    out.sort_by_key(backup_order);
-    Ok(out)
+    backups.sort_by_key(backup_order);
+    Ok(Listing { backups, newer })
+}
+
+/// The complete physical backups this pg_ark can read, oldest first, for
+/// reading them (restore plans, `pg_ark info`, verification). A newer
+/// pg_ark's backups are left out; [`list_all_backups`] names them.
+pub fn list_backups(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
+    Ok(list_all_backups(cluster)?.backups)
+}
+
+/// The complete physical backups, for changing the repository (retention,
+/// a parent's choice, the index): refused while a newer pg_ark's backup is
+/// there, whose parents and WAL this pg_ark could not account for.
+pub fn list_backups_to_change(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
+    let listing = list_all_backups(cluster)?;
+    match listing.newer.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(listing.backups),
+    }
 }
 
 /// The catalog index of a cluster's physical backups, `backup.index` (a
@@ -245,7 +283,7 @@ pub const INDEX_NAME: &str = "backup.index";
 
 /// Rewrite the catalog index from the descriptors; returns what it lists.
 pub fn write_index(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
-    let backups = list_backups(cluster)?;
+    let backups = list_backups_to_change(cluster)?;
     let index = BackupIndex {
         format_version: PHYSICAL_INFO_VERSION,
         backups,

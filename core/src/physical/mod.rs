@@ -65,7 +65,8 @@ pub use store::*;
 pub use verify::*;
 pub use walk::*;
 
-/// The version of `backup.info` and `manifest` this pg_ark writes and reads.
+/// The version of `backup.info`, `manifest` and `backup.index` this pg_ark
+/// writes and reads (checked first by `load_versioned`).
 pub const PHYSICAL_INFO_VERSION: u32 = 1;
 pub const INFO_NAME: &str = "backup.info";
 pub const MANIFEST_NAME: &str = "manifest";

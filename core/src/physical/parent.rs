@@ -118,7 +118,7 @@ pub fn decide(
         chain: None,
         fallback: Some(reason),
     };
-    let backups = list_backups(cluster).map_err(JobFailure::from)?;
+    let backups = list_backups_to_change(cluster).map_err(JobFailure::from)?;
     let (parent, chain) = match choose_parent(&backups, kind, timeline, unusable) {
         ParentChoice::Full { reason } => return Ok(full(reason)),
         ParentChoice::Parent { parent, chain } => (*parent, chain),

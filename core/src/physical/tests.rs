@@ -575,11 +575,18 @@ fn a_backup_of_a_newer_format_is_refused_by_name() {
     rewrite(MANIFEST_NAME, newer);
     let expect = |e: Error, name: &str| {
         let text = e.to_string();
+        assert!(
+            e.hint()
+                .is_some_and(|h| h.contains("newer") || h.contains("writes this format")),
+            "{e:?}"
+        );
         assert!(text.contains(&format!("{prefix}/{name}")), "{text}");
         assert!(
-            text.contains("format version 2, newer than this pg_ark reads (1)"),
+            text.contains("has format version 2, newer than pg_ark")
+                && text.contains("reads (up to 1)"),
             "{text}"
         );
+        assert!(matches!(e, Error::MetadataTooNew { found: 2, .. }), "{e:?}");
     };
     let out = tempfile::tempdir().unwrap();
     expect(
@@ -605,8 +612,25 @@ fn a_backup_of_a_newer_format_is_refused_by_name() {
     newer["stop_lsn"] = 3.into();
     rewrite(INFO_NAME, newer);
     expect(load_backup(&c, "b4").unwrap_err(), INFO_NAME);
-    expect(list_backups(&c).unwrap_err(), INFO_NAME);
+    // Reading leaves it out, naming it; changing the repository (retention,
+    // a parent's choice, the index) refuses while it is there.
+    assert_eq!(list_backups(&c).unwrap(), vec![]);
+    let listing = list_all_backups(&c).unwrap();
+    assert_eq!(listing.newer.len(), 1);
+    assert_eq!(listing.newer[0].0, "b4");
+    expect(list_backups_to_change(&c).unwrap_err(), INFO_NAME);
     expect(write_index(&c).unwrap_err(), INFO_NAME);
+    let e = crate::restore::plan::plan(
+        &c,
+        &crate::restore::plan::Request {
+            target: crate::restore::plan::Target::Immediate,
+            timeline: crate::restore::plan::TimelineChoice::Latest,
+            backup: Some("b4".into()),
+        },
+        "promote",
+    )
+    .unwrap_err();
+    expect(e, INFO_NAME);
 }
 
 #[test]

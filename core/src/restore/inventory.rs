@@ -71,7 +71,14 @@ pub fn drill_summary(d: &Value) -> Value {
 
 /// One cluster's entry.
 pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
-    let backups = physical::list_backups(cluster)?;
+    let listing = physical::list_all_backups(cluster)?;
+    let backups = listing.backups;
+    // Backups a newer pg_ark wrote: named, with why they are not listed.
+    let newer: Vec<Value> = listing
+        .newer
+        .iter()
+        .map(|(id, e)| json!({"backup_id": id, "error": e.to_string()}))
+        .collect();
     let mut chains: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     let mut order: Vec<String> = Vec::new();
     for b in &backups {
@@ -152,14 +159,18 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
             })
         })
         .collect();
-    Ok(json!({
+    let mut doc = json!({
         "system_identifier": cluster.system_identifier.to_string(),
         "pg_major": cluster.pg_major,
         "wal_segment_size": size.bytes(),
         "chains": chains,
         "wal": {"timelines": timelines},
         "logical": logical,
-    }))
+    });
+    if !newer.is_empty() {
+        doc["newer_backups"] = Value::Array(newer);
+    }
+    Ok(doc)
 }
 
 /// Every cluster of `repo`.

@@ -240,7 +240,16 @@ pub fn plan_with(
     recovery_target_action: &str,
     between: &dyn Fn(),
 ) -> Result<Plan, Error> {
-    let backups = physical::list_backups(cluster)?;
+    let listing = physical::list_all_backups(cluster)?;
+    // A backup named that a newer pg_ark wrote: say so, not "not found".
+    if let Some((_, e)) = listing
+        .newer
+        .into_iter()
+        .find(|(id, _)| req.backup.as_deref() == Some(id.as_str()))
+    {
+        return Err(e);
+    }
+    let backups = listing.backups;
     let archive = Archive::load(cluster)?;
     let mut get = |name: &str| {
         between();

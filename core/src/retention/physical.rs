@@ -232,7 +232,7 @@ pub fn expire(
     now: i64,
     dry_run: bool,
 ) -> Result<Expired, Error> {
-    let backups = physical::list_backups(cluster)?;
+    let backups = physical::list_backups_to_change(cluster)?;
     let expired = select_expired(&backups, rules, now);
     let gone: std::collections::HashSet<&str> =
         expired.iter().map(|b| b.backup_id.as_str()).collect();
