@@ -50,7 +50,6 @@ use super::{data_key, io_err, ManifestFile, Padded, SourceFile};
 use crate::repo::compress::Compression;
 use crate::repo::envelope;
 use crate::repo::ClusterRepo;
-use crate::storage::PutMode;
 use crate::Error;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -485,15 +484,7 @@ pub(super) fn store_increment(
             at: BLOCK as usize,
             check: pages.filter(|_| listed).map(|p| (p, f.path.as_str())),
         };
-        let mut sealed = envelope::SealReader::new(reader, payload, compression, level)
-            .map_err(|e| io_err("read", &path, e))?;
-        let stored = cluster
-            .storage()
-            .put_stream(&key, &mut sealed, PutMode::Create)?;
-        let digest = sealed.content_digest().ok_or_else(|| Error::Unsupported {
-            what: format!("\"{}\" was not read to its end", f.path),
-        })?;
-        (stored, digest)
+        super::store::seal_and_put(cluster, &key, reader, payload, (compression, level), &path)?
     };
     Ok(Some(ManifestFile {
         path: f.path.clone(),

@@ -276,14 +276,7 @@ fn store_file(
         }),
         None => Box::new(reader),
     };
-    let mut sealed = envelope::SealReader::new(reader, len, compression, level)
-        .map_err(|e| io_err("read", &path, e))?;
-    let stored = cluster
-        .storage()
-        .put_stream(&key, &mut sealed, PutMode::Create)?;
-    let digest = sealed.content_digest().ok_or_else(|| Error::Unsupported {
-        what: format!("\"{}\" was not read to its end", f.path),
-    })?;
+    let (stored, digest) = seal_and_put(cluster, &key, reader, len, (compression, level), &path)?;
     Ok(Some(ManifestFile {
         path: f.path.clone(),
         size: len,
@@ -293,6 +286,27 @@ fn store_file(
         blocks: None,
         offset: None,
     }))
+}
+
+/// Seal the `len` bytes `reader` yields (read from `path`) into the
+/// write-once object `key`: (bytes stored, BLAKE3 of the content).
+pub(super) fn seal_and_put<'a>(
+    cluster: &ClusterRepo,
+    key: &str,
+    reader: impl std::io::Read + 'a,
+    len: u64,
+    (compression, level): (Compression, i32),
+    path: &Path,
+) -> Result<(u64, [u8; 32]), Error> {
+    let mut sealed = envelope::SealReader::new(reader, len, compression, level)
+        .map_err(|e| io_err("read", path, e))?;
+    let stored = cluster
+        .storage()
+        .put_stream(key, &mut sealed, PutMode::Create)?;
+    let digest = sealed.content_digest().ok_or_else(|| Error::Unsupported {
+        what: format!("\"{}\" was not read to its end", path.display()),
+    })?;
+    Ok((stored, digest))
 }
 
 /// Store small files whole in one bundle object, `<prefix>/bundle/<n>`:
