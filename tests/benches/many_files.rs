@@ -26,7 +26,7 @@
 //! Run: `make bench-files`, with pg_ark installed in PG_CONFIG's
 //! PostgreSQL.
 use pg_ark_core::memory::{self, Memory};
-use pg_ark_tests::{archiving, temp_dir, Cluster};
+use pg_ark_tests::{bench_options, temp_dir, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -142,15 +142,8 @@ fn main() {
     let runs = env_u32("ARK_BENCH_RUNS", 3).max(1);
     let repo = temp_dir("ark-bench-repo-");
     let major = pg_ark_tests::PgInstall::from_env().major;
-    let mut opts = archiving(repo.path())
-        .set("max_wal_size", "'8GB'")
-        .set("checkpoint_timeout", "'1h'")
-        .set("shared_buffers", "'512MB'")
-        .set("max_locks_per_transaction", "1024");
-    if major >= 17 {
-        opts = opts.set("summarize_wal", "on");
-    }
-    let cluster = Cluster::start_with(opts);
+    let cluster =
+        Cluster::start_with(bench_options(repo.path()).set("max_locks_per_transaction", "1024"));
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale}, then {tables} one-row tables ...");

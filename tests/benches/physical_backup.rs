@@ -22,7 +22,7 @@
 //!
 //! Run: `make bench` (both benchmarks) or `make bench-physical`, with
 //! pg_ark installed in PG_CONFIG's PostgreSQL.
-use pg_ark_tests::{archiving, dir_size, peak_rss_kib, temp_dir, Cluster};
+use pg_ark_tests::{bench_options, dir_size, peak_rss_kib, temp_dir, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -106,14 +106,7 @@ fn main() {
         .unwrap_or(50);
     let repo = temp_dir("ark-bench-repo-");
     let major = pg_ark_tests::PgInstall::from_env().major;
-    let mut opts = archiving(repo.path())
-        .set("max_wal_size", "'8GB'")
-        .set("checkpoint_timeout", "'1h'")
-        .set("shared_buffers", "'512MB'");
-    if major >= 17 {
-        opts = opts.set("summarize_wal", "on");
-    }
-    let cluster = Cluster::start_with(opts);
+    let cluster = Cluster::start_with(bench_options(repo.path()));
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale} ...");

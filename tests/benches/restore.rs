@@ -20,7 +20,7 @@
 //! PG_CONFIG's PostgreSQL (17 or later: pg_combinebackup);
 //! `ARK_BENCH_ONLY=restore` or `=replay` runs one part.
 use pg_ark_tests::{
-    archiving, dir_size, pg_ark, temp_dir, wait_job, Cluster, ClusterOptions, S3Server,
+    bench_options, dir_size, pg_ark, temp_dir, wait_job, Cluster, ClusterOptions, S3Server,
 };
 use std::path::Path;
 use std::process::Command;
@@ -124,13 +124,8 @@ fn restore_vs_combinebackup() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(50);
     let repo = temp_dir("ark-bench-repo-");
-    let mut cluster = Cluster::start_with(
-        archiving(repo.path())
-            .set("max_wal_size", "'8GB'")
-            .set("checkpoint_timeout", "'1h'")
-            .set("shared_buffers", "'512MB'")
-            .set("summarize_wal", "on"),
-    );
+    // Only on 17 and later (pg_combinebackup): WAL summaries are on.
+    let mut cluster = Cluster::start_with(bench_options(repo.path()));
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale} ...");

@@ -139,6 +139,21 @@ pub fn archiving(repo: &Path) -> ClusterOptions {
         .set("ark.repository", &format!("'file://{}'", repo.display()))
 }
 
+/// A benchmark's cluster: [`archiving`] into `repo`, room for big WAL
+/// between checkpoints, 512 MB of shared buffers, and WAL summaries on 17
+/// and later (for incrementals against them).
+pub fn bench_options(repo: &Path) -> ClusterOptions {
+    let opts = archiving(repo)
+        .set("max_wal_size", "'8GB'")
+        .set("checkpoint_timeout", "'1h'")
+        .set("shared_buffers", "'512MB'");
+    if PgInstall::from_env().major >= 17 {
+        opts.set("summarize_wal", "on")
+    } else {
+        opts
+    }
+}
+
 /// Run the installed `pg_ark` CLI with `args` (as root, like an
 /// operator); returns (success, stdout, stderr).
 pub fn pg_ark(args: &[&str]) -> (bool, String, String) {
