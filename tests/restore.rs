@@ -542,8 +542,10 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     assert!(!ok);
     assert!(err.contains(&big.path), "{err}");
 
-    // A crafted manifest with a path that climbs out: refused, nothing written there.
+    // A crafted manifest (format 1, one document) with a path that climbs
+    // out: refused, nothing written there.
     let mut m = manifest.clone();
+    m.format_version = 1;
     m.files[0].path = "../escape".into();
     let key = format!(
         "{}/{}",

@@ -173,6 +173,8 @@ fn copy(
     let mut basis = basis;
     if let Some(b) = basis.as_mut() {
         b.databases = dd.databases.clone();
+        b.read_parent(&cluster, &dd.files)
+            .map_err(JobFailure::from)?;
     }
     let progress = Progress::default();
     let pages = checksums.map(physical::PageCheck::new);

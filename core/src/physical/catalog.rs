@@ -39,33 +39,42 @@ pub(crate) fn load_versioned<T: serde::de::DeserializeOwned>(
     cluster: &ClusterRepo,
     key: &str,
 ) -> Result<Option<T>, Error> {
+    let Some(v) = load_checked(cluster, key, PHYSICAL_INFO_VERSION)? else {
+        return Ok(None);
+    };
+    serde_json::from_value(v)
+        .map(Some)
+        .map_err(|e| Error::BadMetadata {
+            location: cluster.location(),
+            key: key.into(),
+            reason: e.to_string(),
+        })
+}
+
+/// A checksummed document whose `format_version` is at most `supported`
+/// (see [`load_versioned`]), not yet read any further.
+pub(crate) fn load_checked(
+    cluster: &ClusterRepo,
+    key: &str,
+    supported: u32,
+) -> Result<Option<serde_json::Value>, Error> {
     let Some(v) = info::load(cluster.storage(), key)? else {
         return Ok(None);
     };
-    let bad = |reason: String| Error::BadMetadata {
-        location: cluster.location(),
-        key: key.into(),
-        reason,
-    };
     match v.get("format_version").and_then(serde_json::Value::as_u64) {
-        Some(n) if n <= u64::from(PHYSICAL_INFO_VERSION) => {}
-        Some(n) => {
-            return Err(Error::MetadataTooNew {
-                location: cluster.location(),
-                key: key.into(),
-                found: n,
-                supported: u64::from(PHYSICAL_INFO_VERSION),
-            })
-        }
-        None => {
-            return Err(bad(
-                "its format_version is missing or not a whole number".into()
-            ))
-        }
+        Some(n) if n <= u64::from(supported) => Ok(Some(v)),
+        Some(n) => Err(Error::MetadataTooNew {
+            location: cluster.location(),
+            key: key.into(),
+            found: n,
+            supported: u64::from(supported),
+        }),
+        None => Err(Error::BadMetadata {
+            location: cluster.location(),
+            key: key.into(),
+            reason: "its format_version is missing or not a whole number".into(),
+        }),
     }
-    serde_json::from_value(v)
-        .map(Some)
-        .map_err(|e| bad(e.to_string()))
 }
 
 /// Write the manifest, then the descriptor: the backup is complete once
@@ -81,30 +90,48 @@ pub fn finish_backup(
     descriptor: &PhysicalBackupInfo,
 ) -> Result<(), Error> {
     let prefix = backup_prefix(cluster, &manifest.backup_id);
-    save_json(cluster, &format!("{prefix}/{MANIFEST_NAME}"), manifest)?;
+    let parent = match &descriptor.parent {
+        Some(p) => match load_stored(cluster, p)? {
+            Some(Stored::V2(root)) => Some(root),
+            _ => None,
+        },
+        None => None,
+    };
+    let root = save_manifest(cluster, manifest, parent.as_ref())?;
     let present: std::collections::HashSet<String> = cluster
         .storage()
         .list(&format!("{prefix}/"))?
         .into_iter()
         .map(|o| o.key)
         .collect();
+    let own = root
+        .segments
+        .iter()
+        .filter(|s| !s.unchanged)
+        .map(|s| format!("{prefix}/{SEGMENT_DIR}/{:06}", s.object))
+        .collect::<std::collections::BTreeSet<_>>();
     let mut missing: Vec<String> = manifest
         .files
         .iter()
-        .filter(|f| !f.key.is_empty() && !present.contains(&f.key))
+        .filter(|f| !f.key.is_empty())
         .map(|f| f.key.clone())
-        .chain(
-            [
-                format!("{prefix}/{MANIFEST_NAME}"),
-                format!("{prefix}/{MANIFEST_NAME}.copy"),
-            ]
-            .into_iter()
-            .filter(|k| !present.contains(k)),
-        )
+        .chain(own)
+        .chain([
+            format!("{prefix}/{MANIFEST_NAME}"),
+            format!("{prefix}/{MANIFEST_NAME}.copy"),
+        ])
+        .filter(|k| !present.contains(k))
         .collect();
-    // Its parent must still be there too (another writer's expiry).
-    if let Some(parent) = &descriptor.parent {
-        let key = format!("{}/{INFO_NAME}", backup_prefix(cluster, parent));
+    // Its parent must still be there too (another writer's expiry), and
+    // every ancestor whose segments it refers to.
+    let mut elders: Vec<&str> = descriptor.parent.iter().map(String::as_str).collect();
+    for s in root.segments.iter().filter(|s| s.unchanged) {
+        if !elders.contains(&s.owner.as_str()) {
+            elders.push(&s.owner);
+        }
+    }
+    for id in elders {
+        let key = format!("{}/{INFO_NAME}", backup_prefix(cluster, id));
         if cluster.storage().head(&key)?.is_none() {
             missing.push(key);
         }

@@ -64,8 +64,13 @@ pub const BLOCK: u64 = 8192;
 pub struct Basis {
     /// Blocks with a page LSN at or after this are stored.
     pub reference_lsn: u64,
-    /// Every file of the parent backup and its length.
+    /// The parent's files that may be stored by block, and their lengths:
+    /// every file of a format-1 parent; of a format-2 one, filled from
+    /// `parent_root` by [`Basis::read_parent`] once the walk is done.
     pub parent_sizes: HashMap<String, u64>,
+    /// The parent's manifest root (format 2): the segments an unchanged
+    /// one of this backup refers to.
+    pub parent_root: Option<super::Root>,
     /// The blocks WAL changed from the reference LSN to this backup's
     /// start, from PostgreSQL's WAL summaries (17+): when present, only
     /// those blocks are read, and page LSNs are not compared.
@@ -434,6 +439,13 @@ pub(super) fn store_increment(
     (compression, level): (Compression, i32),
     pages: Option<&super::PageCheck>,
 ) -> Result<Option<ManifestFile>, Error> {
+    // The summaries list no block of it, and the walk found it as long as
+    // the parent's: the parent's file, whole, without opening it. (Growth
+    // after the walk is this backup's WAL's to replay, as it is for a
+    // file read before it grows.)
+    if matches!(changed, Changed::Listed(None, _)) && f.size == parent_len {
+        return Ok(Some(super::unchanged_entry(f.path.clone(), f.size)));
+    }
     let path = pgdata.join(&f.path);
     let file = match fs::File::open(&path) {
         Ok(file) => file,
@@ -464,15 +476,7 @@ pub(super) fn store_increment(
     };
     let key = data_key(prefix, &f.path);
     if blocks.is_empty() {
-        return Ok(Some(ManifestFile {
-            path: f.path.clone(),
-            size: len,
-            blake3: envelope::hex(blake3::hash(&[]).as_bytes()),
-            key: String::new(),
-            stored: 0,
-            blocks: Some(blocks),
-            offset: None,
-        }));
+        return Ok(Some(super::unchanged_entry(f.path.clone(), len)));
     }
     let payload = blocks.len() as u64 * BLOCK;
     let (stored, digest) = {

@@ -133,8 +133,19 @@ pub fn decide(
             parent.backup_id
         )));
     }
-    let manifest = match load_backup(cluster, &parent.backup_id) {
-        Ok((_, m)) => m,
+    // The root only: the segments' lengths are read once the walk shows
+    // which ones changed shape (`Basis::read_parent`).
+    let stored = match load_stored(cluster, &parent.backup_id).and_then(|m| {
+        m.ok_or_else(|| Error::BadMetadata {
+            location: cluster.location(),
+            key: format!(
+                "{}/{MANIFEST_NAME}",
+                backup_prefix(cluster, &parent.backup_id)
+            ),
+            reason: "it is missing".into(),
+        })
+    }) {
+        Ok(m) => m,
         Err(e) => {
             return Ok(full(format!(
                 "the manifest of backup \"{}\" could not be read: {e}",
@@ -198,17 +209,7 @@ pub fn decide(
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
-    let basis = Basis {
-        reference_lsn,
-        parent_sizes: manifest
-            .files
-            .iter()
-            .map(|f| (f.path.clone(), f.size))
-            .collect(),
-        summary: None,
-        parent_databases: manifest.databases.clone(),
-        databases: Default::default(),
-    };
+    let basis = Basis::against(stored, reference_lsn);
     Ok(Decision {
         parent: Some((parent, basis)),
         chain: Some(chain),

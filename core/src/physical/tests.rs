@@ -4,7 +4,7 @@ use crate::storage::local::LocalStorage;
 
 const SYSID: u64 = 42;
 
-fn cluster() -> (tempfile::TempDir, ClusterRepo) {
+pub(super) fn cluster() -> (tempfile::TempDir, ClusterRepo) {
     let dir = tempfile::tempdir().unwrap();
     let repo = Arc::new(
         Repository::open(Box::new(LocalStorage::open(dir.path()).unwrap()), true).unwrap(),
@@ -21,14 +21,21 @@ thread_local! {
     static BUNDLE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-fn write(root: &Path, rel: &str, content: &[u8]) {
+thread_local! {
+    /// The WAL summaries `take_kind` gives an incremental (`None`: page
+    /// LSNs).
+    pub(super) static SUMMARY: std::cell::RefCell<Option<std::collections::HashMap<increment::RelFork, increment::ForkChanges>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+pub(super) fn write(root: &Path, rel: &str, content: &[u8]) {
     let p = root.join(rel);
     fs::create_dir_all(p.parent().unwrap()).unwrap();
     fs::write(p, content).unwrap();
 }
 
 /// A data directory with something of everything the rules name.
-fn pgdata() -> tempfile::TempDir {
+pub(super) fn pgdata() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let r = d.path();
     write(r, "PG_VERSION", b"17\n");
@@ -236,7 +243,7 @@ fn take(c: &ClusterRepo, src: &Path, id: &str) -> Manifest {
 
 /// Take a backup of `kind` against `parent` (its descriptor): a full when
 /// `None`.
-fn take_kind(
+pub(super) fn take_kind(
     c: &ClusterRepo,
     src: &Path,
     id: &str,
@@ -245,25 +252,25 @@ fn take_kind(
     start_lsn: &str,
     epoch: i64,
 ) -> (PhysicalBackupInfo, Manifest) {
+    // As the job worker does: the parent's root (`decide`), then its
+    // segments that changed shape (`read_parent`).
     let basis = parent.map(|p| {
-        let (pinfo, pm) = load_backup(c, &p.backup_id).unwrap();
+        let (pinfo, _) = load_backup(c, &p.backup_id).unwrap();
         let reference = if kind == "differential" {
             load_backup(c, &pinfo.chain).unwrap().0.start_lsn
         } else {
             pinfo.start_lsn.clone()
         };
-        Basis {
-            reference_lsn: increment::parse_lsn(&reference).unwrap(),
-            parent_sizes: pm.files.iter().map(|f| (f.path.clone(), f.size)).collect(),
-            summary: None,
-            parent_databases: pm.databases.clone(),
-            databases: Default::default(),
-        }
+        let stored = load_stored(c, &p.backup_id).unwrap().unwrap();
+        let mut b = Basis::against(stored, increment::parse_lsn(&reference).unwrap());
+        b.summary = SUMMARY.with(|s| s.borrow().clone());
+        b
     });
     let dd = walk(src).unwrap();
     let mut basis = basis;
     if let Some(b) = basis.as_mut() {
         b.databases = dd.databases.clone();
+        b.read_parent(c, &dd.files).unwrap();
     }
     let prefix = backup_prefix(c, id);
     let progress = Progress::default();
@@ -336,7 +343,7 @@ fn take_kind(
     (info, manifest)
 }
 
-fn segment(n: u8) -> Vec<u8> {
+pub(super) fn segment(n: u8) -> Vec<u8> {
     let mut seg = vec![n; 1 << 20];
     seg[2..4].copy_from_slice(&2u16.to_le_bytes());
     seg[24..32].copy_from_slice(&SYSID.to_le_bytes());
@@ -571,7 +578,7 @@ fn a_backup_of_a_newer_format_is_refused_by_name() {
         save_json(&c, &format!("{prefix}/{name}"), &doc).unwrap();
     };
     let mut newer = serde_json::to_value(&m).unwrap();
-    newer["format_version"] = 2.into();
+    newer["format_version"] = (MANIFEST_VERSION + 1).into();
     rewrite(MANIFEST_NAME, newer);
     let expect = |e: Error, name: &str| {
         let text = e.to_string();
@@ -581,12 +588,21 @@ fn a_backup_of_a_newer_format_is_refused_by_name() {
             "{e:?}"
         );
         assert!(text.contains(&format!("{prefix}/{name}")), "{text}");
+        let supported = if name == MANIFEST_NAME {
+            MANIFEST_VERSION
+        } else {
+            PHYSICAL_INFO_VERSION
+        };
+        let found = supported + 1;
         assert!(
-            text.contains("has format version 2, newer than pg_ark")
-                && text.contains("reads (up to 1)"),
+            text.contains(&format!("has format version {found}, newer than pg_ark"))
+                && text.contains(&format!("reads (up to {supported})")),
             "{text}"
         );
-        assert!(matches!(e, Error::MetadataTooNew { found: 2, .. }), "{e:?}");
+        assert!(
+            matches!(e, Error::MetadataTooNew { found: f, .. } if f == u64::from(found)),
+            "{e:?}"
+        );
     };
     let out = tempfile::tempdir().unwrap();
     expect(
@@ -700,18 +716,23 @@ fn block_files_and_lsns() {
 }
 
 /// A page whose header carries `lsn` and whose body is `fill`.
-fn page(lsn: u64, fill: u8) -> Vec<u8> {
+pub(super) fn page(lsn: u64, fill: u8) -> Vec<u8> {
     let mut p = vec![fill; BLOCK as usize];
     p[0..4].copy_from_slice(&((lsn >> 32) as u32).to_ne_bytes());
     p[4..8].copy_from_slice(&(lsn as u32).to_ne_bytes());
     p
 }
 
-fn pages(list: &[(u64, u8)]) -> Vec<u8> {
+pub(super) fn pages(list: &[(u64, u8)]) -> Vec<u8> {
     list.iter().flat_map(|&(l, f)| page(l, f)).collect()
 }
 
-fn assert_restores(c: &ClusterRepo, id: &str, expected: &[(&str, Vec<u8>)], absent: &[&str]) {
+pub(super) fn assert_restores(
+    c: &ClusterRepo,
+    id: &str,
+    expected: &[(&str, Vec<u8>)],
+    absent: &[&str],
+) {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("r");
     restore_backup(c, id, &target).unwrap();
@@ -1010,6 +1031,7 @@ fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
         ),
         parent_databases: fm.databases.clone(),
         databases: dd.databases.clone(),
+        parent_root: None,
     };
     let files = store_files(
         &c,
@@ -1051,8 +1073,9 @@ fn small_files_share_bundles_and_each_is_checked_on_its_own() {
         .storage()
         .list(&format!("{}/", backup_prefix(&c, "b")))
         .unwrap();
-    // One bundle, pg_control, backup_label, and the manifest and descriptor pairs.
-    assert_eq!(objects.len(), 7, "{objects:?}");
+    // One bundle, pg_control, backup_label, the manifest's root pair and
+    // its one pack of segments, and the descriptor pair.
+    assert_eq!(objects.len(), 8, "{objects:?}");
     for (name, n) in [
         ("000000010000000000000002", 2),
         ("000000010000000000000003", 3),
@@ -1084,6 +1107,13 @@ fn small_files_share_bundles_and_each_is_checked_on_its_own() {
     for k in [MANIFEST_NAME, INFO_NAME] {
         c.storage().delete(&format!("{prefix}/{k}")).unwrap();
         c.storage().delete(&format!("{prefix}/{k}.copy")).unwrap();
+    }
+    for o in c
+        .storage()
+        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+        .unwrap()
+    {
+        c.storage().delete(&o.key).unwrap();
     }
     finish_backup(&c, &manifest, &info).unwrap();
     let problems = verify_backup(&c, "b").unwrap();
@@ -1121,7 +1151,7 @@ fn backups_started_in_the_same_second_are_ordered_by_start_lsn() {
 }
 
 /// Every file below `root`, with its content.
-fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+pub(super) fn tree(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1395,6 +1425,7 @@ fn copied_databases_and_visibility_maps_are_stored_whole() {
         summary: Some(std::collections::HashMap::new()),
         parent_databases: m2.databases.clone(),
         databases: walk(r).unwrap().databases,
+        parent_root: None,
     };
     assert!(basis.by_block(rel, 3 * BLOCK));
     assert!(!basis.by_block("base/5/16384_vm", BLOCK));

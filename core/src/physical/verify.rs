@@ -244,6 +244,15 @@ pub fn load_backup(
     cluster: &ClusterRepo,
     id: &str,
 ) -> Result<(PhysicalBackupInfo, Manifest), Error> {
+    load_backup_owners(cluster, id).map(|(info, manifest, _)| (info, manifest))
+}
+
+/// [`load_backup`], with the ancestors whose folders hold its manifest's
+/// unchanged segments.
+fn load_backup_owners(
+    cluster: &ClusterRepo,
+    id: &str,
+) -> Result<(PhysicalBackupInfo, Manifest, Vec<String>), Error> {
     check_backup_id(id)?;
     let prefix = backup_prefix(cluster, id);
     let missing = |what: &str| Error::BadMetadata {
@@ -253,9 +262,8 @@ pub fn load_backup(
     };
     let info: PhysicalBackupInfo = load_versioned(cluster, &format!("{prefix}/{INFO_NAME}"))?
         .ok_or_else(|| missing(INFO_NAME))?;
-    let manifest: Manifest = load_versioned(cluster, &format!("{prefix}/{MANIFEST_NAME}"))?
-        .ok_or_else(|| missing(MANIFEST_NAME))?;
-    Ok((info, manifest))
+    let (manifest, owners) = load_manifest(cluster, id)?.ok_or_else(|| missing(MANIFEST_NAME))?;
+    Ok((info, manifest, owners))
 }
 
 /// A backup and every backup its block-level entries rely on: `[0]` is the
@@ -268,6 +276,7 @@ pub struct Chain {
 /// Load backup `id` and its ancestors, each complete.
 pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
     let mut backups: Vec<(PhysicalBackupInfo, Manifest)> = Vec::new();
+    let mut elders: Vec<(String, Vec<String>)> = Vec::new();
     let mut next = Some(id.to_string());
     while let Some(id) = next {
         if backups.iter().any(|(i, _)| i.backup_id == id) || backups.len() > 10_000 {
@@ -277,9 +286,25 @@ pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
                 reason: format!("backup \"{id}\" is its own ancestor"),
             });
         }
-        let (info, manifest) = load_backup(cluster, &id)?;
+        let (info, manifest, owners) = load_backup_owners(cluster, &id)?;
         next = info.parent.clone();
         backups.push((info, manifest));
+        elders.push((id, owners));
+    }
+    // A manifest refers only to its own ancestors' segments.
+    for (level, (id, owners)) in elders.iter().enumerate() {
+        if let Some(o) = owners
+            .iter()
+            .find(|o| !backups[level + 1..].iter().any(|(i, _)| &i.backup_id == *o))
+        {
+            return Err(Error::BadMetadata {
+                location: cluster.location(),
+                key: format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id)),
+                reason: format!(
+                    "its manifest refers to segments of backup \"{o}\", which is not one of its ancestors"
+                ),
+            });
+        }
     }
     let index = backups
         .iter()

@@ -1,0 +1,328 @@
+use super::super::tests::{
+    assert_restores, cluster, pages, pgdata, segment, take_kind, tree, write, SUMMARY,
+};
+use super::*;
+use crate::physical::increment::{ForkChanges, RelFork};
+
+fn root_of(c: &ClusterRepo, id: &str) -> Root {
+    match load_stored(c, id).unwrap().unwrap() {
+        Stored::V2(root) => root,
+        Stored::V1(_) => panic!("backup {id} has a format-1 manifest"),
+    }
+}
+
+fn seg<'a>(root: &'a Root, id: &str) -> &'a SegmentRef {
+    root.segments
+        .iter()
+        .find(|s| s.id == id)
+        .unwrap_or_else(|| panic!("no segment {id} in {root:?}"))
+}
+
+fn push_wal(c: &ClusterRepo) {
+    for (name, n) in [
+        ("000000010000000000000002", 2),
+        ("000000010000000000000003", 3),
+    ] {
+        c.push_wal(name, &segment(n), Compression::Zstd, 1).unwrap();
+    }
+}
+
+/// Replace backup `id`'s root with `root` (a crafted one).
+fn rewrite_root(c: &ClusterRepo, id: &str, root: &Root) {
+    let key = format!("{}/{MANIFEST_NAME}", backup_prefix(c, id));
+    c.storage().delete(&key).unwrap();
+    c.storage().delete(&format!("{key}.copy")).unwrap();
+    save_json(c, &key, root).unwrap();
+}
+
+#[test]
+fn every_path_has_one_segment() {
+    for (path, id) in [
+        ("base/5/16384", "rel:base/5:16"),
+        ("base/5/16384.12", "rel:base/5:16"),
+        ("base/5/17407_init", "rel:base/5:16"),
+        ("base/5/17408", "rel:base/5:17"),
+        ("base/5/16384_fsm", "map:base/5:16"),
+        ("base/5/16384_vm.1", "map:base/5:16"),
+        ("global/1262", "rel:global:1"),
+        ("global/pg_control", "other:global"),
+        (
+            "pg_tblspc/16400/PG_17_202406281/5/16384",
+            "rel:pg_tblspc/16400/PG_17_202406281/5:16",
+        ),
+        ("base/5/PG_VERSION", "other:base/5"),
+        ("base/5/pg_filenode.map", "other:base/5"),
+        ("pg_xact/0000", "other:pg_xact"),
+        ("PG_VERSION", "other:"),
+        ("backup_label", "other:"),
+    ] {
+        assert_eq!(segment_of(path), id, "{path}");
+    }
+    // The order of a shape's files is its own.
+    assert_eq!(shape([("a", 1), ("b", 2)]), shape([("b", 2), ("a", 1)]));
+    assert_ne!(shape([("a", 1)]), shape([("a", 2)]));
+}
+
+/// With WAL summaries, a relation segment whose files the summaries do
+/// not name and whose lengths are the parent's is referred to, not
+/// rewritten, and its files are not read: what the backup stores and
+/// writes grows with what changed. Every backup of the chain still
+/// restores exactly, and verifies.
+#[test]
+fn unchanged_relation_segments_are_referred_to_and_their_files_not_read() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    for n in 0..8u32 {
+        write(
+            r,
+            &format!("base/5/{}", 20_000 + n),
+            &pages(&[(0x100, 1), (0x100, 2)]),
+        );
+        write(r, &format!("base/5/{}", 30_000 + n), &pages(&[(0x100, 3)]));
+    }
+    push_wal(&c);
+    let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    let before = tree(r);
+    // One block of 30003 changes, as the summaries say; 20005 changes too
+    // without them saying so (never in PostgreSQL): it is not read.
+    write(r, "base/5/30003", &pages(&[(0x3000000, 9)]));
+    write(r, "base/5/20005", &pages(&[(0x100, 7), (0x100, 7)]));
+    let fork = |n: u32| RelFork {
+        tablespace: increment::DEFAULTTABLESPACE_OID,
+        database: 5,
+        relfilenode: n,
+        fork: 0,
+    };
+    let changes = |blocks: Vec<u32>| ForkChanges {
+        limit: None,
+        blocks,
+    };
+    SUMMARY.with(|s| *s.borrow_mut() = Some([(fork(30_003), changes(vec![0]))].into()));
+    let (inc, m) = take_kind(&c, r, "i", "incremental", Some(&full), "0/3000000", 20);
+    let root = root_of(&c, "i");
+    let untouched = seg(&root, "rel:base/5:19");
+    assert!(
+        untouched.unchanged && untouched.owner == "f",
+        "{untouched:?}"
+    );
+    assert_eq!(
+        untouched,
+        &SegmentRef {
+            unchanged: true,
+            ..seg(&root_of(&c, "f"), "rel:base/5:19").clone()
+        }
+    );
+    let changed = seg(&root, "rel:base/5:29");
+    assert!(!changed.unchanged && changed.owner == "i", "{changed:?}");
+    let stored: Vec<&str> = m
+        .files
+        .iter()
+        .filter(|f| !f.key.is_empty() && increment::is_block_file(&f.path))
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(stored, vec!["base/5/30003"]);
+    let mut expected = tree(r);
+    expected.insert("base/5/20005".into(), before["base/5/20005"].clone());
+    for (name, id) in [("incremental", "i")] {
+        let out = tempfile::tempdir().unwrap();
+        restore_backup(&c, id, &out.path().join("r")).unwrap();
+        let got = tree(&out.path().join("r"));
+        let walked = walk(r).unwrap().files;
+        assert!(walked.len() > 20);
+        for f in walked {
+            assert!(
+                got.get(&f.path) == expected.get(&f.path),
+                "{name}: {}",
+                f.path
+            );
+        }
+        assert_eq!(verify_backup(&c, id).unwrap(), vec![]);
+    }
+    // Nothing changed since: every relation segment refers to the one
+    // that lists its files, whoever wrote it.
+    SUMMARY.with(|s| *s.borrow_mut() = Some(Default::default()));
+    take_kind(&c, r, "j", "incremental", Some(&inc), "0/3000100", 30);
+    SUMMARY.with(|s| *s.borrow_mut() = None);
+    let root = root_of(&c, "j");
+    assert_eq!(seg(&root, "rel:base/5:19").owner, "f");
+    assert_eq!(seg(&root, "rel:base/5:29").owner, "i");
+    assert!(root
+        .segments
+        .iter()
+        .filter(|s| s.id.starts_with("rel:"))
+        .all(|s| s.unchanged));
+    assert_restores(
+        &c,
+        "j",
+        &[
+            ("base/5/30003", expected["base/5/30003"].clone()),
+            ("base/5/20005", before["base/5/20005"].clone()),
+            ("base/5/20001", expected["base/5/20001"].clone()),
+        ],
+        &[],
+    );
+    assert_eq!(verify_backup(&c, "j").unwrap(), vec![]);
+}
+
+/// The parent's choice reads its root, never its segments: a parent
+/// whose segment packs are gone is still chosen (its restore would fail,
+/// and so would the incremental's finish).
+#[test]
+fn the_parent_choice_reads_the_root_only() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    push_wal(&c);
+    let prefix = backup_prefix(&c, "f1");
+    let packs = c
+        .storage()
+        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+        .unwrap();
+    assert_eq!(packs.len(), 1, "a small manifest is one pack: {packs:?}");
+    for o in packs {
+        c.storage().delete(&o.key).unwrap();
+    }
+    let d = decide(
+        &c,
+        BackupKind::Incremental,
+        Started {
+            start_wal: "000000010000000000000004",
+            timeline: 1,
+            checksums: false,
+        },
+        &Default::default(),
+        src.path(),
+        std::time::Duration::ZERO,
+        &std::sync::atomic::AtomicBool::new(false),
+        &|_| {},
+    )
+    .unwrap();
+    let (parent, basis) = d.parent.unwrap();
+    assert_eq!(parent.backup_id, "f1");
+    assert_eq!(basis.parent_root.as_ref().unwrap().backup_id, "f1");
+    assert!(basis.parent_sizes.is_empty());
+    let e = load_backup(&c, "f1").unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("{prefix}/{SEGMENT_DIR}/000000")),
+        "{e}"
+    );
+}
+
+/// A segment that is damaged, lies elsewhere than its root says, holds
+/// other files, or belongs to a backup that is no ancestor: each refused
+/// with the object named, before anything is restored.
+#[test]
+fn a_damaged_or_misplaced_segment_is_refused_with_its_key() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    take_kind(&c, src.path(), "a", "full", None, "0/2000028", 100);
+    take_kind(&c, src.path(), "b", "full", None, "0/2000028", 200);
+    let pack = format!("{}/{SEGMENT_DIR}/000000", backup_prefix(&c, "b"));
+    let good = root_of(&c, "b");
+    let refused = |what: &str, want: &str| {
+        let out = tempfile::tempdir().unwrap();
+        let e = restore_backup(&c, "b", &out.path().join("x")).unwrap_err();
+        let text = e.to_string();
+        assert!(matches!(e, Error::BadMetadata { .. }), "{what}: {e:?}");
+        assert!(text.contains(want), "{what}: {text}");
+        assert!(!out.path().join("x").exists(), "{what}: nothing is written");
+    };
+    // A flipped byte in the pack.
+    let original = c.storage().get(&pack).unwrap();
+    let mut bad = original.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x40;
+    c.storage().delete(&pack).unwrap();
+    c.storage().put(&pack, &bad, PutMode::Create).unwrap();
+    refused("a flipped byte", &pack);
+    c.storage().delete(&pack).unwrap();
+    c.storage().put(&pack, &original, PutMode::Create).unwrap();
+    // The root places a segment elsewhere in its pack, or beyond it.
+    let mut root = good.clone();
+    root.segments[1].offset += 1;
+    rewrite_root(&c, "b", &root);
+    refused("a shifted offset", "BLAKE3");
+    root = good.clone();
+    root.segments[0].len = 1 << 40;
+    rewrite_root(&c, "b", &root);
+    refused("a segment beyond its pack", "beyond the end of its pack");
+    // Two segments swapped in the root, with their digests.
+    root = good.clone();
+    let (x, y) = (root.segments[0].clone(), root.segments[1].clone());
+    root.segments[0] = SegmentRef {
+        id: x.id,
+        ..y.clone()
+    };
+    root.segments[1] = SegmentRef { id: y.id, ..x };
+    rewrite_root(&c, "b", &root);
+    refused("a swapped segment", "the root expects");
+    // A segment of backup a, which is no ancestor of b.
+    root = good.clone();
+    let theirs = seg(&root_of(&c, "a"), "rel:base/5:16").clone();
+    let i = root
+        .segments
+        .iter()
+        .position(|s| s.id == theirs.id)
+        .unwrap();
+    root.segments[i] = SegmentRef {
+        unchanged: true,
+        ..theirs
+    };
+    rewrite_root(&c, "b", &root);
+    refused("another backup's segment", "not one of its ancestors");
+    // A segment owned by another backup but not marked unchanged.
+    root.segments[i].unchanged = false;
+    rewrite_root(&c, "b", &root);
+    refused("an owned segment elsewhere", "owned by backup \"a\"");
+    rewrite_root(&c, "b", &good);
+    let out = tempfile::tempdir().unwrap();
+    restore_backup(&c, "b", &out.path().join("x")).unwrap();
+}
+
+/// A parent written by pg_ark 0.1 (a format-1 manifest) takes a format-2
+/// incremental: its lengths come from the whole list, and the chain
+/// restores exactly.
+#[test]
+fn an_incremental_on_a_format_1_parent_restores_exactly() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    write(
+        r,
+        "base/5/16384",
+        &pages(&[(0x100, 3), (0x100, 4), (0x100, 3)]),
+    );
+    let (full, m) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    let prefix = backup_prefix(&c, "f");
+    for o in c
+        .storage()
+        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+        .unwrap()
+    {
+        c.storage().delete(&o.key).unwrap();
+    }
+    for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
+        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
+    }
+    let v1 = Manifest {
+        format_version: 1,
+        ..m
+    };
+    save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+    assert!(matches!(load_stored(&c, "f").unwrap(), Some(Stored::V1(_))));
+    write(
+        r,
+        "base/5/16384",
+        &pages(&[(0x100, 3), (0x3000000, 5), (0x100, 3)]),
+    );
+    take_kind(&c, r, "i", "incremental", Some(&full), "0/3000000", 20);
+    assert!(root_of(&c, "i").segments.iter().all(|s| !s.unchanged));
+    assert_restores(
+        &c,
+        "i",
+        &[("base/5/16384", fs::read(r.join("base/5/16384")).unwrap())],
+        &[],
+    );
+}
