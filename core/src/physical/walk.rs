@@ -160,7 +160,14 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
             if in_tablespace_root && name.starts_with("PG_") && !name.starts_with(&own_version) {
                 continue;
             }
-            let meta = fs::metadata(&path).map_err(|e| io_err("stat", &path, e))?;
+            // A link is followed; anything else is stat'ed through its
+            // directory (`fstatat`), without resolving its path again.
+            let meta = if ft.is_symlink() {
+                fs::metadata(&path)
+            } else {
+                entry.metadata()
+            }
+            .map_err(|e| io_err("stat", &path, e))?;
             if meta.is_dir() {
                 if increment::is_database_dir(&rel_name) {
                     let version = fs::metadata(path.join("PG_VERSION")).ok();
