@@ -5,7 +5,8 @@
 //!
 //! ```text
 //! clusters/<system id>/backup/<id>/data/<path, each component encoded>   one object per file
-//! clusters/<system id>/backup/<id>/manifest(.copy)     every file: size, BLAKE3, key
+//! clusters/<system id>/backup/<id>/manifest(.copy)     the manifest's root (see `manifest`)
+//! clusters/<system id>/backup/<id>/manifest.d/<n>      its segments: every file's size, BLAKE3, key
 //! clusters/<system id>/backup/<id>/backup.info(.copy)  the descriptor, written last
 //! ```
 //!
