@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -122,9 +122,17 @@ test: setup
 	@$(MAKE) --no-print-directory demo-check
 	@$(MAKE) --no-print-directory smoke
 
-# Benchmarks, each comparing against its baselines in the same run.
-bench: setup install
+# What the benchmarks compare against, besides what the tests need
+# (pgBackRest).
+setup-bench:
+	@$(NOMAKE) ARK_SETUP_BENCH=1 bash scripts/setup.sh
+
+# Benchmarks, each comparing against its baselines in the same run. The
+# many-files case runs on 17 (WAL summaries) and on 15 (page LSNs, beside
+# pgBackRest, whose Debian build reads PostgreSQL up to 15).
+bench: setup-bench install-all
 	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files
+	@$(MAKE) --no-print-directory bench-files PG_CONFIG=$(PG15_CONFIG)
 
 # Archive throughput: pg_ark vs archive_command cp vs basic_archive.
 bench-archive:
@@ -140,7 +148,8 @@ bench-restore:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench restore
 
 # Many files (about 81,000), almost nothing changed: full, incremental,
-# restore and the tar limit, with phases and peak memory; medians of 3.
+# restore and the tar limit, with phases and peak memory; medians of 3. On
+# 15, pgBackRest beside pg_ark when it is installed (make setup-bench).
 bench-files:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
 

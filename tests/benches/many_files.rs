@@ -23,10 +23,20 @@
 //! the restore within 1.5x of the `tar` limit. The run prints each verdict;
 //! it fails only if a step fails.
 //!
+//! On PostgreSQL 15 and older, with pgBackRest installed (`make
+//! setup-bench`: Debian bookworm's 2.45, which reads up to 15), each round
+//! also takes pgBackRest's full after pg_ark's and its incremental after
+//! pg_ark's, and restores its latest backup after pg_ark's restore, with
+//! `process-max=2`, `compress-type=zst`, `compress-level=1` and
+//! `start-fast`. WAL goes to pg_ark's archive library, so pgBackRest runs
+//! with `archive-check=n`: it does not wait for the WAL its backup needs,
+//! which pg_ark's times include. Goal there: pg_ark's incremental at most
+//! 0.5x pgBackRest's.
+//!
 //! Run: `make bench-files`, with pg_ark installed in PG_CONFIG's
-//! PostgreSQL.
+//! PostgreSQL (`make bench` runs it on 17 and on 15).
 use pg_ark_core::memory::{self, Memory};
-use pg_ark_tests::{bench_options, temp_dir, Cluster};
+use pg_ark_tests::{bench_options, server_command, temp_dir, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -128,6 +138,120 @@ fn walk(dir: &Path) -> Vec<u64> {
     out
 }
 
+/// pgBackRest on the same cluster, with its own repository.
+struct PgBackRest {
+    bin: std::path::PathBuf,
+    version: String,
+    dir: tempfile::TempDir,
+    common: Vec<String>,
+}
+
+impl PgBackRest {
+    /// `None` when the cluster is newer than 15 or pgBackRest is not
+    /// installed (ARK_PGBACKREST, or `pgbackrest` on the PATH).
+    fn find(cluster: &Cluster) -> Option<PgBackRest> {
+        if cluster.install.major > 15 {
+            return None;
+        }
+        let bin = std::env::var_os("ARK_PGBACKREST")
+            .map(Into::into)
+            .or_else(|| {
+                std::env::var_os("PATH").and_then(|p| {
+                    std::env::split_paths(&p)
+                        .map(|d| d.join("pgbackrest"))
+                        .find(|b| b.is_file())
+                })
+            })?;
+        let out = Command::new(&bin).arg("version").output().ok()?;
+        let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let dir = temp_dir("ark-bench-pgbackrest-");
+        let conf = dir.path().join("pgbackrest.conf");
+        std::fs::write(&conf, "").unwrap();
+        pg_ark_tests::give_to_test_user(&conf);
+        let d = dir.path().display().to_string();
+        let common = vec![
+            format!("--config={}", conf.display()),
+            "--stanza=bench".into(),
+            format!("--repo1-path={d}/repo"),
+            format!("--log-path={d}"),
+            format!("--lock-path={d}"),
+            "--log-level-console=warn".into(),
+            "--log-level-file=off".into(),
+            format!("--pg1-path={}", cluster.data.display()),
+            format!("--pg1-port={}", cluster.port),
+            format!("--pg1-socket-path={}", cluster.sockdir.display()),
+            "--pg1-user=postgres".into(),
+        ];
+        let p = PgBackRest {
+            bin,
+            version,
+            dir,
+            common,
+        };
+        p.run(&["stanza-create"]);
+        Some(p)
+    }
+
+    /// Run one command to its end; its wall time.
+    fn run(&self, args: &[&str]) -> f64 {
+        self.run_with(&self.common, args)
+    }
+
+    fn run_with(&self, common: &[String], args: &[&str]) -> f64 {
+        settle();
+        let t = Instant::now();
+        let out = server_command(&self.bin)
+            .args(common)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pgbackrest {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_secs_f64()
+    }
+
+    fn backup(&self, kind: &str) -> f64 {
+        self.run(&[
+            &format!("--type={kind}"),
+            "--process-max=2",
+            "--compress-type=zst",
+            "--compress-level=1",
+            "--repo1-retention-full=99",
+            "--start-fast",
+            "--archive-check=n",
+            "backup",
+        ])
+    }
+
+    /// Restore the latest backup into `data` (made here, empty).
+    fn restore(&self, data: &Path) -> f64 {
+        std::fs::create_dir(data).unwrap();
+        pg_ark_tests::give_to_test_user(data);
+        // The server's own settings are not the restore's.
+        let common: Vec<String> = self
+            .common
+            .iter()
+            .filter(|o| !o.starts_with("--pg1-"))
+            .cloned()
+            .collect();
+        self.run_with(
+            &common,
+            &[
+                &format!("--pg1-path={}", data.display()),
+                &format!("--spool-path={}", self.dir.path().display()),
+                "--process-max=2",
+                "--type=immediate",
+                "restore",
+            ],
+        )
+    }
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "met"
@@ -178,6 +302,10 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
+    let pgbackrest = PgBackRest::find(&cluster);
+    let mut br_full_s = Vec::new();
+    let mut br_inc_s = Vec::new();
+    let mut br_restore_s = Vec::new();
     let mut full_s = Vec::new();
     let mut inc_s = Vec::new();
     let mut restore_s = Vec::new();
@@ -191,11 +319,17 @@ fn main() {
     for round in 1..=runs {
         let (s, full) = backup(&mut c, "full");
         full_s.push(s);
+        if let Some(p) = &pgbackrest {
+            br_full_s.push(p.backup("full"));
+        }
         // Well under 1% of the pages: 100 pgbench transactions.
         cluster.pgbench(&["-n", "-c", "2", "-t", "50"]);
         c.batch_execute("CHECKPOINT").unwrap();
         let (s, inc) = backup(&mut c, "incremental");
         inc_s.push(s);
+        if let Some(p) = &pgbackrest {
+            br_inc_s.push(p.backup("incr"));
+        }
         for r in [&full, &inc] {
             worker_anon = worker_anon.max(r["memory"]["rss_anon_peak_kib"].as_u64().unwrap_or(0));
             // Left out where the kernel refuses to reset the peak: 0, shown
@@ -224,6 +358,10 @@ fn main() {
         restore_mem.rss_anon_kib = restore_mem.rss_anon_kib.max(mem.rss_anon_kib);
         let (restored_files, _) = tree_size(&data);
         drop(dir);
+        if let Some(p) = &pgbackrest {
+            let dir = temp_dir("ark-bench-restore-");
+            br_restore_s.push(p.restore(&dir.path().join("data")));
+        }
 
         // The limit: the same tree copied by tar and synced.
         let limit = temp_dir("ark-bench-tar-");
@@ -260,15 +398,35 @@ fn main() {
         bytes as f64 / 1_048_576.0
     );
     println!();
-    println!("| step | wall time |");
-    println!("| --- | ---: |");
-    println!("| pg_ark full | {full:.2} s |");
+    let (br_full, br_inc, br_restore) = (median(br_full_s), median(br_inc_s), median(br_restore_s));
+    let beside = |v: f64| match &pgbackrest {
+        Some(_) => format!(" {v:.2} s |"),
+        None => String::new(),
+    };
+    match &pgbackrest {
+        Some(p) => {
+            println!("| step | pg_ark | {} |", p.version);
+            println!("| --- | ---: | ---: |");
+        }
+        None => {
+            println!("| step | pg_ark |");
+            println!("| --- | ---: |");
+        }
+    }
+    println!("| full | {full:.2} s |{}", beside(br_full));
     println!(
-        "| pg_ark incremental (100 pgbench transactions; stored {:.1} MiB) | {inc:.2} s |",
-        median(stored_inc) / 1_048_576.0
+        "| incremental (100 pgbench transactions; pg_ark stored {:.1} MiB) | {inc:.2} s |{}",
+        median(stored_inc) / 1_048_576.0,
+        beside(br_inc)
     );
-    println!("| pg_ark restore (full + incremental) | {restore:.2} s |");
-    println!("| tar of the same tree, then sync (the limit) | {limit:.2} s |");
+    println!(
+        "| restore (full + incremental) | {restore:.2} s |{}",
+        beside(br_restore)
+    );
+    println!(
+        "| tar of the same tree, then sync (the limit) | {limit:.2} s |{}",
+        if pgbackrest.is_some() { " |" } else { "" }
+    );
     println!();
     for (what, list) in [("full", &phases_full), ("incremental", &phases_inc)] {
         for (i, p) in list.iter().enumerate() {
@@ -295,6 +453,13 @@ fn main() {
         inc / full,
         verdict(inc * 3.0 <= full)
     );
+    if pgbackrest.is_some() {
+        println!(
+            "goal incremental <= 0.5x pgBackRest's: {inc:.2} s vs {br_inc:.2} s ({:.2}), {}",
+            inc / br_inc,
+            verdict(inc <= 0.5 * br_inc)
+        );
+    }
     println!(
         "goal restore <= 1.5x tar + sync: {restore:.2} s vs {limit:.2} s ({:.2}), {}",
         restore / limit,
