@@ -104,24 +104,19 @@ pub fn finish_backup(
         .into_iter()
         .map(|o| o.key)
         .collect();
-    let own = root
-        .segments
-        .iter()
-        .filter(|s| !s.unchanged)
-        .map(|s| format!("{prefix}/{SEGMENT_DIR}/{:06}", s.object))
-        .collect::<std::collections::BTreeSet<_>>();
     let mut missing: Vec<String> = manifest
         .files
         .iter()
         .filter(|f| !f.key.is_empty())
         .map(|f| f.key.clone())
-        .chain(own)
         .chain([
             format!("{prefix}/{MANIFEST_NAME}"),
             format!("{prefix}/{MANIFEST_NAME}.copy"),
         ])
         .filter(|k| !present.contains(k))
         .collect();
+    // Its own packs, and those of its ancestors it refers to.
+    missing.extend(missing_packs(cluster, &root)?);
     // Its parent must still be there too (another writer's expiry), and
     // every ancestor whose segments it refers to.
     let mut elders: Vec<&str> = descriptor.parent.iter().map(String::as_str).collect();

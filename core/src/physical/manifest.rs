@@ -19,7 +19,7 @@
 //! segments in id order, each with its owner (the backup whose folder
 //! holds its pack), its place in the pack, the BLAKE3 of its own bytes, its
 //! file count and its *shape*: the BLAKE3 of its files' paths and lengths.
-//! Trust runs from the descriptor to the root's SHA-256, to each segment's
+//! Trust runs from the root's own SHA-256, to each segment's
 //! BLAKE3, to each entry's BLAKE3, to each data object's own.
 //!
 //! **Unchanged segments are not rewritten.** When every file of a `rel:`
@@ -31,6 +31,9 @@
 //! what changed, not every file. With WAL summaries (PostgreSQL 17+), such
 //! a file is not even opened: its length from the walk equals the
 //! parent's, and the summaries list no block of it.
+//!
+//! The segment rules ([`segment_of`], [`BUCKET`]) are part of format 2: a
+//! reader refuses a file in another segment than they give.
 //!
 //! Objects are never replaced: a segment is put once, under a new name.
 //! A referred segment lives in an ancestor's folder, which retention
@@ -287,6 +290,12 @@ fn check_root(root: &Root, id: &str) -> Result<(), String> {
     }
     for s in &root.segments {
         check_backup_id(&s.owner).map_err(|e| e.to_string())?;
+        if s.unchanged && !s.id.starts_with("rel:") {
+            return Err(format!(
+                "segment \"{}\" is marked unchanged, which only a relation segment may be",
+                s.id
+            ));
+        }
         if s.unchanged == (s.owner == id) {
             return Err(format!(
                 "segment \"{}\" is {} but owned by backup \"{}\"",
@@ -296,7 +305,12 @@ fn check_root(root: &Root, id: &str) -> Result<(), String> {
             ));
         }
     }
-    if root.segments.iter().map(|s| s.files).sum::<u64>() != root.files {
+    if root
+        .segments
+        .iter()
+        .try_fold(0u64, |n, s| n.checked_add(s.files))
+        != Some(root.files)
+    {
         return Err("its segments' file counts do not add up to its own".into());
     }
     Ok(())
@@ -306,15 +320,23 @@ fn check_root(root: &Root, id: &str) -> Result<(), String> {
 /// count and shape, and that each file belongs to it. An unchanged
 /// segment's files read as their parent's, whole.
 pub fn load_segment(cluster: &ClusterRepo, s: &SegmentRef) -> Result<Vec<ManifestFile>, Error> {
-    load_segment_cached(cluster, s, &mut None)
+    load_segment_cached(cluster, s, &mut Packs::default())
 }
 
-/// [`load_segment`], keeping the last pack read in `cache` (the segments
-/// of a root lie in their packs in order).
+/// The packs read last (a child's root refers to its own packs and its
+/// ancestors', in turn).
+#[derive(Default)]
+struct Packs(std::collections::VecDeque<(String, Vec<u8>)>);
+
+impl Packs {
+    const KEEP: usize = 8;
+}
+
+/// [`load_segment`], keeping the packs read last in `cache`.
 fn load_segment_cached(
     cluster: &ClusterRepo,
     s: &SegmentRef,
-    cache: &mut Option<(String, Vec<u8>)>,
+    cache: &mut Packs,
 ) -> Result<Vec<ManifestFile>, Error> {
     let key = segment_key(cluster, &s.owner, s.object);
     let bad = |reason: String| Error::BadMetadata {
@@ -322,7 +344,7 @@ fn load_segment_cached(
         key: key.clone(),
         reason,
     };
-    if cache.as_ref().is_none_or(|(k, _)| *k != key) {
+    if !cache.0.iter().any(|(k, _)| *k == key) {
         let obj = match cluster.storage().get(&key) {
             Ok(o) => o,
             Err(e) if e.is_not_found() => {
@@ -334,9 +356,16 @@ fn load_segment_cached(
             Err(e) => return Err(e.into()),
         };
         let (_, content) = envelope::open(&obj).map_err(|e| bad(e.to_string()))?;
-        *cache = Some((key.clone(), content));
+        if cache.0.len() == Packs::KEEP {
+            cache.0.pop_front();
+        }
+        cache.0.push_back((key.clone(), content));
     }
-    let content = cache.as_ref().map_or(&[][..], |(_, c)| c.as_slice());
+    let content = cache
+        .0
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(&[][..], |(_, c)| c.as_slice());
     let bytes = usize::try_from(s.offset)
         .ok()
         .zip(usize::try_from(s.len).ok())
@@ -386,24 +415,21 @@ fn load_segment_cached(
 }
 
 /// Backup `id`'s manifest, every entry in path order (`None`: it has
-/// none), and the other backups whose folders hold its segments.
+/// none), and its root's segments (none for format 1).
 pub fn load_manifest(
     cluster: &ClusterRepo,
     id: &str,
-) -> Result<Option<(Manifest, Vec<String>)>, Error> {
+) -> Result<Option<(Manifest, Vec<SegmentRef>)>, Error> {
     let root = match load_stored(cluster, id)? {
         None => return Ok(None),
         Some(Stored::V1(m)) => return Ok(Some((m, Vec::new()))),
         Some(Stored::V2(root)) => root,
     };
-    let mut files = Vec::with_capacity(root.files as usize);
-    let mut owners = Vec::new();
-    let mut cache = None;
+    // The count is the root's word: a hint, bounded.
+    let mut files = Vec::with_capacity(root.files.min(1 << 20) as usize);
+    let mut cache = Packs::default();
     for s in &root.segments {
         files.extend(load_segment_cached(cluster, s, &mut cache)?);
-        if s.owner != id && !owners.contains(&s.owner) {
-            owners.push(s.owner.clone());
-        }
     }
     files.sort_unstable_by(|a, b| {
         (a.path == "global/pg_control", &a.path).cmp(&(b.path == "global/pg_control", &b.path))
@@ -416,7 +442,49 @@ pub fn load_manifest(
         tablespaces: root.tablespaces,
         databases: root.databases,
     };
-    Ok(Some((manifest, owners)))
+    Ok(Some((manifest, root.segments)))
+}
+
+/// The packs `root` names that are not in the repository, found by
+/// listing each owner's `manifest.d/` once.
+pub fn missing_packs(cluster: &ClusterRepo, root: &Root) -> Result<Vec<String>, Error> {
+    let mut present = std::collections::HashSet::new();
+    let mut listed = std::collections::HashSet::new();
+    let mut missing = std::collections::BTreeSet::new();
+    for s in &root.segments {
+        if listed.insert(s.owner.as_str()) {
+            let folder = format!("{}/{SEGMENT_DIR}/", backup_prefix(cluster, &s.owner));
+            present.extend(cluster.storage().list(&folder)?.into_iter().map(|o| o.key));
+        }
+        let key = segment_key(cluster, &s.owner, s.object);
+        if !present.contains(&key) {
+            missing.insert(key);
+        }
+    }
+    Ok(missing.into_iter().collect())
+}
+
+/// Each unchanged segment of a backup (`segments`, its root's) must be
+/// its parent's (`parent`, the parent root's; empty for format 1): the same
+/// pack, place, digest, count and shape. `Err`: the first that is not.
+pub fn check_unchanged(segments: &[SegmentRef], parent: &[SegmentRef]) -> Result<(), String> {
+    for s in segments.iter().filter(|s| s.unchanged) {
+        let theirs = parent.iter().find(|p| p.id == s.id);
+        let same = theirs.is_some_and(|p| {
+            (
+                &p.owner, p.object, p.offset, p.len, &p.blake3, p.files, &p.shape,
+            ) == (
+                &s.owner, s.object, s.offset, s.len, &s.blake3, s.files, &s.shape,
+            )
+        });
+        if !same {
+            return Err(format!(
+                "its manifest segment \"{}\" is marked unchanged, but its parent's is not the one it refers to (in backup \"{}\")",
+                s.id, s.owner
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Basis {
@@ -461,7 +529,7 @@ impl Basis {
         for f in files.iter().filter(|f| increment::is_block_file(&f.path)) {
             now.entry(segment_of(&f.path)).or_default().push(f);
         }
-        let mut cache = None;
+        let mut cache = Packs::default();
         for s in &root.segments {
             let Some(mine) = now.get(&s.id) else { continue };
             if shape(mine.iter().map(|f| (f.path.as_str(), f.size))) == s.shape {

@@ -153,6 +153,16 @@ pub fn decide(
             )))
         }
     };
+    // Its segments are read once the walk is done: they must be there.
+    if let Stored::V2(root) = &stored {
+        let missing = missing_packs(cluster, root).map_err(JobFailure::from)?;
+        if let Some(first) = missing.first() {
+            return Ok(full(format!(
+                "the manifest of backup \"{}\" is incomplete (\"{first}\" is missing)",
+                parent.backup_id
+            )));
+        }
+    }
     let Some(reference_lsn) = increment::parse_lsn(&parent.start_lsn) else {
         return Ok(full(format!(
             "backup \"{}\" records no valid start LSN (\"{}\")",

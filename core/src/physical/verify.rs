@@ -244,15 +244,14 @@ pub fn load_backup(
     cluster: &ClusterRepo,
     id: &str,
 ) -> Result<(PhysicalBackupInfo, Manifest), Error> {
-    load_backup_owners(cluster, id).map(|(info, manifest, _)| (info, manifest))
+    load_backup_segments(cluster, id).map(|(info, manifest, _)| (info, manifest))
 }
 
-/// [`load_backup`], with the ancestors whose folders hold its manifest's
-/// unchanged segments.
-fn load_backup_owners(
+/// [`load_backup`], with its manifest root's segments (none for format 1).
+fn load_backup_segments(
     cluster: &ClusterRepo,
     id: &str,
-) -> Result<(PhysicalBackupInfo, Manifest, Vec<String>), Error> {
+) -> Result<(PhysicalBackupInfo, Manifest, Vec<SegmentRef>), Error> {
     check_backup_id(id)?;
     let prefix = backup_prefix(cluster, id);
     let missing = |what: &str| Error::BadMetadata {
@@ -276,7 +275,7 @@ pub struct Chain {
 /// Load backup `id` and its ancestors, each complete.
 pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
     let mut backups: Vec<(PhysicalBackupInfo, Manifest)> = Vec::new();
-    let mut elders: Vec<(String, Vec<String>)> = Vec::new();
+    let mut roots: Vec<Vec<SegmentRef>> = Vec::new();
     let mut next = Some(id.to_string());
     while let Some(id) = next {
         if backups.iter().any(|(i, _)| i.backup_id == id) || backups.len() > 10_000 {
@@ -286,23 +285,21 @@ pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
                 reason: format!("backup \"{id}\" is its own ancestor"),
             });
         }
-        let (info, manifest, owners) = load_backup_owners(cluster, &id)?;
+        let (info, manifest, segments) = load_backup_segments(cluster, &id)?;
         next = info.parent.clone();
         backups.push((info, manifest));
-        elders.push((id, owners));
+        roots.push(segments);
     }
-    // A manifest refers only to its own ancestors' segments.
-    for (level, (id, owners)) in elders.iter().enumerate() {
-        if let Some(o) = owners
-            .iter()
-            .find(|o| !backups[level + 1..].iter().any(|(i, _)| &i.backup_id == *o))
-        {
+    // A segment marked unchanged is its parent's (and so, in turn, an
+    // ancestor's).
+    for (level, segments) in roots.iter().enumerate() {
+        let parent = roots.get(level + 1).map_or(&[][..], Vec::as_slice);
+        if let Err(reason) = check_unchanged(segments, parent) {
+            let id = &backups[level].0.backup_id;
             return Err(Error::BadMetadata {
                 location: cluster.location(),
                 key: format!("{}/{MANIFEST_NAME}", backup_prefix(cluster, id)),
-                reason: format!(
-                    "its manifest refers to segments of backup \"{o}\", which is not one of its ancestors"
-                ),
+                reason,
             });
         }
     }
@@ -344,6 +341,12 @@ impl Chain {
                 ));
             };
             let f = &manifest.files[i];
+            if f.blocks.is_some() && !increment::is_block_file(&f.path) {
+                return Err(format!(
+                    "its entry in backup \"{}\" is block-level, which only a relation's main or init fork may be",
+                    info.backup_id
+                ));
+            }
             if let Some(blocks) = &f.blocks {
                 let limit = f.size.div_ceil(BLOCK);
                 if blocks.windows(2).any(|w| w[0] >= w[1])

@@ -166,13 +166,15 @@ fn unchanged_relation_segments_are_referred_to_and_their_files_not_read() {
 }
 
 /// The parent's choice reads its root, never its segments: a parent
-/// whose segment packs are gone is still chosen (its restore would fail,
-/// and so would the incremental's finish).
+/// whose pack is damaged is still chosen (only its restore, and the
+/// incremental's reading of a changed segment, would find out). A parent
+/// whose pack is gone is not: a full is taken, naming the pack. And a
+/// backup that refers to a pack that is gone is never recorded complete.
 #[test]
-fn the_parent_choice_reads_the_root_only() {
+fn the_parent_choice_reads_the_root_only_and_missing_packs_are_caught() {
     let (_d, c) = cluster();
     let src = pgdata();
-    take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    let (f1, m1) = take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
     push_wal(&c);
     let prefix = backup_prefix(&c, "f1");
     let packs = c
@@ -180,34 +182,72 @@ fn the_parent_choice_reads_the_root_only() {
         .list(&format!("{prefix}/{SEGMENT_DIR}/"))
         .unwrap();
     assert_eq!(packs.len(), 1, "a small manifest is one pack: {packs:?}");
-    for o in packs {
-        c.storage().delete(&o.key).unwrap();
-    }
-    let d = decide(
-        &c,
-        BackupKind::Incremental,
-        Started {
-            start_wal: "000000010000000000000004",
-            timeline: 1,
-            checksums: false,
-        },
-        &Default::default(),
-        src.path(),
-        std::time::Duration::ZERO,
-        &std::sync::atomic::AtomicBool::new(false),
-        &|_| {},
-    )
-    .unwrap();
+    let pack = packs[0].key.clone();
+    let mut damaged = c.storage().get(&pack).unwrap();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x40;
+    c.storage().delete(&pack).unwrap();
+    c.storage().put(&pack, &damaged, PutMode::Create).unwrap();
+    let decide_now = || {
+        decide(
+            &c,
+            BackupKind::Incremental,
+            Started {
+                start_wal: "000000010000000000000004",
+                timeline: 1,
+                checksums: false,
+            },
+            &Default::default(),
+            src.path(),
+            std::time::Duration::ZERO,
+            &std::sync::atomic::AtomicBool::new(false),
+            &|_| {},
+        )
+        .unwrap()
+    };
+    let d = decide_now();
     let (parent, basis) = d.parent.unwrap();
     assert_eq!(parent.backup_id, "f1");
     assert_eq!(basis.parent_root.as_ref().unwrap().backup_id, "f1");
     assert!(basis.parent_sizes.is_empty());
     let e = load_backup(&c, "f1").unwrap_err();
+    assert!(e.to_string().contains(&pack), "{e}");
+
+    c.storage().delete(&pack).unwrap();
+    let d = decide_now();
+    assert!(d.parent.is_none());
+    let reason = d.fallback.unwrap();
     assert!(
-        e.to_string()
-            .contains(&format!("{prefix}/{SEGMENT_DIR}/000000")),
-        "{e}"
+        reason.contains("is incomplete") && reason.contains(&pack),
+        "{reason}"
     );
+
+    // A child that refers to f1's relation segment, finished after the
+    // pack went: refused, naming it.
+    let files = m1
+        .files
+        .iter()
+        .filter(|f| segment_of(&f.path) == "rel:base/5:16")
+        .map(|f| unchanged_entry(f.path.clone(), f.size))
+        .collect();
+    let child = Manifest {
+        backup_id: "i1".into(),
+        files,
+        ..m1.clone()
+    };
+    let info = PhysicalBackupInfo {
+        backup_id: "i1".into(),
+        kind: BackupKind::Incremental,
+        parent: Some("f1".into()),
+        ..f1.clone()
+    };
+    let e = finish_backup(&c, &child, &info).unwrap_err();
+    assert!(matches!(e, Error::BackupObjectsMissing { .. }), "{e}");
+    assert!(e.to_string().contains(&pack), "{e}");
+    assert!(list_backups(&c)
+        .unwrap()
+        .iter()
+        .all(|b| b.backup_id != "i1"));
 }
 
 /// A segment that is damaged, lies elsewhere than its root says, holds
@@ -271,7 +311,10 @@ fn a_damaged_or_misplaced_segment_is_refused_with_its_key() {
         ..theirs
     };
     rewrite_root(&c, "b", &root);
-    refused("another backup's segment", "not one of its ancestors");
+    refused(
+        "another backup's segment",
+        "is marked unchanged, but its parent's is not",
+    );
     // A segment owned by another backup but not marked unchanged.
     root.segments[i].unchanged = false;
     rewrite_root(&c, "b", &root);
