@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -152,6 +152,11 @@ bench-restore:
 # 15, pgBackRest beside pg_ark when it is installed (make setup-bench).
 bench-files:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
+
+# About a million files: the many-files case with 920,000 more empty
+# relation files, one round (not part of make bench: about 15 minutes).
+bench-million:
+	ARK_BENCH_EXTRA_FILES=920000 ARK_BENCH_RUNS=1 ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
 
 demo: setup-demo
 	@bash scripts/install.sh "$(PG17_CONFIG)"

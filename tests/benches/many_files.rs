@@ -9,6 +9,16 @@
 //! `pg_ark restore` of that incremental (full + incremental) with the
 //! server running.
 //!
+//! ARK_BENCH_EXTRA_FILES (default 0) adds that many files to the cluster
+//! without making them one by one through SQL: empty relation files
+//! (relfilenodes from 2,000,000 on, numbers no relation of the cluster has)
+//! written straight into the `postgres` database's directory, owned by the
+//! server's user, as a million empty tables would leave them. PostgreSQL
+//! never reads them (and never gives a new relation a number whose file
+//! exists); a backup walks, describes, stores and restores each. With
+//! 920,000 of them the cluster has about a million files (`make
+//! bench-million`).
+//!
 //! Reported: the median wall time of each step; the seconds per phase of
 //! each round, from the jobs' results; the highest memory of any round, of
 //! the job worker (`VmHWM`, and the peak private memory `RssAnon` the worker
@@ -271,6 +281,10 @@ fn main() {
     let mut c = cluster.client();
     c.batch_execute("CREATE EXTENSION pg_ark").unwrap();
     eprintln!("pgbench -i -s {scale}, then {tables} one-row tables ...");
+    let extra_note = match env_u32("ARK_BENCH_EXTRA_FILES", 0) {
+        0 => String::new(),
+        n => format!(" + {n} empty relation files"),
+    };
     cluster.pgbench(&["-i", "-s", &scale.to_string(), "-q"]);
     let t = Instant::now();
     c.batch_execute(
@@ -295,6 +309,22 @@ fn main() {
     c.batch_execute("DROP FUNCTION make_many").unwrap();
     c.batch_execute("VACUUM").unwrap();
     c.batch_execute("CHECKPOINT").unwrap();
+    let extra = env_u32("ARK_BENCH_EXTRA_FILES", 0);
+    if extra > 0 {
+        let oid: u32 = c
+            .query_one(
+                "SELECT oid FROM pg_database WHERE datname = 'postgres'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let dir = cluster.data.join("base").join(oid.to_string());
+        for n in 0..extra {
+            let path = dir.join((2_000_000 + n).to_string());
+            std::fs::File::create_new(&path).unwrap();
+            pg_ark_tests::give_to_test_user(&path);
+        }
+    }
     let (files, bytes) = tree_size(&cluster.data);
     eprintln!(
         "{files} files, {:.0} MiB, made in {:.0} s",
@@ -394,7 +424,7 @@ fn main() {
     );
     println!();
     println!(
-        "Many files, PostgreSQL {major}: pgbench scale {scale} + {tables} one-row tables, {files} files, {:.0} MiB (pg_wal left out); wall times are medians of {runs} rounds, memory the highest of any round",
+        "Many files, PostgreSQL {major}: pgbench scale {scale} + {tables} one-row tables{extra_note}, {files} files, {:.0} MiB (pg_wal left out); wall times are medians of {runs} rounds, memory the highest of any round",
         bytes as f64 / 1_048_576.0
     );
     println!();

@@ -32,6 +32,10 @@ pub struct StoreOptions {
 pub const BUNDLE_FILES_BELOW: u64 = 64 * 1024;
 /// Content of one bundle object, at most (a file is never split).
 pub const BUNDLE_BYTES: u64 = 4 * 1024 * 1024;
+/// A bundle holds at most this many files, so that many empty or tiny
+/// files (a million empty tables) still spread over the threads, and a
+/// restore's units stay small.
+pub const BUNDLE_MEMBERS: usize = 1024;
 
 /// One piece of work of [`store_files`].
 enum Work {
@@ -77,7 +81,9 @@ pub fn store_files(
     for &i in &rest {
         let f = &files[i];
         if f.size < bundle_below && !by_block(f) {
-            if bundle_bytes + f.size > BUNDLE_BYTES && !bundle.is_empty() {
+            if (bundle_bytes + f.size > BUNDLE_BYTES || bundle.len() == BUNDLE_MEMBERS)
+                && !bundle.is_empty()
+            {
                 work.push(Work::Bundle(work.len(), std::mem::take(&mut bundle)));
                 bundle_bytes = 0;
             }

@@ -1122,6 +1122,40 @@ fn small_files_share_bundles_and_each_is_checked_on_its_own() {
     assert!(problems[0].reason.contains("offset"), "{problems:?}");
 }
 
+/// Many empty files (empty tables) are cut into bundles of at most
+/// `BUNDLE_MEMBERS`, and restore exactly.
+#[test]
+fn empty_files_fill_bundles_of_a_bounded_count() {
+    BUNDLE.with(|b| b.set(BUNDLE_FILES_BELOW));
+    let (_r, c) = cluster();
+    let src = pgdata();
+    for n in 0..2500u32 {
+        write(src.path(), &format!("base/5/{}", 40_000 + n), b"");
+    }
+    let m = take(&c, src.path(), "b");
+    BUNDLE.with(|b| b.set(0));
+    let mut members: std::collections::BTreeMap<&str, usize> = Default::default();
+    for f in m.files.iter().filter(|f| f.offset.is_some()) {
+        *members.entry(f.key.as_str()).or_default() += 1;
+    }
+    assert!(members.len() >= 3, "{members:?}");
+    assert!(
+        members.values().all(|&n| n <= BUNDLE_MEMBERS),
+        "{members:?}"
+    );
+    assert_eq!(members.values().sum::<usize>(), m.files.len() - 2);
+    let out = tempfile::tempdir().unwrap();
+    restore_backup(&c, "b", &out.path().join("r")).unwrap();
+    for f in walk(src.path()).unwrap().files {
+        assert_eq!(
+            fs::read(out.path().join("r").join(&f.path)).unwrap(),
+            fs::read(src.path().join(&f.path)).unwrap(),
+            "{}",
+            f.path
+        );
+    }
+}
+
 #[test]
 fn backups_started_in_the_same_second_are_ordered_by_start_lsn() {
     let mut full = described(
