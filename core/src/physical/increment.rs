@@ -96,6 +96,20 @@ impl Basis {
             && !self.database_copied(path)
     }
 
+    /// `path`, `size` bytes long now, is the parent's file, whole, without
+    /// opening it: it is stored by block, the WAL summaries name no block
+    /// of it, and the walk found it as long as the parent's. (Growth after
+    /// the walk is this backup's WAL's to replay, as it is for a file read
+    /// before it grows.)
+    pub fn unchanged_by_summary(&self, path: &str, size: u64) -> bool {
+        let Some(summary) = &self.summary else {
+            return false;
+        };
+        self.parent_sizes.get(path) == Some(&size)
+            && self.by_block(path, size)
+            && rel_fork(path).is_some_and(|(fork, _)| !summary.contains_key(&fork))
+    }
+
     /// The database directory of relation file `path` was copied whole
     /// (created, moved or re-created) since the parent, or may have been.
     /// `global/` is no database directory and is never copied.
@@ -439,13 +453,6 @@ pub(super) fn store_increment(
     (compression, level): (Compression, i32),
     pages: Option<&super::PageCheck>,
 ) -> Result<Option<ManifestFile>, Error> {
-    // The summaries list no block of it, and the walk found it as long as
-    // the parent's: the parent's file, whole, without opening it. (Growth
-    // after the walk is this backup's WAL's to replay, as it is for a
-    // file read before it grows.)
-    if matches!(changed, Changed::Listed(None, _)) && f.size == parent_len {
-        return Ok(Some(super::unchanged_entry(f.path.clone(), f.size)));
-    }
     let path = pgdata.join(&f.path);
     let file = match fs::File::open(&path) {
         Ok(file) => file,

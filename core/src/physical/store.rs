@@ -71,14 +71,32 @@ pub fn store_files(
         (0..files.len()).partition(|&i| files[i].path == "global/pg_control");
     let next = AtomicU64::new(0);
     // Per file: None = not stored (yet), Some(None) = vanished meanwhile.
-    let results: Mutex<Vec<Option<Option<ManifestFile>>>> = Mutex::new(vec![None; files.len()]);
+    let mut results: Vec<Option<Option<ManifestFile>>> = vec![None; files.len()];
+    // The files WAL summaries leave as they were: the parent's, whole,
+    // never opened (no work to hand out).
+    if let Some(b) = basis.filter(|b| b.summary.is_some()) {
+        for &i in &rest {
+            let f = &files[i];
+            if b.unchanged_by_summary(&f.path, f.size) {
+                results[i] = Some(Some(super::unchanged_entry(f.path.clone(), f.size)));
+                progress.bytes_done.fetch_add(f.size, Ordering::Relaxed);
+            }
+        }
+    }
+    let results = Mutex::new(results);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     // Small files stored whole go into bundles, in name order.
     let by_block = |f: &SourceFile| basis.is_some_and(|b| b.by_block(&f.path, f.size));
     let mut work: Vec<Work> = Vec::new();
     let mut bundle: Vec<usize> = Vec::new();
     let mut bundle_bytes = 0;
-    for &i in &rest {
+    let done: Vec<bool> = results
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(Option::is_some)
+        .collect();
+    for &i in rest.iter().filter(|&&i| !done[i]) {
         let f = &files[i];
         if f.size < bundle_below && !by_block(f) {
             if (bundle_bytes + f.size > BUNDLE_BYTES || bundle.len() == BUNDLE_MEMBERS)
