@@ -284,6 +284,13 @@ pub fn is_block_file(path: &str) -> bool {
     relation_fork(path).is_some_and(|fork| fork.is_empty() || fork == "init")
 }
 
+/// A file a manifest may hold by block: what [`is_block_file`] stores by
+/// block, and visibility map forks, which pg_ark 0.1.0 stored by block
+/// too (its incrementals are still read).
+pub fn may_be_block_level(path: &str) -> bool {
+    relation_fork(path).is_some_and(|fork| matches!(fork, "" | "init" | "vm"))
+}
+
 /// A file of any fork of a relation (main, `fsm`, `vm`, `init`).
 pub fn is_relation_file(path: &str) -> bool {
     relation_fork(path).is_some()

@@ -427,8 +427,12 @@ pub fn load_manifest(
     };
     // The count is the root's word: a hint, bounded.
     let mut files = Vec::with_capacity(root.files.min(1 << 20) as usize);
+    // Pack by pack (the owners' packs interleave in id order); the files
+    // are sorted below.
+    let mut order: Vec<&SegmentRef> = root.segments.iter().collect();
+    order.sort_by(|a, b| (&a.owner, a.object, a.offset).cmp(&(&b.owner, b.object, b.offset)));
     let mut cache = Packs::default();
-    for s in &root.segments {
+    for s in order {
         files.extend(load_segment_cached(cluster, s, &mut cache)?);
     }
     files.sort_unstable_by(|a, b| {

@@ -341,9 +341,9 @@ impl Chain {
                 ));
             };
             let f = &manifest.files[i];
-            if f.blocks.is_some() && !increment::is_block_file(&f.path) {
+            if f.blocks.is_some() && !increment::may_be_block_level(&f.path) {
                 return Err(format!(
-                    "its entry in backup \"{}\" is block-level, which only a relation's main or init fork may be",
+                    "its entry in backup \"{}\" is block-level, which only a relation's main, init or visibility map fork may be",
                     info.backup_id
                 ));
             }

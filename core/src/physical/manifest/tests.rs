@@ -369,3 +369,46 @@ fn an_incremental_on_a_format_1_parent_restores_exactly() {
         &[],
     );
 }
+
+/// pg_ark 0.1.0 stored visibility maps by block: a format-1 incremental
+/// whose `_vm` entry is block-level (here: no block changed) still
+/// restores, the map coming from its parent; a block-level entry for any
+/// other kind of file is refused.
+#[test]
+fn a_format_1_incremental_with_a_block_level_visibility_map_restores() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    let r = src.path();
+    write(r, "base/5/16384_vm", &[9u8; 8192]);
+    let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
+    let (_, m) = take_kind(&c, r, "i", "incremental", Some(&full), "0/3000000", 20);
+    let as_0_1 = |m: &Manifest, path: &str| {
+        let mut v1 = Manifest {
+            format_version: 1,
+            ..m.clone()
+        };
+        let e = v1.files.iter_mut().find(|f| f.path == path).unwrap();
+        *e = unchanged_entry(e.path.clone(), e.size);
+        let prefix = backup_prefix(&c, "i");
+        for o in c
+            .storage()
+            .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+            .unwrap()
+        {
+            c.storage().delete(&o.key).unwrap();
+        }
+        for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
+            c.storage().delete(&format!("{prefix}/{k}")).unwrap();
+        }
+        save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+    };
+    as_0_1(&m, "base/5/16384_vm");
+    assert_restores(&c, "i", &[("base/5/16384_vm", vec![9u8; 8192])], &[]);
+    as_0_1(&m, "pg_xact/0000");
+    let out = tempfile::tempdir().unwrap();
+    let e = restore_backup(&c, "i", &out.path().join("x")).unwrap_err();
+    assert!(
+        e.to_string().contains("pg_xact/0000") && e.to_string().contains("block-level"),
+        "{e}"
+    );
+}
