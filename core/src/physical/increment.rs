@@ -68,6 +68,10 @@ pub struct Basis {
     /// every file of a format-1 parent; of a format-2 one, filled from
     /// `parent_root` by [`Basis::read_parent`] once the walk is done.
     pub parent_sizes: HashMap<String, u64>,
+    /// The parent's segments whose shape the walk found again: each of
+    /// their files is as long as the parent's (see [`Basis::parent_len`]),
+    /// without a copy of every path.
+    pub same_shape: std::collections::HashSet<String>,
     /// The parent's manifest root (format 2): the segments an unchanged
     /// one of this backup refers to.
     pub parent_root: Option<super::Root>,
@@ -90,10 +94,19 @@ impl Basis {
     /// it, it is a main or init fork of whole blocks, and its database
     /// directory is the parent's.
     pub fn by_block(&self, path: &str, size: u64) -> bool {
-        self.parent_sizes.contains_key(path)
+        self.parent_len(path, size).is_some()
             && is_block_file(path)
             && size.is_multiple_of(BLOCK)
             && !self.database_copied(path)
+    }
+
+    /// The length of `path` in the parent, if the parent has it; `size` is
+    /// its length now, from the walk.
+    pub fn parent_len(&self, path: &str, size: u64) -> Option<u64> {
+        self.parent_sizes.get(path).copied().or_else(|| {
+            (!self.same_shape.is_empty() && self.same_shape.contains(&super::segment_of(path)))
+                .then_some(size)
+        })
     }
 
     /// `path`, `size` bytes long now, is the parent's file, whole, without
@@ -105,7 +118,7 @@ impl Basis {
         let Some(summary) = &self.summary else {
             return false;
         };
-        self.parent_sizes.get(path) == Some(&size)
+        self.parent_len(path, size) == Some(size)
             && self.by_block(path, size)
             && rel_fork(path).is_some_and(|(fork, _)| !summary.contains_key(&fork))
     }

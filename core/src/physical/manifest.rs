@@ -435,9 +435,7 @@ pub fn load_manifest(
     for s in order {
         files.extend(load_segment_cached(cluster, s, &mut cache)?);
     }
-    files.sort_unstable_by(|a, b| {
-        (a.path == "global/pg_control", &a.path).cmp(&(b.path == "global/pg_control", &b.path))
-    });
+    files.sort_unstable_by(|a, b| path_order(&a.path, &b.path));
     let manifest = Manifest {
         format_version: MANIFEST_VERSION,
         backup_id: root.backup_id,
@@ -516,10 +514,10 @@ impl Basis {
         }
     }
 
-    /// Fill [`Basis::parent_sizes`] for `files` (this backup's walk) from a
+    /// Learn the parent's lengths for `files` (this backup's walk) from a
     /// format-2 parent root: a `rel:` segment whose shape is the parent's
-    /// takes the lengths from the walk, any other is read from the
-    /// parent's segment. Only those files are stored by block, so the
+    /// takes them from the walk ([`Basis::same_shape`]), any other is read
+    /// from the parent's segment ([`Basis::parent_sizes`]). Only those files are stored by block, so the
     /// others need no length.
     pub fn read_parent(
         &mut self,
@@ -537,8 +535,7 @@ impl Basis {
         for s in &root.segments {
             let Some(mine) = now.get(&s.id) else { continue };
             if shape(mine.iter().map(|f| (f.path.as_str(), f.size))) == s.shape {
-                self.parent_sizes
-                    .extend(mine.iter().map(|f| (f.path.clone(), f.size)));
+                self.same_shape.insert(s.id.clone());
             } else {
                 self.parent_sizes.extend(
                     load_segment_cached(cluster, s, &mut cache)?

@@ -136,10 +136,9 @@ pub fn store_files(
     let store_one = |i: usize| -> Result<(), Error> {
         let f = &files[i];
         let parent_len = basis.and_then(|b| {
-            b.parent_sizes
-                .get(&f.path)
+            b.parent_len(&f.path, f.size)
                 .filter(|_| b.by_block(&f.path, f.size))
-                .map(|&len| {
+                .map(|len| {
                     let changed = match (&b.summary, increment::rel_fork(&f.path)) {
                         (Some(summary), Some((fork, segment))) => {
                             increment::Changed::Listed(summary.get(&fork), segment)

@@ -1032,6 +1032,7 @@ fn an_increment_from_wal_summaries_reads_only_the_listed_blocks() {
         parent_databases: fm.databases.clone(),
         databases: dd.databases.clone(),
         parent_root: None,
+        same_shape: Default::default(),
     };
     let files = store_files(
         &c,
@@ -1460,6 +1461,7 @@ fn copied_databases_and_visibility_maps_are_stored_whole() {
         parent_databases: m2.databases.clone(),
         databases: walk(r).unwrap().databases,
         parent_root: None,
+        same_shape: Default::default(),
     };
     assert!(basis.by_block(rel, 3 * BLOCK));
     assert!(!basis.by_block("base/5/16384_vm", BLOCK));

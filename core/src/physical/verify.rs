@@ -268,8 +268,8 @@ fn load_backup_segments(
 /// A backup and every backup its block-level entries rely on: `[0]` is the
 /// backup itself, the last one is the chain's full.
 pub struct Chain {
+    /// Each manifest's files in [`path_order`], each path once.
     pub backups: Vec<(PhysicalBackupInfo, Manifest)>,
-    index: Vec<std::collections::HashMap<String, usize>>,
 }
 
 /// Load backup `id` and its ancestors, each complete.
@@ -303,17 +303,24 @@ pub fn load_chain(cluster: &ClusterRepo, id: &str) -> Result<Chain, Error> {
             });
         }
     }
-    let index = backups
-        .iter()
-        .map(|(_, m)| {
-            m.files
-                .iter()
-                .enumerate()
-                .map(|(i, f)| (f.path.clone(), i))
-                .collect()
-        })
-        .collect();
-    Ok(Chain { backups, index })
+    // Sorted, so that a path is found by binary search (no index that
+    // copies every path), and listed once.
+    for (info, manifest) in &mut backups {
+        manifest
+            .files
+            .sort_unstable_by(|a, b| path_order(&a.path, &b.path));
+        if let Some(w) = manifest.files.windows(2).find(|w| w[0].path == w[1].path) {
+            return Err(Error::BadMetadata {
+                location: cluster.location(),
+                key: format!(
+                    "{}/{MANIFEST_NAME}",
+                    backup_prefix(cluster, &info.backup_id)
+                ),
+                reason: format!("it lists \"{}\" twice", w[0].path),
+            });
+        }
+    }
+    Ok(Chain { backups })
 }
 
 impl Chain {
@@ -330,8 +337,11 @@ impl Chain {
     /// comes with the id of its backup.
     pub fn layers(&self, path: &str) -> Result<Vec<(&str, &ManifestFile)>, String> {
         let mut out = Vec::new();
-        for (level, (info, manifest)) in self.backups.iter().enumerate() {
-            let Some(&i) = self.index[level].get(path) else {
+        for (info, manifest) in &self.backups {
+            let Ok(i) = manifest
+                .files
+                .binary_search_by(|f| path_order(&f.path, path))
+            else {
                 return Err(format!(
                     "backup \"{}\" has no entry for it, which backup \"{}\" relies on",
                     info.backup_id,

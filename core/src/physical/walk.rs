@@ -57,6 +57,13 @@ pub struct Tablespace {
     pub location: String,
 }
 
+/// The order of a backup's files: by path, with `global/pg_control` last
+/// (it is copied last), as the walk lists them and a manifest is read.
+pub fn path_order(a: &str, b: &str) -> std::cmp::Ordering {
+    const LAST: &str = "global/pg_control";
+    (a == LAST, a).cmp(&(b == LAST, b))
+}
+
 pub(crate) fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> Error {
     Error::LocalIo {
         op,
@@ -192,9 +199,6 @@ pub fn walk(pgdata: &Path) -> Result<DataDirectory, Error> {
     out.dirs.sort();
     out.dirs.dedup();
     out.tablespaces.sort_by(|a, b| a.oid.cmp(&b.oid));
-    // Name order, with global/pg_control last.
-    out.files.sort_by(|a, b| {
-        (a.path == "global/pg_control", &a.path).cmp(&(b.path == "global/pg_control", &b.path))
-    });
+    out.files.sort_by(|a, b| path_order(&a.path, &b.path));
     Ok(out)
 }

@@ -412,3 +412,34 @@ fn a_format_1_incremental_with_a_block_level_visibility_map_restores() {
         "{e}"
     );
 }
+
+/// A manifest that lists a path twice is refused: which entry would
+/// rebuild it is not for a reader to guess.
+#[test]
+fn a_path_listed_twice_is_refused() {
+    let (_d, c) = cluster();
+    let src = pgdata();
+    let m = take_kind(&c, src.path(), "f", "full", None, "0/2000000", 10).1;
+    let prefix = backup_prefix(&c, "f");
+    for o in c
+        .storage()
+        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+        .unwrap()
+    {
+        c.storage().delete(&o.key).unwrap();
+    }
+    for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
+        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
+    }
+    let mut v1 = Manifest {
+        format_version: 1,
+        ..m
+    };
+    v1.files.push(v1.files[0].clone());
+    save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let e = restore_backup(&c, "f", &out.path().join("x")).unwrap_err();
+    assert!(e.to_string().contains("twice"), "{e}");
+    assert!(e.to_string().contains(&v1.files[0].path), "{e}");
+    assert!(!out.path().join("x").exists());
+}
