@@ -28,7 +28,9 @@
 //! zstd 1, and 4: pg_ark's own defaults); ARK_BENCH_COMPRESSION picks
 //! another algorithm (lz4, gzip, none) for comparison. This is a benchmark, not a test: it
 //! reports numbers and fails only if an archiver does not drain at all.
-use pg_ark_tests::{dir_size, give_to_test_user, peak_rss_kib, temp_dir, Cluster, ClusterOptions};
+use pg_ark_tests::{
+    dir_size, give_to_test_user, median, peak_rss_kib, temp_dir, Cluster, ClusterOptions,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -112,11 +114,6 @@ fn jiffies_to_ms(j: u64) -> f64 {
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     j as f64 * 1000.0 / hz
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 /// `zstd -1` alone over the backlog's segments: machine CPU per segment,

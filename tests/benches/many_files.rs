@@ -49,7 +49,7 @@
 //! Run: `make bench-files`, with pg_ark installed in PG_CONFIG's
 //! PostgreSQL (`make bench` runs it on 17 and on 15).
 use pg_ark_core::memory::{self, Memory};
-use pg_ark_tests::{bench_options, server_command, temp_dir, Cluster};
+use pg_ark_tests::{bench_options, median, server_command, temp_dir, verdict, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -60,15 +60,6 @@ fn env_u32(name: &str, default: u32) -> u32 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 fn mib(kib: u64) -> f64 {
@@ -263,14 +254,6 @@ impl PgBackRest {
                 "restore",
             ],
         )
-    }
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
     }
 }
 

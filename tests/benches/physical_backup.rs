@@ -22,7 +22,7 @@
 //!
 //! Run: `make bench` (both benchmarks) or `make bench-physical`, with
 //! pg_ark installed in PG_CONFIG's PostgreSQL.
-use pg_ark_tests::{bench_options, dir_size, peak_rss_kib, temp_dir, Cluster};
+use pg_ark_tests::{bench_options, dir_size, peak_rss_kib, temp_dir, verdict, Cluster};
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -89,14 +89,6 @@ fn pg_basebackup(cluster: &Cluster, args: &[&str], dest: &Path) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     started.elapsed().as_secs_f64()
-}
-
-fn verdict(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "NOT met"
-    }
 }
 
 fn main() {

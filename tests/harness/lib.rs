@@ -139,6 +139,25 @@ pub fn archiving(repo: &Path) -> ClusterOptions {
         .set("ark.repository", &format!("'file://{}'", repo.display()))
 }
 
+/// The median of a benchmark's rounds (NaN for none).
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// How a benchmark prints a goal's outcome.
+pub fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
 /// A benchmark's cluster: [`archiving`] into `repo`, room for big WAL
 /// between checkpoints, 512 MB of shared buffers, and WAL summaries on 17
 /// and later (for incrementals against them).

@@ -316,13 +316,6 @@ fn check_root(root: &Root, id: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The entries of segment `s`, read and checked: its object's BLAKE3, id,
-/// count and shape, and that each file belongs to it. An unchanged
-/// segment's files read as their parent's, whole.
-pub fn load_segment(cluster: &ClusterRepo, s: &SegmentRef) -> Result<Vec<ManifestFile>, Error> {
-    load_segment_cached(cluster, s, &mut Packs::default())
-}
-
 /// The packs read last (a child's root refers to its own packs and its
 /// ancestors', in turn).
 #[derive(Default)]
@@ -332,8 +325,11 @@ impl Packs {
     const KEEP: usize = 8;
 }
 
-/// [`load_segment`], keeping the packs read last in `cache`.
-fn load_segment_cached(
+/// The entries of segment `s`, read and checked: its pack's envelope, its
+/// BLAKE3, id, count and shape, and that each file belongs to it. An
+/// unchanged segment's files read as their parent's, whole. The packs
+/// read last are kept in `cache`.
+fn load_segment(
     cluster: &ClusterRepo,
     s: &SegmentRef,
     cache: &mut Packs,
@@ -433,7 +429,7 @@ pub fn load_manifest(
     order.sort_by(|a, b| (&a.owner, a.object, a.offset).cmp(&(&b.owner, b.object, b.offset)));
     let mut cache = Packs::default();
     for s in order {
-        files.extend(load_segment_cached(cluster, s, &mut cache)?);
+        files.extend(load_segment(cluster, s, &mut cache)?);
     }
     files.sort_unstable_by(|a, b| path_order(&a.path, &b.path));
     let manifest = Manifest {
@@ -538,7 +534,7 @@ impl Basis {
                 self.same_shape.insert(s.id.clone());
             } else {
                 self.parent_sizes.extend(
-                    load_segment_cached(cluster, s, &mut cache)?
+                    load_segment(cluster, s, &mut cache)?
                         .into_iter()
                         .map(|f| (f.path, f.size)),
                 );

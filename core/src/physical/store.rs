@@ -83,6 +83,7 @@ pub fn store_files(
             }
         }
     }
+    let done: Vec<bool> = results.iter().map(Option::is_some).collect();
     let results = Mutex::new(results);
     let failure: Mutex<Option<Error>> = Mutex::new(None);
     // Small files stored whole go into bundles, in name order.
@@ -90,12 +91,6 @@ pub fn store_files(
     let mut work: Vec<Work> = Vec::new();
     let mut bundle: Vec<usize> = Vec::new();
     let mut bundle_bytes = 0;
-    let done: Vec<bool> = results
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(Option::is_some)
-        .collect();
     for &i in rest.iter().filter(|&&i| !done[i]) {
         let f = &files[i];
         if f.size < bundle_below && !by_block(f) {

@@ -27,6 +27,27 @@ fn push_wal(c: &ClusterRepo) {
     }
 }
 
+/// Replace backup `id`'s manifest with `m` as pg_ark 0.1.0 wrote it (one
+/// format-1 document, no packs).
+fn write_format_1(c: &ClusterRepo, id: &str, m: &Manifest) {
+    let prefix = backup_prefix(c, id);
+    for o in c
+        .storage()
+        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
+        .unwrap()
+    {
+        c.storage().delete(&o.key).unwrap();
+    }
+    for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
+        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
+    }
+    let v1 = Manifest {
+        format_version: 1,
+        ..m.clone()
+    };
+    save_json(c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+}
+
 /// Replace backup `id`'s root with `root` (a crafted one).
 fn rewrite_root(c: &ClusterRepo, id: &str, root: &Root) {
     let key = format!("{}/{MANIFEST_NAME}", backup_prefix(c, id));
@@ -338,22 +359,7 @@ fn an_incremental_on_a_format_1_parent_restores_exactly() {
         &pages(&[(0x100, 3), (0x100, 4), (0x100, 3)]),
     );
     let (full, m) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
-    let prefix = backup_prefix(&c, "f");
-    for o in c
-        .storage()
-        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
-        .unwrap()
-    {
-        c.storage().delete(&o.key).unwrap();
-    }
-    for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
-        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
-    }
-    let v1 = Manifest {
-        format_version: 1,
-        ..m
-    };
-    save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+    write_format_1(&c, "f", &m);
     assert!(matches!(load_stored(&c, "f").unwrap(), Some(Stored::V1(_))));
     write(
         r,
@@ -383,24 +389,10 @@ fn a_format_1_incremental_with_a_block_level_visibility_map_restores() {
     let (full, _) = take_kind(&c, r, "f", "full", None, "0/2000000", 10);
     let (_, m) = take_kind(&c, r, "i", "incremental", Some(&full), "0/3000000", 20);
     let as_0_1 = |m: &Manifest, path: &str| {
-        let mut v1 = Manifest {
-            format_version: 1,
-            ..m.clone()
-        };
+        let mut v1 = m.clone();
         let e = v1.files.iter_mut().find(|f| f.path == path).unwrap();
         *e = unchanged_entry(e.path.clone(), e.size);
-        let prefix = backup_prefix(&c, "i");
-        for o in c
-            .storage()
-            .list(&format!("{prefix}/{SEGMENT_DIR}/"))
-            .unwrap()
-        {
-            c.storage().delete(&o.key).unwrap();
-        }
-        for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
-            c.storage().delete(&format!("{prefix}/{k}")).unwrap();
-        }
-        save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+        write_format_1(&c, "i", &v1);
     };
     as_0_1(&m, "base/5/16384_vm");
     assert_restores(&c, "i", &[("base/5/16384_vm", vec![9u8; 8192])], &[]);
@@ -420,26 +412,12 @@ fn a_path_listed_twice_is_refused() {
     let (_d, c) = cluster();
     let src = pgdata();
     let m = take_kind(&c, src.path(), "f", "full", None, "0/2000000", 10).1;
-    let prefix = backup_prefix(&c, "f");
-    for o in c
-        .storage()
-        .list(&format!("{prefix}/{SEGMENT_DIR}/"))
-        .unwrap()
-    {
-        c.storage().delete(&o.key).unwrap();
-    }
-    for k in [MANIFEST_NAME.to_string(), format!("{MANIFEST_NAME}.copy")] {
-        c.storage().delete(&format!("{prefix}/{k}")).unwrap();
-    }
-    let mut v1 = Manifest {
-        format_version: 1,
-        ..m
-    };
-    v1.files.push(v1.files[0].clone());
-    save_json(&c, &format!("{prefix}/{MANIFEST_NAME}"), &v1).unwrap();
+    let mut twice = m.clone();
+    twice.files.push(m.files[0].clone());
+    write_format_1(&c, "f", &twice);
     let out = tempfile::tempdir().unwrap();
     let e = restore_backup(&c, "f", &out.path().join("x")).unwrap_err();
     assert!(e.to_string().contains("twice"), "{e}");
-    assert!(e.to_string().contains(&v1.files[0].path), "{e}");
+    assert!(e.to_string().contains(&m.files[0].path), "{e}");
     assert!(!out.path().join("x").exists());
 }
