@@ -22,6 +22,18 @@ fn run(cluster: &Cluster, program: &str, args: &[&str], extra: &[&Path]) {
     );
 }
 
+/// Rows, sum and negative rows of table `big` (a page the increment
+/// missed keeps its row positive).
+fn big_digest(c: &mut postgres::Client) -> (i64, i64, i64) {
+    let r = c
+        .query_one(
+            "SELECT count(*), sum(g::int8)::int8, count(*) FILTER (WHERE g < 0) FROM big",
+            &[],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2))
+}
+
 fn client_args(cluster: &Cluster) -> Vec<String> {
     vec![
         "-h".into(),
@@ -80,6 +92,18 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     )
     .unwrap();
     c.batch_execute("VACUUM (FREEZE) extra").unwrap();
+    // More than 10,000 pages (about 86 MB), each changed once after the
+    // full: the summaries name more blocks than pg_ark fetches at a time.
+    c.batch_execute(
+        "CREATE TABLE big WITH (autovacuum_enabled = off) AS
+           SELECT g FROM generate_series(1, 2500000) g;",
+    )
+    .unwrap();
+    let big_pages: i64 = c
+        .query_one("SELECT pg_relation_size('big') / 8192", &[])
+        .unwrap()
+        .get(0);
+    assert!(big_pages > 10_000, "{big_pages}");
 
     let wait = |c: &mut postgres::Client, kind: &str| -> serde_json::Value {
         let doc: String = c
@@ -107,6 +131,12 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     )
     .unwrap();
     c.batch_execute("VACUUM extra").unwrap();
+    // One row of every page of big (226 rows a page, in order): each page
+    // holds a multiple of 200.
+    let changed = c
+        .execute("UPDATE big SET g = -g WHERE g % 200 = 0", &[])
+        .unwrap();
+    assert_eq!(changed, 12_500);
     // Incrementals of the same data.
     let inc = wait(&mut c, "incremental");
     assert_eq!(inc["state"], "succeeded", "{inc}");
@@ -119,6 +149,7 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     bbi.extend(["--checkpoint=fast", &manifest, "-D"]);
     run(&primary, "pg_basebackup", &bbi, &[&bb_incr]);
     let source = digest(&mut c);
+    let source_big = big_digest(&mut c);
     // extra is not written after the backups: its visibility map, as
     // PostgreSQL's pg_visibility reads it, must come back as it is.
     let source_vm = visibility(&mut c, "extra");
@@ -143,6 +174,7 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     let mut t = theirs.client_when_ready(std::time::Duration::from_secs(120));
     let theirs_digest = digest(&mut t);
     let theirs_vm = visibility(&mut t, "extra");
+    let theirs_big = big_digest(&mut t);
 
     // pg_ark's way: the chain rebuilt from the repository alone.
     let repo = open_repo(repo_dir.path());
@@ -161,6 +193,9 @@ fn pg_arks_chain_and_pg_combinebackups_agree() {
     );
     let ours_digest = digest(&mut ours.client());
     let ours_vm = visibility(&mut ours.client(), "extra");
+    let ours_big = big_digest(&mut ours.client());
+    assert_eq!(ours_big, source_big, "pg_ark's restore of big");
+    assert_eq!(theirs_big, source_big, "pg_combinebackup's of big");
 
     assert_eq!(
         ours_digest, source,

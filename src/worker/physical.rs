@@ -327,43 +327,65 @@ fn wal_summaries(
     }
     let mut forks: std::collections::HashMap<RelFork, ForkChanges> = Default::default();
     for (start, end, _, _) in &ranges {
+        // Fetched through a cursor, a batch per SPI session (whose end frees
+        // the batch): a summary of a busy range names every block written,
+        // and no result set holding all of them is ever in this process.
         xact::run(|| {
-            Spi::connect(|c| {
-                let t = c.select(
+            let cursor = Spi::connect(|c| {
+                c.try_open_cursor(
                     "SELECT reltablespace::int8, reldatabase::int8, relfilenode::int8,
                             relforknumber::int4, relblocknumber::int8, is_limit_block
                        FROM pg_wal_summary_contents($1, $2::pg_lsn, $3::pg_lsn)",
-                    None,
                     &[
                         i64::from(timeline).into(),
                         start.clone().into(),
                         end.clone().into(),
                     ],
-                )?;
-                for r in t {
-                    let n = |v: Option<i64>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
-                    let key = RelFork {
-                        tablespace: n(r.get::<i64>(1)?),
-                        database: n(r.get::<i64>(2)?),
-                        relfilenode: n(r.get::<i64>(3)?),
-                        fork: u8::try_from(r.get::<i32>(4)?.unwrap_or(0)).unwrap_or(0),
-                    };
-                    let block = n(r.get::<i64>(5)?);
-                    let entry = forks.entry(key).or_default();
-                    if r.get::<bool>(6)?.unwrap_or(false) {
-                        entry.limit = Some(entry.limit.map_or(block, |l| l.min(block)));
-                    } else {
-                        entry.blocks.push(block);
-                    }
-                }
-                Ok::<_, pgrx::spi::SpiError>(())
+                )
+                .map(|c| c.detach_into_name())
             })?;
+            loop {
+                let fetched = Spi::connect(|c| {
+                    let mut cur = c.find_cursor(&cursor)?;
+                    let t = cur.fetch(SUMMARY_BATCH)?;
+                    let n = t.len();
+                    for r in t {
+                        let n = |v: Option<i64>| u32::try_from(v.unwrap_or(0)).unwrap_or(0);
+                        let key = RelFork {
+                            tablespace: n(r.get::<i64>(1)?),
+                            database: n(r.get::<i64>(2)?),
+                            relfilenode: n(r.get::<i64>(3)?),
+                            fork: u8::try_from(r.get::<i32>(4)?.unwrap_or(0)).unwrap_or(0),
+                        };
+                        let block = n(r.get::<i64>(5)?);
+                        let entry = forks.entry(key).or_default();
+                        if r.get::<bool>(6)?.unwrap_or(false) {
+                            entry.limit = Some(entry.limit.map_or(block, |l| l.min(block)));
+                        } else {
+                            entry.blocks.push(block);
+                        }
+                    }
+                    if n == 0 {
+                        drop(cur); // closes it
+                    } else {
+                        cur.detach_into_name();
+                    }
+                    Ok::<_, pgrx::spi::SpiError>(n)
+                })?;
+                if fetched == 0 {
+                    break;
+                }
+                pgrx::check_for_interrupts!();
+            }
             Ok(())
         })
         .map_err(|e| e.to_string())?;
     }
     Ok(forks)
 }
+
+/// Rows of `pg_wal_summary_contents` fetched at a time.
+const SUMMARY_BATCH: i64 = 10_000;
 
 /// The ids of backups whose last verification failed.
 fn unusable_backups() -> Result<std::collections::HashSet<String>, ArkError> {
