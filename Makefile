@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million bench-big demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -133,6 +133,7 @@ setup-bench:
 bench: setup-bench install-all
 	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files
 	@$(MAKE) --no-print-directory bench-files PG_CONFIG=$(PG15_CONFIG)
+	@$(MAKE) --no-print-directory bench-big
 
 # Archive throughput: pg_ark vs archive_command cp vs basic_archive.
 bench-archive:
@@ -157,6 +158,12 @@ bench-files:
 # relation files, one round (not part of make bench: about 15 minutes).
 bench-million:
 	ARK_BENCH_EXTRA_FILES=920000 ARK_BENCH_RUNS=1 ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
+
+# Big data: pgbench scale 300 (about 4.5 GB) and nothing else, on 15
+# beside pgBackRest: full, incremental, restore and the tar limit, MB/s per
+# core; medians of 3 (about 12 minutes).
+bench-big:
+	ARK_BENCH_SCALE=300 ARK_BENCH_TABLES=0 ARK_PG_CONFIG=$(PG15_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
 
 demo: setup-demo
 	@bash scripts/install.sh "$(PG17_CONFIG)"

@@ -14,7 +14,8 @@
 # ARK_PG_MAJORS picks the majors (default "15 17 18", what `make test` needs;
 # `make demo` asks for "17" only). ARK_SETUP_S3=0 skips the S3 test server.
 # ARK_SETUP_BENCH=1 (`make bench`) adds what the benchmarks compare against:
-# Debian bookworm's pgBackRest (2.45, which reads PostgreSQL up to 15).
+# Debian bookworm's pgBackRest (2.45, which reads PostgreSQL up to 15), and the
+# zstd command (the compression limit a full backup meets).
 set -euo pipefail
 
 # Nothing here is part of the caller's make: PostgreSQL's Makefile.global
@@ -66,7 +67,7 @@ PKGS=(build-essential bison flex pkg-config dpkg-dev ca-certificates
       libreadline-dev zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev
       libclang-dev clang perl sudo)
 wants 15 && PKGS+=(postgresql-15 postgresql-server-dev-15 postgresql-client-15)
-[ "$ARK_SETUP_BENCH" = 1 ] && PKGS+=(pgbackrest)
+[ "$ARK_SETUP_BENCH" = 1 ] && PKGS+=(pgbackrest zstd)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
