@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million bench-big demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million bench-big bench-http demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -80,7 +80,7 @@ integration:
 # fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
 # (initdb --wal-segsize) end to end, and the upgrade from 0.1.0 (on 0.1.0's
 # own library of that major).
-SMOKE_TESTS := --test skeleton --test archive --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
+SMOKE_TESTS := --test skeleton --test archive --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
@@ -131,7 +131,7 @@ setup-bench:
 # many-files case runs on 17 (WAL summaries) and on 15 (page LSNs, beside
 # pgBackRest, whose Debian build reads PostgreSQL up to 15).
 bench: setup-bench install-all
-	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files
+	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files bench-http
 	@$(MAKE) --no-print-directory bench-files PG_CONFIG=$(PG15_CONFIG)
 	@$(MAKE) --no-print-directory bench-big
 
@@ -153,6 +153,11 @@ bench-restore:
 # 15, pgBackRest beside pg_ark when it is installed (make setup-bench).
 bench-files:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
+
+# The HTTP endpoint with 10,000 jobs and 1,000 backups in the catalog:
+# latency of /health and /metrics, and the worker's memory.
+bench-http:
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench http
 
 # About a million files: the many-files case with 920,000 more empty
 # relation files, one round (not part of make bench: about 15 minutes).

@@ -22,3 +22,46 @@ COMMENT ON FUNCTION ark.resume_schedules() IS 'Resume the physical, expire and l
 REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications FROM ark_admin;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ark FROM ark_admin;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ark FROM PUBLIC;
+
+-- Running totals of finished and retried jobs (the counters of
+-- ark.metrics()), started from the history 0.1.0 kept.
+CREATE TABLE ark.job_totals (
+    kind  text NOT NULL,
+    event text NOT NULL CHECK (event IN ('succeeded', 'failed', 'cancelled', 'retried')),
+    total bigint NOT NULL DEFAULT 0 CHECK (total >= 0),
+    PRIMARY KEY (kind, event)
+);
+
+-- Counted where every path through the queue meets (a job worker's finish,
+-- the scheduler's recovery of orphans, ark.cancel()): the change of a job's
+-- state.
+CREATE FUNCTION ark._count_job_event() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF NEW.state IS DISTINCT FROM OLD.state
+       AND NEW.state IN ('succeeded', 'failed', 'cancelled', 'retrying') THEN
+        INSERT INTO ark.job_totals AS t (kind, event, total)
+        VALUES (NEW.kind, CASE NEW.state WHEN 'retrying' THEN 'retried' ELSE NEW.state END, 1)
+        ON CONFLICT (kind, event) DO UPDATE SET total = t.total OPERATOR(pg_catalog.+) 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER count_job_events AFTER UPDATE OF state ON ark.jobs
+    FOR EACH ROW EXECUTE FUNCTION ark._count_job_event();
+COMMENT ON TABLE ark.job_totals IS 'Running totals of jobs finished (succeeded, failed, cancelled) and of attempts retried, by kind: pruning the job history does not lower them (the counters of ark.metrics())';
+INSERT INTO ark.job_totals (kind, event, total)
+SELECT kind, state, count(*) FROM ark.jobs
+ WHERE state IN ('succeeded', 'failed', 'cancelled')
+ GROUP BY kind, state;
+REVOKE ALL ON ark.job_totals FROM PUBLIC;
+GRANT SELECT ON ark.job_totals TO ark_monitor;
+REVOKE ALL ON FUNCTION ark._count_job_event() FROM PUBLIC;
+
+CREATE FUNCTION ark.metrics() RETURNS text
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'metrics_wrapper';
+COMMENT ON FUNCTION ark.metrics() IS 'pg_ark metrics in Prometheus text format (0.0.4), the text GET /metrics serves: backups, archiving, the recovery window, jobs, drills, webhooks and the health verdict';

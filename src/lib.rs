@@ -51,6 +51,7 @@ pub extern "C-unwind" fn _PG_init() {
     if preloading {
         mailbox::init();
         worker::scheduler::register();
+        worker::http::register();
     }
 }
 

@@ -58,6 +58,8 @@ pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static HTTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WORK_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub static MAX_PARALLEL_JOBS: GucSetting<i32> = GucSetting::<i32>::new(2);
@@ -188,6 +190,14 @@ pub fn init(preloading: bool) {
             GucContext::Postmaster,
             GucFlags::default(),
         );
+        GucRegistry::define_string_guc(
+            c"ark.http_listen",
+            c"Address (host:port) where pg_ark's HTTP worker serves /health, /metrics and its dashboard; empty: off.",
+            c"For example 127.0.0.1:8080. An address other than loopback needs ark.http_token_file. Changing it needs a restart.",
+            &HTTP_LISTEN,
+            GucContext::Postmaster,
+            GucFlags::SUPERUSER_ONLY,
+        );
     }
     GucRegistry::define_int_guc(
         c"ark.scheduler_naptime",
@@ -307,6 +317,14 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_string_guc(
+        c"ark.http_token_file",
+        c"File with the bearer token every request to pg_ark's HTTP endpoint must carry.",
+        c"Outside the data directory, readable by the server's OS user only (mode 0600). Required when ark.http_listen is not a loopback address; read again on reload.",
+        &HTTP_TOKEN_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
     init_queue_settings();
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ark".as_ptr()) };
@@ -391,7 +409,7 @@ pub fn s3_options() -> Result<pg_ark_core::storage::s3::S3Options, pg_ark_core::
 }
 
 /// The server's data directory (`None` before it is known).
-fn data_directory() -> Option<std::path::PathBuf> {
+pub(crate) fn data_directory() -> Option<std::path::PathBuf> {
     // SAFETY: DataDir is set at startup and not changed after; read on the
     // backend's own thread.
     let dd = unsafe { pg_sys::DataDir };
@@ -622,6 +640,16 @@ pub fn cron_timezone() -> String {
 /// `ark.notify_url`, or `None` when unset.
 pub fn notify_url() -> Option<String> {
     text(&NOTIFY_URL)
+}
+
+/// `ark.http_listen`, when set.
+pub fn http_listen() -> Option<String> {
+    text(&HTTP_LISTEN)
+}
+
+/// `ark.http_token_file`, when set.
+pub fn http_token_file() -> Option<String> {
+    text(&HTTP_TOKEN_FILE)
 }
 
 /// `ark.s3_credentials_file`, when set.

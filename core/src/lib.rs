@@ -19,8 +19,10 @@
 //! - `health`, `notify`, `workdir`, `pgdata`, `threads`.
 pub mod error;
 pub mod health;
+pub mod http;
 pub mod logical;
 pub mod memory;
+pub mod metrics;
 pub mod notify;
 pub mod pg;
 pub mod pgdata;
@@ -30,6 +32,7 @@ pub mod repo;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
+pub mod secret_file;
 pub mod storage;
 pub mod threads;
 pub mod version;

@@ -100,6 +100,34 @@ CREATE TABLE ark.notifications (
 CREATE INDEX notifications_pending ON ark.notifications (next_attempt_at)
     WHERE state = 'pending';
 
+CREATE TABLE ark.job_totals (
+    kind  text NOT NULL,
+    event text NOT NULL CHECK (event IN ('succeeded', 'failed', 'cancelled', 'retried')),
+    total bigint NOT NULL DEFAULT 0 CHECK (total >= 0),
+    PRIMARY KEY (kind, event)
+);
+
+-- Counted where every path through the queue meets (a job worker's finish,
+-- the scheduler's recovery of orphans, ark.cancel()): the change of a job's
+-- state.
+CREATE FUNCTION ark._count_job_event() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog
+AS $$
+BEGIN
+    IF NEW.state IS DISTINCT FROM OLD.state
+       AND NEW.state IN ('succeeded', 'failed', 'cancelled', 'retrying') THEN
+        INSERT INTO ark.job_totals AS t (kind, event, total)
+        VALUES (NEW.kind, CASE NEW.state WHEN 'retrying' THEN 'retried' ELSE NEW.state END, 1)
+        ON CONFLICT (kind, event) DO UPDATE SET total = t.total OPERATOR(pg_catalog.+) 1;
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER count_job_events AFTER UPDATE OF state ON ark.jobs
+    FOR EACH ROW EXECUTE FUNCTION ark._count_job_event();
+COMMENT ON TABLE ark.job_totals IS 'Running totals of jobs finished (succeeded, failed, cancelled) and of attempts retried, by kind: pruning the job history does not lower them (the counters of ark.metrics())';
+
 -- Physical backup chains: a full and every backup that relies on it.
 CREATE VIEW ark.backup_chains AS
 SELECT b.info->>'chain' AS chain,
@@ -141,6 +169,7 @@ SELECT pg_catalog.pg_extension_config_dump('ark.schedules_id_seq', '');
 -- options were never validated, or without the conflict key that keeps two
 -- physical backups apart, or rewrite the backup catalog.
 GRANT USAGE ON SCHEMA ark TO PUBLIC;
-REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains FROM PUBLIC;
+REVOKE ALL ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains, ark.job_totals FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA ark FROM PUBLIC;
-GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains TO ark_monitor;
+GRANT SELECT ON ark.schedules, ark.jobs, ark.backups, ark.notifications, ark.backup_chains, ark.job_totals TO ark_monitor;
+REVOKE ALL ON FUNCTION ark._count_job_event() FROM PUBLIC;

@@ -5,6 +5,7 @@ use pgrx::prelude::*;
 mod archive;
 mod backups;
 pub mod jobs;
+pub(crate) mod metrics;
 pub(crate) mod restore;
 pub mod status;
 
@@ -32,6 +33,7 @@ COMMENT ON FUNCTION ark.cancel(bigint) IS 'Cancel a queued, retrying or running 
 COMMENT ON FUNCTION ark.retry(bigint) IS 'Queue a failed or cancelled job again, or run a retrying one now; returns the job id';
 COMMENT ON FUNCTION ark.expire(integer, integer, integer, integer, integer, boolean) IS 'Apply retention now, as an expire job it waits for: logical dumps per series (retain_count, retain_days or ark.logical_retain_*), physical backups as whole chains (retention_full, retention_diff, retention_days or ark.retention_*) and the WAL no kept backup needs; lists what it removed, or with dry_run what it would remove';
 COMMENT ON FUNCTION ark.verify(text) IS 'Queue a verification of a physical backup (the newest when NULL): re-read every object its restore needs, check each against the manifest, and check its WAL; returns the job id';
+COMMENT ON FUNCTION ark.metrics() IS 'pg_ark metrics in Prometheus text format (0.0.4), the text GET /metrics serves: backups, archiving, the recovery window, jobs, drills, webhooks and the health verdict';
 COMMENT ON FUNCTION ark.status() IS 'pg_ark health: healthy, degraded or failing, with messages, backup ages, failing and retrying jobs, and WAL archiving';
 "#,
     name = "comments",

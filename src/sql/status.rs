@@ -77,7 +77,7 @@ fn jobs_in(state: JobState, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), 
 
 /// Kept backups whose last restore drill failed, and the last drill of
 /// all (its result, backup, time and RTO), or null.
-fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
+pub(crate) fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
     // The backups of the repository in use (ark.backups keeps those of
     // another one the setting named before).
     let repository = settings::repository()
@@ -148,8 +148,9 @@ fn paused_schedules() -> Result<Vec<(String, String)>, ArkError> {
     })?)
 }
 
-fn status_impl() -> Result<Value, ArkError> {
-    require_monitor()?;
+/// `ark.status()`'s document and its verdict (the caller checks the
+/// privilege).
+pub(crate) fn status_document() -> Result<(Value, health::Verdict), ArkError> {
     let thresholds = Thresholds {
         backup_max_age: f64::from(settings::HEALTH_BACKUP_MAX_AGE.get()),
         archive_backlog: i64::from(settings::HEALTH_ARCHIVE_BACKLOG.get()),
@@ -221,7 +222,7 @@ fn status_impl() -> Result<Value, ArkError> {
         archive: archive.clone(),
     };
     let report = health::evaluate(&facts, &thresholds);
-    Ok(json!({
+    let doc = json!({
         "status": report.verdict.as_str(),
         "messages": report.messages,
         "last_backup_age_seconds": ages,
@@ -245,7 +246,13 @@ fn status_impl() -> Result<Value, ArkError> {
             "backup_max_age_seconds": thresholds.backup_max_age,
             "archive_backlog": thresholds.archive_backlog,
         },
-    }))
+    });
+    Ok((doc, report.verdict))
+}
+
+fn status_impl() -> Result<Value, ArkError> {
+    require_monitor()?;
+    Ok(status_document()?.0)
 }
 
 /// pg_ark's health: `status` (healthy, degraded or failing), `messages` in

@@ -2,6 +2,7 @@
 //! answering the mailbox through which SQL calls reach it) and the job
 //! worker that runs one job at a time.
 pub mod drill;
+pub mod http;
 pub mod job;
 pub mod kinds;
 pub mod logical;

@@ -426,7 +426,9 @@ fn main() {
             let t = Instant::now();
             let st = Command::new("sh")
                 .arg("-c")
-                .arg("tar -C \"$1\" --exclude=./pg_wal -cf - . | zstd -1 -q -T\"$2\" -c > /dev/null")
+                .arg(
+                    "tar -C \"$1\" --exclude=./pg_wal -cf - . | zstd -1 -q -T\"$2\" -c > /dev/null",
+                )
                 .arg("sh")
                 .arg(&cluster.data)
                 .arg(cores.to_string())

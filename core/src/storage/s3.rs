@@ -111,27 +111,8 @@ pub fn read_credentials_file(
     path: &std::path::Path,
     data_dir: Option<&std::path::Path>,
 ) -> Result<(String, String), String> {
-    use std::os::unix::fs::PermissionsExt;
-    if !path.is_absolute() {
-        return Err("it must be an absolute path".into());
-    }
-    let real = std::fs::canonicalize(path).map_err(|e| format!("could not open it: {e}"))?;
-    if let Some(dd) = data_dir.and_then(|d| std::fs::canonicalize(d).ok()) {
-        if real.starts_with(&dd) {
-            return Err(format!(
-                "it is inside the data directory {}, which every physical backup copies",
-                dd.display()
-            ));
-        }
-    }
-    let meta = std::fs::metadata(&real).map_err(|e| format!("could not open it: {e}"))?;
-    if meta.permissions().mode() & 0o007 != 0 {
-        return Err(format!(
-            "other OS users can access it (mode {:04o}); allow only its owner and group (chmod 600 or 640)",
-            meta.permissions().mode() & 0o7777
-        ));
-    }
-    let text = std::fs::read_to_string(&real).map_err(|e| format!("could not read it: {e}"))?;
+    let text =
+        crate::secret_file::read(path, data_dir, crate::secret_file::Readers::OwnerAndGroup)?;
     let (mut id, mut secret) = (None, None);
     let mut section: Option<String> = None;
     for line in text.lines() {

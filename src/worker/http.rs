@@ -1,0 +1,186 @@
+//! The `pg_ark http` background worker: `GET /health` and `GET /metrics`
+//! on `ark.http_listen`.
+//!
+//! Registered from `_PG_init` only when `ark.http_listen` is set (it is a
+//! `postmaster` setting). It is a worker of its own, so serving a scrape
+//! never delays the scheduler. Its main thread connects to `ark.database`
+//! and answers every request in a short read-only transaction of its own
+//! (with a `statement_timeout`); an I/O thread (`pg_ark_core::http`)
+//! accepts and parses the requests and never calls PostgreSQL. The I/O
+//! thread wakes the main thread with a `SIGUSR1` to this process, whose
+//! PostgreSQL handler (`procsignal_sigusr1_handler`) sets the worker's
+//! latch; the I/O thread blocks every signal, so the signal is taken on the
+//! main thread.
+//!
+//! Signals: SIGHUP re-reads the configuration and the token file; SIGTERM
+//! ends the worker (the postmaster restarts it unless the server is
+//! stopping).
+//!
+//! Without a usable listen address, or off loopback without a usable token
+//! file, the worker logs why and does not listen; a reload tries the token
+//! file again.
+use crate::settings;
+use crate::xact;
+use pg_ark_core::http::{self, Answer, Event, Route};
+use pg_ark_core::metrics;
+use pgrx::bgworkers::{
+    BackgroundWorker, BackgroundWorkerBuilder, BgWorkerStartTime, SignalWakeFlags,
+};
+use pgrx::prelude::*;
+use std::net::SocketAddr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+pub const WORKER_NAME: &str = "pg_ark http";
+const RESTART_DELAY: Duration = Duration::from_secs(5);
+
+/// Ask the postmaster to start the worker when `ark.http_listen` is set.
+/// Only valid during `shared_preload_libraries` processing.
+pub fn register() {
+    if settings::http_listen().is_none() {
+        return;
+    }
+    BackgroundWorkerBuilder::new(WORKER_NAME)
+        .set_type(WORKER_NAME)
+        .set_library("pg_ark")
+        .set_function("ark_http_main")
+        .enable_spi_access()
+        .set_start_time(BgWorkerStartTime::RecoveryFinished)
+        .set_restart_time(Some(RESTART_DELAY))
+        .load();
+}
+
+/// The listen address, or why there is none.
+fn listen_address() -> Result<SocketAddr, String> {
+    let text = settings::http_listen().unwrap_or_default();
+    text.trim().parse::<SocketAddr>().map_err(|_| {
+        format!("ark.http_listen \"{text}\" is not an address and port such as 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+/// The token requests must carry: from `ark.http_token_file` when set; an
+/// address other than loopback requires one.
+fn token(addr: &SocketAddr) -> Result<Option<String>, String> {
+    match settings::http_token_file() {
+        Some(path) => pg_ark_core::secret_file::read_token(
+            std::path::Path::new(&path),
+            settings::data_directory().as_deref(),
+        )
+        .map(Some)
+        .map_err(|reason| format!("ark.http_token_file \"{path}\" cannot be used: {reason}")),
+        None if http::is_loopback(addr) => Ok(None),
+        None => Err(format!(
+            "ark.http_listen {addr} is not a loopback address, and ark.http_token_file is not set: an endpoint off loopback needs a bearer token"
+        )),
+    }
+}
+
+#[pg_guard]
+#[unsafe(no_mangle)]
+pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
+    if let Err(e) = xact::run(|| {
+        // A slow catalog read answers 503 at the I/O thread's deadline; it
+        // must not hold the worker much longer.
+        Spi::run("SELECT pg_catalog.set_config('statement_timeout', '10s', false)")?;
+        Spi::run("SELECT pg_catalog.set_config('lock_timeout', '2s', false)")?;
+        Ok(())
+    }) {
+        warning!("pg_ark http worker could not set its timeouts: {}", e);
+    }
+    let addr = match listen_address() {
+        Ok(a) => a,
+        Err(reason) => {
+            warning!("pg_ark http worker does not listen: {}", reason);
+            // Exit code 0: not restarted; fixing the setting needs a
+            // restart anyway.
+            // SAFETY: proc_exit runs the exit callbacks and does not return.
+            unsafe { pg_sys::proc_exit(0) };
+        }
+    };
+    let shared_token: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+    let (to_main, events) = mpsc::sync_channel::<Event>(http::QUEUE);
+    let mut server: Option<http::Server> = None;
+    let try_start = |server: &mut Option<http::Server>| match token(&addr) {
+        Ok(t) => {
+            if let Ok(mut slot) = shared_token.lock() {
+                *slot = t;
+            }
+            if server.is_none() {
+                let config = http::Config {
+                    listen: addr,
+                    token: shared_token.clone(),
+                };
+                match http::start(config, to_main.clone(), http::wake_postgres_main_thread) {
+                    Ok(s) => *server = Some(s),
+                    Err(e) => warning!("pg_ark http worker could not start its I/O thread: {}", e),
+                }
+            }
+        }
+        Err(reason) => {
+            if server.is_some() {
+                // Keep serving with the token in force; say why the new one
+                // was not taken.
+                warning!("pg_ark http worker keeps its token: {}", reason);
+            } else {
+                warning!("pg_ark http worker does not listen: {}", reason);
+            }
+        }
+    };
+    try_start(&mut server);
+
+    while BackgroundWorker::wait_latch(None) {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: on the worker's own thread, outside any transaction.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+            try_start(&mut server);
+        }
+        while let Ok(event) = events.try_recv() {
+            match event {
+                Event::Log(line) => log!("pg_ark http worker: {}", line),
+                Event::Request(req) => {
+                    let answer = serve(&req.route);
+                    req.answer(answer);
+                }
+            }
+            pgrx::check_for_interrupts!();
+        }
+    }
+    log!("pg_ark http worker shutting down");
+    // SAFETY: proc_exit runs the normal exit callbacks and does not return.
+    unsafe { pg_sys::proc_exit(1) };
+}
+
+/// The answer to one request, from a transaction of its own.
+fn serve(route: &Route) -> Answer {
+    let outcome = xact::run(|| {
+        Ok(match route {
+            Route::Health { strict } => {
+                let (doc, verdict) = crate::sql::status::status_document()?;
+                let status = match verdict {
+                    pg_ark_core::health::Verdict::Healthy => 200,
+                    pg_ark_core::health::Verdict::Degraded if !strict => 200,
+                    _ => 503,
+                };
+                Answer {
+                    status,
+                    content_type: "application/json",
+                    body: serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+                }
+            }
+            Route::Metrics(format) => {
+                let facts = crate::sql::metrics::gather()?;
+                Answer {
+                    status: 200,
+                    content_type: format.content_type(),
+                    body: metrics::render(&facts, *format).into_bytes(),
+                }
+            }
+        })
+    });
+    match outcome {
+        Ok(a) => a,
+        Err(e) => Answer::text(500, format!("pg_ark could not answer: {}\n", e.message)),
+    }
+}
