@@ -70,6 +70,7 @@ pgrx-test:
 integration:
 	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG17_CONFIG)"
 	ARK_PG_CONFIG=$(PG17_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests
+	@ls $(ARK_CACHE)/screenshots/dashboard-pg17-*.png 2>/dev/null | sed 's/^/dashboard screenshot (tests\/http.rs): /'
 
 # The smoke suite on the other supported majors: the skeleton, archiving
 # (15 and 16+ have different archive-module C APIs), the job queue
@@ -88,10 +89,12 @@ smoke:
 smoke-15:
 	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG15_CONFIG)"
 	ARK_PG_CONFIG=$(PG15_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+	@ls $(ARK_CACHE)/screenshots/dashboard-pg15-*.png 2>/dev/null | sed 's/^/dashboard screenshot (tests\/http.rs): /'
 
 smoke-18:
 	ARK_CACHE=$(ARK_CACHE) bash scripts/old-release.sh "$(PG18_CONFIG)"
 	ARK_PG_CONFIG=$(PG18_CONFIG) ARK_CACHE=$(ARK_CACHE) cargo test --release --locked -p pg_ark_tests $(SMOKE_TESTS)
+	@ls $(ARK_CACHE)/screenshots/dashboard-pg18-*.png 2>/dev/null | sed 's/^/dashboard screenshot (tests\/http.rs): /'
 
 # Randomized chains (tests/random_chain.rs) beyond CI's fixed seeds: ARK_SEEDS
 # (comma-separated; default 10 random ones, printed so a failure can be

@@ -11,7 +11,8 @@
 # data/, its repository in repo/, the restored cluster in restored/. The demo
 # cluster listens on a Unix socket in that directory and on
 # 127.0.0.1:$ARK_DEMO_PORT (default 54329), the restored one on the next
-# port. Both run as the unprivileged test user ($ARK_TEST_USER, default
+# port; the demo cluster's HTTP endpoint (/health, /metrics, the dashboard)
+# on 127.0.0.1:$ARK_DEMO_HTTP_PORT (default the demo port + 10). Both run as the unprivileged test user ($ARK_TEST_USER, default
 # pgark) when started by root: initdb and pg_ctl refuse root.
 #
 # ARK_DEMO_EXIT=1 runs the story and exits instead of waiting: 0 only if
@@ -26,6 +27,8 @@ DIR=${ARK_DEMO_DIR:-/tmp/pg_ark-demo}
 DIR=${DIR%/}
 PORT=${ARK_DEMO_PORT:-54329}
 RPORT=$((PORT + 1))
+# The HTTP endpoint (ark.http_listen): /health, /metrics and the dashboard.
+HTTP_PORT=${ARK_DEMO_HTTP_PORT:-$((PORT + 10))}
 USER_=${ARK_TEST_USER:-pgark}
 EXIT_AFTER=${ARK_DEMO_EXIT:-0}
 DATA=$DIR/data
@@ -244,7 +247,8 @@ archive_library = 'pg_ark'               # through pg_ark's archive module
 ark.repository = 'file://$REPO'
 ark.work_directory = '$DIR/work'         # staging and restore drills' scratch clusters
 wal_level = replica                      # the default; physical backups need it
-ark.scheduler_naptime = 1s               # so the demo's jobs start at once (default 10s)"
+ark.scheduler_naptime = 1s               # so the demo's jobs start at once (default 10s)
+ark.http_listen = '127.0.0.1:$HTTP_PORT'   # /health, /metrics and the dashboard"
 if [ "$major" -ge 17 ]; then
   conf+="
 summarize_wal = on                       # incremental backups read the changed blocks from WAL summaries"
@@ -282,6 +286,19 @@ sql_value "SELECT jsonb_pretty(ark.status());"
 say "The repository alone tells the same, with no server:"
 run_as_user pg_ark info --repo "file://$REPO"
 
+step "Watching from outside: /health, /metrics and the dashboard"
+say "ark.http_listen serves them from a worker of its own (off loopback it needs ark.http_token_file)."
+say "/health is ark.status(), 200 when healthy or degraded, 503 when failing:"
+run curl -sS --retry 10 --retry-connrefused --retry-delay 1 -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$HTTP_PORT/health" ||
+  die "the HTTP endpoint does not answer on 127.0.0.1:$HTTP_PORT (see $DIR/server.log)"
+say "/metrics is Prometheus's text format (a few of its series):"
+show_cmd curl -s "http://127.0.0.1:$HTTP_PORT/metrics"
+METRICS=$(curl -sS "http://127.0.0.1:$HTTP_PORT/metrics") || die "GET /metrics failed"
+printf '%s\n' "$METRICS" | grep -E '^pg_ark_(backup_last_success_timestamp_seconds|backups_kept|jobs_finished_total|archive_segments_archived_total|rpo_seconds|health_status)' | sed 's/^/    /'
+printf '%s\n' "$METRICS" | grep -q '^pg_ark_jobs_finished_total{kind="full",outcome="succeeded"} [1-9]' ||
+  die "/metrics does not count the full backup that succeeded"
+say "The dashboard: http://127.0.0.1:$HTTP_PORT/ (open it in a browser)"
+
 step "The moment T to restore to"
 sql "CREATE TABLE demo_marker (id int PRIMARY KEY, note text, at timestamptz DEFAULT clock_timestamp());"
 sql "INSERT INTO demo_marker (id, note) VALUES (1, 'before T');"
@@ -318,6 +335,9 @@ grep -E '^(restore_command|recovery_target|archive_mode)' "$RESTORED/postgresql.
 say "Its postgresql.conf is the demo's; it gets its own port:"
 printf '%s$ %s%s\n' "$B" "echo 'port = $RPORT' >> $RESTORED/postgresql.auto.conf" "$N"
 echo "port = $RPORT" >>"$RESTORED/postgresql.auto.conf"
+say "and no HTTP endpoint (the demo's has the port):"
+printf '%s$ %s%s\n' "$B" "echo \"ark.http_listen = ''\" >> $RESTORED/postgresql.auto.conf" "$N"
+echo "ark.http_listen = ''" >>"$RESTORED/postgresql.auto.conf"
 run_as_user -q pg_ctl -D "$RESTORED" -l "$DIR/restored.log" -w start
 STARTED_RESTORED=1
 say "started (log: $DIR/restored.log); waiting for recovery to reach T and promote:"
@@ -366,6 +386,10 @@ ${B}Both clusters are running.${N}
   demo cluster:      psql -h $DIR -p $PORT -U postgres     (log: $DIR/server.log)
   restored cluster:  psql -h $DIR -p $RPORT -U postgres     (log: $DIR/restored.log)
   (psql is $bindir/psql)
+
+  dashboard:  http://127.0.0.1:$HTTP_PORT/
+  health:     curl -s http://127.0.0.1:$HTTP_PORT/health
+  metrics:    curl -s http://127.0.0.1:$HTTP_PORT/metrics
 
   try:   SELECT * FROM ark.jobs ORDER BY id DESC LIMIT 5;
          SELECT ark.wait(ark.backup('incremental'));

@@ -63,10 +63,12 @@ postgresql-18_18.6-3.debian.tar.xz 5efd00aa59930757931d13e3b2a343b5ac983fdf646a5
 "
 
 # ---------------------------------------------------------------- packages
+# prometheus brings promtool, which checks /metrics; chromium loads the
+# dashboard headless (tests/http.rs); make demo reads them with curl.
 PKGS=(build-essential bison flex pkg-config dpkg-dev ca-certificates
       libreadline-dev zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev
       libclang-dev clang perl sudo
-      prometheus)
+      prometheus chromium curl)
 wants 15 && PKGS+=(postgresql-15 postgresql-server-dev-15 postgresql-client-15)
 [ "$ARK_SETUP_BENCH" = 1 ] && PKGS+=(pgbackrest zstd)
 missing=()

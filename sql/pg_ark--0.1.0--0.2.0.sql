@@ -40,8 +40,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog
 AS $$
 BEGIN
+    -- An interrupted attempt (a shutdown) goes back to retrying with its
+    -- attempt taken back: not a retry.
     IF NEW.state IS DISTINCT FROM OLD.state
-       AND NEW.state IN ('succeeded', 'failed', 'cancelled', 'retrying') THEN
+       AND (NEW.state IN ('succeeded', 'failed', 'cancelled')
+            OR (NEW.state = 'retrying' AND NEW.attempts >= OLD.attempts)) THEN
         INSERT INTO ark.job_totals AS t (kind, event, total)
         VALUES (NEW.kind, CASE NEW.state WHEN 'retrying' THEN 'retried' ELSE NEW.state END, 1)
         ON CONFLICT (kind, event) DO UPDATE SET total = t.total OPERATOR(pg_catalog.+) 1;
@@ -51,6 +54,7 @@ END
 $$;
 CREATE TRIGGER count_job_events AFTER UPDATE OF state ON ark.jobs
     FOR EACH ROW EXECUTE FUNCTION ark._count_job_event();
+COMMENT ON FUNCTION ark._count_job_event() IS 'Trigger on ark.jobs: adds each job that ends (succeeded, failed, cancelled) and each attempt retried to ark.job_totals';
 COMMENT ON TABLE ark.job_totals IS 'Running totals of jobs finished (succeeded, failed, cancelled) and of attempts retried, by kind: pruning the job history does not lower them (the counters of ark.metrics())';
 INSERT INTO ark.job_totals (kind, event, total)
 SELECT kind, state, count(*) FROM ark.jobs

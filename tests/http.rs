@@ -72,6 +72,78 @@ fn promtool(text: &str) -> (bool, String) {
     )
 }
 
+/// `/dashboard.json`.
+fn dashboard(base: &str) -> Value {
+    let (code, _, body) = get(&format!("{base}/dashboard.json"), &[]);
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// The WAL segment files of the local repository in `repo`.
+fn wal_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![repo.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p
+                .parent()
+                .and_then(|d| d.parent())
+                .is_some_and(|d| d.ends_with("wal"))
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// Where the dashboard's screenshots are kept: `$ARK_CACHE/screenshots`
+/// (make prints their paths), or the temp directory.
+fn screenshot_dir() -> std::path::PathBuf {
+    let dir = std::env::var_os("ARK_CACHE")
+        .map(|c| Path::new(&c).join("screenshots"))
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Headless Chromium (Debian's) on the dashboard at `base`, its scripts
+/// run: the rendered DOM (with `--dump-dom` when `extra` is empty).
+fn chromium(base: &str, extra: &[&str]) -> String {
+    let profile = temp_dir("ark-chromium-");
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--no-first-run",
+        "--virtual-time-budget=5000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .args(extra);
+    if extra.is_empty() {
+        cmd.arg("--dump-dom");
+    }
+    let out = cmd
+        .arg(format!("{base}/"))
+        .output()
+        .expect("chromium (Debian's package, installed by make setup)");
+    assert!(
+        out.status.success(),
+        "chromium: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn start(repo: &Path, work: &Path, listen: &str) -> Cluster {
     Cluster::start_with(
         archiving(repo)
@@ -112,13 +184,14 @@ fn health_and_metrics_after_a_full_a_failed_job_and_a_drill() {
             s
         })
         .collect();
+    assert_eq!(get(&format!("{base}/health"), &[]).0, 200);
     let full = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
     assert_eq!(full["state"], "succeeded", "{full}");
     let wal = Cluster::write_and_switch_wal(&mut c, 1);
     cluster.wait_archived(&wal, WAIT);
-    assert_eq!(get(&format!("{base}/health"), &[]).0, 200);
     // The server ends each slow connection itself (the head must come
-    // within 5 s): read until it closes.
+    // within 5 s, and a connection lasts at most 10 s): read until it
+    // closes.
     for s in &mut slow {
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut rest = Vec::new();
@@ -259,6 +332,63 @@ fn health_and_metrics_after_a_full_a_failed_job_and_a_drill() {
         Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE),
         "{err}"
     );
+
+    // The dashboard: a gap in the archive (a segment removed from the
+    // repository) is listed again on reload and drawn in red, beside the
+    // backup's mark; a real browser renders it.
+    for i in 2..6 {
+        let wal = Cluster::write_and_switch_wal(&mut c, i);
+        cluster.wait_archived(&wal, WAIT);
+    }
+    let mut segments = wal_files(repo.path());
+    segments.sort();
+    assert!(segments.len() >= 4, "{segments:?}");
+    let removed = segments[segments.len() - 2].clone();
+    std::fs::remove_file(&removed).unwrap();
+    let before = dashboard(&base)["wal"]["listed_at"].as_i64().unwrap_or(0);
+    c.batch_execute("SELECT pg_reload_conf()").unwrap();
+    let mut data = Value::Null;
+    pg_ark_tests::wait_until("the WAL listed again, with its gap", WAIT, || {
+        data = dashboard(&base);
+        data["wal"]["listed_at"].as_i64().unwrap_or(0) > before
+            && data["wal"]["timelines"][0]["gaps"]
+                .as_array()
+                .is_some_and(|g| g.len() == 1)
+    });
+    let gap = &data["wal"]["timelines"][0]["gaps"][0];
+    assert_eq!(
+        gap["first"].as_str(),
+        removed.file_name().and_then(|n| n.to_str()),
+        "{data}"
+    );
+    assert_eq!(data["status"]["status"], "failing", "{data}");
+    let label = full["result"]["backup_id"].as_str().unwrap();
+    assert_eq!(data["backups"][0]["label"], label, "{data}");
+    assert_eq!(data["drills"][0]["ok"], true, "{data}");
+    let dom = chromium(&base, &[]);
+    assert!(
+        dom.contains(r#"<span id="verdict" class="failing">failing</span>"#),
+        "{dom}"
+    );
+    assert!(dom.contains(&format!("data-backup=\"{label}\"")), "{dom}");
+    assert_eq!(dom.matches("class=\"gap\"").count(), 1, "{dom}");
+    assert!(dom.contains("class=\"wal\""), "{dom}");
+    assert!(dom.contains("no_such_db"), "the failed job's error: {dom}");
+    let shots = screenshot_dir();
+    for (name, size) in [("laptop", "1280,1000"), ("phone", "390,844")] {
+        let path = shots.join(format!("dashboard-pg{}-{name}.png", cluster.install.major));
+        let _ = std::fs::remove_file(&path);
+        let window = format!("--window-size={size}");
+        let shot = format!("--screenshot={}", path.display());
+        chromium(&base, &[&window, &shot]);
+        let png = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            png.starts_with(b"\x89PNG") && png.len() > 10_000,
+            "{}",
+            path.display()
+        );
+        println!("dashboard screenshot: {}", path.display());
+    }
 
     // Counters never go down: the job history pruned, the totals stay.
     c.batch_execute("DELETE FROM ark.jobs").unwrap();

@@ -492,6 +492,21 @@ fn a_repository_out_of_reach_is_retried_with_growing_delays_then_fails() {
         assert!(log.contains(&needle), "{needle:?} missing from the log");
     }
     assert!(log.contains(&format!("pg_ark job {id} failed after 4 attempts")));
+    // The running totals behind /metrics: three attempts retried, one job
+    // failed.
+    let totals: Vec<(String, i64)> = c
+        .query(
+            "SELECT event, total FROM ark.job_totals WHERE kind = 'logical' ORDER BY event",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        totals,
+        [("failed".to_string(), 1), ("retried".to_string(), 3)]
+    );
     let status = json(&mut c, "SELECT ark.status()::text", &[]);
     assert_eq!(status["status"], "failing", "{status}");
     assert!(
@@ -1106,6 +1121,17 @@ fn a_fast_shutdown_interrupts_a_running_job_which_runs_again_after_restart() {
     // The interruption did not use up the only attempt.
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 1, "{done}");
+    // Nor is it counted as a retry in the running totals.
+    let totals: Vec<(String, i64)> = c
+        .query(
+            "SELECT event, total FROM ark.job_totals WHERE kind = 'logical' ORDER BY event",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(totals, [("succeeded".to_string(), 1)]);
 }
 
 #[test]

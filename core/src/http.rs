@@ -14,10 +14,14 @@
 //!   the whole connection, at most 64 connections at once and 16 requests
 //!   waiting for the main thread. A request the main thread does not answer
 //!   within the deadline gets 503, as does one that finds the queue full.
-//! - Only `GET` and `HEAD` of `/health` and `/metrics` are served;
+//!   The token is checked once the head is read, so a client without it
+//!   can still hold connections, each for at most 10 s.
+//! - Only `GET` and `HEAD` of `/health`, `/metrics`, `/` (the dashboard)
+//!   and `/dashboard.json` are served;
 //!   anything else is 404 or 405, and the body of a request is never read.
-//! - With a token, every request must carry `Authorization: Bearer
-//!   <token>` (compared in constant time), or it gets 401.
+//! - With a token, every request but the dashboard's page (which holds no
+//!   data) must carry `Authorization: Bearer <token>` (compared in
+//!   constant time), or it gets 401.
 //! - When the address cannot be bound (the port is taken), it says so to
 //!   the main thread, which logs it, and tries again every 10 s.
 use crate::metrics::Format;
@@ -53,6 +57,12 @@ pub enum Route {
     Health { strict: bool },
     /// `GET /metrics`, in the format the `Accept` header asks for.
     Metrics(Format),
+    /// `GET /`: the dashboard's page. It holds no data (it reads
+    /// `/dashboard.json`), so it is served by the I/O thread itself, and
+    /// without the token: the page asks for it.
+    Dashboard,
+    /// `GET /dashboard.json`: what the dashboard shows.
+    DashboardData,
 }
 
 impl Route {
@@ -71,6 +81,8 @@ impl Route {
                 strict: flag("strict"),
             }),
             "/metrics" => Some(Route::Metrics(Format::Prometheus)),
+            "/" => Some(Route::Dashboard),
+            "/dashboard.json" => Some(Route::DashboardData),
             _ => None,
         }
     }
@@ -101,6 +113,12 @@ pub struct Request {
 }
 
 impl Request {
+    /// Nobody waits for the answer any more: the I/O thread gave up at its
+    /// deadline, or the client is gone.
+    pub fn is_abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
     /// Send the answer (dropped if the client is gone or the deadline
     /// passed).
     pub fn answer(self, a: Answer) {
@@ -128,6 +146,77 @@ pub struct Config {
 /// process (a background worker exits without joining).
 pub struct Server {
     pub thread: std::thread::JoinHandle<()>,
+}
+
+/// The dashboard's page: one file, no external resource.
+pub const DASHBOARD_PAGE: &str = include_str!("http/dashboard.html");
+
+/// The repository's archived WAL, for the dashboard, as a thread of its
+/// own lists it (never the main thread, whose answers must stay fast).
+pub struct WalWatch {
+    /// The last listing ([`wal_timelines`], with `listed_at` and
+    /// `segment_size`), `{"error": ...}` when it failed, or `{"listing":
+    /// true}` before the first one ends.
+    ///
+    /// [`wal_timelines`]: crate::restore::inventory::wal_timelines
+    pub view: Arc<Mutex<serde_json::Value>>,
+    again: SyncSender<()>,
+}
+
+impl WalWatch {
+    /// List again now (at most one request waits; more are one).
+    pub fn poke(&self) {
+        let _ = self.again.try_send(());
+    }
+
+    /// When the last listing ended (Unix seconds), if one has.
+    pub fn listed_at(&self) -> Option<i64> {
+        self.view.lock().ok()?.get("listed_at")?.as_i64()
+    }
+}
+
+/// Start the listing thread: it lists when it starts, every `every`, and
+/// when poked. `open` opens the repository (it may change on reload), or
+/// says why there is none.
+pub fn watch_wal(
+    open: impl Fn() -> Result<crate::repo::ClusterRepo, String> + Send + 'static,
+    every: Duration,
+) -> std::io::Result<WalWatch> {
+    let view = Arc::new(Mutex::new(serde_json::json!({"listing": true})));
+    let out = view.clone();
+    let (again, poked) = std::sync::mpsc::sync_channel::<()>(1);
+    crate::threads::with_signals_blocked(|| {
+        std::thread::Builder::new()
+            .name("pg_ark wal list".into())
+            .spawn(move || loop {
+                let listed = open().and_then(|cluster| {
+                    crate::restore::plan::Archive::load(&cluster)
+                        .map_err(|e| e.to_string())
+                        .map(|a| {
+                            serde_json::json!({
+                                "listed_at": crate::logical::now_epoch(),
+                                "segment_size": a.segment_size.bytes(),
+                                "timelines": crate::restore::inventory::wal_timelines(&a),
+                            })
+                        })
+                });
+                let doc = listed.unwrap_or_else(|e| {
+                    serde_json::json!({
+                        "listed_at": crate::logical::now_epoch(),
+                        "error": e,
+                    })
+                });
+                if let Ok(mut v) = out.lock() {
+                    *v = doc;
+                }
+                match poked.recv_timeout(every) {
+                    Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    // The worker is gone.
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            })
+    })?;
+    Ok(WalWatch { view, again })
 }
 
 /// Wake the main thread of this PostgreSQL process from the I/O thread:
@@ -237,12 +326,22 @@ async fn serve(config: Config, to_main: SyncSender<Event>, wake: Arc<dyn Fn() + 
     }
 }
 
-/// `a == b`, in a time that does not depend on where they differ.
+/// `a == b`, in a time that depends on neither where they differ nor the
+/// secret's length: their SHA-256 digests are compared, every byte.
 fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header (the
+/// scheme's name is case-insensitive, RFC 7235).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim().split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
 }
 
 fn respond(a: Answer) -> Response<Full<Bytes>> {
@@ -263,15 +362,33 @@ async fn handle(
     wake: &(dyn Fn() + Send + Sync),
     token: &Mutex<Option<String>>,
 ) -> Response<Full<Bytes>> {
+    let route = Route::parse(req.uri().path(), req.uri().query());
+    if route == Some(Route::Dashboard)
+        && (req.method() == Method::GET || req.method() == Method::HEAD)
+    {
+        let mut r = respond(Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: DASHBOARD_PAGE.as_bytes().to_vec(),
+        });
+        // Nothing from elsewhere: no CDN, no frame, no other origin.
+        r.headers_mut().insert(
+            hyper::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+            ),
+        );
+        return r;
+    }
     let expected = token.lock().map(|t| t.clone()).unwrap_or(None);
     if let Some(expected) = expected {
         let given = req
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer)
             .unwrap_or("");
-        if !same_secret(given.trim().as_bytes(), expected.as_bytes()) {
+        if !same_secret(given.as_bytes(), expected.as_bytes()) {
             let mut r = respond(Answer::text(401, "a bearer token is required\n"));
             r.headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -284,10 +401,10 @@ async fn handle(
             .insert(hyper::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let Some(mut route) = Route::parse(req.uri().path(), req.uri().query()) else {
+    let Some(mut route) = route else {
         return respond(Answer::text(
             404,
-            "not found: pg_ark serves /health and /metrics\n",
+            "not found: pg_ark serves /health, /metrics, / and /dashboard.json\n",
         ));
     };
     if let Route::Metrics(format) = &mut route {

@@ -111,7 +111,9 @@ pub struct Facts {
     pub archive_backlog: u64,
     /// The oldest kept physical backup's consistency point (its stop).
     pub earliest_recoverable: Option<f64>,
-    /// The end of the archived WAL: when the last segment was archived.
+    /// The end of the archived WAL: when the last segment was archived. (A
+    /// segment is archived after it is switched, so its last change is a
+    /// little older.)
     pub latest_recoverable: Option<f64>,
     /// Jobs now, by kind and state.
     pub jobs: Vec<Count>,
@@ -307,7 +309,7 @@ fn registry(f: &Facts) -> Registry {
         gauge(
             &mut r,
             "rpo",
-            "The recovery point objective now: seconds of changes a restore could not bring back",
+            "Seconds since the end of the archived WAL (when the last segment was archived): changes since then are not in the repository yet",
             Some(Unit::Seconds),
             (f.now - t).max(0.0),
         );

@@ -10,10 +10,15 @@ use pg_ark_core::metrics::{self, Count, Drill, Facts, Format, LastBackup};
 use pgrx::prelude::*;
 
 /// Rows of `(labels..., count)`, for a query whose first `n` columns are
-/// the values of `names` and whose last is a count.
-fn counts(query: &str, names: &[&'static str]) -> Result<Vec<Count>, ArkError> {
+/// the values of `names` and whose last is a count (`$1`, if the query has
+/// it, is `repository`).
+fn counts(query: &str, names: &[&'static str], repository: &str) -> Result<Vec<Count>, ArkError> {
     Ok(Spi::connect(|c| {
-        let t = c.select(query, None, &[])?;
+        let t = if query.contains("$1") {
+            c.select(query, None, &[repository.into()])?
+        } else {
+            c.select(query, None, &[])?
+        };
         let mut out = Vec::new();
         for r in t {
             let mut labels = Vec::with_capacity(names.len());
@@ -39,6 +44,12 @@ fn non_negative(v: Option<i64>) -> u64 {
 pub(crate) fn gather() -> Result<Facts, ArkError> {
     let (_, verdict) = status_document()?;
     let now = crate::server::now_epoch();
+    // The backups of the repository in use (ark.backups keeps those of
+    // another one the setting named before).
+    let repository = settings::repository()
+        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
+        .map(|u| u.location())
+        .unwrap_or_default();
     let last_backups = Spi::connect(|c| {
         let t = c.select(
             "SELECT DISTINCT ON (kind) kind,
@@ -47,9 +58,10 @@ pub(crate) fn gather() -> Result<Facts, ArkError> {
                     size_bytes,
                     coalesce((info->>'stored_bytes')::int8, size_bytes)
                FROM ark.backups
+              WHERE repository = $1
               ORDER BY kind, finished_at DESC, id DESC",
             None,
-            &[],
+            &[repository.clone().into()],
         )?;
         let mut out = Vec::new();
         for r in t {
@@ -64,20 +76,18 @@ pub(crate) fn gather() -> Result<Facts, ArkError> {
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
     let backups_kept = counts(
-        "SELECT kind, count(*) FROM ark.backups GROUP BY kind ORDER BY kind",
+        "SELECT kind, count(*) FROM ark.backups WHERE repository = $1 GROUP BY kind ORDER BY kind",
         &["kind"],
+        &repository,
     )?;
-    let (chains, repository_bytes) = Spi::get_two::<i64, i64>(
-        "SELECT (SELECT count(*) FROM ark.backup_chains),
+    let (chains, repository_bytes) = Spi::get_two_with_args::<i64, i64>(
+        "SELECT (SELECT count(*) FROM ark.backup_chains WHERE repository = $1),
                 (SELECT coalesce(sum(coalesce((info->>'stored_bytes')::int8, size_bytes)), 0)::int8
-                   FROM ark.backups)",
+                   FROM ark.backups WHERE repository = $1)",
+        &[repository.clone().into()],
     )?;
-    // The oldest kept physical backup of the repository in use: a restore
-    // reaches no earlier than its end.
-    let repository = settings::repository()
-        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
-        .map(|u| u.location())
-        .unwrap_or_default();
+    // The oldest kept physical backup: a restore reaches no earlier than
+    // its end.
     let earliest_recoverable = Spi::get_one_with_args::<f64>(
         "SELECT extract(epoch FROM min(finished_at))::float8 FROM ark.backups
           WHERE kind IN ('full', 'incremental', 'differential') AND repository = $1",
@@ -86,6 +96,7 @@ pub(crate) fn gather() -> Result<Facts, ArkError> {
     let jobs = counts(
         "SELECT kind, state, count(*) FROM ark.jobs GROUP BY kind, state ORDER BY kind, state",
         &["kind", "state"],
+        "",
     )?;
     // The running totals are kept since 0.2.0: a catalog of an older
     // version (ALTER EXTENSION pg_ark UPDATE not run yet) has none.
@@ -97,10 +108,12 @@ pub(crate) fn gather() -> Result<Facts, ArkError> {
                 "SELECT kind, event, total FROM ark.job_totals
                   WHERE event IN ('succeeded', 'failed', 'cancelled') ORDER BY kind, event",
                 &["kind", "outcome"],
+                "",
             )?,
             counts(
                 "SELECT kind, total FROM ark.job_totals WHERE event = 'retried' ORDER BY kind",
                 &["kind"],
+                "",
             )?,
         )
     };

@@ -19,6 +19,8 @@
 //! Without a usable listen address, or off loopback without a usable token
 //! file, the worker logs why and does not listen; a reload tries the token
 //! file again.
+use crate::error::ArkError;
+use crate::repo::RepoTarget;
 use crate::settings;
 use crate::xact;
 use pg_ark_core::http::{self, Answer, Event, Route};
@@ -33,6 +35,10 @@ use std::time::Duration;
 
 pub const WORKER_NAME: &str = "pg_ark http";
 const RESTART_DELAY: Duration = Duration::from_secs(5);
+/// How often the dashboard's view of the repository's WAL is listed again.
+const WAL_LISTING: Duration = Duration::from_secs(600);
+/// A listing older than this is done again when the dashboard asks.
+const WAL_FRESH_SECONDS: i64 = 30;
 
 /// Ask the postmaster to start the worker when `ark.http_listen` is set.
 /// Only valid during `shared_preload_libraries` processing.
@@ -129,18 +135,49 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
         }
     };
     try_start(&mut server);
+    // The repository's WAL, for the dashboard, listed by a thread of its
+    // own; the repository is read here (settings) and again on reload.
+    let target: Arc<Mutex<Option<RepoTarget>>> =
+        Arc::new(Mutex::new(xact::run(RepoTarget::current).ok()));
+    let wal = {
+        let target = target.clone();
+        http::watch_wal(
+            move || match target.lock().ok().and_then(|t| t.clone()) {
+                Some(t) => t.open().map_err(|e| e.to_string()),
+                None => Err("no repository is configured (ark.repository)".into()),
+            },
+            WAL_LISTING,
+        )
+    };
+    let wal = match wal {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warning!(
+                "pg_ark http worker could not start its WAL listing thread: {}",
+                e
+            );
+            None
+        }
+    };
 
     while BackgroundWorker::wait_latch(None) {
         if BackgroundWorker::sighup_received() {
             // SAFETY: on the worker's own thread, outside any transaction.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             try_start(&mut server);
+            let now = xact::run(RepoTarget::current).ok();
+            if let Ok(mut t) = target.lock() {
+                *t = now;
+            }
+            if let Some(w) = &wal {
+                w.poke();
+            }
         }
         while let Ok(event) = events.try_recv() {
             match event {
                 Event::Log(line) => log!("pg_ark http worker: {}", line),
                 Event::Request(req) => {
-                    let answer = serve(&req.route);
+                    let answer = serve(&req.route, wal.as_ref());
                     req.answer(answer);
                 }
             }
@@ -153,7 +190,7 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
 }
 
 /// The answer to one request, from a transaction of its own.
-fn serve(route: &Route) -> Answer {
+fn serve(route: &Route, wal: Option<&http::WalWatch>) -> Answer {
     let outcome = xact::run(|| {
         Ok(match route {
             Route::Health { strict } => {
@@ -169,6 +206,16 @@ fn serve(route: &Route) -> Answer {
                     body: serde_json::to_vec_pretty(&doc).unwrap_or_default(),
                 }
             }
+            Route::Dashboard => Answer {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: http::DASHBOARD_PAGE.as_bytes().to_vec(),
+            },
+            Route::DashboardData => Answer {
+                status: 200,
+                content_type: "application/json",
+                body: serde_json::to_vec(&dashboard_data(wal)?).unwrap_or_default(),
+            },
             Route::Metrics(format) => {
                 let facts = crate::sql::metrics::gather()?;
                 Answer {
@@ -183,4 +230,78 @@ fn serve(route: &Route) -> Answer {
         Ok(a) => a,
         Err(e) => Answer::text(500, format!("pg_ark could not answer: {}\n", e.message)),
     }
+}
+
+/// What the dashboard shows: `ark.status()`, the kept backups (newest 500),
+/// the chains, the newest 25 jobs, the newest 10 drills, the archiver's
+/// counts, the recovery window, and the last listing of the repository's
+/// WAL.
+fn dashboard_data(wal: Option<&http::WalWatch>) -> Result<serde_json::Value, ArkError> {
+    let (status, _) = crate::sql::status::status_document()?;
+    let repository = settings::repository()
+        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
+        .map(|u| u.location())
+        .unwrap_or_default();
+    let mut doc = Spi::get_one_with_args::<pgrx::JsonB>(
+        r#"SELECT jsonb_build_object(
+  'generated_at', extract(epoch FROM clock_timestamp())::float8,
+  'backups', (SELECT coalesce(jsonb_agg(b ORDER BY b.finished), '[]') FROM (
+      SELECT label, kind, database, info->>'chain' AS chain,
+             extract(epoch FROM started_at)::float8 AS started,
+             extract(epoch FROM finished_at)::float8 AS finished,
+             size_bytes AS original_bytes,
+             coalesce((info->>'stored_bytes')::int8, size_bytes) AS stored_bytes,
+             info->>'start_wal' AS start_wal, info->>'stop_wal' AS stop_wal
+        FROM ark.backups ORDER BY finished_at DESC, id DESC LIMIT 500) b),
+  'chains', (SELECT coalesce(jsonb_agg(c ORDER BY c.started), '[]') FROM (
+      SELECT chain, backups, stored_bytes, verified_ok,
+             extract(epoch FROM started_at)::float8 AS started,
+             extract(epoch FROM last_finished_at)::float8 AS last_finished
+        FROM ark.backup_chains) c),
+  'jobs', (SELECT coalesce(jsonb_agg(j ORDER BY j.id DESC), '[]') FROM (
+      SELECT id, kind, state, attempts, max_attempts,
+             extract(epoch FROM started_at)::float8 AS started,
+             extract(epoch FROM finished_at - started_at)::float8 AS duration,
+             left(last_error, 300) AS last_error
+        FROM ark.jobs ORDER BY id DESC LIMIT 25) j),
+  'drills', (SELECT coalesce(jsonb_agg(x ORDER BY x.at DESC), '[]') FROM (
+      SELECT label AS backup,
+             extract(epoch FROM (info->'drill'->>'at')::timestamptz)::float8 AS at,
+             (info->'drill'->>'ok')::boolean AS ok,
+             (info->'drill'->'timings'->>'rto_seconds')::float8 AS rto_seconds
+        FROM ark.backups WHERE info ? 'drill'
+       ORDER BY info->'drill'->>'at' DESC LIMIT 10) x),
+  'archive', (SELECT jsonb_build_object(
+      'archived_count', archived_count, 'failed_count', failed_count,
+      'last_archived_wal', last_archived_wal,
+      'last_archived_time', extract(epoch FROM last_archived_time)::float8)
+    FROM pg_catalog.pg_stat_archiver),
+  'window', jsonb_build_object(
+      'earliest', (SELECT extract(epoch FROM min(finished_at))::float8 FROM ark.backups
+                    WHERE kind IN ('full', 'incremental', 'differential') AND repository = $1),
+      'latest', (SELECT extract(epoch FROM last_archived_time)::float8
+                   FROM pg_catalog.pg_stat_archiver)))"#,
+        &[repository.into()],
+    )?
+    .map(|j| j.0)
+    .unwrap_or_default();
+    doc["archive"]["backlog"] = status["archive"]["backlog"].clone();
+    doc["archive"]["last_failure_reason"] = status["archive"]["last_failure_reason"].clone();
+    doc["status"] = status;
+    doc["wal"] = match wal {
+        Some(w) => {
+            // Someone is looking: a listing older than this is done again
+            // (in the background; this answer has the last one).
+            let now = doc["generated_at"].as_f64().unwrap_or(0.0) as i64;
+            if w.listed_at().is_some_and(|at| now - at > WAL_FRESH_SECONDS) {
+                w.poke();
+            }
+            w.view.lock().map(|v| v.clone()).unwrap_or_default()
+        }
+        None => serde_json::json!({"error": "the WAL listing thread did not start"}),
+    };
+    doc["wal_segment_size"] = serde_json::json!(settings::wal_segment_size()
+        .map(|s| s.bytes())
+        .unwrap_or(16 * 1024 * 1024));
+    Ok(doc)
 }

@@ -1,6 +1,7 @@
 //! The HTTP endpoint under a full catalog (issue 23): with 10,000 jobs and
 //! 1,000 backups in it, the latency of `/health` and `/metrics` (p50, p99
-//! and the highest of 200 requests each, one at a time, over loopback) and
+//! and the highest of 200 requests each, one at a time, over loopback; and
+//! of `/dashboard.json`, for information) and
 //! the HTTP worker's private memory (`RssAnon`: its RSS also counts shared
 //! buffers and the library's code).
 //!
@@ -63,7 +64,7 @@ fn main() {
     println!("| path | p50 | p99 | highest |");
     println!("| --- | ---: | ---: | ---: |");
     let mut met = true;
-    for path in ["/health", "/metrics"] {
+    for path in ["/health", "/metrics", "/dashboard.json"] {
         let url = format!("http://127.0.0.1:{port}{path}");
         // Warm: the first answer plans its queries.
         let _ = ureq::get(&url).call();
@@ -82,7 +83,10 @@ fn main() {
         }
         times.sort_by(f64::total_cmp);
         let p99 = percentile(&times, 0.99);
-        met &= p99 <= 20.0;
+        // The goal is the scrapers' (the dashboard refreshes every 10 s).
+        if path != "/dashboard.json" {
+            met &= p99 <= 20.0;
+        }
         println!(
             "| `{path}` | {:.1} ms | {p99:.1} ms | {:.1} ms |",
             percentile(&times, 0.5),

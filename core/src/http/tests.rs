@@ -23,9 +23,21 @@ fn routes() {
         Route::parse("/metrics", None),
         Some(Route::Metrics(Format::Prometheus))
     );
-    assert_eq!(Route::parse("/", None), None);
+    assert_eq!(Route::parse("/", None), Some(Route::Dashboard));
+    assert_eq!(
+        Route::parse("/dashboard.json", None),
+        Some(Route::DashboardData)
+    );
     assert_eq!(Route::parse("/etc/passwd", None), None);
     assert_eq!(Route::parse("/health/", None), None);
+}
+
+#[test]
+fn bearer_credentials() {
+    assert_eq!(bearer("Bearer abc"), Some("abc"));
+    assert_eq!(bearer("bearer  abc "), Some("abc"));
+    assert_eq!(bearer("Basic abc"), None);
+    assert_eq!(bearer("Bearerabc"), None);
 }
 
 #[test]
@@ -107,6 +119,11 @@ fn a_token_is_required_when_set() {
     assert_eq!(get(&url, &[]).0, 401);
     assert_eq!(get(&url, &[("Authorization", "Bearer wrong")]).0, 401);
     assert_eq!(get(&url, &[("Authorization", "Bearer s3cret")]).0, 200);
+    // The dashboard's page holds no data and asks for the token itself.
+    let (code, page) = get(&format!("http://{addr}/"), &[]);
+    assert_eq!(code, 200);
+    assert!(page.contains("<html"), "{page}");
+    assert_eq!(get(&format!("http://{addr}/dashboard.json"), &[]).0, 401);
 }
 
 #[test]

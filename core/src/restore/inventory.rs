@@ -108,6 +108,40 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
         .collect();
     let archive = Archive::load(cluster)?;
     let size = archive.segment_size;
+    let timelines = wal_timelines(&archive);
+    let logical: Vec<Value> = list_logical_backups(cluster, None)?
+        .iter()
+        .map(|d| {
+            json!({
+                "database": d.database,
+                "label": d.label,
+                "format": d.format.as_str(),
+                "bytes": d.bytes,
+                "started_at": d.started_at,
+                "finished_at": d.finished_at,
+                "server_version": d.server_version,
+            })
+        })
+        .collect();
+    let mut doc = json!({
+        "system_identifier": cluster.system_identifier.to_string(),
+        "pg_major": cluster.pg_major,
+        "wal_segment_size": size.bytes(),
+        "chains": chains,
+        "wal": {"timelines": timelines},
+        "logical": logical,
+    });
+    if !newer.is_empty() {
+        doc["newer_backups"] = Value::Array(newer);
+    }
+    Ok(doc)
+}
+
+/// The archived WAL of `archive`, per timeline: its segments, their
+/// consecutive runs and the gaps between them (first and last segment
+/// names), and the timeline's history.
+pub fn wal_timelines(archive: &Archive) -> Vec<Value> {
+    let size = archive.segment_size;
     let mut by_tli: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
     for s in &archive.segments {
         let Ok(seg) = size.parse(s) else {
@@ -115,7 +149,7 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
         };
         by_tli.entry(seg.timeline).or_default().push(seg.segno);
     }
-    let timelines: Vec<Value> = by_tli
+    by_tli
         .into_iter()
         .map(|(tli, segnos)| {
             let count = segnos.len();
@@ -144,33 +178,7 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
                 "history": history,
             })
         })
-        .collect();
-    let logical: Vec<Value> = list_logical_backups(cluster, None)?
-        .iter()
-        .map(|d| {
-            json!({
-                "database": d.database,
-                "label": d.label,
-                "format": d.format.as_str(),
-                "bytes": d.bytes,
-                "started_at": d.started_at,
-                "finished_at": d.finished_at,
-                "server_version": d.server_version,
-            })
-        })
-        .collect();
-    let mut doc = json!({
-        "system_identifier": cluster.system_identifier.to_string(),
-        "pg_major": cluster.pg_major,
-        "wal_segment_size": size.bytes(),
-        "chains": chains,
-        "wal": {"timelines": timelines},
-        "logical": logical,
-    });
-    if !newer.is_empty() {
-        doc["newer_backups"] = Value::Array(newer);
-    }
-    Ok(doc)
+        .collect()
 }
 
 /// Every cluster of `repo`.
