@@ -101,8 +101,11 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
             warning!("pg_ark http worker does not listen: {}", reason);
             // Exit code 0: not restarted; fixing the setting needs a
             // restart anyway.
-            // SAFETY: proc_exit runs the exit callbacks and does not return.
+            // SAFETY: proc_exit runs the exit callbacks and does not return
+            // (its binding says so on some majors only).
             unsafe { pg_sys::proc_exit(0) };
+            #[allow(unreachable_code)]
+            return;
         }
     };
     let shared_token: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));

@@ -5,12 +5,17 @@
 //! the HTTP worker's private memory (`RssAnon`: its RSS also counts shared
 //! buffers and the library's code).
 //!
+//! Then the cost to backups and archiving: a full backup and 32 WAL
+//! segments written and archived, three rounds each, without and with a
+//! client scraping `/metrics` and `/health` every second, and as fast as
+//! they answer.
+//!
 //! Goals: p99 of each at most 20 ms; the worker under 32 MiB of RssAnon.
 //! The run prints each verdict; it fails only if a request fails.
 //!
 //! Run: `make bench-http`, with pg_ark installed in PG_CONFIG's PostgreSQL.
 use pg_ark_core::memory;
-use pg_ark_tests::{bench_options, free_port, temp_dir, verdict, Cluster};
+use pg_ark_tests::{bench_options, free_port, median, temp_dir, verdict, Cluster};
 use std::time::{Duration, Instant};
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -93,6 +98,77 @@ fn main() {
             times[times.len() - 1]
         );
     }
+    // The cost to backups and archiving: a full backup and 32 WAL segments
+    // archived, three rounds each, without and with a client scraping
+    // /metrics and /health as fast as they answer.
+    cluster.pgbench(&["-i", "-s", "20", "-q"]);
+    c.batch_execute("CREATE TABLE t (id int, v text)").unwrap();
+    let mut rows = Vec::new();
+    // None: no scraping; Some(pause): a scrape of both, then the pause.
+    for scraped in [None, Some(Duration::from_secs(1)), Some(Duration::ZERO)] {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let scraper = scraped.map(|pause| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for path in ["/metrics", "/health"] {
+                        let _ = ureq::get(&format!("http://127.0.0.1:{port}{path}")).call();
+                        n += 1;
+                    }
+                    std::thread::sleep(pause);
+                }
+                n
+            })
+        });
+        let (mut full, mut archive) = (Vec::new(), Vec::new());
+        for round in 0..3 {
+            let t = Instant::now();
+            let doc: String = c
+                .query_one(
+                    "SELECT ark.wait(ark.backup('full', '{\"max_attempts\": 1}'), '10 min')::text",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            assert!(doc.contains("\"succeeded\""), "{doc}");
+            full.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let mut last = String::new();
+            for i in 0..32 {
+                last = Cluster::write_and_switch_wal(&mut c, round * 100 + i);
+            }
+            cluster.wait_archived(&last, Duration::from_secs(600));
+            archive.push(t.elapsed().as_secs_f64());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let requests = scraper.map(|h| h.join().unwrap()).unwrap_or(0);
+        rows.push((scraped, median(full), median(archive), requests));
+    }
+    println!();
+    println!("Cost to backups and archiving (pgbench scale 20; medians of 3):");
+    println!();
+    println!("| scraping | full backup | 32 segments written and archived | requests served meanwhile |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (scraped, full, archive, requests) in &rows {
+        println!(
+            "| {} | {full:.2} s | {archive:.2} s | {requests} |",
+            match scraped {
+                None => "none",
+                Some(p) if p.is_zero() => "as fast as answered",
+                Some(_) => "both every second",
+            }
+        );
+    }
+    let quiet = &rows[0];
+    for (what, busy) in [("every second", &rows[1]), ("as fast as answered", &rows[2])] {
+        println!(
+            "scraping {what} / none: full {:.2}, archiving {:.2}",
+            busy.1 / quiet.1,
+            busy.2 / quiet.2
+        );
+    }
+
     let mem = memory::of_pid(u32::try_from(pid).unwrap()).unwrap_or_default();
     println!();
     println!(
