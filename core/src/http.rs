@@ -231,6 +231,21 @@ pub fn wake_postgres_main_thread() {
     }
 }
 
+/// The address `ark.http_listen` names: `host:port` (`[::1]:8080` for
+/// IPv6), or a port alone, which is loopback's (`127.0.0.1`).
+pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
+    let t = text.trim();
+    let port_only = t.strip_prefix(':').unwrap_or(t);
+    if let Ok(port) = port_only.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    t.parse::<SocketAddr>().map_err(|_| {
+        format!(
+            "ark.http_listen \"{text}\" is not an address and port such as 127.0.0.1:8080 or [::1]:8080, or a port alone (on loopback)"
+        )
+    })
+}
+
 /// Whether `addr` is a loopback address: anything else needs a token.
 pub fn is_loopback(addr: &SocketAddr) -> bool {
     addr.ip().is_loopback()

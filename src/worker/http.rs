@@ -58,10 +58,7 @@ pub fn register() {
 
 /// The listen address, or why there is none.
 fn listen_address() -> Result<SocketAddr, String> {
-    let text = settings::http_listen().unwrap_or_default();
-    text.trim().parse::<SocketAddr>().map_err(|_| {
-        format!("ark.http_listen \"{text}\" is not an address and port such as 127.0.0.1:8080 or [::1]:8080")
-    })
+    http::parse_listen(&settings::http_listen().unwrap_or_default())
 }
 
 /// The token requests must carry: from `ark.http_token_file` when set; an

@@ -148,7 +148,9 @@ fn main() {
     println!();
     println!("Cost to backups and archiving (pgbench scale 20; medians of 3):");
     println!();
-    println!("| scraping | full backup | 32 segments written and archived | requests served meanwhile |");
+    println!(
+        "| scraping | full backup | 32 segments written and archived | requests served meanwhile |"
+    );
     println!("| --- | ---: | ---: | ---: |");
     for (scraped, full, archive, requests) in &rows {
         println!(
@@ -161,7 +163,10 @@ fn main() {
         );
     }
     let quiet = &rows[0];
-    for (what, busy) in [("every second", &rows[1]), ("as fast as answered", &rows[2])] {
+    for (what, busy) in [
+        ("every second", &rows[1]),
+        ("as fast as answered", &rows[2]),
+    ] {
         println!(
             "scraping {what} / none: full {:.2}, archiving {:.2}",
             busy.1 / quiet.1,

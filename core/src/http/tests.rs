@@ -144,3 +144,23 @@ fn a_taken_port_is_logged_and_tried_again() {
         Event::Request(_) => panic!("a request before listening"),
     }
 }
+
+#[test]
+fn listen_addresses() {
+    assert_eq!(parse_listen("8080").unwrap().to_string(), "127.0.0.1:8080");
+    assert_eq!(parse_listen(":8080").unwrap().to_string(), "127.0.0.1:8080");
+    assert_eq!(
+        parse_listen(" 0.0.0.0:80 ").unwrap().to_string(),
+        "0.0.0.0:80"
+    );
+    assert_eq!(
+        parse_listen("[::1]:8080").unwrap().to_string(),
+        "[::1]:8080"
+    );
+    assert!(is_loopback(&parse_listen("[::1]:1").unwrap()));
+    assert!(!is_loopback(&parse_listen("0.0.0.0:1").unwrap()));
+    for bad in ["", "localhost:8080", "127.0.0.1", "127.0.0.1:99999"] {
+        let e = parse_listen(bad).unwrap_err();
+        assert!(e.contains("is not an address and port"), "{bad}: {e}");
+    }
+}
