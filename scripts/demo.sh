@@ -289,7 +289,11 @@ run_as_user pg_ark info --repo "file://$REPO"
 step "Watching from outside: /health, /metrics and the dashboard"
 say "ark.http_listen serves them from a worker of its own (off loopback it needs ark.http_token_file)."
 say "/health is ark.status(), 200 when healthy or degraded, 503 when failing:"
-run curl -sS --retry 10 --retry-connrefused --retry-delay 1 -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$HTTP_PORT/health" ||
+for _ in $(seq 30); do  # until the worker listens (it does within a second of the start)
+  curl -s -o /dev/null "http://127.0.0.1:$HTTP_PORT/health" && break
+  sleep 1
+done
+run curl -sS -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$HTTP_PORT/health" ||
   die "the HTTP endpoint does not answer on 127.0.0.1:$HTTP_PORT (see $DIR/server.log)"
 say "/metrics is Prometheus's text format (a few of its series):"
 show_cmd curl -s "http://127.0.0.1:$HTTP_PORT/metrics"

@@ -38,6 +38,20 @@ impl RepoTarget {
         })
     }
 
+    /// Open our cluster entry to read it (any thread: no PostgreSQL
+    /// calls), never creating anything; each storage call is limited to
+    /// `limit`.
+    pub fn open_to_read(
+        &self,
+        limit: std::time::Duration,
+    ) -> Result<ClusterRepo, pg_ark_core::Error> {
+        let mut s3 = self.s3.clone();
+        s3.operation_timeout = Some(limit);
+        let storage = storage::open(&RepoUrl::parse(&self.url)?, &s3)?;
+        let repo = Arc::new(Repository::open(storage, false)?);
+        repo.cluster(self.sysid, self.major, false)
+    }
+
     /// Open our cluster entry (any thread: no PostgreSQL calls), creating
     /// it on first use; an entry of another WAL segment size is refused.
     pub fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {

@@ -189,17 +189,20 @@ pub fn watch_wal(
         std::thread::Builder::new()
             .name("pg_ark wal list".into())
             .spawn(move || loop {
-                let listed = open().and_then(|cluster| {
-                    crate::restore::plan::Archive::load(&cluster)
-                        .map_err(|e| e.to_string())
-                        .map(|a| {
-                            serde_json::json!({
-                                "listed_at": crate::logical::now_epoch(),
-                                "segment_size": a.segment_size.bytes(),
-                                "timelines": crate::restore::inventory::wal_timelines(&a),
+                let listed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    open().and_then(|cluster| {
+                        crate::restore::plan::Archive::load(&cluster)
+                            .map_err(|e| e.to_string())
+                            .map(|a| {
+                                serde_json::json!({
+                                    "listed_at": crate::logical::now_epoch(),
+                                    "segment_size": a.segment_size.bytes(),
+                                    "timelines": crate::restore::inventory::wal_timelines(&a),
+                                })
                             })
-                        })
-                });
+                    })
+                }))
+                .unwrap_or_else(|_| Err("the WAL listing failed unexpectedly (a panic)".into()));
                 let doc = listed.unwrap_or_else(|e| {
                     serde_json::json!({
                         "listed_at": crate::logical::now_epoch(),
@@ -368,7 +371,58 @@ fn respond(a: Answer) -> Response<Full<Bytes>> {
         hyper::header::CACHE_CONTROL,
         HeaderValue::from_static("no-store"),
     );
+    r.headers_mut().insert(
+        hyper::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
+}
+
+/// The dashboard page's Content-Security-Policy: nothing from elsewhere
+/// (no CDN, no frame, no form, no other origin), and no script but the
+/// page's own, by its SHA-256 digest.
+pub fn dashboard_csp() -> &'static str {
+    static CSP: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    CSP.get_or_init(|| {
+        use base64::Engine;
+        use sha2::{Digest, Sha256};
+        let inline = |open: &str, close: &str| -> String {
+            let body = DASHBOARD_PAGE
+                .split_once(open)
+                .and_then(|(_, rest)| rest.split_once(close))
+                .map_or("", |(b, _)| b);
+            format!(
+                "'sha256-{}'",
+                base64::engine::general_purpose::STANDARD.encode(Sha256::digest(body.as_bytes()))
+            )
+        };
+        // Styles inline as well: the timeline places its bars with style
+        // attributes, which no digest can name.
+        format!(
+            "default-src 'none'; script-src {}; style-src 'unsafe-inline'; connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'",
+            inline("<script>", "</script>")
+        )
+    })
+}
+
+/// Whether a request's `Host` names this server as an address (or
+/// `localhost`), not as some other name: without a token, that is what
+/// keeps a web page elsewhere from reading the endpoint through a name it
+/// points at 127.0.0.1 (DNS rebinding).
+fn host_is_an_address(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        // [v6]:port
+        Some(rest) => {
+            return rest
+                .split_once(']')
+                .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok())
+        }
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 async fn handle(
@@ -386,16 +440,23 @@ async fn handle(
             content_type: "text/html; charset=utf-8",
             body: DASHBOARD_PAGE.as_bytes().to_vec(),
         });
-        // Nothing from elsewhere: no CDN, no frame, no other origin.
-        r.headers_mut().insert(
-            hyper::header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
-            ),
-        );
+        if let Ok(csp) = HeaderValue::from_str(dashboard_csp()) {
+            r.headers_mut()
+                .insert(hyper::header::CONTENT_SECURITY_POLICY, csp);
+        }
         return r;
     }
     let expected = token.lock().map(|t| t.clone()).unwrap_or(None);
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok());
+    if expected.is_none() && !host_is_an_address(host) {
+        return respond(Answer::text(
+            421,
+            "without a token (ark.http_token_file), pg_ark answers only requests that name it by address or as localhost\n",
+        ));
+    }
     if let Some(expected) = expected {
         let given = req
             .headers()

@@ -4,8 +4,8 @@
 //! Registered from `_PG_init` only when `ark.http_listen` is set (it is a
 //! `postmaster` setting). It is a worker of its own, so serving a scrape
 //! never delays the scheduler. Its main thread connects to `ark.database`
-//! and answers every request in a short read-only transaction of its own
-//! (with a `statement_timeout`); an I/O thread (`pg_ark_core::http`)
+//! and answers every request in a short transaction of its own, which
+//! only reads, its queries limited to 4 s; an I/O thread (`pg_ark_core::http`)
 //! accepts and parses the requests and never calls PostgreSQL. The I/O
 //! thread wakes the main thread with a `SIGUSR1` to this process, whose
 //! PostgreSQL handler (`procsignal_sigusr1_handler`) sets the worker's
@@ -38,7 +38,7 @@ const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// How often the dashboard's view of the repository's WAL is listed again.
 const WAL_LISTING: Duration = Duration::from_secs(600);
 /// A listing older than this is done again when the dashboard asks.
-const WAL_FRESH_SECONDS: i64 = 30;
+const WAL_FRESH_SECONDS: i64 = 120;
 
 /// Ask the postmaster to start the worker when `ark.http_listen` is set.
 /// Only valid during `shared_preload_libraries` processing.
@@ -81,16 +81,17 @@ fn token(addr: &SocketAddr) -> Result<Option<String>, String> {
 #[pg_guard]
 #[unsafe(no_mangle)]
 pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
+    // SIGINT keeps PostgreSQL's handler (StatementCancelHandler): the
+    // answers' statement timer cancels through it. A cancel while idle is
+    // dropped by `wait`.
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     BackgroundWorker::connect_worker_to_spi(Some(&settings::database()), None);
     if let Err(e) = xact::run(|| {
-        // A slow catalog read answers 503 at the I/O thread's deadline; it
-        // must not hold the worker much longer.
-        Spi::run("SELECT pg_catalog.set_config('statement_timeout', '10s', false)")?;
+        // A lock held by an idle session must not hold an answer.
         Spi::run("SELECT pg_catalog.set_config('lock_timeout', '2s', false)")?;
         Ok(())
     }) {
-        warning!("pg_ark http worker could not set its timeouts: {}", e);
+        warning!("pg_ark http worker could not set its lock timeout: {}", e);
     }
     let addr = match listen_address() {
         Ok(a) => a,
@@ -137,14 +138,18 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
     try_start(&mut server);
     // The repository's WAL, for the dashboard, listed by a thread of its
     // own; the repository is read here (settings) and again on reload.
-    let target: Arc<Mutex<Option<RepoTarget>>> =
-        Arc::new(Mutex::new(xact::run(RepoTarget::current).ok()));
+    let repo_target = || xact::run(RepoTarget::current).map_err(|e| e.message);
+    let target: Arc<Mutex<Result<RepoTarget, String>>> = Arc::new(Mutex::new(repo_target()));
+    let limit = settings::archive_timeout();
     let wal = {
         let target = target.clone();
         http::watch_wal(
-            move || match target.lock().ok().and_then(|t| t.clone()) {
-                Some(t) => t.open().map_err(|e| e.to_string()),
-                None => Err("no repository is configured (ark.repository)".into()),
+            move || {
+                let t = target
+                    .lock()
+                    .map_err(|_| "the repository setting is unreadable".to_string())?
+                    .clone()?;
+                t.open_to_read(limit).map_err(|e| e.to_string())
             },
             WAL_LISTING,
         )
@@ -160,12 +165,12 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
         }
     };
 
-    while BackgroundWorker::wait_latch(None) {
+    while wait() {
         if BackgroundWorker::sighup_received() {
             // SAFETY: on the worker's own thread, outside any transaction.
             unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
             try_start(&mut server);
-            let now = xact::run(RepoTarget::current).ok();
+            let now = repo_target();
             if let Ok(mut t) = target.lock() {
                 *t = now;
             }
@@ -176,12 +181,14 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
         while let Ok(event) = events.try_recv() {
             match event {
                 Event::Log(line) => log!("pg_ark http worker: {}", line),
+                // The I/O thread answered 503 already (its deadline passed)
+                // or the client is gone: nobody waits for this answer.
+                Event::Request(req) if req.is_abandoned() => {}
                 Event::Request(req) => {
                     let answer = serve(&req.route, wal.as_ref());
                     req.answer(answer);
                 }
             }
-            pgrx::check_for_interrupts!();
         }
     }
     log!("pg_ark http worker shutting down");
@@ -189,8 +196,76 @@ pub extern "C-unwind" fn ark_http_main(_arg: pg_sys::Datum) {
     unsafe { pg_sys::proc_exit(1) };
 }
 
+/// Wait for the latch, or a second (a SIGTERM whose wake-up an answer's
+/// lock wait consumed is seen within it); `false` when the worker must
+/// stop. A cancel while idle (`pg_cancel_backend()`, or an answer's timer
+/// that fired after its last check) has nothing to cancel: it is dropped
+/// here, so it never ends the worker.
+fn wait() -> bool {
+    // SAFETY: the worker's own latch, on its own thread; clearing the
+    // cancel flag is what ProcessInterrupts itself does.
+    unsafe {
+        pg_sys::WaitLatch(
+            pg_sys::MyLatch,
+            (pg_sys::WL_LATCH_SET | pg_sys::WL_TIMEOUT | pg_sys::WL_EXIT_ON_PM_DEATH) as i32,
+            1000,
+            pg_sys::PG_WAIT_EXTENSION,
+        );
+        pg_sys::ResetLatch(pg_sys::MyLatch);
+        // Interrupts other than a cancel are served (a ProcSignal barrier
+        // must not wait for the next request); a cancel is held off
+        // (HOLD_CANCEL_INTERRUPTS) and dropped.
+        pg_sys::QueryCancelHoldoffCount += 1;
+    }
+    pgrx::check_for_interrupts!();
+    // SAFETY: as above; RESUME_CANCEL_INTERRUPTS, then the cancel dropped.
+    unsafe {
+        pg_sys::QueryCancelHoldoffCount -= 1;
+        pg_sys::QueryCancelPending = 0;
+    }
+    !BackgroundWorker::sigterm_received()
+}
+
+// utils/timeout.h, which pgrx 0.18 does not bind. STATEMENT_TIMEOUT is the
+// fourth TimeoutId (3) in PostgreSQL 15, 17 and 18.
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+unsafe extern "C-unwind" {
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+}
+
+/// Arm (`Some`) or disarm (`None`) the statement timer, through pgrx's
+/// guard (an ERROR in them becomes a Rust panic, not a longjmp).
+fn statement_timer(ms: Option<std::ffi::c_int>) {
+    // SAFETY: on the worker's own thread; the timeouts were registered
+    // when it connected to its database.
+    unsafe {
+        pg_sys::ffi::pg_guard_ffi_boundary(|| match ms {
+            Some(ms) => enable_timeout_after(STATEMENT_TIMEOUT, ms),
+            None => disable_timeout(STATEMENT_TIMEOUT, false),
+        })
+    }
+}
+
+/// The longest an answer's queries may run: within the I/O thread's
+/// deadline. SPI in a background worker never arms `statement_timeout`
+/// (only the backend's command loop does), so the worker arms the timer
+/// itself. When it fires, PostgreSQL's handler sends this process a
+/// SIGINT, and the next interrupt check raises "canceling statement due to
+/// statement timeout", which the answer's transaction catches.
+const ANSWER_TIMEOUT_MS: std::ffi::c_int = 4000;
+
 /// The answer to one request, from a transaction of its own.
 fn serve(route: &Route, wal: Option<&http::WalWatch>) -> Answer {
+    if *route == Route::Dashboard {
+        // The I/O thread serves the page; nothing to read for it.
+        return Answer {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: http::DASHBOARD_PAGE.as_bytes().to_vec(),
+        };
+    }
+    statement_timer(Some(ANSWER_TIMEOUT_MS));
     let outcome = xact::run(|| {
         Ok(match route {
             Route::Health { strict } => {
@@ -206,11 +281,7 @@ fn serve(route: &Route, wal: Option<&http::WalWatch>) -> Answer {
                     body: serde_json::to_vec_pretty(&doc).unwrap_or_default(),
                 }
             }
-            Route::Dashboard => Answer {
-                status: 200,
-                content_type: "text/html; charset=utf-8",
-                body: http::DASHBOARD_PAGE.as_bytes().to_vec(),
-            },
+            Route::Dashboard => unreachable!("answered above"),
             Route::DashboardData => Answer {
                 status: 200,
                 content_type: "application/json",
@@ -226,9 +297,22 @@ fn serve(route: &Route, wal: Option<&http::WalWatch>) -> Answer {
             }
         })
     });
+    statement_timer(None);
+    // A timer that fired after the transaction's last interrupt check must
+    // not cancel anything else.
+    // SAFETY: what ProcessInterrupts itself does, on the worker's thread.
+    unsafe { pg_sys::QueryCancelPending = 0 };
     match outcome {
         Ok(a) => a,
-        Err(e) => Answer::text(500, format!("pg_ark could not answer: {}\n", e.message)),
+        Err(e) => {
+            // The reason goes to the server log, not to the client.
+            warning!(
+                "pg_ark http worker could not answer {:?}: {}",
+                route,
+                e.message
+            );
+            Answer::text(500, "pg_ark could not answer; the server log says why\n")
+        }
     }
 }
 
@@ -252,12 +336,13 @@ fn dashboard_data(wal: Option<&http::WalWatch>) -> Result<serde_json::Value, Ark
              size_bytes AS original_bytes,
              coalesce((info->>'stored_bytes')::int8, size_bytes) AS stored_bytes,
              info->>'start_wal' AS start_wal, info->>'stop_wal' AS stop_wal
-        FROM ark.backups ORDER BY finished_at DESC, id DESC LIMIT 500) b),
+        FROM ark.backups WHERE repository = $1
+       ORDER BY finished_at DESC, id DESC LIMIT 500) b),
   'chains', (SELECT coalesce(jsonb_agg(c ORDER BY c.started), '[]') FROM (
       SELECT chain, backups, stored_bytes, verified_ok,
              extract(epoch FROM started_at)::float8 AS started,
              extract(epoch FROM last_finished_at)::float8 AS last_finished
-        FROM ark.backup_chains) c),
+        FROM ark.backup_chains WHERE repository = $1) c),
   'jobs', (SELECT coalesce(jsonb_agg(j ORDER BY j.id DESC), '[]') FROM (
       SELECT id, kind, state, attempts, max_attempts,
              extract(epoch FROM started_at)::float8 AS started,
@@ -269,7 +354,7 @@ fn dashboard_data(wal: Option<&http::WalWatch>) -> Result<serde_json::Value, Ark
              extract(epoch FROM (info->'drill'->>'at')::timestamptz)::float8 AS at,
              (info->'drill'->>'ok')::boolean AS ok,
              (info->'drill'->'timings'->>'rto_seconds')::float8 AS rto_seconds
-        FROM ark.backups WHERE info ? 'drill'
+        FROM ark.backups WHERE info ? 'drill' AND repository = $1
        ORDER BY info->'drill'->>'at' DESC LIMIT 10) x),
   'archive', (SELECT jsonb_build_object(
       'archived_count', archived_count, 'failed_count', failed_count,

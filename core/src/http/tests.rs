@@ -164,3 +164,45 @@ fn listen_addresses() {
         assert!(e.contains("is not an address and port"), "{bad}: {e}");
     }
 }
+
+#[test]
+fn hosts_named_by_address() {
+    for ok in [
+        "127.0.0.1:8080",
+        "127.0.0.1",
+        "localhost:80",
+        "LOCALHOST",
+        "[::1]:8080",
+        "10.0.0.5:1",
+    ] {
+        assert!(host_is_an_address(Some(ok)), "{ok}");
+    }
+    for bad in [
+        "evil.example:8080",
+        "evil.example",
+        "127.0.0.1.nip.io:80",
+        "[evil]:80",
+    ] {
+        assert!(!host_is_an_address(Some(bad)), "{bad}");
+    }
+    assert!(!host_is_an_address(None));
+}
+
+#[test]
+fn the_dashboards_policy_allows_its_own_script_only() {
+    let csp = dashboard_csp();
+    assert!(csp.contains("script-src 'sha256-"), "{csp}");
+    assert!(!csp.contains("script-src 'unsafe-inline'"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+}
+
+#[test]
+fn a_name_that_is_no_address_is_refused_without_a_token() {
+    let (addr, _) = server(None);
+    let (code, body) = get(
+        &format!("http://{addr}/health"),
+        &[("Host", "rebound.example:8080")],
+    );
+    assert_eq!(code, 421, "{body}");
+    assert_eq!(get(&format!("http://{addr}/health"), &[]).0, 200);
+}
