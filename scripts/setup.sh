@@ -64,11 +64,12 @@ postgresql-18_18.6-3.debian.tar.xz 5efd00aa59930757931d13e3b2a343b5ac983fdf646a5
 
 # ---------------------------------------------------------------- packages
 # prometheus brings promtool, which checks /metrics; chromium loads the
-# dashboard headless (tests/http.rs); make demo reads them with curl.
+# dashboard headless (tests/http.rs); make demo reads them with curl; age
+# (the reference command line) reads what pg_ark encrypts (core/src/crypto).
 PKGS=(build-essential bison flex pkg-config dpkg-dev ca-certificates
       libreadline-dev zlib1g-dev libssl-dev libicu-dev liblz4-dev libzstd-dev
       libclang-dev clang perl sudo
-      prometheus chromium curl)
+      prometheus chromium curl age)
 wants 15 && PKGS+=(postgresql-15 postgresql-server-dev-15 postgresql-client-15)
 [ "$ARK_SETUP_BENCH" = 1 ] && PKGS+=(pgbackrest zstd)
 missing=()

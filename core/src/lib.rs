@@ -17,6 +17,7 @@
 //! - `schedule`: cron expressions, job kinds and retry timing;
 //! - `pg`: PostgreSQL's own facts (pg_control, the server log's words);
 //! - `health`, `notify`, `workdir`, `pgdata`, `threads`.
+pub mod crypto;
 pub mod error;
 pub mod health;
 pub mod http;
