@@ -28,6 +28,15 @@
 //! - A data key's id is the fingerprint of its public half: a key object
 //!   whose wrapped key does not match its id is refused, so a key object
 //!   cannot be swapped for another.
+//! - A key object's `recipient`, `key_id` and `wrapped_to` are not
+//!   authenticated by anything but the wrapped key a restore checks them
+//!   against. So a writer encrypts only to a [`DataKey`] it generated and
+//!   kept, never to a recipient read back from the repository (whoever can
+//!   write there could put their own key in it).
+//! - Anyone can encrypt to a data key's public half, so each object's
+//!   plaintext starts with a line naming the object (`pg_ark-object
+//!   <name>`), checked on read: an object cannot be replaced by another
+//!   encrypted to the same key, or moved under another name.
 use age::secrecy::{ExposeSecret, SecretString};
 use age::x25519;
 use serde::{Deserialize, Serialize};
@@ -65,6 +74,8 @@ pub enum CryptoError {
     },
     #[error("{what} failed authentication: it was changed or damaged ({reason})")]
     Tampered { what: String, reason: String },
+    #[error("{what} is not encrypted (not an age file): {reason}")]
+    NotEncrypted { what: String, reason: String },
     #[error("{what} is not a pg_ark key object: {reason}")]
     BadKeyObject { what: String, reason: String },
     #[error("{what}: {source}")]
@@ -136,7 +147,8 @@ impl Identities {
     pub fn parse(bytes: &[u8], passphrase: Option<&str>) -> Result<Identities, CryptoError> {
         let armored = bytes.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----");
         let binary = bytes.starts_with(b"age-encryption.org/");
-        let text = if armored || binary {
+        // The identities' text is wiped when dropped.
+        let text: SecretString = if armored || binary {
             let Some(pass) = passphrase else {
                 return Err(CryptoError::PassphraseNeeded);
             };
@@ -144,21 +156,22 @@ impl Identities {
             let reader = age::armor::ArmoredReader::new(bytes);
             let decryptor = age::Decryptor::new(reader).map_err(|e| wrong(e.to_string()))?;
             let mut id = age::scrypt::Identity::new(SecretString::from(pass.to_string()));
-            // An identity file is the user's own: allow the work factor
-            // `age -p` picks on a slow machine.
-            id.set_max_work_factor(22);
+            // Work factors up to 2^20 (about 1 GiB of memory for scrypt on
+            // the host that opens it); `age -p` uses 2^18.
+            id.set_max_work_factor(20);
             let mut plain = String::new();
-            decryptor
+            let read = decryptor
                 .decrypt(std::iter::once(&id as &dyn age::Identity))
                 .map_err(|e| wrong(e.to_string()))?
-                .read_to_string(&mut plain)
-                .map_err(|e| wrong(e.to_string()))?;
+                .read_to_string(&mut plain);
+            let plain = SecretString::from(plain);
+            read.map_err(|e| wrong(e.to_string()))?;
             plain
         } else {
-            String::from_utf8_lossy(bytes).into_owned()
+            SecretString::from(String::from_utf8_lossy(bytes).into_owned())
         };
         let mut list = Vec::new();
-        for (line, l) in lines(&text) {
+        for (line, l) in lines(text.expose_secret()) {
             list.push(
                 x25519::Identity::from_str(l).map_err(|_| CryptoError::BadIdentity { line })?,
             );
@@ -277,12 +290,28 @@ impl KeyObject {
             .map_err(|e| bad(format!("wrapped is not an age file: {e}")))?;
         let mut secret = String::new();
         match decryptor.decrypt(ids.as_dyn()) {
-            Ok(mut r) => r
-                .read_to_string(&mut secret)
-                .map_err(|e| CryptoError::Tampered {
+            Ok(mut r) => {
+                let read = r.read_to_string(&mut secret);
+                read.map_err(|e| CryptoError::Tampered {
                     what: what.to_string(),
                     reason: e.to_string(),
-                })?,
+                })?;
+            }
+            // age reports a stanza that fails authentication as "not
+            // mine": with one of the keys it was wrapped to at hand, that
+            // is damage, not a wrong key.
+            Err(age::DecryptError::NoMatchingKeys)
+                if ids
+                    .fingerprints()
+                    .iter()
+                    .any(|f| self.wrapped_to.contains(f)) =>
+            {
+                return Err(CryptoError::Tampered {
+                    what: what.to_string(),
+                    reason: "no identity given opens it, though one of them is a key it names"
+                        .into(),
+                })
+            }
             Err(age::DecryptError::NoMatchingKeys) => {
                 return Err(CryptoError::NoMatchingIdentity {
                     what: what.to_string(),
@@ -297,7 +326,8 @@ impl KeyObject {
                 })
             }
         };
-        let identity = x25519::Identity::from_str(secret.trim())
+        let secret = SecretString::from(secret);
+        let identity = x25519::Identity::from_str(secret.expose_secret().trim())
             .map_err(|_| bad("its wrapped key is not an age identity".into()))?;
         let key = DataKey { identity };
         if key.id() != self.key_id || key.recipient().to_string() != self.recipient {
@@ -322,49 +352,169 @@ impl KeyObject {
     }
 }
 
-/// Encrypt what is written to `out` to the data key whose public half is
-/// `to` (`recipient` of its key object); call `finish` at the end.
-pub fn encrypt_to<W: Write>(
-    to: &x25519::Recipient,
-    out: W,
-) -> std::io::Result<age::stream::StreamWriter<W>> {
-    age::Encryptor::with_recipients(std::iter::once(to as &dyn age::Recipient))
-        .map_err(std::io::Error::other)?
-        .wrap_output(out)
+/// The first line of every data object's plaintext.
+fn object_line(name: &str) -> String {
+    format!("pg_ark-object {name}\n")
 }
 
-/// The public half of a key object's data key, to encrypt to.
-pub fn recipient_of(key: &KeyObject, what: &str) -> Result<x25519::Recipient, CryptoError> {
-    x25519::Recipient::from_str(&key.recipient).map_err(|e| CryptoError::BadKeyObject {
-        what: what.to_string(),
-        reason: format!("its recipient is not an age recipient: {e}"),
-    })
+/// An object being encrypted: `finish` ends it (the last chunk, then a
+/// flush). An object whose writer is dropped without `finish` is
+/// truncated, which every reader refuses.
+pub struct ObjectWriter<W: Write> {
+    inner: age::stream::StreamWriter<W>,
 }
 
-/// Decrypt `input`, an age file encrypted to `key`. A damaged or changed
-/// byte fails authentication when the chunk holding it is read (as an I/O
-/// error of kind `InvalidData` from the reader); `what` names the object.
-pub fn decrypt_with<R: Read>(
+impl<W: Write> Write for ObjectWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> ObjectWriter<W> {
+    /// Write the last chunk and flush; the writer back.
+    pub fn finish(self) -> std::io::Result<W> {
+        let mut w = self.inner.finish()?;
+        w.flush()?;
+        Ok(w)
+    }
+}
+
+/// Encrypt object `name`, as written to the result, to `key`: one the
+/// writer generated and kept, never a recipient read from the repository.
+pub fn encrypt_object<W: Write>(
     key: &DataKey,
-    what: &str,
-    input: R,
-) -> Result<age::stream::StreamReader<R>, CryptoError> {
-    let d = age::Decryptor::new(input).map_err(|e| CryptoError::Tampered {
-        what: what.to_string(),
-        reason: e.to_string(),
-    })?;
-    d.decrypt(std::iter::once(&key.identity as &dyn age::Identity))
-        .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => CryptoError::NoMatchingIdentity {
-                what: what.to_string(),
-                needs: vec!["another data key".into()],
-                have: vec![key.id()],
-            },
-            e => CryptoError::Tampered {
-                what: what.to_string(),
-                reason: e.to_string(),
-            },
+    name: &str,
+    out: W,
+) -> std::io::Result<ObjectWriter<W>> {
+    let to = key.recipient();
+    let mut inner = age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient))
+        .map_err(std::io::Error::other)?
+        .wrap_output(out)?;
+    inner.write_all(object_line(name).as_bytes())?;
+    Ok(ObjectWriter { inner })
+}
+
+/// An object being decrypted. Every failure of the age layer (a changed
+/// byte, a cut anywhere, at a chunk's end too) is an error of kind
+/// `InvalidData` whose message is [`CryptoError::Tampered`] naming the
+/// object; the end is reported only once the last chunk authenticated, so
+/// read it to the end: a reader that stops early has not seen that check.
+pub struct ObjectReader<R: Read> {
+    inner: age::stream::StreamReader<Peeked<R>>,
+    what: String,
+}
+
+/// The start of every age file.
+const AGE_MAGIC: &[u8; 21] = b"age-encryption.org/v1";
+
+/// An input whose first bytes were read to see what it is, put back.
+pub type Peeked<R> = std::io::Chain<std::io::Cursor<[u8; 21]>, R>;
+
+impl<R: Read> Read for ObjectReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                CryptoError::Tampered {
+                    what: self.what.clone(),
+                    reason: e.to_string(),
+                },
+            )
         })
+    }
+}
+
+/// Decrypt object `name` with `key`, checking that it is that object.
+pub fn decrypt_object<R: Read>(
+    key: &DataKey,
+    name: &str,
+    input: R,
+) -> Result<ObjectReader<R>, CryptoError> {
+    let tampered = |reason: String| CryptoError::Tampered {
+        what: name.to_string(),
+        reason,
+    };
+    // Not an age file at all (a plaintext object in an encrypted
+    // repository) is told apart from a damaged one.
+    let mut input = input;
+    let mut head = [0u8; 21];
+    match input.read_exact(&mut head) {
+        Ok(()) if &head == AGE_MAGIC => {}
+        Ok(()) => {
+            return Err(CryptoError::NotEncrypted {
+                what: name.to_string(),
+                reason: "it does not start as an age file".into(),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(CryptoError::NotEncrypted {
+                what: name.to_string(),
+                reason: "it is shorter than an age header".into(),
+            })
+        }
+        Err(source) => {
+            return Err(CryptoError::Io {
+                what: name.to_string(),
+                source,
+            })
+        }
+    }
+    let input = std::io::Cursor::new(head).chain(input);
+    let d = match age::Decryptor::new(input) {
+        Ok(d) => d,
+        Err(age::DecryptError::Io(source)) => {
+            return Err(CryptoError::Io {
+                what: name.to_string(),
+                source,
+            })
+        }
+        Err(e) => return Err(tampered(e.to_string())),
+    };
+    let inner = match d.decrypt(std::iter::once(&key.identity as &dyn age::Identity)) {
+        Ok(r) => r,
+        // The key is the one the object's key object names: a stanza it
+        // does not open was changed, or the object was encrypted to
+        // another key.
+        Err(age::DecryptError::NoMatchingKeys) => {
+            return Err(tampered(format!(
+                "it is not encrypted to its key {}",
+                key.id()
+            )))
+        }
+        Err(age::DecryptError::Io(source)) => {
+            return Err(CryptoError::Io {
+                what: name.to_string(),
+                source,
+            })
+        }
+        Err(e) => return Err(tampered(e.to_string())),
+    };
+    let mut r = ObjectReader {
+        inner,
+        what: name.to_string(),
+    };
+    // Its first line names it.
+    let want = object_line(name);
+    let mut got = Vec::with_capacity(want.len());
+    let mut byte = [0u8; 1];
+    while got.len() < want.len() && got.last() != Some(&b'\n') {
+        match r.read(&mut byte) {
+            Ok(0) => break,
+            Ok(_) => got.push(byte[0]),
+            Err(e) => return Err(tampered(format!("its first line could not be read: {e}"))),
+        }
+    }
+    if got != want.as_bytes() {
+        return Err(tampered(format!(
+            "it is another object ({:?}, not {:?})",
+            String::from_utf8_lossy(&got).trim_end(),
+            want.trim_end()
+        )));
+    }
+    Ok(r)
 }
 
 #[cfg(test)]

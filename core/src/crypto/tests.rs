@@ -19,19 +19,44 @@ fn recipients(rs: &[&x25519::Recipient]) -> Recipients {
     Recipients::parse(&format!("# ops and escrow\n\n{text}")).unwrap()
 }
 
-fn encrypt(key: &KeyObject, plain: &[u8]) -> Vec<u8> {
+fn encrypt(key: &DataKey, name: &str, plain: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut w = encrypt_to(&recipient_of(key, "k").unwrap(), &mut out).unwrap();
+    let mut w = encrypt_object(key, name, &mut out).unwrap();
     w.write_all(plain).unwrap();
     w.finish().unwrap();
     out
 }
 
-fn decrypt(key: &DataKey, cipher: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut r = decrypt_with(key, "object", cipher).map_err(std::io::Error::other)?;
+/// Why a read failed: the error from opening, or the one from reading
+/// (which must be `InvalidData` carrying a `Tampered`).
+#[derive(Debug)]
+enum Failed {
+    Open(CryptoError),
+    Read,
+}
+
+fn decrypt(key: &DataKey, name: &str, cipher: &[u8]) -> Result<Vec<u8>, Failed> {
+    let mut r = decrypt_object(key, name, cipher).map_err(Failed::Open)?;
     let mut out = Vec::new();
-    r.read_to_end(&mut out)?;
-    Ok(out)
+    match r.read_to_end(&mut out) {
+        Ok(_) => Ok(out),
+        Err(e) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+            let msg = e.to_string();
+            assert!(
+                msg.contains(name) && msg.contains("failed authentication"),
+                "{msg}"
+            );
+            Err(Failed::Read)
+        }
+    }
+}
+
+fn tampered_on_open(r: Result<Vec<u8>, Failed>) -> String {
+    match r {
+        Err(Failed::Open(e @ CryptoError::Tampered { .. })) => e.to_string(),
+        other => panic!("not refused on open as tampered: {other:?}"),
+    }
 }
 
 #[test]
@@ -48,11 +73,11 @@ fn data_round_trips_through_a_key_object_opened_by_either_recipient() {
     let stored = serde_json::to_string(&key).unwrap();
     assert!(!stored.contains("AGE-SECRET-KEY"), "{stored}");
     let plain = b"a marker string 0123456789".repeat(10_000);
-    let cipher = encrypt(&key, &plain);
+    let cipher = encrypt(&data_key, "wal/x", &plain);
     assert!(!cipher.windows(13).any(|w| w == b"a marker stri"));
     for who in [&ops, &escrow] {
         let opened = key.unwrap("keys/k", &identities(&[who])).unwrap();
-        assert_eq!(decrypt(&opened, &cipher).unwrap(), plain);
+        assert_eq!(decrypt(&opened, "wal/x", &cipher).unwrap(), plain);
     }
 }
 
@@ -76,27 +101,49 @@ fn a_wrong_identity_is_named_with_the_keys_the_object_needs() {
 }
 
 #[test]
-fn a_changed_byte_fails_authentication_never_garbage() {
+fn a_changed_byte_or_a_cut_fails_authentication_never_garbage() {
     let (ops, ops_r) = keypair();
     let data_key = DataKey::generate();
     let key = data_key.wrap(&recipients(&[&ops_r])).unwrap();
     let plain = vec![7u8; 200_000];
-    let cipher = encrypt(&key, &plain);
+    let cipher = encrypt(&data_key, "o", &plain);
     let opened = key.unwrap("keys/k", &identities(&[&ops])).unwrap();
+    assert_eq!(decrypt(&opened, "o", &cipher).unwrap(), plain);
     for at in [cipher.len() / 2, cipher.len() - 1] {
         let mut bad = cipher.clone();
         bad[at] ^= 1;
         assert!(
-            decrypt(&opened, &bad).is_err(),
+            matches!(decrypt(&opened, "o", &bad), Err(Failed::Read)),
             "byte {at} changed, read fine"
         );
     }
-    // The header too.
+    // A byte of the header's stanza: refused as damage, not as a wrong key.
     let mut bad = cipher.clone();
     bad[40] ^= 1;
-    assert!(decrypt(&opened, &bad).is_err());
-    // A truncated object.
-    assert!(decrypt(&opened, &cipher[..cipher.len() - 100]).is_err());
+    tampered_on_open(decrypt(&opened, "o", &bad));
+    // Cut inside a chunk, and cut exactly at a chunk's end (age's chunks
+    // hold 64 KiB, each with a 16-byte tag).
+    let total = "pg_ark-object o\n".len() + plain.len();
+    let last = total % 65_536 + 16;
+    for cut in [cipher.len() - 100, cipher.len() - last] {
+        assert!(
+            matches!(decrypt(&opened, "o", &cipher[..cut]), Err(Failed::Read)),
+            "cut at {cut} of {}",
+            cipher.len()
+        );
+    }
+    // A writer dropped without finish leaves an object no one reads.
+    let mut unfinished = Vec::new();
+    {
+        let mut w = encrypt_object(&data_key, "o", &mut unfinished).unwrap();
+        w.write_all(&plain).unwrap();
+    }
+    assert!(decrypt(&opened, "o", &unfinished).is_err());
+    // Something that is not an age file at all.
+    assert!(matches!(
+        decrypt(&opened, "o", b"PGARK plain bytes"),
+        Err(Failed::Open(CryptoError::NotEncrypted { .. }))
+    ));
     // The wrapped key.
     let mut k = key.clone();
     let mut raw = {
@@ -132,16 +179,23 @@ fn a_key_object_cannot_stand_in_for_another() {
         "{e}"
     );
     // Data encrypted to one key does not open with another.
-    let cipher = encrypt(&a, b"secret");
+    let key_a = a.unwrap("keys/a", &identities(&[&ops])).unwrap();
+    let cipher = encrypt(&key_a, "o", b"secret");
     let other = b.unwrap("keys/b", &identities(&[&ops])).unwrap();
-    assert!(decrypt(&other, &cipher).is_err());
+    let e = tampered_on_open(decrypt(&other, "o", &cipher));
+    assert!(e.contains("not encrypted to its key"), "{e}");
+    // Nor under another name: anyone can encrypt to a key's public half,
+    // and the first line says which object it is.
+    let e = tampered_on_open(decrypt(&key_a, "wal/other", &cipher));
+    assert!(e.contains("another object"), "{e}");
 }
 
 #[test]
 fn rotation_wraps_the_same_data_key_to_new_recipients() {
     let ((old, old_r), (new, new_r)) = (keypair(), keypair());
-    let key = DataKey::generate().wrap(&recipients(&[&old_r])).unwrap();
-    let cipher = encrypt(&key, b"written before the rotation");
+    let data_key = DataKey::generate();
+    let key = data_key.wrap(&recipients(&[&old_r])).unwrap();
+    let cipher = encrypt(&data_key, "o", b"written before the rotation");
     let rotated = key
         .rewrap("keys/k", &identities(&[&old]), &recipients(&[&new_r]))
         .unwrap();
@@ -151,7 +205,7 @@ fn rotation_wraps_the_same_data_key_to_new_recipients() {
     // Only the new identity opens it; the data is read unchanged.
     let opened = rotated.unwrap("keys/k", &identities(&[&new])).unwrap();
     assert_eq!(
-        decrypt(&opened, &cipher).unwrap(),
+        decrypt(&opened, "o", &cipher).unwrap(),
         b"written before the rotation"
     );
     assert!(rotated.unwrap("keys/k", &identities(&[&old])).is_err());
@@ -240,7 +294,11 @@ fn the_age_command_line_reads_key_objects_and_data_and_its_keys_work_here() {
 
     let data_key = DataKey::generate();
     let key = data_key.wrap(&to).unwrap();
-    let cipher = encrypt(&key, b"restored with nothing but age and the escrow key");
+    let cipher = encrypt(
+        &data_key,
+        "wal/x",
+        b"restored with nothing but age and the escrow key",
+    );
     // The disaster procedure: the key object's wrapped key, then the data,
     // each with `age -d`.
     let wrapped = {
@@ -258,10 +316,21 @@ fn the_age_command_line_reads_key_objects_and_data_and_its_keys_work_here() {
         &cipher,
     )
     .unwrap();
-    assert_eq!(plain, b"restored with nothing but age and the escrow key");
+    assert_eq!(
+        plain,
+        b"pg_ark-object wal/x\nrestored with nothing but age and the escrow key"
+    );
     // And the other way: what `age` encrypts to a data key's recipient is
     // read here.
-    let from_cli = age_cli("age", &["-r", &key.recipient], b"written by age").unwrap();
+    let from_cli = age_cli(
+        "age",
+        &["-r", &data_key.recipient().to_string()],
+        b"pg_ark-object wal/y\nwritten by age",
+    )
+    .unwrap();
     let opened = key.unwrap("keys/k", &ids).unwrap();
-    assert_eq!(decrypt(&opened, &from_cli).unwrap(), b"written by age");
+    assert_eq!(
+        decrypt(&opened, "wal/y", &from_cli).unwrap(),
+        b"written by age"
+    );
 }
