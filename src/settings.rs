@@ -351,6 +351,16 @@ pub fn repository() -> Option<String> {
         .filter(|s| !s.trim().is_empty())
 }
 
+/// The location of the repository in use, as `ark.backups.repository`
+/// records it ("" when none is set or it does not parse): the rows of
+/// another repository the setting named before are not this one's.
+pub fn repository_location() -> String {
+    repository()
+        .and_then(|u| RepoUrl::parse(&u).ok())
+        .map(|u| u.location())
+        .unwrap_or_default()
+}
+
 /// `ark.compression` and `ark.compression_level`, checked together: gzip's
 /// levels stop at 9.
 pub fn compression() -> Result<(Compression, i32), pg_ark_core::Error> {

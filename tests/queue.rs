@@ -103,6 +103,18 @@ fn pg_restore_list(cluster: &Cluster, file: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The running totals of logical jobs (`ark.job_totals`), by event.
+fn logical_totals(c: &mut postgres::Client) -> Vec<(String, i64)> {
+    c.query(
+        "SELECT event, total FROM ark.job_totals WHERE kind = 'logical' ORDER BY event",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
 #[test]
 fn wait_on_backup_gives_a_dump_that_pg_restore_reads() {
     let repo = temp_dir("ark-repo-");
@@ -494,15 +506,7 @@ fn a_repository_out_of_reach_is_retried_with_growing_delays_then_fails() {
     assert!(log.contains(&format!("pg_ark job {id} failed after 4 attempts")));
     // The running totals behind /metrics: three attempts retried, one job
     // failed.
-    let totals: Vec<(String, i64)> = c
-        .query(
-            "SELECT event, total FROM ark.job_totals WHERE kind = 'logical' ORDER BY event",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let totals = logical_totals(&mut c);
     assert_eq!(
         totals,
         [("failed".to_string(), 1), ("retried".to_string(), 3)]
@@ -1122,15 +1126,7 @@ fn a_fast_shutdown_interrupts_a_running_job_which_runs_again_after_restart() {
     assert_eq!(done["state"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 1, "{done}");
     // Nor is it counted as a retry in the running totals.
-    let totals: Vec<(String, i64)> = c
-        .query(
-            "SELECT event, total FROM ark.job_totals WHERE kind = 'logical' ORDER BY event",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let totals = logical_totals(&mut c);
     assert_eq!(totals, [("succeeded".to_string(), 1)]);
 }
 

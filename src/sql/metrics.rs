@@ -46,10 +46,7 @@ pub(crate) fn gather() -> Result<Facts, ArkError> {
     let now = crate::server::now_epoch();
     // The backups of the repository in use (ark.backups keeps those of
     // another one the setting named before).
-    let repository = settings::repository()
-        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
-        .map(|u| u.location())
-        .unwrap_or_default();
+    let repository = settings::repository_location();
     let last_backups = Spi::connect(|c| {
         let t = c.select(
             "SELECT DISTINCT ON (kind) kind,

@@ -80,10 +80,7 @@ fn jobs_in(state: JobState, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), 
 pub(crate) fn drills() -> Result<(Vec<DrillFacts>, Value), ArkError> {
     // The backups of the repository in use (ark.backups keeps those of
     // another one the setting named before).
-    let repository = settings::repository()
-        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
-        .map(|u| u.location())
-        .unwrap_or_default();
+    let repository = settings::repository_location();
     let failed = Spi::connect(|c| {
         let t = c.select(
             "SELECT label, (info->'drill'->>'job_id')::int8, info->'drill'->>'error'

@@ -322,10 +322,7 @@ fn serve(route: &Route, wal: Option<&http::WalWatch>) -> Answer {
 /// WAL.
 fn dashboard_data(wal: Option<&http::WalWatch>) -> Result<serde_json::Value, ArkError> {
     let (status, _) = crate::sql::status::status_document()?;
-    let repository = settings::repository()
-        .and_then(|u| pg_ark_core::RepoUrl::parse(&u).ok())
-        .map(|u| u.location())
-        .unwrap_or_default();
+    let repository = settings::repository_location();
     let mut doc = Spi::get_one_with_args::<pgrx::JsonB>(
         r#"SELECT jsonb_build_object(
   'generated_at', extract(epoch FROM clock_timestamp())::float8,
