@@ -111,6 +111,19 @@ impl ArkError {
                 | C::BadMetadata { .. }
                 | C::Info(_)
                 | C::BackupObjectsMissing { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
+                C::Storage(pg_ark_core::storage::StorageError::Encryption(c)) => {
+                    use pg_ark_core::crypto::CryptoError as K;
+                    match **c {
+                        K::Tampered { .. } | K::NotEncrypted { .. } | K::BadKeyObject { .. } => {
+                            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
+                        }
+                        K::Io { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
+                        _ => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                    }
+                }
+                C::EncryptionMismatch { .. } => {
+                    PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+                }
                 C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
                 C::Unsupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 C::LocalIo { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,

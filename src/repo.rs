@@ -4,7 +4,7 @@
 //! any.
 use crate::error::ArkError;
 use crate::settings;
-use pg_ark_core::repo::config::RepoConfig;
+use pg_ark_core::repo::config::{EncryptionFiles, RepoConfig};
 use pg_ark_core::repo::{ClusterRepo, Repository};
 use pg_ark_core::storage::s3::S3Options;
 use pg_ark_core::wal::SegmentSize;
@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct RepoTarget {
     url: String,
     s3: S3Options,
+    encryption: EncryptionFiles,
+    data_dir: Option<std::path::PathBuf>,
     sysid: u64,
     major: u32,
     segment_size: SegmentSize,
@@ -32,6 +34,8 @@ impl RepoTarget {
         Ok(RepoTarget {
             url,
             s3: settings::s3_options()?,
+            encryption: settings::encryption_files(),
+            data_dir: settings::data_directory(),
             sysid,
             major: pg_sys::PG_VERSION_NUM / 10000,
             segment_size: settings::wal_segment_size()?,
@@ -48,15 +52,34 @@ impl RepoTarget {
         let mut s3 = self.s3.clone();
         s3.operation_timeout = Some(limit);
         let storage = storage::open(&RepoUrl::parse(&self.url)?, &s3)?;
-        let repo = Arc::new(Repository::open(storage, false)?);
+        let repo = Arc::new(Repository::open_with(storage, false, &self.keys()?)?);
         repo.cluster(self.sysid, self.major, false)
+    }
+
+    /// The encryption keys the settings name, read now.
+    fn keys(&self) -> Result<pg_ark_core::crypto::layer::Keys, pg_ark_core::Error> {
+        let keys = self.encryption.keys(
+            &pg_ark_core::repo::config::SETTINGS,
+            self.data_dir.as_deref(),
+        )?;
+        // A writing server's own keys, in its state folder.
+        let Some(dir) = &self.data_dir else {
+            return Ok(keys);
+        };
+        let state = dir.join("pg_ark");
+        keys.with_server_state(&state)
+            .map_err(|source| pg_ark_core::Error::LocalIo {
+                op: "read or create the keys in",
+                path: state.display().to_string(),
+                source,
+            })
     }
 
     /// Open our cluster entry (any thread: no PostgreSQL calls), creating
     /// it on first use; an entry of another WAL segment size is refused.
     pub fn open(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
         let storage = storage::open(&RepoUrl::parse(&self.url)?, &self.s3)?;
-        let repo = Arc::new(Repository::open(storage, true)?);
+        let repo = Arc::new(Repository::open_with(storage, true, &self.keys()?)?);
         repo.attach(self.sysid, self.major, self.segment_size)
     }
 }
@@ -67,5 +90,6 @@ pub fn config(url: String) -> RepoConfig {
     RepoConfig {
         url,
         s3: settings::s3_config(),
+        encryption: settings::encryption_files(),
     }
 }

@@ -58,6 +58,10 @@ pub static S3_SECRET_ACCESS_KEY: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 pub static S3_CREDENTIALS_FILE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
+pub static ENCRYPTION_RECIPIENTS_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static ENCRYPTION_IDENTITY_FILE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 pub static HTTP_LISTEN: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static HTTP_TOKEN_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static WORK_DIRECTORY: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -314,6 +318,22 @@ pub fn init(preloading: bool) {
         c"File with the S3 access key ID and secret key (AWS credentials format), read by the server's OS user.",
         c"The recommended place for keys: outside the data directory, so no physical backup copies them.",
         &S3_CREDENTIALS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"ark.encryption_recipients_file",
+        c"File of the age recipients (public keys, age1...) that a new encrypted repository's data keys are wrapped to.",
+        c"Set before the repository is created: a repository is encrypted whole, from its start. Outside the data directory, writable by its owner only.",
+        &ENCRYPTION_RECIPIENTS_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_string_guc(
+        c"ark.encryption_identity_file",
+        c"File of an age identity (private key) that opens an encrypted repository's backups, for drills and deep verification on the server.",
+        c"Optional: without it the server writes backups and WAL but cannot read them back. Outside the data directory, mode 0600.",
+        &ENCRYPTION_IDENTITY_FILE,
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
@@ -660,6 +680,14 @@ pub fn http_listen() -> Option<String> {
 /// `ark.http_token_file`, when set.
 pub fn http_token_file() -> Option<String> {
     text(&HTTP_TOKEN_FILE)
+}
+
+/// `ark.encryption_recipients_file` and `ark.encryption_identity_file`.
+pub fn encryption_files() -> pg_ark_core::repo::config::EncryptionFiles {
+    pg_ark_core::repo::config::EncryptionFiles {
+        recipients_file: text(&ENCRYPTION_RECIPIENTS_FILE).map(std::path::PathBuf::from),
+        identity_file: text(&ENCRYPTION_IDENTITY_FILE).map(std::path::PathBuf::from),
+    }
 }
 
 /// `ark.s3_credentials_file`, when set.

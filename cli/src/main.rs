@@ -14,6 +14,7 @@ use std::process::ExitCode;
 mod info;
 mod location;
 mod progress;
+mod rekey;
 mod repo_opts;
 mod restore;
 mod restore_logical;
@@ -48,6 +49,14 @@ enum Command {
     /// repository and intact. Each problem is printed with its file; any
     /// problem exits 1.
     Verify(verify::Args),
+    /// Rotate an encrypted repository's keys: wrap every data key to new recipients
+    ///
+    /// With an identity that opens the current key objects (--identity-file)
+    /// and the new recipients (--recipients-file), each data key gets a key
+    /// object of the next generation; no backup or WAL object is rewritten.
+    /// Run it again after an interruption. --remove-old then deletes the old
+    /// key objects, so that the old identity can be destroyed.
+    Rekey(rekey::Args),
     /// Restore a physical backup into a data directory, to a point in time
     ///
     /// From the repository alone (no server, no database, no catalog): the
@@ -136,6 +145,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore::run(&args),
         Command::Info(args) => info::run(&args),
         Command::RestoreLogical(args) => restore_logical::run(&args),
+        Command::Rekey(args) => rekey::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,6 @@
 //! Options that name the repository, shared by every subcommand that reads
 //! one, as flags or from the environment.
-use pg_ark_core::repo::config::{RepoConfig, S3Config, FLAGS};
+use pg_ark_core::repo::config::{EncryptionFiles, RepoConfig, S3Config, FLAGS};
 use pg_ark_core::storage;
 
 /// S3 credentials come from `--s3-credentials-file` (AWS's credentials
@@ -24,6 +24,12 @@ pub struct RepoOpts {
     /// File with the S3 keys ([default] aws_access_key_id and aws_secret_access_key)
     #[arg(long, env = "PG_ARK_S3_CREDENTIALS_FILE", value_name = "FILE")]
     pub s3_credentials_file: Option<std::path::PathBuf>,
+    /// Identity file (age private keys, mode 0600) that opens an encrypted repository; a passphrase-protected one reads PG_ARK_IDENTITY_PASSPHRASE
+    #[arg(long, env = "PG_ARK_IDENTITY_FILE", value_name = "FILE")]
+    pub identity_file: Option<std::path::PathBuf>,
+    /// Recipients file (age public keys) that new data keys are wrapped to (pg_ark rekey)
+    #[arg(long, env = "PG_ARK_RECIPIENTS_FILE", value_name = "FILE")]
+    pub recipients_file: Option<std::path::PathBuf>,
 }
 
 impl RepoOpts {
@@ -42,7 +48,20 @@ impl RepoOpts {
                 credentials_file: self.s3_credentials_file.clone(),
                 operation_timeout: None,
             },
+            encryption: EncryptionFiles {
+                recipients_file: self.recipients_file.clone(),
+                identity_file: self.identity_file.clone(),
+            },
         }
+    }
+
+    /// The encryption keys the options name, read now; neither file may
+    /// lie inside `data_dir`.
+    pub fn keys(
+        &self,
+        data_dir: Option<&std::path::Path>,
+    ) -> Result<pg_ark_core::crypto::layer::Keys, pg_ark_core::Error> {
+        self.config().encryption.keys(&FLAGS, data_dir)
     }
 
     /// Open the repository (never creating it).

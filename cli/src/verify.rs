@@ -107,15 +107,22 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                     None => {}
                 }
                 let (info, _) = physical::load_backup(cluster, &id)?;
-                let problems = physical::verify_backup(cluster, &id)?;
+                // Encrypted, and no identity: the stored bytes only.
+                let (problems, only_stored) = match physical::verify_stored(cluster, &id)? {
+                    Some(p) => (p, true),
+                    None => (physical::verify_backup(cluster, &id)?, false),
+                };
                 checked += 1;
                 if let Some(b) = &bar {
                     b.inc(1);
                 }
-                let what = match &info.parent {
+                let mut what = match &info.parent {
                     Some(p) => format!("{}, on {p}", info.kind),
                     None => info.kind.to_string(),
                 };
+                if only_stored {
+                    what.push_str("; encrypted, stored bytes only: no identity given");
+                }
                 if problems.is_empty() {
                     say(&format!("cluster {sysid} backup {id} ({what}): ok"));
                 } else {

@@ -69,12 +69,13 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     }
     let url = RepoUrl::parse(&args.repo.repository)?;
     let s3 = args.repo.s3()?;
+    let keys = args.repo.keys(Some(&args.pgdata))?;
     let sysid = pgdata::system_identifier(&args.pgdata)?;
     let major = pgdata::major_version(&args.pgdata)?;
     let tries = args.retries.max(1);
     let mut attempt = 1;
     loop {
-        match fetch_once(&url, &s3, sysid, major, args, &dest, &spool) {
+        match fetch_once(&url, &s3, &keys, sysid, major, args, &dest, &spool) {
             Err(e) if e.is_transient() && attempt < tries => {
                 let delay = Duration::from_secs(1u64 << (attempt - 1).min(5));
                 eprintln!(
@@ -92,18 +93,20 @@ fn fetch(args: &Args) -> Result<(), Failure> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 /// One try: open the repository, then fetch with the prefetch depth for
 /// segments of the size its entry records.
 fn fetch_once(
     url: &RepoUrl,
     s3: &storage::s3::S3Options,
+    keys: &pg_ark_core::crypto::layer::Keys,
     sysid: u64,
     major: u32,
     args: &Args,
     dest: &Path,
     spool: &Path,
 ) -> Result<wal::get::Fetched, pg_ark_core::Error> {
-    let repository = Arc::new(Repository::open(storage::open(url, s3)?, false)?);
+    let repository = Arc::new(Repository::open_with(storage::open(url, s3)?, false, keys)?);
     let cluster = repository.cluster(sysid, major, false)?;
     let depth = if args.prefetch <= 1 {
         1

@@ -76,6 +76,22 @@ pub enum CryptoError {
     Tampered { what: String, reason: String },
     #[error("{what} is not encrypted (not an age file): {reason}")]
     NotEncrypted { what: String, reason: String },
+    #[error("{what} is encrypted to data key {key}, and no identity was given to open it (its key objects are wrapped to {needs:?})")]
+    IdentityNeeded {
+        what: String,
+        key: String,
+        needs: Vec<String>,
+    },
+    #[error(
+        "{what} is encrypted to data key {key}, which has no key object in the repository ({dir})"
+    )]
+    NoKeyObject {
+        what: String,
+        key: String,
+        dir: String,
+    },
+    #[error("the repository is encrypted, and no recipients are set to encrypt {what} to")]
+    RecipientsNeeded { what: String },
     #[error("{what} is not a pg_ark key object: {reason}")]
     BadKeyObject { what: String, reason: String },
     #[error("{what}: {source}")]
@@ -84,6 +100,42 @@ pub enum CryptoError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What the user can do about `e`.
+pub fn hint(e: &CryptoError) -> Option<String> {
+    Some(match e {
+        CryptoError::IdentityNeeded { .. } => {
+            "Give an identity file holding one of the keys named: \
+             ark.encryption_identity_file on the server, --identity-file or PG_ARK_IDENTITY_FILE \
+             for pg_ark."
+                .into()
+        }
+        CryptoError::NoMatchingIdentity { .. } => "Use an identity file holding one of the keys \
+             named (the escrow key will do). After pg_ark rekey, the new identity opens old \
+             backups too."
+            .into(),
+        CryptoError::Tampered { .. } => "Do not use this object: it was changed or damaged after \
+             pg_ark wrote it. Check the storage, and who can write to the repository."
+            .into(),
+        CryptoError::NotEncrypted { .. } => {
+            "An encrypted repository holds only encrypted objects: \
+             this one was put there by something else than pg_ark."
+                .into()
+        }
+        CryptoError::RecipientsNeeded { .. } => "Set ark.encryption_recipients_file (pg_ark: \
+             --recipients-file) to the file of the repository's recipients (age1... public keys)."
+            .into(),
+        CryptoError::NoKeyObject { .. } => "The data key's key objects were removed: restore them \
+             from a copy of the repository. Without one, what the key encrypts cannot be read."
+            .into(),
+        CryptoError::PassphraseNeeded | CryptoError::WrongPassphrase { .. } => {
+            "Set PG_ARK_IDENTITY_PASSPHRASE in the environment of the process that opens the \
+             identity file."
+                .into()
+        }
+        _ => return None,
+    })
 }
 
 /// The fingerprint pg_ark shows for an age X25519 recipient: `age:` and the
@@ -382,15 +434,64 @@ impl<W: Write> ObjectWriter<W> {
     }
 }
 
+/// What a writer keeps of a data key once it is wrapped: its public half
+/// and id, enough to encrypt more objects to it. The secret half is gone.
+#[derive(Clone)]
+pub struct WriteKey {
+    recipient: x25519::Recipient,
+    id: String,
+    /// Another key each object is encrypted to as well.
+    also: Option<x25519::Recipient>,
+}
+
+impl WriteKey {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// This key, with objects encrypted to `other`'s public half as well.
+    pub fn and(&self, other: &WriteKey) -> WriteKey {
+        WriteKey {
+            also: Some(other.recipient.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+impl DataKey {
+    /// What a writer keeps of this key: the public half only.
+    pub fn write_key(&self) -> WriteKey {
+        WriteKey {
+            recipient: self.recipient(),
+            id: self.id(),
+            also: None,
+        }
+    }
+
+    /// The key in age's text form (`AGE-SECRET-KEY-1…`), to keep in a file.
+    pub fn to_text(&self) -> SecretString {
+        self.identity.to_string()
+    }
+
+    /// A key kept in a file by [`DataKey::to_text`].
+    pub fn from_text(text: &str) -> Result<DataKey, CryptoError> {
+        let identity = x25519::Identity::from_str(text.trim())
+            .map_err(|_| CryptoError::BadIdentity { line: 1 })?;
+        Ok(DataKey { identity })
+    }
+}
+
 /// Encrypt object `name`, as written to the result, to `key`: one the
 /// writer generated and kept, never a recipient read from the repository.
 pub fn encrypt_object<W: Write>(
-    key: &DataKey,
+    key: &WriteKey,
     name: &str,
     out: W,
 ) -> std::io::Result<ObjectWriter<W>> {
-    let to = key.recipient();
-    let mut inner = age::Encryptor::with_recipients(std::iter::once(&to as &dyn age::Recipient))
+    let to = std::iter::once(&key.recipient)
+        .chain(key.also.as_ref())
+        .map(|r| r as &dyn age::Recipient);
+    let mut inner = age::Encryptor::with_recipients(to)
         .map_err(std::io::Error::other)?
         .wrap_output(out)?;
     inner.write_all(object_line(name).as_bytes())?;
@@ -416,6 +517,11 @@ pub type Peeked<R> = std::io::Chain<std::io::Cursor<[u8; 21]>, R>;
 impl<R: Read> Read for ObjectReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.inner.read(buf).map_err(|e| {
+            // A storage stream that broke off is the storage's failure
+            // (perhaps transient), not damage.
+            if crate::storage::StorageError::of_io(&e).is_some() {
+                return e;
+            }
             std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 CryptoError::Tampered {
@@ -516,6 +622,8 @@ pub fn decrypt_object<R: Read>(
     }
     Ok(r)
 }
+
+pub mod layer;
 
 #[cfg(test)]
 mod tests;

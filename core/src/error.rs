@@ -37,6 +37,11 @@ pub enum Error {
         supported: u64,
     },
 
+    /// Recipients set for a clear repository (a repository is encrypted
+    /// whole or not at all).
+    #[error("repository {location} is not encrypted, and encryption recipients are set")]
+    EncryptionMismatch { location: String, encrypted: bool },
+
     #[error("repository metadata \"{key}\" in {location} is invalid: {reason}")]
     BadMetadata {
         location: String,
@@ -392,6 +397,12 @@ impl Error {
             Error::Corrupt { .. } | Error::ForeignWal { .. } => {
                 "Do not use this file for recovery; check the repository's storage for other damage.".into()
             }
+            Error::EncryptionMismatch { .. } => {
+                "A repository is encrypted from its creation, whole: point the repository setting at \
+                 a new location to start an encrypted one, or unset the recipients file."
+                    .into()
+            }
+            Error::Storage(StorageError::Encryption(e)) => return crate::crypto::hint(e),
             Error::Storage(StorageError::Unavailable { .. }) => {
                 "The repository could not be reached; check the endpoint, the network and the \
                  server's health, then try again."

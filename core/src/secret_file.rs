@@ -16,6 +16,31 @@ pub enum Readers {
 
 /// The contents of the secret file `path`, after the checks.
 pub fn read(path: &Path, data_dir: Option<&Path>, readers: Readers) -> Result<String, String> {
+    String::from_utf8(read_bytes(path, data_dir, readers)?)
+        .map_err(|_| "it is not text (UTF-8)".to_string())
+}
+
+/// A file of public keys (the recipients an encrypted repository's data
+/// keys are wrapped to): outside the data directory, and writable by its
+/// owner alone, since whoever could add a line would receive every new
+/// backup's key. Anyone may read it.
+pub fn read_public(path: &Path, data_dir: Option<&Path>) -> Result<String, String> {
+    let real = checked(path, data_dir)?;
+    let mode = std::fs::metadata(&real)
+        .map_err(|e| format!("could not open it: {e}"))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "OS users other than its owner can change it (mode {mode:04o}); chmod 644 or 600 it"
+        ));
+    }
+    std::fs::read_to_string(&real).map_err(|e| format!("could not read it: {e}"))
+}
+
+/// An absolute path outside `data_dir`, resolved.
+fn checked(path: &Path, data_dir: Option<&Path>) -> Result<std::path::PathBuf, String> {
     if !path.is_absolute() {
         return Err("it must be an absolute path".into());
     }
@@ -28,6 +53,16 @@ pub fn read(path: &Path, data_dir: Option<&Path>, readers: Readers) -> Result<St
             ));
         }
     }
+    Ok(real)
+}
+
+/// [`read`], as bytes (an identity file under a passphrase is binary).
+pub fn read_bytes(
+    path: &Path,
+    data_dir: Option<&Path>,
+    readers: Readers,
+) -> Result<Vec<u8>, String> {
+    let real = checked(path, data_dir)?;
     let meta = std::fs::metadata(&real).map_err(|e| format!("could not open it: {e}"))?;
     let mode = meta.permissions().mode() & 0o7777;
     match readers {
@@ -43,7 +78,7 @@ pub fn read(path: &Path, data_dir: Option<&Path>, readers: Readers) -> Result<St
         }
         _ => {}
     }
-    std::fs::read_to_string(&real).map_err(|e| format!("could not read it: {e}"))
+    std::fs::read(&real).map_err(|e| format!("could not read it: {e}"))
 }
 
 /// A bearer token from the file `path`: one line, printable ASCII without

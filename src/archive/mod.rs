@@ -94,10 +94,27 @@ fn archiver_s3_options() -> Result<pg_ark_core::storage::s3::S3Options, ArkError
 
 fn open_cluster(url: &str) -> Result<ClusterRepo, ArkError> {
     let storage = storage::open(&RepoUrl::parse(url)?, &archiver_s3_options()?)?;
-    let repo = Arc::new(Repository::open(storage, true)?);
+    // The digest key (see `crypto::layer`) is in the state folder, which
+    // pg_ark's own backups leave out; the archiver runs in the data
+    // directory.
+    let keys = settings::encryption_files()
+        .keys(
+            &pg_ark_core::repo::config::SETTINGS,
+            settings::data_directory().as_deref(),
+        )?
+        .with_server_state(Path::new(STATE_DIR))
+        .map_err(|source| pg_ark_core::Error::LocalIo {
+            op: "read or create the keys in",
+            path: STATE_DIR.into(),
+            source,
+        })?;
+    let repo = Arc::new(Repository::open_with(storage, true, &keys)?);
     let (sysid, major) = identity();
     Ok(repo.attach(sysid, major, settings::wal_segment_size()?)?)
 }
+
+/// pg_ark's state folder in the data directory.
+const STATE_DIR: &str = "pg_ark";
 
 /// Why archiving cannot proceed, or `None` when it is configured.
 fn not_configured_reason() -> Option<String> {
@@ -178,10 +195,22 @@ fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
     let secret = s3.secret_access_key.as_deref().map(|k| {
         pg_ark_core::repo::envelope::hex(&pg_ark_core::repo::envelope::sha256(k.as_bytes()))
     });
+    // The encryption files' contents too: new recipients take effect at
+    // once (a new data key, wrapped to them).
+    let files = settings::encryption_files();
+    let contents = |f: &Option<std::path::PathBuf>| {
+        f.as_ref().map(|p| {
+            std::fs::read(p)
+                .map(|b| pg_ark_core::repo::envelope::hex(&pg_ark_core::repo::envelope::sha256(&b)))
+                .unwrap_or_default()
+        })
+    };
     let fingerprint = format!(
-        "{url} {s3:?} {secret:?} {:?} {}",
+        "{url} {s3:?} {secret:?} {:?} {} {files:?} {:?} {:?}",
         compression,
-        settings::archive_push_workers()
+        settings::archive_push_workers(),
+        contents(&files.recipients_file),
+        contents(&files.identity_file),
     );
     let mut guard = OPENED.lock().unwrap_or_else(|p| p.into_inner());
     if guard.as_ref().is_none_or(|o| o.url != fingerprint) {

@@ -4,11 +4,8 @@
 use crate::error::ArkError;
 use crate::server::bindir;
 use crate::xact::{raise, require_monitor};
-use pg_ark_core::repo::Repository;
 use pg_ark_core::restore::plan::{self, Request, Target, TimelineChoice};
-use pg_ark_core::{storage, RepoUrl};
 use pgrx::prelude::*;
-use std::sync::Arc;
 
 type Row = (i32, String, String, String);
 
@@ -39,10 +36,13 @@ fn plan_rows(
     // SAFETY: reads the control file's identifier, loaded at start.
     let sysid = unsafe { pg_sys::GetSystemIdentifier() };
     let major = pg_sys::PG_VERSION_NUM / 10000;
-    let repository = Arc::new(Repository::open(
-        storage::open(&RepoUrl::parse(&url)?, &s3)?,
+    // With the identity the settings name (an encrypted repository's WAL
+    // is read for time targets).
+    let repository = crate::repo::config(url.clone()).open(
+        &pg_ark_core::repo::config::SETTINGS,
+        crate::settings::data_directory().as_deref(),
         false,
-    )?);
+    )?;
     let cluster = repository.cluster(sysid, major, false)?;
     cluster.expect_segment_size(crate::settings::wal_segment_size()?)?;
     // Reading the archived WAL can take a while: it can be cancelled.

@@ -21,7 +21,7 @@ fn recipients(rs: &[&x25519::Recipient]) -> Recipients {
 
 fn encrypt(key: &DataKey, name: &str, plain: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut w = encrypt_object(key, name, &mut out).unwrap();
+    let mut w = encrypt_object(&key.write_key(), name, &mut out).unwrap();
     w.write_all(plain).unwrap();
     w.finish().unwrap();
     out
@@ -135,7 +135,7 @@ fn a_changed_byte_or_a_cut_fails_authentication_never_garbage() {
     // A writer dropped without finish leaves an object no one reads.
     let mut unfinished = Vec::new();
     {
-        let mut w = encrypt_object(&data_key, "o", &mut unfinished).unwrap();
+        let mut w = encrypt_object(&data_key.write_key(), "o", &mut unfinished).unwrap();
         w.write_all(&plain).unwrap();
     }
     assert!(decrypt(&opened, "o", &unfinished).is_err());

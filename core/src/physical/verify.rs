@@ -456,6 +456,63 @@ pub fn verify_backup(cluster: &ClusterRepo, id: &str) -> Result<Vec<Problem>, Er
     Ok(problems)
 }
 
+/// Verification of an encrypted repository without an identity: every
+/// stored object of backup `id`, and the WAL from its start to its stop
+/// segment, checked against the digest of its stored bytes, which needs no
+/// key (see `crypto::layer`). What the objects hold, and whether one the
+/// manifest names is missing, only [`verify_backup`] with an identity can
+/// tell. `None` when the repository is not encrypted or an identity was
+/// given (then use [`verify_backup`]).
+pub fn verify_stored(cluster: &ClusterRepo, id: &str) -> Result<Option<Vec<Problem>>, Error> {
+    let Some(enc) = cluster.encryption().filter(|e| !e.can_decrypt()) else {
+        return Ok(None);
+    };
+    check_backup_id(id)?;
+    let (info, _) = load_backup(cluster, id)?;
+    let mut problems = Vec::new();
+    let check = |key: &str, file: String, problems: &mut Vec<Problem>| -> Result<(), Error> {
+        match enc.check_stored(key) {
+            Ok(Ok(_)) => {}
+            Ok(Err(reason)) => problems.push(Problem { file, reason }),
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => problems.push(Problem {
+                file,
+                reason: e.to_string(),
+            }),
+        }
+        Ok(())
+    };
+    let prefix = format!("{}/", backup_prefix(cluster, id));
+    let objects = cluster.storage().list(&prefix)?;
+    if !objects.iter().any(|o| o.key.ends_with("/manifest")) {
+        problems.push(Problem {
+            file: "manifest".into(),
+            reason: "the backup has no manifest object".into(),
+        });
+    }
+    for o in &objects {
+        if layout::stored_in_clear(&o.key) {
+            continue;
+        }
+        let file = o.key.strip_prefix(&prefix).unwrap_or(&o.key).to_string();
+        check(&o.key, file, &mut problems)?;
+    }
+    for seg in cluster
+        .segment_size()
+        .range(&info.start_wal, &info.stop_wal)?
+    {
+        let key = cluster.wal_key(&seg)?;
+        match cluster.storage().head(&key)? {
+            None => problems.push(Problem {
+                file: format!("WAL {seg}"),
+                reason: "the segment is not in the repository".into(),
+            }),
+            Some(_) => check(&key, format!("WAL {seg}"), &mut problems)?,
+        }
+    }
+    Ok(Some(problems))
+}
+
 /// The segments from `first` to `last` (inclusive, one timeline) that are
 /// not in the repository, found by listing (no segment is read).
 pub fn missing_wal(cluster: &ClusterRepo, first: &str, last: &str) -> Result<Vec<String>, Error> {

@@ -5,7 +5,9 @@
 //! `restore_command` a restore writes, the commands a plan prints). Keys
 //! given as values are never among those words: a command finds them in a
 //! credentials file, or in the environment.
+use crate::crypto::layer::Keys;
 use crate::repo::Repository;
+use crate::secret_file::Readers;
 use crate::storage::s3::{read_credentials_file, S3Options};
 use crate::Error;
 use std::path::{Path, PathBuf};
@@ -51,19 +53,72 @@ impl std::fmt::Debug for S3Config {
 pub struct Names {
     pub credentials_file: &'static str,
     pub keys: &'static str,
+    pub recipients_file: &'static str,
+    pub identity_file: &'static str,
 }
 
 /// The extension's settings.
 pub const SETTINGS: Names = Names {
     credentials_file: "ark.s3_credentials_file",
     keys: "ark.s3_access_key_id or ark.s3_secret_access_key",
+    recipients_file: "ark.encryption_recipients_file",
+    identity_file: "ark.encryption_identity_file",
 };
 
 /// The CLI's flags (keys come from a file or the environment only).
 pub const FLAGS: Names = Names {
     credentials_file: "--s3-credentials-file",
     keys: "the keys",
+    recipients_file: "--recipients-file",
+    identity_file: "--identity-file",
 };
+
+/// The environment variable that holds an identity file's passphrase.
+pub const PASSPHRASE_ENV: &str = "PG_ARK_IDENTITY_PASSPHRASE";
+
+/// An encrypted repository's key files (see `crypto::layer`): never keys
+/// themselves, only where they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EncryptionFiles {
+    /// The recipients (public keys) new data keys are wrapped to.
+    pub recipients_file: Option<PathBuf>,
+    /// The identities (private keys) that open key objects.
+    pub identity_file: Option<PathBuf>,
+}
+
+impl EncryptionFiles {
+    /// The keys, read from the files now. Both must lie outside
+    /// `data_dir`; the identity file must be readable by its owner alone,
+    /// the recipients file writable by its owner alone. A passphrase comes
+    /// from [`PASSPHRASE_ENV`].
+    pub fn keys(&self, names: &Names, data_dir: Option<&Path>) -> Result<Keys, Error> {
+        let mut keys = Keys::default();
+        if let Some(f) = &self.recipients_file {
+            let invalid = |reason: String| Error::InvalidSetting {
+                name: names.recipients_file,
+                value: f.display().to_string(),
+                reason,
+            };
+            let text = crate::secret_file::read_public(f, data_dir).map_err(invalid)?;
+            keys.recipients =
+                Some(crate::crypto::Recipients::parse(&text).map_err(|e| invalid(e.to_string()))?);
+        }
+        if let Some(f) = &self.identity_file {
+            let invalid = |reason: String| Error::InvalidSetting {
+                name: names.identity_file,
+                value: f.display().to_string(),
+                reason,
+            };
+            let bytes =
+                crate::secret_file::read_bytes(f, data_dir, Readers::Owner).map_err(invalid)?;
+            let pass = std::env::var(PASSPHRASE_ENV).ok();
+            let ids = crate::crypto::Identities::parse(&bytes, pass.as_deref())
+                .map_err(|e| invalid(e.to_string()))?;
+            keys.identities = Some(Arc::new(ids));
+        }
+        Ok(keys)
+    }
+}
 
 impl S3Config {
     /// The options S3 storage opens with. With a credentials file, the keys
@@ -100,11 +155,12 @@ impl S3Config {
     }
 }
 
-/// A repository: its URL, and how to reach S3.
+/// A repository: its URL, how to reach S3, and where its keys are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RepoConfig {
     pub url: String,
     pub s3: S3Config,
+    pub encryption: EncryptionFiles,
 }
 
 impl RepoConfig {
@@ -119,7 +175,8 @@ impl RepoConfig {
             &crate::RepoUrl::parse(&self.url)?,
             &self.s3.options(names, data_dir)?,
         )?;
-        Ok(Arc::new(Repository::open(storage, create)?))
+        let keys = self.encryption.keys(names, data_dir)?;
+        Ok(Arc::new(Repository::open_with(storage, create, &keys)?))
     }
 
     /// The options of a `pg_ark` command that reach this repository again:
@@ -138,6 +195,10 @@ impl RepoConfig {
         if let Some(f) = &self.s3.credentials_file {
             w.extend(["--s3-credentials-file".into(), f.display().to_string()]);
         }
+        // The identity's file, never a key; a reader needs no recipients.
+        if let Some(f) = &self.encryption.identity_file {
+            w.extend(["--identity-file".into(), f.display().to_string()]);
+        }
         w
     }
 }
@@ -150,6 +211,7 @@ mod tests {
     fn words_reach_the_repository_and_never_carry_keys() {
         let c = RepoConfig {
             url: "s3://bucket/prefix".into(),
+            encryption: EncryptionFiles::default(),
             s3: S3Config {
                 endpoint: Some("http://127.0.0.1:9000".into()),
                 region: Some("eu-west-1".into()),
@@ -199,6 +261,7 @@ mod tests {
         let c = RepoConfig {
             url: "s3://b/p".into(),
             s3: s3.clone(),
+            encryption: EncryptionFiles::default(),
         };
         assert_eq!(
             c.words()[2..],

@@ -11,7 +11,13 @@
 //!                                                   lease/<seq>, drill.json
 //! clusters/<system id>/backup.index                 the list of complete physical backups
 //! clusters/<system id>/logical/<database>/<label>/  a logical dump: backup.info, its data
+//! keys/<data key>/<generation>                      an encrypted repository's key objects
 //! ```
+//!
+//! In an encrypted repository ([`crate::crypto::layer`]) every object is
+//! encrypted except the metadata [`stored_in_clear`] names: descriptors,
+//! indexes, drill records, leases and key objects, which hold no table
+//! data, and the damaged copies pg_ark keeps aside as they were found.
 //!
 //! Keys inside a cluster entry are given relative to it (`wal/…`); the entry
 //! ([`crate::repo::ClusterRepo::key`]) puts `clusters/<system id>/` before
@@ -29,6 +35,47 @@ pub const WAL: &str = "wal/";
 pub const BACKUP: &str = "backup/";
 /// Logical dumps, inside a cluster entry.
 pub const LOGICAL: &str = "logical/";
+
+/// Key objects of an encrypted repository (see `crypto::layer`).
+pub const KEYS: &str = "keys/";
+
+/// The folder of the key objects of data key `id` (`age:<hex>`), with its
+/// trailing `/`.
+pub fn key_objects(id: &str) -> String {
+    format!("{KEYS}{}/", id.replace(':', "-"))
+}
+
+/// Whether `key` is one of the metadata objects an encrypted repository
+/// keeps in the clear (everything else is encrypted, so an object kind
+/// added later is encrypted unless it is named here).
+pub fn stored_in_clear(key: &str) -> bool {
+    let key = key.strip_suffix(".copy").unwrap_or(key);
+    let c: Vec<&str> = key.split('/').collect();
+    // By position, never by a name alone: a data file may be called
+    // anything (a file named backup.info in PGDATA is data).
+    match c[..] {
+        [d] => d == DESCRIPTOR,
+        ["keys", _, _] => true,
+        ["clusters", _, name] => name == CLUSTER_INFO || name == "backup.index",
+        ["clusters", _, "backup", _, name] => name == "backup.info" || name == "drill.json",
+        ["clusters", _, "backup", _, "lease", _] => true,
+        ["clusters", _, "logical", _, _, name] => name == "backup.info",
+        ["clusters", _, "wal", _, name] => name.contains(".damaged-"),
+        _ => false,
+    }
+}
+
+/// Whether `key` is part of a physical backup's manifest (its root or a
+/// segment): what the writing server reads back for the next incremental,
+/// so an encrypted repository encrypts it to the server's own key as well.
+pub fn is_manifest(key: &str) -> bool {
+    let key = key.strip_suffix(".copy").unwrap_or(key);
+    let c: Vec<&str> = key.split('/').collect();
+    matches!(
+        c[..],
+        ["clusters", _, "backup", _, "manifest"] | ["clusters", _, "backup", _, "manifest.d", _]
+    )
+}
 
 /// The prefix of cluster `sysid`'s entry, with its trailing `/`.
 pub fn cluster_entry(sysid: u64) -> String {
@@ -81,6 +128,47 @@ pub fn logical_database(database: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_metadata_is_stored_in_the_clear() {
+        for k in [
+            "pg_ark.repo",
+            "pg_ark.repo.copy",
+            "keys/age-0011223344556677/000001",
+            "clusters/42/cluster.info",
+            "clusters/42/cluster.info.copy",
+            "clusters/42/backup.index",
+            "clusters/42/backup/20261205T000000Z-F/backup.info",
+            "clusters/42/backup/20261205T000000Z-F/drill.json.copy",
+            "clusters/42/backup/20261205T000000Z-F/lease/000000000001",
+            "clusters/42/logical/db/label/backup.info",
+            "clusters/42/wal/0000000100000000/000000010000000000000001.damaged-1700000000",
+        ] {
+            assert!(stored_in_clear(k), "{k}");
+        }
+        for k in [
+            "clusters/42/wal/0000000100000000/000000010000000000000001",
+            "clusters/42/wal/00000002.history",
+            "clusters/42/backup/20261205T000000Z-F/manifest",
+            "clusters/42/backup/20261205T000000Z-F/manifest.copy",
+            "clusters/42/backup/20261205T000000Z-F/manifest.d/000001",
+            "clusters/42/backup/20261205T000000Z-F/data/base/5/16384",
+            "clusters/42/backup/20261205T000000Z-F/data/base/5/backup.info",
+            "clusters/42/logical/db/label/dump.custom",
+            "clusters/42/logical/db/label/dump.dir/toc.dat",
+            "clusters/42/logical/lease/x/dump.sql",
+            "clusters/42/backup/20261205T000000Z-F/data/backup.info",
+            "clusters/42/backup/20261205T000000Z-F/data/lease/x",
+            "clusters/42/logical/db/label/dump.dir/backup.info",
+            "keys/age-00/1/2",
+        ] {
+            assert!(!stored_in_clear(k), "{k}");
+        }
+        assert_eq!(
+            key_objects("age:0011223344556677"),
+            "keys/age-0011223344556677/"
+        );
+    }
 
     #[test]
     fn keys_are_where_the_format_says() {

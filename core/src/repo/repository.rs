@@ -15,12 +15,21 @@ use crate::{wal, Error};
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// The repository format this pg_ark writes and the newest it reads.
-pub const FORMAT_VERSION: u64 = 1;
+/// The newest repository format this pg_ark reads. It writes format 1 for
+/// a clear repository (which every pg_ark reads), and format 2 for an
+/// encrypted one, so that a pg_ark that cannot decrypt refuses it whole.
+pub const FORMAT_VERSION: u64 = 2;
+const FORMAT_CLEAR: u64 = 1;
+const FORMAT_ENCRYPTED: u64 = 2;
+/// The descriptor's record of an encrypted repository's scheme.
+const ENCRYPTION_SCHEME: &str = "age-x25519";
 use super::layout::{self, DESCRIPTOR};
+use crate::crypto::layer::{Compared, EncryptedStorage, Keys};
 
 pub struct Repository {
     storage: Box<dyn Storage>,
+    /// The encryption layer `storage` is, in an encrypted repository.
+    encrypted: Option<Arc<EncryptedStorage>>,
 }
 
 /// The outcome of storing a WAL file.
@@ -40,55 +49,85 @@ pub enum PushOutcome {
 }
 
 impl Repository {
-    /// Open the repository in `storage`; with `create`, initialize an empty one.
+    /// Open the repository in `storage`, without keys; with `create`,
+    /// initialize an empty one (clear).
     pub fn open(storage: Box<dyn Storage>, create: bool) -> Result<Repository, Error> {
-        let repo = Repository { storage };
-        match info::load(repo.storage(), DESCRIPTOR)? {
-            Some(desc) => repo.check_format(&desc)?,
+        Repository::open_with(storage, create, &Keys::default())
+    }
+
+    /// Open the repository in `storage` with `keys`; with `create`,
+    /// initialize an empty one, encrypted when `keys` has recipients. An
+    /// encrypted repository is read and written through the encryption
+    /// layer; recipients given for a clear repository are refused (a
+    /// repository is encrypted whole or not at all).
+    pub fn open_with(
+        storage: Box<dyn Storage>,
+        create: bool,
+        keys: &Keys,
+    ) -> Result<Repository, Error> {
+        let location = storage.location();
+        let desc = match info::load(storage.as_ref(), DESCRIPTOR)? {
+            Some(desc) => desc,
             None if create => {
-                let desc = json!({ "format": FORMAT_VERSION, "created_by": format!("pg_ark {}", crate::VERSION) });
-                match info::save(repo.storage(), DESCRIPTOR, &desc, PutMode::Create) {
-                    Ok(()) => {}
+                let mut desc = json!({
+                    "format": FORMAT_CLEAR,
+                    "created_by": format!("pg_ark {}", crate::VERSION),
+                });
+                if let Some(r) = &keys.recipients {
+                    desc["format"] = json!(FORMAT_ENCRYPTED);
+                    desc["encryption"] = json!({
+                        "scheme": ENCRYPTION_SCHEME,
+                        "recipients_at_creation": r.fingerprints(),
+                    });
+                }
+                match info::save(storage.as_ref(), DESCRIPTOR, &desc, PutMode::Create) {
+                    Ok(()) => desc,
                     // Another process initialized it first: use theirs.
                     Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
-                        let desc = info::load(repo.storage(), DESCRIPTOR)?.unwrap_or(desc);
-                        repo.check_format(&desc)?;
+                        info::load(storage.as_ref(), DESCRIPTOR)?.unwrap_or(desc)
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             None => {
                 return Err(Error::BadMetadata {
-                    location: repo.storage.location(),
+                    location,
                     key: DESCRIPTOR.into(),
                     reason: "missing: this is not a pg_ark repository".into(),
                 })
             }
+        };
+        check_format(&location, &desc)?;
+        match desc.get("encryption") {
+            None if keys.recipients.is_some() => Err(Error::EncryptionMismatch {
+                location,
+                encrypted: false,
+            }),
+            None => Ok(Repository {
+                storage,
+                encrypted: None,
+            }),
+            Some(e) => {
+                let scheme = e.get("scheme").and_then(Value::as_str);
+                if scheme != Some(ENCRYPTION_SCHEME) {
+                    return Err(Error::BadMetadata {
+                        location,
+                        key: DESCRIPTOR.into(),
+                        reason: format!("unknown encryption scheme {scheme:?}"),
+                    });
+                }
+                let layer = Arc::new(EncryptedStorage::new(storage, keys.clone()));
+                Ok(Repository {
+                    storage: Box::new(layer.clone()),
+                    encrypted: Some(layer),
+                })
+            }
         }
-        Ok(repo)
     }
 
-    fn check_format(&self, desc: &Value) -> Result<(), Error> {
-        let found =
-            desc.get("format")
-                .and_then(Value::as_u64)
-                .ok_or_else(|| Error::BadMetadata {
-                    location: self.storage.location(),
-                    key: DESCRIPTOR.into(),
-                    reason: "no format version".into(),
-                })?;
-        if found > FORMAT_VERSION {
-            return Err(Error::RepositoryTooNew {
-                location: self.storage.location(),
-                found,
-                supported: FORMAT_VERSION,
-                created_by: desc
-                    .get("created_by")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
-            });
-        }
-        Ok(())
+    /// The encryption layer of an encrypted repository.
+    pub fn encryption(&self) -> Option<&EncryptedStorage> {
+        self.encrypted.as_deref()
     }
 
     pub fn storage(&self) -> &dyn Storage {
@@ -222,6 +261,30 @@ impl Repository {
     }
 }
 
+/// Refuse a descriptor of a format newer than this pg_ark reads.
+fn check_format(location: &str, desc: &Value) -> Result<(), Error> {
+    let found = desc
+        .get("format")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Error::BadMetadata {
+            location: location.to_string(),
+            key: DESCRIPTOR.into(),
+            reason: "no format version".into(),
+        })?;
+    if found > FORMAT_VERSION {
+        return Err(Error::RepositoryTooNew {
+            location: location.to_string(),
+            found,
+            supported: FORMAT_VERSION,
+            created_by: desc
+                .get("created_by")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+        });
+    }
+    Ok(())
+}
+
 /// One cluster's entry in a repository.
 #[derive(Clone)]
 pub struct ClusterRepo {
@@ -271,6 +334,11 @@ impl ClusterRepo {
     /// Where the repository is, for messages.
     pub fn location(&self) -> String {
         self.repo.location()
+    }
+
+    /// The encryption layer, in an encrypted repository.
+    pub fn encryption(&self) -> Option<&EncryptedStorage> {
+        self.repo.encryption()
     }
 
     /// Remove temporary files that crashed writers left in this entry.
@@ -390,7 +458,44 @@ impl ClusterRepo {
         compression: Compression,
         level: i32,
     ) -> Result<PushOutcome, Error> {
-        let stored = self.repo.storage().get(key)?;
+        let seal = || {
+            envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
+                path: name.into(),
+                source: e,
+            })
+        };
+        let content = envelope::DigestKind::Blake3.of(data);
+        // In an encrypted repository, the keyed digest tells without the
+        // private key (see `crypto::layer`); a damaged object is kept
+        // aside as it was stored, never decrypted into the clear.
+        let stored = match self.repo.encryption() {
+            None => self.repo.storage().get(key)?,
+            Some(enc) => match enc.compare(key, &content)? {
+                Compared::Same => return Ok(PushOutcome::AlreadyArchived),
+                Compared::Differs => {
+                    return Err(Error::WalConflict {
+                        name: name.into(),
+                        stored: "other content (its keyed digest differs)".into(),
+                        offered: envelope::ContentDigest {
+                            kind: envelope::DigestKind::Blake3,
+                            bytes: content,
+                        }
+                        .to_string(),
+                    })
+                }
+                Compared::Damaged(reason) => {
+                    let raw = enc.get_stored(key)?;
+                    return self.replace_damaged(key, &raw, &seal()?, &reason);
+                }
+                Compared::Decrypted(obj) => {
+                    if let Err(damage) = envelope::open(&obj) {
+                        let raw = enc.get_stored(key)?;
+                        return self.replace_damaged(key, &raw, &seal()?, &damage.to_string());
+                    }
+                    obj
+                }
+            },
+        };
         match envelope::open(&stored) {
             Ok((h, body)) if h.matches(data) && body == data => Ok(PushOutcome::AlreadyArchived),
             Ok((h, _)) => Err(Error::WalConflict {
@@ -402,14 +507,7 @@ impl ClusterRepo {
                 }
                 .to_string(),
             }),
-            Err(damage) => {
-                let sealed =
-                    envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
-                        path: name.into(),
-                        source: e,
-                    })?;
-                self.replace_damaged(key, &stored, &sealed, &damage.to_string())
-            }
+            Err(damage) => self.replace_damaged(key, &stored, &seal()?, &damage.to_string()),
         }
     }
 
@@ -642,6 +740,126 @@ mod tests {
         );
     }
 
+    fn age_keys() -> (Keys, Keys) {
+        use age::secrecy::ExposeSecret;
+        let i = age::x25519::Identity::generate();
+        let writer = Keys {
+            recipients: Some(crate::crypto::Recipients::parse(&i.to_public().to_string()).unwrap()),
+            identities: None,
+            digest_key: Some([3; 32]),
+            server_key: None,
+        };
+        let reader = Keys {
+            recipients: None,
+            identities: Some(Arc::new(
+                crate::crypto::Identities::parse(i.to_string().expose_secret().as_bytes(), None)
+                    .unwrap(),
+            )),
+            digest_key: None,
+            server_key: None,
+        };
+        (writer, reader)
+    }
+
+    #[test]
+    fn an_encrypted_repository_archives_idempotently_without_the_private_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, reader) = age_keys();
+        let open = |keys: &Keys, create| {
+            Arc::new(
+                Repository::open_with(
+                    Box::new(LocalStorage::open(dir.path()).unwrap()),
+                    create,
+                    keys,
+                )
+                .unwrap(),
+            )
+        };
+        let w = open(&writer, true);
+        assert!(w.encryption().is_some());
+        let c = w.cluster(SYSID, 17, true).unwrap();
+        let name = "000000010000000000000003";
+        let seg = segment(SYSID, 1);
+        assert!(matches!(
+            c.push_wal(name, &seg, Compression::Zstd, 3).unwrap(),
+            PushOutcome::Stored { .. }
+        ));
+        // Again, with another compression: the same content.
+        assert_eq!(
+            c.push_wal(name, &seg, Compression::Lz4, 0).unwrap(),
+            PushOutcome::AlreadyArchived
+        );
+        let e = c
+            .push_wal(name, &segment(SYSID, 2), Compression::Zstd, 0)
+            .unwrap_err();
+        assert!(matches!(e, Error::WalConflict { .. }), "{e}");
+        // The writer cannot read it back; a reader with the identity can.
+        assert!(matches!(
+            c.get_wal(name),
+            Err(Error::Storage(StorageError::Encryption(_)))
+        ));
+        let r = open(&reader, false);
+        let rc = r.cluster(SYSID, 17, false).unwrap();
+        assert_eq!(rc.get_wal(name).unwrap().unwrap(), seg);
+        // A damaged stored copy is kept aside as stored and replaced.
+        let key = c.wal_key(name).unwrap();
+        let raw = LocalStorage::open(dir.path()).unwrap();
+        let mut damaged = raw.get(&key).unwrap();
+        let at = damaged.len() / 2;
+        damaged[at] ^= 0x5a;
+        raw.put(&key, &damaged, PutMode::Overwrite).unwrap();
+        match c.push_wal(name, &seg, Compression::Zstd, 1).unwrap() {
+            PushOutcome::Repaired { damaged_key, .. } => {
+                assert_eq!(raw.get(&damaged_key).unwrap(), damaged)
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(rc.get_wal(name).unwrap().unwrap(), seg);
+        // The descriptor records it; an older reader refuses the format.
+        let desc = info::load(&raw, DESCRIPTOR).unwrap().unwrap();
+        assert_eq!(desc["format"], 2);
+        assert_eq!(desc["encryption"]["scheme"], "age-x25519");
+    }
+
+    #[test]
+    fn a_repository_is_encrypted_whole_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, _) = age_keys();
+        let clear = repo(dir.path());
+        clear.cluster(SYSID, 17, true).unwrap();
+        let e = Repository::open_with(
+            Box::new(LocalStorage::open(dir.path()).unwrap()),
+            true,
+            &writer,
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(e, Error::EncryptionMismatch { .. }), "{e}");
+        assert!(e.hint().unwrap().contains("new location"));
+        // An encrypted repository opened without recipients cannot write.
+        let dir2 = tempfile::tempdir().unwrap();
+        Repository::open_with(
+            Box::new(LocalStorage::open(dir2.path()).unwrap()),
+            true,
+            &writer,
+        )
+        .unwrap();
+        let r = Arc::new(
+            Repository::open(Box::new(LocalStorage::open(dir2.path()).unwrap()), true).unwrap(),
+        );
+        let c = r.cluster(SYSID, 17, true).unwrap();
+        let e = c
+            .push_wal(
+                "000000010000000000000001",
+                &segment(SYSID, 1),
+                Compression::None,
+                0,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("no recipients"), "{e}");
+        assert!(e.hint().unwrap().contains("ark.encryption_recipients_file"));
+    }
+
     #[test]
     fn a_newer_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -659,7 +877,7 @@ mod tests {
                 e,
                 Error::RepositoryTooNew {
                     found: 99,
-                    supported: 1,
+                    supported: 2,
                     ..
                 }
             ),
@@ -668,7 +886,7 @@ mod tests {
         assert_eq!(
             e.to_string(),
             format!(
-                "repository file://{} has format version 99 (created by pg_ark 9.0.0), newer than pg_ark {} reads (up to 1)",
+                "repository file://{} has format version 99 (created by pg_ark 9.0.0), newer than pg_ark {} reads (up to 2)",
                 dir.path().display(),
                 crate::VERSION
             )
@@ -683,7 +901,7 @@ mod tests {
         assert_eq!(
             e.detail().unwrap(),
             format!(
-                "The repository has format version 99, created by pg_ark 9.0.0; this pg_ark ({}) reads formats up to 1.",
+                "The repository has format version 99, created by pg_ark 9.0.0; this pg_ark ({}) reads formats up to 2.",
                 crate::VERSION
             )
         );

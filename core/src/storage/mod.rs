@@ -110,6 +110,10 @@ pub enum StorageError {
     /// with a server error.
     #[error("{location}: {message}")]
     Unavailable { location: String, message: String },
+    /// An encrypted repository's object that cannot be opened: damaged or
+    /// changed, stored in the clear, or without the key it needs.
+    #[error(transparent)]
+    Encryption(Box<crate::crypto::CryptoError>),
 }
 
 impl StorageError {
@@ -158,6 +162,45 @@ pub trait Storage: Send + Sync {
     /// many were removed; a backend with nothing to clean returns 0.
     fn remove_stale_temporaries(&self, _prefix: &str) -> Result<usize, StorageError> {
         Ok(0)
+    }
+}
+
+/// A shared storage is a storage.
+impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
+    fn location(&self) -> String {
+        (**self).location()
+    }
+    fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
+        (**self).get(key)
+    }
+    fn get_reader<'a>(
+        &'a self,
+        key: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        (**self).get_reader(key)
+    }
+    fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
+        (**self).head(key)
+    }
+    fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
+        (**self).put(key, data, mode)
+    }
+    fn put_stream(
+        &self,
+        key: &str,
+        body: &mut dyn std::io::Read,
+        mode: PutMode,
+    ) -> Result<u64, StorageError> {
+        (**self).put_stream(key, body, mode)
+    }
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
+        (**self).list(prefix)
+    }
+    fn delete(&self, key: &str) -> Result<(), StorageError> {
+        (**self).delete(key)
+    }
+    fn remove_stale_temporaries(&self, prefix: &str) -> Result<usize, StorageError> {
+        (**self).remove_stale_temporaries(prefix)
     }
 }
 
