@@ -106,7 +106,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                     )),
                     None => {}
                 }
-                let (info, _) = physical::load_backup(cluster, &id)?;
+                let info = physical::load_descriptor(cluster, &id)?;
                 // Encrypted, and no identity: the stored bytes only.
                 let (problems, only_stored) = match physical::verify_stored(cluster, &id)? {
                     Some(p) => (p, true),

@@ -102,6 +102,21 @@ pub enum CryptoError {
     },
 }
 
+impl CryptoError {
+    /// Whether it is a key that is missing (an identity, a matching one, a
+    /// key object, recipients), not damage.
+    pub fn needs_a_key(&self) -> bool {
+        matches!(
+            self,
+            CryptoError::IdentityNeeded { .. }
+                | CryptoError::NoMatchingIdentity { .. }
+                | CryptoError::NoKeyObject { .. }
+                | CryptoError::RecipientsNeeded { .. }
+                | CryptoError::PassphraseNeeded
+        )
+    }
+}
+
 /// What the user can do about `e`.
 pub fn hint(e: &CryptoError) -> Option<String> {
     Some(match e {

@@ -432,12 +432,12 @@ fn wait_for_wal(
             .map_err(JobFailure::from)?
             .is_some();
         if present {
-            match cluster.get_wal(&segments[next]) {
-                Ok(Some(_)) => {
+            match cluster.check_wal(&segments[next]) {
+                Ok(true) => {
                     next += 1;
                     continue;
                 }
-                Ok(None) => {}
+                Ok(false) => {}
                 Err(e) => return Err(e.into()),
             }
         }

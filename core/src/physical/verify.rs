@@ -240,6 +240,18 @@ impl std::io::Read for Counted<'_> {
 }
 
 /// The manifest and descriptor of complete backup `id`.
+/// Backup `id`'s descriptor alone (readable without an identity in an
+/// encrypted repository).
+pub fn load_descriptor(cluster: &ClusterRepo, id: &str) -> Result<PhysicalBackupInfo, Error> {
+    check_backup_id(id)?;
+    let prefix = backup_prefix(cluster, id);
+    load_versioned(cluster, &format!("{prefix}/{INFO_NAME}"))?.ok_or_else(|| Error::BadMetadata {
+        location: cluster.location(),
+        key: format!("{prefix}/{INFO_NAME}"),
+        reason: format!("backup \"{id}\" has no {INFO_NAME}: it is not a complete backup"),
+    })
+}
+
 pub fn load_backup(
     cluster: &ClusterRepo,
     id: &str,
@@ -467,8 +479,7 @@ pub fn verify_stored(cluster: &ClusterRepo, id: &str) -> Result<Option<Vec<Probl
     let Some(enc) = cluster.encryption().filter(|e| !e.can_decrypt()) else {
         return Ok(None);
     };
-    check_backup_id(id)?;
-    let (info, _) = load_backup(cluster, id)?;
+    let info = load_descriptor(cluster, id)?;
     let mut problems = Vec::new();
     let check = |key: &str, file: String, problems: &mut Vec<Problem>| -> Result<(), Error> {
         match enc.check_stored(key) {

@@ -112,7 +112,17 @@ pub fn load(storage: &dyn Storage, key: &str) -> Result<Option<Value>, InfoError
             Err(e) => Err(e.to_string()),
         }
     };
-    let primary = attempt(key);
+    // A repository out of reach, or an encrypted object without the key
+    // that opens it, says nothing about damage: that error, as it is.
+    let primary = match storage.get(key) {
+        Ok(bytes) => decode(&bytes).map(Some),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e @ StorageError::Unavailable { .. }) => return Err(InfoError::Storage(e)),
+        Err(StorageError::Encryption(c)) if c.needs_a_key() => {
+            return Err(InfoError::Storage(StorageError::Encryption(c)))
+        }
+        Err(e) => Err(e.to_string()),
+    };
     if let Ok(Some(v)) = primary {
         return Ok(Some(v));
     }

@@ -547,6 +547,31 @@ impl ClusterRepo {
         })
     }
 
+    /// Check WAL file `name` in the repository: `Ok(false)` if it is not
+    /// there. It is read and verified as [`ClusterRepo::get_wal`] does,
+    /// except in an encrypted repository opened without an identity (a
+    /// server that writes with public keys only), where its stored bytes
+    /// are checked against their digest.
+    pub fn check_wal(&self, name: &str) -> Result<bool, Error> {
+        let Some(enc) = self.encryption().filter(|e| !e.can_decrypt()) else {
+            return Ok(self.get_wal(name)?.is_some());
+        };
+        let key = self.wal_key(name)?;
+        if self.storage().head(&key)?.is_none() {
+            return Ok(false);
+        }
+        match enc.check_stored(&key)? {
+            Ok(_) => Ok(true),
+            Err(reason) => Err(StorageError::Encryption(Box::new(
+                crate::crypto::CryptoError::Tampered {
+                    what: format!("WAL file \"{name}\""),
+                    reason,
+                },
+            ))
+            .into()),
+        }
+    }
+
     /// Fetch WAL file `name`, verified: `Ok(None)` if it is not in the
     /// repository, an error if it is there but corrupt or foreign.
     pub fn get_wal(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
