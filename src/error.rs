@@ -89,6 +89,16 @@ impl ArkError {
             ArkError::NoRepository => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::NotInstalled => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             ArkError::CatalogVersion(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ArkError::Core(e) if e.encryption().is_some() => {
+                use pg_ark_core::crypto::CryptoError as K;
+                match e.encryption() {
+                    Some(K::Tampered { .. } | K::NotEncrypted { .. } | K::BadKeyObject { .. }) => {
+                        PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
+                    }
+                    Some(K::Io { .. }) => PgSqlErrorCode::ERRCODE_IO_ERROR,
+                    _ => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                }
+            }
             ArkError::Core(e) => match e {
                 C::InvalidRepositoryUrl { .. } | C::InvalidSetting { .. } => {
                     PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
@@ -106,21 +116,15 @@ impl ArkError {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
                 C::WalConflict { .. } => PgSqlErrorCode::ERRCODE_DUPLICATE_OBJECT,
+                // Metadata that could not be reached is no damage.
+                C::Info(pg_ark_core::repo::info::InfoError::Storage(_)) => {
+                    PgSqlErrorCode::ERRCODE_IO_ERROR
+                }
                 C::Corrupt { .. }
                 | C::ForeignWal { .. }
                 | C::BadMetadata { .. }
                 | C::Info(_)
                 | C::BackupObjectsMissing { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                C::Storage(pg_ark_core::storage::StorageError::Encryption(c)) => {
-                    use pg_ark_core::crypto::CryptoError as K;
-                    match **c {
-                        K::Tampered { .. } | K::NotEncrypted { .. } | K::BadKeyObject { .. } => {
-                            PgSqlErrorCode::ERRCODE_DATA_CORRUPTED
-                        }
-                        K::Io { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
-                        _ => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    }
-                }
                 C::EncryptionMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }

@@ -260,13 +260,31 @@ fn encrypted_repositories_hide_every_row_and_restore_exactly() {
     assert_eq!(inc["result"]["kind"], "incremental", "{inc}");
     assert_eq!(inc["result"]["parent"], full.as_str(), "{inc}");
     assert!(inc["result"].get("fallback").is_none(), "{inc}");
-    // A custom-format dump, for restore-logical.
+    // A directory-format dump (many objects), for restore-logical; its
+    // clear descriptor records no digest of the plaintext.
     let dump = wait_job(
         &mut c,
         "logical",
-        r#"{"database": "postgres", "max_attempts": 1}"#,
+        r#"{"database": "postgres", "format": "directory", "max_attempts": 1}"#,
     );
     assert_eq!(dump["state"], "succeeded", "{dump}");
+    let label = dump["result"]["backups"][0]["label"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let info = files_named(
+        &s3.bucket_dir().join("enc/clusters"),
+        &format!("{label}/backup.info"),
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&info[0]).unwrap()).unwrap();
+    let info = &doc["payload"];
+    assert_eq!(info["format"], "directory", "{doc}");
+    assert!(info["sha256"].is_null(), "{info}");
+    let files = info["files"].as_array().unwrap();
+    assert!(files.len() > 1, "{info}");
+    for f in files {
+        assert_eq!(f["sha256"], "", "{info}");
+    }
     let (at, _, _) = pg_ark_tests::commit_row(&mut c, 1);
     let expected = rows(&mut c);
     c.execute("INSERT INTO secret VALUES (-1, 'after the target')", &[])
@@ -400,4 +418,318 @@ fn encrypted_repositories_hide_every_row_and_restore_exactly() {
         .unwrap()
         .get(0);
     assert_eq!(dumped, expected.0);
+}
+
+fn fingerprint(k: &KeyPair) -> String {
+    pg_ark_core::crypto::Recipients::parse(&k.recipient)
+        .unwrap()
+        .fingerprints()
+        .remove(0)
+}
+
+/// `ark.archive_status()`'s last failure, once it mentions `needle`.
+fn archive_failure(c: &mut postgres::Client, needle: &str) -> String {
+    let mut reason = String::new();
+    pg_ark_tests::wait_until(&format!("an archive failure with {needle:?}"), WAIT, || {
+        c.batch_execute("INSERT INTO tick VALUES (1); SELECT pg_switch_wal()")
+            .unwrap();
+        reason = c
+            .query_one(
+                "SELECT coalesce(last_failure_reason, '') FROM ark.archive_status()",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        eprintln!("archive failure: {reason}");
+        reason.contains(needle)
+    });
+    reason
+}
+
+/// Each refusal, rotation with `pg_ark rekey`, and the last resort: the
+/// `age` command line alone reading a WAL segment back.
+#[test]
+fn wrong_keys_tampering_and_mixing_are_refused_and_rekey_rotates() {
+    let keys = temp_dir("ark-keys-");
+    let ops = keygen(keys.path(), "ops.key");
+    let stranger = keygen(keys.path(), "stranger.key");
+    let next = keygen(keys.path(), "next.key");
+    let first = recipients_file(keys.path(), "recipients", &[&ops]);
+    let second = recipients_file(keys.path(), "recipients.next", &[&next]);
+    let repo = temp_dir("ark-enc-");
+    let url = format!("file://{}", repo.path().display());
+    let cluster = Cluster::start_with(
+        pg_ark_tests::archiving(repo.path())
+            .set("ark.compression", "'none'")
+            .set(
+                "ark.encryption_recipients_file",
+                &format!("'{}'", first.display()),
+            ),
+    );
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE tick (i int);
+         CREATE TABLE secret (id int, v text);
+         INSERT INTO secret SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    let full = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_eq!(full["state"], "succeeded", "{full}");
+    let id = full["result"]["backup_id"].as_str().unwrap().to_string();
+    let expected = rows(&mut c);
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    cluster.wait_archived(&seg, WAIT);
+    let restore = |identity: Option<&Path>| {
+        let dir = temp_dir("ark-encrestore-");
+        let data = dir.path().join("data");
+        let mut args = vec![
+            "restore".to_string(),
+            "--repo".into(),
+            url.clone(),
+            "--pgdata".into(),
+            data.display().to_string(),
+            "--quiet".into(),
+        ];
+        if let Some(i) = identity {
+            args.extend(["--identity-file".into(), i.display().to_string()]);
+        }
+        let (ok, out, err) = pg_ark(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        (ok, format!("{out}{err}"), dir, data)
+    };
+
+    // No identity: refused, naming the object, its data key and the keys
+    // that open it, with a hint.
+    let (ok, said, _, _) = restore(None);
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains("no identity was given") && said.contains(&fingerprint(&ops)),
+        "{said}"
+    );
+    assert!(
+        said.contains("hint: ") && said.contains("--identity-file"),
+        "{said}"
+    );
+    // Another key: refused, naming the keys it needs and those given.
+    let (ok, said, _, _) = restore(Some(&stranger.identity));
+    assert!(!ok, "{said}");
+    assert!(
+        said.contains(&fingerprint(&ops)) && said.contains(&fingerprint(&stranger)),
+        "{said}"
+    );
+
+    // One changed byte in a stored data file: verify finds it without a
+    // key and with one, and a restore refuses, naming the object.
+    let data_dir = repo.path().join(format!(
+        "clusters/{}/backup/{id}/data",
+        cluster.system_identifier()
+    ));
+    let victim = files_named(&data_dir, "/")
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let good = std::fs::read(&victim).unwrap();
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    std::fs::write(&victim, &bad).unwrap();
+    let rel = victim
+        .strip_prefix(repo.path().join(format!(
+            "clusters/{}/backup/{id}",
+            cluster.system_identifier()
+        )))
+        .unwrap()
+        .display()
+        .to_string();
+    let (ok, out, err) = pg_ark(&["verify", "--repo", &url, "--quiet"]);
+    assert!(
+        !ok && out.contains("1 problem(s)") && out.contains(&rel),
+        "{out}{err}"
+    );
+    let ops_id = ops.identity.display().to_string();
+    let (ok, out, err) = pg_ark(&[
+        "verify",
+        "--repo",
+        &url,
+        "--quiet",
+        "--identity-file",
+        &ops_id,
+    ]);
+    assert!(!ok && out.contains("failed authentication"), "{out}{err}");
+    let (ok, said, _, _) = restore(Some(&ops.identity));
+    assert!(!ok && said.contains("failed authentication"), "{said}");
+    std::fs::write(&victim, &good).unwrap();
+    let (ok, out, err) = pg_ark(&[
+        "verify",
+        "--repo",
+        &url,
+        "--quiet",
+        "--identity-file",
+        &ops_id,
+    ]);
+    assert!(ok, "{out}{err}");
+
+    // Mixing: recipients with a clear repository, and an encrypted one
+    // without recipients, are both refused by the archiver.
+    let clear = temp_dir("ark-clear-");
+    pg_ark_core::repo::Repository::open(
+        Box::new(pg_ark_core::storage::local::LocalStorage::open(clear.path()).unwrap()),
+        true,
+    )
+    .unwrap();
+    set(
+        &mut c,
+        &[(
+            "ark.repository",
+            Some(format!("file://{}", clear.path().display())),
+        )],
+    );
+    let reason = archive_failure(&mut c, "is not encrypted");
+    assert!(reason.contains("encryption recipients are set"), "{reason}");
+    let refused = wait_job(&mut c, "full", r#"{"max_attempts": 1}"#);
+    assert_eq!(refused["state"], "failed", "{refused}");
+    assert!(
+        refused["error"].to_string().contains("is not encrypted"),
+        "{refused}"
+    );
+    // (Set empty: the recipients came from postgresql.conf, which RESET
+    // would fall back to.)
+    set(
+        &mut c,
+        &[
+            ("ark.repository", Some(url.clone())),
+            ("ark.encryption_recipients_file", Some(String::new())),
+        ],
+    );
+    let reason = archive_failure(&mut c, "no recipients");
+    assert!(reason.contains("repository is encrypted"), "{reason}");
+
+    // Rotation: the server's recipients first, then every data key.
+    set(
+        &mut c,
+        &[(
+            "ark.encryption_recipients_file",
+            Some(second.display().to_string()),
+        )],
+    );
+    let seg: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    cluster.wait_archived(&seg, WAIT);
+    let second_s = second.display().to_string();
+    let (ok, out, err) = pg_ark(&[
+        "rekey",
+        "--repo",
+        &url,
+        "--identity-file",
+        &ops_id,
+        "--recipients-file",
+        &second_s,
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("wrapped to the new recipients"), "{err}");
+    // Removing the old key objects needs the new identity, which proves
+    // that the new ones open: with the old one, nothing is removed.
+    let (ok, out, err) = pg_ark(&[
+        "rekey",
+        "--repo",
+        &url,
+        "--identity-file",
+        &ops_id,
+        "--recipients-file",
+        &second_s,
+        "--remove-old",
+        "--quiet",
+    ]);
+    assert!(!ok && err.contains("nothing was removed"), "{out}{err}");
+    // Again, with the new identity: nothing left to wrap (how an
+    // interrupted run resumes), and the old generations go.
+    let next_id = next.identity.display().to_string();
+    let (ok, again, err) = pg_ark(&[
+        "rekey",
+        "--repo",
+        &url,
+        "--identity-file",
+        &next_id,
+        "--recipients-file",
+        &second_s,
+        "--remove-old",
+        "--quiet",
+    ]);
+    assert!(ok && again.contains(" 0 wrapped"), "{again}{err}");
+    assert!(!again.contains(" 0 old key object(s) removed"), "{again}");
+    // The old identity opens nothing now; the new one restores exactly.
+    let (ok, said, _, _) = restore(Some(&ops.identity));
+    assert!(!ok && said.contains(&fingerprint(&next)), "{said}");
+    let (ok, said, dir, data) = restore(Some(&next.identity));
+    assert!(ok, "{said}");
+    let restored = Cluster::start_restored(dir, data, &[]);
+    assert_eq!(rows(&mut restored.client()), expected);
+    drop(restored);
+
+    // The last resort: with the age command alone, a WAL segment. Unwrap
+    // the data key from its key object, then decrypt the age file
+    // between pg_ark's header and its 96-byte tail.
+    let wal = files_named(&repo.path().join("clusters"), &seg);
+    let wal = wal.iter().find(|p| p.ends_with(&seg)).unwrap();
+    let obj = std::fs::read(wal).unwrap();
+    assert_eq!(&obj[..8], b"PGARK\0\0\x03");
+    let n = usize::from(obj[9]);
+    let key_id = String::from_utf8(obj[10..10 + n].to_vec()).unwrap();
+    let mut start = 10 + n;
+    if obj[8] & 1 != 0 {
+        start += 1 + usize::from(obj[start]);
+    }
+    let work = temp_dir("ark-age-");
+    let age_file = work.path().join("segment.age");
+    std::fs::write(&age_file, &obj[start..obj.len() - 96]).unwrap();
+    let ko_dir = repo.path().join("keys").join(key_id.replace(':', "-"));
+    let ko_path = std::fs::read_dir(&ko_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let ko: serde_json::Value = serde_json::from_slice(&std::fs::read(ko_path).unwrap()).unwrap();
+    use base64::Engine;
+    let wrapped = base64::engine::general_purpose::STANDARD
+        .decode(ko["wrapped"].as_str().unwrap())
+        .unwrap();
+    let wrapped_file = work.path().join("key.age");
+    std::fs::write(&wrapped_file, wrapped).unwrap();
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(&next.identity)
+        .arg(&wrapped_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let data_key = work.path().join("data.key");
+    std::fs::write(&data_key, &out.stdout).unwrap();
+    let out = Command::new("age")
+        .args(["-d", "-i"])
+        .arg(&data_key)
+        .arg(&age_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let plain = out.stdout;
+    let line = format!(
+        "pg_ark-object clusters/{}/wal/{}/{seg}\n",
+        cluster.system_identifier(),
+        &seg[..16]
+    );
+    assert!(plain.starts_with(line.as_bytes()), "{:?}", &plain[..80]);
+    // Then the clear envelope (version 2, no compression): the segment,
+    // whose first page header holds the cluster's system identifier.
+    let env = &plain[line.len()..];
+    assert_eq!(&env[..8], b"PGARK\0\0\x02");
+    let page = &env[24..];
+    assert_eq!(
+        u64::from_le_bytes(page[24..32].try_into().unwrap()),
+        cluster.system_identifier()
+    );
 }

@@ -625,6 +625,13 @@ pub fn decrypt_object<R: Read>(
         match r.read(&mut byte) {
             Ok(0) => break,
             Ok(_) => got.push(byte[0]),
+            // The storage's own failure (a stream that broke off).
+            Err(e) if crate::storage::StorageError::of_io(&e).is_some() => {
+                return Err(CryptoError::Io {
+                    what: name.to_string(),
+                    source: e,
+                })
+            }
             Err(e) => return Err(tampered(format!("its first line could not be read: {e}"))),
         }
     }

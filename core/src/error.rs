@@ -39,8 +39,11 @@ pub enum Error {
 
     /// Recipients set for a clear repository (a repository is encrypted
     /// whole or not at all).
-    #[error("repository {location} is not encrypted, and encryption recipients are set")]
-    EncryptionMismatch { location: String, encrypted: bool },
+    #[error("repository {location} is not encrypted, and {given}")]
+    EncryptionMismatch {
+        location: String,
+        given: &'static str,
+    },
 
     #[error("repository metadata \"{key}\" in {location} is invalid: {reason}")]
     BadMetadata {
@@ -363,6 +366,16 @@ impl Error {
         }
     }
 
+    /// The encryption error it is, if it is one (an object that could not
+    /// be opened, read directly or as metadata).
+    pub fn encryption(&self) -> Option<&crate::crypto::CryptoError> {
+        match self {
+            Error::Storage(StorageError::Encryption(e))
+            | Error::Info(InfoError::Storage(StorageError::Encryption(e))) => Some(e),
+            _ => None,
+        }
+    }
+
     /// What the user can do about it.
     pub fn hint(&self) -> Option<String> {
         Some(match self {
@@ -399,10 +412,14 @@ impl Error {
             }
             Error::EncryptionMismatch { .. } => {
                 "A repository is encrypted from its creation, whole: point the repository setting at \
-                 a new location to start an encrypted one, or unset the recipients file."
+                 a new location to start an encrypted one, or leave the keys out for this one. If it \
+                 was encrypted, its descriptor pg_ark.repo was changed: do not trust its contents."
                     .into()
             }
-            Error::Storage(StorageError::Encryption(e)) => return crate::crypto::hint(e),
+            Error::Storage(StorageError::Encryption(e))
+            | Error::Info(InfoError::Storage(StorageError::Encryption(e))) => {
+                return crate::crypto::hint(e)
+            }
             Error::Storage(StorageError::Unavailable { .. }) => {
                 "The repository could not be reached; check the endpoint, the network and the \
                  server's health, then try again."

@@ -25,12 +25,18 @@ pub fn read(path: &Path, data_dir: Option<&Path>, readers: Readers) -> Result<St
 /// owner alone, since whoever could add a line would receive every new
 /// backup's key. Anyone may read it.
 pub fn read_public(path: &Path, data_dir: Option<&Path>) -> Result<String, String> {
+    use std::os::unix::fs::MetadataExt;
     let real = checked(path, data_dir)?;
-    let mode = std::fs::metadata(&real)
-        .map_err(|e| format!("could not open it: {e}"))?
-        .permissions()
-        .mode()
-        & 0o7777;
+    let meta = std::fs::metadata(&real).map_err(|e| format!("could not open it: {e}"))?;
+    // SAFETY: a plain system call without arguments.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "it belongs to OS user {}; only this OS user ({me}) or root may own it",
+            meta.uid()
+        ));
+    }
+    let mode = meta.permissions().mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(format!(
             "OS users other than its owner can change it (mode {mode:04o}); chmod 644 or 600 it"

@@ -18,6 +18,8 @@
 //!               the line "pg_ark-object <key>\n" and then the object as a
 //!               clear repository stores it (for WAL and backups a version 2
 //!               envelope: compressed payload and BLAKE3 trailer)
+//! end-96    32  MAC: BLAKE3 keyed with a key derived from the data key's
+//!               secret half, of the BLAKE3 of every byte before it
 //! end-64    24  keyed digest: BLAKE3 keyed with the archiver's digest key,
 //!               of the inner envelope's BLAKE3 trailer
 //! end-40     8  the digest key's id (BLAKE3 keyed with it, of a constant);
@@ -38,7 +40,16 @@
 //!   Without that key the digest says nothing; with it, one learns only
 //!   whether a stored segment equals a segment one already holds.
 //! - The plaintext names the object: a stored object moved under another
-//!   key, or replaced by another one encrypted to the same data key, fails.
+//!   key fails.
+//! - age has no sender authentication: anyone who reads a key object's
+//!   public half can encrypt to the data key. The MAC is what makes an
+//!   object pg_ark's: its key is derived from the data key's secret half,
+//!   which the writer held when it made the key (and keeps, while it writes
+//!   with it, only in memory) and a reader unwraps. A reader with an
+//!   identity refuses an object whose MAC fails, so nobody without the
+//!   secret half can plant an object, however they write to the bucket.
+//!   (The server reading its own manifests with its own key checks no MAC:
+//!   only it holds that key's public half.)
 //!
 //! # The server's own key, for manifests
 //!
@@ -75,8 +86,16 @@ use std::time::{Duration, Instant};
 pub const MAGIC: [u8; 8] = *b"PGARK\0\0\x03";
 /// The magic prefix of every pg_ark envelope (any version).
 const ENVELOPE_PREFIX: &[u8; 7] = b"PGARK\0\0";
-/// The keyed digest and the ciphertext digest.
-const TAIL: usize = 64;
+/// The MAC, the keyed digest and the ciphertext digest.
+const TAIL: usize = 96;
+/// The context of the MAC key's derivation from a data key.
+const MAC_CONTEXT: &str = "pg_ark 2026-12 object MAC key v1";
+
+/// The MAC key of data key `k`.
+fn mac_key(k: &DataKey) -> [u8; 32] {
+    use age::secrecy::ExposeSecret;
+    blake3::derive_key(MAC_CONTEXT, k.to_text().expose_secret().as_bytes())
+}
 /// How long a writer encrypts to one data key.
 pub const WRITE_KEY_LIFETIME: Duration = Duration::from_secs(3600);
 /// The context of the digest key's derivation.
@@ -118,7 +137,8 @@ impl Keys {
 pub struct EncryptedStorage {
     inner: Box<dyn Storage>,
     keys: Keys,
-    writing: Mutex<Option<(WriteKey, Instant)>>,
+    /// The data key being written to, with its MAC key.
+    writing: Mutex<Option<(WriteKey, [u8; 32], Instant)>>,
     opened: Mutex<HashMap<String, Arc<DataKey>>>,
 }
 
@@ -142,6 +162,18 @@ pub enum Compared {
 }
 
 fn encryption_error(e: CryptoError) -> StorageError {
+    // A storage stream that broke off while age read it is the storage's
+    // failure, perhaps transient, not the encryption's.
+    if let CryptoError::Io { source, .. } = &e {
+        if let Some(s) = StorageError::of_io(source) {
+            if s.is_transient() {
+                return StorageError::Unavailable {
+                    location: String::new(),
+                    message: s.to_string(),
+                };
+            }
+        }
+    }
     StorageError::Encryption(Box::new(e))
 }
 
@@ -194,11 +226,11 @@ impl EncryptedStorage {
 
     /// The data key new objects are encrypted to: made (and its key object
     /// stored) on first use, replaced after [`WRITE_KEY_LIFETIME`].
-    fn write_key(&self, what: &str) -> Result<WriteKey, StorageError> {
+    fn write_key(&self, what: &str) -> Result<(WriteKey, [u8; 32]), StorageError> {
         let mut w = self.writing.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((k, since)) = w.as_ref() {
+        if let Some((k, mac, since)) = w.as_ref() {
             if since.elapsed() < WRITE_KEY_LIFETIME {
-                return Ok(k.clone());
+                return Ok((k.clone(), *mac));
             }
         }
         let Some(to) = &self.keys.recipients else {
@@ -215,10 +247,11 @@ impl EncryptedStorage {
         let at = format!("{}{:06}", layout::key_objects(&key.id()), 1);
         self.inner.put(&at, &body, PutMode::Create)?;
         let k = key.write_key();
+        let mac = mac_key(&key);
         // The secret half goes here.
         drop(key);
-        *w = Some((k.clone(), Instant::now()));
-        Ok(k)
+        *w = Some((k.clone(), mac, Instant::now()));
+        Ok((k, mac))
     }
 
     /// Data key `id`, unwrapped from its newest key object an identity
@@ -245,21 +278,23 @@ impl EncryptedStorage {
         let mut first_error = None;
         let mut needs = Vec::new();
         for o in &objects {
-            let ko: KeyObject = match self
-                .inner
-                .get(&o.key)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-            {
-                Ok(k) => k,
-                Err(reason) => {
-                    first_error.get_or_insert(CryptoError::BadKeyObject {
-                        what: format!("key object \"{}\"", o.key),
-                        reason,
-                    });
-                    continue;
-                }
+            // The repository out of reach is that, not a bad key object.
+            let bytes = match self.inner.get(&o.key) {
+                Ok(b) => Ok(b),
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => Err(e.to_string()),
             };
+            let ko: KeyObject =
+                match bytes.and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+                    Ok(k) => k,
+                    Err(reason) => {
+                        first_error.get_or_insert(CryptoError::BadKeyObject {
+                            what: format!("key object \"{}\"", o.key),
+                            reason,
+                        });
+                        continue;
+                    }
+                };
             if ko.key_id != id {
                 first_error.get_or_insert(CryptoError::BadKeyObject {
                     what: format!("key object \"{}\"", o.key),
@@ -376,13 +411,21 @@ impl EncryptedStorage {
         mut raw: Box<dyn Read + Send + 'a>,
     ) -> Result<Box<dyn Read + Send + 'a>, StorageError> {
         let (h, head) = Self::header(key, &mut raw)?;
-        let data_key = match self.data_key(&h.data_key, key) {
-            Ok(k) => k,
-            // A manifest this server wrote: its own key opens it.
-            Err(e) => match (&h.server_key, &self.keys.server_key) {
-                (Some(id), Some(k)) if *id == k.id() => k.clone(),
-                _ => return Err(e),
-            },
+        // What this server wrote to its own key (a manifest, a drill
+        // record) it opens with that key, without an identity and without
+        // the MAC (only it holds that key's public half); anything else
+        // needs the data key, and its MAC is checked.
+        let own = match (&h.server_key, &self.keys.server_key) {
+            (Some(id), Some(k)) if *id == k.id() && !self.can_decrypt() => Some(k.clone()),
+            _ => None,
+        };
+        let (data_key, mac) = match own {
+            Some(k) => (k, None),
+            None => {
+                let k = self.data_key(&h.data_key, key)?;
+                let mac = mac_key(&k);
+                (k, Some(mac))
+            }
         };
         let mut hasher = blake3::Hasher::new();
         hasher.update(&head);
@@ -393,6 +436,7 @@ impl EncryptedStorage {
             scratch: vec![0u8; 64 << 10],
             eof: false,
             what: key.to_string(),
+            mac,
         };
         let r = decrypt_object(&data_key, key, held).map_err(|e| match e {
             // After pg_ark's header, anything but an age file is damage.
@@ -417,7 +461,7 @@ impl EncryptedStorage {
             }
             return Ok(Compared::Damaged(reason));
         }
-        let keyed = &raw[raw.len() - TAIL..raw.len() - 32];
+        let keyed = &raw[raw.len() - 64..raw.len() - 32];
         if let Some(dk) = &self.keys.digest_key {
             // Written with this digest key (the same server's data
             // directory): the digests tell. Another key's digest says
@@ -505,12 +549,12 @@ impl EncryptedStorage {
         body: &mut dyn Read,
         mode: PutMode,
     ) -> Result<u64, StorageError> {
-        let wk = self.write_key(key)?;
+        let (wk, mac) = self.write_key(key)?;
         let server = match &self.keys.server_key {
-            Some(k) if layout::is_manifest(key) => Some(k.write_key()),
+            Some(k) if layout::read_back_by_writer(key) => Some(k.write_key()),
             _ => None,
         };
-        let mut r = EncryptReader::new(&wk, server.as_ref(), key, body, self.keys.digest_key)
+        let mut r = EncryptReader::new(&wk, mac, server.as_ref(), key, body, self.keys.digest_key)
             .map_err(|e| read_error(key, &self.location(), e))?;
         self.inner.put_stream(key, &mut r, mode)
     }
@@ -531,13 +575,56 @@ pub struct Rekeyed {
 }
 
 impl EncryptedStorage {
+    /// Every data key's key objects, by folder: the numbered generations,
+    /// oldest first (anything else in a folder is ignored, never deleted).
+    fn key_folders(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<(u64, String)>>, StorageError> {
+        let mut dirs: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
+        for o in self.inner.list(layout::KEYS)? {
+            let Some((dir, name)) = o.key.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(generation) = name.parse::<u64>() else {
+                continue;
+            };
+            if name.len() != 6 {
+                continue;
+            }
+            dirs.entry(format!("{dir}/"))
+                .or_default()
+                .push((generation, o.key));
+        }
+        for gens in dirs.values_mut() {
+            gens.sort();
+        }
+        Ok(dirs)
+    }
+
+    fn read_key_object(&self, key: &str) -> Result<KeyObject, StorageError> {
+        let b = self.inner.get(key)?;
+        serde_json::from_slice(&b).map_err(|e| {
+            encryption_error(CryptoError::BadKeyObject {
+                what: format!("key object \"{key}\""),
+                reason: e.to_string(),
+            })
+        })
+    }
+
     /// Rotation: wrap every data key to `to` in a key object of the next
     /// generation, unwrapping it with this storage's identities. No data
     /// object is touched. A key whose newest generation is already wrapped
     /// to exactly `to` is skipped, so an interrupted run is resumed by
-    /// running it again. With `remove_old`, once every key has a generation
-    /// for `to`, the older generations are deleted, so the old identities
-    /// open nothing any more. `progress` is told each key as it is done.
+    /// running it again; the repository is listed again until a pass finds
+    /// nothing to do, so keys made while it runs are wrapped too (change
+    /// every server's recipients first, or they keep making keys for the
+    /// old ones).
+    ///
+    /// With `remove_old`, the older generations are deleted once every
+    /// key's newest generation is wrapped to `to` *and* opens with the
+    /// identities given: so it is run with the new identity, after the
+    /// rotation, and a mistyped recipients file never leaves data that
+    /// nobody can read. `progress` is told each key as it is done.
     pub fn rekey(
         &self,
         to: &Recipients,
@@ -551,85 +638,106 @@ impl EncryptedStorage {
                 needs: Vec::new(),
             }));
         };
-        let mut dirs: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-        for o in self.inner.list(layout::KEYS)? {
-            if let Some((dir, _)) = o.key.rsplit_once('/') {
-                dirs.entry(format!("{dir}/")).or_default().push(o.key);
-            }
-        }
         let want = to.fingerprints();
-        let mut done = Rekeyed {
-            keys: dirs.len(),
-            ..Rekeyed::default()
-        };
-        let total = dirs.len();
-        let read = |key: &str| -> Result<KeyObject, StorageError> {
-            let b = self.inner.get(key)?;
-            serde_json::from_slice(&b).map_err(|e| {
-                encryption_error(CryptoError::BadKeyObject {
-                    what: format!("key object \"{key}\""),
-                    reason: e.to_string(),
-                })
-            })
-        };
-        for (n, (dir, gens)) in dirs.iter().enumerate() {
-            let newest = gens.last().map(String::as_str).unwrap_or_default();
-            let top = read(newest)?;
-            if top.wrapped_to == want {
-                done.already += 1;
-                progress(n + 1, total, &top.key_id);
-                continue;
-            }
-            // The newest generation the identities open.
-            let mut opened = None;
-            let mut last_error = None;
-            for g in gens.iter().rev() {
-                let ko = read(g)?;
-                match ko.rewrap(&format!("key object \"{g}\""), ids, to) {
-                    Ok(k) => {
-                        opened = Some(k);
-                        break;
+        let mut done = Rekeyed::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut settled = false;
+        for _pass in 0..5 {
+            let dirs = self.key_folders()?;
+            let total = dirs.len();
+            let mut wrote = false;
+            for (n, (dir, gens)) in dirs.iter().enumerate() {
+                let Some((newest, newest_key)) = gens.last() else {
+                    continue;
+                };
+                let top = self.read_key_object(newest_key)?;
+                let first_time = seen.insert(dir.clone());
+                if top.wrapped_to == want {
+                    if first_time {
+                        done.already += 1;
+                        progress(n + 1, total, &top.key_id);
                     }
-                    Err(e) => last_error = Some(e),
+                    continue;
                 }
-            }
-            let next = match opened {
-                Some(k) => k,
-                None => {
+                // The newest generation the identities open.
+                let mut opened = None;
+                let mut last_error = None;
+                for (_, g) in gens.iter().rev() {
+                    let ko = self.read_key_object(g)?;
+                    match ko.rewrap(&format!("key object \"{g}\""), ids, to) {
+                        Ok(k) => {
+                            opened = Some(k);
+                            break;
+                        }
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+                let Some(next) = opened else {
                     return Err(encryption_error(last_error.unwrap_or(
                         CryptoError::NoKeyObject {
                             what: "rekeying".into(),
                             key: top.key_id.clone(),
                             dir: dir.clone(),
                         },
-                    )))
-                }
-            };
-            let generation = gens
-                .iter()
-                .filter_map(|g| g.strip_prefix(dir.as_str())?.parse::<u64>().ok())
-                .max()
-                .unwrap_or(0)
-                + 1;
-            let body = serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Backend {
-                location: self.location(),
-                message: format!("could not write a key object: {e}"),
-            })?;
-            self.inner
-                .put(&format!("{dir}{generation:06}"), &body, PutMode::Create)?;
-            done.written += 1;
-            progress(n + 1, total, &next.key_id);
+                    )));
+                };
+                let body = serde_json::to_vec_pretty(&next).map_err(|e| StorageError::Backend {
+                    location: self.location(),
+                    message: format!("could not write a key object: {e}"),
+                })?;
+                self.inner
+                    .put(&format!("{dir}{:06}", newest + 1), &body, PutMode::Create)?;
+                done.written += 1;
+                wrote = true;
+                progress(n + 1, total, &next.key_id);
+            }
+            if !wrote {
+                settled = true;
+                break;
+            }
         }
+        if !settled {
+            return Err(StorageError::Backend {
+                location: self.location(),
+                message: "new data keys kept appearing while rekeying: change every server's \
+                          recipients file to the new recipients first, then run pg_ark rekey again"
+                    .into(),
+            });
+        }
+        done.keys = seen.len();
         if remove_old {
+            let dirs = self.key_folders()?;
+            // First prove that the identities open every newest generation.
             for gens in dirs.values() {
-                // Everything but the newest, which the loop above made
-                // (or found) wrapped to `to`.
-                let keep = self.inner.list(&format!(
-                    "{}/",
-                    gens[0].rsplit_once('/').map(|(d, _)| d).unwrap_or_default()
-                ))?;
-                for o in keep.iter().take(keep.len().saturating_sub(1)) {
-                    self.inner.delete(&o.key)?;
+                let Some((_, newest_key)) = gens.last() else {
+                    continue;
+                };
+                let ko = self.read_key_object(newest_key)?;
+                if ko.wrapped_to != want {
+                    return Err(StorageError::Backend {
+                        location: self.location(),
+                        message: format!(
+                            "key object \"{newest_key}\" is not wrapped to the new recipients; nothing was removed"
+                        ),
+                    });
+                }
+                ko.unwrap(&format!("key object \"{newest_key}\""), ids)
+                    .map_err(|e| match e {
+                        CryptoError::NoMatchingIdentity { what, needs, have } => {
+                            encryption_error(CryptoError::NoMatchingIdentity {
+                                what: format!(
+                                    "{what} (nothing was removed: --remove-old needs an identity of the new recipients, to prove they open every key)"
+                                ),
+                                needs,
+                                have,
+                            })
+                        }
+                        e => encryption_error(e),
+                    })?;
+            }
+            for gens in dirs.values() {
+                for (_, key) in gens.iter().take(gens.len().saturating_sub(1)) {
+                    self.inner.delete(key)?;
                     done.removed += 1;
                 }
             }
@@ -724,7 +832,13 @@ fn load_or_create(
         std::fs::create_dir_all(dir)?;
     }
     let secret = make()?;
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    let mut nonce = [0u8; 8];
+    getrandom(&mut nonce)?;
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        u64::from_le_bytes(nonce)
+    ));
     {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -831,7 +945,8 @@ impl Write for Sink {
 }
 
 /// An object's encrypted form, as a reader over its plaintext (what
-/// `put_stream` takes): the header, the age file, then the tail.
+/// `put_stream` takes): the header, the age file, then the tail. Every
+/// byte is hashed as it is produced.
 struct EncryptReader<'b> {
     src: &'b mut dyn Read,
     writer: Option<super::ObjectWriter<Sink>>,
@@ -839,26 +954,19 @@ struct EncryptReader<'b> {
     out: Vec<u8>,
     pos: usize,
     hasher: blake3::Hasher,
+    mac: [u8; 32],
     /// The plaintext's first bytes (is it an envelope?) and last 32.
     first: Vec<u8>,
     last: Vec<u8>,
     digest_key: Option<[u8; 32]>,
     scratch: Vec<u8>,
-    stage: Stage,
-}
-
-#[derive(PartialEq, Eq)]
-enum Stage {
-    Body,
-    /// Everything but the final digest is in `out`.
-    Tail,
-    /// The final digest is in `out`.
-    Digest,
+    done: bool,
 }
 
 impl<'b> EncryptReader<'b> {
     fn new(
         key: &WriteKey,
+        mac: [u8; 32],
         server: Option<&WriteKey>,
         name: &str,
         src: &'b mut dyn Read,
@@ -879,50 +987,49 @@ impl<'b> EncryptReader<'b> {
             out.push(len(s.id())?);
             out.extend_from_slice(s.id().as_bytes());
         }
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&out);
         Ok(EncryptReader {
             src,
             writer: Some(writer),
             sink,
             out,
             pos: 0,
-            hasher: blake3::Hasher::new(),
+            hasher,
+            mac,
             first: Vec::with_capacity(8),
             last: Vec::with_capacity(64),
             digest_key,
             scratch: vec![0u8; 256 << 10],
-            stage: Stage::Body,
+            done: false,
         })
     }
 
+    /// Move what the age writer produced into `out`, hashed.
     fn take_sink(&mut self) {
         let mut s = self.sink.0.lock().unwrap_or_else(|p| p.into_inner());
         self.out.clear();
         self.pos = 0;
         std::mem::swap(&mut self.out, &mut s);
+        drop(s);
+        self.hasher.update(&self.out);
     }
 
     /// Refill `out`; false at the very end.
     fn refill(&mut self) -> std::io::Result<bool> {
         loop {
-            match self.stage {
-                Stage::Digest => return Ok(false),
-                Stage::Tail => {
-                    self.out = self.hasher.finalize().as_bytes().to_vec();
-                    self.pos = 0;
-                    self.stage = Stage::Digest;
-                    return Ok(true);
-                }
-                Stage::Body => {}
+            if self.done {
+                return Ok(false);
             }
             let n = match self.src.read(&mut self.scratch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            let Some(w) = self.writer.as_mut() else {
-                return Ok(false);
-            };
             if n > 0 {
+                let Some(w) = self.writer.as_mut() else {
+                    return Ok(false);
+                };
                 let chunk = &self.scratch[..n];
                 if self.first.len() < 8 {
                     let k = (8 - self.first.len()).min(n);
@@ -939,10 +1046,13 @@ impl<'b> EncryptReader<'b> {
                 }
                 continue;
             }
+            // The end: the last chunk, then the tail.
             if let Some(w) = self.writer.take() {
                 w.finish()?;
             }
             self.take_sink();
+            let body = self.hasher.clone().finalize();
+            let mac = blake3::keyed_hash(&self.mac, body.as_bytes());
             let keyed = match (&self.digest_key, self.last.len() == 32) {
                 (Some(dk), true)
                     if self.first.len() == 8
@@ -955,8 +1065,13 @@ impl<'b> EncryptReader<'b> {
                 }
                 _ => [0u8; 32],
             };
-            self.out.extend_from_slice(&keyed);
-            self.stage = Stage::Tail;
+            let mut tail = Vec::with_capacity(TAIL);
+            tail.extend_from_slice(mac.as_bytes());
+            tail.extend_from_slice(&keyed);
+            self.hasher.update(&tail);
+            tail.extend_from_slice(self.hasher.finalize().as_bytes());
+            self.out.extend_from_slice(&tail);
+            self.done = true;
             return Ok(true);
         }
     }
@@ -970,19 +1085,16 @@ impl Read for EncryptReader<'_> {
             }
         }
         let n = (self.out.len() - self.pos).min(buf.len());
-        let part = &self.out[self.pos..self.pos + n];
-        buf[..n].copy_from_slice(part);
-        if self.stage != Stage::Digest {
-            self.hasher.update(part);
-        }
+        buf[..n].copy_from_slice(&self.out[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
 }
 
 /// The age file of a stored object: everything but the last [`TAIL`]
-/// bytes, which are held back, and checked at the end: the ciphertext
-/// digest must be the BLAKE3 of every byte before it.
+/// bytes, which are held back and checked at the end: the MAC (when the
+/// reader has the data key) and the ciphertext digest, the BLAKE3 of every
+/// byte before it.
 struct TailHeld<'a> {
     inner: Box<dyn Read + Send + 'a>,
     hasher: blake3::Hasher,
@@ -990,6 +1102,19 @@ struct TailHeld<'a> {
     scratch: Vec<u8>,
     eof: bool,
     what: String,
+    mac: Option<[u8; 32]>,
+}
+
+impl TailHeld<'_> {
+    fn tail_error(&self, reason: &str) -> std::io::Error {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            CryptoError::Tampered {
+                what: format!("object \"{}\"", self.what),
+                reason: reason.into(),
+            },
+        )
+    }
 }
 
 impl Read for TailHeld<'_> {
@@ -1012,18 +1137,25 @@ impl Read for TailHeld<'_> {
             };
             if n == 0 {
                 self.eof = true;
-                let ok = self.held.len() == TAIL && {
-                    self.hasher.update(&self.held[..32]);
-                    self.hasher.finalize().as_bytes()[..] == self.held[32..]
-                };
-                if !ok {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        CryptoError::Tampered {
-                            what: format!("object \"{}\"", self.what),
-                            reason: "its stored bytes differ from their digest".into(),
-                        },
-                    ));
+                if self.held.len() != TAIL {
+                    return Err(self.tail_error("it is cut short"));
+                }
+                if let Some(key) = &self.mac {
+                    let body = self.hasher.clone().finalize();
+                    let want = blake3::keyed_hash(key, body.as_bytes());
+                    // blake3::Hash compares in constant time.
+                    if want
+                        != blake3::Hash::from_slice(&self.held[..32])
+                            .map_err(std::io::Error::other)?
+                    {
+                        return Err(self.tail_error(
+                            "its MAC does not match: it was not written with its data key",
+                        ));
+                    }
+                }
+                self.hasher.update(&self.held[..64]);
+                if self.hasher.finalize().as_bytes()[..] != self.held[64..] {
+                    return Err(self.tail_error("its stored bytes differ from their digest"));
                 }
                 return Ok(0);
             }

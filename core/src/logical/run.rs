@@ -103,6 +103,21 @@ pub fn backup_with_command(
             return Err(e);
         }
     };
+    // In an encrypted repository the clear descriptor records no digest
+    // of the plaintext (it would let anyone confirm a guessed dump): the
+    // encryption authenticates every object instead.
+    let (sha256, files) = if cluster.encryption().is_some() {
+        let files = files
+            .into_iter()
+            .map(|f| LogicalFile {
+                sha256: String::new(),
+                ..f
+            })
+            .collect();
+        (None, files)
+    } else {
+        (sha256, files)
+    };
     let finished = now_epoch();
     let info = LogicalBackupInfo {
         format_version: LOGICAL_INFO_VERSION,

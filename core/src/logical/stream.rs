@@ -249,7 +249,10 @@ pub(crate) fn dump_directory(
         if control.is_cancelled() {
             return Err(cancelled(&req.database));
         }
-        let bytes = stored?;
+        // What the dump holds, not what the repository stores (an
+        // encrypted object is longer).
+        stored?;
+        let bytes = reader.bytes;
         files.push(LogicalFile {
             key,
             bytes,

@@ -105,13 +105,7 @@ pub fn save(
 /// Load the first intact copy; `Ok(None)` when neither copy exists.
 pub fn load(storage: &dyn Storage, key: &str) -> Result<Option<Value>, InfoError> {
     let copy_key = format!("{key}.copy");
-    let attempt = |k: &str| -> Result<Option<Value>, String> {
-        match storage.get(k) {
-            Ok(bytes) => decode(&bytes).map(Some),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    };
+
     // A repository out of reach, or an encrypted object without the key
     // that opens it, says nothing about damage: that error, as it is.
     let primary = match storage.get(key) {
@@ -126,7 +120,12 @@ pub fn load(storage: &dyn Storage, key: &str) -> Result<Option<Value>, InfoError
     if let Ok(Some(v)) = primary {
         return Ok(Some(v));
     }
-    let copy = attempt(&copy_key);
+    let copy = match storage.get(&copy_key) {
+        Ok(bytes) => decode(&bytes).map(Some),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e @ StorageError::Unavailable { .. }) => return Err(InfoError::Storage(e)),
+        Err(e) => Err(e.to_string()),
+    };
     match (primary, copy) {
         (_, Ok(Some(v))) => Ok(Some(v)),
         (Ok(None), Ok(None)) => Ok(None),

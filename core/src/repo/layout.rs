@@ -16,8 +16,8 @@
 //!
 //! In an encrypted repository ([`crate::crypto::layer`]) every object is
 //! encrypted except the metadata [`stored_in_clear`] names: descriptors,
-//! indexes, drill records, leases and key objects, which hold no table
-//! data, and the damaged copies pg_ark keeps aside as they were found.
+//! indexes, leases and key objects, which hold no table data, and the
+//! damaged copies pg_ark keeps aside as they were found.
 //!
 //! Keys inside a cluster entry are given relative to it (`wal/…`); the entry
 //! ([`crate::repo::ClusterRepo::key`]) puts `clusters/<system id>/` before
@@ -57,23 +57,27 @@ pub fn stored_in_clear(key: &str) -> bool {
         [d] => d == DESCRIPTOR,
         ["keys", _, _] => true,
         ["clusters", _, name] => name == CLUSTER_INFO || name == "backup.index",
-        ["clusters", _, "backup", _, name] => name == "backup.info" || name == "drill.json",
+        ["clusters", _, "backup", _, name] => name == "backup.info",
         ["clusters", _, "backup", _, "lease", _] => true,
         ["clusters", _, "logical", _, _, name] => name == "backup.info",
-        ["clusters", _, "wal", _, name] => name.contains(".damaged-"),
+        ["clusters", _, "wal", _, name] | ["clusters", _, "wal", name] => {
+            name.contains(".damaged-")
+        }
         _ => false,
     }
 }
 
-/// Whether `key` is part of a physical backup's manifest (its root or a
-/// segment): what the writing server reads back for the next incremental,
-/// so an encrypted repository encrypts it to the server's own key as well.
-pub fn is_manifest(key: &str) -> bool {
+/// Whether `key` is an object the writing server reads back without an
+/// identity: a physical backup's manifest (its root or a segment), which
+/// the next incremental reads, and its drill record. An encrypted
+/// repository encrypts these to the server's own key as well.
+pub fn read_back_by_writer(key: &str) -> bool {
     let key = key.strip_suffix(".copy").unwrap_or(key);
     let c: Vec<&str> = key.split('/').collect();
     matches!(
         c[..],
-        ["clusters", _, "backup", _, "manifest"] | ["clusters", _, "backup", _, "manifest.d", _]
+        ["clusters", _, "backup", _, "manifest" | "drill.json"]
+            | ["clusters", _, "backup", _, "manifest.d", _]
     )
 }
 
@@ -139,10 +143,10 @@ mod tests {
             "clusters/42/cluster.info.copy",
             "clusters/42/backup.index",
             "clusters/42/backup/20261205T000000Z-F/backup.info",
-            "clusters/42/backup/20261205T000000Z-F/drill.json.copy",
             "clusters/42/backup/20261205T000000Z-F/lease/000000000001",
             "clusters/42/logical/db/label/backup.info",
             "clusters/42/wal/0000000100000000/000000010000000000000001.damaged-1700000000",
+            "clusters/42/wal/00000002.history.damaged-1700000000",
         ] {
             assert!(stored_in_clear(k), "{k}");
         }
@@ -161,6 +165,7 @@ mod tests {
             "clusters/42/backup/20261205T000000Z-F/data/lease/x",
             "clusters/42/logical/db/label/dump.dir/backup.info",
             "keys/age-00/1/2",
+            "clusters/42/backup/20261205T000000Z-F/drill.json",
         ] {
             assert!(!stored_in_clear(k), "{k}");
         }

@@ -99,9 +99,17 @@ impl Repository {
         };
         check_format(&location, &desc)?;
         match desc.get("encryption") {
-            None if keys.recipients.is_some() => Err(Error::EncryptionMismatch {
+            // A writer's recipients, or an identity (whose holder expects
+            // an encrypted repository: a descriptor stripped of its
+            // encryption must not pass clear objects off as its data),
+            // for a clear repository. A reader's recipients are unused.
+            None if keys.identities.is_some() => Err(Error::EncryptionMismatch {
                 location,
-                encrypted: false,
+                given: "an identity was given to decrypt it",
+            }),
+            None if keys.recipients.is_some() && create => Err(Error::EncryptionMismatch {
+                location,
+                given: "encryption recipients are set",
             }),
             None => Ok(Repository {
                 storage,

@@ -118,7 +118,7 @@ fn objects_round_trip_encrypted_and_metadata_stays_clear() {
     assert_eq!(none.check_stored(WAL).unwrap(), Ok(ko.key_id.clone()));
     // Age can read it as a last resort: after the header, up to the tail.
     let bytes = raw.get(WAL).unwrap();
-    let age_file = &bytes[10 + 20..bytes.len() - 64];
+    let age_file = &bytes[10 + 20..bytes.len() - 96];
     let ids = Identities::parse(k.ids_text.as_bytes(), None).unwrap();
     let key = ko.unwrap("k", &ids).unwrap();
     let mut plain = Vec::new();
@@ -314,8 +314,21 @@ fn rekey_wraps_every_data_key_again_resumably_and_removes_the_old() {
     // The old identity still opens the data until the old generation goes.
     let old_reader = EncryptedStorage::new(local(dir.path()), reader_keys(&old));
     assert!(old_reader.get(WAL).is_ok());
-    let gone = r.rekey(&to, true, &mut |_, _, _| {}).unwrap();
+    // Removing needs proof that the new identity opens every key: with the
+    // old one, nothing is removed.
+    let e = err_of(r.rekey(&to, true, &mut |_, _, _| {}));
+    assert!(e.to_string().contains("nothing was removed"), "{e}");
+    assert_eq!(local(dir.path()).list("keys/").unwrap().len(), 4);
+    // A stray object in a key folder is never taken for a generation.
+    let folder = local(dir.path()).list("keys/").unwrap()[0].key.clone();
+    let stray = format!("{}/zzz.bak", folder.rsplit_once('/').unwrap().0);
+    local(dir.path())
+        .put(&stray, b"{}", PutMode::Create)
+        .unwrap();
+    let with_new = EncryptedStorage::new(local(dir.path()), reader_keys(&new));
+    let gone = with_new.rekey(&to, true, &mut |_, _, _| {}).unwrap();
     assert_eq!(gone.removed, 2);
+    local(dir.path()).delete(&stray).unwrap();
     let old_reader = EncryptedStorage::new(local(dir.path()), reader_keys(&old));
     assert!(matches!(
         err_of(old_reader.get(WAL)),
@@ -384,4 +397,40 @@ fn a_server_reads_its_own_manifests_and_nothing_else_without_an_identity() {
         .check_stored(manifest)
         .unwrap()
         .is_ok());
+}
+
+#[test]
+fn an_object_planted_with_the_public_half_alone_is_refused() {
+    use std::str::FromStr;
+    let dir = tempfile::tempdir().unwrap();
+    let k = keyset();
+    let w = EncryptedStorage::new(local(dir.path()), writer_keys(&k, None));
+    w.put(WAL, b"PGARK\0\0\x02 genuine", PutMode::Create)
+        .unwrap();
+    // The attacker reads the key object's public half from the bucket and
+    // encrypts a forged segment of the right name to it, with a well-formed
+    // header and tail (digest and all), but cannot know the MAC key.
+    let raw = local(dir.path());
+    let ko: KeyObject =
+        serde_json::from_slice(&raw.get(&raw.list("keys/").unwrap()[0].key).unwrap()).unwrap();
+    let forged_key = WriteKey {
+        recipient: x25519::Recipient::from_str(&ko.recipient).unwrap(),
+        id: ko.key_id.clone(),
+        also: None,
+    };
+    let mut body: &[u8] = b"PGARK\0\0\x02 forged";
+    let mut forged = Vec::new();
+    EncryptReader::new(&forged_key, [9; 32], None, WAL, &mut body, None)
+        .unwrap()
+        .read_to_end(&mut forged)
+        .unwrap();
+    raw.put(WAL, &forged, PutMode::Overwrite).unwrap();
+    // Its stored bytes pass the keyless check: it is well-formed.
+    let none = EncryptedStorage::new(local(dir.path()), Keys::default());
+    assert!(none.check_stored(WAL).unwrap().is_ok());
+    // A reader with the identity refuses it.
+    let r = EncryptedStorage::new(local(dir.path()), reader_keys(&k));
+    let e = err_of(r.get(WAL));
+    assert!(matches!(e, CryptoError::Tampered { .. }), "{e}");
+    assert!(e.to_string().contains("MAC"), "{e}");
 }
