@@ -24,7 +24,7 @@ PG18_CONFIG ?= $(ARK_CACHE)/pg/18/bin/pg_config
 PG_CONFIG ?= $(PG17_CONFIG)
 ARK_TEST_USER ?= pgark
 
-.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million bench-big bench-http demo demo-stop demo-check clean-cache
+.PHONY: setup setup-demo setup-bench cold-setup-check install install-all test lint unit pgrx-test integration smoke smoke-15 smoke-18 stability random-chains bench bench-archive bench-physical bench-restore bench-files bench-million bench-big bench-http bench-encryption demo demo-stop demo-check clean-cache
 
 # Setup runs outside this make: PostgreSQL's own build must not inherit
 # MAKELEVEL or MAKEFLAGS (setup.sh clears them as well).
@@ -134,7 +134,7 @@ setup-bench:
 # many-files case runs on 17 (WAL summaries) and on 15 (page LSNs, beside
 # pgBackRest, whose Debian build reads PostgreSQL up to 15).
 bench: setup-bench install-all
-	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files bench-http
+	@$(MAKE) --no-print-directory bench-archive bench-physical bench-restore bench-files bench-http bench-encryption
 	@$(MAKE) --no-print-directory bench-files PG_CONFIG=$(PG15_CONFIG)
 	@$(MAKE) --no-print-directory bench-big
 
@@ -156,6 +156,11 @@ bench-restore:
 # 15, pgBackRest beside pg_ark when it is installed (make setup-bench).
 bench-files:
 	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench many_files
+
+# Encryption's cost: an encrypted repository against a clear one, archive
+# CPU per segment, a full backup and its restore (medians of 3).
+bench-encryption:
+	ARK_PG_CONFIG=$(PG_CONFIG) cargo bench --locked -p pg_ark_tests --bench encryption
 
 # The HTTP endpoint with 10,000 jobs and 1,000 backups in the catalog:
 # latency of /health and /metrics, and the worker's memory.
