@@ -79,9 +79,9 @@ integration:
 # drills (a scratch cluster of each major, its psql and amcheck), restores
 # checked against pg_visibility (trust) and in randomized chains (CI's
 # fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
-# (initdb --wal-segsize) end to end, and the upgrade from 0.1.0 (on 0.1.0's
-# own library of that major).
-SMOKE_TESTS := --test skeleton --test archive --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
+# (initdb --wal-segsize) end to end, the upgrade from 0.1.0 (on 0.1.0's
+# own library of that major), and encrypted repositories end to end.
+SMOKE_TESTS := --test skeleton --test archive --test encryption --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18

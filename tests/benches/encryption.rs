@@ -8,7 +8,7 @@
 //!    durable write) into a fresh local repository; this process's CPU
 //!    time (user and system) per segment. Goal: encrypted at most 1.15x.
 //! 2. A full backup (`ark.backup('full')`, pgbench scale ARK_BENCH_SCALE,
-//!    default 50) into each repository, and `pg_ark restore` of it (the
+//!    default 100) into each repository, and `pg_ark restore` of it (the
 //!    encrypted one with `--identity-file`): wall time. Goal: encrypted at
 //!    most 1.1x for each.
 //!
@@ -194,7 +194,7 @@ fn switch_to(cluster: &Cluster, c: &mut postgres::Client, url: &str, recipients:
 fn main() {
     let runs = env_usize("ARK_BENCH_RUNS", 3).max(1);
     let segments = env_usize("ARK_BENCH_SEGMENTS", 40).max(4);
-    let scale = env_usize("ARK_BENCH_SCALE", 50).max(1);
+    let scale = env_usize("ARK_BENCH_SCALE", 100).max(1);
     let keydir = temp_dir("ark-bench-keys-");
     let (identity, recipients) = keys(keydir.path());
     let files = EncryptionFiles {
