@@ -347,6 +347,19 @@ fn encrypted_repositories_hide_every_row_and_restore_exactly() {
     let (ok, out, err) = run("verify", &["--quiet"]);
     assert!(ok, "{out}{err}");
     assert!(out.contains("stored bytes only"), "{out}");
+    // pg_ark info needs no key; an encrypted drill record is not a failed
+    // drill.
+    let (ok, out, err) = run("info", &[]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("drill record not read") && !out.contains("FAILED"),
+        "{out}"
+    );
+    let (ok, out, err) = run(
+        "info",
+        &["--identity-file", &ops.identity.display().to_string()],
+    );
+    assert!(ok && out.contains("restore drill passed"), "{out}{err}");
     let escrow_id = escrow.identity.display().to_string();
     let (ok, out, err) = run("verify", &["--quiet", "--identity-file", &escrow_id]);
     assert!(ok && !out.contains("stored bytes only"), "{out}{err}");

@@ -93,6 +93,10 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                             d["timings"]["rebuild_seconds"],
                             d["timings"]["recovery_seconds"]
                         );
+                    } else if d["ok"].is_null() {
+                        println!(
+                            "                 restore drill record not read (encrypted: give --identity-file)"
+                        );
                     } else {
                         println!(
                             "                 restore drill FAILED {} (job {}): {}",

@@ -42,14 +42,17 @@
 //! - The plaintext names the object: a stored object moved under another
 //!   key fails.
 //! - age has no sender authentication: anyone who reads a key object's
-//!   public half can encrypt to the data key. The MAC is what makes an
-//!   object pg_ark's: its key is derived from the data key's secret half,
+//!   public half can encrypt to the data key. The MAC binds an object to
+//!   its data key: its key is derived from the data key's secret half,
 //!   which the writer held when it made the key (and keeps, while it writes
-//!   with it, only in memory) and a reader unwraps. A reader with an
-//!   identity refuses an object whose MAC fails, so nobody without the
-//!   secret half can plant an object, however they write to the bucket.
-//!   (The server reading its own manifests with its own key checks no MAC:
-//!   only it holds that key's public half.)
+//!   with it, only in memory) and a reader unwraps. So an object cannot be
+//!   planted under an *existing* data key. It does not make an object
+//!   pg_ark's: whoever knows a recipient (public by design) and can write to
+//!   the bucket can make a data key of their own, wrap it to the
+//!   recipients, and write objects under it. Against a writer to the
+//!   bucket, the defence is the write-once repository of issue 25 (reading
+//!   as of a time), not encryption. (The server reading its own manifests
+//!   with its own key checks no MAC: only it holds that key's public half.)
 //!
 //! # The server's own key, for manifests
 //!
@@ -416,7 +419,11 @@ impl EncryptedStorage {
         // the MAC (only it holds that key's public half); anything else
         // needs the data key, and its MAC is checked.
         let own = match (&h.server_key, &self.keys.server_key) {
-            (Some(id), Some(k)) if *id == k.id() && !self.can_decrypt() => Some(k.clone()),
+            (Some(id), Some(k))
+                if *id == k.id() && !self.can_decrypt() && layout::read_back_by_writer(key) =>
+            {
+                Some(k.clone())
+            }
             _ => None,
         };
         let (data_key, mac) = match own {
@@ -554,7 +561,9 @@ impl EncryptedStorage {
             Some(k) if layout::read_back_by_writer(key) => Some(k.write_key()),
             _ => None,
         };
-        let mut r = EncryptReader::new(&wk, mac, server.as_ref(), key, body, self.keys.digest_key)
+        // The keyed digest is for the archiver's comparison: WAL only.
+        let digest_key = self.keys.digest_key.filter(|_| layout::is_wal(key));
+        let mut r = EncryptReader::new(&wk, mac, server.as_ref(), key, body, digest_key)
             .map_err(|e| read_error(key, &self.location(), e))?;
         self.inner.put_stream(key, &mut r, mode)
     }
@@ -585,12 +594,12 @@ impl EncryptedStorage {
             let Some((dir, name)) = o.key.rsplit_once('/') else {
                 continue;
             };
+            if name.len() != 6 || !name.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
             let Ok(generation) = name.parse::<u64>() else {
                 continue;
             };
-            if name.len() != 6 {
-                continue;
-            }
             dirs.entry(format!("{dir}/"))
                 .or_default()
                 .push((generation, o.key));
@@ -877,7 +886,25 @@ impl Storage for EncryptedStorage {
             return Ok(raw);
         }
         let mut out = Vec::with_capacity(raw.len());
-        self.open_reader(key, Box::new(std::io::Cursor::new(raw)))?
+        // A changed header can name a key that does not exist: when no key
+        // opens it, its bytes against their digest tell damage apart.
+        let check = raw.clone();
+        let reader = match self.open_reader(key, Box::new(std::io::Cursor::new(raw))) {
+            Ok(r) => r,
+            Err(StorageError::Encryption(e)) if e.needs_a_key() => {
+                if let Err(reason) = check_ciphertext(&check) {
+                    return Err(encryption_error(CryptoError::Tampered {
+                        what: format!("object \"{key}\""),
+                        reason,
+                    }));
+                }
+                return Err(StorageError::Encryption(e));
+            }
+            Err(e) => return Err(e),
+        };
+        drop(check);
+        let mut reader = reader;
+        reader
             .read_to_end(&mut out)
             .map_err(|e| read_error(key, &self.location(), e))?;
         Ok(out)

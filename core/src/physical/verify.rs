@@ -239,7 +239,6 @@ impl std::io::Read for Counted<'_> {
     }
 }
 
-/// The manifest and descriptor of complete backup `id`.
 /// Backup `id`'s descriptor alone (readable without an identity in an
 /// encrypted repository).
 pub fn load_descriptor(cluster: &ClusterRepo, id: &str) -> Result<PhysicalBackupInfo, Error> {
@@ -252,6 +251,7 @@ pub fn load_descriptor(cluster: &ClusterRepo, id: &str) -> Result<PhysicalBackup
     })
 }
 
+/// The manifest and descriptor of complete backup `id`.
 pub fn load_backup(
     cluster: &ClusterRepo,
     id: &str,

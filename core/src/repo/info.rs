@@ -124,6 +124,9 @@ pub fn load(storage: &dyn Storage, key: &str) -> Result<Option<Value>, InfoError
         Ok(bytes) => decode(&bytes).map(Some),
         Err(e) if e.is_not_found() => Ok(None),
         Err(e @ StorageError::Unavailable { .. }) => return Err(InfoError::Storage(e)),
+        Err(StorageError::Encryption(c)) if c.needs_a_key() => {
+            return Err(InfoError::Storage(StorageError::Encryption(c)))
+        }
         Err(e) => Err(e.to_string()),
     };
     match (primary, copy) {

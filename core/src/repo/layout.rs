@@ -67,6 +67,12 @@ pub fn stored_in_clear(key: &str) -> bool {
     }
 }
 
+/// Whether `key` is a WAL file (or history file) of a cluster entry.
+pub fn is_wal(key: &str) -> bool {
+    let c: Vec<&str> = key.split('/').collect();
+    matches!(c[..], ["clusters", _, "wal", ..])
+}
+
 /// Whether `key` is an object the writing server reads back without an
 /// identity: a physical backup's manifest (its root or a segment), which
 /// the next incremental reads, and its drill record. An encrypted

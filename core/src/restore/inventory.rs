@@ -94,6 +94,10 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
         doc["drill"] = match physical::load_drill(cluster, &b.backup_id) {
             Ok(Some(d)) => drill_summary(&d),
             Ok(None) => Value::Null,
+            // Encrypted, and no identity to open it: no verdict either way.
+            Err(e) if e.encryption().is_some_and(|c| c.needs_a_key()) => {
+                json!({"ok": null, "error": format!("the drill record is encrypted: {e}")})
+            }
             Err(e) => json!({"ok": false, "error": format!("the drill record is unreadable: {e}")}),
         };
         chains.entry(chain).or_default().push(doc);

@@ -434,3 +434,29 @@ fn an_object_planted_with_the_public_half_alone_is_refused() {
     assert!(matches!(e, CryptoError::Tampered { .. }), "{e}");
     assert!(e.to_string().contains("MAC"), "{e}");
 }
+
+#[test]
+fn a_changed_key_id_is_damage_and_the_keyed_digest_is_for_wal_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keyset();
+    let w = EncryptedStorage::new(local(dir.path()), writer_keys(&k, Some([5; 32])));
+    let sealed = envelope::seal(&content(), Compression::Zstd, 1).unwrap();
+    let file = "clusters/42/backup/B/data/base/5/16384";
+    w.put(WAL, &sealed, PutMode::Create).unwrap();
+    w.put(file, &sealed, PutMode::Create).unwrap();
+    let raw = local(dir.path());
+    let keyed = |key: &str| {
+        let b = raw.get(key).unwrap();
+        b[b.len() - 64..b.len() - 32].to_vec()
+    };
+    assert_ne!(keyed(WAL), vec![0u8; 32]);
+    assert_eq!(keyed(file), vec![0u8; 32]);
+    // One hex digit of the data key's id in the header: no key object has
+    // that id, but the stored bytes fail their digest: damage.
+    let mut bad = raw.get(WAL).unwrap();
+    bad[20] = if bad[20] == b'0' { b'1' } else { b'0' };
+    raw.put(WAL, &bad, PutMode::Overwrite).unwrap();
+    let r = EncryptedStorage::new(local(dir.path()), reader_keys(&k));
+    let e = err_of(r.get(WAL));
+    assert!(matches!(e, CryptoError::Tampered { .. }), "{e}");
+}
