@@ -707,14 +707,14 @@ fn listing(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The fixture `tests/fixtures/repository-format-2` is the descriptor of a
-/// repository of format 2, created by "pg_ark 0.3.0": this release reads
-/// formats up to 1 and refuses it, naming both versions, in the CLI (its
+/// The fixture `tests/fixtures/repository-format-3` is the descriptor of a
+/// repository of format 3, created by "pg_ark 0.3.0": this release reads
+/// formats up to 2 (2: encrypted) and refuses it, naming both versions, in the CLI (its
 /// wal-get with the status that stops recovery) and in the extension (the
 /// archiver and a backup job); nothing is written into it.
 #[test]
 fn a_repository_of_a_newer_format_is_refused_and_left_as_it_is() {
-    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repository-format-2");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/repository-format-3");
     let repo = temp_dir("ark-repo-");
     for f in ["pg_ark.repo", "pg_ark.repo.copy"] {
         std::fs::copy(fixture.join(f), repo.path().join(f)).unwrap();
@@ -723,9 +723,9 @@ fn a_repository_of_a_newer_format_is_refused_and_left_as_it_is() {
     let before = listing(repo.path());
     assert_eq!(before, ["pg_ark.repo", "pg_ark.repo.copy"]);
     let says_newer = |text: &str| {
-        text.contains("format version 2")
+        text.contains("format version 3")
             && text.contains("pg_ark 0.3.0")
-            && text.contains("up to 1")
+            && text.contains("up to 2")
     };
 
     let url = format!("file://{}", repo.path().display());
