@@ -2,7 +2,7 @@
 //! write: keys made by Debian's `age-keygen`, objects that the `age`
 //! command decrypts, the files s3s-fs keeps on disk, and restores compared
 //! with the source cluster's rows.
-use pg_ark_tests::{give_to_test_user, pg_ark, temp_dir, wait_job, Cluster, S3Server};
+use pg_ark_tests::{pg_ark, temp_dir, wait_job, Cluster, S3Server};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -18,27 +18,7 @@ struct KeyPair {
 }
 
 fn keygen(dir: &Path, name: &str) -> KeyPair {
-    let identity = dir.join(name);
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&identity)
-        .output()
-        .expect("run age-keygen (make setup installs age)");
-    assert!(out.status.success(), "{out:?}");
-    let out = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&identity)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let recipient = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(recipient.starts_with("age1"), "{recipient}");
-    give_to_test_user(&identity);
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
+    let (identity, recipient) = pg_ark_tests::age_keygen(dir, name);
     KeyPair {
         identity,
         recipient,

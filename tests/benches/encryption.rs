@@ -24,8 +24,7 @@ use pg_ark_core::repo::config::{EncryptionFiles, FLAGS};
 use pg_ark_core::repo::Repository;
 use pg_ark_core::storage::local::LocalStorage;
 use pg_ark_tests::{
-    bench_options, give_to_test_user, median, pg_ark, temp_dir, verdict, wait_job, Cluster,
-    ClusterOptions,
+    bench_options, median, pg_ark, temp_dir, verdict, wait_job, Cluster, ClusterOptions,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,29 +53,12 @@ fn settle() {
 /// An identity file from `age-keygen` (owned by the test user, mode 600)
 /// and a recipients file with its public key.
 fn keys(dir: &Path) -> (PathBuf, PathBuf) {
-    let identity = dir.join("bench.key");
-    let out = Command::new("age-keygen")
-        .arg("-o")
-        .arg(&identity)
-        .output()
-        .expect("age-keygen (make setup installs age)");
-    assert!(out.status.success(), "{out:?}");
-    let out = Command::new("age-keygen")
-        .arg("-y")
-        .arg(&identity)
-        .output()
-        .unwrap();
+    let (identity, recipient) = pg_ark_tests::age_keygen(dir, "bench.key");
     let recipients = dir.join("recipients");
-    std::fs::write(&recipients, &out.stdout).unwrap();
+    std::fs::write(&recipients, format!("{recipient}\n")).unwrap();
     std::fs::set_permissions(
         &recipients,
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )
-    .unwrap();
-    give_to_test_user(&identity);
-    std::fs::set_permissions(
-        &identity,
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
     (identity, recipients)

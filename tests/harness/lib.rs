@@ -1295,3 +1295,31 @@ pub fn restore_and_start(repo: &Path, args: &[&str], oids: &[String]) -> (Cluste
     let own: Vec<&Path> = maps.iter().map(|(p, _)| p.as_path()).collect();
     (Cluster::start_restored(dir, data, &own), out)
 }
+
+/// An age key pair made by Debian's `age-keygen` in `dir`: the identity
+/// file (owned by the test user, mode 600, so a restored server's
+/// `pg_ark wal-get` reads it) and its recipient (`age1...`).
+pub fn age_keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let identity = dir.join(name);
+    let out = Command::new("age-keygen")
+        .arg("-o")
+        .arg(&identity)
+        .output()
+        .expect("run age-keygen (make setup installs age)");
+    assert!(out.status.success(), "{out:?}");
+    let out = Command::new("age-keygen")
+        .arg("-y")
+        .arg(&identity)
+        .output()
+        .expect("run age-keygen -y");
+    assert!(out.status.success(), "{out:?}");
+    let recipient = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    give_to_test_user(&identity);
+    fs::set_permissions(
+        &identity,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod the identity file");
+    (identity, recipient)
+}

@@ -886,13 +886,13 @@ impl Storage for EncryptedStorage {
             return Ok(raw);
         }
         let mut out = Vec::with_capacity(raw.len());
-        // A changed header can name a key that does not exist: when no key
-        // opens it, its bytes against their digest tell damage apart.
-        let check = raw.clone();
-        let reader = match self.open_reader(key, Box::new(std::io::Cursor::new(raw))) {
+        // The reader borrows the stored bytes (no copy of the object).
+        let mut reader = match self.open_reader(key, Box::new(&raw[..])) {
             Ok(r) => r,
+            // A changed header can name a key that does not exist: when no
+            // key opens it, its bytes against their digest tell damage apart.
             Err(StorageError::Encryption(e)) if e.needs_a_key() => {
-                if let Err(reason) = check_ciphertext(&check) {
+                if let Err(reason) = check_ciphertext(&raw) {
                     return Err(encryption_error(CryptoError::Tampered {
                         what: format!("object \"{key}\""),
                         reason,
@@ -902,8 +902,6 @@ impl Storage for EncryptedStorage {
             }
             Err(e) => return Err(e),
         };
-        drop(check);
-        let mut reader = reader;
         reader
             .read_to_end(&mut out)
             .map_err(|e| read_error(key, &self.location(), e))?;
