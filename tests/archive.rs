@@ -123,10 +123,10 @@ fn a_damaged_stored_copy_is_replaced_not_taken_as_archived() {
         .put(&key, &damaged, PutMode::Overwrite)
         .unwrap();
     // Offered again, the segment is verified against the stored body, which
-    // fails: the damaged copy is kept aside and the good one stored.
+    // fails: the damaged copy stays as found, the good one is stored beside.
     reoffer(&cluster, &mut c, &name, 2);
     cluster.wait_for_log(
-        &format!("stored copy of WAL file \"{name}\" was damaged and has been replaced"),
+        &format!("stored copy of WAL file \"{name}\" was damaged and has been repaired"),
         WAIT,
     );
     wait_until("the re-offered file marked done", WAIT, || {
@@ -149,15 +149,16 @@ fn a_damaged_stored_copy_is_replaced_not_taken_as_archived() {
         fixed == original,
         "{name}: the stored copy is not the segment"
     );
-    let aside: Vec<String> = repo
+    // Nothing was overwritten: the damaged object is as it was found.
+    assert_eq!(repo.storage().get(&key).unwrap(), damaged);
+    let repairs: Vec<String> = repo
         .storage()
-        .list(&format!("{key}.damaged-"))
+        .list(&format!("{key}.repair-"))
         .unwrap()
         .into_iter()
         .map(|o| o.key)
         .collect();
-    assert_eq!(aside.len(), 1, "{aside:?}");
-    assert_eq!(repo.storage().get(&aside[0]).unwrap(), damaged);
+    assert_eq!(repairs.len(), 1, "{repairs:?}");
 }
 
 #[test]

@@ -146,16 +146,17 @@ fn archive_file(file: &CStr, path: &CStr) -> bool {
                 }
                 PushOutcome::Repaired {
                     damaged_key,
+                    repair_key,
                     reason,
                     ..
                 } => {
                     pgrx::pg_sys::panic::ErrorReport::new(
                         pgrx::PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
-                        format!("stored copy of WAL file \"{file}\" was damaged and has been replaced"),
+                        format!("stored copy of WAL file \"{file}\" was damaged and has been repaired"),
                         "pg_ark",
                     )
                     .set_detail(format!(
-                        "The stored copy failed verification: {reason}. It was kept as \"{damaged_key}\"."
+                        "The stored copy \"{damaged_key}\" failed verification: {reason}. It stays as it was found; the file was stored again as \"{repair_key}\", which restores read."
                     ))
                     .set_hint("Check the repository's storage: other objects may be damaged too.")
                     .report(PgLogLevel::WARNING);

@@ -219,17 +219,23 @@ fn expire_dumps(
     for b in pg_ark_core::retention::select_expired(&all, retain.0, retain.1, logical::now_epoch())
     {
         let prefix = logical::backup_prefix(cluster, &b.database, &b.label);
+        let mut entry = json!({
+            "database": b.database, "label": b.label, "path": prefix,
+            "job_id": b.job_id, "finished_at": b.finished_at,
+        });
         if !dry_run {
-            logical::delete_logical_backup(cluster, b)?;
+            if let Some(until) = logical::delete_logical_backup(cluster, b)? {
+                // Kept until its lock ends; a later run removes it.
+                entry["retained_until"] = json!(logical::rfc3339_utc(until));
+                out.push(entry);
+                continue;
+            }
             let _ = tx.send(Event::Expired {
                 location: cluster.location(),
                 prefix: prefix.clone(),
             });
         }
-        out.push(json!({
-            "database": b.database, "label": b.label, "path": prefix,
-            "job_id": b.job_id, "finished_at": b.finished_at,
-        }));
+        out.push(entry);
     }
     Ok(out)
 }
@@ -404,6 +410,7 @@ pub fn run_expire(job: &Job) -> Outcome {
                     "expired": expired,
                     "physical": physical.backups,
                     "wal": physical.wal,
+                    "pending": physical.pending,
                     "recoverable_from": physical.recoverable_from,
                     "dry_run": dry_run,
                 }),

@@ -509,13 +509,20 @@ fn open_repository(job: &Job, plan: &BackupPlan) -> Result<ClusterRepo, Outcome>
         |_| {},
     );
     match opened {
-        Ok(Ok((c, (removed, running)))) => {
+        Ok(Ok((c, (removed, running, retained)))) => {
             for r in removed {
                 log!("pg_ark job {}: removed incomplete backup \"{}\"", job.id, r);
             }
             for r in running {
                 log!(
                     "pg_ark job {}: backup \"{}\" is in progress elsewhere (it holds a lease): left alone",
+                    job.id,
+                    r
+                );
+            }
+            for r in retained {
+                log!(
+                    "pg_ark job {}: incomplete backup \"{}\" is retained by Object Lock: removed once its lock ends",
                     job.id,
                     r
                 );

@@ -950,6 +950,10 @@ impl Storage for EncryptedStorage {
     fn remove_stale_temporaries(&self, prefix: &str) -> Result<usize, StorageError> {
         self.inner.remove_stale_temporaries(prefix)
     }
+
+    fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        self.inner.retained_until(key)
+    }
 }
 
 /// The shared buffer an age writer writes into, drained by the reader.

@@ -166,11 +166,13 @@ pub(crate) fn delete_prefix(storage: &dyn Storage, prefix: &str) -> Result<(), E
 
 /// Delete a backup: `backup.info` and its copy first, then the data, so an
 /// interrupted deletion leaves an incomplete dump, never a valid-looking
-/// backup with missing data. Deleting a deleted backup succeeds.
+/// backup with missing data. Deleting a deleted backup succeeds. A backup
+/// that S3 Object Lock still retains is left whole: `Ok(Some(until))`, the
+/// time its descriptor's lock ends.
 pub fn delete_logical_backup(
     cluster: &ClusterRepo,
     backup: &LogicalBackupInfo,
-) -> Result<(), Error> {
+) -> Result<Option<i64>, Error> {
     if backup.system_identifier != cluster.system_identifier {
         return Err(Error::InvalidLogicalRequest {
             reason: format!(
@@ -185,8 +187,11 @@ pub fn delete_logical_backup(
             reason: "the backup names no database".into(),
         });
     }
-    delete_prefix(
-        cluster.storage(),
-        &backup_prefix(cluster, &backup.database, &backup.label),
-    )
+    let prefix = backup_prefix(cluster, &backup.database, &backup.label);
+    let info = format!("{prefix}/{INFO_NAME}");
+    let now = crate::logical::now_epoch();
+    if let Some(until) = crate::storage::retained_after(cluster.storage(), &info, now)? {
+        return Ok(Some(until));
+    }
+    delete_prefix(cluster.storage(), &prefix).map(|()| None)
 }

@@ -2,7 +2,6 @@
 use super::*;
 use crate::process::Program;
 use crate::repo::{info, ClusterRepo};
-use crate::storage::PutMode;
 use crate::Error;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -152,7 +151,7 @@ pub fn backup_with_command(
             key: info_key.clone(),
             reason: e.to_string(),
         })
-        .and_then(|v| info::save(storage, &info_key, &v, PutMode::Create).map_err(Error::from));
+        .and_then(|v| info::save(storage, &info_key, &v).map_err(Error::from));
     if let Err(e) = saved {
         let _ = delete_prefix(storage, &prefix);
         return Err(e);

@@ -2,6 +2,8 @@
 //! them last (`finish_backup`), listing complete backups, the index,
 //! removing backups and what failed ones left.
 use super::*;
+use crate::repo::generations;
+use crate::repo::info::InfoError;
 
 pub(crate) fn save_json(
     cluster: &ClusterRepo,
@@ -13,7 +15,7 @@ pub(crate) fn save_json(
         key: key.into(),
         reason: e.to_string(),
     })?;
-    info::save(cluster.storage(), key, &v, PutMode::Create).map_err(Error::from)
+    info::save(cluster.storage(), key, &v).map_err(Error::from)
 }
 
 pub(crate) fn load_json<T: serde::de::DeserializeOwned>(
@@ -143,30 +145,36 @@ pub fn finish_backup(
     save_json(cluster, &format!("{prefix}/{INFO_NAME}"), descriptor)
 }
 
-/// The record of the last restore drill of a backup, in its folder (it
-/// goes when the backup goes).
-pub const DRILL_NAME: &str = "drill.json";
+/// The records of a backup's restore drills, in its folder (they go when
+/// the backup goes): one generation per drill (see `repo::generations`),
+/// the newest intact one is the last drill.
+pub const DRILL_FOLDER: &str = "drill/";
 
-/// Record the last restore drill of backup `id` (see `restore::drill`).
+/// Where pg_ark 0.1 kept the one drill record it overwrote; still read.
+const OLD_DRILL_NAME: &str = "drill.json";
+
+/// Drill records kept per backup; older ones are removed as drills run.
+const DRILLS_KEPT: usize = 3;
+
+/// Record a restore drill of backup `id` (see `restore::drill`), as a new
+/// generation: nothing is overwritten.
 pub fn save_drill(cluster: &ClusterRepo, id: &str, doc: &serde_json::Value) -> Result<(), Error> {
     check_backup_id(id)?;
-    // Each drill replaces the record of the one before.
-    info::save(
-        cluster.storage(),
-        &format!("{}/{DRILL_NAME}", backup_prefix(cluster, id)),
-        doc,
-        PutMode::Overwrite,
-    )
-    .map_err(Error::from)
+    let folder = format!("{}/{DRILL_FOLDER}", backup_prefix(cluster, id));
+    generations::save_next(cluster.storage(), &folder, doc)?;
+    generations::prune(cluster.storage(), &folder, DRILLS_KEPT)?;
+    Ok(())
 }
 
 /// The last restore drill of backup `id`, if one was recorded.
 pub fn load_drill(cluster: &ClusterRepo, id: &str) -> Result<Option<serde_json::Value>, Error> {
     check_backup_id(id)?;
-    load_json(
-        cluster,
-        &format!("{}/{DRILL_NAME}", backup_prefix(cluster, id)),
-    )
+    let prefix = backup_prefix(cluster, id);
+    let folder = format!("{prefix}/{DRILL_FOLDER}");
+    match generations::load_newest(cluster.storage(), &folder, |_| Ok(()))? {
+        Some(newest) => Ok(Some(newest.value)),
+        None => load_json(cluster, &format!("{prefix}/{OLD_DRILL_NAME}")),
+    }
 }
 
 /// Remove everything of backup `id`: the descriptor first, so that an
@@ -188,11 +196,13 @@ pub fn delete_backup(cluster: &ClusterRepo, id: &str) -> Result<(), Error> {
 /// [`lease`]): a prefix another writer of the entry is filling holds one,
 /// and is left alone. Only when `own` runs no physical backup (the job
 /// queue runs one at a time: conflict key `physical`). Returns the ids
-/// removed and the ids left to their writers.
+/// removed, the ids left to their writers, and the ids S3 Object Lock
+/// still retains (what could go went; the rest goes in a later run).
+#[allow(clippy::type_complexity)]
 pub fn remove_incomplete(
     cluster: &ClusterRepo,
     own: &str,
-) -> Result<(Vec<String>, Vec<String>), Error> {
+) -> Result<(Vec<String>, Vec<String>, Vec<String>), Error> {
     let now = crate::logical::now_epoch();
     let base = cluster.key(layout::BACKUP);
     let mut ids = std::collections::BTreeMap::<String, bool>::new();
@@ -203,18 +213,21 @@ pub fn remove_incomplete(
         let complete = ids.entry(id.to_string()).or_insert(false);
         *complete |= name == INFO_NAME;
     }
-    let (mut removed, mut running) = (Vec::new(), Vec::new());
+    let (mut removed, mut running, mut retained) = (Vec::new(), Vec::new(), Vec::new());
     for (id, complete) in ids {
         if !complete && check_backup_id(&id).is_ok() {
             if lease::held(cluster, &id, own, now)? {
                 running.push(id);
                 continue;
             }
-            delete_backup(cluster, &id)?;
-            removed.push(id);
+            match delete_backup(cluster, &id) {
+                Ok(()) => removed.push(id),
+                Err(Error::Storage(e)) if e.is_retained() => retained.push(id),
+                Err(e) => return Err(e),
+            }
         }
     }
-    Ok((removed, running))
+    Ok((removed, running, retained))
 }
 
 /// The order of backups, oldest first: by start time, then (for backups
@@ -301,26 +314,157 @@ pub struct BackupIndex {
     pub backups: Vec<PhysicalBackupInfo>,
 }
 
-pub const INDEX_NAME: &str = "backup.index";
+/// The index's generations (see `repo::generations`): each backup and each
+/// expiry that changes the list adds one, never overwriting. Each carries
+/// the checksum of the generation before it ([`IndexLink`]), so `pg_ark
+/// verify` finds a generation put in between.
+pub const INDEX_FOLDER: &str = "backup.index.d/";
 
-/// Rewrite the catalog index from the descriptors; returns what it lists.
+/// Where pg_ark 0.1 kept the index it overwrote; still read.
+const OLD_INDEX_NAME: &str = "backup.index";
+
+/// Index generations kept; older ones go as new ones are written.
+const INDEXES_KEPT: usize = 4;
+
+/// The generation an index generation follows: its number and the
+/// checksum of its payload (the one its checksummed pair records).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexLink {
+    pub seq: u64,
+    pub checksum: String,
+}
+
+/// One generation of the index, as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct IndexGeneration {
+    format_version: u32,
+    backups: Vec<PhysicalBackupInfo>,
+    #[serde(default)]
+    prev: Option<IndexLink>,
+}
+
+/// The newest intact index generation, as read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexRead {
+    pub seq: u64,
+    pub backups: Vec<PhysicalBackupInfo>,
+    /// Newer generations that failed their checksum or are of a newer
+    /// pg_ark: (key, why).
+    pub passed_over: Vec<(String, String)>,
+    /// Generations whose link does not match the generation before them.
+    pub broken_links: Vec<String>,
+}
+
+fn index_accept(v: &serde_json::Value) -> Result<(), String> {
+    match v.get("format_version").and_then(serde_json::Value::as_u64) {
+        Some(n) if n <= u64::from(PHYSICAL_INFO_VERSION) => Ok(()),
+        Some(n) => Err(format!(
+            "format_version {n}, newer than this pg_ark reads ({PHYSICAL_INFO_VERSION})"
+        )),
+        None => Err("its format_version is missing".into()),
+    }
+}
+
+/// Write a new index generation from the descriptors, if the list changed;
+/// returns what it lists.
 pub fn write_index(cluster: &ClusterRepo) -> Result<Vec<PhysicalBackupInfo>, Error> {
     let backups = list_backups_to_change(cluster)?;
-    let index = BackupIndex {
+    let folder = cluster.key(INDEX_FOLDER);
+    let storage = cluster.storage();
+    let prev = match generations::load_newest(storage, &folder, index_accept) {
+        Ok(Some(n)) => {
+            let same = serde_json::from_value::<IndexGeneration>(n.value.clone())
+                .is_ok_and(|g| g.backups == backups);
+            if same && n.passed_over.is_empty() {
+                return Ok(backups);
+            }
+            Some(IndexLink {
+                seq: n.seq,
+                checksum: info::checksum(&n.value),
+            })
+        }
+        // None intact: the new generation starts the chain again.
+        Ok(None) | Err(InfoError::Damaged { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let g = IndexGeneration {
         format_version: PHYSICAL_INFO_VERSION,
         backups,
+        prev,
     };
-    let key = cluster.key(INDEX_NAME);
-    let v = serde_json::to_value(&index).map_err(|e| Error::BadMetadata {
+    let v = serde_json::to_value(&g).map_err(|e| Error::BadMetadata {
         location: cluster.location(),
-        key: key.clone(),
+        key: folder.clone(),
         reason: e.to_string(),
     })?;
-    info::save(cluster.storage(), &key, &v, PutMode::Overwrite)?;
-    Ok(index.backups)
+    generations::save_next(storage, &folder, &v)?;
+    generations::prune(storage, &folder, INDEXES_KEPT)?;
+    Ok(g.backups)
 }
 
 /// The catalog index, if the repository has one.
 pub fn read_index(cluster: &ClusterRepo) -> Result<Option<Vec<PhysicalBackupInfo>>, Error> {
-    Ok(load_versioned::<BackupIndex>(cluster, &cluster.key(INDEX_NAME))?.map(|i| i.backups))
+    Ok(read_index_generations(cluster)?.map(|i| i.backups))
+}
+
+/// The newest intact index generation, with what was passed over to reach
+/// it and the links between the generations kept that do not hold.
+pub fn read_index_generations(cluster: &ClusterRepo) -> Result<Option<IndexRead>, Error> {
+    let folder = cluster.key(INDEX_FOLDER);
+    let storage = cluster.storage();
+    let Some(newest) = generations::load_newest(storage, &folder, index_accept)? else {
+        return Ok(
+            load_versioned::<BackupIndex>(cluster, &cluster.key(OLD_INDEX_NAME))?.map(|i| {
+                IndexRead {
+                    seq: 0,
+                    backups: i.backups,
+                    passed_over: Vec::new(),
+                    broken_links: Vec::new(),
+                }
+            }),
+        );
+    };
+    let bad = |reason: String| Error::BadMetadata {
+        location: cluster.location(),
+        key: generations::key(&folder, newest.seq),
+        reason,
+    };
+    let g: IndexGeneration =
+        serde_json::from_value(newest.value).map_err(|e| bad(e.to_string()))?;
+    // Each kept generation up to the newest must name the one before it.
+    let mut broken_links = Vec::new();
+    let mut checksums = std::collections::BTreeMap::new();
+    for seq in generations::list(storage, &folder)? {
+        if seq > newest.seq {
+            break;
+        }
+        let key = generations::key(&folder, seq);
+        let Ok(Some(v)) = info::load(storage, &key) else {
+            continue;
+        };
+        let link = v
+            .get("prev")
+            .cloned()
+            .and_then(|p| serde_json::from_value::<Option<IndexLink>>(p).ok())
+            .flatten();
+        if let Some((&before, sum)) = checksums.last_key_value() {
+            let holds = link
+                .as_ref()
+                .is_some_and(|l: &IndexLink| l.seq == before && &l.checksum == sum);
+            if !holds {
+                broken_links.push(format!(
+                    "{key}: does not follow generation {before} (it names {})",
+                    link.map(|l| format!("generation {} with checksum {}", l.seq, l.checksum))
+                        .unwrap_or_else(|| "none".into())
+                ));
+            }
+        }
+        checksums.insert(seq, info::checksum(&v));
+    }
+    Ok(Some(IndexRead {
+        seq: newest.seq,
+        backups: g.backups,
+        passed_over: newest.passed_over,
+        broken_links,
+    }))
 }

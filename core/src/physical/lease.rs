@@ -12,7 +12,8 @@
 //!   any other object of its prefix, and a new one (the next `seq`) every
 //!   [`RENEW_EVERY`] until its descriptor is written. A lease is a new
 //!   object each time, created, never overwritten (the repository is
-//!   write-once); the one it replaces is deleted after.
+//!   write-once); the one it replaces is deleted after (under S3 Object
+//!   Lock, only once its lock has ended; else it goes with the backup).
 //! - A lease says until when it holds (`expires_epoch`, [`TTL`] after it
 //!   was written, by the writer's clock). The TTL is many renewal periods
 //!   long, so a late renewal, or clocks some minutes apart, never lets it
@@ -135,7 +136,13 @@ impl Lease {
                         };
                         if done {
                             shared.store(now, Ordering::SeqCst);
-                            let _ = cluster.storage().delete(&lease_key(&cluster, &id, seq));
+                            // Under Object Lock the old lease stays until
+                            // its lock ends, and goes with the backup.
+                            let old = lease_key(&cluster, &id, seq);
+                            let storage = cluster.storage();
+                            if let Ok(None) = crate::storage::retained_after(storage, &old, now) {
+                                let _ = storage.delete(&old);
+                            }
                             seq += 1;
                         }
                     }

@@ -453,7 +453,10 @@ fn an_incomplete_backup_is_neither_listed_nor_restored() {
     assert_eq!(remove_incomplete(&c, "writer B").unwrap().0, ["b2"]);
     assert!(c.storage().list(&format!("{prefix}/")).unwrap().is_empty());
     assert_eq!(list_backups(&c).unwrap().len(), 1);
-    assert_eq!(remove_incomplete(&c, "writer B").unwrap(), (vec![], vec![]));
+    assert_eq!(
+        remove_incomplete(&c, "writer B").unwrap(),
+        (vec![], vec![], vec![])
+    );
 }
 
 /// Two writers of one entry (a cluster and its restored copy): a backup in
@@ -476,7 +479,7 @@ fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails(
     // Writer B's cleanup: a1 is in progress, not abandoned.
     assert_eq!(
         remove_incomplete(&c, "writer B").unwrap(),
-        (vec![], vec!["a1".into()])
+        (vec![], vec!["a1".into()], vec![])
     );
     // Renewals are new objects (never an overwrite); the old one goes.
     let leases = |c: &ClusterRepo| -> Vec<String> {
@@ -501,7 +504,7 @@ fn a_backup_in_progress_elsewhere_is_left_alone_and_one_robbed_of_objects_fails(
     assert!(!lease::held(&c, "a1", "writer B", later).unwrap());
     assert_eq!(
         remove_incomplete(&c, "writer B").unwrap(),
-        (vec![], vec!["a1".into()])
+        (vec![], vec!["a1".into()], vec![])
     );
     // Writer A itself, starting its next backup: its own lease belongs to
     // a backup that was killed (one physical backup at a time).

@@ -49,6 +49,11 @@ fn canonical_sha256(payload: &Value) -> String {
     hex(&h.0.finalize())
 }
 
+/// The checksum a stored pair records for `payload`.
+pub fn checksum(payload: &Value) -> String {
+    canonical_sha256(payload)
+}
+
 /// The stored document: `checksum` first, then `payload` (the order
 /// `json!` gave it when it built the document as a map).
 #[derive(serde::Serialize)]
@@ -85,21 +90,28 @@ fn decode(bytes: &[u8]) -> Result<Value, String> {
     Ok(payload)
 }
 
-/// Write both copies. `mode` applies to the primary: `Create` makes the
-/// first writer win when two processes initialize the same metadata.
-pub fn save(
-    storage: &dyn Storage,
-    key: &str,
-    payload: &Value,
-    mode: PutMode,
-) -> Result<(), InfoError> {
+/// Write both copies, each once: no metadata object is ever overwritten
+/// (a repository under S3 Object Lock keeps every version, see
+/// `storage::write_once`). The primary is created, so the first writer
+/// wins when two processes initialize the same metadata
+/// ([`StorageError::AlreadyExists`] for the second). The copy is created
+/// after it; a copy already there (a retried save whose primary was
+/// written, then lost or damaged) is success if it holds the same
+/// document, else an `AlreadyExists` error naming it.
+pub fn save(storage: &dyn Storage, key: &str, payload: &Value) -> Result<(), InfoError> {
     let bytes = encode(payload).map_err(|e| InfoError::Encode {
         key: key.to_string(),
         reason: e.to_string(),
     })?;
-    storage.put(key, &bytes, mode)?;
-    storage.put(&format!("{key}.copy"), &bytes, PutMode::Overwrite)?;
-    Ok(())
+    storage.put(key, &bytes, PutMode::Create)?;
+    let copy = format!("{key}.copy");
+    match storage.put(&copy, &bytes, PutMode::Create) {
+        Err(e @ StorageError::AlreadyExists { .. }) => match storage.get(&copy) {
+            Ok(stored) if stored == bytes => Ok(()),
+            _ => Err(e.into()),
+        },
+        r => Ok(r?),
+    }
 }
 
 /// Load the first intact copy; `Ok(None)` when neither copy exists.
@@ -168,7 +180,7 @@ mod tests {
         let s = LocalStorage::open(dir.path()).unwrap();
         assert!(load(&s, "x.info").unwrap().is_none());
         let v = json!({"system_identifier": "7312345678901234567", "pg_major": 17});
-        save(&s, "x.info", &v, PutMode::Create).unwrap();
+        save(&s, "x.info", &v).unwrap();
         assert_eq!(load(&s, "x.info").unwrap(), Some(v.clone()));
 
         // damage the primary: the copy is used

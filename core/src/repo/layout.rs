@@ -6,13 +6,19 @@
 //! clusters/<system id>/cluster.info(.copy)          the cluster: system id, major, WAL segment size
 //! clusters/<system id>/wal/<timeline+log>/<segment> WAL segments (and .partial, .backup)
 //! clusters/<system id>/wal/<timeline>.history       timeline history files
+//! clusters/<system id>/wal/…/<file>.repair-<time>   a good copy of a WAL file stored damaged
 //! clusters/<system id>/backup/<id>/                 a physical backup: backup.info(.copy),
 //!                                                   manifest(.copy), files and bundles,
-//!                                                   lease/<seq>, drill.json
-//! clusters/<system id>/backup.index                 the list of complete physical backups
+//!                                                   lease/<seq>, drill/<seq>
+//! clusters/<system id>/backup.index.d/<seq>         the list of complete physical backups
 //! clusters/<system id>/logical/<database>/<label>/  a logical dump: backup.info, its data
 //! keys/<data key>/<generation>                      an encrypted repository's key objects
 //! ```
+//!
+//! No object is ever written twice, overwritten or renamed (a repository
+//! under S3 Object Lock keeps every version): what changes is written as
+//! numbered generations (`<seq>`, see [`crate::repo::generations`]), and a
+//! WAL file stored damaged stays, beside its repair.
 //!
 //! In an encrypted repository ([`crate::crypto::layer`]) every object is
 //! encrypted except the metadata [`stored_in_clear`] names: descriptors,
@@ -31,6 +37,10 @@ pub const CLUSTERS: &str = "clusters/";
 pub const CLUSTER_INFO: &str = "cluster.info";
 /// WAL, inside a cluster entry.
 pub const WAL: &str = "wal/";
+/// What follows a WAL object's key in the key of its repair
+/// (`<key>.repair-<unix time>[-<n>]`), stored when the object was found
+/// damaged (see `ClusterRepo::push_wal`).
+pub const WAL_REPAIR: &str = ".repair-";
 /// Physical backups, inside a cluster entry.
 pub const BACKUP: &str = "backup/";
 /// Logical dumps, inside a cluster entry.
@@ -57,6 +67,7 @@ pub fn stored_in_clear(key: &str) -> bool {
         [d] => d == DESCRIPTOR,
         ["keys", _, _] => true,
         ["clusters", _, name] => name == CLUSTER_INFO || name == "backup.index",
+        ["clusters", _, "backup.index.d", _] => true,
         ["clusters", _, "backup", _, name] => name == "backup.info",
         ["clusters", _, "backup", _, "lease", _] => true,
         ["clusters", _, "logical", _, _, name] => name == "backup.info",
@@ -83,7 +94,7 @@ pub fn read_back_by_writer(key: &str) -> bool {
     matches!(
         c[..],
         ["clusters", _, "backup", _, "manifest" | "drill.json"]
-            | ["clusters", _, "backup", _, "manifest.d", _]
+            | ["clusters", _, "backup", _, "manifest.d" | "drill", _]
     )
 }
 
@@ -148,6 +159,8 @@ mod tests {
             "clusters/42/cluster.info",
             "clusters/42/cluster.info.copy",
             "clusters/42/backup.index",
+            "clusters/42/backup.index.d/000000000001",
+            "clusters/42/backup.index.d/000000000001.copy",
             "clusters/42/backup/20261205T000000Z-F/backup.info",
             "clusters/42/backup/20261205T000000Z-F/lease/000000000001",
             "clusters/42/logical/db/label/backup.info",
@@ -172,6 +185,8 @@ mod tests {
             "clusters/42/logical/db/label/dump.dir/backup.info",
             "keys/age-00/1/2",
             "clusters/42/backup/20261205T000000Z-F/drill.json",
+            "clusters/42/backup/20261205T000000Z-F/drill/000000000001",
+            "clusters/42/wal/0000000100000000/000000010000000000000001.repair-1700000000",
         ] {
             assert!(!stored_in_clear(k), "{k}");
         }

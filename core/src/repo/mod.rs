@@ -10,6 +10,7 @@
 pub mod compress;
 pub mod config;
 pub mod envelope;
+pub mod generations;
 pub mod info;
 pub mod layout;
 pub mod repository;

@@ -39,10 +39,12 @@ pub enum PushOutcome {
     Stored { stored_bytes: u64 },
     /// An identical copy was already there, verified: success, nothing written.
     AlreadyArchived,
-    /// The stored copy was damaged (it failed its checksum): it was moved to
-    /// `damaged_key` and the offered file stored in its place.
+    /// The stored copy, `damaged_key`, was damaged (it failed its
+    /// checksum): it stays as it was found, and the offered file was stored
+    /// beside it as `repair_key`, which readers use instead.
     Repaired {
         damaged_key: String,
+        repair_key: String,
         reason: String,
         stored_bytes: u64,
     },
@@ -80,7 +82,7 @@ impl Repository {
                         "recipients_at_creation": r.fingerprints(),
                     });
                 }
-                match info::save(storage.as_ref(), DESCRIPTOR, &desc, PutMode::Create) {
+                match info::save(storage.as_ref(), DESCRIPTOR, &desc) {
                     Ok(()) => desc,
                     // Another process initialized it first: use theirs.
                     Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
@@ -199,7 +201,7 @@ impl Repository {
                         "wal_segment_size": size.bytes(),
                         "created_by": format!("pg_ark {}", crate::VERSION),
                     });
-                    match info::save(self.storage(), &key, &v, PutMode::Create) {
+                    match info::save(self.storage(), &key, &v) {
                         Ok(()) => v,
                         Err(info::InfoError::Storage(StorageError::AlreadyExists { .. })) => {
                             info::load(self.storage(), &key)?.unwrap_or(v)
@@ -394,9 +396,10 @@ impl ClusterRepo {
     /// Store WAL file `name` with content `data`, durably. An identical copy
     /// already stored is success, but only once its body has been read and
     /// verified: a damaged stored copy must never let PostgreSQL recycle the
-    /// good segment. A damaged copy is kept aside under `<key>.damaged-<unix
-    /// time>` and replaced with the offered file (`PushOutcome::Repaired`);
-    /// an intact copy of other content is refused and kept.
+    /// good segment. A damaged copy stays as it was found, and the offered
+    /// file is stored beside it as `<key>.repair-<unix time>`
+    /// (`PushOutcome::Repaired`), which [`ClusterRepo::get_wal`] reads; an
+    /// intact copy of other content is refused and kept.
     pub fn push_wal(
         &self,
         name: &str,
@@ -456,8 +459,10 @@ impl ClusterRepo {
     }
 
     /// `key` already holds an object: success if it is intact and holds
-    /// `data`; a damaged one is set aside and replaced; an intact one of
-    /// other content is a conflict.
+    /// `data`; an intact one of other content is a conflict. A damaged one
+    /// stays as it is (nothing is ever overwritten): the first intact
+    /// repair beside it answers instead, and without one the offered file
+    /// is stored as a new repair.
     fn compare_stored(
         &self,
         name: &str,
@@ -466,93 +471,109 @@ impl ClusterRepo {
         compression: Compression,
         level: i32,
     ) -> Result<PushOutcome, Error> {
-        let seal = || {
-            envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
-                path: name.into(),
-                source: e,
-            })
+        let first = match self.compare_one(name, key, data)? {
+            Ok(outcome) => return Ok(outcome),
+            Err(damage) => damage,
         };
-        let content = envelope::DigestKind::Blake3.of(data);
-        // In an encrypted repository, the keyed digest tells without the
-        // private key (see `crypto::layer`); a damaged object is kept
-        // aside as it was stored, never decrypted into the clear.
-        let stored = match self.repo.encryption() {
-            None => self.repo.storage().get(key)?,
-            Some(enc) => match enc.compare(key, &content)? {
-                Compared::Same => return Ok(PushOutcome::AlreadyArchived),
-                Compared::Differs => {
-                    return Err(Error::WalConflict {
-                        name: name.into(),
-                        stored: "other content (its keyed digest differs)".into(),
-                        offered: envelope::ContentDigest {
-                            kind: envelope::DigestKind::Blake3,
-                            bytes: content,
-                        }
-                        .to_string(),
-                    })
-                }
-                Compared::Damaged(reason) => {
-                    let raw = enc.get_stored(key)?;
-                    return self.replace_damaged(key, &raw, &seal()?, &reason);
-                }
-                Compared::Decrypted(obj) => {
-                    if let Err(damage) = envelope::open(&obj) {
-                        let raw = enc.get_stored(key)?;
-                        return self.replace_damaged(key, &raw, &seal()?, &damage.to_string());
-                    }
-                    obj
-                }
-            },
-        };
-        match envelope::open(&stored) {
-            Ok((h, body)) if h.matches(data) && body == data => Ok(PushOutcome::AlreadyArchived),
-            Ok((h, _)) => Err(Error::WalConflict {
-                name: name.into(),
-                stored: h.digest.to_string(),
-                offered: envelope::ContentDigest {
-                    kind: h.digest.kind,
-                    bytes: h.digest.kind.of(data),
-                }
-                .to_string(),
-            }),
-            Err(damage) => self.replace_damaged(key, &stored, &seal()?, &damage.to_string()),
+        for repair in self.wal_repairs(key)? {
+            if let Ok(outcome) = self.compare_one(name, &repair, data)? {
+                return Ok(outcome);
+            }
         }
-    }
-
-    /// Keep the damaged object `stored` aside, then store `sealed` under `key`.
-    fn replace_damaged(
-        &self,
-        key: &str,
-        stored: &[u8],
-        sealed: &[u8],
-        reason: &str,
-    ) -> Result<PushOutcome, Error> {
+        let sealed = envelope::seal(data, compression, level).map_err(|e| Error::ReadFile {
+            path: name.into(),
+            source: e,
+        })?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let mut damaged_key = format!("{key}.damaged-{now}");
+        let mut repair_key = format!("{key}{}{now}", layout::WAL_REPAIR);
         let mut n = 1;
         loop {
             match self
                 .repo
                 .storage()
-                .put(&damaged_key, stored, PutMode::Create)
+                .put(&repair_key, &sealed, PutMode::Create)
             {
                 Ok(()) => break,
                 Err(StorageError::AlreadyExists { .. }) => {
-                    damaged_key = format!("{key}.damaged-{now}-{n}");
+                    repair_key = format!("{key}{}{now}-{n}", layout::WAL_REPAIR);
                     n += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        self.repo.storage().put(key, sealed, PutMode::Overwrite)?;
         Ok(PushOutcome::Repaired {
-            damaged_key,
-            reason: reason.to_string(),
+            damaged_key: key.to_string(),
+            repair_key,
+            reason: first,
             stored_bytes: sealed.len() as u64,
         })
+    }
+
+    /// Compare stored object `key` with `data`: the outcome when it is
+    /// intact (the same, or an error for other content), else why it is
+    /// damaged.
+    fn compare_one(
+        &self,
+        name: &str,
+        key: &str,
+        data: &[u8],
+    ) -> Result<Result<PushOutcome, String>, Error> {
+        let content = envelope::DigestKind::Blake3.of(data);
+        let conflict = |stored: String, kind: envelope::DigestKind| Error::WalConflict {
+            name: name.into(),
+            stored,
+            offered: envelope::ContentDigest {
+                kind,
+                bytes: kind.of(data),
+            }
+            .to_string(),
+        };
+        // In an encrypted repository, the keyed digest tells without the
+        // private key (see `crypto::layer`).
+        let stored = match self.repo.encryption() {
+            None => self.repo.storage().get(key)?,
+            Some(enc) => match enc.compare(key, &content)? {
+                Compared::Same => return Ok(Ok(PushOutcome::AlreadyArchived)),
+                Compared::Differs => {
+                    return Err(conflict(
+                        "other content (its keyed digest differs)".into(),
+                        envelope::DigestKind::Blake3,
+                    ))
+                }
+                Compared::Damaged(reason) => return Ok(Err(reason)),
+                Compared::Decrypted(obj) => obj,
+            },
+        };
+        match envelope::open(&stored) {
+            Ok((h, body)) if h.matches(data) && body == data => {
+                Ok(Ok(PushOutcome::AlreadyArchived))
+            }
+            Ok((h, _)) => Err(conflict(h.digest.to_string(), h.digest.kind)),
+            Err(damage) => Ok(Err(damage.to_string())),
+        }
+    }
+
+    /// The repairs stored beside WAL object `key`, newest first.
+    fn wal_repairs(&self, key: &str) -> Result<Vec<String>, Error> {
+        let prefix = format!("{key}{}", layout::WAL_REPAIR);
+        let mut keys: Vec<String> = self
+            .repo
+            .storage()
+            .list(&prefix)?
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        // `<time>`, then `<time>-<n>` for repairs in the same second.
+        let order = |k: &String| -> (u64, u64) {
+            let rest = k.strip_prefix(&prefix).unwrap_or_default();
+            let (t, n) = rest.split_once('-').unwrap_or((rest, "0"));
+            (t.parse().unwrap_or(0), n.parse().unwrap_or(0))
+        };
+        keys.sort_by_key(|k| std::cmp::Reverse(order(k)));
+        Ok(keys)
     }
 
     /// Check WAL file `name` in the repository: `Ok(false)` if it is not
@@ -568,32 +589,63 @@ impl ClusterRepo {
         if self.storage().head(&key)?.is_none() {
             return Ok(false);
         }
-        match enc.check_stored(&key)? {
-            Ok(_) => Ok(true),
-            Err(reason) => Err(StorageError::Encryption(Box::new(
-                crate::crypto::CryptoError::Tampered {
-                    what: format!("WAL file \"{name}\""),
-                    reason,
-                },
-            ))
-            .into()),
+        let reason = match enc.check_stored(&key)? {
+            Ok(_) => return Ok(true),
+            Err(reason) => reason,
+        };
+        for repair in self.wal_repairs(&key)? {
+            if enc.check_stored(&repair)?.is_ok() {
+                return Ok(true);
+            }
         }
+        Err(
+            StorageError::Encryption(Box::new(crate::crypto::CryptoError::Tampered {
+                what: format!("WAL file \"{name}\""),
+                reason,
+            }))
+            .into(),
+        )
+    }
+
+    /// WAL object `key`, opened: `None` if it is missing, `Some(Err)` if it
+    /// is damaged (its envelope, or its encryption, fails).
+    fn open_wal_object(&self, key: &str) -> Result<Option<Result<Vec<u8>, Error>>, Error> {
+        let obj = match self.repo.storage().get(key) {
+            Ok(o) => o,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(StorageError::Encryption(c)) if !c.needs_a_key() => {
+                return Ok(Some(Err(StorageError::Encryption(c).into())))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(Some(envelope::open(&obj).map(|(_, data)| data).map_err(
+            |source| Error::Corrupt {
+                location: self.repo.location(),
+                key: key.into(),
+                source,
+            },
+        )))
     }
 
     /// Fetch WAL file `name`, verified: `Ok(None)` if it is not in the
     /// repository, an error if it is there but corrupt or foreign.
+    /// A WAL file stored damaged is read from its newest intact repair.
     pub fn get_wal(&self, name: &str) -> Result<Option<Vec<u8>>, Error> {
         let key = self.wal_key(name)?;
-        let obj = match self.repo.storage().get(&key) {
-            Ok(o) => o,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let data = match self.open_wal_object(&key)? {
+            None => return Ok(None),
+            Some(Ok(data)) => data,
+            Some(Err(damage)) => {
+                let mut repaired = None;
+                for repair in self.wal_repairs(&key)? {
+                    if let Some(Ok(data)) = self.open_wal_object(&repair)? {
+                        repaired = Some(data);
+                        break;
+                    }
+                }
+                repaired.ok_or(damage)?
+            }
         };
-        let (_, data) = envelope::open(&obj).map_err(|source| Error::Corrupt {
-            location: self.repo.location(),
-            key,
-            source,
-        })?;
         if matches!(
             wal::classify(name)?,
             wal::WalKind::Segment | wal::WalKind::Partial
@@ -693,25 +745,50 @@ mod tests {
         match c.push_wal(name, &seg, Compression::Zstd, 1).unwrap() {
             PushOutcome::Repaired {
                 damaged_key,
+                repair_key,
                 reason,
                 stored_bytes,
             } => {
+                // Nothing is overwritten: the damaged object stays as
+                // found, and the good copy is stored beside it.
+                assert_eq!(damaged_key, key);
+                assert_eq!(r.storage().get(&key).unwrap(), damaged);
                 assert!(
-                    damaged_key.starts_with(&format!("{key}.damaged-")),
-                    "{damaged_key}"
+                    repair_key.starts_with(&format!("{key}.repair-")),
+                    "{repair_key}"
                 );
-                assert_eq!(r.storage().get(&damaged_key).unwrap(), damaged);
                 assert!(!reason.is_empty());
-                assert_eq!(stored_bytes, r.storage().get(&key).unwrap().len() as u64);
+                assert_eq!(
+                    stored_bytes,
+                    r.storage().get(&repair_key).unwrap().len() as u64
+                );
             }
             other => panic!("a damaged copy was taken as {other:?}"),
         }
         assert_eq!(c.get_wal(name).unwrap().unwrap(), seg);
-        // Now intact: identical again.
+        // With its repair: identical again, and nothing more is stored.
         assert_eq!(
             c.push_wal(name, &seg, Compression::Zstd, 1).unwrap(),
             PushOutcome::AlreadyArchived
         );
+        assert_eq!(r.storage().list(&format!("{key}.")).unwrap().len(), 1);
+        // Other content is still a conflict, against the repair.
+        let e = c
+            .push_wal(name, &segment(SYSID, 5), Compression::Zstd, 1)
+            .unwrap_err();
+        assert!(matches!(e, Error::WalConflict { .. }), "{e}");
+        // The repair damaged too: a second one; the newest intact is read.
+        let first = r.storage().list(&format!("{key}.")).unwrap()[0].key.clone();
+        let mut bad = r.storage().get(&first).unwrap();
+        let at = bad.len() - 10;
+        bad[at] ^= 0x5a;
+        r.storage().put(&first, &bad, PutMode::Overwrite).unwrap();
+        assert!(matches!(
+            c.push_wal(name, &seg, Compression::Zstd, 1).unwrap(),
+            PushOutcome::Repaired { .. }
+        ));
+        assert_eq!(r.storage().list(&format!("{key}.")).unwrap().len(), 2);
+        assert_eq!(c.get_wal(name).unwrap().unwrap(), seg);
     }
 
     #[test]
@@ -901,7 +978,6 @@ mod tests {
             &s,
             DESCRIPTOR,
             &json!({"format": 99, "created_by": "pg_ark 9.0.0"}),
-            PutMode::Create,
         )
         .unwrap();
         let e = Repository::open(Box::new(s), true).err().unwrap();
@@ -986,13 +1062,7 @@ mod tests {
         let r = repo(dir.path());
         // cluster.info as pg_ark wrote it before it recorded the size.
         let v = json!({"system_identifier": SYSID.to_string(), "pg_major": 17});
-        info::save(
-            r.storage(),
-            &format!("clusters/{SYSID}/cluster.info"),
-            &v,
-            PutMode::Create,
-        )
-        .unwrap();
+        info::save(r.storage(), &format!("clusters/{SYSID}/cluster.info"), &v).unwrap();
         assert_eq!(
             r.cluster(SYSID, 17, false).unwrap().segment_size(),
             SegmentSize::DEFAULT
@@ -1014,7 +1084,6 @@ mod tests {
             r2.storage(),
             &format!("clusters/{SYSID}/cluster.info"),
             &bad,
-            PutMode::Create,
         )
         .unwrap();
         assert!(matches!(

@@ -157,7 +157,16 @@ pub fn expired_wal(
         .storage()
         .list(&base)?
         .into_iter()
-        .filter_map(|o| Some((o.key.rsplit('/').next()?.to_string(), o.key)))
+        .filter_map(|o| {
+            // A repair, or a damaged copy an older pg_ark set aside, goes
+            // with the file it stands for.
+            let name = o.key.rsplit('/').next()?;
+            let name = [layout::WAL_REPAIR, ".damaged-"]
+                .iter()
+                .find_map(|s| name.split_once(s).map(|(n, _)| n))
+                .unwrap_or(name);
+            Some((name.to_string(), o.key))
+        })
         .collect();
     Ok(expired_of(cluster.segment_size(), listed, kept))
 }
@@ -216,6 +225,10 @@ pub struct Expired {
     pub prefixes: Vec<String>,
     /// One summary per run of WAL files.
     pub wal: Vec<Value>,
+    /// Expired backups that S3 Object Lock still retains, each with the
+    /// time its lock ends: kept, with the WAL they need, until a run after
+    /// that time removes them.
+    pub pending: Vec<Value>,
     /// The oldest point recovery can reach after expiry: the end of the
     /// kept backup that finished first (`null`: no physical backup).
     pub recoverable_from: Value,
@@ -233,7 +246,36 @@ pub fn expire(
     dry_run: bool,
 ) -> Result<Expired, Error> {
     let backups = physical::list_backups_to_change(cluster)?;
-    let expired = select_expired(&backups, rules, now);
+    let mut expired = select_expired(&backups, rules, now);
+    // Never a delete before Object Lock allows it: a backup whose
+    // descriptor (written last, so retained longest) is still retained
+    // stays for a later run, and so do the parents it needs.
+    let mut pending = std::collections::BTreeMap::<String, Option<i64>>::new();
+    for b in &expired {
+        let key = format!(
+            "{}/{}",
+            physical::backup_prefix(cluster, &b.backup_id),
+            physical::INFO_NAME
+        );
+        if let Some(t) = crate::storage::retained_after(cluster.storage(), &key, now)? {
+            pending.insert(b.backup_id.clone(), Some(t));
+        }
+    }
+    loop {
+        let needed: Vec<String> = expired
+            .iter()
+            .filter(|b| pending.contains_key(&b.backup_id))
+            .filter_map(|b| b.parent.clone())
+            .filter(|p| !pending.contains_key(p))
+            .collect();
+        if needed.is_empty() {
+            break;
+        }
+        for p in needed {
+            pending.insert(p, None);
+        }
+    }
+    expired.retain(|b| !pending.contains_key(&b.backup_id));
     let gone: std::collections::HashSet<&str> =
         expired.iter().map(|b| b.backup_id.as_str()).collect();
     let kept: Vec<&PhysicalBackupInfo> = backups
@@ -251,11 +293,32 @@ pub fn expire(
         backups: Vec::new(),
         prefixes: Vec::new(),
         wal: Vec::new(),
+        pending: pending
+            .iter()
+            .map(|(id, until)| {
+                json!({
+                    "label": id,
+                    "path": physical::backup_prefix(cluster, id),
+                    "retained_until": until.map(crate::logical::rfc3339_utc),
+                    "reason": match until {
+                        Some(_) => "retained by Object Lock",
+                        None => "a backup retained by Object Lock needs it",
+                    },
+                })
+            })
+            .collect(),
         recoverable_from,
     };
     for b in &expired {
         if !dry_run {
-            physical::delete_backup(cluster, &b.backup_id)?;
+            match physical::delete_backup(cluster, &b.backup_id) {
+                Ok(()) => {}
+                // An object locked longer than its descriptor: the rest
+                // of the prefix goes with the next run's sweep of what
+                // failed backups left.
+                Err(Error::Storage(e)) if e.is_retained() => {}
+                Err(e) => return Err(e),
+            }
         }
         let prefix = physical::backup_prefix(cluster, &b.backup_id);
         out.backups.push(json!({
@@ -263,6 +326,15 @@ pub fn expire(
             "job_id": b.job_id, "finished_at": b.finished_at,
         }));
         out.prefixes.push(prefix);
+    }
+    // WAL oldest first: the first file still retained ends the deletion
+    // (the files after it were written, and locked, later).
+    let mut wal = wal;
+    for at in 0..wal.len() {
+        if crate::storage::retained_after(cluster.storage(), &wal[at].1, now)?.is_some() {
+            wal.truncate(at);
+            break;
+        }
     }
     if !dry_run {
         for (_, key) in &wal {

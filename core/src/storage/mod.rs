@@ -55,6 +55,14 @@
 //!   of in-flight writes are never listed.
 //! - **`delete`**: removes the object; deleting a missing object succeeds, so
 //!   retention can be retried safely.
+//! - **No overwrites in use.** pg_ark itself writes every key once, with
+//!   `Create`, and never renames (see `repo::layout`): `Overwrite` is part
+//!   of the contract for tests that play an attacker or a damaged disk.
+//!   `write_once::WriteOnce` enforces it around any backend in tests.
+//! - **`retained_until`**: until when S3 Object Lock keeps an object
+//!   (`None` without a lock). A `delete` before then fails with
+//!   [`StorageError::Retained`]; callers check first and put the deletion
+//!   off to a later run.
 //! - **`remove_stale_temporaries`**: removes what writers that died in the
 //!   middle of a write left under a prefix (local: `.ark-tmp.<pid>.*` files of
 //!   processes that no longer exist), never an object nor a live writer's
@@ -70,6 +78,8 @@ use std::fmt;
 pub mod conformance;
 pub mod local;
 pub mod s3;
+#[cfg(any(test, feature = "conformance"))]
+pub mod write_once;
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,11 +124,24 @@ pub enum StorageError {
     /// changed, stored in the clear, or without the key it needs.
     #[error(transparent)]
     Encryption(Box<crate::crypto::CryptoError>),
+    /// An object that S3 Object Lock keeps until `until` (epoch seconds):
+    /// it cannot be deleted before then.
+    #[error("object \"{key}\" in {location} is retained by Object Lock{}", until.map(|t| format!(" until {}", crate::logical::rfc3339_utc(t))).unwrap_or_default())]
+    Retained {
+        key: String,
+        location: String,
+        until: Option<i64>,
+    },
 }
 
 impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
+    }
+
+    /// Whether the object is kept by S3 Object Lock (see [`StorageError::Retained`]).
+    pub fn is_retained(&self) -> bool {
+        matches!(self, StorageError::Retained { .. })
     }
 
     /// Whether trying again may succeed (see [`StorageError::Unavailable`]).
@@ -163,6 +186,22 @@ pub trait Storage: Send + Sync {
     fn remove_stale_temporaries(&self, _prefix: &str) -> Result<usize, StorageError> {
         Ok(0)
     }
+    /// Until when (epoch seconds) S3 Object Lock retains object `key`, so
+    /// that it cannot be deleted before: `None` for a backend or object
+    /// without a lock, or a missing object.
+    fn retained_until(&self, _key: &str) -> Result<Option<i64>, StorageError> {
+        Ok(None)
+    }
+}
+
+/// When object `key` is still retained by Object Lock at `now` (epoch
+/// seconds): its retain-until, for a deletion to wait for.
+pub fn retained_after(
+    storage: &dyn Storage,
+    key: &str,
+    now: i64,
+) -> Result<Option<i64>, StorageError> {
+    Ok(storage.retained_until(key)?.filter(|&t| t > now))
 }
 
 /// A shared storage is a storage.
@@ -201,6 +240,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     fn remove_stale_temporaries(&self, prefix: &str) -> Result<usize, StorageError> {
         (**self).remove_stale_temporaries(prefix)
+    }
+    fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        (**self).retained_until(key)
     }
 }
 
