@@ -100,7 +100,7 @@ fn every_switched_segment_lands_in_the_repository_verified() {
 }
 
 #[test]
-fn a_damaged_stored_copy_is_replaced_not_taken_as_archived() {
+fn a_damaged_stored_copy_is_repaired_beside_it_not_taken_as_archived() {
     let repo_dir = temp_dir("ark-repo-");
     let cluster = Cluster::start_with(archiving(repo_dir.path()));
     let mut c = cluster.client();

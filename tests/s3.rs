@@ -3,7 +3,7 @@
 //! archiving, and recovery through `pg_ark wal-get`.
 use pg_ark_core::repo::Repository;
 use pg_ark_core::storage::s3::{S3Options, S3Storage};
-use pg_ark_core::storage::{conformance, Storage};
+use pg_ark_core::storage::{conformance, PutMode, Storage};
 use pg_ark_tests::{wait_until, Cluster, ClusterOptions, S3Server};
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +63,23 @@ fn last_archived(cluster: &Cluster) -> Option<String> {
         .query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
         .unwrap()
         .get(0)
+}
+
+/// The no-overwrite contract on S3: a whole repository life through a
+/// storage that refuses every overwrite and every second write of a key.
+#[test]
+fn a_whole_repository_life_on_s3_writes_every_key_once() {
+    use pg_ark_core::storage::write_once::{run_life, WriteOnce};
+    let s3 = S3Server::start();
+    let storage = S3Storage::open(&s3.bucket, "life", &options(&s3)).unwrap();
+    let s = std::sync::Arc::new(WriteOnce::new(storage));
+    let attacker = std::sync::Arc::clone(&s);
+    run_life(
+        s.clone(),
+        &|k, b| attacker.inner().put(k, b, PutMode::Overwrite).unwrap(),
+        None,
+    );
+    assert_eq!(s.refused(), Vec::<String>::new());
 }
 
 #[test]

@@ -47,18 +47,30 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     // What to check, first, so that progress knows the whole.
     let mut work = Vec::new();
     for cluster in &clusters {
-        // The catalog index must agree with the descriptors.
-        let mut warning = None;
-        if let Some(index) = physical::read_index(cluster)? {
-            let listed: Vec<String> = index.into_iter().map(|b| b.backup_id).collect();
+        // The catalog index must agree with the descriptors; its
+        // generations must be intact and each follow the one before.
+        let mut warning = Vec::new();
+        let mut damage = Vec::new();
+        let sysid = cluster.system_identifier;
+        if let Some(index) = physical::read_index_generations(cluster)? {
+            let listed: Vec<String> = index.backups.into_iter().map(|b| b.backup_id).collect();
             let scanned: Vec<String> = physical::list_backups(cluster)?
                 .into_iter()
                 .map(|b| b.backup_id)
                 .collect();
             if listed != scanned {
-                warning = Some(format!(
-                    "cluster {}: warning: the backup index lists {:?}, the descriptors {:?}; the next backup or expiry rewrites it",
-                    cluster.system_identifier, listed, scanned
+                warning.push(format!(
+                    "cluster {sysid}: warning: the backup index lists {listed:?}, the descriptors {scanned:?}; the next backup or expiry writes a new generation"
+                ));
+            }
+            for (key, why) in index.passed_over {
+                damage.push(format!(
+                    "cluster {sysid}: index generation {key} is damaged or unreadable: {why}"
+                ));
+            }
+            for link in index.broken_links {
+                damage.push(format!(
+                    "cluster {sysid}: index generation {link}: a generation was changed or put in between"
                 ));
             }
         }
@@ -79,7 +91,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 .map(|b| b.backup_id)
                 .collect(),
         };
-        work.push((cluster, warning, ids));
+        work.push((cluster, (warning, damage), ids));
     }
     let total: usize = work.iter().map(|(_, _, ids)| ids.len()).sum();
     let mode = Mode::of_stderr(args.quiet);
@@ -91,10 +103,14 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         None => println!("{text}"),
     };
     let result = (|| {
-        let (mut checked, mut bad) = (0usize, 0usize);
-        for (cluster, warning, ids) in work {
-            if let Some(w) = warning {
+        let (mut checked, mut bad, mut damaged) = (0usize, 0usize, 0usize);
+        for (cluster, (warnings, damage), ids) in work {
+            for w in warnings {
                 say(&w);
+            }
+            damaged += damage.len();
+            for d in damage {
+                say(&d);
             }
             for id in ids {
                 let sysid = cluster.system_identifier;
@@ -137,12 +153,12 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 }
             }
         }
-        Ok::<_, Failure>((checked, bad))
+        Ok::<_, Failure>((checked, bad, damaged))
     })();
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let (checked, bad) = result?;
+    let (checked, bad, damaged) = result?;
     if let Some(id) = &args.backup {
         if checked == 0 {
             return Err(Failure::Message(format!(
@@ -154,6 +170,11 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     if bad > 0 {
         return Err(Failure::Message(format!(
             "{bad} of {checked} backup(s) failed verification"
+        )));
+    }
+    if damaged > 0 {
+        return Err(Failure::Message(format!(
+            "{checked} backup(s) verified, but the repository's catalog has {damaged} problem(s)"
         )));
     }
     println!("{checked} backup(s) verified");
