@@ -6,7 +6,7 @@
 //!   there and removes the directory (the scratch server also dies with
 //!   the worker: `PR_SET_PDEATHSIG`).
 //! - The result (timings, checks, or the failure) is recorded in the
-//!   repository, beside the backup (`backup/<id>/drill.json`, which
+//!   repository, beside the backup (`backup/<id>/drill/<seq>`, which
 //!   `pg_ark info` shows), in `ark.backups.info->'drill'` (which
 //!   `ark.status()` reads: a failed drill makes it `failing`) and in the
 //!   job's result.
