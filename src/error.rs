@@ -128,6 +128,12 @@ impl ArkError {
                 C::EncryptionMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
+                // Object Lock: a version kept until its date, or a bucket
+                // that cannot lock. Neither passes by trying again now.
+                C::Storage(
+                    pg_ark_core::storage::StorageError::Retained { .. }
+                    | pg_ark_core::storage::StorageError::ObjectLockUnavailable { .. },
+                ) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
                 C::Storage(_) | C::ReadFile { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,
                 C::Unsupported { .. } => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
                 C::LocalIo { .. } => PgSqlErrorCode::ERRCODE_IO_ERROR,

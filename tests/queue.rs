@@ -284,6 +284,7 @@ fn wait_on_backup_into_s3() {
             access_key_id: Some(s3.access_key.clone()),
             secret_access_key: Some(s3.secret_key.clone()),
             operation_timeout: None,
+            object_lock: None,
         },
     )
     .unwrap();

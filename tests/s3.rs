@@ -18,6 +18,7 @@ fn options(s3: &S3Server) -> S3Options {
         access_key_id: Some(s3.access_key.clone()),
         secret_access_key: Some(s3.secret_key.clone()),
         operation_timeout: None,
+        object_lock: None,
     }
 }
 

@@ -462,6 +462,17 @@ impl Error {
                  file system has free space."
                     .into()
             }
+            Error::Storage(StorageError::Retained { .. }) => {
+                "Nothing was removed. Object Lock keeps the object until that date; remove it \
+                 on a run after it."
+                    .into()
+            }
+            Error::Storage(StorageError::ObjectLockUnavailable { bucket, .. }) => format!(
+                "Store the repository in a bucket created with Object Lock (aws s3api \
+                 create-bucket --bucket {bucket} --object-lock-enabled-for-bucket, which turns \
+                 versioning on too; the bucket name is an example), or turn the Object Lock \
+                 settings off."
+            ),
             Error::Storage(StorageError::Io { .. }) => {
                 "Check that the repository location exists and is writable by the PostgreSQL OS user.".into()
             }

@@ -134,6 +134,7 @@ impl S3Config {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
             operation_timeout: self.operation_timeout,
+            object_lock: None,
         };
         if let Some(file) = &self.credentials_file {
             let invalid = |reason: String| Error::InvalidSetting {

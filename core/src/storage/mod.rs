@@ -54,7 +54,10 @@
 //!   key. A prefix that matches nothing gives an empty list. Temporary files
 //!   of in-flight writes are never listed.
 //! - **`delete`**: removes the object; deleting a missing object succeeds, so
-//!   retention can be retried safely.
+//!   retention can be retried safely. An object that Object Lock still keeps
+//!   is not removed: the call fails with [`StorageError::Retained`] and
+//!   leaves the object as it was (S3 with an Object Lock set removes every
+//!   version of the key, never adding a delete marker; see `s3.rs`).
 //! - **No overwrites in use.** pg_ark itself writes every key once, with
 //!   `Create`, and never renames (see `repo::layout`): `Overwrite` is part
 //!   of the contract for tests that play an attacker or a damaged disk.
@@ -77,9 +80,11 @@ use std::fmt;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod local;
+pub mod lock;
 pub mod s3;
 #[cfg(any(test, feature = "conformance"))]
 pub mod write_once;
+pub mod versioned;
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,14 +129,31 @@ pub enum StorageError {
     /// changed, stored in the clear, or without the key it needs.
     #[error(transparent)]
     Encryption(Box<crate::crypto::CryptoError>),
-    /// An object that S3 Object Lock keeps until `until` (epoch seconds):
-    /// it cannot be deleted before then.
-    #[error("object \"{key}\" in {location} is retained by Object Lock{}", until.map(|t| format!(" until {}", crate::logical::rfc3339_utc(t))).unwrap_or_default())]
+    /// A delete that Object Lock refuses: a version of the object is
+    /// retained until `until` (epoch seconds; `None` when the server did not
+    /// say, or a legal hold keeps it). Nothing was removed. Trying again
+    /// succeeds only after that date, so this is not transient.
+    #[error("object \"{key}\" in {location} is retained by Object Lock{}", until_text(.until))]
     Retained {
         key: String,
         location: String,
         until: Option<i64>,
     },
+    /// Object Lock is set, but the bucket cannot apply it: it has no Object
+    /// Lock, its versioning is off, or its configuration could not be read.
+    #[error("{location}: Object Lock is set, but bucket \"{bucket}\" {reason}")]
+    ObjectLockUnavailable {
+        location: String,
+        bucket: String,
+        reason: String,
+    },
+}
+
+fn until_text(until: &Option<i64>) -> String {
+    match until {
+        Some(t) => format!(" until {}", lock::utc(*t)),
+        None => String::new(),
+    }
 }
 
 impl StorageError {
@@ -139,7 +161,7 @@ impl StorageError {
         matches!(self, StorageError::NotFound { .. })
     }
 
-    /// Whether the object is kept by S3 Object Lock (see [`StorageError::Retained`]).
+    /// Whether Object Lock refused to delete it (see [`StorageError::Retained`]).
     pub fn is_retained(&self) -> bool {
         matches!(self, StorageError::Retained { .. })
     }

@@ -39,16 +39,40 @@
 //! - `list`: ListObjectsV2, all pages; S3 returns keys in binary order.
 //! - `delete`: DeleteObject, which S3 already treats as idempotent.
 //!
+//! With an Object Lock set ([`S3Options::object_lock`]):
+//! - `open` checks that the bucket has Object Lock and versioning enabled,
+//!   and fails with [`StorageError::ObjectLockUnavailable`] otherwise.
+//! - Every PutObject and CreateMultipartUpload carries the lock's mode and a
+//!   retain-until date of now plus its days, with the checksum algorithm
+//!   SHA-256 named (AWS and moto refuse lock headers without
+//!   `Content-MD5` or `x-amz-sdk-checksum-algorithm`).
+//! - A multipart object whose completed checksum does not match is kept,
+//!   not deleted (a delete would only add a delete marker, and the retry
+//!   would write a second version of the key): the call fails naming it.
+//! - `delete` removes every version of the key by version id (delete
+//!   markers included), so no delete marker is ever left in place of an
+//!   object. While a version is still locked it removes nothing and fails
+//!   with [`StorageError::Retained`].
+//!
+//! A versioned bucket keeps every version: [`S3Storage::list_versions`],
+//! [`S3Storage::get_version`] and the other `*_version` methods read them,
+//! for `storage::versioned`, which reads the repository as it was.
+//!
 //! Threads: the SDK is async, pg_ark's callers are not. Each `S3Storage` owns
 //! a small multi-thread tokio runtime whose worker threads are created with
 //! every signal blocked (so PostgreSQL's signal handlers only ever run on the
 //! backend's own thread), and every request runs as a task on those workers;
 //! the caller's thread only waits. The runtime is created when the storage is
 //! opened, i.e. lazily in the process that uses it, never in the postmaster.
+pub use super::lock::{BucketLock, LockMode, ObjectLock};
+use super::versioned::ObjectVersion;
 use super::{read_up_to, validate_key, ObjectInfo, PutMode, Storage, StorageError};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
-use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    BucketVersioningStatus, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
+    ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
+};
 use aws_sdk_s3::Client;
 use base64::Engine;
 use sha2::{Digest, Sha256};
@@ -75,6 +99,10 @@ pub struct S3Options {
     /// Limit of one whole S3 operation, retries included (`None`: 120 s per
     /// attempt, 3 attempts).
     pub operation_timeout: Option<Duration>,
+    /// The Object Lock every stored object gets (`None`: none asked for;
+    /// a bucket's default retention still applies). See the module
+    /// documentation for what changes with it.
+    pub object_lock: Option<ObjectLock>,
 }
 
 impl std::fmt::Debug for S3Options {
@@ -89,6 +117,7 @@ impl std::fmt::Debug for S3Options {
                 &self.secret_access_key.as_ref().map(|_| "(hidden)"),
             )
             .field("operation_timeout", &self.operation_timeout)
+            .field("object_lock", &self.object_lock)
             .finish()
     }
 }
@@ -150,8 +179,32 @@ pub struct S3Storage {
     bucket: String,
     prefix: String,
     endpoint: Option<String>,
+    object_lock: Option<ObjectLock>,
     client: Client,
     runtime: tokio::runtime::Runtime,
+}
+
+/// What HeadObject says of one version of an object (see
+/// [`S3Storage::head_version`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionHead {
+    /// The version's id (`None` from a server without versions).
+    pub version_id: Option<String>,
+    pub size: u64,
+    /// The lock's mode as the server names it (`COMPLIANCE`, `GOVERNANCE`).
+    pub lock_mode: Option<String>,
+    /// The retain-until date, in seconds since the epoch.
+    pub retain_until: Option<i64>,
+    /// A legal hold keeps the version, whatever its retain-until date.
+    pub legal_hold: bool,
+}
+
+impl VersionHead {
+    /// Whether Object Lock keeps this version from deletion at `now`
+    /// (epoch seconds).
+    pub fn is_retained(&self, now: i64) -> bool {
+        self.legal_hold || self.retain_until.is_some_and(|t| t > now)
+    }
 }
 
 impl S3Storage {
@@ -218,11 +271,114 @@ impl S3Storage {
             bucket: bucket.to_string(),
             prefix: prefix.trim_matches('/').to_string(),
             endpoint: opts.endpoint.clone(),
+            object_lock: opts.object_lock,
             client,
             runtime,
         };
         storage.probe()?;
+        if storage.object_lock.is_some() {
+            storage.check_lock()?;
+        }
         Ok(storage)
+    }
+
+    /// The Object Lock this storage puts on every object it stores.
+    pub fn object_lock(&self) -> Option<ObjectLock> {
+        self.object_lock
+    }
+
+    /// With an Object Lock set, the bucket must have Object Lock and
+    /// versioning enabled; anything else, including a configuration that
+    /// cannot be read, is [`StorageError::ObjectLockUnavailable`] (a server
+    /// that cannot be reached stays [`StorageError::Unavailable`]).
+    fn check_lock(&self) -> Result<(), StorageError> {
+        let unavailable = |reason: String| StorageError::ObjectLockUnavailable {
+            location: self.location(),
+            bucket: self.bucket.clone(),
+            reason,
+        };
+        let b = match self.bucket_lock() {
+            Ok(b) => b,
+            Err(e) if e.is_transient() => return Err(e),
+            Err(StorageError::Backend { message, .. }) => {
+                return Err(unavailable(format!(
+                    "cannot be checked for Object Lock: {message}"
+                )))
+            }
+            Err(e) => {
+                return Err(unavailable(format!(
+                    "cannot be checked for Object Lock: {e}"
+                )))
+            }
+        };
+        if !b.enabled {
+            return Err(unavailable("has no Object Lock".into()));
+        }
+        if !b.versioning {
+            return Err(unavailable("does not have versioning enabled".into()));
+        }
+        Ok(())
+    }
+
+    /// The bucket's Object Lock configuration and versioning
+    /// (GetObjectLockConfiguration, GetBucketVersioning). A bucket without
+    /// Object Lock (`ObjectLockConfigurationNotFoundError`), or a server
+    /// that does not implement it (`NotImplemented`), has `enabled: false`;
+    /// other failures are errors. Feed it to [`super::lock::lock_warnings`].
+    pub fn bucket_lock(&self) -> Result<BucketLock, StorageError> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let (lock, versioning) = self.run(async move {
+            let lock = client
+                .get_object_lock_configuration()
+                .bucket(&bucket)
+                .send()
+                .await;
+            let versioning = client.get_bucket_versioning().bucket(&bucket).send().await;
+            (lock, versioning)
+        })?;
+        let mut out = BucketLock {
+            enabled: false,
+            versioning: false,
+            default_mode: None,
+            default_days: None,
+        };
+        match lock {
+            Ok(o) => {
+                let conf = o.object_lock_configuration();
+                out.enabled =
+                    conf.and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled);
+                if let Some(d) = conf
+                    .and_then(|c| c.rule())
+                    .and_then(|r| r.default_retention())
+                {
+                    out.default_mode = d.mode().and_then(|m| LockMode::parse(m.as_str()));
+                    out.default_days = match (d.days(), d.years()) {
+                        (None, None) => None,
+                        (days, years) => {
+                            let days = u32::try_from(days.unwrap_or(0)).unwrap_or(0);
+                            let years = u32::try_from(years.unwrap_or(0)).unwrap_or(0);
+                            Some(days.saturating_add(years.saturating_mul(365)))
+                        }
+                    };
+                }
+            }
+            // Before any 404-means-missing logic: this 404 is an answer.
+            Err(e) if error_code(&e) == Some("ObjectLockConfigurationNotFoundError") => {}
+            Err(e) if not_implemented(&e) => {}
+            Err(e) => {
+                return Err(self.describe(
+                    "read the Object Lock configuration of bucket",
+                    &self.bucket,
+                    &e,
+                ))
+            }
+        }
+        match versioning {
+            Ok(o) => out.versioning = o.status() == Some(&BucketVersioningStatus::Enabled),
+            Err(e) if not_implemented(&e) => {}
+            Err(e) => return Err(self.describe("read the versioning of bucket", &self.bucket, &e)),
+        }
+        Ok(out)
     }
 
     /// Check that the bucket exists and the credentials work, with a
@@ -328,6 +484,17 @@ impl S3Storage {
 }
 
 impl S3Storage {
+    /// The lock mode and retain-until date for an upload starting now.
+    fn lock_headers(&self) -> Option<(ObjectLockMode, DateTime)> {
+        self.object_lock.map(|l| {
+            let mode = match l.mode {
+                LockMode::Governance => ObjectLockMode::Governance,
+                LockMode::Compliance => ObjectLockMode::Compliance,
+            };
+            (mode, DateTime::from_secs(l.retain_until(now_secs())))
+        })
+    }
+
     fn already_exists(&self, key: &str) -> StorageError {
         StorageError::AlreadyExists {
             key: key.into(),
@@ -362,6 +529,7 @@ impl S3Storage {
     ) -> Result<(), StorageError> {
         let sha = b64(&crate::repo::envelope::sha256(&data));
         let (client, bucket, sha_c) = (self.client.clone(), self.bucket.clone(), sha.clone());
+        let lock = self.lock_headers();
         let r = self.run(async move {
             let len = data.len() as i64;
             let mut req = client
@@ -373,6 +541,14 @@ impl S3Storage {
                 .body(ByteStream::from(data));
             if mode == PutMode::Create {
                 req = req.if_none_match("*");
+            }
+            if let Some((mode, until)) = lock {
+                // With only the preset checksum the SDK names no algorithm,
+                // and lock headers need one named.
+                req = req
+                    .object_lock_mode(mode)
+                    .object_lock_retain_until_date(until)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256);
             }
             req.send().await
         })?;
@@ -399,14 +575,19 @@ impl S3Storage {
         mode: PutMode,
     ) -> Result<u64, StorageError> {
         let (client, bucket, full_c) = (self.client.clone(), self.bucket.clone(), full.clone());
+        let lock = self.lock_headers();
         let created = self.run(async move {
-            client
+            let mut req = client
                 .create_multipart_upload()
                 .bucket(bucket)
                 .key(full_c)
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
-                .send()
-                .await
+                .checksum_algorithm(ChecksumAlgorithm::Sha256);
+            if let Some((mode, until)) = lock {
+                req = req
+                    .object_lock_mode(mode)
+                    .object_lock_retain_until_date(until);
+            }
+            req.send().await
         })?;
         let upload_id = match created {
             Ok(out) => match out.upload_id() {
@@ -427,6 +608,18 @@ impl S3Storage {
         match self.upload_and_complete(&upload, first, body, mode) {
             Ok(n) => Ok(n),
             Err(Failed::BeforeCompletion(e)) => Err(self.abort(&upload, e)),
+            Err(Failed::Stored(e)) if self.object_lock.is_some() => {
+                // Locked: a delete would only hide the object behind a
+                // delete marker, and a retry would write the key twice.
+                let detail = match e {
+                    StorageError::Backend { message, .. } => message,
+                    other => other.to_string(),
+                };
+                Err(self.backend(format!(
+                    "{detail}; the object \"{key}\" was kept under Object Lock, not deleted: \
+                     do not trust its content"
+                )))
+            }
             Err(Failed::Stored(e)) => {
                 // The server completed an object we cannot vouch for.
                 let _ = self.delete(key);
@@ -631,6 +824,378 @@ impl S3Storage {
     }
 }
 
+/// Reading object versions, and deleting them (see the module
+/// documentation). Every method takes keys relative to the storage's prefix,
+/// like the [`Storage`] methods.
+impl S3Storage {
+    /// Every version and delete marker whose key starts with `prefix` (a
+    /// plain string prefix, as in `list`), by ListObjectVersions, all
+    /// pages. Ordered by key, and within a key oldest first: the reverse
+    /// of the order S3 lists them in, never sorted by `last_modified`,
+    /// whose one-second granularity makes ties. S3 lists delete markers
+    /// apart from versions, so a marker is placed among its key's versions
+    /// by `last_modified`; in a tie it goes after the versions of its
+    /// second unless one of them is the latest.
+    pub fn list_versions(&self, prefix: &str) -> Result<Vec<ObjectVersion>, StorageError> {
+        let full_prefix = if self.prefix.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{}/{prefix}", self.prefix)
+        };
+        let strip = if self.prefix.is_empty() {
+            0
+        } else {
+            self.prefix.len() + 1
+        };
+        Ok(self
+            .fetch_versions(prefix, full_prefix, false)?
+            .into_iter()
+            .filter_map(|mut v| {
+                v.key = v.key.get(strip..)?.to_string();
+                Some(v)
+            })
+            .collect())
+    }
+
+    /// The versions of `key` alone, in the order of `list_versions`; the
+    /// listing stops at the first page past the key.
+    pub fn key_versions(&self, key: &str) -> Result<Vec<ObjectVersion>, StorageError> {
+        let full = self.full_key(key)?;
+        Ok(self
+            .fetch_versions(key, full, true)?
+            .into_iter()
+            .map(|mut v| {
+                v.key = key.to_string();
+                v
+            })
+            .collect())
+    }
+
+    /// One version's whole content. A missing version, or a delete
+    /// marker's (which has no content), is NotFound.
+    pub fn get_version(&self, key: &str, version_id: &str) -> Result<Vec<u8>, StorageError> {
+        self.get_object(key, Some(version_id))
+    }
+
+    /// One version's content as a stream (see `get_version`).
+    pub fn get_reader_version<'a>(
+        &'a self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        self.get_object_reader(key, Some(version_id))
+    }
+
+    /// One version's size and lock (HeadObject with its version id);
+    /// `None` for a missing version or a delete marker.
+    pub fn head_version(
+        &self,
+        key: &str,
+        version_id: &str,
+    ) -> Result<Option<VersionHead>, StorageError> {
+        self.head_object(key, Some(version_id))
+    }
+
+    /// The current version's size and lock: how `verify` and `info` show an
+    /// object's lock. `None` for a missing object.
+    pub fn head_lock(&self, key: &str) -> Result<Option<VersionHead>, StorageError> {
+        self.head_object(key, None)
+    }
+
+    fn get_object(&self, key: &str, version: Option<&str>) -> Result<Vec<u8>, StorageError> {
+        let full = self.full_key(key)?;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let version_c = version.map(str::to_string);
+        let r = self.run(async move {
+            let req = client
+                .get_object()
+                .bucket(bucket)
+                .key(full)
+                .set_version_id(version_c);
+            match req.send().await {
+                Ok(out) => out
+                    .body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().to_vec())
+                    .map_err(|e| Err(DisplayErrorContext(&e).to_string())),
+                Err(e) => Err(Ok(e)),
+            }
+        })?;
+        match r {
+            Ok(bytes) => Ok(bytes),
+            Err(Ok(e)) if is_not_found(&e) || is_marker(&e, version) => Err(self.not_found(key)),
+            Err(Ok(e)) => Err(self.describe("read", key, &e)),
+            // The body broke off mid-transfer (a reset, a timeout): the
+            // network, so trying again may succeed.
+            Err(Err(msg)) => Err(StorageError::Unavailable {
+                location: self.location(),
+                message: format!("could not read \"{key}\": {msg}"),
+            }),
+        }
+    }
+
+    fn get_object_reader<'a>(
+        &'a self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
+        let full = self.full_key(key)?;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let version_c = version.map(str::to_string);
+        let r = self.run(async move {
+            client
+                .get_object()
+                .bucket(bucket)
+                .key(full)
+                .set_version_id(version_c)
+                .send()
+                .await
+        })?;
+        match r {
+            Ok(out) => Ok(Box::new(S3Body {
+                storage: self,
+                key: key.to_string(),
+                body: Some(out.body),
+                chunk: Vec::new(),
+                at: 0,
+            })),
+            Err(e) if is_not_found(&e) || is_marker(&e, version) => Err(self.not_found(key)),
+            Err(e) => Err(self.describe("read", key, &e)),
+        }
+    }
+
+    fn head_object(
+        &self,
+        key: &str,
+        version: Option<&str>,
+    ) -> Result<Option<VersionHead>, StorageError> {
+        let full = self.full_key(key)?;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let version_c = version.map(str::to_string);
+        let r = self.run(async move {
+            client
+                .head_object()
+                .bucket(bucket)
+                .key(full)
+                .set_version_id(version_c)
+                .send()
+                .await
+        })?;
+        match r {
+            Ok(out) => Ok(Some(VersionHead {
+                version_id: out.version_id().map(str::to_string),
+                size: out.content_length().unwrap_or(0).max(0) as u64,
+                lock_mode: out.object_lock_mode().map(|m| m.as_str().to_string()),
+                retain_until: out.object_lock_retain_until_date().map(|d| d.secs()),
+                legal_hold: out.object_lock_legal_hold_status()
+                    == Some(&ObjectLockLegalHoldStatus::On),
+            })),
+            Err(e) if is_not_found(&e) || is_marker(&e, version) => Ok(None),
+            Err(e) => Err(self.describe("stat", key, &e)),
+        }
+    }
+
+    fn not_found(&self, key: &str) -> StorageError {
+        StorageError::NotFound {
+            key: key.into(),
+            location: self.location(),
+        }
+    }
+
+    /// ListObjectVersions under `full_prefix`, all pages (keys stay full).
+    /// With `exact`, only the key `full_prefix` itself, and the listing
+    /// stops at the first page that reaches past it.
+    fn fetch_versions(
+        &self,
+        what: &str,
+        full_prefix: String,
+        exact: bool,
+    ) -> Result<Vec<ObjectVersion>, StorageError> {
+        /// One listed entry: key, version id, last modified, latest,
+        /// size, and whether it is a delete marker.
+        type Entry = (String, String, i64, bool, u64, bool);
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let r = self.run(async move {
+            let mut out: Vec<Entry> = Vec::new();
+            let (mut key_marker, mut version_marker): (Option<String>, Option<String>) =
+                (None, None);
+            loop {
+                let page = client
+                    .list_object_versions()
+                    .bucket(&bucket)
+                    .prefix(&full_prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_version_id_marker(version_marker.clone())
+                    .send()
+                    .await?;
+                let mut past = false;
+                let mut keep = |k: &str| {
+                    let same = !exact || k == full_prefix;
+                    past |= !same;
+                    same
+                };
+                for v in page.versions() {
+                    match v.key() {
+                        Some(k) if keep(k) => out.push((
+                            k.to_string(),
+                            v.version_id().unwrap_or("null").to_string(),
+                            v.last_modified().map_or(0, |d| d.secs()),
+                            v.is_latest().unwrap_or(false),
+                            v.size().unwrap_or(0).max(0) as u64,
+                            false,
+                        )),
+                        _ => {}
+                    }
+                }
+                for m in page.delete_markers() {
+                    match m.key() {
+                        Some(k) if keep(k) => out.push((
+                            k.to_string(),
+                            m.version_id().unwrap_or("null").to_string(),
+                            m.last_modified().map_or(0, |d| d.secs()),
+                            m.is_latest().unwrap_or(false),
+                            0,
+                            true,
+                        )),
+                        _ => {}
+                    }
+                }
+                // Keys come in order, and `full_prefix` sorts before every
+                // longer key: past it, nothing of it follows.
+                if past {
+                    break;
+                }
+                let next = (
+                    page.next_key_marker().map(str::to_string),
+                    page.next_version_id_marker().map(str::to_string),
+                );
+                match next {
+                    (Some(k), v) if page.is_truncated() == Some(true) => {
+                        if (Some(&k), v.as_ref()) == (key_marker.as_ref(), version_marker.as_ref())
+                        {
+                            // A server that repeats its position would
+                            // loop forever; what was listed is all there is.
+                            break;
+                        }
+                        key_marker = Some(k);
+                        version_marker = v;
+                    }
+                    _ => break,
+                }
+            }
+            Ok(out)
+        })?;
+        let entries = r.map_err(|e| self.describe("list the versions of", what, &e))?;
+        Ok(order_versions(entries.into_iter().map(
+            |(key, version_id, last_modified, is_latest, size, delete_marker)| ObjectVersion {
+                key,
+                version_id,
+                last_modified,
+                is_latest,
+                delete_marker,
+                size,
+            },
+        )))
+    }
+
+    /// `delete` with an Object Lock set: remove every version of the key
+    /// and every delete marker, by version id, so no delete marker takes
+    /// the object's place. First each version's lock is read (HeadObject):
+    /// while one is retained nothing is removed, and the call fails with
+    /// [`StorageError::Retained`]. Then the entries are removed newest
+    /// first, so an interrupted delete leaves the first version, the
+    /// genuine one. A version created by someone else meanwhile stays.
+    fn delete_versions(&self, key: &str, full: String) -> Result<(), StorageError> {
+        let all = self.fetch_versions(key, full.clone(), true)?;
+        let retained = |until: Option<i64>| StorageError::Retained {
+            key: key.into(),
+            location: self.location(),
+            until,
+        };
+        let now = now_secs();
+        for v in all.iter().filter(|v| !v.delete_marker) {
+            if let Some(h) = self.head_version(key, &v.version_id)? {
+                if h.is_retained(now) {
+                    return Err(retained(h.retain_until.filter(|_| !h.legal_hold)));
+                }
+            }
+        }
+        for v in all.iter().rev() {
+            let (client, bucket, full_c, id) = (
+                self.client.clone(),
+                self.bucket.clone(),
+                full.clone(),
+                v.version_id.clone(),
+            );
+            let r = self.run(async move {
+                client
+                    .delete_object()
+                    .bucket(bucket)
+                    .key(full_c)
+                    .version_id(id)
+                    .send()
+                    .await
+            })?;
+            match r {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                // The server keeps a lock our clock thinks has passed
+                // (clocks differ) or a legal hold came meanwhile; a 403 on a
+                // version without any lock is a missing permission.
+                Err(e) if status_of(&e) == Some(403) && !v.delete_marker => {
+                    match self.head_version(key, &v.version_id)? {
+                        Some(h) if h.legal_hold || h.retain_until.is_some() => {
+                            return Err(retained(h.retain_until.filter(|_| !h.legal_hold)))
+                        }
+                        _ => return Err(self.describe("delete a version of", key, &e)),
+                    }
+                }
+                Err(e) => return Err(self.describe("delete a version of", key, &e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Listed entries (S3's order: by key, newest first within a key, versions
+/// and delete markers apart) in the order of [`S3Storage::list_versions`].
+fn order_versions(entries: impl IntoIterator<Item = ObjectVersion>) -> Vec<ObjectVersion> {
+    let mut by_key: std::collections::BTreeMap<String, (Vec<ObjectVersion>, Vec<ObjectVersion>)> =
+        std::collections::BTreeMap::new();
+    for e in entries {
+        let slot = by_key.entry(e.key.clone()).or_default();
+        if e.delete_marker {
+            slot.1.push(e);
+        } else {
+            slot.0.push(e);
+        }
+    }
+    let mut out = Vec::new();
+    for (_, (mut versions, mut markers)) in by_key {
+        versions.reverse();
+        markers.reverse();
+        let (mut v, mut m) = (
+            versions.into_iter().peekable(),
+            markers.into_iter().peekable(),
+        );
+        loop {
+            let marker_first = match (v.peek(), m.peek()) {
+                (Some(a), Some(b)) => {
+                    b.last_modified < a.last_modified
+                        || (b.last_modified == a.last_modified && a.is_latest)
+                }
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+                (None, None) => break,
+            };
+            let next = if marker_first { m.next() } else { v.next() };
+            out.extend(next);
+        }
+    }
+    out
+}
+
 /// A multipart upload in progress.
 struct Upload<'a> {
     key: &'a str,
@@ -651,7 +1216,8 @@ struct PartTask {
 }
 
 /// How a multipart upload failed: before the object existed (abort the
-/// upload) or after the server completed it (remove the object).
+/// upload) or after the server completed it (remove the object, unless it
+/// is locked).
 enum Failed {
     BeforeCompletion(StorageError),
     Stored(StorageError),
@@ -680,6 +1246,33 @@ fn block_on_workers<T: Send + 'static>(
 }
 
 type Response = aws_sdk_s3::config::http::HttpResponse;
+
+/// Now, in seconds since the epoch.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The service's error code, if the server answered with one.
+fn error_code<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    err: &SdkError<E, Response>,
+) -> Option<&str> {
+    err.as_service_error().and_then(|e| e.code())
+}
+
+/// A server that does not implement the request (s3s-fs, for Object Lock).
+fn not_implemented<E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    err: &SdkError<E, Response>,
+) -> bool {
+    status_of(err) == Some(501) || error_code(err) == Some("NotImplemented")
+}
+
+/// A GET or HEAD of a delete marker's version id: S3 answers 405, as the
+/// marker has no content.
+fn is_marker<E>(err: &SdkError<E, Response>, version: Option<&str>) -> bool {
+    version.is_some() && status_of(err) == Some(405)
+}
 
 /// The HTTP status of a service error, if the server answered at all.
 fn status_of<E>(err: &SdkError<E, Response>) -> Option<u16> {
@@ -755,70 +1348,21 @@ impl Storage for S3Storage {
     }
 
     fn get(&self, key: &str) -> Result<Vec<u8>, StorageError> {
-        let full = self.full_key(key)?;
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        let r = self.run(async move {
-            match client.get_object().bucket(bucket).key(full).send().await {
-                Ok(out) => out
-                    .body
-                    .collect()
-                    .await
-                    .map(|b| b.into_bytes().to_vec())
-                    .map_err(|e| Err(DisplayErrorContext(&e).to_string())),
-                Err(e) => Err(Ok(e)),
-            }
-        })?;
-        match r {
-            Ok(bytes) => Ok(bytes),
-            Err(Ok(e)) if is_not_found(&e) => Err(StorageError::NotFound {
-                key: key.into(),
-                location: self.location(),
-            }),
-            Err(Ok(e)) => Err(self.describe("read", key, &e)),
-            // The body broke off mid-transfer (a reset, a timeout): the
-            // network, so trying again may succeed.
-            Err(Err(msg)) => Err(StorageError::Unavailable {
-                location: self.location(),
-                message: format!("could not read \"{key}\": {msg}"),
-            }),
-        }
+        self.get_object(key, None)
     }
 
     fn get_reader<'a>(
         &'a self,
         key: &str,
     ) -> Result<Box<dyn std::io::Read + Send + 'a>, StorageError> {
-        let full = self.full_key(key)?;
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        let r =
-            self.run(async move { client.get_object().bucket(bucket).key(full).send().await })?;
-        match r {
-            Ok(out) => Ok(Box::new(S3Body {
-                storage: self,
-                key: key.to_string(),
-                body: Some(out.body),
-                chunk: Vec::new(),
-                at: 0,
-            })),
-            Err(e) if is_not_found(&e) => Err(StorageError::NotFound {
-                key: key.into(),
-                location: self.location(),
-            }),
-            Err(e) => Err(self.describe("read", key, &e)),
-        }
+        self.get_object_reader(key, None)
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectInfo>, StorageError> {
-        let full = self.full_key(key)?;
-        let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        match self.run(async move { client.head_object().bucket(bucket).key(full).send().await })? {
-            Ok(out) => Ok(Some(ObjectInfo {
-                key: key.into(),
-                size: out.content_length().unwrap_or(0).max(0) as u64,
-            })),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(self.describe("stat", key, &e)),
-        }
+        Ok(self.head_object(key, None)?.map(|h| ObjectInfo {
+            key: key.into(),
+            size: h.size,
+        }))
     }
 
     fn put(&self, key: &str, data: &[u8], mode: PutMode) -> Result<(), StorageError> {
@@ -901,6 +1445,9 @@ impl Storage for S3Storage {
 
     fn delete(&self, key: &str) -> Result<(), StorageError> {
         let full = self.full_key(key)?;
+        if self.object_lock.is_some() {
+            return self.delete_versions(key, full);
+        }
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
         match self
             .run(async move { client.delete_object().bucket(bucket).key(full).send().await })?
@@ -910,11 +1457,20 @@ impl Storage for S3Storage {
             Err(e) => Err(self.describe("delete", key, &e)),
         }
     }
+
+    /// With an Object Lock set: the current version's retain-until.
+    fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
+        if self.object_lock.is_none() {
+            return Ok(None);
+        }
+        Ok(self.head_lock(key)?.and_then(|h| h.retain_until))
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{read_credentials_file, S3Options};
+    use super::{order_versions, read_credentials_file, LockMode, ObjectLock, S3Options};
+    use crate::storage::versioned::ObjectVersion;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
@@ -961,6 +1517,43 @@ mod tests {
     }
 
     #[test]
+    fn versions_are_ordered_oldest_first_with_markers_by_time() {
+        let e = |key: &str, id: &str, t: i64, latest: bool, marker: bool| ObjectVersion {
+            key: key.into(),
+            version_id: id.into(),
+            last_modified: t,
+            is_latest: latest,
+            delete_marker: marker,
+            size: 0,
+        };
+        // S3's order: per page the versions (by key, newest first), then
+        // the delete markers apart.
+        let listed = [
+            e("a", "v3", 30, true, false),
+            e("a", "v2", 20, false, false),
+            e("a", "v1", 20, false, false),
+            e("b", "v1", 5, true, false),
+            e("a", "m2", 30, false, true),
+            e("a", "m1", 20, false, true),
+            e("c", "m1", 7, true, true),
+        ];
+        let ids: Vec<(String, String)> = order_versions(listed)
+            .into_iter()
+            .map(|v| (v.key, v.version_id))
+            .collect();
+        let want = [
+            ("a", "v1"),
+            ("a", "v2"),
+            ("a", "m1"),
+            ("a", "m2"),
+            ("a", "v3"),
+            ("b", "v1"),
+            ("c", "m1"),
+        ];
+        assert_eq!(ids, want.map(|(k, v)| (k.to_string(), v.to_string())));
+    }
+
+    #[test]
     fn debug_never_prints_the_secret_key() {
         let o = S3Options {
             access_key_id: Some("AKIAEXAMPLE".into()),
@@ -969,6 +1562,16 @@ mod tests {
         };
         let shown = format!("{o:?} {o:#?}");
         assert!(!shown.contains("very-secret"), "{shown}");
+        assert!(shown.contains("object_lock: None"), "{shown}");
+        let locked = S3Options {
+            object_lock: Some(ObjectLock {
+                mode: LockMode::Compliance,
+                days: 30,
+            }),
+            ..o
+        };
+        let shown = format!("{locked:?}");
+        assert!(shown.contains("mode: Compliance, days: 30"), "{shown}");
         assert!(
             shown.contains("AKIAEXAMPLE") && shown.contains("(hidden)"),
             "{shown}"
