@@ -91,5 +91,6 @@ pub fn config(url: String) -> RepoConfig {
         url,
         s3: settings::s3_config(),
         encryption: settings::encryption_files(),
+        view: Default::default(),
     }
 }

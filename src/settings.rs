@@ -11,6 +11,7 @@
 //! The prefix `ark` is reserved (`MarkGUCPrefixReserved`), so a misspelt
 //! `ark.*` setting is an error instead of a silently ignored placeholder.
 use pg_ark_core::repo::compress::Compression;
+use pg_ark_core::storage::lock::LockMode;
 use pg_ark_core::RepoUrl;
 use pgrx::{pg_guard, pg_sys, GucContext, GucFlags, GucRegistry, GucSetting, PostgresGucEnum};
 use std::ffi::{c_char, c_void, CStr, CString};
@@ -27,6 +28,17 @@ pub enum CompressionSetting {
     Gzip,
     #[name = c"none"]
     None,
+}
+
+/// `ark.s3_object_lock_mode`: the S3 Object Lock every stored object gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum ObjectLockSetting {
+    #[name = c"off"]
+    Off,
+    #[name = c"governance"]
+    Governance,
+    #[name = c"compliance"]
+    Compliance,
 }
 
 impl From<CompressionSetting> for Compression {
@@ -78,6 +90,9 @@ pub static LOGICAL_RETAIN_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_FULL: GucSetting<i32> = GucSetting::<i32>::new(2);
 pub static RETENTION_DIFF: GucSetting<i32> = GucSetting::<i32>::new(0);
 pub static RETENTION_DAYS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static S3_OBJECT_LOCK_MODE: GucSetting<ObjectLockSetting> =
+    GucSetting::<ObjectLockSetting>::new(ObjectLockSetting::Off);
+pub static S3_OBJECT_LOCK_DAYS: GucSetting<i32> = GucSetting::<i32>::new(14);
 pub static NOTIFY_URL: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static NOTIFY_ON_SUCCESS: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static NOTIFY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5);
@@ -313,6 +328,24 @@ pub fn init(preloading: bool) {
         GucContext::Sighup,
         GucFlags::SUPERUSER_ONLY,
     );
+    GucRegistry::define_enum_guc(
+        c"ark.s3_object_lock_mode",
+        c"S3 Object Lock mode of every object stored: off, governance or compliance.",
+        c"The bucket must have been created with Object Lock. Compliance: no one can delete a stored version before its lock ends; governance: only users allowed to bypass it.",
+        &S3_OBJECT_LOCK_MODE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
+    GucRegistry::define_int_guc(
+        c"ark.s3_object_lock_days",
+        c"Days each stored object stays locked, with ark.s3_object_lock_mode; never less than ark.retention_days.",
+        c"Retention removes an expired backup only once its lock has ended, in a later run.",
+        &S3_OBJECT_LOCK_DAYS,
+        1,
+        36500,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+    );
     GucRegistry::define_string_guc(
         c"ark.s3_credentials_file",
         c"File with the S3 access key ID and secret key (AWS credentials format), read by the server's OS user.",
@@ -424,6 +457,15 @@ pub fn s3_config() -> pg_ark_core::repo::config::S3Config {
         secret_access_key: text(&S3_SECRET_ACCESS_KEY),
         credentials_file: text(&S3_CREDENTIALS_FILE).map(std::path::PathBuf::from),
         operation_timeout: None,
+        object_lock: pg_ark_core::storage::lock::ObjectLock::of_settings(
+            match S3_OBJECT_LOCK_MODE.get() {
+                ObjectLockSetting::Off => None,
+                ObjectLockSetting::Governance => Some(LockMode::Governance),
+                ObjectLockSetting::Compliance => Some(LockMode::Compliance),
+            },
+            u32::try_from(S3_OBJECT_LOCK_DAYS.get()).unwrap_or(1),
+            u32::try_from(RETENTION_DAYS.get()).unwrap_or(0),
+        ),
     }
 }
 

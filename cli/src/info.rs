@@ -27,7 +27,22 @@ fn bytes(v: &Value) -> String {
 
 pub fn run(args: &Args) -> Result<(), Failure> {
     let repo = args.repo.open()?;
-    let doc = inventory(&repo)?;
+    let mut doc = inventory(&repo)?;
+    // Read through --first-versions or --as-of: the whole repository's
+    // versions, for what was put over pg_ark's objects, hid or planted
+    // (named on stderr at exit, and in the JSON document).
+    let mut tampering = Vec::new();
+    for view in crate::repo_opts::views() {
+        tampering.extend(
+            view.scan("")
+                .map_err(pg_ark_core::Error::from)?
+                .into_iter()
+                .map(|t| t.to_string()),
+        );
+    }
+    if !tampering.is_empty() {
+        doc["tampering"] = serde_json::json!(tampering);
+    }
     if args.json {
         println!(
             "{}",

@@ -147,6 +147,10 @@ fn main() -> ExitCode {
         Command::RestoreLogical(args) => restore_logical::run(&args),
         Command::Rekey(args) => rekey::run(&args),
     };
+    // Read through --first-versions or --as-of: what was tampered with.
+    for t in repo_opts::tampering() {
+        eprintln!("pg_ark: warning: tampering: {t}");
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Quiet) => ExitCode::from(1),

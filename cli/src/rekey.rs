@@ -38,6 +38,11 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     // writer's.
     let mut reading = keys.clone();
     reading.recipients = None;
+    if args.repo.config().view != pg_ark_core::storage::ReadView::Current {
+        return Err(Failure::Message(
+            "pg_ark rekey writes key objects: --first-versions and --as-of only read".into(),
+        ));
+    }
     let url = pg_ark_core::RepoUrl::parse(&args.repo.repository)?;
     let repo = pg_ark_core::repo::Repository::open_with(
         pg_ark_core::storage::open(&url, &args.repo.s3()?)?,

@@ -1,7 +1,37 @@
 //! Options that name the repository, shared by every subcommand that reads
 //! one, as flags or from the environment.
 use pg_ark_core::repo::config::{EncryptionFiles, RepoConfig, S3Config, FLAGS};
-use pg_ark_core::storage;
+use pg_ark_core::storage::{self, versioned::AsOf, ReadView};
+use std::sync::{Arc, Mutex};
+
+/// The versioned readers this process opened (`--first-versions`,
+/// `--as-of`), so that what they found tampered is reported at exit.
+static VIEWS: Mutex<Vec<Arc<AsOf>>> = Mutex::new(Vec::new());
+
+/// Keep `view` for [`report_tampering`].
+pub fn remember(view: Option<Arc<AsOf>>) {
+    if let (Some(v), Ok(mut views)) = (view, VIEWS.lock()) {
+        views.push(v);
+    }
+}
+
+/// The tampering the versioned readers found so far, one line each.
+pub fn tampering() -> Vec<String> {
+    let views = VIEWS.lock().map(|v| v.clone()).unwrap_or_default();
+    let mut out: Vec<String> = views
+        .iter()
+        .flat_map(|v| v.tampering())
+        .map(|t| t.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Every versioned reader opened, to scan a whole repository with.
+pub fn views() -> Vec<Arc<AsOf>> {
+    VIEWS.lock().map(|v| v.clone()).unwrap_or_default()
+}
 
 /// S3 credentials come from `--s3-credentials-file` (AWS's credentials
 /// format, the same file `ark.s3_credentials_file` names) or the standard
@@ -30,6 +60,20 @@ pub struct RepoOpts {
     /// Recipients file (age public keys) that new data keys are wrapped to (pg_ark rekey)
     #[arg(long, env = "PG_ARK_RECIPIENTS_FILE", value_name = "FILE")]
     pub recipients_file: Option<std::path::PathBuf>,
+    /// Read a versioned S3 bucket's first version of every key, whatever was put over it or hid it since, and report that tampering
+    #[arg(long, env = "PG_ARK_FIRST_VERSIONS")]
+    pub first_versions: bool,
+    /// Read a versioned S3 bucket as it was at TIME (for example 2026-12-06 03:00:00+00): the first versions, ignoring every object stored after TIME
+    #[arg(long, env = "PG_ARK_AS_OF", value_name = "TIME", value_parser = parse_as_of)]
+    pub as_of: Option<i64>,
+}
+
+/// `--as-of`: a time with its zone, to the second (S3 stamps versions to
+/// the second or finer).
+fn parse_as_of(text: &str) -> Result<i64, String> {
+    pg_ark_core::restore::plan::parse_time(text)
+        .map(|micros| micros.div_euclid(1_000_000))
+        .map_err(|e| e.to_string())
 }
 
 impl RepoOpts {
@@ -47,10 +91,16 @@ impl RepoOpts {
                 secret_access_key: None,
                 credentials_file: self.s3_credentials_file.clone(),
                 operation_timeout: None,
+                object_lock: None,
             },
             encryption: EncryptionFiles {
                 recipients_file: self.recipients_file.clone(),
                 identity_file: self.identity_file.clone(),
+            },
+            view: match (self.as_of, self.first_versions) {
+                (Some(t), _) => ReadView::AsOf(t),
+                (None, true) => ReadView::FirstVersions,
+                (None, false) => ReadView::Current,
             },
         }
     }
@@ -64,11 +114,14 @@ impl RepoOpts {
         self.config().encryption.keys(&FLAGS, data_dir)
     }
 
-    /// Open the repository (never creating it).
+    /// Open the repository (never creating it), through the versioned
+    /// reader of `--first-versions` or `--as-of` when one is given.
     pub fn open(
         &self,
     ) -> Result<std::sync::Arc<pg_ark_core::repo::Repository>, pg_ark_core::Error> {
-        self.config().open(&FLAGS, None, false)
+        let (repo, view) = self.config().open_viewed(&FLAGS, None, false)?;
+        remember(view);
+        Ok(repo)
     }
 
     pub fn s3(&self) -> Result<storage::s3::S3Options, pg_ark_core::Error> {

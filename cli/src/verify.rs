@@ -172,6 +172,17 @@ pub fn run(args: &Args) -> Result<(), Failure> {
             "{bad} of {checked} backup(s) failed verification"
         )));
     }
+    // Read through --first-versions or --as-of: the whole repository's
+    // versions, for what was put over pg_ark's objects, hid or planted.
+    let mut tampered = 0;
+    for view in crate::repo_opts::views() {
+        tampered += view.scan("").map_err(pg_ark_core::Error::from)?.len();
+    }
+    if tampered > 0 {
+        return Err(Failure::Message(format!(
+            "{checked} backup(s) verified from the genuine versions, but the repository was tampered with: {tampered} finding(s), each named above"
+        )));
+    }
     if damaged > 0 {
         return Err(Failure::Message(format!(
             "{checked} backup(s) verified, but the repository's catalog has {damaged} problem(s)"

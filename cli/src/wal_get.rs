@@ -106,7 +106,9 @@ fn fetch_once(
     dest: &Path,
     spool: &Path,
 ) -> Result<wal::get::Fetched, pg_ark_core::Error> {
-    let repository = Arc::new(Repository::open_with(storage::open(url, s3)?, false, keys)?);
+    let (storage, view) = storage::open_view(url, s3, args.repo.config().view)?;
+    crate::repo_opts::remember(view);
+    let repository = Arc::new(Repository::open_with(storage, false, keys)?);
     let cluster = repository.cluster(sysid, major, false)?;
     let depth = if args.prefetch <= 1 {
         1

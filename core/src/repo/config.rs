@@ -9,6 +9,8 @@ use crate::crypto::layer::Keys;
 use crate::repo::Repository;
 use crate::secret_file::Readers;
 use crate::storage::s3::{read_credentials_file, S3Options};
+use crate::storage::versioned::AsOf;
+use crate::storage::ReadView;
 use crate::Error;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +30,8 @@ pub struct S3Config {
     pub credentials_file: Option<PathBuf>,
     /// Limit of one whole S3 operation (`None`: the default).
     pub operation_timeout: Option<Duration>,
+    /// The Object Lock every stored object gets (`None`: none asked for).
+    pub object_lock: Option<crate::storage::lock::ObjectLock>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -43,6 +47,7 @@ impl std::fmt::Debug for S3Config {
             )
             .field("credentials_file", &self.credentials_file)
             .field("operation_timeout", &self.operation_timeout)
+            .field("object_lock", &self.object_lock)
             .finish()
     }
 }
@@ -134,7 +139,7 @@ impl S3Config {
             access_key_id: self.access_key_id.clone(),
             secret_access_key: self.secret_access_key.clone(),
             operation_timeout: self.operation_timeout,
-            object_lock: None,
+            object_lock: self.object_lock,
         };
         if let Some(file) = &self.credentials_file {
             let invalid = |reason: String| Error::InvalidSetting {
@@ -162,6 +167,8 @@ pub struct RepoConfig {
     pub url: String,
     pub s3: S3Config,
     pub encryption: EncryptionFiles,
+    /// Which versions a reader sees (a versioned bucket read as it was).
+    pub view: ReadView,
 }
 
 impl RepoConfig {
@@ -172,12 +179,27 @@ impl RepoConfig {
         data_dir: Option<&Path>,
         create: bool,
     ) -> Result<Arc<Repository>, Error> {
-        let storage = crate::storage::open(
+        Ok(self.open_viewed(names, data_dir, create)?.0)
+    }
+
+    /// [`RepoConfig::open`], with the versioned reader of a [`ReadView`]
+    /// other than the current one, which reports what it found tampered.
+    pub fn open_viewed(
+        &self,
+        names: &Names,
+        data_dir: Option<&Path>,
+        create: bool,
+    ) -> Result<(Arc<Repository>, Option<Arc<AsOf>>), Error> {
+        let (storage, view) = crate::storage::open_view(
             &crate::RepoUrl::parse(&self.url)?,
             &self.s3.options(names, data_dir)?,
+            self.view,
         )?;
         let keys = self.encryption.keys(names, data_dir)?;
-        Ok(Arc::new(Repository::open_with(storage, create, &keys)?))
+        Ok((
+            Arc::new(Repository::open_with(storage, create, &keys)?),
+            view,
+        ))
     }
 
     /// The options of a `pg_ark` command that reach this repository again:
@@ -200,6 +222,11 @@ impl RepoConfig {
         if let Some(f) = &self.encryption.identity_file {
             w.extend(["--identity-file".into(), f.display().to_string()]);
         }
+        match self.view {
+            ReadView::Current => {}
+            ReadView::FirstVersions => w.push("--first-versions".into()),
+            ReadView::AsOf(t) => w.extend(["--as-of".into(), crate::logical::rfc3339_utc(t)]),
+        }
         w
     }
 }
@@ -221,7 +248,9 @@ mod tests {
                 secret_access_key: Some("s3cr3t".into()),
                 credentials_file: None,
                 operation_timeout: None,
+                object_lock: None,
             },
+            view: ReadView::AsOf(1_765_000_000),
         };
         let w = c.words();
         assert_eq!(
@@ -233,7 +262,9 @@ mod tests {
                 "http://127.0.0.1:9000",
                 "--s3-region",
                 "eu-west-1",
-                "--s3-path-style"
+                "--s3-path-style",
+                "--as-of",
+                "2025-12-06T05:46:40Z"
             ]
         );
         assert!(!format!("{c:?}").contains("s3cr3t"));
@@ -262,7 +293,7 @@ mod tests {
         let c = RepoConfig {
             url: "s3://b/p".into(),
             s3: s3.clone(),
-            encryption: EncryptionFiles::default(),
+            ..RepoConfig::default()
         };
         assert_eq!(
             c.words()[2..],

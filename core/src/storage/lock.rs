@@ -58,6 +58,20 @@ pub struct ObjectLock {
 }
 
 impl ObjectLock {
+    /// The lock the settings ask for: `mode` (`None`: off) for `days`,
+    /// never shorter than the recovery window (so a backup retention still
+    /// needs is never unlocked first), and at least a day.
+    pub fn of_settings(
+        mode: Option<LockMode>,
+        days: u32,
+        recovery_window_days: u32,
+    ) -> Option<ObjectLock> {
+        mode.map(|mode| ObjectLock {
+            mode,
+            days: days.max(recovery_window_days).max(1),
+        })
+    }
+
     /// The retain-until date (epoch seconds) of an object stored at `now`.
     pub fn retain_until(&self, now: i64) -> i64 {
         now.saturating_add(i64::from(self.days) * 86_400)
@@ -170,6 +184,19 @@ pub fn utc(secs: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settings_lock_covers_the_recovery_window() {
+        assert_eq!(ObjectLock::of_settings(None, 30, 7), None);
+        let c = Some(LockMode::Compliance);
+        assert_eq!(ObjectLock::of_settings(c, 30, 7).unwrap().days, 30);
+        assert_eq!(ObjectLock::of_settings(c, 14, 35).unwrap().days, 35);
+        assert_eq!(ObjectLock::of_settings(c, 0, 0).unwrap().days, 1);
+        assert_eq!(
+            ObjectLock::of_settings(c, 1, 0).unwrap().retain_until(1000),
+            1000 + 86_400
+        );
+    }
 
     fn bucket(enabled: bool, default: Option<(LockMode, u32)>) -> BucketLock {
         BucketLock {

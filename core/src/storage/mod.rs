@@ -82,9 +82,9 @@ pub mod conformance;
 pub mod local;
 pub mod lock;
 pub mod s3;
+pub mod versioned;
 #[cfg(any(test, feature = "conformance"))]
 pub mod write_once;
-pub mod versioned;
 
 /// How `put` treats an existing object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,6 +280,47 @@ pub fn open(url: &crate::RepoUrl, s3: &s3::S3Options) -> Result<Box<dyn Storage>
         crate::RepoUrl::File { path } => Ok(Box::new(local::LocalStorage::open(path)?)),
         crate::RepoUrl::S3 { bucket, prefix } => {
             Ok(Box::new(s3::S3Storage::open(bucket, prefix, s3)?))
+        }
+    }
+}
+
+/// Which versions of a versioned bucket a reader sees (see [`versioned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadView {
+    /// The current version of each key: what a plain reader sees.
+    #[default]
+    Current,
+    /// The first version of each key, whatever was put over it or hid it.
+    FirstVersions,
+    /// The first version of each key, among versions stored up to this
+    /// time (epoch seconds): keys first stored later are left out.
+    AsOf(i64),
+}
+
+/// A read-only view of the repository at `url` (see [`ReadView`]), and the
+/// versioned reader under it that reports tampering (`None` for
+/// [`ReadView::Current`]). Only a versioned S3 bucket keeps versions.
+#[allow(clippy::type_complexity)]
+pub fn open_view(
+    url: &crate::RepoUrl,
+    s3: &s3::S3Options,
+    view: ReadView,
+) -> Result<(Box<dyn Storage>, Option<std::sync::Arc<versioned::AsOf>>), crate::Error> {
+    let as_of = match view {
+        ReadView::Current => return Ok((open(url, s3)?, None)),
+        ReadView::FirstVersions => None,
+        ReadView::AsOf(t) => Some(t),
+    };
+    match url {
+        crate::RepoUrl::File { .. } => Err(crate::Error::Unsupported {
+            what: "reading first versions, or as of a time, needs a versioned S3 bucket: \
+                   a local repository keeps no versions"
+                .into(),
+        }),
+        crate::RepoUrl::S3 { bucket, prefix } => {
+            let inner = std::sync::Arc::new(s3::S3Storage::open(bucket, prefix, s3)?);
+            let view = std::sync::Arc::new(versioned::AsOf::new(inner, as_of));
+            Ok((Box::new(std::sync::Arc::clone(&view)), Some(view)))
         }
     }
 }

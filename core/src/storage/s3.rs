@@ -537,18 +537,19 @@ impl S3Storage {
                 .bucket(bucket)
                 .key(full)
                 .checksum_sha256(sha_c)
+                // With only the preset checksum the SDK names no algorithm;
+                // lock headers, and a bucket with a default retention, need
+                // one named.
+                .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .content_length(len)
                 .body(ByteStream::from(data));
             if mode == PutMode::Create {
                 req = req.if_none_match("*");
             }
             if let Some((mode, until)) = lock {
-                // With only the preset checksum the SDK names no algorithm,
-                // and lock headers need one named.
                 req = req
                     .object_lock_mode(mode)
-                    .object_lock_retain_until_date(until)
-                    .checksum_algorithm(ChecksumAlgorithm::Sha256);
+                    .object_lock_retain_until_date(until);
             }
             req.send().await
         })?;
