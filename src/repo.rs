@@ -56,6 +56,12 @@ impl RepoTarget {
         repo.cluster(self.sysid, self.major, false)
     }
 
+    /// The repository's versions scanned for tampering, when it is an S3
+    /// bucket with an Object Lock set (see `storage::find_tampering`).
+    pub fn tampering(&self) -> Result<Option<Vec<String>>, pg_ark_core::Error> {
+        storage::find_tampering(&RepoUrl::parse(&self.url)?, &self.s3)
+    }
+
     /// The encryption keys the settings name, read now.
     fn keys(&self) -> Result<pg_ark_core::crypto::layer::Keys, pg_ark_core::Error> {
         let keys = self.encryption.keys(

@@ -102,6 +102,10 @@ pub struct Facts {
     pub retrying: Vec<JobFacts>,
     pub failed: Vec<JobFacts>,
     pub archive: ArchiveFacts,
+    /// What the last scan of the repository's versions found done behind
+    /// pg_ark's back (a bucket under Object Lock), with the job that
+    /// scanned: newer versions, delete markers.
+    pub tampering: Option<(i64, Vec<String>)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -147,6 +151,26 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
             ),
             &mut messages,
         );
+    }
+    if let Some((job, found)) = &facts.tampering {
+        const SHOWN: usize = 5;
+        for t in found.iter().take(SHOWN) {
+            raise(
+                Verdict::Failing,
+                format!("the repository was tampered with (found by job {job}): {t}"),
+                &mut messages,
+            );
+        }
+        if found.len() > SHOWN {
+            raise(
+                Verdict::Failing,
+                format!(
+                    "the repository was tampered with: {} more finding(s) in job {job}'s result",
+                    found.len() - SHOWN
+                ),
+                &mut messages,
+            );
+        }
     }
     for d in &facts.failed_drills {
         raise(
@@ -307,7 +331,27 @@ mod tests {
             retrying: vec![],
             failed: vec![],
             archive: ArchiveFacts::default(),
+            tampering: None,
         }
+    }
+
+    #[test]
+    fn tampering_is_failing_and_named() {
+        let mut f = facts();
+        f.tampering = Some((9, vec![]));
+        assert_eq!(evaluate(&f, &t()).verdict, Verdict::Healthy);
+        let found: Vec<String> = (1..=7)
+            .map(|n| format!("key{n}: hidden behind a delete marker"))
+            .collect();
+        f.tampering = Some((9, found));
+        let r = evaluate(&f, &t());
+        assert_eq!(r.verdict, Verdict::Failing);
+        assert_eq!(r.messages.len(), 6, "{:?}", r.messages);
+        assert_eq!(
+            r.messages[0],
+            "the repository was tampered with (found by job 9): key1: hidden behind a delete marker"
+        );
+        assert!(r.messages[5].contains("2 more finding(s) in job 9's result"));
     }
 
     fn job(id: i64, superseded: bool) -> JobFacts {

@@ -147,6 +147,25 @@ fn paused_schedules() -> Result<Vec<(String, String)>, ArkError> {
 
 /// `ark.status()`'s document and its verdict (the caller checks the
 /// privilege).
+/// The findings of the newest job that scanned the repository's versions
+/// for tampering (backups and verifications, on a bucket under Object
+/// Lock), with its id.
+fn tampering() -> Result<Option<(i64, Vec<String>)>, ArkError> {
+    let row = Spi::get_two::<i64, JsonB>(
+        "SELECT id, result->'tampering' FROM ark.jobs
+          WHERE result ? 'tampering' ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1",
+    );
+    let (id, found) = match row {
+        Ok(r) => r,
+        Err(pgrx::spi::SpiError::InvalidPosition) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let found: Vec<String> = found
+        .and_then(|j| serde_json::from_value(j.0).ok())
+        .unwrap_or_default();
+    Ok(id.map(|id| (id, found)))
+}
+
 pub(crate) fn status_document() -> Result<(Value, health::Verdict), ArkError> {
     let thresholds = Thresholds {
         backup_max_age: f64::from(settings::HEALTH_BACKUP_MAX_AGE.get()),
@@ -217,6 +236,7 @@ pub(crate) fn status_document() -> Result<(Value, health::Verdict), ArkError> {
         retrying,
         failed,
         archive: archive.clone(),
+        tampering: tampering()?,
     };
     let report = health::evaluate(&facts, &thresholds);
     let doc = json!({

@@ -700,6 +700,7 @@ fn apply_retention(job: &Job, cluster: &ClusterRepo, result: &mut Value) {
                 log!("pg_ark job {}: expired backup {}", job.id, b["label"]);
             }
             result["expired"] = json!({"backups": expired.backups, "wal": expired.wal,
+                                       "pending": expired.pending,
                                        "recoverable_from": expired.recoverable_from});
         }
         Ok(Err(e)) => {
@@ -997,8 +998,34 @@ pub fn run_physical(job: &Job, requested: BackupKind) -> Outcome {
     // the backup complete; the next backup or ark.expire() tries again.
     phases.mark("finish");
     apply_retention(job, &cluster, &mut result);
-    result["seconds"] = json!(phases.done("expire"));
+    phases.mark("expire");
+    scan_for_tampering(job, &plan.target, &mut result);
+    result["seconds"] = json!(phases.done("tampering"));
     Outcome::Succeeded(result)
+}
+
+/// On a bucket under Object Lock, every key's versions scanned for what
+/// was done behind pg_ark's back (see `storage::find_tampering`), into
+/// `result`. A scan that fails is said in `result` and the log; the
+/// backup stays complete.
+fn scan_for_tampering(job: &Job, target: &Target, result: &mut Value) {
+    let t = target.clone();
+    match supervise(
+        job,
+        move |_control, _tx: std::sync::mpsc::Sender<()>| t.tampering(),
+        |_| {},
+    ) {
+        Ok(Ok(found)) => crate::worker::verify::report_tampering(job, found, result),
+        Ok(Err(e)) => {
+            warning!(
+                "pg_ark job {}: the repository's versions were not scanned: {}",
+                job.id,
+                e
+            );
+            result["tampering_error"] = json!(e.to_string());
+        }
+        Err(_) => {}
+    }
 }
 
 /// The physical retention rules: a job's options over the settings.

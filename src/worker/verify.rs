@@ -43,11 +43,13 @@ pub fn run_verify(job: &Job) -> Outcome {
             };
             set_progress(&control, json!({"phase": "verify", "backup_id": id}));
             let problems = physical::verify_backup(&c, &id).map_err(JobFailure::from)?;
-            Ok::<_, JobFailure>((id, problems))
+            set_progress(&control, json!({"phase": "tampering", "backup_id": id}));
+            let tampering = target.tampering().map_err(JobFailure::from)?;
+            Ok::<_, JobFailure>((id, problems, tampering))
         },
         |_| {},
     );
-    let (id, problems) = match checked {
+    let (id, problems, tampering) = match checked {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Outcome::Failed(e),
         Err(s) => return stopped(s),
@@ -78,7 +80,9 @@ pub fn run_verify(job: &Job) -> Outcome {
     }
     if problems.is_empty() {
         log!("pg_ark job {}: backup \"{}\" verified", job.id, id);
-        return Outcome::Succeeded(json!({"backup_id": id, "ok": true, "problems": []}));
+        let mut result = json!({"backup_id": id, "ok": true, "problems": []});
+        report_tampering(job, tampering, &mut result);
+        return Outcome::Succeeded(result);
     }
     let mut message = format!(
         "backup \"{id}\" failed verification: {} problem(s):",
@@ -91,4 +95,21 @@ pub fn run_verify(job: &Job) -> Outcome {
         message.push_str(&format!(" and {} more", problems.len() - 20));
     }
     Outcome::Failed(JobFailure::permanent(message))
+}
+
+/// Record what a scan of the repository's versions found (`None`: no scan,
+/// not a bucket under Object Lock) in `result`, which `ark.status()` reads,
+/// and say each finding in the log.
+pub(crate) fn report_tampering(job: &Job, found: Option<Vec<String>>, result: &mut Value) {
+    let Some(found) = found else {
+        return;
+    };
+    for t in &found {
+        warning!(
+            "pg_ark job {}: the repository was tampered with: {}",
+            job.id,
+            t
+        );
+    }
+    result["tampering"] = json!(found);
 }

@@ -325,6 +325,26 @@ pub fn open_view(
     }
 }
 
+/// What was done behind pg_ark's back to the repository at `url`, when it
+/// is an S3 bucket written with an Object Lock set (else `None`): every
+/// key's versions scanned for versions put over pg_ark's and delete
+/// markers (see [`versioned`]), one line each.
+pub fn find_tampering(
+    url: &crate::RepoUrl,
+    s3: &s3::S3Options,
+) -> Result<Option<Vec<String>>, crate::Error> {
+    if s3.object_lock.is_none() || !matches!(url, crate::RepoUrl::S3 { .. }) {
+        return Ok(None);
+    }
+    let (_, view) = open_view(url, s3, ReadView::FirstVersions)?;
+    let Some(view) = view else {
+        return Ok(None);
+    };
+    Ok(Some(
+        view.scan("")?.iter().map(ToString::to_string).collect(),
+    ))
+}
+
 /// Check that `key` is a valid object key (see the module documentation).
 pub fn validate_key(key: &str) -> Result<(), StorageError> {
     let bad = |reason| {
