@@ -187,6 +187,26 @@ fn a_lock_on_a_bucket_without_object_lock_is_a_clear_error() {
         "{hint}"
     );
 
+    // Versioning suspended on a bucket with Object Lock: AWS refuses to
+    // suspend it, moto does not, which lets the check be seen.
+    moto.create_bucket("ark-suspended", true);
+    let (status, body) = moto.http(
+        "PUT",
+        "/ark-suspended?versioning",
+        &[],
+        "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}\n{body}");
+    let e = match S3Storage::open("ark-suspended", "p", &options(&moto, Some(LOCK))) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a lock on a bucket without versioning must be refused"),
+    };
+    assert_eq!(
+        e,
+        "s3://ark-suspended/p: Object Lock is set, but bucket \"ark-suspended\" does not have \
+         versioning enabled"
+    );
+
     // Without the lock it opens, and reports the bucket as it is.
     let s = S3Storage::open(&moto.plain_bucket, "p", &options(&moto, None)).unwrap();
     let b = s.bucket_lock().unwrap();

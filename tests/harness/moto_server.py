@@ -16,11 +16,14 @@ AWS_ROOTS = {
     "GetBucketVersioning": "VersioningConfiguration",
     "CompleteMultipartUpload": "CompleteMultipartUploadResult",
 }
-moto_answer = serialize.S3Serializer._serialized_result_to_response
+# Where the XML body gets its root, below S3's and REST's own handling.
+moto_answer = serialize.BaseXMLSerializer._serialized_result_to_response
 
 
 def aws_answer(self, resp, result, shape, serialized_result):
-    root = AWS_ROOTS.get(self.operation_model.name)
+    root = None
+    if isinstance(self, serialize.S3Serializer):
+        root = AWS_ROOTS.get(self.operation_model.name)
     if root is None:
         return moto_answer(self, resp, result, shape, serialized_result)
     self._serialize_namespace_attribute(serialized_result)
@@ -29,7 +32,7 @@ def aws_answer(self, resp, result, shape, serialized_result):
     return resp
 
 
-serialize.S3Serializer._serialized_result_to_response = aws_answer
+serialize.BaseXMLSerializer._serialized_result_to_response = aws_answer
 
 from moto.server import main  # noqa: E402  (after the change)
 

@@ -287,21 +287,25 @@ impl S3Storage {
         self.object_lock
     }
 
-    /// With an Object Lock set, the bucket must have Object Lock enabled;
-    /// anything else, including a configuration that cannot be read, is
-    /// [`StorageError::ObjectLockUnavailable`] (a server that cannot be
-    /// reached stays [`StorageError::Unavailable`]). Versioning needs no
-    /// check of its own: S3 turns it on with Object Lock and refuses to
-    /// suspend it while Object Lock is on.
+    /// With an Object Lock set, the bucket must have Object Lock and
+    /// versioning enabled; anything else, including a configuration that
+    /// cannot be read, is [`StorageError::ObjectLockUnavailable`] (a server
+    /// that cannot be reached stays [`StorageError::Unavailable`]).
     fn check_lock(&self) -> Result<(), StorageError> {
         let unavailable = |reason: String| StorageError::ObjectLockUnavailable {
             location: self.location(),
             bucket: self.bucket.clone(),
             reason,
         };
-        match self.lock_configuration() {
-            Ok(b) if b.enabled => Ok(()),
-            Ok(_) => Err(unavailable("has no Object Lock".into())),
+        // Object Lock first: a bucket without it needs no second question.
+        let checked = self.lock_configuration().and_then(|b| match b.enabled {
+            true => self.versioning().map(|v| (true, v)),
+            false => Ok((false, false)),
+        });
+        match checked {
+            Ok((false, _)) => Err(unavailable("has no Object Lock".into())),
+            Ok((true, false)) => Err(unavailable("does not have versioning enabled".into())),
+            Ok((true, true)) => Ok(()),
             Err(e) if e.is_transient() => Err(e),
             Err(StorageError::Backend { message, .. }) => Err(unavailable(format!(
                 "cannot be checked for Object Lock: {message}"
@@ -313,30 +317,31 @@ impl S3Storage {
     }
 
     /// The bucket's Object Lock configuration (GetObjectLockConfiguration)
-    /// and versioning. A bucket without Object Lock
+    /// and versioning (GetBucketVersioning). A bucket without Object Lock
     /// (`ObjectLockConfigurationNotFoundError`), or a server that does not
-    /// implement it (`NotImplemented`), has `enabled: false`; other failures
-    /// are errors. With Object Lock enabled, versioning is on (S3 keeps it
-    /// so); without, GetBucketVersioning says. Feed it to
-    /// [`super::lock::lock_warnings`].
+    /// implement it (`NotImplemented`), has `enabled: false`; a server that
+    /// does not implement versioning has `versioning: false`; other failures
+    /// are errors. Feed it to [`super::lock::lock_warnings`].
     pub fn bucket_lock(&self) -> Result<BucketLock, StorageError> {
         let mut out = self.lock_configuration()?;
-        if out.enabled {
-            return Ok(out);
-        }
+        out.versioning = self.versioning()?;
+        Ok(out)
+    }
+
+    /// Whether GetBucketVersioning says `Enabled`.
+    fn versioning(&self) -> Result<bool, StorageError> {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
         match self
             .run(async move { client.get_bucket_versioning().bucket(&bucket).send().await })?
         {
-            Ok(o) => out.versioning = o.status() == Some(&BucketVersioningStatus::Enabled),
-            Err(e) if not_implemented(&e) => {}
-            Err(e) => return Err(self.describe("read the versioning of bucket", &self.bucket, &e)),
+            Ok(o) => Ok(o.status() == Some(&BucketVersioningStatus::Enabled)),
+            Err(e) if not_implemented(&e) => Ok(false),
+            Err(e) => Err(self.describe("read the versioning of bucket", &self.bucket, &e)),
         }
-        Ok(out)
     }
 
-    /// GetObjectLockConfiguration, as a [`BucketLock`] whose `versioning`
-    /// is `enabled` (see `bucket_lock`).
+    /// GetObjectLockConfiguration, as a [`BucketLock`] without versioning
+    /// (see `bucket_lock`).
     fn lock_configuration(&self) -> Result<BucketLock, StorageError> {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
         let lock = self.run(async move {
@@ -357,7 +362,6 @@ impl S3Storage {
                 let conf = o.object_lock_configuration();
                 out.enabled =
                     conf.and_then(|c| c.object_lock_enabled()) == Some(&ObjectLockEnabled::Enabled);
-                out.versioning = out.enabled;
                 if let Some(d) = conf
                     .and_then(|c| c.rule())
                     .and_then(|r| r.default_retention())
