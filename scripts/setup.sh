@@ -8,11 +8,12 @@
 #     against the SHA-256 recorded below) into $ARK_CACHE/pg/<major>, outside
 #     the checkout, and reused when present;
 #   - cargo-pgrx =0.18.1 and `cargo pgrx init` for the majors set up;
-#   - s3s-fs, the S3-compatible server the tests run on loopback;
+#   - s3s-fs, the S3-compatible server the tests run on loopback, and moto
+#     (pip, for python3), the one with versioning and Object Lock;
 #   - the unprivileged OS user that test clusters run as (initdb refuses root).
 #
 # ARK_PG_MAJORS picks the majors (default "15 17 18", what `make test` needs;
-# `make demo` asks for "17" only). ARK_SETUP_S3=0 skips the S3 test server.
+# `make demo` asks for "17" only). ARK_SETUP_S3=0 skips the S3 test servers.
 # ARK_SETUP_BENCH=1 (`make bench`) adds what the benchmarks compare against:
 # Debian bookworm's pgBackRest (2.45, which reads PostgreSQL up to 15), and the
 # zstd command (the compression limit a full backup meets).
@@ -32,6 +33,7 @@ PGRX_VERSION=0.18.1
 # Bump when build_pg changes, so cached builds of an older recipe are redone.
 PG_BUILD_RECIPE=4
 S3S_FS_VERSION=0.14.1
+MOTO_VERSION=5.2.1
 DEBIAN_POOL=${ARK_DEBIAN_POOL:-http://deb.debian.org/debian/pool/main/p}
 JOBS=$(nproc)
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -240,6 +242,18 @@ fi
 if [ "$ARK_SETUP_S3" = 1 ] && ! cargo install --list 2>/dev/null | grep -qx "s3s-fs v$S3S_FS_VERSION:"; then
   log "installing s3s-fs $S3S_FS_VERSION"
   cargo install --locked --quiet s3s-fs --version "=$S3S_FS_VERSION" --features binary
+fi
+# moto: S3 with versioning and Object Lock (tests/harness MotoServer), for the
+# python3 of PATH, which the tests run it with.
+if [ "$ARK_SETUP_S3" = 1 ] && ! python3 -c "import sys, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" >/dev/null 2>&1; then
+  log "installing moto[server] $MOTO_VERSION"
+  python3 -m pip install --quiet "moto[server]==$MOTO_VERSION"
+  # pyenv makes the shim of a new command (moto_server) on a rehash.
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash; fi
+  python3 -c "import sys, moto, moto.server; sys.exit(moto.__version__ != '$MOTO_VERSION')" \
+    || die "moto[server] $MOTO_VERSION is not importable by $(command -v python3) after pip installed it"
+  command -v moto_server >/dev/null 2>&1 \
+    || log "note: moto_server is not on PATH; the tests run moto with python3 and need only the module"
 fi
 
 # ------------------------------------------------------ test cluster user

@@ -463,16 +463,16 @@ impl Error {
                     .into()
             }
             Error::Storage(StorageError::Retained { .. }) => {
-                "Nothing was removed. Object Lock keeps the object until that date; remove it \
-                 on a run after it."
+                "Nothing was removed. Object Lock keeps the object until the date named; it can \
+                 be deleted after that date."
                     .into()
             }
-            Error::Storage(StorageError::ObjectLockUnavailable { bucket, .. }) => format!(
-                "Store the repository in a bucket created with Object Lock (aws s3api \
-                 create-bucket --bucket {bucket} --object-lock-enabled-for-bucket, which turns \
-                 versioning on too; the bucket name is an example), or turn the Object Lock \
-                 settings off."
-            ),
+            Error::Storage(StorageError::ObjectLockUnavailable { .. }) => {
+                "Point the repository at a bucket created with Object Lock (aws s3api \
+                 create-bucket --bucket NEW-BUCKET --object-lock-enabled-for-bucket, which turns \
+                 versioning on too), or turn the Object Lock settings off."
+                    .into()
+            }
             Error::Storage(StorageError::Io { .. }) => {
                 "Check that the repository location exists and is writable by the PostgreSQL OS user.".into()
             }

@@ -9,6 +9,8 @@
 //!   test asks for. It is stopped immediately when dropped, even when the
 //!   test panics, and its server log is printed then to help the reader.
 //! - `S3Server` is an `s3s-fs` process on loopback with one bucket.
+//! - `MotoServer` is a `moto_server` process on loopback, for versioning
+//!   and Object Lock, with a bucket that has it and one that has not.
 //!
 //! Tests run as root here, and initdb/pg_ctl refuse root, so every server
 //! command runs as the unprivileged user `ARK_TEST_USER` (default `pgark`)
@@ -1128,19 +1130,7 @@ impl S3Server {
     /// owned by the test user with mode 0600 (pg_ark refuses wider), for
     /// `--s3-credentials-file`: readable by a restored server too.
     pub fn credentials_file(&self, dir: &Path) -> PathBuf {
-        let file = dir.join("credentials");
-        fs::write(
-            &file,
-            format!(
-                "[default]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
-                self.access_key, self.secret_key
-            ),
-        )
-        .expect("write the credentials file");
-        give_to_test_user(&file);
-        fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .expect("chmod the credentials file");
-        file
+        write_credentials_file(dir, &self.access_key, &self.secret_key)
     }
 
     pub fn endpoint(&self) -> String {
@@ -1194,6 +1184,199 @@ impl S3Server {
 impl Drop for S3Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// `dir/credentials` with these keys in AWS's credentials format, owned by
+/// the test user with mode 0600.
+fn write_credentials_file(dir: &Path, access_key: &str, secret_key: &str) -> PathBuf {
+    let file = dir.join("credentials");
+    fs::write(
+        &file,
+        format!(
+            "[default]\naws_access_key_id = {access_key}\naws_secret_access_key = {secret_key}\n"
+        ),
+    )
+    .expect("write the credentials file");
+    give_to_test_user(&file);
+    fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod the credentials file");
+    file
+}
+
+/// A real moto server (`moto_server`, moto 5.2.1) on a free loopback port:
+/// S3 with versioning and Object Lock, which it enforces (a locked version's
+/// delete is refused), for the tests s3s-fs cannot serve. Its buckets:
+/// `bucket`, created with Object Lock (which turns versioning on), and
+/// `plain_bucket`, created without. moto keeps everything in memory (a
+/// restart loses it, so there is no `restart`), accepts any keys and checks
+/// no permissions, so only compliance mode can be tested with it. Killed
+/// when dropped.
+pub struct MotoServer {
+    pub port: u16,
+    pub bucket: String,
+    pub plain_bucket: String,
+    pub access_key: String,
+    pub secret_key: String,
+    child: Option<Child>,
+    /// The server's output (a line per request), for a start that failed.
+    log: Option<tempfile::NamedTempFile>,
+}
+
+impl MotoServer {
+    /// Start it and create both buckets.
+    pub fn start() -> MotoServer {
+        let mut s = MotoServer {
+            port: 0,
+            bucket: "ark-test".into(),
+            plain_bucket: "ark-plain".into(),
+            access_key: "ark-access".into(),
+            secret_key: "ark-secret-key-for-tests".into(),
+            child: None,
+            log: None,
+        };
+        for _ in 0..5 {
+            s.port = free_port();
+            if s.spawn() {
+                let (bucket, plain) = (s.bucket.clone(), s.plain_bucket.clone());
+                s.create_bucket(&bucket, true);
+                s.create_bucket(&plain, false);
+                return s;
+            }
+        }
+        let said = s
+            .log
+            .as_ref()
+            .and_then(|l| fs::read_to_string(l.path()).ok())
+            .unwrap_or_default();
+        panic!("moto's server did not start; it said:\n{said}");
+    }
+
+    /// The server's command: `ARK_MOTO_SERVER` as it is, else moto's
+    /// `moto_server` through `harness/moto_server.py`, which makes two of
+    /// its answers readable by aws-sdk-s3 (see that file), with the
+    /// `python3` of `PATH`, the one `make setup` installed moto for.
+    fn command() -> Command {
+        match std::env::var_os("ARK_MOTO_SERVER") {
+            Some(binary) => Command::new(binary),
+            None => {
+                let mut c = Command::new("python3");
+                c.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("harness/moto_server.py"));
+                c
+            }
+        }
+    }
+
+    /// Start the process on `self.port`; true once it answers HTTP.
+    fn spawn(&mut self) -> bool {
+        let log = tempfile::NamedTempFile::new().expect("a temporary file for the server's log");
+        let stderr = log.reopen().expect("open the server's log");
+        self.log = Some(log);
+        let mut command = Self::command();
+        let mut child = command
+            .args(["-H", "127.0.0.1", "-p", &self.port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start moto's server ({command:?}): {e} (run `make setup`, which \
+                     installs moto[server] 5.2.1 with pip, or set ARK_MOTO_SERVER)"
+                )
+            });
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = child.try_wait() {
+                return false; // exited: most likely the port was taken
+            }
+            // Listening is not enough: wait for an answer to a request.
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && self.http("GET", "/", &[], "").0.starts_with("HTTP/1.1 200")
+            {
+                self.child = Some(child);
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Create bucket `name`, with Object Lock (and so versioning) or
+    /// without (plain: no versioning either). moto needs no signature here.
+    pub fn create_bucket(&self, name: &str, object_lock: bool) {
+        let headers: &[(&str, &str)] = if object_lock {
+            &[("x-amz-bucket-object-lock-enabled", "true")]
+        } else {
+            &[]
+        };
+        let (status, body) = self.http("PUT", &format!("/{name}"), headers, "");
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "create bucket {name}: {status}\n{body}"
+        );
+    }
+
+    /// A file in `dir` with this server's keys (see
+    /// [`S3Server::credentials_file`]).
+    pub fn credentials_file(&self, dir: &Path) -> PathBuf {
+        write_credentials_file(dir, &self.access_key, &self.secret_key)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    /// A plain HTTP request with `headers` and `body` (unsigned: moto
+    /// accepts it for buckets and their configuration); returns the status
+    /// line and the body.
+    pub fn http(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (String, String) {
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (String::new(), String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.port,
+            body.len()
+        );
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(body);
+        if s.write_all(req.as_bytes()).is_err() {
+            return (String::new(), String::new());
+        }
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok();
+        let status = resp.lines().next().unwrap_or_default().to_string();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

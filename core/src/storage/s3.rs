@@ -297,44 +297,59 @@ impl S3Storage {
             bucket: self.bucket.clone(),
             reason,
         };
-        let b = match self.bucket_lock() {
-            Ok(b) => b,
-            Err(e) if e.is_transient() => return Err(e),
-            Err(StorageError::Backend { message, .. }) => {
-                return Err(unavailable(format!(
-                    "cannot be checked for Object Lock: {message}"
-                )))
-            }
-            Err(e) => {
-                return Err(unavailable(format!(
-                    "cannot be checked for Object Lock: {e}"
-                )))
-            }
-        };
-        if !b.enabled {
-            return Err(unavailable("has no Object Lock".into()));
+        // Object Lock first: a bucket without it needs no second question.
+        let checked = self.lock_configuration().and_then(|b| match b.enabled {
+            true => self.versioning().map(|v| (true, v)),
+            false => Ok((false, false)),
+        });
+        match checked {
+            Ok((false, _)) => Err(unavailable("has no Object Lock".into())),
+            Ok((true, false)) => Err(unavailable("does not have versioning enabled".into())),
+            Ok((true, true)) => Ok(()),
+            Err(e) if e.is_transient() => Err(e),
+            Err(StorageError::Backend { message, .. }) => Err(unavailable(format!(
+                "cannot be checked for Object Lock: {message}"
+            ))),
+            Err(e) => Err(unavailable(format!(
+                "cannot be checked for Object Lock: {e}"
+            ))),
         }
-        if !b.versioning {
-            return Err(unavailable("does not have versioning enabled".into()));
-        }
-        Ok(())
     }
 
-    /// The bucket's Object Lock configuration and versioning
-    /// (GetObjectLockConfiguration, GetBucketVersioning). A bucket without
-    /// Object Lock (`ObjectLockConfigurationNotFoundError`), or a server
-    /// that does not implement it (`NotImplemented`), has `enabled: false`;
-    /// other failures are errors. Feed it to [`super::lock::lock_warnings`].
+    /// The bucket's Object Lock configuration (GetObjectLockConfiguration)
+    /// and versioning (GetBucketVersioning). A bucket without Object Lock
+    /// (`ObjectLockConfigurationNotFoundError`), or a server that does not
+    /// implement it (`NotImplemented`), has `enabled: false`; a server that
+    /// does not implement versioning has `versioning: false`; other failures
+    /// are errors. Feed it to [`super::lock::lock_warnings`].
     pub fn bucket_lock(&self) -> Result<BucketLock, StorageError> {
+        let mut out = self.lock_configuration()?;
+        out.versioning = self.versioning()?;
+        Ok(out)
+    }
+
+    /// Whether GetBucketVersioning says `Enabled`.
+    fn versioning(&self) -> Result<bool, StorageError> {
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        let (lock, versioning) = self.run(async move {
-            let lock = client
+        match self
+            .run(async move { client.get_bucket_versioning().bucket(&bucket).send().await })?
+        {
+            Ok(o) => Ok(o.status() == Some(&BucketVersioningStatus::Enabled)),
+            Err(e) if not_implemented(&e) => Ok(false),
+            Err(e) => Err(self.describe("read the versioning of bucket", &self.bucket, &e)),
+        }
+    }
+
+    /// GetObjectLockConfiguration, as a [`BucketLock`] without versioning
+    /// (see `bucket_lock`).
+    fn lock_configuration(&self) -> Result<BucketLock, StorageError> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let lock = self.run(async move {
+            client
                 .get_object_lock_configuration()
                 .bucket(&bucket)
                 .send()
-                .await;
-            let versioning = client.get_bucket_versioning().bucket(&bucket).send().await;
-            (lock, versioning)
+                .await
         })?;
         let mut out = BucketLock {
             enabled: false,
@@ -372,11 +387,6 @@ impl S3Storage {
                     &e,
                 ))
             }
-        }
-        match versioning {
-            Ok(o) => out.versioning = o.status() == Some(&BucketVersioningStatus::Enabled),
-            Err(e) if not_implemented(&e) => {}
-            Err(e) => return Err(self.describe("read the versioning of bucket", &self.bucket, &e)),
         }
         Ok(out)
     }
@@ -460,6 +470,15 @@ impl S3Storage {
                     (_, "AccessDenied") => "access denied",
                     (_, "InvalidAccessKeyId") => "the access key ID is not known to the server",
                     (_, "SignatureDoesNotMatch") => "the secret access key does not match",
+                    // No code: an answer the SDK could not read (an
+                    // unexpected body); its own words say what was wrong.
+                    _ if e.code().is_none() => {
+                        return self.backend(format!(
+                            "could not {op} \"{key}\": the server's answer (HTTP {status}) \
+                             could not be read: {}",
+                            error_chain(err)
+                        ))
+                    }
                     _ => "no message from the server",
                 };
                 format!("{code}: {words}")
@@ -1253,6 +1272,18 @@ fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// An error and its sources, each by its `Display`, joined by ": ".
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut next = err.source();
+    while let Some(e) = next {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        next = e.source();
+    }
+    out
 }
 
 /// The service's error code, if the server answered with one.

@@ -1,0 +1,364 @@
+//! S3 Object Lock and versions, against a real moto server on loopback
+//! (`MotoServer`): uploads carry the lock, a locked object's delete is
+//! refused without a delete marker, a lock asked of a bucket without Object
+//! Lock is a clear error, `AsOf` reads an attacked prefix as it was, and
+//! the storage contract holds on a versioned bucket.
+//!
+//! moto checks no permissions, so only compliance mode is tested (who may
+//! bypass a governance lock cannot be shown), and it puts no lock on
+//! multipart objects (AWS does): every object whose lock is checked here is
+//! one PutObject. The harness runs moto so that aws-sdk-s3 can read its
+//! answers to multipart uploads and versioning queries
+//! (`harness/moto_server.py`).
+use pg_ark_core::storage::lock::{lock_warnings, utc, BucketLock};
+use pg_ark_core::storage::s3::{LockMode, ObjectLock, S3Options, S3Storage};
+use pg_ark_core::storage::versioned::{AsOf, Tamper, TamperKind};
+use pg_ark_core::storage::{conformance, PutMode, Storage, StorageError};
+use pg_ark_tests::MotoServer;
+use std::io::Read;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const LOCK: ObjectLock = ObjectLock {
+    mode: LockMode::Compliance,
+    days: 1,
+};
+
+fn options(moto: &MotoServer, object_lock: Option<ObjectLock>) -> S3Options {
+    S3Options {
+        endpoint: Some(moto.endpoint()),
+        region: Some("us-east-1".into()),
+        force_path_style: true,
+        access_key_id: Some(moto.access_key.clone()),
+        secret_access_key: Some(moto.secret_key.clone()),
+        operation_timeout: None,
+        object_lock,
+    }
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs() as i64
+}
+
+/// Wait until the clock has passed second `t`: S3 stamps LastModified in
+/// whole seconds, so only then is a new object stamped after `t`.
+fn wait_past_second(t: i64) {
+    let start = Instant::now();
+    while now_secs() <= t {
+        assert!(start.elapsed() < Duration::from_secs(5), "the clock stands");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn uploads_carry_the_lock_and_locked_objects_are_not_deleted() {
+    let moto = MotoServer::start();
+    let s = S3Storage::open(&moto.bucket, "locked", &options(&moto, Some(LOCK))).unwrap();
+    assert_eq!(s.object_lock(), Some(LOCK));
+    assert_eq!(
+        s.bucket_lock().unwrap(),
+        BucketLock {
+            enabled: true,
+            versioning: true,
+            default_mode: None,
+            default_days: None
+        }
+    );
+
+    // (i) PutObject, through put and a one-part put_stream, carries the lock.
+    let before = now_secs();
+    s.put("wal/1", b"segment", PutMode::Create).unwrap();
+    s.put_stream("wal/2", &mut &b"streamed"[..], PutMode::Create)
+        .unwrap();
+    let after = now_secs();
+    let head = s.head_lock("wal/1").unwrap().expect("stored");
+    assert_eq!(head.lock_mode.as_deref(), Some("COMPLIANCE"));
+    assert_eq!(head.size, 7);
+    assert!(!head.legal_hold);
+    let until = head.retain_until.expect("a retain-until date");
+    assert!(
+        (before + 86_400..=after + 86_400).contains(&until),
+        "retained until {}, stored between {} and {}",
+        utc(until),
+        utc(before),
+        utc(after)
+    );
+    let streamed = s.head_lock("wal/2").unwrap().expect("stored");
+    assert_eq!(streamed.lock_mode.as_deref(), Some("COMPLIANCE"));
+    assert!(streamed.retain_until.is_some_and(|t| t >= before + 86_400));
+    let versions = s.list_versions("wal/1").unwrap();
+    assert_eq!(versions.len(), 1, "{versions:?}");
+    let v = &versions[0];
+    assert!(v.key == "wal/1" && v.is_latest && !v.delete_marker && v.size == 7);
+    assert!((before..=after).contains(&v.last_modified), "{v:?}");
+    assert_eq!(
+        s.head_version("wal/1", &v.version_id).unwrap(),
+        Some(head.clone())
+    );
+    assert_eq!(s.get_version("wal/1", &v.version_id).unwrap(), b"segment");
+
+    // (ii) Its delete is refused, and changes nothing: no delete marker.
+    let e = s.delete("wal/1").unwrap_err();
+    assert!(e.is_retained() && !e.is_transient(), "{e:?}");
+    assert!(
+        matches!(&e, StorageError::Retained { key, until: Some(t), .. } if key == "wal/1" && *t == until),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "object \"wal/1\" in s3://{}/locked is retained by Object Lock until {}",
+            moto.bucket,
+            utc(until)
+        )
+    );
+    assert!(pg_ark_core::Error::from(e)
+        .hint()
+        .is_some_and(|h| h.starts_with("Nothing was removed.")));
+    assert_eq!(s.list_versions("wal/1").unwrap(), versions);
+    assert_eq!(s.get("wal/1").unwrap(), b"segment");
+    // Deleting a missing key still succeeds.
+    s.delete("wal/none").unwrap();
+
+    // Anyone can still hide it behind a delete marker; pg_ark's delete then
+    // still removes nothing, the marker included.
+    let plain = S3Storage::open(&moto.bucket, "locked", &options(&moto, None)).unwrap();
+    plain.delete("wal/1").unwrap();
+    assert!(plain.get("wal/1").unwrap_err().is_not_found());
+    let hidden = s.list_versions("wal/1").unwrap();
+    assert_eq!(hidden.len(), 2, "{hidden:?}");
+    assert!(hidden[1].delete_marker && hidden[1].is_latest, "{hidden:?}");
+    assert!(s.delete("wal/1").unwrap_err().is_retained());
+    assert_eq!(s.list_versions("wal/1").unwrap(), hidden);
+
+    // An unlocked key's delete removes every version and delete marker.
+    plain.put("tmp/a", b"one", PutMode::Create).unwrap();
+    plain.put("tmp/a", b"two", PutMode::Overwrite).unwrap();
+    plain.delete("tmp/a").unwrap();
+    plain.put("tmp/a.copy", b"kept", PutMode::Create).unwrap();
+    assert_eq!(s.list_versions("tmp/a").unwrap().len(), 4);
+    s.delete("tmp/a").unwrap();
+    let left = s.list_versions("tmp/").unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].key, "tmp/a.copy");
+
+    // A body longer than one part is a multipart upload with the lock's
+    // headers, which moto accepts (and, unlike AWS, does not lock).
+    let big: Vec<u8> = (0..9 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    s.put_stream("big/object", &mut &big[..], PutMode::Create)
+        .unwrap();
+    let mut back = Vec::new();
+    s.get_reader("big/object")
+        .unwrap()
+        .read_to_end(&mut back)
+        .unwrap();
+    assert!(back == big, "the multipart object reads back");
+}
+
+#[test]
+fn a_lock_on_a_bucket_without_object_lock_is_a_clear_error() {
+    let moto = MotoServer::start();
+    // (iii)
+    let e = match S3Storage::open(&moto.plain_bucket, "p", &options(&moto, Some(LOCK))) {
+        Err(e) => e,
+        Ok(_) => panic!("a lock on a bucket without Object Lock must be refused"),
+    };
+    assert!(
+        matches!(e, StorageError::ObjectLockUnavailable { .. }),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "s3://{b}/p: Object Lock is set, but bucket \"{b}\" has no Object Lock",
+            b = moto.plain_bucket
+        )
+    );
+    assert!(!e.is_transient());
+    let hint = pg_ark_core::Error::from(e).hint().unwrap_or_default();
+    assert!(
+        hint.contains(
+            "aws s3api create-bucket --bucket NEW-BUCKET --object-lock-enabled-for-bucket"
+        ),
+        "{hint}"
+    );
+
+    // Versioning suspended on a bucket with Object Lock: AWS refuses to
+    // suspend it, moto does not, which lets the check be seen.
+    moto.create_bucket("ark-suspended", true);
+    let (status, body) = moto.http(
+        "PUT",
+        "/ark-suspended?versioning",
+        &[],
+        "<VersioningConfiguration><Status>Suspended</Status></VersioningConfiguration>",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}\n{body}");
+    let e = match S3Storage::open("ark-suspended", "p", &options(&moto, Some(LOCK))) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a lock on a bucket without versioning must be refused"),
+    };
+    assert_eq!(
+        e,
+        "s3://ark-suspended/p: Object Lock is set, but bucket \"ark-suspended\" does not have \
+         versioning enabled"
+    );
+
+    // Without the lock it opens, and reports the bucket as it is.
+    let s = S3Storage::open(&moto.plain_bucket, "p", &options(&moto, None)).unwrap();
+    let b = s.bucket_lock().unwrap();
+    assert!(!b.enabled && !b.versioning, "{b:?}");
+    assert_eq!(
+        lock_warnings(&b, Some(&LOCK), None),
+        [
+            "Object Lock is set (compliance, 1 days), but the bucket has no Object Lock: \
+          nothing pg_ark stores is protected"
+        ]
+    );
+
+    // A default retention is read, in days.
+    moto.create_bucket("ark-default", true);
+    let (status, body) = moto.http(
+        "PUT",
+        "/ark-default?object-lock",
+        &[],
+        "<ObjectLockConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">\
+         <ObjectLockEnabled>Enabled</ObjectLockEnabled><Rule><DefaultRetention>\
+         <Mode>GOVERNANCE</Mode><Days>2</Days></DefaultRetention></Rule>\
+         </ObjectLockConfiguration>",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}\n{body}");
+    let s = S3Storage::open("ark-default", "p", &options(&moto, Some(LOCK))).unwrap();
+    let b = s.bucket_lock().unwrap();
+    assert_eq!(
+        b,
+        BucketLock {
+            enabled: true,
+            versioning: true,
+            default_mode: Some(LockMode::Governance),
+            default_days: Some(2)
+        }
+    );
+    let wanted = ObjectLock {
+        mode: LockMode::Compliance,
+        days: 3,
+    };
+    assert_eq!(lock_warnings(&b, Some(&wanted), Some(3)).len(), 1);
+    // Lock headers satisfy a bucket with a default retention.
+    s.put("k", b"v", PutMode::Create).unwrap();
+    assert_eq!(
+        s.head_lock("k").unwrap().and_then(|h| h.lock_mode),
+        Some("COMPLIANCE".to_string())
+    );
+}
+
+#[test]
+fn as_of_reads_an_attacked_prefix_as_it_was() {
+    let moto = MotoServer::start();
+    let writer =
+        Arc::new(S3Storage::open(&moto.bucket, "repo", &options(&moto, Some(LOCK))).unwrap());
+    writer
+        .put("wal/k1", b"genuine k1", PutMode::Create)
+        .unwrap();
+    writer
+        .put("wal/k0", b"genuine k0", PutMode::Create)
+        .unwrap();
+    let t = now_secs();
+    wait_past_second(t);
+
+    // (iv) The attack, with the same keys and no lock: a new version over
+    // k1, then a delete marker over it, and a planted k2.
+    let attacker = S3Storage::open(&moto.bucket, "repo", &options(&moto, None)).unwrap();
+    attacker
+        .put("wal/k1", b"garbage", PutMode::Overwrite)
+        .unwrap();
+    attacker.delete("wal/k1").unwrap();
+    attacker.put("wal/k2", b"planted", PutMode::Create).unwrap();
+    assert!(attacker.get("wal/k1").unwrap_err().is_not_found());
+
+    // Without a time: the first version of each key. k2 has one version,
+    // so it cannot be told from a genuine key and is listed, unreported.
+    let view = AsOf::new(writer.clone(), None);
+    assert_eq!(view.get("wal/k1").unwrap(), b"genuine k1");
+    let tampered = |kind| Tamper {
+        key: "wal/k1".into(),
+        kind,
+    };
+    assert_eq!(
+        view.tampering(),
+        [
+            tampered(TamperKind::NewerVersion { count: 1 }),
+            tampered(TamperKind::DeleteMarker {
+                count: 1,
+                hiding: true
+            }),
+        ]
+    );
+    let listed: Vec<(String, u64)> = view
+        .list("wal/")
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.key, o.size))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("wal/k0".to_string(), 10),
+            ("wal/k1".to_string(), 10),
+            ("wal/k2".to_string(), 7)
+        ]
+    );
+    assert_eq!(view.tampering().len(), 2);
+
+    // As of the time before the attack: k2 was planted after it.
+    let view = AsOf::new(writer.clone(), Some(t));
+    let mut streamed = Vec::new();
+    view.get_reader("wal/k1")
+        .unwrap()
+        .read_to_end(&mut streamed)
+        .unwrap();
+    assert_eq!(streamed, b"genuine k1");
+    assert_eq!(view.head("wal/k1").unwrap().map(|o| o.size), Some(10));
+    assert!(view.get("wal/k2").unwrap_err().is_not_found());
+    assert_eq!(view.head("wal/k2").unwrap(), None);
+    let keys: Vec<String> = view
+        .list("wal/")
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(keys, ["wal/k0", "wal/k1"]);
+    let found = view.scan("").unwrap();
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert_eq!(found[2].key, "wal/k2");
+    match found[2].kind {
+        TamperKind::AfterAsOf {
+            first_written,
+            as_of,
+        } => assert!(as_of == t && first_written > t, "{:?}", found[2]),
+        ref other => panic!("k2 must be reported as planted after the time, got {other:?}"),
+    }
+    let words: Vec<String> = found.iter().map(|t| t.to_string()).collect();
+    assert_eq!(words[0], "wal/k1: a newer version was put over the first");
+    assert_eq!(words[1], "wal/k1: hidden behind a delete marker");
+
+    // The view is read-only.
+    let e = view.put("wal/k3", b"x", PutMode::Create).unwrap_err();
+    assert!(e.to_string().contains("read-only view"), "{e}");
+    assert!(view.delete("wal/k1").is_err());
+    assert_eq!(attacker.head("wal/k3").unwrap(), None);
+}
+
+#[test]
+fn s3_storage_keeps_the_contract_on_a_versioned_bucket() {
+    // (v) The bucket with Object Lock (so versioned), without a lock set.
+    let moto = MotoServer::start();
+    let storage = S3Storage::open(&moto.bucket, "conformance", &options(&moto, None)).unwrap();
+    conformance::run_all(&storage);
+    // And on the plain bucket.
+    let storage =
+        S3Storage::open(&moto.plain_bucket, "conformance", &options(&moto, None)).unwrap();
+    conformance::run_all(&storage);
+}
