@@ -56,6 +56,20 @@ impl RepoTarget {
         repo.cluster(self.sysid, self.major, false)
     }
 
+    /// The repository to read backups back from (drills): on a bucket
+    /// under Object Lock, the first version of every key, whatever was put
+    /// over it or hid it since (`ReadView::FirstVersions`); else as
+    /// [`RepoTarget::open`] opens it.
+    pub fn open_reading(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
+        let url = RepoUrl::parse(&self.url)?;
+        if self.s3.object_lock.is_none() || !matches!(url, RepoUrl::S3 { .. }) {
+            return self.open();
+        }
+        let (storage, _) = storage::open_view(&url, &self.s3, storage::ReadView::FirstVersions)?;
+        let repo = Arc::new(Repository::open_with(storage, false, &self.keys()?)?);
+        repo.cluster(self.sysid, self.major, false)
+    }
+
     /// The repository's versions scanned for tampering, when it is an S3
     /// bucket with an Object Lock set (see `storage::find_tampering`).
     pub fn tampering(&self) -> Result<Option<Vec<String>>, pg_ark_core::Error> {
@@ -97,6 +111,11 @@ pub fn config(url: String) -> RepoConfig {
         url,
         s3: settings::s3_config(),
         encryption: settings::encryption_files(),
-        view: Default::default(),
+        // Under Object Lock pg_ark never writes a key twice: commands
+        // made for this repository read the first versions.
+        view: match settings::s3_config().object_lock {
+            Some(_) => pg_ark_core::storage::ReadView::FirstVersions,
+            None => pg_ark_core::storage::ReadView::Current,
+        },
     }
 }

@@ -362,3 +362,289 @@ fn s3_storage_keeps_the_contract_on_a_versioned_bucket() {
         S3Storage::open(&moto.plain_bucket, "conformance", &options(&moto, None)).unwrap();
     conformance::run_all(&storage);
 }
+
+/// The attack of issue 25, on a real server under compliance-mode Object
+/// Lock: with the server's own S3 keys, every object is deleted (delete
+/// markers), every version's delete is tried (each refused), descriptors
+/// and indexes are overwritten with garbage, and a next WAL segment, a
+/// newer backup and a newer index generation are planted. Reading the
+/// repository as it was before (`--as-of`), `pg_ark verify` finds both
+/// backups intact and names the tampering, `pg_ark restore` gives the
+/// source's rows back, `wal-get` never serves the planted segment; the
+/// server's drill reads the genuine first versions; and `ark.status()`
+/// raises the tampering.
+#[test]
+fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
+    use pg_ark_core::repo::info;
+    use pg_ark_tests::{pg_ark, rows_digest, temp_dir, wait_until, Cluster, ClusterOptions};
+    let moto = MotoServer::start();
+    let prefix = "attack";
+    let url = format!("s3://{}/{prefix}", moto.bucket);
+    let endpoint = moto.endpoint();
+    let mut primary = Cluster::start_with(
+        ClusterOptions::default()
+            .set("archive_mode", "on")
+            .set("archive_library", "'pg_ark'")
+            .set("ark.repository", &format!("'{url}'"))
+            .set("ark.s3_endpoint", &format!("'{endpoint}'"))
+            .set("ark.s3_force_path_style", "on")
+            .set("ark.s3_access_key_id", &format!("'{}'", moto.access_key))
+            .set(
+                "ark.s3_secret_access_key",
+                &format!("'{}'", moto.secret_key),
+            )
+            .set("ark.s3_object_lock_mode", "compliance")
+            .set("ark.s3_object_lock_days", "1"),
+    );
+    let mut c = primary.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, md5(g::text) FROM generate_series(1, 20000) g",
+    )
+    .unwrap();
+    let run = |c: &mut postgres::Client, sql: &str| -> serde_json::Value {
+        let doc: String = c.query_one(sql, &[]).unwrap().get(0);
+        serde_json::from_str(&doc).unwrap()
+    };
+    let mut ids = Vec::new();
+    for kind in ["full", "incremental"] {
+        let done = run(
+            &mut c,
+            &format!(
+                "SELECT ark.wait(ark.backup('{kind}', '{{\"max_attempts\": 1}}'), '5 min')::text"
+            ),
+        );
+        assert_eq!(done["state"], "succeeded", "{done}");
+        // The backup job scanned the bucket's versions: nothing found.
+        assert_eq!(done["result"]["tampering"], serde_json::json!([]), "{done}");
+        ids.push(done["result"]["backup_id"].as_str().unwrap().to_string());
+        c.execute("UPDATE t SET v = md5(v) WHERE id % 7 = 0", &[])
+            .unwrap();
+    }
+    let last: String = c
+        .query_one("SELECT pg_walfile_name(pg_switch_wal())", &[])
+        .unwrap()
+        .get(0);
+    wait_until("the last segment archived", Duration::from_secs(90), || {
+        c.query_one("SELECT last_archived_wal FROM pg_stat_archiver", &[])
+            .unwrap()
+            .get::<_, Option<String>>(0)
+            .is_some_and(|l| l >= last)
+    });
+    let expected = rows_digest(&mut c, "t");
+    drop(c);
+    let sysid = primary.system_identifier();
+    assert!(primary.stop("fast").status.success());
+
+    // Before the attack: the server, its archiver and its jobs wrote every
+    // key once (one version, no delete marker), each under the lock, and
+    // each in one PutObject (moto locks no multipart object).
+    let raw = S3Storage::open(&moto.bucket, prefix, &options(&moto, None)).unwrap();
+    let versions = raw.list_versions("").unwrap();
+    assert!(versions.len() > 20, "{versions:?}");
+    let mut keys: Vec<String> = versions.iter().map(|v| v.key.clone()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), versions.len(), "a key written twice");
+    for v in &versions {
+        assert!(!v.delete_marker, "{}: a delete marker", v.key);
+        let head = raw.head_version(&v.key, &v.version_id).unwrap().unwrap();
+        assert_eq!(head.lock_mode.as_deref(), Some("COMPLIANCE"), "{}", v.key);
+        assert!(
+            head.retain_until.unwrap() > now_secs() + 80_000,
+            "{}",
+            v.key
+        );
+    }
+    // The segment after the newest archived one (16 MiB segments), which
+    // the server has not written yet.
+    let newest = keys
+        .iter()
+        .filter_map(|k| k.rsplit('/').next())
+        .filter(|n| n.len() == 24 && n.bytes().all(|b| b.is_ascii_hexdigit()))
+        .max()
+        .unwrap()
+        .to_string();
+    let (log, seg) = (
+        u32::from_str_radix(&newest[8..16], 16).unwrap(),
+        u32::from_str_radix(&newest[16..], 16).unwrap(),
+    );
+    let (log, seg) = if seg == 0xFF {
+        (log + 1, 0)
+    } else {
+        (log, seg + 1)
+    };
+    let next = format!("{}{log:08X}{seg:08X}", &newest[..8]);
+    let before = now_secs();
+    wait_past_second(before);
+
+    // 1. With the server's keys: garbage over every descriptor and index,
+    //    then every key deleted; every version's delete is refused.
+    let entry = format!("clusters/{sysid}/");
+    for k in &keys {
+        let name = k.rsplit('/').next().unwrap();
+        if name.starts_with("pg_ark.repo")
+            || name.starts_with("cluster.info")
+            || name.starts_with("backup.info")
+            || k.contains("/backup.index.d/")
+        {
+            raw.put(k, b"garbage", PutMode::Overwrite).unwrap();
+        }
+    }
+    for k in &keys {
+        raw.delete(k).unwrap();
+    }
+    let locked = S3Storage::open(&moto.bucket, prefix, &options(&moto, Some(LOCK))).unwrap();
+    for k in &keys {
+        let e = locked.delete(k).unwrap_err();
+        assert!(e.is_retained(), "{k}: {e}");
+    }
+    // 2. Planted: the next WAL segment (a genuine segment's object under
+    //    the next name), a newer backup, a newer index generation.
+    let wal_key = |name: &str| format!("{entry}wal/{}/{name}", &name[..16]);
+    let genuine = raw
+        .get_version(
+            &wal_key(&newest),
+            &versions
+                .iter()
+                .find(|v| v.key == wal_key(&newest))
+                .unwrap()
+                .version_id,
+        )
+        .unwrap();
+    raw.put(&wal_key(&next), &genuine, PutMode::Create).unwrap();
+    let descriptor = format!("{entry}backup/{}/backup.info", ids[1]);
+    let first = |key: &str| {
+        let v = versions.iter().find(|v| v.key == key).unwrap();
+        raw.get_version(key, &v.version_id).unwrap()
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&first(&descriptor)).unwrap();
+    let mut fake = doc["payload"].clone();
+    let fake_id = "29991231T000000Z-F-j999";
+    fake["backup_id"] = serde_json::json!(fake_id);
+    fake["kind"] = serde_json::json!("full");
+    fake["parent"] = serde_json::Value::Null;
+    fake["chain"] = serde_json::json!(fake_id);
+    fake["started_epoch"] = serde_json::json!(32_503_593_600i64);
+    info::save(&raw, &format!("{entry}backup/{fake_id}/backup.info"), &fake).unwrap();
+    let newest_index = keys
+        .iter()
+        .filter(|k| k.contains("/backup.index.d/") && !k.ends_with(".copy"))
+        .max()
+        .unwrap();
+    raw.put(
+        &format!("{entry}backup.index.d/999999999999"),
+        &first(newest_index),
+        PutMode::Create,
+    )
+    .unwrap();
+    // Read plainly, the repository is gone.
+    let (ok, out, err) = pg_ark(&[
+        "info",
+        "--repo",
+        &url,
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-path-style",
+    ]);
+    assert!(!ok || !out.contains(&ids[0]), "{out}{err}");
+
+    // 3. Read as it was: `pg_ark verify --as-of` finds both backups intact
+    //    and fails on the tampering, which it names.
+    let keys_dir = temp_dir("ark-keys-");
+    let creds = moto.credentials_file(keys_dir.path());
+    let as_of = utc(before);
+    let reach = [
+        "--repo",
+        url.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+        "--s3-path-style",
+        "--s3-credentials-file",
+        creds.to_str().unwrap(),
+        "--as-of",
+        as_of.as_str(),
+    ];
+    let mut args = vec!["verify"];
+    args.extend(reach);
+    let (ok, out, err) = pg_ark(&args);
+    assert!(!ok, "{out}{err}");
+    for id in &ids {
+        assert!(
+            out.contains(&format!("backup {id} (")) && !out.contains("problem"),
+            "{out}"
+        );
+    }
+    assert!(!out.contains(fake_id), "{out}");
+    assert!(
+        out.contains("2 backup(s) verified") || err.contains("2 backup(s) verified"),
+        "{out}{err}"
+    );
+    for want in [
+        format!("{}: first written at", wal_key(&next)),
+        format!("{descriptor}: hidden behind a delete marker"),
+        format!("{descriptor}: a newer version was put over the first"),
+        "pg_ark.repo: hidden behind a delete marker".to_string(),
+    ] {
+        assert!(err.contains(&want), "{want}:\n{err}");
+    }
+
+    // 4. `pg_ark restore --as-of`: the rows of the source, through
+    //    `wal-get --as-of`, which never serves the planted segment.
+    let dir = temp_dir("ark-attacked-");
+    let data = dir.path().join("data");
+    let mut args = vec![
+        "restore",
+        "--pgdata",
+        data.to_str().unwrap(),
+        "--archive-off",
+        "--quiet",
+    ];
+    args.extend(reach);
+    let (ok, out, err) = pg_ark(&args);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("tampering"), "{err}");
+    let conf = std::fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(conf.contains("--as-of"), "{conf}");
+    let restored = Cluster::start_restored(dir, data.clone(), &[]);
+    assert_eq!(rows_digest(&mut restored.client(), "t"), expected);
+    let spare = temp_dir("ark-walget-");
+    let dest = spare.path().join("seg");
+    let mut args = vec!["wal-get", "--pgdata", data.to_str().unwrap()];
+    args.extend(reach);
+    args.extend([next.as_str(), dest.to_str().unwrap()]);
+    let (ok, out, err) = pg_ark(&args);
+    assert!(
+        !ok && !dest.exists(),
+        "the planted segment was served: {out}{err}"
+    );
+    drop(restored);
+
+    // 5. The server: its drill reads the genuine versions, and a
+    //    verification's scan makes ark.status() raise the tampering.
+    primary.restart_stopped();
+    let mut c = primary.client();
+    let drill = run(
+        &mut c,
+        &format!(
+            "SELECT ark.wait(ark.backup('drill', '{{\"backup_id\": \"{}\", \"count\": \"t\", \"max_attempts\": 1}}'), '5 min')::text",
+            ids[1]
+        ),
+    );
+    assert_eq!(drill["state"], "succeeded", "{drill}");
+    assert_eq!(drill["result"]["checks"][2]["rows"], 20000, "{drill}");
+    let verify = run(&mut c, "SELECT ark.wait(ark.verify(NULL), '5 min')::text");
+    let found = verify["result"]["tampering"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(found.len() >= keys.len(), "{verify}");
+    let status = run(&mut c, "SELECT ark.status()::text");
+    assert_eq!(status["status"], "failing", "{status}");
+    assert!(
+        status["messages"]
+            .to_string()
+            .contains("the repository was tampered with"),
+        "{status}"
+    );
+}

@@ -135,6 +135,12 @@ pub fn run_drill(job: &Job) -> Outcome {
             let cluster = target
                 .open()
                 .map_err(|e| (JobFailure::from(e), Value::Null, false))?;
+            // Backups are read back as pg_ark wrote them (on a bucket
+            // under Object Lock, the first versions); the record is
+            // written through `cluster`.
+            let reading = target
+                .open_reading()
+                .map_err(|e| (JobFailure::from(e), Value::Null, false))?;
             let counters = Counters::default();
             let stop = control.stop.clone();
             let c2 = control.clone();
@@ -145,7 +151,7 @@ pub fn run_drill(job: &Job) -> Outcome {
                 }
                 set_progress(&c2, doc);
             };
-            let r = drill::run(&cluster, &spec, &counters, &stop, &progress);
+            let r = drill::run(&reading, &spec, &counters, &stop, &progress);
             let (report, judged) = match &r {
                 Ok(rep) => (rep.clone(), true),
                 Err(f) => (f.report.clone(), f.verdict),

@@ -28,6 +28,13 @@ pub fn run_verify(job: &Job) -> Outcome {
     let checked = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
+            // First what was done behind pg_ark's back: a repository
+            // tampered with is not verified through its current versions.
+            set_progress(&control, json!({"phase": "tampering"}));
+            let tampering = target.tampering().map_err(JobFailure::from)?;
+            if tampering.as_ref().is_some_and(|t| !t.is_empty()) {
+                return Ok((None, Vec::new(), tampering));
+            }
             let c = target.open().map_err(JobFailure::from)?;
             let id = match wanted {
                 Some(id) => id,
@@ -43,9 +50,7 @@ pub fn run_verify(job: &Job) -> Outcome {
             };
             set_progress(&control, json!({"phase": "verify", "backup_id": id}));
             let problems = physical::verify_backup(&c, &id).map_err(JobFailure::from)?;
-            set_progress(&control, json!({"phase": "tampering", "backup_id": id}));
-            let tampering = target.tampering().map_err(JobFailure::from)?;
-            Ok::<_, JobFailure>((id, problems, tampering))
+            Ok::<_, JobFailure>((Some(id), problems, tampering))
         },
         |_| {},
     );
@@ -53,6 +58,12 @@ pub fn run_verify(job: &Job) -> Outcome {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return Outcome::Failed(e),
         Err(s) => return stopped(s),
+    };
+    let Some(id) = id else {
+        // Tampered with: the findings, for ark.status() to raise.
+        let mut result = json!({"ok": false, "problems": []});
+        report_tampering(job, tampering, &mut result);
+        return Outcome::Succeeded(result);
     };
     let listed: Vec<Value> = problems
         .iter()
