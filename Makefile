@@ -80,8 +80,9 @@ integration:
 # checked against pg_visibility (trust) and in randomized chains (CI's
 # fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
 # (initdb --wal-segsize) end to end, the upgrade from 0.1.0 (on 0.1.0's
-# own library of that major), and encrypted repositories end to end.
-SMOKE_TESTS := --test skeleton --test archive --test encryption --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
+# own library of that major), encrypted repositories end to end, and a
+# repository under S3 Object Lock attacked and read as it was (moto).
+SMOKE_TESTS := --test skeleton --test archive --test encryption --test object_lock --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18

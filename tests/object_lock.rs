@@ -475,6 +475,29 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
         (log, seg + 1)
     };
     let next = format!("{}{log:08X}{seg:08X}", &newest[..8]);
+    // `pg_ark verify` and `info` show each backup's lock.
+    let keys_dir = temp_dir("ark-keys-");
+    let creds = moto.credentials_file(keys_dir.path());
+    let plain = [
+        "--repo",
+        url.as_str(),
+        "--s3-endpoint",
+        endpoint.as_str(),
+        "--s3-path-style",
+        "--s3-credentials-file",
+        creds.to_str().unwrap(),
+    ];
+    for cmd in ["verify", "info"] {
+        let mut args = vec![cmd];
+        args.extend(plain);
+        let (ok, out, err) = pg_ark(&args);
+        assert!(ok, "{out}{err}");
+        assert_eq!(
+            out.matches("Object Lock (compliance) until ").count(),
+            2,
+            "{cmd}: {out}"
+        );
+    }
     let before = now_secs();
     wait_past_second(before);
 
@@ -551,8 +574,6 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
 
     // 3. Read as it was: `pg_ark verify --as-of` finds both backups intact
     //    and fails on the tampering, which it names.
-    let keys_dir = temp_dir("ark-keys-");
-    let creds = moto.credentials_file(keys_dir.path());
     let as_of = utc(before);
     let reach = [
         "--repo",

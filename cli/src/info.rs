@@ -97,6 +97,14 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                         .map(|p| format!(", on {p}"))
                         .unwrap_or_default()
                 );
+                let l = &b["lock"];
+                if l.is_object() {
+                    println!(
+                        "                 Object Lock ({}) until {}",
+                        s(&l["mode"]),
+                        s(&l["retain_until"])
+                    );
+                }
                 let d = &b["drill"];
                 if d.is_object() {
                     if d["ok"] == Value::Bool(true) {

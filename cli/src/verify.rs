@@ -139,6 +139,22 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 if only_stored {
                     what.push_str("; encrypted, stored bytes only: no identity given");
                 }
+                let descriptor = format!(
+                    "{}/{}",
+                    physical::backup_prefix(cluster, &id),
+                    physical::INFO_NAME
+                );
+                if let Some((mode, until)) = cluster
+                    .storage()
+                    .lock_state(&descriptor)
+                    .map_err(pg_ark_core::Error::from)?
+                {
+                    let until = until.map(pg_ark_core::logical::rfc3339_utc);
+                    what.push_str(&format!(
+                        "; Object Lock ({mode}) until {}",
+                        until.as_deref().unwrap_or("unknown")
+                    ));
+                }
                 if problems.is_empty() {
                     say(&format!("cluster {sysid} backup {id} ({what}): ok"));
                 } else {

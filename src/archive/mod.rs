@@ -60,6 +60,26 @@ fn open_push(url: &str) -> Result<PushAhead, ArkError> {
     let workers = settings::archive_push_workers();
     let cluster = open_cluster(url)?;
     pgrx::log!("pg_ark archiver opened repository {}", cluster.location());
+    // Once per open: a bucket that does not hold the lock pg_ark asks for.
+    let window = u32::try_from(settings::RETENTION_DAYS.get())
+        .ok()
+        .filter(|&d| d > 0);
+    match pg_ark_core::storage::lock_warnings(
+        &pg_ark_core::RepoUrl::parse(url)?,
+        &settings::s3_options()?,
+        window,
+    ) {
+        Ok(warnings) => {
+            for w in warnings {
+                pgrx::warning!("pg_ark: repository {}: {}", cluster.location(), w);
+            }
+        }
+        Err(e) => pgrx::warning!(
+            "pg_ark: could not read the Object Lock configuration of repository {}: {}",
+            cluster.location(),
+            e
+        ),
+    }
     // A previous archiver killed in the middle of a push left its
     // temporary files; nothing else removes them. Once per location in
     // this archiver's life: it walks the cluster's whole entry.

@@ -954,6 +954,10 @@ impl Storage for EncryptedStorage {
     fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
         self.inner.retained_until(key)
     }
+
+    fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
+        self.inner.lock_state(key)
+    }
 }
 
 /// The shared buffer an age writer writes into, drained by the reader.

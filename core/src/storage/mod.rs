@@ -214,6 +214,12 @@ pub trait Storage: Send + Sync {
     fn retained_until(&self, _key: &str) -> Result<Option<i64>, StorageError> {
         Ok(None)
     }
+    /// The Object Lock object `key` carries, as S3 reports it (mode and
+    /// retain-until, epoch seconds), whatever this storage was opened to
+    /// ask for: for `pg_ark info` and `verify`. `None` without one.
+    fn lock_state(&self, _key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
+        Ok(None)
+    }
 }
 
 /// When object `key` is still retained by Object Lock at `now` (epoch
@@ -265,6 +271,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
         (**self).retained_until(key)
+    }
+    fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
+        (**self).lock_state(key)
     }
 }
 
@@ -323,6 +332,25 @@ pub fn open_view(
             Ok((Box::new(std::sync::Arc::clone(&view)), Some(view)))
         }
     }
+}
+
+/// Warnings, in words, about the bucket of the repository at `url` for the
+/// Object Lock `s3` asks for (see [`lock::lock_warnings`]): empty for a
+/// local repository, or an S3 one without a lock set.
+pub fn lock_warnings(
+    url: &crate::RepoUrl,
+    s3: &s3::S3Options,
+    recovery_window_days: Option<u32>,
+) -> Result<Vec<String>, crate::Error> {
+    let (crate::RepoUrl::S3 { bucket, prefix }, Some(wanted)) = (url, s3.object_lock) else {
+        return Ok(Vec::new());
+    };
+    let bucket = s3::S3Storage::open(bucket, prefix, s3)?.bucket_lock()?;
+    Ok(lock::lock_warnings(
+        &bucket,
+        Some(&wanted),
+        recovery_window_days,
+    ))
 }
 
 /// What was done behind pg_ark's back to the repository at `url`, when it

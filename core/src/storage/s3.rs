@@ -1490,6 +1490,12 @@ impl Storage for S3Storage {
         }
     }
 
+    fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
+        Ok(self
+            .head_lock(key)?
+            .and_then(|h| h.lock_mode.map(|m| (m.to_lowercase(), h.retain_until))))
+    }
+
     /// With an Object Lock set: the current version's retain-until.
     fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
         if self.object_lock.is_none() {
