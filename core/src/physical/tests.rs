@@ -1589,6 +1589,78 @@ fn expiry_lists_in_a_dry_run_and_removes_whole_chains_and_old_wal() {
     assert!(again.backups.is_empty() && again.wal.is_empty());
 }
 
+/// Under Object Lock, expiry deletes nothing before its retain-until: an
+/// expired backup still locked stays, with the parent it needs, listed as
+/// pending; the WAL stops at the first segment still locked; a later run,
+/// once the locks have ended, removes them all, and nothing was ever
+/// refused on the way.
+#[test]
+fn expiry_under_object_lock_waits_for_every_lock() {
+    use crate::retention::physical::{expire, Rules};
+    use crate::storage::write_once::WriteOnce;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(WriteOnce::locked_for(
+        LocalStorage::open(dir.path()).unwrap(),
+        100,
+    ));
+    let repo = Arc::new(Repository::open(Box::new(Arc::clone(&s)), true).unwrap());
+    let c = repo.cluster(SYSID, 17, true).unwrap();
+    let src = pgdata();
+    let (f1, _) = take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    take_kind(
+        &c,
+        src.path(),
+        "i1",
+        "incremental",
+        Some(&f1),
+        "0/2000028",
+        150,
+    );
+    take_kind(&c, src.path(), "f2", "full", None, "0/2000028", 200);
+    take_kind(&c, src.path(), "f3", "full", None, "0/2000028", 300);
+    c.push_wal(
+        "000000010000000000000001",
+        &segment(1),
+        Compression::Zstd,
+        1,
+    )
+    .unwrap();
+    let rules = Rules {
+        full: 2,
+        diff: None,
+        days: None,
+    };
+    let ids = |c: &ClusterRepo| -> Vec<String> {
+        list_backups(c)
+            .unwrap()
+            .into_iter()
+            .map(|b| b.backup_id)
+            .collect()
+    };
+    // f1's lock has ended, its child's has not: both stay; so does the
+    // WAL, still locked.
+    s.backdate(&format!("{}/", backup_prefix(&c, "f1")), 1000);
+    let now = s.now();
+    let r = expire(&c, rules, now, false).unwrap();
+    assert!(r.backups.is_empty() && r.wal.is_empty(), "{:?}", r.backups);
+    let pending: Vec<(&str, bool)> = r
+        .pending
+        .iter()
+        .map(|p| (p["label"].as_str().unwrap(), p["retained_until"].is_null()))
+        .collect();
+    assert_eq!(pending, [("f1", true), ("i1", false)]);
+    assert_eq!(ids(&c), ["f1", "i1", "f2", "f3"]);
+    assert!(c.get_wal("000000010000000000000001").unwrap().is_some());
+    // Every lock ended: all of it goes.
+    s.backdate("", 1000);
+    let r = expire(&c, rules, now, false).unwrap();
+    assert_eq!(r.backups.len(), 2);
+    assert!(r.pending.is_empty());
+    assert_eq!(ids(&c), ["f2", "f3"]);
+    assert!(c.get_wal("000000010000000000000001").unwrap().is_none());
+    assert_eq!(s.refused(), Vec::<String>::new());
+}
+
 /// The parent decision (`physical::decide`) on a repository: a parent with
 /// its WAL; a full, with the reason, when WAL between them is gone or the
 /// checksums changed; a wait for WAL still to be archived that ends in a

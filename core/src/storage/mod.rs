@@ -421,6 +421,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_local_repository_has_no_versions_to_read() {
+        let url = crate::RepoUrl::parse("file:///var/lib/ark").unwrap();
+        for view in [ReadView::FirstVersions, ReadView::AsOf(0)] {
+            let e = open_view(&url, &s3::S3Options::default(), view)
+                .err()
+                .unwrap();
+            assert!(e.to_string().contains("needs a versioned S3 bucket"), "{e}");
+        }
+        // Nor anything to scan or warn about.
+        let s3 = s3::S3Options {
+            object_lock: lock::ObjectLock::of_settings(Some(lock::LockMode::Compliance), 1, 0),
+            ..s3::S3Options::default()
+        };
+        assert_eq!(find_tampering(&url, &s3).unwrap(), None);
+        assert!(lock_warnings(&url, &s3, None).unwrap().is_empty());
+    }
+
+    #[test]
     fn keys() {
         assert!(validate_key("wal/0001").is_ok());
         assert!(validate_key("a").is_ok());

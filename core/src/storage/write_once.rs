@@ -62,6 +62,18 @@ impl<S: Storage> WriteOnce<S> {
         self.skew.fetch_add(seconds, Ordering::SeqCst);
     }
 
+    /// As if every key under `prefix` had been written `seconds` earlier
+    /// (its retain-until moves with it).
+    pub fn backdate(&self, prefix: &str, seconds: i64) {
+        if let Ok(mut w) = self.written.lock() {
+            for (k, t) in w.iter_mut() {
+                if k.starts_with(prefix) {
+                    *t -= seconds;
+                }
+            }
+        }
+    }
+
     /// This storage's clock (epoch seconds).
     pub fn now(&self) -> i64 {
         crate::logical::now_epoch() + self.skew.load(Ordering::SeqCst)
