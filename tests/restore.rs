@@ -556,7 +556,7 @@ fn a_chain_restores_to_the_latest_state_and_delta_reuses_an_old_copy() {
     for k in [key.clone(), format!("{key}.copy")] {
         entry.storage().delete(&k).unwrap();
     }
-    pg_ark_core::repo::info::save(entry.storage(), &key, &v, PutMode::Create).unwrap();
+    pg_ark_core::repo::info::save(entry.storage(), &key, &v).unwrap();
     let crafted = temp_dir("ark-crafted-");
     let crafted_data = crafted.path().join("data");
     let (ok, _, err) = pg_ark(&[
