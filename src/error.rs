@@ -124,6 +124,7 @@ impl ArkError {
                 | C::ForeignWal { .. }
                 | C::BadMetadata { .. }
                 | C::Info(_)
+                | C::Tampered { .. }
                 | C::BackupObjectsMissing { .. } => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED,
                 C::EncryptionMismatch { .. } => {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE

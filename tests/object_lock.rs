@@ -653,13 +653,55 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
         ),
     );
     assert_eq!(drill["state"], "succeeded", "{drill}");
-    assert_eq!(drill["result"]["checks"][2]["rows"], 20000, "{drill}");
-    let verify = run(&mut c, "SELECT ark.wait(ark.verify(NULL), '5 min')::text");
-    let found = verify["result"]["tampering"]
+    let counted = drill["result"]["checks"]
         .as_array()
-        .cloned()
-        .unwrap_or_default();
-    assert!(found.len() >= keys.len(), "{verify}");
+        .unwrap()
+        .iter()
+        .find(|c| c["rows"].is_number())
+        .cloned();
+    assert_eq!(counted.unwrap()["rows"], 20000, "{drill}");
+    // Its record is not written into the tampered repository.
+    assert!(
+        drill["result"]["record_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was tampered with"),
+        "{drill}"
+    );
+    let verify = run(&mut c, "SELECT ark.wait(ark.verify(NULL), '5 min')::text");
+    assert_eq!(verify["state"], "failed", "{verify}");
+    let error = verify["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("the repository was tampered with")
+            && error.contains("/backup.info: hidden behind a delete marker"),
+        "{verify}"
+    );
+    // A backup into the attacked repository: it finds the repository's
+    // descriptor hidden, and refuses to create it again over the
+    // tampering.
+    let full = run(
+        &mut c,
+        "SELECT ark.wait(ark.backup('full', '{\"max_attempts\": 1}'), '5 min')::text",
+    );
+    assert_eq!(full["state"], "failed", "{full}");
+    assert!(
+        full["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("was tampered with: \"pg_ark.repo\" is hidden behind a delete marker"),
+        "{full}"
+    );
+    // Nothing pg_ark wrote is gone: every first version is still there.
+    let after = raw.list_versions("").unwrap();
+    for v in &versions {
+        assert!(
+            after
+                .iter()
+                .any(|a| a.version_id == v.version_id && !a.delete_marker),
+            "{} lost its first version",
+            v.key
+        );
+    }
     let status = run(&mut c, "SELECT ark.status()::text");
     assert_eq!(status["status"], "failing", "{status}");
     assert!(

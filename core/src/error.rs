@@ -186,6 +186,15 @@ pub enum Error {
         hint: String,
     },
 
+    /// What pg_ark wrote was changed behind its back: an object it wrote
+    /// once is hidden behind a delete marker (see `storage::versioned`).
+    #[error("repository {location} was tampered with: \"{key}\" {what}")]
+    Tampered {
+        location: String,
+        key: String,
+        what: String,
+    },
+
     #[error("backup \"{backup_id}\" in {location} lost objects before it was complete: {}", missing.join(", "))]
     BackupObjectsMissing {
         location: String,
@@ -449,6 +458,13 @@ impl Error {
                 "The file stays in pg_wal and is offered again.".into()
             }
             Error::LogicalBackupExists { .. } => "Give each logical backup its own label.".into(),
+            Error::Tampered { .. } => {
+                "Someone with the repository's keys deleted or replaced what pg_ark wrote; under \
+                 Object Lock the versions pg_ark wrote are still there. Read the repository as it \
+                 was with pg_ark verify or restore --first-versions, or --as-of a time before the \
+                 tampering; nothing is written into it meanwhile. See Protecting backups."
+                    .into()
+            }
             Error::BackupObjectsMissing { .. } => {
                 "The backup was not recorded complete. Another writer of this repository entry \
                  removed its objects: is a restored copy of this cluster backing up into the same \

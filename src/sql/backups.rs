@@ -107,9 +107,17 @@ fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError> {
     let list = |key: &str| done["result"][key].as_array().cloned().unwrap_or_default();
     let s = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
     let mut rows: Vec<ExpiredRow> = Vec::new();
+    // Kept by S3 Object Lock: expired, removed by a run after the lock ends.
+    let pending = |what: &str, e: &Value| match e["retained_until"].as_str() {
+        Some(t) => format!("{what}, pending: Object Lock until {t}"),
+        None => format!("{what}, pending: a backup under Object Lock needs it"),
+    };
     for e in list("expired") {
         rows.push((
-            "logical".into(),
+            match e.get("retained_until") {
+                Some(_) => pending("logical", &e),
+                None => "logical".into(),
+            },
             Some(s(&e, "database")),
             s(&e, "label"),
             s(&e, "path"),
@@ -125,6 +133,16 @@ fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError> {
             s(&e, "path"),
             e["job_id"].as_i64(),
             Some(s(&e, "finished_at")),
+        ));
+    }
+    for e in list("pending") {
+        rows.push((
+            pending("physical", &e),
+            None,
+            s(&e, "label"),
+            s(&e, "path"),
+            None,
+            None,
         ));
     }
     for e in list("wal") {

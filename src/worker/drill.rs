@@ -132,12 +132,9 @@ pub fn run_drill(job: &Job) -> Outcome {
     let done = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
-            let cluster = target
-                .open()
-                .map_err(|e| (JobFailure::from(e), Value::Null, false))?;
             // Backups are read back as pg_ark wrote them (on a bucket
             // under Object Lock, the first versions); the record is
-            // written through `cluster`.
+            // written through the repository opened to write.
             let reading = target
                 .open_reading()
                 .map_err(|e| (JobFailure::from(e), Value::Null, false))?;
@@ -161,16 +158,34 @@ pub fn run_drill(job: &Job) -> Outcome {
             // not be carried out proved nothing either way.
             let record = judged && !stop.load(std::sync::atomic::Ordering::SeqCst);
             let mut saved = None;
+            let mut unrecorded = None;
             if let Some(id) = report["backup_id"].as_str().filter(|_| record) {
-                if let Err(e) = physical::save_drill(&cluster, id, &report) {
-                    saved = Some(
-                        JobFailure::from(e)
-                            .context("the drill's record could not be stored in the repository"),
-                    );
+                match target
+                    .open()
+                    .and_then(|cluster| physical::save_drill(&cluster, id, &report))
+                {
+                    Ok(()) => {}
+                    // The drill read the genuine versions; its record is
+                    // not written into a repository changed behind pg_ark's
+                    // back (ark.status() raises the tampering).
+                    Err(e @ pg_ark_core::Error::Tampered { .. }) => {
+                        unrecorded = Some(e.to_string())
+                    }
+                    Err(e) => {
+                        saved =
+                            Some(JobFailure::from(e).context(
+                                "the drill's record could not be stored in the repository",
+                            ))
+                    }
                 }
             }
             match (r, saved) {
-                (Ok(rep), None) => Ok((rep, record)),
+                (Ok(mut rep), None) => {
+                    if let Some(why) = unrecorded {
+                        rep["record_error"] = json!(why);
+                    }
+                    Ok((rep, record))
+                }
                 // The drill passed; its record could not be stored: the
                 // storage decides whether a retry may store it.
                 (Ok(rep), Some(e)) => Err((e, rep, record)),
@@ -213,6 +228,17 @@ pub fn run_drill(job: &Job) -> Outcome {
         if let Err(e) = recorded {
             warning!("pg_ark could not record the drill of \"{}\": {}", id, e);
         }
+    }
+    if let Some(why) = result
+        .as_ref()
+        .ok()
+        .and_then(|r| r["record_error"].as_str())
+    {
+        warning!(
+            "pg_ark job {}: the drill's record was not stored: {}",
+            job.id,
+            why
+        );
     }
     match &result {
         Ok(r) => log!(

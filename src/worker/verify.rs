@@ -60,10 +60,27 @@ pub fn run_verify(job: &Job) -> Outcome {
         Err(s) => return stopped(s),
     };
     let Some(id) = id else {
-        // Tampered with: the findings, for ark.status() to raise.
-        let mut result = json!({"ok": false, "problems": []});
-        report_tampering(job, tampering, &mut result);
-        return Outcome::Succeeded(result);
+        // Tampered with: a failed verification (ark.status() and the
+        // notifications raise it), each finding in the log.
+        let found = tampering.unwrap_or_default();
+        for t in &found {
+            warning!(
+                "pg_ark job {}: the repository was tampered with: {}",
+                job.id,
+                t
+            );
+        }
+        let mut message = format!(
+            "the repository was tampered with: {} finding(s), so it was not verified through its current versions (read it with pg_ark verify --first-versions or --as-of):",
+            found.len()
+        );
+        for t in found.iter().take(20) {
+            message.push_str(&format!(" {t};"));
+        }
+        if found.len() > 20 {
+            message.push_str(&format!(" and {} more", found.len() - 20));
+        }
+        return Outcome::Failed(JobFailure::permanent(message));
     };
     let listed: Vec<Value> = problems
         .iter()

@@ -958,6 +958,10 @@ impl Storage for EncryptedStorage {
     fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
         self.inner.lock_state(key)
     }
+
+    fn hidden(&self, key: &str) -> Result<bool, StorageError> {
+        self.inner.hidden(key)
+    }
 }
 
 /// The shared buffer an age writer writes into, drained by the reader.

@@ -28,9 +28,10 @@ pub fn list(storage: &dyn Storage, folder: &str) -> Result<Vec<u64>, StorageErro
         .filter_map(|o| {
             let name = o.key.strip_prefix(folder)?;
             let name = name.strip_suffix(".copy").unwrap_or(name);
-            (name.len() == 12 && name.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| name.parse().ok())
-                .flatten()
+            // Twelve digits, more past 10^12 (one name per number).
+            let seq: u64 = name.parse().ok()?;
+            (name.bytes().all(|b| b.is_ascii_digit()) && format!("{seq:012}") == name)
+                .then_some(seq)
         })
         .collect();
     seqs.sort_unstable();
@@ -108,30 +109,28 @@ pub fn load_newest(
     }
 }
 
-/// Remove all but the newest `keep` generations of `folder`. An object that
-/// S3 Object Lock still retains stays for a later run. Returns how many
-/// generations are left behind that way.
+/// Remove all but the newest `keep` generations of `folder`, oldest
+/// first. The first one S3 Object Lock still retains ends the run (those
+/// after it were written, and locked, later): they go in a later run.
+/// Returns how many generations are left behind that way.
 pub fn prune(storage: &dyn Storage, folder: &str, keep: usize) -> Result<usize, StorageError> {
     let seqs = list(storage, folder)?;
+    let old = &seqs[..seqs.len().saturating_sub(keep)];
     let now = crate::logical::now_epoch();
-    let mut retained = 0;
-    for &seq in seqs.iter().rev().skip(keep) {
+    for (i, &seq) in old.iter().enumerate() {
         let k = key(folder, seq);
-        let mut held = false;
         for key in [format!("{k}.copy"), k] {
             if crate::storage::retained_after(storage, &key, now)?.is_some() {
-                held = true;
-                continue;
+                return Ok(old.len() - i);
             }
             match storage.delete(&key) {
                 Ok(()) => {}
-                Err(e) if e.is_retained() => held = true,
+                Err(e) if e.is_retained() => return Ok(old.len() - i),
                 Err(e) => return Err(e),
             }
         }
-        retained += usize::from(held);
     }
-    Ok(retained)
+    Ok(0)
 }
 
 #[cfg(test)]
@@ -179,6 +178,16 @@ mod tests {
         s.delete(&key(f, 2)).unwrap();
         assert_eq!(list(&s, f).unwrap(), vec![1, 2, 3]);
         assert_eq!(save_next(&s, f, &json!({"n": 4})).unwrap(), 4);
+
+        // Past twelve digits, still one generation each.
+        s.put(&key(f, 1_000_000_000_000), b"x", PutMode::Create)
+            .unwrap();
+        assert_eq!(list(&s, f).unwrap().last(), Some(&1_000_000_000_000));
+        s.put(&format!("{f}0000000000005"), b"x", PutMode::Create)
+            .unwrap();
+        assert!(!list(&s, f).unwrap().contains(&5));
+        s.delete(&key(f, 1_000_000_000_000)).unwrap();
+        s.delete(&format!("{f}0000000000005")).unwrap();
 
         // Pruning keeps the newest two.
         assert_eq!(prune(&s, f, 2).unwrap(), 0);

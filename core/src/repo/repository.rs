@@ -70,6 +70,14 @@ impl Repository {
         let location = storage.location();
         let desc = match info::load(storage.as_ref(), DESCRIPTOR)? {
             Some(desc) => desc,
+            // Hidden, not missing: never written again over tampering.
+            None if storage.hidden(DESCRIPTOR)? => {
+                return Err(Error::Tampered {
+                    location,
+                    key: DESCRIPTOR.into(),
+                    what: "is hidden behind a delete marker".into(),
+                })
+            }
             None if create => {
                 let mut desc = json!({
                     "format": FORMAT_CLEAR,
@@ -193,6 +201,13 @@ impl Repository {
         let key = c.key(layout::CLUSTER_INFO);
         let recorded = match info::load(self.storage(), &key)? {
             Some(v) => v,
+            None if self.storage().hidden(&key)? => {
+                return Err(Error::Tampered {
+                    location: self.location(),
+                    key,
+                    what: "is hidden behind a delete marker".into(),
+                })
+            }
             None => match create {
                 Some(size) => {
                     let v = json!({

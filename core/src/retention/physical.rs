@@ -313,10 +313,18 @@ pub fn expire(
         if !dry_run {
             match physical::delete_backup(cluster, &b.backup_id) {
                 Ok(()) => {}
-                // An object locked longer than its descriptor: the rest
-                // of the prefix goes with the next run's sweep of what
-                // failed backups left.
-                Err(Error::Storage(e)) if e.is_retained() => {}
+                // A version locked longer than the descriptor's current one
+                // said (a version put over it, or a lock extended): the
+                // backup stays, pending, for a later run.
+                Err(Error::Storage(crate::storage::StorageError::Retained { until, .. })) => {
+                    out.pending.push(json!({
+                        "label": b.backup_id,
+                        "path": physical::backup_prefix(cluster, &b.backup_id),
+                        "retained_until": until.map(crate::logical::rfc3339_utc),
+                        "reason": "retained by Object Lock",
+                    }));
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -336,9 +344,21 @@ pub fn expire(
             break;
         }
     }
+    // A backup found locked only as it was deleted keeps the WAL it
+    // needs: none goes in this run.
+    if out.pending.len() > pending.len() {
+        wal.clear();
+    }
     if !dry_run {
-        for (_, key) in &wal {
-            cluster.storage().delete(key)?;
+        for at in 0..wal.len() {
+            match cluster.storage().delete(&wal[at].1) {
+                Ok(()) => {}
+                Err(e) if e.is_retained() => {
+                    wal.truncate(at);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         // The catalog index follows the descriptors (this runs after every
         // physical backup too).

@@ -220,6 +220,12 @@ pub trait Storage: Send + Sync {
     fn lock_state(&self, _key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
         Ok(None)
     }
+    /// Whether missing object `key` was written here before and is hidden
+    /// now (S3 with an Object Lock set: a version or delete marker is
+    /// left), so that it must not be created again. `false` elsewhere.
+    fn hidden(&self, _key: &str) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }
 
 /// When object `key` is still retained by Object Lock at `now` (epoch
@@ -274,6 +280,9 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
         (**self).lock_state(key)
+    }
+    fn hidden(&self, key: &str) -> Result<bool, StorageError> {
+        (**self).hidden(key)
     }
 }
 

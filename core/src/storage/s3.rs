@@ -472,7 +472,7 @@ impl S3Storage {
                     (_, "SignatureDoesNotMatch") => "the secret access key does not match",
                     // No code: an answer the SDK could not read (an
                     // unexpected body); its own words say what was wrong.
-                    _ if e.code().is_none() => {
+                    _ if e.code().is_none() && !transient => {
                         return self.backend(format!(
                             "could not {op} \"{key}\": the server's answer (HTTP {status}) \
                              could not be read: {}",
@@ -556,19 +556,20 @@ impl S3Storage {
                 .bucket(bucket)
                 .key(full)
                 .checksum_sha256(sha_c)
-                // With only the preset checksum the SDK names no algorithm;
-                // lock headers, and a bucket with a default retention, need
-                // one named.
-                .checksum_algorithm(ChecksumAlgorithm::Sha256)
                 .content_length(len)
                 .body(ByteStream::from(data));
             if mode == PutMode::Create {
                 req = req.if_none_match("*");
             }
             if let Some((mode, until)) = lock {
+                // With only the preset checksum the SDK names no algorithm,
+                // and lock headers need one named (moto insists; some
+                // S3-compatible servers refuse the header, so it goes only
+                // with a lock).
                 req = req
                     .object_lock_mode(mode)
-                    .object_lock_retain_until_date(until);
+                    .object_lock_retain_until_date(until)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256);
             }
             req.send().await
         })?;
@@ -1095,18 +1096,28 @@ impl S3Storage {
                         if (Some(&k), v.as_ref()) == (key_marker.as_ref(), version_marker.as_ref())
                         {
                             // A server that repeats its position would
-                            // loop forever; what was listed is all there is.
-                            break;
+                            // loop forever: the listing is incomplete.
+                            return Ok((out, true));
                         }
                         key_marker = Some(k);
                         version_marker = v;
                     }
+                    // Truncated, and no position to go on from.
+                    _ if page.is_truncated() == Some(true) => return Ok((out, true)),
                     _ => break,
                 }
             }
-            Ok(out)
+            Ok((out, false))
         })?;
-        let entries = r.map_err(|e| self.describe("list the versions of", what, &e))?;
+        let (entries, incomplete) =
+            r.map_err(|e| self.describe("list the versions of", what, &e))?;
+        if incomplete {
+            // A view built on part of the versions would miss keys and
+            // tampering without saying so.
+            return Err(self.backend(format!(
+                "could not list the versions of \"{what}\": the server cut the listing short without saying where it goes on"
+            )));
+        }
         Ok(order_versions(entries.into_iter().map(
             |(key, version_id, last_modified, is_latest, size, delete_marker)| ObjectVersion {
                 key,
@@ -1490,18 +1501,49 @@ impl Storage for S3Storage {
         }
     }
 
+    /// The lock of the key's first version: the one pg_ark wrote (a
+    /// version put over it later is not pg_ark's).
     fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
+        let Some(first) = self
+            .key_versions(key)?
+            .into_iter()
+            .find(|v| !v.delete_marker)
+        else {
+            return Ok(None);
+        };
         Ok(self
-            .head_lock(key)?
+            .head_version(key, &first.version_id)?
             .and_then(|h| h.lock_mode.map(|m| (m.to_lowercase(), h.retain_until))))
     }
 
-    /// With an Object Lock set: the current version's retain-until.
+    /// With an Object Lock set, a missing key that has versions left (a
+    /// delete marker over them): pg_ark, which deletes by version id under
+    /// a lock, did not remove it.
+    fn hidden(&self, key: &str) -> Result<bool, StorageError> {
+        if self.object_lock.is_none() {
+            return Ok(false);
+        }
+        Ok(!self.key_versions(key)?.is_empty())
+    }
+
+    /// With an Object Lock set: the latest retain-until among the key's
+    /// versions (a delete removes them all, so the longest lock decides;
+    /// a legal hold holds for good), not only the current version's, which
+    /// anyone with write access can put unlocked over a locked one.
     fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
         if self.object_lock.is_none() {
             return Ok(None);
         }
-        Ok(self.head_lock(key)?.and_then(|h| h.retain_until))
+        let mut until = None;
+        for v in self.key_versions(key)?.iter().filter(|v| !v.delete_marker) {
+            if let Some(h) = self.head_version(key, &v.version_id)? {
+                if h.legal_hold {
+                    return Ok(Some(i64::MAX));
+                }
+                until = until.max(h.retain_until);
+            }
+        }
+        Ok(until)
     }
 }
 

@@ -113,6 +113,11 @@ pub enum TamperKind {
     /// The key's first version was stored at `first_written`, after
     /// `as_of`: a key planted after the time, ignored by the view.
     AfterAsOf { first_written: i64, as_of: i64 },
+    /// An object version was stored after a delete marker: someone planted
+    /// the key before pg_ark wrote it and hid it (pg_ark's conditional
+    /// write then succeeds), or put it back over a deletion. Which version
+    /// is pg_ark's cannot be told, so the view reads none.
+    Ambiguous,
 }
 
 /// Tampering found on one key.
@@ -148,6 +153,11 @@ impl std::fmt::Display for Tamper {
                 count,
                 hiding: false,
             } => write!(f, "{key}: {count} delete markers were put over it"),
+            TamperKind::Ambiguous => write!(
+                f,
+                "{key}: a version was stored after a delete marker, so which one pg_ark wrote \
+                 cannot be told: not read; read the repository --as-of a time before the tampering"
+            ),
             TamperKind::AfterAsOf {
                 first_written,
                 as_of,
@@ -180,7 +190,9 @@ pub struct View {
 /// The view of `versions` (per key oldest first, as `list_versions` gives
 /// them): for each key, its first version that is not a delete marker and,
 /// with `as_of`, was stored no later than `as_of`. A key with only delete
-/// markers has nothing to read and is left out, unreported. Pure.
+/// markers has nothing to read: left out, and reported. A key with an
+/// object version after a delete marker (among those up to `as_of`) is
+/// ambiguous: left out, and reported. Pure.
 pub fn view(versions: &[ObjectVersion], as_of: Option<i64>) -> View {
     let mut by_key: BTreeMap<&str, Vec<&ObjectVersion>> = BTreeMap::new();
     for v in versions {
@@ -193,13 +205,31 @@ pub fn view(versions: &[ObjectVersion], as_of: Option<i64>) -> View {
             .copied()
             .filter(|v| !v.delete_marker)
             .collect();
-        let Some(first) = objects.first() else {
-            continue;
-        };
         let tamper = |kind| Tamper {
             key: key.to_string(),
             kind,
         };
+        let Some(first) = objects.first() else {
+            out.tampering.push(tamper(TamperKind::DeleteMarker {
+                count: entries.len(),
+                hiding: true,
+            }));
+            continue;
+        };
+        // Oldest first: an object version after a marker, up to `as_of`.
+        let eligible = entries
+            .iter()
+            .filter(|v| as_of.is_none_or(|t| v.last_modified <= t));
+        let mut marked = false;
+        let ambiguous = eligible.into_iter().any(|v| {
+            let after = marked && !v.delete_marker;
+            marked |= v.delete_marker;
+            after
+        });
+        if ambiguous {
+            out.tampering.push(tamper(TamperKind::Ambiguous));
+            continue;
+        }
         let chosen = objects
             .iter()
             .position(|v| as_of.is_none_or(|t| v.last_modified <= t));

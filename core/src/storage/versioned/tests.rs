@@ -36,13 +36,13 @@ fn an_untouched_key_reads_its_only_version() {
 
 #[test]
 fn the_first_version_wins_and_the_rest_is_tampering() {
-    // Oldest first, as list_versions orders them: v1, a marker, v2, v3 in
-    // the same second as the marker.
+    // Oldest first, as list_versions orders them: v1, v2, v3 put over it,
+    // then a marker in the same second as v3.
     let all = [
         version("k", "v1", 10, false),
-        marker("k", "m1", 20, false),
         version("k", "v2", 20, false),
-        version("k", "v3", 25, true),
+        version("k", "v3", 25, false),
+        marker("k", "m1", 25, true),
         version("other", "o1", 5, true),
     ];
     let v = view(&all, None);
@@ -58,11 +58,46 @@ fn the_first_version_wins_and_the_rest_is_tampering() {
                 key: "k".into(),
                 kind: TamperKind::DeleteMarker {
                     count: 1,
-                    hiding: false
+                    hiding: true
                 }
             },
         ]
     );
+}
+
+/// A key planted before pg_ark wrote it, then hidden: pg_ark's conditional
+/// write succeeds over the marker, so the first version is the attacker's.
+/// A version after a marker makes the key unreadable without a time; with
+/// a time before the planting, neither is read.
+#[test]
+fn a_version_after_a_delete_marker_is_ambiguous() {
+    let all = [
+        version("wal/9", "planted", 10, false),
+        marker("wal/9", "m", 11, false),
+        version("wal/9", "genuine", 20, true),
+        version("wal/8", "g", 5, true),
+    ];
+    let v = view(&all, None);
+    assert_eq!(chosen_ids(&v), [("wal/8", "g")]);
+    assert_eq!(
+        v.tampering,
+        [Tamper {
+            key: "wal/9".into(),
+            kind: TamperKind::Ambiguous
+        }]
+    );
+    let v = view(&all, Some(9));
+    assert_eq!(chosen_ids(&v), [("wal/8", "g")]);
+    assert!(matches!(v.tampering[0].kind, TamperKind::AfterAsOf { .. }));
+    // A marker and a version put back after the time: the version before
+    // the time is read.
+    let all = [
+        version("k", "v1", 10, false),
+        marker("k", "m", 30, false),
+        version("k", "v2", 31, true),
+    ];
+    let v = view(&all, Some(20));
+    assert_eq!(chosen_ids(&v), [("k", "v1")]);
 }
 
 #[test]
@@ -114,10 +149,19 @@ fn as_of_ignores_later_versions_and_planted_keys() {
 }
 
 #[test]
-fn a_key_of_delete_markers_only_has_nothing_to_read() {
+fn a_key_of_delete_markers_only_has_nothing_to_read_and_is_reported() {
     let v = view(&[marker("gone", "m", 10, true)], None);
     assert!(v.chosen.is_empty());
-    assert!(v.tampering.is_empty());
+    assert_eq!(
+        v.tampering,
+        [Tamper {
+            key: "gone".into(),
+            kind: TamperKind::DeleteMarker {
+                count: 1,
+                hiding: true
+            }
+        }]
+    );
 }
 
 #[test]
