@@ -62,10 +62,11 @@ impl RepoTarget {
     /// [`RepoTarget::open`] opens it.
     pub fn open_reading(&self) -> Result<ClusterRepo, pg_ark_core::Error> {
         let url = RepoUrl::parse(&self.url)?;
-        if self.s3.object_lock.is_none() || !matches!(url, RepoUrl::S3 { .. }) {
+        let view = read_view(&url, self.s3.object_lock.is_some());
+        if view == storage::ReadView::Current {
             return self.open();
         }
-        let (storage, _) = storage::open_view(&url, &self.s3, storage::ReadView::FirstVersions)?;
+        let (storage, _) = storage::open_view(&url, &self.s3, view)?;
         let repo = Arc::new(Repository::open_with(storage, false, &self.keys()?)?);
         repo.cluster(self.sysid, self.major, false)
     }
@@ -107,15 +108,24 @@ impl RepoTarget {
 /// This server's repository configuration (`ark.repository` is `url`),
 /// whose words reach it from a `pg_ark` command (never keys).
 pub fn config(url: String) -> RepoConfig {
+    let s3 = settings::s3_config();
+    let view = RepoUrl::parse(&url).map_or(storage::ReadView::Current, |u| {
+        read_view(&u, s3.object_lock.is_some())
+    });
     RepoConfig {
         url,
-        s3: settings::s3_config(),
+        s3,
         encryption: settings::encryption_files(),
-        // Under Object Lock pg_ark never writes a key twice: commands
-        // made for this repository read the first versions.
-        view: match settings::s3_config().object_lock {
-            Some(_) => pg_ark_core::storage::ReadView::FirstVersions,
-            None => pg_ark_core::storage::ReadView::Current,
-        },
+        view,
+    }
+}
+
+/// How this server reads its repository back: under Object Lock (an S3
+/// bucket, where pg_ark never writes a key twice) the first version of
+/// every key, whatever was put over it or hid it since; else as it is.
+fn read_view(url: &RepoUrl, locked: bool) -> storage::ReadView {
+    match (url, locked) {
+        (RepoUrl::S3 { .. }, true) => storage::ReadView::FirstVersions,
+        _ => storage::ReadView::Current,
     }
 }

@@ -673,6 +673,10 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
     let error = verify["error"].as_str().unwrap_or_default();
     assert!(
         error.contains("the repository was tampered with")
+            && error.contains(&format!(
+                "read through the versions pg_ark wrote, backup \"{}\" verifies",
+                ids[1]
+            ))
             && error.contains("/backup.info: hidden behind a delete marker"),
         "{verify}"
     );

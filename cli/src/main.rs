@@ -147,9 +147,21 @@ fn main() -> ExitCode {
         Command::RestoreLogical(args) => restore_logical::run(&args),
         Command::Rekey(args) => rekey::run(&args),
     };
-    // Read through --first-versions or --as-of: what was tampered with.
-    for t in repo_opts::tampering() {
+    // Read through --first-versions or --as-of: what was tampered with,
+    // and what was stored after the time (ignored).
+    let (tampered, later) = repo_opts::tampering();
+    for t in tampered {
         eprintln!("pg_ark: warning: tampering: {t}");
+    }
+    const SHOWN: usize = 10;
+    for t in later.iter().take(SHOWN) {
+        eprintln!("pg_ark: note: {t}");
+    }
+    if later.len() > SHOWN {
+        eprintln!(
+            "pg_ark: note: and {} more object(s) first stored after the --as-of time, ignored",
+            later.len() - SHOWN
+        );
     }
     match result {
         Ok(()) => ExitCode::SUCCESS,

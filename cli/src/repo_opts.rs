@@ -1,7 +1,8 @@
 //! Options that name the repository, shared by every subcommand that reads
 //! one, as flags or from the environment.
 use pg_ark_core::repo::config::{EncryptionFiles, RepoConfig, S3Config, FLAGS};
-use pg_ark_core::storage::{self, versioned::AsOf, ReadView};
+use pg_ark_core::storage::versioned::{AsOf, Tamper, TamperKind};
+use pg_ark_core::storage::{self, ReadView};
 use std::sync::{Arc, Mutex};
 
 /// The versioned readers this process opened (`--first-versions`,
@@ -15,17 +16,20 @@ pub fn remember(view: Option<Arc<AsOf>>) {
     }
 }
 
-/// The tampering the versioned readers found so far, one line each.
-pub fn tampering() -> Vec<String> {
+/// What the versioned readers found so far, one line each: the tampering
+/// (versions put over pg_ark's, delete markers, ambiguous keys), then the
+/// keys first stored after the `--as-of` time, which were ignored (a
+/// repository still written to has many: not tampering by themselves).
+pub fn tampering() -> (Vec<String>, Vec<String>) {
     let views = VIEWS.lock().map(|v| v.clone()).unwrap_or_default();
-    let mut out: Vec<String> = views
-        .iter()
-        .flat_map(|v| v.tampering())
-        .map(|t| t.to_string())
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    let mut found: Vec<Tamper> = views.iter().flat_map(|v| v.tampering()).collect();
+    found.sort_by(|a, b| a.key.cmp(&b.key));
+    found.dedup();
+    let (later, tampered): (Vec<Tamper>, Vec<Tamper>) = found
+        .into_iter()
+        .partition(|t| matches!(t.kind, TamperKind::AfterAsOf { .. }));
+    let lines = |v: Vec<Tamper>| v.iter().map(ToString::to_string).collect();
+    (lines(tampered), lines(later))
 }
 
 /// Every versioned reader opened, to scan a whole repository with.

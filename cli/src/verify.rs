@@ -10,6 +10,7 @@ use crate::progress::{self, Mode};
 use crate::repo_opts::RepoOpts;
 use crate::Failure;
 use pg_ark_core::physical;
+use pg_ark_core::storage::versioned::TamperKind;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -192,7 +193,12 @@ pub fn run(args: &Args) -> Result<(), Failure> {
     // versions, for what was put over pg_ark's objects, hid or planted.
     let mut tampered = 0;
     for view in crate::repo_opts::views() {
-        tampered += view.scan("").map_err(pg_ark_core::Error::from)?.len();
+        let found = view.scan("").map_err(pg_ark_core::Error::from)?;
+        // Objects stored after --as-of are ignored, not counted.
+        tampered += found
+            .iter()
+            .filter(|t| !matches!(t.kind, TamperKind::AfterAsOf { .. }))
+            .count();
     }
     if tampered > 0 {
         return Err(Failure::Message(format!(

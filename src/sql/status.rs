@@ -151,18 +151,26 @@ fn paused_schedules() -> Result<Vec<(String, String)>, ArkError> {
 /// for tampering (backups and verifications, on a bucket under Object
 /// Lock), with its id.
 fn tampering() -> Result<Option<(i64, Vec<String>)>, ArkError> {
-    let row = Spi::get_two::<i64, JsonB>(
-        "SELECT id, result->'tampering' FROM ark.jobs
+    let row = Spi::get_three::<i64, JsonB, i64>(
+        "SELECT id, result->'tampering', (result->>'tampering_count')::int8 FROM ark.jobs
           WHERE result ? 'tampering' ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1",
     );
-    let (id, found) = match row {
+    let (id, found, count) = match row {
         Ok(r) => r,
         Err(pgrx::spi::SpiError::InvalidPosition) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let found: Vec<String> = found
+    let mut found: Vec<String> = found
         .and_then(|j| serde_json::from_value(j.0).ok())
         .unwrap_or_default();
+    // Only the first findings are kept in the result: the rest, counted.
+    let count = count.map_or(found.len(), |c| c as usize);
+    if count > found.len() {
+        let more = count - found.len();
+        found.push(format!(
+            "and {more} more finding(s) not kept in the job's result"
+        ));
+    }
     Ok(id.map(|id| (id, found)))
 }
 

@@ -20,22 +20,30 @@ pub fn run_verify(job: &Job) -> Outcome {
         Ok(t) => t,
         Err(e) => return Outcome::Failed(e),
     };
-    let wanted = job
-        .options
-        .get("backup_id")
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    // Without one named, the newest backup this server took into its
+    // repository (its catalog, which no one with only the repository's
+    // keys can change), else the newest the repository lists.
+    let wanted = match job.options.get("backup_id").and_then(Value::as_str) {
+        Some(id) => Some(id.to_string()),
+        None => match xact::run(newest_in_catalog) {
+            Ok(id) => id,
+            Err(e) => return Outcome::Failed(e),
+        },
+    };
     let checked = supervise(
         job,
         move |control, _tx: std::sync::mpsc::Sender<()>| {
             // First what was done behind pg_ark's back: a repository
             // tampered with is not verified through its current versions.
+            // A repository tampered with is verified through the versions
+            // pg_ark wrote (the first ones), and the job fails all the same.
             set_progress(&control, json!({"phase": "tampering"}));
             let tampering = target.tampering().map_err(JobFailure::from)?;
-            if tampering.as_ref().is_some_and(|t| !t.is_empty()) {
-                return Ok((None, Vec::new(), tampering));
+            let c = match tampering.as_ref().is_some_and(|t| !t.is_empty()) {
+                true => target.open_reading(),
+                false => target.open(),
             }
-            let c = target.open().map_err(JobFailure::from)?;
+            .map_err(JobFailure::from)?;
             let id = match wanted {
                 Some(id) => id,
                 None => physical::list_backups(&c)
@@ -50,7 +58,7 @@ pub fn run_verify(job: &Job) -> Outcome {
             };
             set_progress(&control, json!({"phase": "verify", "backup_id": id}));
             let problems = physical::verify_backup(&c, &id).map_err(JobFailure::from)?;
-            Ok::<_, JobFailure>((Some(id), problems, tampering))
+            Ok::<_, JobFailure>((id, problems, tampering))
         },
         |_| {},
     );
@@ -59,11 +67,10 @@ pub fn run_verify(job: &Job) -> Outcome {
         Ok(Err(e)) => return Outcome::Failed(e),
         Err(s) => return stopped(s),
     };
-    let Some(id) = id else {
+    if let Some(found) = tampering.as_ref().filter(|t| !t.is_empty()) {
         // Tampered with: a failed verification (ark.status() and the
-        // notifications raise it), each finding in the log.
-        let found = tampering.unwrap_or_default();
-        for t in &found {
+        // notifications raise it), the first findings in the log.
+        for t in found.iter().take(20) {
             warning!(
                 "pg_ark job {}: the repository was tampered with: {}",
                 job.id,
@@ -71,8 +78,12 @@ pub fn run_verify(job: &Job) -> Outcome {
             );
         }
         let mut message = format!(
-            "the repository was tampered with: {} finding(s), so it was not verified through its current versions (read it with pg_ark verify --first-versions or --as-of):",
-            found.len()
+            "the repository was tampered with: {} finding(s); read through the versions pg_ark wrote, backup \"{id}\" {}:",
+            found.len(),
+            match problems.len() {
+                0 => "verifies".to_string(),
+                n => format!("has {n} problem(s) (first: {}: {})", problems[0].file, problems[0].reason),
+            }
         );
         for t in found.iter().take(20) {
             message.push_str(&format!(" {t};"));
@@ -81,7 +92,7 @@ pub fn run_verify(job: &Job) -> Outcome {
             message.push_str(&format!(" and {} more", found.len() - 20));
         }
         return Outcome::Failed(JobFailure::permanent(message));
-    };
+    }
     let listed: Vec<Value> = problems
         .iter()
         .map(|p| json!({"file": p.file, "problem": p.reason}))
@@ -132,12 +143,38 @@ pub(crate) fn report_tampering(job: &Job, found: Option<Vec<String>>, result: &m
     let Some(found) = found else {
         return;
     };
-    for t in &found {
+    const LOGGED: usize = 20;
+    const KEPT: usize = 100;
+    for t in found.iter().take(LOGGED) {
         warning!(
             "pg_ark job {}: the repository was tampered with: {}",
             job.id,
             t
         );
     }
-    result["tampering"] = json!(found);
+    if found.len() > LOGGED {
+        warning!(
+            "pg_ark job {}: the repository was tampered with: and {} more finding(s)",
+            job.id,
+            found.len() - LOGGED
+        );
+    }
+    // The first findings and their count: a bucket can hold millions.
+    result["tampering"] = json!(found.iter().take(KEPT).collect::<Vec<_>>());
+    result["tampering_count"] = json!(found.len());
+}
+
+/// The newest physical backup `ark.backups` records in the repository in
+/// use.
+fn newest_in_catalog() -> Result<Option<String>, crate::error::ArkError> {
+    match Spi::get_one_with_args::<String>(
+        "SELECT label FROM ark.backups
+          WHERE kind IN ('full', 'incremental', 'differential') AND repository = $1
+          ORDER BY finished_at DESC, id DESC LIMIT 1",
+        &[crate::settings::repository_location().into()],
+    ) {
+        Ok(label) => Ok(label),
+        Err(pgrx::spi::SpiError::InvalidPosition) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
