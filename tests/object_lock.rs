@@ -522,6 +522,21 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
         let e = locked.delete(k).unwrap_err();
         assert!(e.is_retained(), "{k}: {e}");
     }
+    // The server itself refuses each version's delete (not only pg_ark's
+    // client, which checks the lock first).
+    let auth = "AWS4-HMAC-SHA256 Credential=attacker/20261206/us-east-1/s3/aws4_request, SignedHeaders=host, Signature=00";
+    for v in &versions {
+        let (status, body) = moto.http(
+            "DELETE",
+            &format!(
+                "/{}/{prefix}/{}?versionId={}",
+                moto.bucket, v.key, v.version_id
+            ),
+            &[("Authorization", auth)],
+            "",
+        );
+        assert!(status.contains(" 403 "), "{}: {status}\n{body}", v.key);
+    }
     // 2. Planted: the next WAL segment (a genuine segment's object under
     //    the next name), a newer backup, a newer index generation.
     let wal_key = |name: &str| format!("{entry}wal/{}/{name}", &name[..16]);
@@ -635,10 +650,18 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
     args.extend(reach);
     args.extend([next.as_str(), dest.to_str().unwrap()]);
     let (ok, out, err) = pg_ark(&args);
+    // Not found, quietly (as for any segment not archived), never served.
     assert!(
-        !ok && !dest.exists(),
+        !ok && !dest.exists() && !err.contains("error"),
         "the planted segment was served: {out}{err}"
     );
+    // A genuine one is served, from its hidden first version.
+    let mut args = vec!["wal-get", "--pgdata", data.to_str().unwrap()];
+    args.extend(reach);
+    args.extend([newest.as_str(), dest.to_str().unwrap()]);
+    let (ok, out, err) = pg_ark(&args);
+    assert!(ok, "{out}{err}");
+    assert_eq!(std::fs::metadata(&dest).unwrap().len(), 16 << 20);
     drop(restored);
 
     // 5. The server: its drill reads the genuine versions, and a
