@@ -89,6 +89,15 @@ fn uploads_carry_the_lock_and_locked_objects_are_not_deleted() {
     let streamed = s.head_lock("wal/2").unwrap().expect("stored");
     assert_eq!(streamed.lock_mode.as_deref(), Some("COMPLIANCE"));
     assert!(streamed.retain_until.is_some_and(|t| t >= before + 86_400));
+    // A lock is extended (PutObjectRetention on the first version), never
+    // shortened.
+    let longer = after + 3 * 86_400;
+    assert!(s.extend_lock("wal/2", longer).unwrap());
+    let extended = s.head_lock("wal/2").unwrap().expect("stored");
+    assert_eq!(extended.retain_until, Some(longer));
+    assert_eq!(extended.lock_mode.as_deref(), Some("COMPLIANCE"));
+    assert!(!s.extend_lock("wal/2", longer - 86_400).unwrap());
+    assert_eq!(s.retained_until("wal/2").unwrap(), Some(longer));
     let versions = s.list_versions("wal/1").unwrap();
     assert_eq!(versions.len(), 1, "{versions:?}");
     let v = &versions[0];

@@ -411,6 +411,7 @@ pub fn run_expire(job: &Job) -> Outcome {
                     "physical": physical.backups,
                     "wal": physical.wal,
                     "pending": physical.pending,
+                    "relocked": physical.relocked,
                     "recoverable_from": physical.recoverable_from,
                     "dry_run": dry_run,
                 }),

@@ -701,6 +701,7 @@ fn apply_retention(job: &Job, cluster: &ClusterRepo, result: &mut Value) {
             }
             result["expired"] = json!({"backups": expired.backups, "wal": expired.wal,
                                        "pending": expired.pending,
+                                       "relocked": expired.relocked,
                                        "recoverable_from": expired.recoverable_from});
         }
         Ok(Err(e)) => {

@@ -962,6 +962,14 @@ impl Storage for EncryptedStorage {
     fn hidden(&self, key: &str) -> Result<bool, StorageError> {
         self.inner.hidden(key)
     }
+
+    fn lock_period(&self) -> Option<i64> {
+        self.inner.lock_period()
+    }
+
+    fn extend_lock(&self, key: &str, until: i64) -> Result<bool, StorageError> {
+        self.inner.extend_lock(key, until)
+    }
 }
 
 /// The shared buffer an age writer writes into, drained by the reader.

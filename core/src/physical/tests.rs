@@ -1661,6 +1661,57 @@ fn expiry_under_object_lock_waits_for_every_lock() {
     assert_eq!(s.refused(), Vec::<String>::new());
 }
 
+/// Under Object Lock, what retention keeps stays locked: once the last
+/// extension is less than half a period away, every kept object's lock is
+/// extended a full period, the repository's descriptor included; an
+/// expired backup still locked (pending) is left to its lock's end.
+#[test]
+fn retention_extends_the_locks_of_what_it_keeps() {
+    use crate::retention::physical::{expire, Rules};
+    use crate::storage::write_once::WriteOnce;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(WriteOnce::locked_for(
+        LocalStorage::open(dir.path()).unwrap(),
+        100,
+    ));
+    let repo = Arc::new(Repository::open(Box::new(Arc::clone(&s)), true).unwrap());
+    let c = repo.cluster(SYSID, 17, true).unwrap();
+    let src = pgdata();
+    take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    take_kind(&c, src.path(), "f2", "full", None, "0/2000028", 200);
+    let rules = Rules {
+        full: 1,
+        diff: None,
+        days: None,
+    };
+    let descriptor = |id: &str| format!("{}/{INFO_NAME}", backup_prefix(&c, id));
+    let until = |k: &str| {
+        crate::storage::Storage::retained_until(&s, k)
+            .unwrap()
+            .unwrap()
+    };
+    let now = s.now();
+    let first = expire(&c, rules, now, false).unwrap();
+    assert_eq!(first.pending.len(), 1, "f1 is still locked");
+    assert!(first.relocked["until"].is_string(), "{:?}", first.relocked);
+    // Within half a period of the last extension: nothing to do.
+    let again = expire(&c, rules, now + 40, false).unwrap();
+    assert!(again.relocked.is_null());
+    // Past it: a full period from then, for what is kept only.
+    let f1_until = until(&descriptor("f1"));
+    let later = expire(&c, rules, now + 60, false).unwrap();
+    assert!(
+        later.relocked["objects"].as_u64().unwrap() > 10,
+        "{:?}",
+        later.relocked
+    );
+    assert_eq!(until(&descriptor("f2")), now + 160);
+    assert_eq!(until(layout::DESCRIPTOR), now + 160);
+    assert_eq!(until(&c.key("cluster.info")), now + 160);
+    assert_eq!(until(&descriptor("f1")), f1_until);
+    assert_eq!(s.refused(), Vec::<String>::new());
+}
+
 /// The parent decision (`physical::decide`) on a repository: a parent with
 /// its WAL; a full, with the reason, when WAL between them is gone or the
 /// checksums changed; a wait for WAL still to be archived that ends in a

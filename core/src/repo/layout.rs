@@ -11,6 +11,7 @@
 //!                                                   manifest(.copy), files and bundles,
 //!                                                   lease/<seq>, drill/<seq>
 //! clusters/<system id>/backup.index.d/<seq>         the list of complete physical backups
+//! clusters/<system id>/locks.d/<seq>                 until when what retention keeps is locked
 //! clusters/<system id>/logical/<database>/<label>/  a logical dump: backup.info, its data
 //! keys/<data key>/<generation>                      an encrypted repository's key objects
 //! ```
@@ -67,7 +68,7 @@ pub fn stored_in_clear(key: &str) -> bool {
         [d] => d == DESCRIPTOR,
         ["keys", _, _] => true,
         ["clusters", _, name] => name == CLUSTER_INFO || name == "backup.index",
-        ["clusters", _, "backup.index.d", _] => true,
+        ["clusters", _, "backup.index.d" | "locks.d", _] => true,
         ["clusters", _, "backup", _, name] => name == "backup.info",
         ["clusters", _, "backup", _, "lease", _] => true,
         ["clusters", _, "logical", _, _, name] => name == "backup.info",

@@ -232,6 +232,76 @@ pub struct Expired {
     /// The oldest point recovery can reach after expiry: the end of the
     /// kept backup that finished first (`null`: no physical backup).
     pub recoverable_from: Value,
+    /// Under Object Lock, the locks of what is kept, extended when they
+    /// were due (see [`keep_locked`]): until when, and how many objects.
+    pub relocked: Value,
+}
+
+/// Where each extension of the locks of what retention keeps is recorded
+/// (generations, in the cluster entry): `{"until": <epoch seconds>}`.
+pub const LOCKS_FOLDER: &str = "locks.d/";
+
+/// Under Object Lock, keep locked what retention keeps: each object is
+/// locked for the lock period from its upload, but a repository keeps its
+/// descriptors, its key objects, its history files, the backups retention
+/// keeps (a count of fulls can outlive any period) and the WAL they need
+/// for longer. Once the last extension's date is less than half a period
+/// away (or none was made), every such object's first version is locked
+/// until a full period from `now` (PutObjectRetention, which only ever
+/// extends), and the new date is recorded. Backups in `pending` and the
+/// WAL only expired backups needed are left to their locks' end. `None`
+/// for a storage without a lock, or when nothing was due.
+pub fn keep_locked(
+    cluster: &ClusterRepo,
+    kept: &[&PhysicalBackupInfo],
+    pending: &HashSet<&str>,
+    now: i64,
+) -> Result<Option<(i64, usize)>, Error> {
+    use crate::repo::generations;
+    let storage = cluster.storage();
+    let Some(period) = storage.lock_period() else {
+        return Ok(None);
+    };
+    let folder = cluster.key(LOCKS_FOLDER);
+    let recorded = match generations::load_newest(storage, &folder, |_| Ok(())) {
+        Ok(n) => n.and_then(|n| n.value["until"].as_i64()),
+        Err(crate::repo::info::InfoError::Damaged { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if recorded.is_some_and(|t| t - now >= period / 2) {
+        return Ok(None);
+    }
+    let until = now + period;
+    let expired: HashSet<String> = expired_wal(cluster, kept)?
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let backups = cluster.key(layout::BACKUP);
+    let mut keys: Vec<String> = [layout::DESCRIPTOR.to_string()]
+        .into_iter()
+        .chain(storage.list(layout::KEYS)?.into_iter().map(|o| o.key))
+        .collect();
+    keys.push(format!("{}.copy", layout::DESCRIPTOR));
+    for o in storage.list(&cluster.key(""))? {
+        let gone = match o.key.strip_prefix(&backups).and_then(|r| r.split_once('/')) {
+            Some((id, _)) => pending.contains(id) || !kept.iter().any(|b| b.backup_id == id),
+            None => expired.contains(&o.key),
+        };
+        if !gone {
+            keys.push(o.key);
+        }
+    }
+    let mut extended = 0;
+    for k in &keys {
+        extended += usize::from(storage.extend_lock(k, until)?);
+    }
+    generations::save_next(
+        storage,
+        &folder,
+        &json!({"format_version": 1, "until": until}),
+    )?;
+    generations::prune(storage, &folder, 2)?;
+    Ok(Some((until, extended)))
 }
 
 /// Apply `rules` to the physical backups of `cluster` and to its WAL: whole
@@ -308,6 +378,7 @@ pub fn expire(
             })
             .collect(),
         recoverable_from,
+        relocked: Value::Null,
     };
     for b in &expired {
         if !dry_run {
@@ -363,6 +434,10 @@ pub fn expire(
         // The catalog index follows the descriptors (this runs after every
         // physical backup too).
         physical::write_index(cluster)?;
+        let held: HashSet<&str> = pending.keys().map(String::as_str).collect();
+        if let Some((until, objects)) = keep_locked(cluster, &kept, &held, now)? {
+            out.relocked = json!({"until": crate::logical::rfc3339_utc(until), "objects": objects});
+        }
     }
     let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();
     for (timeline, first, last, files) in wal_runs(&names) {

@@ -226,6 +226,17 @@ pub trait Storage: Send + Sync {
     fn hidden(&self, _key: &str) -> Result<bool, StorageError> {
         Ok(false)
     }
+    /// How long each object is locked from its upload (seconds), when this
+    /// storage puts an Object Lock on what it stores; `None` otherwise.
+    fn lock_period(&self) -> Option<i64> {
+        None
+    }
+    /// Keep object `key` (the version pg_ark wrote: the first) locked
+    /// until at least `until` (epoch seconds): a lock is only ever
+    /// extended. Returns whether it was. `Ok(false)` without a lock.
+    fn extend_lock(&self, _key: &str, _until: i64) -> Result<bool, StorageError> {
+        Ok(false)
+    }
 }
 
 /// When object `key` is still retained by Object Lock at `now` (epoch
@@ -283,6 +294,12 @@ impl<S: Storage + ?Sized> Storage for std::sync::Arc<S> {
     }
     fn hidden(&self, key: &str) -> Result<bool, StorageError> {
         (**self).hidden(key)
+    }
+    fn lock_period(&self) -> Option<i64> {
+        (**self).lock_period()
+    }
+    fn extend_lock(&self, key: &str, until: i64) -> Result<bool, StorageError> {
+        (**self).extend_lock(key, until)
     }
 }
 

@@ -71,7 +71,8 @@ use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::primitives::{ByteStream, DateTime};
 use aws_sdk_s3::types::{
     BucketVersioningStatus, ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart,
-    ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode, ObjectLockRetention,
+    ObjectLockRetentionMode,
 };
 use aws_sdk_s3::Client;
 use base64::Engine;
@@ -1514,6 +1515,56 @@ impl Storage for S3Storage {
         Ok(self
             .head_version(key, &first.version_id)?
             .and_then(|h| h.lock_mode.map(|m| (m.to_lowercase(), h.retain_until))))
+    }
+
+    fn lock_period(&self) -> Option<i64> {
+        self.object_lock.map(|l| i64::from(l.days) * 86_400)
+    }
+
+    /// With an Object Lock set: PutObjectRetention on the key's first
+    /// version, in the lock's mode, when its retain-until is earlier than
+    /// `until` (S3 lets a lock be extended, never shortened in compliance
+    /// mode).
+    fn extend_lock(&self, key: &str, until: i64) -> Result<bool, StorageError> {
+        let Some(lock) = self.object_lock else {
+            return Ok(false);
+        };
+        let Some(first) = self
+            .key_versions(key)?
+            .into_iter()
+            .find(|v| !v.delete_marker)
+        else {
+            return Ok(false);
+        };
+        let head = self.head_version(key, &first.version_id)?;
+        if head
+            .and_then(|h| h.retain_until)
+            .is_some_and(|t| t >= until)
+        {
+            return Ok(false);
+        }
+        let full = self.full_key(key)?;
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let version = first.version_id.clone();
+        let retention = ObjectLockRetention::builder()
+            .mode(match lock.mode {
+                LockMode::Governance => ObjectLockRetentionMode::Governance,
+                LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+            })
+            .retain_until_date(DateTime::from_secs(until))
+            .build();
+        let r = self.run(async move {
+            client
+                .put_object_retention()
+                .bucket(bucket)
+                .key(full)
+                .version_id(version)
+                .retention(retention)
+                .send()
+                .await
+        })?;
+        r.map(|_| true)
+            .map_err(|e| self.describe("extend the lock of", key, &e))
     }
 
     /// With an Object Lock set, a missing key that has versions left (a

@@ -164,6 +164,24 @@ impl<S: Storage> Storage for WriteOnce<S> {
     fn remove_stale_temporaries(&self, prefix: &str) -> Result<usize, StorageError> {
         self.inner.remove_stale_temporaries(prefix)
     }
+    fn lock_period(&self) -> Option<i64> {
+        self.lock
+    }
+    fn extend_lock(&self, key: &str, until: i64) -> Result<bool, StorageError> {
+        let Some(period) = self.lock else {
+            return Ok(false);
+        };
+        let Ok(mut w) = self.written.lock() else {
+            return Ok(false);
+        };
+        match w.get_mut(key) {
+            Some(t) if *t + period < until => {
+                *t = until - period;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
     fn retained_until(&self, key: &str) -> Result<Option<i64>, StorageError> {
         let Some(period) = self.lock else {
             return Ok(None);
