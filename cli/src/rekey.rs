@@ -44,8 +44,22 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         ));
     }
     let url = pg_ark_core::RepoUrl::parse(&args.repo.repository)?;
+    let s3 = args.repo.s3()?;
+    // Key objects are what opens the repository: on a bucket under Object
+    // Lock they are locked like everything the server stores.
+    if let (pg_ark_core::RepoUrl::S3 { bucket, prefix }, None) = (&url, s3.object_lock) {
+        let locked = pg_ark_core::storage::s3::S3Storage::open(bucket, prefix, &s3)
+            .map_err(pg_ark_core::Error::from)?
+            .bucket_lock()
+            .is_ok_and(|b| b.enabled);
+        if locked {
+            return Err(Failure::Message(format!(
+                "bucket \"{bucket}\" has Object Lock: give --s3-object-lock-mode and --s3-object-lock-days as the server's ark.s3_object_lock_mode and ark.s3_object_lock_days, so that the new key objects are locked too"
+            )));
+        }
+    }
     let repo = pg_ark_core::repo::Repository::open_with(
-        pg_ark_core::storage::open(&url, &args.repo.s3()?)?,
+        pg_ark_core::storage::open(&url, &s3)?,
         false,
         &reading,
     )?;
@@ -71,5 +85,11 @@ pub fn run(args: &Args) -> Result<(), Failure> {
         done.already,
         done.removed
     );
+    if done.retained > 0 {
+        println!(
+            "{} old key object(s) are retained by Object Lock: run pg_ark rekey --remove-old again once their lock ends",
+            done.retained
+        );
+    }
     Ok(())
 }

@@ -64,12 +64,24 @@ pub struct RepoOpts {
     /// Recipients file (age public keys) that new data keys are wrapped to (pg_ark rekey)
     #[arg(long, env = "PG_ARK_RECIPIENTS_FILE", value_name = "FILE")]
     pub recipients_file: Option<std::path::PathBuf>,
+    /// S3 Object Lock mode of what this command stores (pg_ark rekey's key objects), as the server's ark.s3_object_lock_mode: governance or compliance
+    #[arg(long, env = "PG_ARK_S3_OBJECT_LOCK_MODE", value_name = "MODE", value_parser = parse_lock_mode)]
+    pub s3_object_lock_mode: Option<storage::lock::LockMode>,
+    /// Days each object this command stores stays locked, as the server's ark.s3_object_lock_days
+    #[arg(long, env = "PG_ARK_S3_OBJECT_LOCK_DAYS", value_name = "DAYS", default_value_t = 14, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    pub s3_object_lock_days: u32,
     /// Read a versioned S3 bucket's first version of every key, whatever was put over it or hid it since, and report that tampering
     #[arg(long, env = "PG_ARK_FIRST_VERSIONS")]
     pub first_versions: bool,
     /// Read a versioned S3 bucket as it was at TIME (for example 2026-12-06 03:00:00+00): the first versions, ignoring every object stored after TIME
     #[arg(long, env = "PG_ARK_AS_OF", value_name = "TIME", value_parser = parse_as_of)]
     pub as_of: Option<i64>,
+}
+
+/// `--s3-object-lock-mode`.
+fn parse_lock_mode(text: &str) -> Result<storage::lock::LockMode, String> {
+    storage::lock::LockMode::parse(text)
+        .ok_or_else(|| format!("\"{text}\" is not a lock mode: governance or compliance"))
 }
 
 /// `--as-of`: a time with its zone, to the second (S3 stamps versions to
@@ -95,7 +107,11 @@ impl RepoOpts {
                 secret_access_key: None,
                 credentials_file: self.s3_credentials_file.clone(),
                 operation_timeout: None,
-                object_lock: None,
+                object_lock: storage::lock::ObjectLock::of_settings(
+                    self.s3_object_lock_mode,
+                    self.s3_object_lock_days,
+                    0,
+                ),
             },
             encryption: EncryptionFiles {
                 recipients_file: self.recipients_file.clone(),

@@ -581,6 +581,9 @@ pub struct Rekeyed {
     pub already: usize,
     /// Older generations removed (`remove_old`).
     pub removed: usize,
+    /// Older generations S3 Object Lock still retains (`remove_old`): left
+    /// for a later run.
+    pub retained: usize,
 }
 
 impl EncryptedStorage {
@@ -744,10 +747,20 @@ impl EncryptedStorage {
                         e => encryption_error(e),
                     })?;
             }
+            let now = crate::logical::now_epoch();
             for gens in dirs.values() {
                 for (_, key) in gens.iter().take(gens.len().saturating_sub(1)) {
-                    self.inner.delete(key)?;
-                    done.removed += 1;
+                    // Under Object Lock, an old generation stays until its
+                    // lock ends (rekey --remove-old then, again).
+                    if crate::storage::retained_after(self.inner.as_ref(), key, now)?.is_some() {
+                        done.retained += 1;
+                        continue;
+                    }
+                    match self.inner.delete(key) {
+                        Ok(()) => done.removed += 1,
+                        Err(e) if e.is_retained() => done.retained += 1,
+                        Err(e) => return Err(e),
+                    }
                 }
             }
         }

@@ -343,6 +343,33 @@ fn rekey_wraps_every_data_key_again_resumably_and_removes_the_old() {
     assert!(none.rekey(&to, false, &mut |_, _, _| {}).is_err());
 }
 
+/// Under Object Lock, rekey writes new generations only (nothing is ever
+/// overwritten), and `--remove-old` leaves the old ones their lock still
+/// retains for a later run, counted, without trying to delete them.
+#[test]
+fn rekey_under_object_lock_writes_once_and_removes_only_what_its_lock_allows() {
+    use crate::storage::write_once::WriteOnce;
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(WriteOnce::locked_for(
+        LocalStorage::open(dir.path()).unwrap(),
+        100,
+    ));
+    let (old, new) = (keyset(), keyset());
+    let w = EncryptedStorage::new(Box::new(Arc::clone(&s)), writer_keys(&old, None));
+    w.put(WAL, b"PGARK\0\0\x02 0", PutMode::Create).unwrap();
+    let to = Recipients::parse(&new.recipients_text).unwrap();
+    let r = EncryptedStorage::new(Box::new(Arc::clone(&s)), reader_keys(&old));
+    assert_eq!(r.rekey(&to, false, &mut |_, _, _| {}).unwrap().written, 1);
+    let with_new = EncryptedStorage::new(Box::new(Arc::clone(&s)), reader_keys(&new));
+    let held = with_new.rekey(&to, true, &mut |_, _, _| {}).unwrap();
+    assert_eq!((held.removed, held.retained), (0, 1));
+    s.backdate("", 200);
+    let gone = with_new.rekey(&to, true, &mut |_, _, _| {}).unwrap();
+    assert_eq!((gone.removed, gone.retained), (1, 0));
+    assert_eq!(with_new.get(WAL).unwrap(), b"PGARK\0\0\x02 0");
+    assert_eq!(s.refused(), Vec::<String>::new());
+}
+
 #[test]
 fn a_server_reads_its_own_manifests_and_nothing_else_without_an_identity() {
     let dir = tempfile::tempdir().unwrap();
