@@ -140,16 +140,7 @@ pub fn run(args: &Args) -> Result<(), Failure> {
                 if only_stored {
                     what.push_str("; encrypted, stored bytes only: no identity given");
                 }
-                let descriptor = format!(
-                    "{}/{}",
-                    physical::backup_prefix(cluster, &id),
-                    physical::INFO_NAME
-                );
-                if let Some((mode, until)) = cluster
-                    .storage()
-                    .lock_state(&descriptor)
-                    .map_err(pg_ark_core::Error::from)?
-                {
+                if let Some((mode, until)) = physical::backup_lock(cluster, &id)? {
                     let until = until.map(pg_ark_core::logical::rfc3339_utc);
                     what.push_str(&format!(
                         "; Object Lock ({mode}) until {}",

@@ -752,14 +752,9 @@ impl EncryptedStorage {
                 for (_, key) in gens.iter().take(gens.len().saturating_sub(1)) {
                     // Under Object Lock, an old generation stays until its
                     // lock ends (rekey --remove-old then, again).
-                    if crate::storage::retained_after(self.inner.as_ref(), key, now)?.is_some() {
-                        done.retained += 1;
-                        continue;
-                    }
-                    match self.inner.delete(key) {
-                        Ok(()) => done.removed += 1,
-                        Err(e) if e.is_retained() => done.retained += 1,
-                        Err(e) => return Err(e),
+                    match crate::storage::delete_unless_retained(self.inner.as_ref(), key, now)? {
+                        None => done.removed += 1,
+                        Some(_) => done.retained += 1,
                     }
                 }
             }

@@ -139,10 +139,11 @@ impl Lease {
                             // Under Object Lock the old lease stays until
                             // its lock ends, and goes with the backup.
                             let old = lease_key(&cluster, &id, seq);
-                            let storage = cluster.storage();
-                            if let Ok(None) = crate::storage::retained_after(storage, &old, now) {
-                                let _ = storage.delete(&old);
-                            }
+                            let _ = crate::storage::delete_unless_retained(
+                                cluster.storage(),
+                                &old,
+                                now,
+                            );
                             seq += 1;
                         }
                     }

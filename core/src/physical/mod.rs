@@ -292,6 +292,21 @@ pub fn backup_prefix(cluster: &ClusterRepo, id: &str) -> String {
     cluster.key(&layout::backup(id))
 }
 
+/// The key of backup `id`'s descriptor.
+pub fn descriptor_key(cluster: &ClusterRepo, id: &str) -> String {
+    format!("{}/{INFO_NAME}", backup_prefix(cluster, id))
+}
+
+/// The S3 Object Lock of backup `id`, where the storage reports one: its
+/// descriptor's (mode, retain-until), which, written last, is locked
+/// longest.
+pub fn backup_lock(
+    cluster: &ClusterRepo,
+    id: &str,
+) -> Result<Option<(String, Option<i64>)>, Error> {
+    Ok(cluster.storage().lock_state(&descriptor_key(cluster, id))?)
+}
+
 /// A backup id: one key component of safe characters.
 pub fn check_backup_id(id: &str) -> Result<(), Error> {
     let ok = !id.is_empty()

@@ -120,13 +120,8 @@ pub fn prune(storage: &dyn Storage, folder: &str, keep: usize) -> Result<usize, 
     for (i, &seq) in old.iter().enumerate() {
         let k = key(folder, seq);
         for key in [format!("{k}.copy"), k] {
-            if crate::storage::retained_after(storage, &key, now)?.is_some() {
+            if crate::storage::delete_unless_retained(storage, &key, now)?.is_some() {
                 return Ok(old.len() - i);
-            }
-            match storage.delete(&key) {
-                Ok(()) => {}
-                Err(e) if e.is_retained() => return Ok(old.len() - i),
-                Err(e) => return Err(e),
             }
         }
     }

@@ -91,14 +91,8 @@ pub fn cluster_inventory(cluster: &ClusterRepo) -> Result<Value, Error> {
             order.push(chain.clone());
         }
         let mut doc = backup_json(b);
-        // On S3, the descriptor's Object Lock (written last, so locked
-        // longest): what keeps the backup from being deleted.
-        let descriptor = format!(
-            "{}/{}",
-            physical::backup_prefix(cluster, &b.backup_id),
-            physical::INFO_NAME
-        );
-        if let Some((mode, until)) = cluster.storage().lock_state(&descriptor)? {
+        // On S3, what keeps the backup from being deleted.
+        if let Some((mode, until)) = physical::backup_lock(cluster, &b.backup_id)? {
             doc["lock"] =
                 json!({"mode": mode, "retain_until": until.map(crate::logical::rfc3339_utc)});
         }

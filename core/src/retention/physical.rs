@@ -322,11 +322,7 @@ pub fn expire(
     // stays for a later run, and so do the parents it needs.
     let mut pending = std::collections::BTreeMap::<String, Option<i64>>::new();
     for b in &expired {
-        let key = format!(
-            "{}/{}",
-            physical::backup_prefix(cluster, &b.backup_id),
-            physical::INFO_NAME
-        );
+        let key = physical::descriptor_key(cluster, &b.backup_id);
         if let Some(t) = crate::storage::retained_after(cluster.storage(), &key, now)? {
             pending.insert(b.backup_id.clone(), Some(t));
         }

@@ -332,6 +332,24 @@ pub enum ReadView {
     AsOf(i64),
 }
 
+/// Delete `key` unless S3 Object Lock still retains it at `now` (never a
+/// delete tried before its retain-until): `Ok(None)` once deleted,
+/// `Ok(Some(until))` when it stays (the lock's end, when known).
+pub fn delete_unless_retained(
+    storage: &dyn Storage,
+    key: &str,
+    now: i64,
+) -> Result<Option<Option<i64>>, StorageError> {
+    if let Some(t) = retained_after(storage, key, now)? {
+        return Ok(Some(Some(t)));
+    }
+    match storage.delete(key) {
+        Ok(()) => Ok(None),
+        Err(StorageError::Retained { until, .. }) => Ok(Some(until)),
+        Err(e) => Err(e),
+    }
+}
+
 /// A read-only view of the repository at `url` (see [`ReadView`]), and the
 /// versioned reader under it that reports tampering (`None` for
 /// [`ReadView::Current`]). Only a versioned S3 bucket keeps versions.
