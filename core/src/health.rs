@@ -103,9 +103,10 @@ pub struct Facts {
     pub failed: Vec<JobFacts>,
     pub archive: ArchiveFacts,
     /// What the last scan of the repository's versions found done behind
-    /// pg_ark's back (a bucket under Object Lock), with the job that
-    /// scanned: newer versions, delete markers.
-    pub tampering: Option<(i64, Vec<String>)>,
+    /// pg_ark's back (a bucket under Object Lock): the job that scanned,
+    /// the first findings it kept (newer versions, delete markers), and how
+    /// many it found in all.
+    pub tampering: Option<(i64, Vec<String>, usize)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +153,7 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
             &mut messages,
         );
     }
-    if let Some((job, found)) = &facts.tampering {
+    if let Some((job, found, total)) = &facts.tampering {
         const SHOWN: usize = 5;
         for t in found.iter().take(SHOWN) {
             raise(
@@ -161,12 +162,14 @@ pub fn evaluate(facts: &Facts, t: &Thresholds) -> Report {
                 &mut messages,
             );
         }
-        if found.len() > SHOWN {
+        let shown = found.len().min(SHOWN);
+        let total = (*total).max(found.len());
+        if total > shown {
             raise(
                 Verdict::Failing,
                 format!(
-                    "the repository was tampered with: {} more finding(s) in job {job}'s result",
-                    found.len() - SHOWN
+                    "the repository was tampered with: {} more finding(s), see job {job}",
+                    total - shown
                 ),
                 &mut messages,
             );
@@ -338,12 +341,12 @@ mod tests {
     #[test]
     fn tampering_is_failing_and_named() {
         let mut f = facts();
-        f.tampering = Some((9, vec![]));
+        f.tampering = Some((9, vec![], 0));
         assert_eq!(evaluate(&f, &t()).verdict, Verdict::Healthy);
         let found: Vec<String> = (1..=7)
             .map(|n| format!("key{n}: hidden behind a delete marker"))
             .collect();
-        f.tampering = Some((9, found));
+        f.tampering = Some((9, found, 7));
         let r = evaluate(&f, &t());
         assert_eq!(r.verdict, Verdict::Failing);
         assert_eq!(r.messages.len(), 6, "{:?}", r.messages);
@@ -351,7 +354,15 @@ mod tests {
             r.messages[0],
             "the repository was tampered with (found by job 9): key1: hidden behind a delete marker"
         );
-        assert!(r.messages[5].contains("2 more finding(s) in job 9's result"));
+        assert!(r.messages[5].contains("2 more finding(s), see job 9"));
+        // More found than the job's result kept: the count says so.
+        f.tampering = Some((9, vec!["k: hidden behind a delete marker".into()], 250));
+        let r = evaluate(&f, &t());
+        assert!(
+            r.messages[1].contains("249 more finding(s)"),
+            "{:?}",
+            r.messages
+        );
     }
 
     fn job(id: i64, superseded: bool) -> JobFacts {

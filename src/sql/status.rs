@@ -149,8 +149,8 @@ fn paused_schedules() -> Result<Vec<(String, String)>, ArkError> {
 /// privilege).
 /// The findings of the newest job that scanned the repository's versions
 /// for tampering (backups and verifications, on a bucket under Object
-/// Lock), with its id.
-fn tampering() -> Result<Option<(i64, Vec<String>)>, ArkError> {
+/// Lock): its id, the findings its result kept, and how many it found.
+fn tampering() -> Result<Option<(i64, Vec<String>, usize)>, ArkError> {
     let row = Spi::get_three::<i64, JsonB, i64>(
         "SELECT id, result->'tampering', (result->>'tampering_count')::int8 FROM ark.jobs
           WHERE result ? 'tampering' ORDER BY finished_at DESC NULLS LAST, id DESC LIMIT 1",
@@ -160,18 +160,12 @@ fn tampering() -> Result<Option<(i64, Vec<String>)>, ArkError> {
         Err(pgrx::spi::SpiError::InvalidPosition) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let mut found: Vec<String> = found
+    let found: Vec<String> = found
         .and_then(|j| serde_json::from_value(j.0).ok())
         .unwrap_or_default();
     // Only the first findings are kept in the result: the rest, counted.
-    let count = count.map_or(found.len(), |c| c as usize);
-    if count > found.len() {
-        let more = count - found.len();
-        found.push(format!(
-            "and {more} more finding(s) not kept in the job's result"
-        ));
-    }
-    Ok(id.map(|id| (id, found)))
+    let count = count.map_or(found.len(), |c| c.max(0) as usize);
+    Ok(id.map(|id| (id, found, count)))
 }
 
 pub(crate) fn status_document() -> Result<(Value, health::Verdict), ArkError> {

@@ -1678,6 +1678,7 @@ fn retention_extends_the_locks_of_what_it_keeps() {
     let c = repo.cluster(SYSID, 17, true).unwrap();
     let src = pgdata();
     take_kind(&c, src.path(), "f1", "full", None, "0/2000028", 100);
+    write_index(&c).unwrap();
     take_kind(&c, src.path(), "f2", "full", None, "0/2000028", 200);
     let rules = Rules {
         full: 1,
@@ -1709,6 +1710,17 @@ fn retention_extends_the_locks_of_what_it_keeps() {
     assert_eq!(until(layout::DESCRIPTOR), now + 160);
     assert_eq!(until(&c.key("cluster.info")), now + 160);
     assert_eq!(until(&descriptor("f1")), f1_until);
+    // Of generations, only the newest, which readers use: the others, and
+    // the records of the extensions themselves, lapse.
+    for folder in ["backup.index.d/", "locks.d/"] {
+        let gens = crate::repo::generations::list(s.as_ref(), &c.key(folder)).unwrap();
+        assert!(gens.len() >= 2, "{folder}: {gens:?}");
+        let key = |g: u64| crate::repo::generations::key(&c.key(folder), g);
+        assert!(until(&key(gens[0])) < now + 160, "{folder}");
+        if folder == "backup.index.d/" {
+            assert_eq!(until(&key(*gens.last().unwrap())), now + 160);
+        }
+    }
     assert_eq!(s.refused(), Vec::<String>::new());
 }
 

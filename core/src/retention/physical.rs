@@ -217,6 +217,37 @@ pub fn wal_runs(names: &[String]) -> Vec<(String, String, String, usize)> {
     out
 }
 
+/// Of `keys` (numbered generations and their `.copy`, in folders), those
+/// of the newest generation of each folder.
+fn newest_generations(keys: Vec<String>) -> Vec<String> {
+    let mut newest: BTreeMap<String, String> = BTreeMap::new();
+    for k in &keys {
+        let base = k.strip_suffix(".copy").unwrap_or(k);
+        if let Some((folder, name)) = base.rsplit_once('/') {
+            let e = newest.entry(folder.to_string()).or_default();
+            // Same-length digits (or longer past twelve) sort as numbers.
+            if (name.len(), name) > (e.len(), e.as_str()) {
+                *e = name.to_string();
+            }
+        }
+    }
+    keys.into_iter()
+        .filter(|k| {
+            let base = k.strip_suffix(".copy").unwrap_or(k);
+            base.rsplit_once('/')
+                .is_some_and(|(folder, name)| newest.get(folder).is_some_and(|n| n == name))
+        })
+        .collect()
+}
+
+/// A retain-until for people: a legal hold has none.
+fn retained_text(until: i64) -> String {
+    match until {
+        i64::MAX => "a legal hold".into(),
+        t => crate::logical::rfc3339_utc(t),
+    }
+}
+
 /// What physical expiry removed (or, in a dry run, would remove).
 pub struct Expired {
     /// One summary per backup, newest first.
@@ -272,25 +303,51 @@ pub fn keep_locked(
         return Ok(None);
     }
     let until = now + period;
-    let expired: HashSet<String> = expired_wal(cluster, kept)?
+    // The backups that stay, and the WAL from the oldest one's start on.
+    let live: Vec<&PhysicalBackupInfo> = kept
+        .iter()
+        .copied()
+        .filter(|b| !pending.contains(b.backup_id.as_str()))
+        .collect();
+    let expired: HashSet<String> = expired_wal(cluster, &live)?
         .into_iter()
         .map(|(_, k)| k)
         .collect();
-    let backups = cluster.key(layout::BACKUP);
-    let mut keys: Vec<String> = [layout::DESCRIPTOR.to_string()]
+    let mut keys = vec![
+        layout::DESCRIPTOR.to_string(),
+        format!("{}.copy", layout::DESCRIPTOR),
+    ];
+    // Of records kept as generations, only the newest, which readers use:
+    // older ones lapse and are pruned.
+    let mut generations: Vec<String> = storage
+        .list(layout::KEYS)?
         .into_iter()
-        .chain(storage.list(layout::KEYS)?.into_iter().map(|o| o.key))
+        .map(|o| o.key)
         .collect();
-    keys.push(format!("{}.copy", layout::DESCRIPTOR));
-    for o in storage.list(&cluster.key(""))? {
-        let gone = match o.key.strip_prefix(&backups).and_then(|r| r.split_once('/')) {
-            Some((id, _)) => pending.contains(id) || !kept.iter().any(|b| b.backup_id == id),
-            None => expired.contains(&o.key),
-        };
-        if !gone {
-            keys.push(o.key);
+    let entry = cluster.key("");
+    for o in storage.list(&entry)? {
+        let rel: Vec<&str> = o.key[entry.len()..].split('/').collect();
+        match rel[..] {
+            ["backup", id, ref rest @ ..] => {
+                if !live.iter().any(|b| b.backup_id == id) {
+                    continue;
+                }
+                match rest.first() {
+                    // A finished backup's leases hold nothing any more.
+                    Some(&"lease") => continue,
+                    Some(&"drill") => generations.push(o.key),
+                    _ => keys.push(o.key),
+                }
+            }
+            ["wal", ..] if live.is_empty() || expired.contains(&o.key) => {}
+            ["backup.index.d", _] => generations.push(o.key),
+            // Logical dumps keep the lock of their upload (their retention
+            // is their own), and these records are extended by their next.
+            ["logical", ..] | ["locks.d", ..] => {}
+            _ => keys.push(o.key),
         }
     }
+    keys.extend(newest_generations(generations));
     let mut extended = 0;
     for k in &keys {
         extended += usize::from(storage.extend_lock(k, until)?);
@@ -365,7 +422,7 @@ pub fn expire(
                 json!({
                     "label": id,
                     "path": physical::backup_prefix(cluster, id),
-                    "retained_until": until.map(crate::logical::rfc3339_utc),
+                    "retained_until": until.map(retained_text),
                     "reason": match until {
                         Some(_) => "retained by Object Lock",
                         None => "a backup retained by Object Lock needs it",
@@ -387,7 +444,7 @@ pub fn expire(
                     out.pending.push(json!({
                         "label": b.backup_id,
                         "path": physical::backup_prefix(cluster, &b.backup_id),
-                        "retained_until": until.map(crate::logical::rfc3339_utc),
+                        "retained_until": until.map(retained_text),
                         "reason": "retained by Object Lock",
                     }));
                     continue;

@@ -1502,18 +1502,13 @@ impl Storage for S3Storage {
         }
     }
 
-    /// The lock of the key's first version: the one pg_ark wrote (a
-    /// version put over it later is not pg_ark's).
+    /// The current version's lock: one HEAD, which any S3-compatible
+    /// server answers (listing versions needs more permissions, and not
+    /// every server has it); `pg_ark verify` reads the versions when asked
+    /// to (`--first-versions`, `--as-of`).
     fn lock_state(&self, key: &str) -> Result<Option<(String, Option<i64>)>, StorageError> {
-        let Some(first) = self
-            .key_versions(key)?
-            .into_iter()
-            .find(|v| !v.delete_marker)
-        else {
-            return Ok(None);
-        };
         Ok(self
-            .head_version(key, &first.version_id)?
+            .head_lock(key)?
             .and_then(|h| h.lock_mode.map(|m| (m.to_lowercase(), h.retain_until))))
     }
 
