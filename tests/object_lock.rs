@@ -510,15 +510,30 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
     let before = now_secs();
     wait_past_second(before);
 
-    // 1. With the server's keys: garbage over every descriptor and index,
-    //    then every key deleted; every version's delete is refused.
+    // 1. With the server's keys: garbage over every descriptor, then
+    //    every key deleted; the index generations deleted first, then
+    //    garbage put over them (a version after a delete marker: which one
+    //    is pg_ark's cannot be told); every version's delete is refused.
     let entry = format!("clusters/{sysid}/");
+    let index: Vec<&String> = keys
+        .iter()
+        .filter(|k| k.contains("/backup.index.d/"))
+        .collect();
+    for k in &index {
+        raw.delete(k).unwrap();
+    }
+    // (S3 stamps to the second on moto: the versions come after the markers.)
+    wait_past_second(now_secs());
+    for k in &index {
+        raw.put(k, b"garbage", PutMode::Overwrite).unwrap();
+    }
     for k in &keys {
         let name = k.rsplit('/').next().unwrap();
-        if name.starts_with("pg_ark.repo")
+        if k.contains("/backup.index.d/") {
+            continue;
+        } else if name.starts_with("pg_ark.repo")
             || name.starts_with("cluster.info")
             || name.starts_with("backup.info")
-            || k.contains("/backup.index.d/")
         {
             raw.put(k, b"garbage", PutMode::Overwrite).unwrap();
         }
@@ -595,6 +610,27 @@ fn a_repository_attacked_with_the_servers_own_keys_restores_exactly() {
         "--s3-path-style",
     ]);
     assert!(!ok || !out.contains(&ids[0]), "{out}{err}");
+
+    // Read through first versions: both backups verify (the planted one,
+    //    which only --as-of leaves out, does not); the index generations
+    //    are ambiguous, not read, and named.
+    let mut args = vec!["verify", "--first-versions"];
+    args.extend(plain);
+    let (ok, out, err) = pg_ark(&args);
+    assert!(!ok, "{out}{err}");
+    for id in &ids {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("backup {id} (")) && l.ends_with(": ok")),
+            "{out}"
+        );
+    }
+    assert!(
+        err.contains(&format!(
+            "{entry}backup.index.d/000000000001: a version was stored after a delete marker"
+        )),
+        "{err}"
+    );
 
     // 3. Read as it was: `pg_ark verify --as-of` finds both backups intact
     //    and fails on the tampering, which it names.

@@ -23,7 +23,7 @@ pub fn remember(view: Option<Arc<AsOf>>) {
 pub fn tampering() -> (Vec<String>, Vec<String>) {
     let views = VIEWS.lock().map(|v| v.clone()).unwrap_or_default();
     let mut found: Vec<Tamper> = views.iter().flat_map(|v| v.tampering()).collect();
-    found.sort_by(|a, b| a.key.cmp(&b.key));
+    found.sort_by_key(|t| (t.key.clone(), t.to_string()));
     found.dedup();
     let (later, tampered): (Vec<Tamper>, Vec<Tamper>) = found
         .into_iter()

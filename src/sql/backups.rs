@@ -108,9 +108,11 @@ fn expire_impl(args: ExpireArgs) -> Result<Vec<ExpiredRow>, ArkError> {
     let s = |e: &Value, k: &str| e[k].as_str().unwrap_or_default().to_string();
     let mut rows: Vec<ExpiredRow> = Vec::new();
     // Kept by S3 Object Lock: expired, removed by a run after the lock ends.
-    let pending = |what: &str, e: &Value| match e["retained_until"].as_str() {
-        Some(t) => format!("{what}, pending: Object Lock until {t}"),
-        None => format!("{what}, pending: a backup under Object Lock needs it"),
+    let pending = |what: &str, e: &Value| match (e["retained_until"].as_str(), e["reason"].as_str())
+    {
+        (Some(t), _) => format!("{what}, pending: Object Lock until {t}"),
+        (None, Some(why)) => format!("{what}, pending: {why}"),
+        (None, None) => format!("{what}, pending: Object Lock"),
     };
     for e in list("expired") {
         rows.push((

@@ -226,7 +226,10 @@ fn expire_dumps(
         if !dry_run {
             if let Some(until) = logical::delete_logical_backup(cluster, b)? {
                 // Kept until its lock ends; a later run removes it.
-                entry["retained_until"] = json!(logical::rfc3339_utc(until));
+                entry["retained_until"] = match until {
+                    i64::MAX => json!("a legal hold"),
+                    t => json!(logical::rfc3339_utc(t)),
+                };
                 out.push(entry);
                 continue;
             }

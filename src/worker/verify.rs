@@ -39,11 +39,18 @@ pub fn run_verify(job: &Job) -> Outcome {
             // pg_ark wrote (the first ones), and the job fails all the same.
             set_progress(&control, json!({"phase": "tampering"}));
             let tampering = target.tampering().map_err(JobFailure::from)?;
-            let c = match tampering.as_ref().is_some_and(|t| !t.is_empty()) {
-                true => target.open_reading(),
-                false => target.open(),
-            }
-            .map_err(JobFailure::from)?;
+            let tampered = tampering.as_ref().filter(|t| !t.is_empty());
+            let c = match tampered {
+                Some(found) => target.open_reading().map_err(|e| {
+                    // Not even the first versions open: say both.
+                    JobFailure::permanent(format!(
+                        "the repository was tampered with: {} finding(s), and it cannot be read through the versions pg_ark wrote either ({e}); read it with pg_ark verify --as-of a time before the tampering: {}",
+                        found.len(),
+                        found.iter().take(20).cloned().collect::<Vec<_>>().join("; ")
+                    ))
+                })?,
+                None => target.open().map_err(JobFailure::from)?,
+            };
             let id = match wanted {
                 Some(id) => id,
                 None => physical::list_backups(&c)
@@ -170,8 +177,14 @@ fn newest_in_catalog() -> Result<Option<String>, crate::error::ArkError> {
     match Spi::get_one_with_args::<String>(
         "SELECT label FROM ark.backups
           WHERE kind IN ('full', 'incremental', 'differential') AND repository = $1
+            AND path LIKE $2
           ORDER BY finished_at DESC, id DESC LIMIT 1",
-        &[crate::settings::repository_location().into()],
+        &[
+            crate::settings::repository_location().into(),
+            // This cluster's entry (a pg_upgrade leaves the old one's rows).
+            // SAFETY: reads the control file's identifier, loaded at start.
+            format!("clusters/{}/%", unsafe { pg_sys::GetSystemIdentifier() }).into(),
+        ],
     ) {
         Ok(label) => Ok(label),
         Err(pgrx::spi::SpiError::InvalidPosition) => Ok(None),

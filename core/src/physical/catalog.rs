@@ -154,7 +154,7 @@ pub const DRILL_FOLDER: &str = "drill/";
 const OLD_DRILL_NAME: &str = "drill.json";
 
 /// Drill records kept per backup; older ones are removed as drills run.
-const DRILLS_KEPT: usize = 3;
+pub const DRILLS_KEPT: usize = 3;
 
 /// Record a restore drill of backup `id` (see `restore::drill`), as a new
 /// generation: nothing is overwritten.
@@ -324,7 +324,7 @@ pub const INDEX_FOLDER: &str = "backup.index.d/";
 const OLD_INDEX_NAME: &str = "backup.index";
 
 /// Index generations kept; older ones go as new ones are written.
-const INDEXES_KEPT: usize = 4;
+pub const INDEXES_KEPT: usize = 4;
 
 /// The generation an index generation follows: its number and the
 /// checksum of its payload (the one its checksummed pair records).

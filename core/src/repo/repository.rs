@@ -70,13 +70,19 @@ impl Repository {
         let location = storage.location();
         let desc = match info::load(storage.as_ref(), DESCRIPTOR)? {
             Some(desc) => desc,
-            // Hidden, not missing: never written again over tampering.
+            // Hidden, not missing: never written again over tampering
+            // (read once more first: another process may have just made it).
             None if storage.hidden(DESCRIPTOR)? => {
-                return Err(Error::Tampered {
-                    location,
-                    key: DESCRIPTOR.into(),
-                    what: "is hidden behind a delete marker".into(),
-                })
+                match info::load(storage.as_ref(), DESCRIPTOR)? {
+                    Some(desc) => desc,
+                    None => {
+                        return Err(Error::Tampered {
+                            location,
+                            key: DESCRIPTOR.into(),
+                            what: "is hidden behind a delete marker".into(),
+                        })
+                    }
+                }
             }
             None if create => {
                 let mut desc = json!({
@@ -201,13 +207,16 @@ impl Repository {
         let key = c.key(layout::CLUSTER_INFO);
         let recorded = match info::load(self.storage(), &key)? {
             Some(v) => v,
-            None if self.storage().hidden(&key)? => {
-                return Err(Error::Tampered {
-                    location: self.location(),
-                    key,
-                    what: "is hidden behind a delete marker".into(),
-                })
-            }
+            None if self.storage().hidden(&key)? => match info::load(self.storage(), &key)? {
+                Some(v) => v,
+                None => {
+                    return Err(Error::Tampered {
+                        location: self.location(),
+                        key,
+                        what: "is hidden behind a delete marker".into(),
+                    })
+                }
+            },
             None => match create {
                 Some(size) => {
                     let v = json!({

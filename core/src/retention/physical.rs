@@ -218,24 +218,27 @@ pub fn wal_runs(names: &[String]) -> Vec<(String, String, String, usize)> {
 }
 
 /// Of `keys` (numbered generations and their `.copy`, in folders), those
-/// of the newest generation of each folder.
-fn newest_generations(keys: Vec<String>) -> Vec<String> {
-    let mut newest: BTreeMap<String, String> = BTreeMap::new();
-    for k in &keys {
+/// of the newest `keep` generations of each folder.
+fn newest_generations(keys: Vec<String>, keep: usize) -> Vec<String> {
+    let mut names: BTreeMap<String, std::collections::BTreeSet<(usize, String)>> = BTreeMap::new();
+    let split = |k: &str| -> Option<(String, String)> {
         let base = k.strip_suffix(".copy").unwrap_or(k);
-        if let Some((folder, name)) = base.rsplit_once('/') {
-            let e = newest.entry(folder.to_string()).or_default();
+        let (folder, name) = base.rsplit_once('/')?;
+        Some((folder.to_string(), name.to_string()))
+    };
+    for k in &keys {
+        if let Some((folder, name)) = split(k) {
             // Same-length digits (or longer past twelve) sort as numbers.
-            if (name.len(), name) > (e.len(), e.as_str()) {
-                *e = name.to_string();
-            }
+            names.entry(folder).or_default().insert((name.len(), name));
         }
     }
     keys.into_iter()
         .filter(|k| {
-            let base = k.strip_suffix(".copy").unwrap_or(k);
-            base.rsplit_once('/')
-                .is_some_and(|(folder, name)| newest.get(folder).is_some_and(|n| n == name))
+            split(k).is_some_and(|(folder, name)| {
+                names
+                    .get(&folder)
+                    .is_some_and(|set| set.iter().rev().take(keep).any(|(_, n)| *n == name))
+            })
         })
         .collect()
 }
@@ -299,7 +302,9 @@ pub fn keep_locked(
         Err(crate::repo::info::InfoError::Damaged { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    if recorded.is_some_and(|t| t - now >= period / 2) {
+    // A record further ahead than a period is not pg_ark's (or the period
+    // was shortened): extend all the same.
+    if recorded.is_some_and(|t| t - now >= period / 2 && t - now <= period) {
         return Ok(None);
     }
     let until = now + period;
@@ -317,13 +322,12 @@ pub fn keep_locked(
         layout::DESCRIPTOR.to_string(),
         format!("{}.copy", layout::DESCRIPTOR),
     ];
-    // Of records kept as generations, only the newest, which readers use:
-    // older ones lapse and are pruned.
-    let mut generations: Vec<String> = storage
-        .list(layout::KEYS)?
-        .into_iter()
-        .map(|o| o.key)
-        .collect();
+    // Every key object (what opens an encrypted repository: a planted
+    // "newer" generation must not let the genuine ones lapse).
+    keys.extend(storage.list(layout::KEYS)?.into_iter().map(|o| o.key));
+    // Of the records kept as generations, those pruning keeps (the newest
+    // few); older ones lapse and are pruned.
+    let (mut drills, mut indexes) = (Vec::new(), Vec::new());
     let entry = cluster.key("");
     for o in storage.list(&entry)? {
         let rel: Vec<&str> = o.key[entry.len()..].split('/').collect();
@@ -335,19 +339,20 @@ pub fn keep_locked(
                 match rest.first() {
                     // A finished backup's leases hold nothing any more.
                     Some(&"lease") => continue,
-                    Some(&"drill") => generations.push(o.key),
+                    Some(&"drill") => drills.push(o.key),
                     _ => keys.push(o.key),
                 }
             }
             ["wal", ..] if live.is_empty() || expired.contains(&o.key) => {}
-            ["backup.index.d", _] => generations.push(o.key),
+            ["backup.index.d", _] => indexes.push(o.key),
             // Logical dumps keep the lock of their upload (their retention
             // is their own), and these records are extended by their next.
             ["logical", ..] | ["locks.d", ..] => {}
             _ => keys.push(o.key),
         }
     }
-    keys.extend(newest_generations(generations));
+    keys.extend(newest_generations(drills, physical::DRILLS_KEPT));
+    keys.extend(newest_generations(indexes, physical::INDEXES_KEPT));
     let mut extended = 0;
     for k in &keys {
         extended += usize::from(storage.extend_lock(k, until)?);
@@ -384,12 +389,14 @@ pub fn expire(
             pending.insert(b.backup_id.clone(), Some(t));
         }
     }
+    // (A parent retention keeps anyway is no pending backup.)
+    let expired_ids: HashSet<String> = expired.iter().map(|b| b.backup_id.clone()).collect();
     loop {
         let needed: Vec<String> = expired
             .iter()
             .filter(|b| pending.contains_key(&b.backup_id))
             .filter_map(|b| b.parent.clone())
-            .filter(|p| !pending.contains_key(p))
+            .filter(|p| expired_ids.contains(p) && !pending.contains_key(p))
             .collect();
         if needed.is_empty() {
             break;
@@ -488,8 +495,14 @@ pub fn expire(
         // physical backup too).
         physical::write_index(cluster)?;
         let held: HashSet<&str> = pending.keys().map(String::as_str).collect();
-        if let Some((until, objects)) = keep_locked(cluster, &kept, &held, now)? {
-            out.relocked = json!({"until": crate::logical::rfc3339_utc(until), "objects": objects});
+        // Best effort: what was removed stays removed, and is reported.
+        match keep_locked(cluster, &kept, &held, now) {
+            Ok(Some((until, objects))) => {
+                out.relocked =
+                    json!({"until": crate::logical::rfc3339_utc(until), "objects": objects});
+            }
+            Ok(None) => {}
+            Err(e) => out.relocked = json!({"error": e.to_string()}),
         }
     }
     let names: Vec<String> = wal.into_iter().map(|(n, _)| n).collect();

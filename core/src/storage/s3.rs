@@ -1533,18 +1533,25 @@ impl Storage for S3Storage {
         };
         let head = self.head_version(key, &first.version_id)?;
         if head
+            .as_ref()
             .and_then(|h| h.retain_until)
             .is_some_and(|t| t >= until)
         {
             return Ok(false);
         }
+        // A compliance lock stays one (S3 refuses to make it governance).
+        let compliance = lock.mode == LockMode::Compliance
+            || head
+                .as_ref()
+                .and_then(|h| h.lock_mode.as_deref())
+                .is_some_and(|m| m.eq_ignore_ascii_case("compliance"));
         let full = self.full_key(key)?;
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
         let version = first.version_id.clone();
         let retention = ObjectLockRetention::builder()
-            .mode(match lock.mode {
-                LockMode::Governance => ObjectLockRetentionMode::Governance,
-                LockMode::Compliance => ObjectLockRetentionMode::Compliance,
+            .mode(match compliance {
+                false => ObjectLockRetentionMode::Governance,
+                true => ObjectLockRetentionMode::Compliance,
             })
             .retain_until_date(DateTime::from_secs(until))
             .build();
@@ -1562,14 +1569,16 @@ impl Storage for S3Storage {
             .map_err(|e| self.describe("extend the lock of", key, &e))
     }
 
-    /// With an Object Lock set, a missing key that has versions left (a
-    /// delete marker over them): pg_ark, which deletes by version id under
-    /// a lock, did not remove it.
+    /// With an Object Lock set, a missing key whose object versions are
+    /// still there, under a delete marker: pg_ark, which deletes by
+    /// version id under a lock, did not remove it.
     fn hidden(&self, key: &str) -> Result<bool, StorageError> {
         if self.object_lock.is_none() {
             return Ok(false);
         }
-        Ok(!self.key_versions(key)?.is_empty())
+        let versions = self.key_versions(key)?;
+        Ok(versions.iter().any(|v| !v.delete_marker)
+            && versions.iter().any(|v| v.is_latest && v.delete_marker))
     }
 
     /// With an Object Lock set: the latest retain-until among the key's

@@ -408,6 +408,17 @@ impl<V: Versioned + ?Sized> Storage for AsOf<V> {
         }))
     }
 
+    /// A key this view reads nothing of, but which has object versions
+    /// (ambiguous): never taken for a missing one.
+    fn hidden(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.choice(key)?.is_none()
+            && self
+                .inner
+                .key_versions(key)?
+                .iter()
+                .any(|v| !v.delete_marker && self.as_of.is_none_or(|t| v.last_modified <= t)))
+    }
+
     fn put(&self, key: &str, _data: &[u8], _mode: PutMode) -> Result<(), StorageError> {
         Err(self.read_only("store", key))
     }
