@@ -10,13 +10,16 @@
 #   - cargo-pgrx =0.18.1 and `cargo pgrx init` for the majors set up;
 #   - s3s-fs, the S3-compatible server the tests run on loopback, and moto
 #     (pip, for python3), the one with versioning and Object Lock;
+#   - the tools the `pgbackrest`, `barman` and `pg_basebackup` job kinds run:
+#     Debian bookworm's pgBackRest (2.45, which reads PostgreSQL up to 15) and
+#     Barman from PyPI, in a virtual environment of Debian's python3 under
+#     $ARK_CACHE/barman that the test clusters' OS user can run;
 #   - the unprivileged OS user that test clusters run as (initdb refuses root).
 #
 # ARK_PG_MAJORS picks the majors (default "15 17 18", what `make test` needs;
 # `make demo` asks for "17" only). ARK_SETUP_S3=0 skips the S3 test servers.
-# ARK_SETUP_BENCH=1 (`make bench`) adds what the benchmarks compare against:
-# Debian bookworm's pgBackRest (2.45, which reads PostgreSQL up to 15), and the
-# zstd command (the compression limit a full backup meets).
+# ARK_SETUP_TOOLS=0 skips pgBackRest and Barman. ARK_SETUP_BENCH=1 (`make
+# bench`) adds the zstd command (the compression limit a full backup meets).
 set -euo pipefail
 
 # Nothing here is part of the caller's make: PostgreSQL's Makefile.global
@@ -29,11 +32,14 @@ ARK_TEST_USER=${ARK_TEST_USER:-pgark}
 ARK_PG_MAJORS=${ARK_PG_MAJORS:-15 17 18}
 ARK_SETUP_S3=${ARK_SETUP_S3:-1}
 ARK_SETUP_BENCH=${ARK_SETUP_BENCH:-0}
+ARK_SETUP_TOOLS=${ARK_SETUP_TOOLS:-1}
 PGRX_VERSION=0.18.1
 # Bump when build_pg changes, so cached builds of an older recipe are redone.
 PG_BUILD_RECIPE=4
 S3S_FS_VERSION=0.14.1
 MOTO_VERSION=5.2.1
+BARMAN_VERSION=3.19.1
+PSYCOPG2_VERSION=2.9.13
 DEBIAN_POOL=${ARK_DEBIAN_POOL:-http://deb.debian.org/debian/pool/main/p}
 JOBS=$(nproc)
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -74,6 +80,7 @@ PKGS=(build-essential bison flex pkg-config dpkg-dev ca-certificates
       prometheus chromium curl age)
 wants 15 && PKGS+=(postgresql-15 postgresql-server-dev-15 postgresql-client-15)
 [ "$ARK_SETUP_BENCH" = 1 ] && PKGS+=(pgbackrest zstd)
+[ "$ARK_SETUP_TOOLS" = 1 ] && PKGS+=(pgbackrest python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -254,6 +261,25 @@ if [ "$ARK_SETUP_S3" = 1 ] && ! python3 -c "import sys, moto, moto.server; sys.e
     || die "moto[server] $MOTO_VERSION is not importable by $(command -v python3) after pip installed it"
   command -v moto_server >/dev/null 2>&1 \
     || log "note: moto_server is not on PATH; the tests run moto with python3 and need only the module"
+fi
+
+# Barman, for the barman job kind's tests: PyPI's, in a virtual environment of
+# Debian's python3 (not a python under /root, which the test clusters' OS user
+# cannot run), with psycopg2's wheel. tests/harness finds it at
+# $ARK_CACHE/barman/bin/barman.
+BARMAN_VENV=$ARK_CACHE/barman
+if [ "$ARK_SETUP_TOOLS" = 1 ] && ! "$BARMAN_VENV/bin/barman" --version 2>/dev/null | grep -q "^$BARMAN_VERSION "; then
+  log "installing barman $BARMAN_VERSION into $BARMAN_VENV"
+  rm -rf "$BARMAN_VENV"
+  /usr/bin/python3 -m venv "$BARMAN_VENV"
+  "$BARMAN_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    "barman==$BARMAN_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
+  chmod -R a+rX "$BARMAN_VENV"
+  "$BARMAN_VENV/bin/barman" --version 2>/dev/null | grep -q "^$BARMAN_VERSION " \
+    || die "barman $BARMAN_VERSION does not run from $BARMAN_VENV after pip installed it"
+fi
+if [ "$ARK_SETUP_TOOLS" = 1 ]; then
+  pgbackrest version | grep -q '^pgBackRest ' || die "pgbackrest does not run"
 fi
 
 # ------------------------------------------------------ test cluster user

@@ -69,3 +69,17 @@ STRICT VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'metrics_wrapper';
 COMMENT ON FUNCTION ark.metrics() IS 'pg_ark metrics in Prometheus text format (0.0.4), the text GET /metrics serves: backups, archiving, the recovery window, jobs, drills, webhooks and the health verdict';
+
+-- Job kinds that run the tools people already have (pgBackRest, Barman,
+-- pg_basebackup), and who queued each job: those kinds run only for a
+-- superuser. The constraints are replaced, never the tables.
+ALTER TABLE ark.schedules DROP CONSTRAINT schedules_kind_check;
+ALTER TABLE ark.schedules ADD CONSTRAINT schedules_kind_check
+    CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill', 'pgbackrest', 'barman', 'pg_basebackup'));
+ALTER TABLE ark.jobs DROP CONSTRAINT jobs_kind_check;
+ALTER TABLE ark.jobs ADD CONSTRAINT jobs_kind_check
+    CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill', 'pgbackrest', 'barman', 'pg_basebackup'));
+ALTER TABLE ark.schedules ADD COLUMN created_by regrole;
+ALTER TABLE ark.jobs ADD COLUMN queued_by regrole;
+COMMENT ON COLUMN ark.jobs.queued_by IS 'The role that queued the job (ark.backup(), ark.retry()) or created its schedule; jobs of kinds pgbackrest, barman and pg_basebackup run only when it is a superuser';
+COMMENT ON COLUMN ark.schedules.created_by IS 'The role that created or last replaced the schedule; its jobs are queued as this role''s';

@@ -14,6 +14,10 @@ pub enum ArkError {
     NotPreloaded,
     #[error("ark.repository is not set")]
     NoRepository,
+    #[error(
+        "pg_ark's repository has it, but the second destination, {destination}, does not: {reason}"
+    )]
+    SecondDestination { destination: String, reason: String },
     #[error("extension \"pg_ark\" is not installed in this database")]
     NotInstalled,
     #[error("{}", .0.message())]
@@ -87,6 +91,9 @@ impl ArkError {
         match self {
             ArkError::NotPreloaded => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::NoRepository => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            ArkError::SecondDestination { .. } => {
+                PgSqlErrorCode::ERRCODE_EXTERNAL_ROUTINE_EXCEPTION
+            }
             ArkError::NotInstalled => PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
             ArkError::CatalogVersion(_) => PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             ArkError::Core(e) if e.encryption().is_some() => {
@@ -154,6 +161,9 @@ impl ArkError {
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
                 }
             },
+            ArkError::Job(pg_ark_core::schedule::jobs::JobError::SuperuserOnly { .. }) => {
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             ArkError::Job(_) | ArkError::Cron(_) | ArkError::OptionsTooLarge { .. } => {
                 PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE
             }
@@ -190,6 +200,11 @@ impl ArkError {
                     .into(),
             ),
             ArkError::NotInstalled => Some("CREATE EXTENSION pg_ark;".into()),
+            ArkError::SecondDestination { .. } => Some(
+                "ark.archive_also names it. Fix it (the tool's message is above), or empty \
+                 ark.archive_also and reload to archive into pg_ark's repository alone."
+                    .into(),
+            ),
             ArkError::CatalogVersion(m) => Some(m.hint()),
             ArkError::Core(e) => e.hint(),
             ArkError::Job(e) => e.hint(),

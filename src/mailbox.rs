@@ -41,6 +41,8 @@ struct Slot {
     state: SlotState,
     ticket: u64,
     requester_pid: i32,
+    /// The role that asked (`GetUserId()`): the job's `queued_by`.
+    role: u32,
     /// Seconds since the epoch when the request was posted.
     posted_at: u64,
     kind: [u8; 32],
@@ -57,6 +59,7 @@ impl Slot {
         state: SlotState::Free,
         ticket: 0,
         requester_pid: 0,
+        role: 0,
         posted_at: 0,
         kind: [0; 32],
         kind_len: 0,
@@ -186,8 +189,11 @@ pub fn sleep(d: Duration) {
 }
 
 /// Ask the scheduler to queue a job of `kind` with `options` (validated
-/// JSON text); returns the new job's id once it is committed.
+/// JSON text) for the current user; returns the new job's id once it is
+/// committed.
 pub fn enqueue(kind: &str, options: &str) -> Result<i64, ArkError> {
+    // SAFETY: reads the backend's current user id.
+    let role = u32::from(unsafe { pg_sys::GetUserId() });
     if options.len() > MAX_OPTIONS {
         return Err(ArkError::OptionsTooLarge {
             bytes: options.len(),
@@ -209,6 +215,7 @@ pub fn enqueue(kind: &str, options: &str) -> Result<i64, ArkError> {
                 slot.state = SlotState::Pending;
                 slot.ticket = ticket;
                 slot.requester_pid = me;
+                slot.role = role;
                 slot.posted_at = epoch_secs();
                 slot.kind_len = copy_in(&mut slot.kind, kind);
                 slot.options_len = copy_in(&mut slot.options, options);
@@ -267,6 +274,8 @@ pub struct Request {
     ticket: u64,
     pub kind: String,
     pub options: String,
+    /// The role that asked.
+    pub role: pg_sys::Oid,
 }
 
 /// Scheduler: take every pending request (marking them Taken), and free
@@ -291,6 +300,7 @@ pub fn take_pending() -> Vec<Request> {
                     ticket: slot.ticket,
                     kind: text(&slot.kind, slot.kind_len),
                     options: text(&slot.options, slot.options_len),
+                    role: pg_sys::Oid::from(slot.role),
                 });
             }
             SlotState::Abandoned => *slot = Slot::EMPTY,

@@ -99,6 +99,16 @@ pub static NOTIFY_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static NOTIFY_MAX_ATTEMPTS: GucSetting<i32> = GucSetting::<i32>::new(5);
 pub static HEALTH_BACKUP_MAX_AGE: GucSetting<i32> = GucSetting::<i32>::new(26 * 3600);
 pub static HEALTH_ARCHIVE_BACKLOG: GucSetting<i32> = GucSetting::<i32>::new(16);
+pub static PGBACKREST_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"pgbackrest"));
+pub static PGBACKREST_CONFIG: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static BARMAN_PATH: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"barman"));
+pub static BARMAN_CONFIG: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PG_BASEBACKUP_DIRECTORY: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static ARCHIVE_ALSO: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 /// Report a refused value from a check hook: PostgreSQL adds the detail and
 /// hint to its "invalid value for parameter" error.
@@ -379,6 +389,7 @@ pub fn init(preloading: bool) {
         GucFlags::SUPERUSER_ONLY,
     );
     init_queue_settings();
+    init_tool_settings();
     // SAFETY: called from _PG_init on the backend's thread; the string is static.
     unsafe { pgrx::pg_sys::MarkGUCPrefixReserved(c"ark".as_ptr()) };
 }
@@ -520,6 +531,83 @@ pub fn archive_push_workers() -> usize {
     usize::try_from(ARCHIVE_PUSH_WORKERS.get())
         .unwrap_or(4)
         .max(1)
+}
+
+/// The settings of the other tools' job kinds (`pgbackrest`, `barman`,
+/// `pg_basebackup`) and of the archive module's second destination. Each
+/// names a program, a file or a directory the server's operating system
+/// user uses: `sighup` and superuser only, so only who may edit
+/// postgresql.conf (or run ALTER SYSTEM) chooses them.
+fn init_tool_settings() {
+    let path = |name: &'static std::ffi::CStr,
+                short: &'static std::ffi::CStr,
+                long: &'static std::ffi::CStr,
+                setting: &'static GucSetting<Option<CString>>| {
+        GucRegistry::define_string_guc(
+            name,
+            short,
+            long,
+            setting,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY,
+        );
+    };
+    path(
+        c"ark.pgbackrest_path",
+        c"The pgBackRest program that pgbackrest jobs and ark.archive_also run.",
+        c"A path, or a name looked up in the server's PATH. Job options never name a program.",
+        &PGBACKREST_PATH,
+    );
+    path(
+        c"ark.pgbackrest_config",
+        c"pgBackRest's configuration file for pgbackrest jobs and ark.archive_also; empty: pgBackRest's default.",
+        c"Passed as --config.",
+        &PGBACKREST_CONFIG,
+    );
+    path(
+        c"ark.barman_path",
+        c"The Barman program that barman jobs run.",
+        c"A path, or a name looked up in the server's PATH. Job options never name a program.",
+        &BARMAN_PATH,
+    );
+    path(
+        c"ark.barman_config",
+        c"Barman's configuration file for barman jobs; empty: Barman's default.",
+        c"Passed as --config.",
+        &BARMAN_CONFIG,
+    );
+    path(
+        c"ark.pg_basebackup_directory",
+        c"Directory under which pg_basebackup jobs write their backups; empty: pg_basebackup jobs are refused.",
+        c"An absolute path, writable by the server's OS user. A job's target is a directory under it.",
+        &PG_BASEBACKUP_DIRECTORY,
+    );
+    path(
+        c"ark.archive_also",
+        c"A second destination for every WAL file the archive module stores: pgbackrest:STANZA or directory:/absolute/path; empty: none.",
+        c"A file counts as archived only once both destinations have it (pgbackrest archive-push, or a durable copy such as into Barman's incoming directory).",
+        &ARCHIVE_ALSO,
+    );
+}
+
+/// Programs, files and directories of the other tools.
+pub fn pgbackrest_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(text(&PGBACKREST_PATH).unwrap_or_else(|| "pgbackrest".into()))
+}
+pub fn pgbackrest_config() -> Option<std::path::PathBuf> {
+    text(&PGBACKREST_CONFIG).map(std::path::PathBuf::from)
+}
+pub fn barman_path() -> std::path::PathBuf {
+    std::path::PathBuf::from(text(&BARMAN_PATH).unwrap_or_else(|| "barman".into()))
+}
+pub fn barman_config() -> Option<std::path::PathBuf> {
+    text(&BARMAN_CONFIG).map(std::path::PathBuf::from)
+}
+pub fn pg_basebackup_directory() -> Option<std::path::PathBuf> {
+    text(&PG_BASEBACKUP_DIRECTORY).map(std::path::PathBuf::from)
+}
+pub fn archive_also() -> Option<String> {
+    text(&ARCHIVE_ALSO)
 }
 
 /// The settings of the job queue, schedules, retention, notifications and

@@ -36,6 +36,7 @@ pub mod schedule;
 pub mod secret_file;
 pub mod storage;
 pub mod threads;
+pub mod tools;
 pub mod version;
 pub mod wal;
 pub mod workdir;

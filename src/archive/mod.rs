@@ -148,7 +148,10 @@ fn not_configured_reason() -> Option<String> {
 fn archive_file(file: &CStr, path: &CStr) -> bool {
     let file = file.to_string_lossy().into_owned();
     let path = path.to_string_lossy().into_owned();
-    match try_archive(&file, &path) {
+    match try_archive(&file, &path).and_then(|outcome| {
+        archive_also(&file, &path)?;
+        Ok(outcome)
+    }) {
         Ok(outcome) => {
             match outcome {
                 PushOutcome::Stored { stored_bytes } => {
@@ -262,6 +265,41 @@ fn try_archive(file: &str, path: &str) -> Result<PushOutcome, ArkError> {
             Err(e.into())
         }
     }
+}
+
+/// Hand the file to `ark.archive_also`, the second destination, once pg_ark's
+/// repository has it: the file counts as archived only when both have it.
+fn archive_also(file: &str, path: &str) -> Result<(), ArkError> {
+    use pg_ark_core::tools::archive_also::{push, PgbackrestProgram, SecondDestination};
+    let Some(text) = settings::archive_also() else {
+        return Ok(());
+    };
+    let fail = |destination: String, reason: String| ArkError::SecondDestination {
+        destination,
+        reason,
+    };
+    let dest = SecondDestination::parse(&text)
+        .map_err(|reason| fail(format!("ark.archive_also = '{text}'"), reason))?;
+    // PostgreSQL names the file relative to the data directory, where the
+    // archiver runs.
+    let wal = std::env::current_dir()
+        .map(|d| d.join(path))
+        .map_err(|e| fail(dest.describe(), e.to_string()))?;
+    let program = settings::pgbackrest_path();
+    let config = settings::pgbackrest_config();
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    push(
+        &dest,
+        &wal,
+        file,
+        &PgbackrestProgram {
+            program: &program,
+            config: config.as_deref(),
+        },
+        settings::archive_timeout(),
+        &cancel,
+    )
+    .map_err(|reason| fail(dest.describe(), reason))
 }
 
 fn needs_reopen(e: &pg_ark_core::Error) -> bool {

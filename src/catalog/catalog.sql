@@ -23,7 +23,7 @@ CREATE TABLE ark.schedules (
     name        text NOT NULL UNIQUE CHECK (name <> ''),
     cron        text NOT NULL,
     kind        text NOT NULL
-                CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill')),
+                CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill', 'pgbackrest', 'barman', 'pg_basebackup')),
     options     jsonb NOT NULL DEFAULT '{}',
     enabled     boolean NOT NULL DEFAULT true,
     next_run    timestamptz,
@@ -33,13 +33,16 @@ CREATE TABLE ark.schedules (
     -- Why the schedule does not run (NULL: it runs when enabled): set for
     -- physical and expire schedules when pg_ark restore made this cluster,
     -- cleared by ark.resume_schedules().
-    paused      text
+    paused      text,
+    -- The role that created or last replaced it: its jobs are queued as
+    -- this role's (ark.jobs.queued_by).
+    created_by  regrole
 );
 
 CREATE TABLE ark.jobs (
     id               bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind             text NOT NULL
-                     CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill')),
+                     CHECK (kind IN ('logical', 'expire', 'full', 'incremental', 'differential', 'verify', 'drill', 'pgbackrest', 'barman', 'pg_basebackup')),
     options          jsonb NOT NULL DEFAULT '{}',
     schedule_name    text,
     scheduled_for    timestamptz,
@@ -57,6 +60,9 @@ CREATE TABLE ark.jobs (
     last_error       text,
     result           jsonb,
     cancel_requested boolean NOT NULL DEFAULT false,
+    -- The role that queued it (ark.backup()), or that created the schedule
+    -- that did. A kind that runs another program runs only for a superuser.
+    queued_by        regrole,
     -- A schedule's run for one due time is enqueued once, even across restarts.
     UNIQUE (schedule_name, scheduled_for)
 );
@@ -158,6 +164,8 @@ COMMENT ON TABLE ark.notifications IS 'Webhook notifications (ark.notify_url) wa
 COMMENT ON COLUMN ark.jobs.state IS 'queued, running, retrying (waiting for next_attempt_at), failed (for good), succeeded or cancelled';
 COMMENT ON COLUMN ark.jobs.conflict_key IS 'Jobs with the same key never run at the same time (physical backups of the cluster)';
 COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository';
+COMMENT ON COLUMN ark.jobs.queued_by IS 'The role that queued the job (ark.backup(), ark.retry()) or created its schedule; jobs of kinds pgbackrest, barman and pg_basebackup run only when it is a superuser';
+COMMENT ON COLUMN ark.schedules.created_by IS 'The role that created or last replaced the schedule; its jobs are queued as this role''s';
 COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
 
 -- Schedules are the user's configuration: pg_dump keeps them.

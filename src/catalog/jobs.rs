@@ -50,11 +50,12 @@ pub enum Outcome {
 }
 
 /// The row the scheduler inserts for a request from `ark.backup()` (or a
-/// schedule). Returns the new job's id.
+/// schedule), queued by role `queued_by`. Returns the new job's id.
 pub fn insert_job(
     kind: &str,
     options: &Value,
     schedule: Option<(&str, f64)>,
+    queued_by: Option<pg_sys::Oid>,
 ) -> Result<Option<i64>, ArkError> {
     let kind = JobKind::parse(kind)?;
     let max_attempts =
@@ -62,8 +63,9 @@ pub fn insert_job(
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(1);
     crate::xact::first_value::<i64>(
-        "INSERT INTO ark.jobs (kind, options, schedule_name, scheduled_for, conflict_key, max_attempts)
-         VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6)
+        "INSERT INTO ark.jobs (kind, options, schedule_name, scheduled_for, conflict_key, max_attempts,
+                               queued_by)
+         VALUES ($1, $2, $3, to_timestamp($4::float8), $5, $6, NULLIF($7::oid, 0)::regrole)
          ON CONFLICT (schedule_name, scheduled_for) DO NOTHING
          RETURNING id",
         &[
@@ -73,6 +75,7 @@ pub fn insert_job(
             schedule.map(|s| s.1).into(),
             kind.conflict_key().into(),
             max_attempts.into(),
+            queued_by.into(),
         ],
     )
 }
@@ -91,7 +94,10 @@ pub fn claim() -> Result<Option<Job>, ArkError> {
         let next = Spi::connect_mut(|c| {
             let t = c.update(
                 concat!(
-                    "SELECT j.id, j.kind, j.options, j.conflict_key FROM ark.jobs j
+                    "SELECT j.id, j.kind, j.options, j.conflict_key, j.queued_by::text,
+                        coalesce((SELECT r.rolsuper FROM pg_catalog.pg_roles r
+                                   WHERE r.oid = j.queued_by), false)
+                   FROM ark.jobs j
                   WHERE ",
                     job_sql!(due j),
                     "
@@ -116,12 +122,20 @@ pub fn claim() -> Result<Option<Job>, ArkError> {
                 r.get::<String>(2)?.unwrap_or_default(),
                 r.get::<JsonB>(3)?.map(|j| j.0).unwrap_or(Value::Null),
                 r.get::<String>(4)?,
+                r.get::<String>(5)?,
+                r.get::<bool>(6)?.unwrap_or(false),
             )))
         })?;
-        let Some((id, kind, options, conflict_key)) = next else {
+        let Some((id, kind, options, conflict_key, queued_by, superuser)) = next else {
             return Ok(None);
         };
-        let kind = match jobs::check_claimed(&kind, &options, conflict_key.as_deref(), &libdir) {
+        let kind = match jobs::check_claimed(
+            &kind,
+            &options,
+            conflict_key.as_deref(),
+            (queued_by.as_deref(), superuser),
+            &libdir,
+        ) {
             Ok(kind) => kind,
             Err(e) => {
                 refuse(id, &e)?;
@@ -657,8 +671,8 @@ pub fn cancel(id: i64) -> Result<bool, ArkError> {
 }
 
 /// Queue job `id` again in one statement (a failed or cancelled one afresh,
-/// a retrying one now), waking the scheduler at commit.
-pub fn retry(id: i64) -> Result<i64, ArkError> {
+/// a retrying one now) for role `role`, waking the scheduler at commit.
+pub fn retry(id: i64, role: pg_sys::Oid) -> Result<i64, ArkError> {
     // One statement, like cancel: the state it acts on is the state it
     // changes, so a worker finishing or claiming the job in between cannot
     // be overwritten. A failed or cancelled job is queued afresh; a retrying
@@ -680,13 +694,14 @@ pub fn retry(id: i64) -> Result<i64, ArkError> {
             " THEN finished_at END,
                 cancel_requested = CASE WHEN state = ",
             job_sql!(retrying),
-            " THEN cancel_requested ELSE false END
+            " THEN cancel_requested ELSE false END,
+                queued_by = $2::oid::regrole
           WHERE id = $1 AND state IN ",
             job_sql!(retryable),
             "
           RETURNING state"
         ),
-        &[id.into()],
+        &[id.into(), role.into()],
     )?;
     match changed {
         Some(_) => {

@@ -45,11 +45,22 @@ fn normalize_options(mut options: Value) -> Result<Value, ArkError> {
     Ok(options)
 }
 
-/// Validate kind and options for a new job or schedule.
+/// Validate kind and options for a new job or schedule, queued by the
+/// current user (who must be a superuser for a kind that runs another
+/// program).
 fn checked(kind: &str, options: Value) -> Result<(JobKind, Value), ArkError> {
     let kind = JobKind::parse(kind)?;
+    // SAFETY: a catalog lookup on the backend's thread.
+    let superuser = unsafe { pg_sys::superuser() };
+    jobs::check_queuer(kind, Some(&crate::xact::current_role()), superuser)?;
     let options = normalize_options(options)?;
     jobs::validate(kind, &options, &libdir())?;
+    if let (Some(map), JobKind::PgBasebackup) = (options.as_object(), kind) {
+        pg_ark_core::tools::basebackup::check_incremental_major(
+            map,
+            pg_sys::PG_VERSION_NUM / 10000,
+        )?;
+    }
     Ok((kind, options))
 }
 
@@ -62,13 +73,16 @@ fn schedule_impl(name: &str, cron: &str, kind: &str, options: Value) -> Result<i
     let parsed = CronSchedule::parse(cron)?;
     let (kind, options) = checked(kind, options)?;
     let next = next_run(&parsed, now_epoch())?;
+    // SAFETY: reads the backend's current user id (before as_owner).
+    let role = unsafe { pg_sys::GetUserId() };
     let id = crate::xact::as_owner(|| {
         Ok(Spi::get_one_with_args::<i64>(
-            "INSERT INTO ark.schedules AS s (name, cron, kind, options, next_run)
-             VALUES ($1, $2, $3, $4, to_timestamp($5::float8))
+            "INSERT INTO ark.schedules AS s (name, cron, kind, options, next_run, created_by)
+             VALUES ($1, $2, $3, $4, to_timestamp($5::float8), $6::oid::regrole)
              ON CONFLICT (name) DO UPDATE
                 SET cron = EXCLUDED.cron, kind = EXCLUDED.kind, options = EXCLUDED.options,
-                    next_run = EXCLUDED.next_run, enabled = true
+                    next_run = EXCLUDED.next_run, enabled = true,
+                    created_by = EXCLUDED.created_by
              RETURNING id",
             &[
                 name.into(),
@@ -76,6 +90,7 @@ fn schedule_impl(name: &str, cron: &str, kind: &str, options: Value) -> Result<i
                 kind.as_str().into(),
                 JsonB(options).into(),
                 next.map(|n| n as f64).into(),
+                role.into(),
             ],
         )?)
     })?;
@@ -235,7 +250,17 @@ fn cancel(job_id: i64) -> bool {
 fn retry_impl(id: i64) -> Result<i64, ArkError> {
     require_admin("retry pg_ark jobs")?;
     require_queue_database()?;
-    crate::xact::as_owner(|| crate::catalog::jobs::retry(id))
+    // A retried job runs for whoever retried it: a kind that runs another
+    // program, only for a superuser.
+    // SAFETY: catalog lookups on the backend's thread.
+    let (role, superuser) = unsafe { (pg_sys::GetUserId(), pg_sys::superuser()) };
+    let kind = crate::xact::as_owner(|| {
+        crate::xact::first_value::<String>("SELECT kind FROM ark.jobs WHERE id = $1", &[id.into()])
+    })?;
+    if let Some(kind) = kind.as_deref().and_then(|k| JobKind::parse(k).ok()) {
+        jobs::check_queuer(kind, Some(&crate::xact::current_role()), superuser)?;
+    }
+    crate::xact::as_owner(|| crate::catalog::jobs::retry(id, role))
 }
 
 /// Run job `job_id` again: a failed or cancelled job is queued afresh (its

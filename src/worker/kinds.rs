@@ -4,7 +4,7 @@
 //! not compile until it has its runner here.
 use crate::catalog::jobs::{Job, Outcome};
 use crate::worker::job::JOB_MEMORY;
-use crate::worker::{drill, logical, physical, verify};
+use crate::worker::{drill, logical, physical, tools, verify};
 use pg_ark_core::memory;
 use pg_ark_core::schedule::jobs::JobKind;
 use pg_ark_core::schedule::lifecycle::JobFailure;
@@ -52,5 +52,6 @@ fn run_kind(job: &Job) -> Outcome {
         }
         JobKind::Verify => verify::run_verify(job),
         JobKind::Drill => drill::run_drill(job),
+        JobKind::Pgbackrest | JobKind::Barman | JobKind::PgBasebackup => tools::run_tool(job),
     }
 }

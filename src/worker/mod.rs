@@ -9,4 +9,5 @@ pub mod logical;
 pub mod notify;
 pub mod physical;
 pub mod scheduler;
+pub mod tools;
 pub mod verify;

@@ -292,7 +292,7 @@ fn serve_mailbox() {
     for req in mailbox::take_pending() {
         let result = xact::run(|| {
             let options: Value = serde_json::from_str(&req.options).unwrap_or(Value::Null);
-            crate::catalog::jobs::insert_job(&req.kind, &options, None)?.ok_or(
+            crate::catalog::jobs::insert_job(&req.kind, &options, None, Some(req.role))?.ok_or(
                 crate::error::ArkError::EnqueueFailed {
                     message: "the job row was not inserted".into(),
                 },
@@ -333,7 +333,8 @@ fn recompute_schedules() -> Result<(), crate::error::ArkError> {
 fn enqueue_due() -> Result<(), crate::error::ArkError> {
     let due = Spi::connect_mut(|c| {
         let t = c.update(
-            "SELECT id, name, cron, kind, options, extract(epoch FROM next_run)::float8
+            "SELECT id, name, cron, kind, options, extract(epoch FROM next_run)::float8,
+                    created_by::oid
                FROM ark.schedules
               WHERE enabled AND paused IS NULL AND next_run <= now()
               ORDER BY next_run
@@ -350,12 +351,13 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
                 r.get::<String>(4)?.unwrap_or_default(),
                 r.get::<JsonB>(5)?.map(|j| j.0).unwrap_or(Value::Null),
                 r.get::<f64>(6)?.unwrap_or(0.0),
+                r.get::<pg_sys::Oid>(7)?,
             ));
         }
         Ok::<_, pgrx::spi::SpiError>(out)
     })?;
     let now = now_epoch();
-    for (id, name, cron, kind, options, due_at) in due {
+    for (id, name, cron, kind, options, due_at, created_by) in due {
         // Rows can be edited by hand: a bad one disables its schedule instead
         // of blocking every other one.
         let checked = pg_ark_core::schedule::cron::CronSchedule::parse(&cron)
@@ -382,7 +384,8 @@ fn enqueue_due() -> Result<(), crate::error::ArkError> {
         // The next run is the first one after *now*: missed periods collapse
         // into this one run.
         let next = next_run(&sched, now)?;
-        let job = crate::catalog::jobs::insert_job(&kind, &options, Some((&name, due_at)))?;
+        let job =
+            crate::catalog::jobs::insert_job(&kind, &options, Some((&name, due_at)), created_by)?;
         Spi::run_with_args(
             "UPDATE ark.schedules
                 SET next_run = to_timestamp($2::float8), last_run = now(),

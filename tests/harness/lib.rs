@@ -570,6 +570,13 @@ impl Cluster {
     }
 
     /// Let a process stopped by [`Cluster::pause_archiver`] go on.
+    /// Stop one of the cluster's processes with SIGSTOP until
+    /// [`Cluster::resume`].
+    pub fn pause(pid: i32) {
+        // SAFETY: a signal to a process of the test's own cluster.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    }
+
     pub fn resume(pid: i32) {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);

@@ -37,6 +37,10 @@ pub struct KindSpec {
     pub options: &'static [(&'static str, Rule)],
     /// Rules across its options, after each option's own.
     pub check_all: Option<CheckAll>,
+    /// It runs another program as the server's operating system user (the
+    /// tools of `crate::tools`): only superusers queue it, and a worker
+    /// runs it only for a job a role that is a superuser queued.
+    pub superuser: bool,
 }
 
 /// What an option's value must be.
@@ -106,6 +110,7 @@ job_kinds! {
             ("retain_days", Rule::Int(1, 36_500)),
         ],
         check_all: None,
+        superuser: false,
     },
     Expire {
         name: "expire",
@@ -121,6 +126,7 @@ job_kinds! {
             ("dry_run", Rule::Bool),
         ],
         check_all: None,
+        superuser: false,
     },
     Full {
         name: "full",
@@ -128,6 +134,7 @@ job_kinds! {
         backup: Some(crate::physical::BackupKind::Full),
         options: BACKUP_OPTIONS,
         check_all: None,
+        superuser: false,
     },
     Incremental {
         name: "incremental",
@@ -135,6 +142,7 @@ job_kinds! {
         backup: Some(crate::physical::BackupKind::Incremental),
         options: BACKUP_OPTIONS,
         check_all: None,
+        superuser: false,
     },
     Differential {
         name: "differential",
@@ -142,6 +150,7 @@ job_kinds! {
         backup: Some(crate::physical::BackupKind::Differential),
         options: BACKUP_OPTIONS,
         check_all: None,
+        superuser: false,
     },
     Verify {
         name: "verify",
@@ -149,6 +158,7 @@ job_kinds! {
         backup: None,
         options: &[("backup_id", Rule::Custom(backup_id))],
         check_all: None,
+        superuser: false,
     },
     Drill {
         name: "drill",
@@ -170,6 +180,52 @@ job_kinds! {
             ("timeout", Rule::Int(1, 7 * 86_400)),
         ],
         check_all: Some(drill_target),
+        superuser: false,
+    },
+    Pgbackrest {
+        name: "pgbackrest",
+        conflict_key: Some("pgbackrest"),
+        backup: None,
+        options: &[
+            ("stanza", Rule::Custom(tool_name)),
+            ("type", Rule::Custom(pgbackrest_type)),
+            ("repo", Rule::Int(1, 256)),
+            ("options", Rule::Custom(pgbackrest_options)),
+            ("timeout", Rule::Int(1, 7 * 86_400)),
+        ],
+        check_all: Some(crate::tools::pgbackrest::check_all),
+        superuser: true,
+    },
+    Barman {
+        name: "barman",
+        conflict_key: None,
+        backup: None,
+        options: &[
+            ("server", Rule::Custom(tool_name)),
+            ("type", Rule::Custom(barman_type)),
+            ("options", Rule::Custom(barman_options)),
+            ("timeout", Rule::Int(1, 7 * 86_400)),
+        ],
+        check_all: Some(crate::tools::barman::check_all),
+        superuser: true,
+    },
+    PgBasebackup {
+        name: "pg_basebackup",
+        conflict_key: Some("pg_basebackup"),
+        backup: None,
+        options: &[
+            ("target", Rule::Custom(basebackup_target)),
+            ("format", Rule::Custom(basebackup_format)),
+            ("compression", Rule::Custom(basebackup_compression)),
+            ("checkpoint", Rule::Custom(basebackup_checkpoint)),
+            ("wal_method", Rule::Custom(basebackup_wal_method)),
+            ("incremental", Rule::Custom(basebackup_incremental)),
+            ("retain_count", Rule::Int(1, 100_000)),
+            ("retain_days", Rule::Int(1, 36_500)),
+            ("timeout", Rule::Int(1, 7 * 86_400)),
+        ],
+        check_all: Some(crate::tools::basebackup::check_all),
+        superuser: true,
     },
 }
 
@@ -257,6 +313,8 @@ pub enum JobError {
         reason: String,
         libdir: String,
     },
+    #[error("{}", superuser_only(kind, role.as_deref()))]
+    SuperuserOnly { kind: String, role: Option<String> },
     #[error(
         "job of kind \"{kind}\" has conflict_key {}, not {}",
         quoted(found.as_deref()),
@@ -267,6 +325,39 @@ pub enum JobError {
         found: Option<String>,
         expected: Option<&'static str>,
     },
+}
+
+fn superuser_only(kind: &str, role: Option<&str>) -> String {
+    match role {
+        Some(r) => {
+            format!("jobs of kind \"{kind}\" run only for superusers, and role \"{r}\" is not one")
+        }
+        None => format!("jobs of kind \"{kind}\" run only for superusers, and no role is recorded"),
+    }
+}
+
+/// The kinds only superusers queue, as hints list them.
+pub fn superuser_kind_names() -> String {
+    KINDS
+        .iter()
+        .filter(|s| s.superuser)
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Whether `role` (`None`: nobody recorded) may queue, or have run, a job of
+/// `kind`: a kind that runs another program as the server's operating
+/// system user is a superuser's, as PostgreSQL's own `archive_command` and
+/// `COPY ... PROGRAM` are.
+pub fn check_queuer(kind: JobKind, role: Option<&str>, superuser: bool) -> Result<(), JobError> {
+    if kind.spec().superuser && !(superuser && role.is_some()) {
+        return Err(JobError::SuperuserOnly {
+            kind: kind.as_str().into(),
+            role: role.map(str::to_string),
+        });
+    }
+    Ok(())
 }
 
 fn quoted(key: Option<&str>) -> String {
@@ -288,6 +379,12 @@ impl JobError {
                 "Name libraries installed in $libdir ({libdir}) without a path, for example \
                  \"pg_stat_statements\": a drill's server runs as the server's operating system \
                  user, so pg_ark loads no library from anywhere else, whoever asks."
+            )),
+            JobError::SuperuserOnly { .. } => Some(format!(
+                "Jobs of kinds {} run another program as the server's operating system user, \
+                 as archive_command and COPY ... PROGRAM do: a superuser queues them and \
+                 schedules them. Members of ark_admin run and schedule every other kind.",
+                superuser_kind_names()
             )),
             JobError::ConflictKey { .. } => Some(
                 "Queue jobs with ark.backup() or ark.schedule(), which set their conflict key; \
@@ -538,6 +635,85 @@ fn backup_id(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(
     }
 }
 
+fn tool_name(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    crate::tools::tool_name(key, v)
+}
+
+fn pgbackrest_type(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    crate::tools::pgbackrest::check_type(key, v)
+}
+
+fn pgbackrest_options(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::pgbackrest::check_options(key, v)
+}
+
+fn barman_type(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    crate::tools::barman::check_type(key, v)
+}
+
+fn barman_options(key: &str, v: &Value, _: &Map<String, Value>, _: &Path) -> Result<(), JobError> {
+    crate::tools::barman::check_options(key, v)
+}
+
+fn basebackup_target(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_target(key, v)
+}
+
+fn basebackup_format(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_format(key, v)
+}
+
+fn basebackup_compression(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_compression(key, v)
+}
+
+fn basebackup_checkpoint(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_checkpoint(key, v)
+}
+
+fn basebackup_wal_method(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_wal_method(key, v)
+}
+
+fn basebackup_incremental(
+    key: &str,
+    v: &Value,
+    _: &Map<String, Value>,
+    _: &Path,
+) -> Result<(), JobError> {
+    crate::tools::basebackup::check_incremental(key, v)
+}
+
 /// A drill's recovery target: at most one of the four, each parsed as
 /// recovery will read it, and its timeline.
 fn drill_target(map: &Map<String, Value>) -> Result<(), JobError> {
@@ -619,16 +795,20 @@ pub fn validate(
 }
 
 /// Check a job a worker is about to run, as its row is: its kind, its
-/// options (with [`validate`], as when it was queued) and its conflict key
-/// (the one its kind has, or two physical backups could run at once). A
-/// row written behind the functions' back fails here and never runs.
+/// options (with [`validate`], as when it was queued), its conflict key
+/// (the one its kind has, or two physical backups could run at once), and,
+/// for a kind only superusers queue, that the role recorded as queueing it
+/// (`queued_by`: its name and whether it is a superuser now) is one. A row
+/// written behind the functions' back fails here and never runs.
 pub fn check_claimed(
     kind: &str,
     options: &Value,
     conflict_key: Option<&str>,
+    queued_by: (Option<&str>, bool),
     libdir: &Path,
 ) -> Result<JobKind, JobError> {
     let parsed = JobKind::parse(kind)?;
+    check_queuer(parsed, queued_by.0, queued_by.1)?;
     if conflict_key != parsed.conflict_key() {
         return Err(JobError::ConflictKey {
             kind: kind.into(),

@@ -1,6 +1,9 @@
 use super::*;
 use serde_json::json;
 
+/// Queued by a superuser.
+const SU: (Option<&str>, bool) = (Some("postgres"), true);
+
 /// A `$libdir` with no library in it.
 fn nowhere() -> &'static Path {
     Path::new("/nonexistent/pg_ark/libdir")
@@ -267,25 +270,25 @@ fn a_drill_preloads_only_plain_names_of_libdir_libraries() {
 fn a_claimed_job_is_checked_again_conflict_key_included() {
     let libdir = nowhere();
     assert_eq!(
-        check_claimed("full", &json!({}), Some("physical"), libdir).unwrap(),
+        check_claimed("full", &json!({}), Some("physical"), SU, libdir).unwrap(),
         JobKind::Full
     );
     assert_eq!(
-        check_claimed("logical", &json!({}), None, libdir).unwrap(),
+        check_claimed("logical", &json!({}), None, SU, libdir).unwrap(),
         JobKind::Logical
     );
-    let e = check_claimed("full", &json!({}), None, libdir).unwrap_err();
+    let e = check_claimed("full", &json!({}), None, SU, libdir).unwrap_err();
     assert_eq!(
         e.to_string(),
         "job of kind \"full\" has conflict_key NULL, not \"physical\""
     );
     assert!(e.hint().unwrap().contains("ark.backup()"));
-    let e = check_claimed("incremental", &json!({}), Some("other"), libdir).unwrap_err();
+    let e = check_claimed("incremental", &json!({}), Some("other"), SU, libdir).unwrap_err();
     assert_eq!(
         e.to_string(),
         "job of kind \"incremental\" has conflict_key \"other\", not \"physical\""
     );
-    let e = check_claimed("logical", &json!({}), Some("physical"), libdir).unwrap_err();
+    let e = check_claimed("logical", &json!({}), Some("physical"), SU, libdir).unwrap_err();
     assert_eq!(
         e.to_string(),
         "job of kind \"logical\" has conflict_key \"physical\", not NULL"
@@ -294,6 +297,7 @@ fn a_claimed_job_is_checked_again_conflict_key_included() {
         "drill",
         &json!({"shared_preload_libraries": "/tmp/x.so"}),
         Some("physical"),
+        SU,
         libdir,
     )
     .unwrap_err();
@@ -302,7 +306,7 @@ fn a_claimed_job_is_checked_again_conflict_key_included() {
             .contains("\"shared_preload_libraries\": \"/tmp/x.so\" is a path"),
         "{e}"
     );
-    assert!(check_claimed("backup", &json!({}), None, libdir).is_err());
+    assert!(check_claimed("backup", &json!({}), None, SU, libdir).is_err());
 }
 
 #[test]
@@ -336,4 +340,162 @@ fn option_names_reads_one_or_many() {
         Some(vec!["a".to_string(), "b".to_string()])
     );
     assert_eq!(option_names(&json!({}), "database"), None);
+}
+
+/// The tool kinds are a superuser's: queueing them and running them.
+#[test]
+fn the_tool_kinds_run_only_for_superusers() {
+    let libdir = nowhere();
+    let opts = json!({"stanza": "main", "type": "full"});
+    assert_eq!(
+        check_claimed("pgbackrest", &opts, Some("pgbackrest"), SU, libdir).unwrap(),
+        JobKind::Pgbackrest
+    );
+    for queued_by in [(Some("alice"), false), (None, true), (None, false)] {
+        let e =
+            check_claimed("pgbackrest", &opts, Some("pgbackrest"), queued_by, libdir).unwrap_err();
+        assert!(matches!(e, JobError::SuperuserOnly { .. }), "{e}");
+        assert!(e.to_string().contains("run only for superusers"), "{e}");
+        assert!(
+            e.hint()
+                .unwrap()
+                .contains("pgbackrest, barman, pg_basebackup"),
+            "{:?}",
+            e.hint()
+        );
+    }
+    // Every other kind runs for whoever ark.backup() let queue it.
+    assert!(check_claimed("logical", &json!({}), None, (Some("alice"), false), libdir).is_ok());
+    assert!(check_queuer(JobKind::Barman, Some("alice"), false).is_err());
+    assert!(check_queuer(JobKind::PgBasebackup, Some("root"), true).is_ok());
+    assert!(check_queuer(JobKind::Full, Some("alice"), false).is_ok());
+}
+
+#[test]
+fn the_tool_kinds_check_their_options() {
+    let libdir = nowhere();
+    let ok = |kind: JobKind, v: serde_json::Value| {
+        validate(kind, &v, libdir).unwrap_or_else(|e| panic!("{v}: {e}"));
+    };
+    let bad = |kind: JobKind, v: serde_json::Value, needle: &str| {
+        let e = validate(kind, &v, libdir).expect_err(&v.to_string());
+        assert!(e.to_string().contains(needle), "{v}: {e}");
+    };
+    ok(JobKind::Pgbackrest, json!({"stanza": "main"}));
+    ok(
+        JobKind::Pgbackrest,
+        json!({"stanza": "db-1.x", "type": "diff", "repo": 2,
+               "options": {"start-fast": true, "compress-type": "zst", "process-max": 4}}),
+    );
+    bad(JobKind::Pgbackrest, json!({}), "needs the stanza");
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "--config=/tmp/x"}),
+        "starts with a letter",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "a b"}),
+        "letters, digits",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "type": "block"}),
+        "full, diff, incr",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "options": {"repo1-path": "/tmp"}}),
+        "\"repo1-path\" is not a pgBackRest option pg_ark passes on",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "options": {"cmd-ssh": "/bin/sh"}}),
+        "not a pgBackRest option",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "options": {"process-max": "4; rm"}}),
+        "an integer from 1 to 64",
+    );
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "options": "--delta"}),
+        "an object",
+    );
+    // pg_ark checks the archive itself.
+    bad(
+        JobKind::Pgbackrest,
+        json!({"stanza": "main", "options": {"archive-check": false}}),
+        "not a pgBackRest option",
+    );
+    ok(JobKind::Barman, json!({"server": "pg"}));
+    ok(JobKind::Barman, json!({"server": "pg", "type": "check"}));
+    ok(JobKind::Barman, json!({"type": "cron"}));
+    ok(
+        JobKind::Barman,
+        json!({"server": "pg", "options": {"wait": true, "reuse-backup": "link"}}),
+    );
+    bad(JobKind::Barman, json!({}), "needs the Barman server");
+    bad(
+        JobKind::Barman,
+        json!({"type": "cron", "server": "pg"}),
+        "leave \"server\" out",
+    );
+    bad(
+        JobKind::Barman,
+        json!({"server": "-pg"}),
+        "starts with a letter",
+    );
+    bad(
+        JobKind::Barman,
+        json!({"server": "pg", "type": "delete"}),
+        "backup, check, cron",
+    );
+    bad(
+        JobKind::Barman,
+        json!({"server": "pg", "type": "check", "options": {"wait": true}}),
+        "takes no options",
+    );
+    ok(JobKind::PgBasebackup, json!({}));
+    ok(
+        JobKind::PgBasebackup,
+        json!({"target": "nightly/db1", "format": "tar", "compression": "zstd:3",
+               "checkpoint": "spread", "wal_method": "fetch", "incremental": true,
+               "retain_count": 2}),
+    );
+    ok(
+        JobKind::PgBasebackup,
+        json!({"incremental": "20261206T050000Z-j12"}),
+    );
+    for target in [
+        "/tmp/elsewhere",
+        "../escape",
+        "a/../../b",
+        ".hidden",
+        "-x",
+        "",
+        "./x",
+    ] {
+        bad(
+            JobKind::PgBasebackup,
+            json!({ "target": target }),
+            "not a directory under ark.pg_basebackup_directory",
+        );
+    }
+    bad(
+        JobKind::PgBasebackup,
+        json!({"compression": "gzip"}),
+        "only the tar format",
+    );
+    bad(
+        JobKind::PgBasebackup,
+        json!({"format": "tar", "compression": "gzip:12"}),
+        "gzip 1-9",
+    );
+    bad(
+        JobKind::PgBasebackup,
+        json!({"incremental": "../x"}),
+        "label",
+    );
 }
