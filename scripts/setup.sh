@@ -40,6 +40,7 @@ S3S_FS_VERSION=0.14.1
 MOTO_VERSION=5.2.1
 BARMAN_VERSION=3.19.1
 PSYCOPG2_VERSION=2.9.13
+DATEUTIL_VERSION=4.0.0
 DEBIAN_POOL=${ARK_DEBIAN_POOL:-http://deb.debian.org/debian/pool/main/p}
 JOBS=$(nproc)
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -265,15 +266,20 @@ fi
 
 # Barman, for the barman job kind's tests: PyPI's, in a virtual environment of
 # Debian's python3 (not a python under /root, which the test clusters' OS user
-# cannot run), with psycopg2's wheel. tests/harness finds it at
+# cannot run), with psycopg2's wheel (nothing compiled). tests/harness finds it at
 # $ARK_CACHE/barman/bin/barman.
 BARMAN_VENV=$ARK_CACHE/barman
 if [ "$ARK_SETUP_TOOLS" = 1 ] && ! "$BARMAN_VENV/bin/barman" --version 2>/dev/null | grep -q "^$BARMAN_VERSION "; then
   log "installing barman $BARMAN_VERSION into $BARMAN_VENV"
   rm -rf "$BARMAN_VENV"
   /usr/bin/python3 -m venv "$BARMAN_VENV"
+  # Barman asks for psycopg2, which pip would compile; psycopg2-binary's
+  # wheel provides the same module, so Barman goes in without its
+  # dependencies, after them.
   "$BARMAN_VENV/bin/pip" install --quiet --disable-pip-version-check \
-    "barman==$BARMAN_VERSION" "psycopg2-binary==$PSYCOPG2_VERSION"
+    "psycopg2-binary==$PSYCOPG2_VERSION" "python-dateutil==$DATEUTIL_VERSION"
+  "$BARMAN_VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps \
+    "barman==$BARMAN_VERSION"
   chmod -R a+rX "$BARMAN_VENV"
   "$BARMAN_VENV/bin/barman" --version 2>/dev/null | grep -q "^$BARMAN_VERSION " \
     || die "barman $BARMAN_VERSION does not run from $BARMAN_VENV after pip installed it"

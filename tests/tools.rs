@@ -573,3 +573,152 @@ fn pg_basebackup_jobs_write_under_their_directory_and_only_for_superusers() {
         .count();
     assert_eq!(count, 1, "one backup of target nightly is kept");
 }
+
+/// Barman (PyPI's, in the virtual environment setup makes) beside pg_ark,
+/// with its streaming archiver (Barman's own archiver insists on an
+/// archive_command, which a server archiving through pg_ark's module has
+/// none of): `barman check` failing with Barman's own report, `barman cron`
+/// starting its WAL streaming, then `check` passing and `barman backup`
+/// recorded with Barman's backup id.
+#[test]
+fn barman_runs_beside_pg_ark_through_its_queue() {
+    let install = PgInstall::from_env();
+    let cache = std::env::var("ARK_CACHE").unwrap_or_else(|_| "/var/cache/pg_ark".into());
+    let barman = PathBuf::from(cache).join("barman/bin/barman");
+    assert!(
+        barman.is_file(),
+        "{} is missing: run `make setup`",
+        barman.display()
+    );
+    let repo = temp_dir("ark-repo-");
+    let dir = temp_dir("ark-barman-");
+    let home = dir.path().join("home");
+    let conf = dir.path().join("barman.conf");
+    let mut cluster = Cluster::start_with(
+        archiving(repo.path())
+            .set("ark.barman_path", &format!("'{}'", barman.display()))
+            .set("ark.barman_config", &format!("'{}'", conf.display())),
+    );
+    fs::create_dir(&home).unwrap();
+    let conninfo = format!(
+        "host={} port={} user=postgres dbname=postgres",
+        cluster.sockdir.display(),
+        cluster.port
+    );
+    fs::write(
+        &conf,
+        format!(
+            "[barman]\nbarman_home = {home}\nbarman_user = {user}\nlog_file = {dir}/barman.log\n\
+             log_level = INFO\nminimum_redundancy = 0\n\n\
+             [pg]\ndescription = \"pg_ark's test cluster\"\n\
+             conninfo = {conninfo}\nstreaming_conninfo = {conninfo}\n\
+             backup_method = postgres\narchiver = off\nstreaming_archiver = on\n\
+             slot_name = barman_pg\ncreate_slot = auto\nimmediate_checkpoint = true\n\
+             path_prefix = {bin}\n",
+            home = home.display(),
+            user = std::env::var("ARK_TEST_USER").unwrap_or_else(|_| "pgark".into()),
+            dir = dir.path().display(),
+            bin = install.bindir.display(),
+        ),
+    )
+    .unwrap();
+    give_tree_to_test_user(dir.path());
+    let cfg = format!("--config={}", conf.display());
+    let barman = barman.to_str().unwrap();
+    let mut c = cluster.client();
+    c.batch_execute(
+        "CREATE EXTENSION pg_ark;
+         CREATE TABLE t (id int PRIMARY KEY, v text);
+         INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+
+    // Nothing streams yet: the check fails, in Barman's words.
+    let doc = run_job(&mut c, "barman", r#"{"server": "pg", "type": "check"}"#);
+    assert_eq!(doc["state"], "failed", "{doc:#}");
+    let error = doc["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("barman check of server \"pg\": "),
+        "{error}"
+    );
+    assert!(
+        error.contains("receive_wal_running: FAILED"),
+        "Barman's report: {error}"
+    );
+    // barman cron (every minute, in production) starts the streaming.
+    let doc = run_job(&mut c, "barman", r#"{"type": "cron"}"#);
+    succeeded(&doc);
+    wait_until("Barman's replication slot to be active", WAIT, || {
+        c.query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'barman_pg'",
+            &[],
+        )
+        .unwrap()
+        .is_some_and(|r| r.get::<_, bool>(0))
+    });
+    as_server_user(barman, &[&cfg, "switch-wal", "--force", "--archive", "pg"]);
+    let doc = run_job(&mut c, "barman", r#"{"server": "pg", "type": "check"}"#);
+    let check = succeeded(&doc);
+    assert!(check["checks"].as_u64().unwrap() > 10, "{check:#}");
+
+    let doc = run_job(
+        &mut c,
+        "barman",
+        r#"{"server": "pg", "options": {"wait": true, "wait-timeout": 300}}"#,
+    );
+    let made = succeeded(&doc).clone();
+    assert_eq!(made["status"], "DONE", "{made:#}");
+    // Barman's own account of it.
+    let listed: Value = serde_json::from_str(&as_server_user(
+        barman,
+        &[&cfg, "--format=json", "list-backups", "pg"],
+    ))
+    .unwrap();
+    let ids: Vec<&str> = listed["pg"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["backup_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [made["label"].as_str().unwrap()]);
+    let row: (String, String, i64) = {
+        let r = c
+            .query_one(
+                "SELECT label, repository, size_bytes FROM ark.backups WHERE kind = 'barman'",
+                &[],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    assert_eq!(row.0, ids[0]);
+    assert_eq!(row.1, "barman:pg");
+    assert!(row.2 > 0);
+
+    // An unknown server: failed for good, in Barman's words.
+    let doc = run_job(
+        &mut c,
+        "barman",
+        r#"{"server": "nosuch", "max_attempts": 3}"#,
+    );
+    assert_eq!(doc["state"], "failed", "{doc:#}");
+    assert_eq!(doc["attempts"], 1, "{doc:#}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Unknown server 'nosuch'"),
+        "{doc:#}"
+    );
+    // Barman's streaming ends before its directory goes.
+    as_server_user(barman, &[&cfg, "receive-wal", "--stop", "pg"]);
+    wait_until("Barman's streaming to end", WAIT, || {
+        !c.query_one(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'barman_pg'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, bool>(0)
+    });
+    drop(c);
+    cluster.stop("fast");
+}

@@ -427,8 +427,8 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
     let kind = tools::text(&plan.options, "type").unwrap_or("backup");
     set_progress(control, json!({"phase": format!("barman {kind}")}));
     let args = barman::job_args(&plan.options, config);
-    if kind != "backup" {
-        // barman check reports its failed checks on standard output.
+    let server = tools::text(&plan.options, "server").unwrap_or("");
+    if kind == "cron" {
         let out = run_keeping_stdout(program, args, plan, stop)?;
         return Ok(Done {
             result: json!({"tool": "barman", "type": kind, "output": out}),
@@ -436,8 +436,20 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
             forget: Vec::new(),
         });
     }
+    if kind == "check" {
+        // barman check exits 1 when a check fails; its JSON says which.
+        let out = run_any_status(program, barman::check_args(server, config), plan, stop)?;
+        let mut result = barman::judge_check(&out, server).map_err(JobFailure::permanent)?;
+        result["tool"] = json!("barman");
+        result["type"] = json!("check");
+        result["server"] = json!(server);
+        return Ok(Done {
+            result,
+            record: Vec::new(),
+            forget: Vec::new(),
+        });
+    }
     run_keeping_stdout(program, args, plan, stop)?;
-    let server = tools::text(&plan.options, "server").unwrap_or("");
     set_progress(control, json!({"phase": "barman list-backups"}));
     let list = run(
         program,
@@ -448,14 +460,32 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
     )?;
     let listed = barman::parse_list(&list, server)
         .map_err(|e| JobFailure::permanent(format!("Barman's backup succeeded, but {e}")))?;
-    let made = tools::newest(&listed).cloned().ok_or_else(|| {
+    let mut made = tools::newest(&listed).cloned().ok_or_else(|| {
         JobFailure::permanent(format!(
             "Barman's backup succeeded, but barman list-backups lists no backup of server \
              \"{server}\""
         ))
     })?;
+    let shown = run(
+        program,
+        barman::show_args(server, &made.label, config),
+        plan,
+        stop,
+        barman::is_transient,
+    )?;
+    barman::show_backup(&shown, server, &mut made)
+        .map_err(|e| JobFailure::permanent(format!("Barman's backup succeeded, but {e}")))?;
     let (new, gone) = tools::sync(&plan.recorded, &listed);
-    let record: Vec<ToolBackup> = new.into_iter().cloned().collect();
+    let record: Vec<ToolBackup> = new
+        .into_iter()
+        .map(|b| {
+            if b.label == made.label {
+                made.clone()
+            } else {
+                b.clone()
+            }
+        })
+        .collect();
     Ok(Done {
         result: json!({
             "tool": "barman",
@@ -507,6 +537,34 @@ fn run_keeping_stdout(
                 }
             })
         }
+    }
+}
+
+/// Run a program that reports on standard output whatever its exit
+/// status (`barman check`): its output; only a timeout, a cancellation or a
+/// failure to start is an error.
+fn run_any_status(
+    program: &Path,
+    args: Vec<String>,
+    plan: &Plan,
+    stop: &AtomicBool,
+) -> Result<String, JobFailure> {
+    let file = tempfile::tempfile()
+        .map_err(|e| JobFailure::transient(format!("could not create a temporary file: {e}")))?;
+    let reader = file
+        .try_clone()
+        .map_err(|e| JobFailure::transient(format!("could not open a temporary file: {e}")))?;
+    let r = Program::new(program)
+        .args(args)
+        .stdout(Stdout::File(file))
+        .timeout(plan.timeout)
+        .run(stop);
+    match r {
+        Ok(_)
+        | Err(pg_ark_core::Error::Program(pg_ark_core::process::ProgramError::Failed { .. })) => {
+            Ok(tail_of(reader))
+        }
+        Err(e) => Err(failed(e, barman::is_transient)),
     }
 }
 

@@ -25,8 +25,8 @@
 //!
 //! Helper threads start with every signal blocked (`crate::threads`), so
 //! that inside a PostgreSQL background worker no signal lands on them;
-//! children start with the default signal mask (the standard library resets
-//! it).
+//! children start with no signal blocked and none ignored (reset between
+//! fork and exec: the mask and ignored signals survive exec).
 mod env;
 mod output;
 #[cfg(test)]
@@ -518,12 +518,34 @@ impl Program {
             cmd.process_group(0);
         }
         let session = self.group == Group::Session;
-        if session || self.death_signal.is_some() {
+        {
             let death = self.death_signal;
             let parent = std::process::id();
             // SAFETY: only async-signal-safe calls between fork and exec.
             unsafe {
                 cmd.pre_exec(move || {
+                    // The signal mask and ignored signals survive exec, and
+                    // pg_ark starts programs from threads that block every
+                    // signal, in a PostgreSQL worker that ignores some: the
+                    // program starts with none blocked and none ignored,
+                    // so that it stops when told (the stop signal pg_ark
+                    // sends, the SIGINT Barman stops its WAL receiver with).
+                    let mut none: libc::sigset_t = std::mem::zeroed();
+                    libc::sigemptyset(&mut none);
+                    if libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut()) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    for sig in 1..libc::SIGRTMIN() {
+                        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                            continue;
+                        }
+                        let mut old: libc::sigaction = std::mem::zeroed();
+                        if libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+                            && old.sa_sigaction == libc::SIG_IGN
+                        {
+                            libc::signal(sig, libc::SIG_DFL);
+                        }
+                    }
                     if session && libc::setsid() < 0 {
                         return Err(io::Error::last_os_error());
                     }

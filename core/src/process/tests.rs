@@ -351,3 +351,35 @@ fn the_display_is_the_argument_vector() {
     assert_eq!(p.name(), "psql");
     assert_eq!(p.get_program(), Path::new("/usr/bin/psql"));
 }
+
+/// A program started from a thread that blocks every signal (as pg_ark's
+/// work threads do), in a process that ignores one (as PostgreSQL's
+/// workers do), starts with none blocked and none ignored: else it could
+/// not be stopped with its stop signal, and the tools pg_ark runs could
+/// not stop their own children (Barman's WAL receiver ignored SIGINT).
+#[test]
+fn a_program_starts_with_no_signal_blocked_or_ignored() {
+    // SAFETY: SIGUSR2 is nobody's in this test process; restored below.
+    let before = unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+    let r = crate::threads::with_signals_blocked(|| {
+        std::thread::spawn(|| {
+            Program::new("/bin/cat")
+                .arg("/proc/self/status")
+                .stdout(Stdout::Capture)
+                .run(&AtomicBool::new(false))
+        })
+    })
+    .join()
+    .unwrap();
+    // SAFETY: as above.
+    unsafe { libc::signal(libc::SIGUSR2, before) };
+    let out = r.unwrap().stdout_text();
+    let mask = |field: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .map(|m| u64::from_str_radix(m.trim(), 16).unwrap())
+            .unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{out}");
+    assert_eq!(mask("SigIgn:") & (1 << (libc::SIGUSR2 - 1)), 0, "{out}");
+}

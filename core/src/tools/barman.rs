@@ -130,20 +130,9 @@ pub fn parse_list(json: &str, server: &str) -> Result<Vec<ToolBackup>, String> {
         if b.get("status").and_then(Value::as_str) != Some("DONE") {
             continue;
         }
-        let end = number(b.get("end_time_timestamp"))
-            .or_else(|| {
-                b.get("end_time")
-                    .and_then(Value::as_str)
-                    .and_then(super::parse_time)
-            })
-            .unwrap_or(0.0);
-        let begin = number(b.get("begin_time_timestamp"))
-            .or_else(|| {
-                b.get("begin_time")
-                    .and_then(Value::as_str)
-                    .and_then(super::parse_time)
-            })
-            .unwrap_or(end);
+        // list-backups gives the end only (a string of seconds);
+        // show_backup adds the beginning.
+        let end = number(b.get("end_time_timestamp")).unwrap_or(0.0);
         out.push(ToolBackup {
             label: id.to_string(),
             format: b
@@ -152,10 +141,92 @@ pub fn parse_list(json: &str, server: &str) -> Result<Vec<ToolBackup>, String> {
                 .unwrap_or("full")
                 .to_string(),
             size_bytes: number(b.get("size_bytes")).unwrap_or(0.0) as i64,
-            started_at: begin,
+            started_at: end,
             finished_at: end,
             info: b.clone(),
         });
     }
     Ok(out)
+}
+
+/// Complete `backup` with `barman --format=json show-backup SERVER ID`: its
+/// beginning, and Barman's whole description of it.
+pub fn show_backup(json: &str, server: &str, backup: &mut ToolBackup) -> Result<(), String> {
+    let doc: Value = serde_json::from_str(json)
+        .map_err(|e| format!("barman show-backup printed no JSON pg_ark reads: {e}"))?;
+    let shown = doc
+        .get(server)
+        .filter(|s| s.get("backup_id").and_then(Value::as_str) == Some(backup.label.as_str()))
+        .ok_or_else(|| format!("barman show-backup does not show backup {}", backup.label))?;
+    let base = shown.get("base_backup_information");
+    if let Some(begin) = base.and_then(|b| number(b.get("begin_time_timestamp"))) {
+        backup.started_at = begin;
+    }
+    if let Some(end) = base.and_then(|b| number(b.get("end_time_timestamp"))) {
+        backup.finished_at = end;
+    }
+    backup.info = shown.clone();
+    Ok(())
+}
+
+/// `barman --format=json check SERVER`.
+pub fn check_args(server: &str, config: Option<&Path>) -> Vec<String> {
+    let mut args = global_args(config);
+    args.extend(["--format=json".into(), "check".into(), server.into()]);
+    args
+}
+
+/// Barman's error in its JSON (`{"_ERROR": [...]}`), if that is what it
+/// printed.
+fn json_error(doc: &Value) -> Option<String> {
+    doc.get("_ERROR").and_then(Value::as_array).map(|e| {
+        e.iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Barman's checks of `server` (`check --format=json`), judged: every
+/// check must pass. The result document, or what failed in Barman's words.
+///
+/// Barman's own archiver (`archiver = on`) insists on an `archive_command`,
+/// and a server that archives through pg_ark's module has none: Barman
+/// then refuses to back up. Its streaming archiver (`streaming_archiver =
+/// on`, with a replication slot, kept running by `barman cron`) needs none;
+/// the failure says so.
+pub fn judge_check(json: &str, server: &str) -> Result<Value, String> {
+    let doc: Value = serde_json::from_str(json)
+        .map_err(|e| format!("barman check printed no JSON pg_ark reads: {e}"))?;
+    if let Some(e) = json_error(&doc) {
+        return Err(format!("Barman: {e}"));
+    }
+    let checks = doc
+        .get(server)
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("barman check reports nothing of server \"{server}\""))?;
+    let mut failed = Vec::new();
+    for (name, c) in checks {
+        if c.get("status").and_then(Value::as_str) == Some("OK") {
+            continue;
+        }
+        let hint = c.get("hint").and_then(Value::as_str).unwrap_or("");
+        failed.push(if hint.is_empty() {
+            format!("{name}: FAILED")
+        } else {
+            format!("{name}: FAILED ({hint})")
+        });
+    }
+    if failed.is_empty() {
+        return Ok(serde_json::json!({ "checks": checks.len() }));
+    }
+    let mut msg = format!("barman check of server \"{server}\": {}", failed.join("; "));
+    if failed.iter().any(|f| f.starts_with("archive_command:")) {
+        msg.push_str(
+            ". Barman's archiver needs an archive_command, and a server that archives through \
+             pg_ark's module has none: use Barman's streaming archiver (streaming_archiver = on \
+             with a slot_name, archiver = off) and schedule barman cron every minute",
+        );
+    }
+    Err(msg)
 }

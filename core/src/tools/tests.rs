@@ -348,3 +348,50 @@ fn a_stanza_is_ready_when_pgbackrest_info_says_so() {
     assert!(pgbackrest::check_stanza(&info(0, "ok"), "other").is_err());
     assert!(pgbackrest::check_stanza("nonsense", "main").is_err());
 }
+
+/// Barman's JSON as Barman 3.19.1 prints it (times as strings of seconds,
+/// no trailing newline).
+#[test]
+fn barman_lists_and_shows_its_backups() {
+    let list = r#"{"pg": [{"backup_id": "20261206T050805", "backup_type": "full", "end_time": "Sun Dec  6 05:08:07 2026", "end_time_timestamp": "1796533687", "retention_status": "-", "size": "41.8 MiB", "size_bytes": 43790394, "status": "DONE", "wal_size": "0 B", "wal_size_bytes": 0}, {"backup_id": "20261206T050704", "backup_type": "full", "end_time": "Sun Dec  6 05:07:52 2026", "end_time_timestamp": "1796533672", "size_bytes": 1, "status": "FAILED"}]}"#;
+    let listed = barman::parse_list(list, "pg").unwrap();
+    assert_eq!(listed.len(), 1, "a failed backup is no backup");
+    let mut b = listed[0].clone();
+    assert_eq!(b.label, "20261206T050805");
+    assert_eq!(b.size_bytes, 43_790_394);
+    assert_eq!(b.finished_at, 1_796_533_687.0);
+    let show = r#"{"pg": {"backup_id": "20261206T050805", "backup_type": "full", "base_backup_information": {"backup_size_bytes": 27013178, "begin_time": "2026-12-06 05:08:05.168025+00:00", "begin_time_timestamp": "1796533685", "end_time_timestamp": "1796533687", "begin_wal": "000000010000000000000005"}, "status": "DONE"}}"#;
+    barman::show_backup(show, "pg", &mut b).unwrap();
+    assert_eq!(b.started_at, 1_796_533_685.0);
+    assert_eq!(
+        b.info["base_backup_information"]["begin_wal"],
+        "000000010000000000000005"
+    );
+    assert!(barman::show_backup(show, "other", &mut b).is_err());
+    assert!(barman::parse_list(r#"{"_ERROR": ["Unknown server 'pg'"]}"#, "pg").is_err());
+    assert!(barman::is_transient(
+        "ERROR: Another backup process is running"
+    ));
+    assert!(!barman::is_transient("ERROR: Unknown server 'nosuch'"));
+}
+
+#[test]
+fn barman_check_fails_on_any_failed_check_in_barmans_words() {
+    let ok = r#"{"pg": {"postgresql": {"hint": "", "status": "OK"}, "wal_level": {"hint": "", "status": "OK"}}}"#;
+    assert_eq!(barman::judge_check(ok, "pg").unwrap()["checks"], 2);
+    let json = r#"{"pg": {"archive_command": {"hint": "please set it accordingly to documentation", "status": "FAILED"}, "postgresql": {"hint": "", "status": "OK"}}}"#;
+    let e = barman::judge_check(json, "pg").unwrap_err();
+    assert!(
+        e.starts_with("barman check of server \"pg\": archive_command: FAILED (please set"),
+        "{e}"
+    );
+    assert!(e.contains("use Barman's streaming archiver"), "{e}");
+    let wal = r#"{"pg": {"wal_archive": {"hint": "please make sure WAL shipping is setup", "status": "FAILED"}, "replication_slot": {"hint": "", "status": "FAILED"}}}"#;
+    assert_eq!(
+        barman::judge_check(wal, "pg").unwrap_err(),
+        "barman check of server \"pg\": replication_slot: FAILED; wal_archive: FAILED (please make sure WAL shipping is setup)"
+    );
+    let e = barman::judge_check(r#"{"_ERROR": ["Unknown server 'pg'"]}"#, "pg").unwrap_err();
+    assert_eq!(e, "Barman: Unknown server 'pg'");
+    assert!(barman::judge_check(ok, "other").is_err());
+}
