@@ -81,8 +81,10 @@ integration:
 # fixed seeds), the privilege rules, and WAL segments of 64 MiB and 1 MiB
 # (initdb --wal-segsize) end to end, the upgrade from 0.1.0 (on 0.1.0's
 # own library of that major), encrypted repositories end to end, and a
-# repository under S3 Object Lock attacked and read as it was (moto).
-SMOKE_TESTS := --test skeleton --test archive --test encryption --test object_lock --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
+# repository under S3 Object Lock attacked and read as it was (moto), and
+# the other tools' job kinds (pgBackRest reads 15 only; Barman and
+# pg_basebackup every major).
+SMOKE_TESTS := --test tools --test skeleton --test archive --test encryption --test object_lock --test http --test queue --test physical --test restore --test drill --test trust --test random_chain --test privileges --test segsize --test upgrade
 smoke:
 	@$(MAKE) --no-print-directory smoke-15
 	@$(MAKE) --no-print-directory smoke-18
