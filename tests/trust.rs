@@ -223,7 +223,8 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
          CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 5000) g;
          SELECT ark.schedule('nightly', '0 3 1 1 *', 'full');
          SELECT ark.schedule('tidy', '0 4 1 1 *', 'expire');
-         SELECT ark.schedule('dumps', '0 5 1 1 *', 'logical');",
+         SELECT ark.schedule('dumps', '0 5 1 1 *', 'logical');
+         SELECT ark.schedule('stanza', '0 6 1 1 *', 'pgbackrest', '{\"stanza\": \"main\"}');",
     )
     .unwrap();
     backup(&mut c, "full");
@@ -246,7 +247,8 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(paused, ["dumps", "nightly", "tidy"]);
+    // The other tools' too: they would back up into the source's stanza.
+    assert_eq!(paused, ["dumps", "nightly", "stanza", "tidy"]);
     let status: serde_json::Value = serde_json::from_str(
         &r.query_one("SELECT ark.status()::text", &[])
             .unwrap()
@@ -254,7 +256,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
     )
     .unwrap();
     assert_eq!(status["status"], "degraded", "{status}");
-    assert_eq!(status["paused_schedules"].as_array().unwrap().len(), 3);
+    assert_eq!(status["paused_schedules"].as_array().unwrap().len(), 4);
     assert!(
         status["messages"][0]
             .as_str()
@@ -270,7 +272,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
     assert_eq!(dry["state"], "succeeded", "{dry}");
     let scheduled: i64 = r
         .query_one(
-            "SELECT count(*) FROM ark.jobs WHERE schedule_name IN ('nightly', 'tidy', 'dumps')",
+            "SELECT count(*) FROM ark.jobs WHERE schedule_name IN ('nightly', 'tidy', 'dumps', 'stanza')",
             &[],
         )
         .unwrap()
@@ -321,7 +323,7 @@ fn a_restored_copy_pauses_its_schedules_and_leaves_the_sources_backup_alone() {
         .query_one("SELECT ark.resume_schedules()", &[])
         .unwrap()
         .get(0);
-    assert_eq!(n, 3);
+    assert_eq!(n, 4);
     let status: String = r
         .query_one("SELECT ark.status()->>'paused_schedules'", &[])
         .unwrap()

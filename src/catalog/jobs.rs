@@ -489,8 +489,10 @@ fn data_dir() -> Option<std::path::PathBuf> {
 
 /// After `pg_ark restore`: this cluster has its source's system identifier,
 /// so its backups would go into the source's repository entry, and its
-/// copied schedules would start at once. Pause its physical and expire
-/// schedules (once: the marker records it after the commit) until an
+/// copied schedules would start at once. Pause its physical, expire and
+/// logical schedules, and those of the other tools (they would back up into
+/// the source's pgBackRest stanza, Barman server or pg_basebackup
+/// directory), once (the marker records it after the commit) until an
 /// administrator runs `ark.resume_schedules()`. Returns the data directory
 /// whose marker to update once this transaction has committed.
 pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error::ArkError> {
@@ -515,7 +517,8 @@ pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error:
         let t = c.update(
             "UPDATE ark.schedules SET paused = $1
               WHERE paused IS NULL
-                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical')
+                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical',
+                             'pgbackrest', 'barman', 'pg_basebackup')
               RETURNING name",
             None,
             &[reason.clone().into()],
@@ -541,7 +544,8 @@ pub fn pause_after_restore() -> Result<Option<std::path::PathBuf>, crate::error:
               WHERE state IN ",
                 job_sql!(active),
                 "
-                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical')
+                AND kind IN ('full', 'incremental', 'differential', 'expire', 'logical',
+                             'pgbackrest', 'barman', 'pg_basebackup')
                 AND id IS DISTINCT FROM $2
               RETURNING id"
             ),

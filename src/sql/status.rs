@@ -21,7 +21,17 @@ use pgrx::prelude::*;
 use pgrx::JsonB;
 use serde_json::{json, Map, Value};
 
-const BACKUP_KINDS: [&str; 4] = ["logical", "full", "incremental", "differential"];
+/// The kinds whose successes are backups in `ark.backups` (of that kind),
+/// whose age the health rules judge: pg_ark's own, and the other tools'.
+const BACKUP_KINDS: [&str; 7] = [
+    "logical",
+    "full",
+    "incremental",
+    "differential",
+    "pgbackrest",
+    "barman",
+    "pg_basebackup",
+];
 
 fn jobs_in(state: JobState, within: f64) -> Result<(Vec<JobFacts>, Vec<Value>), ArkError> {
     Ok(Spi::connect(|c| {
@@ -178,10 +188,13 @@ pub(crate) fn status_document() -> Result<(Value, health::Verdict), ArkError> {
     let mut ages = Map::new();
     for kind in BACKUP_KINDS {
         let (last, since) = Spi::get_two_with_args::<f64, f64>(
+            // A barman schedule of barman check or barman cron takes no
+            // backup.
             "SELECT (SELECT extract(epoch FROM max(finished_at))::float8
                        FROM ark.backups WHERE kind = $1),
                     (SELECT extract(epoch FROM min(created_at))::float8
-                       FROM ark.schedules WHERE kind = $1 AND enabled)",
+                       FROM ark.schedules WHERE kind = $1 AND enabled
+                        AND coalesce(options->>'type', 'backup') IN ('backup', 'full', 'diff', 'incr'))",
             &[kind.into()],
         )?;
         ages.insert(
