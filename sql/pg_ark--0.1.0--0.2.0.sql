@@ -6,13 +6,13 @@
 -- source's repository entry until an administrator runs
 -- ark.resume_schedules().
 ALTER TABLE ark.schedules ADD COLUMN paused text;
-COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
+COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules, and those of the other tools, when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
 
 CREATE FUNCTION ark.resume_schedules() RETURNS bigint
 STRICT VOLATILE
 LANGUAGE c
 AS 'MODULE_PATHNAME', 'resume_schedules_wrapper';
-COMMENT ON FUNCTION ark.resume_schedules() IS 'Resume the physical, expire and logical schedules paused after pg_ark restore made this cluster (see ark.status()); returns how many';
+COMMENT ON FUNCTION ark.resume_schedules() IS 'Resume the physical, expire, logical and other tools'' schedules paused after pg_ark restore made this cluster (see ark.status()); returns how many';
 
 -- Privileges: nobody but the owner writes the catalog; the functions are the
 -- interface (they check their caller and the options, and run their
@@ -83,3 +83,5 @@ ALTER TABLE ark.schedules ADD COLUMN created_by regrole;
 ALTER TABLE ark.jobs ADD COLUMN queued_by regrole;
 COMMENT ON COLUMN ark.jobs.queued_by IS 'The role that queued the job (ark.backup(), ark.retry()) or created its schedule; jobs of kinds pgbackrest, barman and pg_basebackup run only when it is a superuser';
 COMMENT ON COLUMN ark.schedules.created_by IS 'The role that created or last replaced the schedule; its jobs are queued as this role''s';
+COMMENT ON TABLE ark.backups IS 'Backups pg_ark made and still keeps, with their place in the repository, and those of the other tools its jobs ran (kinds pgbackrest, barman, pg_basebackup: their repository is the tool''s, never pg_ark''s)';
+COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository (for the other tools: their label, or pg_basebackup''s directory)';

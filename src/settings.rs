@@ -201,6 +201,33 @@ unsafe extern "C-unwind" fn check_repository(
     }
 }
 
+/// `ark.archive_also` is checked where it is set, like `ark.repository`:
+/// `pgbackrest:STANZA` or `directory:/absolute/path`.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_archive_also(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    _source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: called by PostgreSQL as a string check hook.
+    let Some(text) = (unsafe { candidate(newval) }) else {
+        return true;
+    };
+    if text.trim().is_empty() {
+        return true;
+    }
+    match pg_ark_core::tools::archive_also::SecondDestination::parse(&text) {
+        Ok(_) => true,
+        Err(e) => refuse(
+            &e,
+            Some(
+                "Name pgBackRest's stanza as pgbackrest:STANZA, or a directory as \
+                 directory:/absolute/path (such as Barman's incoming directory); empty: none.",
+            ),
+        ),
+    }
+}
+
 /// Register the settings. Called from `_PG_init`, once per process.
 ///
 /// `preloading` is false when the archiver loads pg_ark as its
@@ -582,12 +609,20 @@ fn init_tool_settings() {
         c"An absolute path, writable by the server's OS user. A job's target is a directory under it.",
         &PG_BASEBACKUP_DIRECTORY,
     );
-    path(
-        c"ark.archive_also",
-        c"A second destination for every WAL file the archive module stores: pgbackrest:STANZA or directory:/absolute/path; empty: none.",
-        c"A file counts as archived only once both destinations have it (pgbackrest archive-push, or a durable copy such as into Barman's incoming directory).",
-        &ARCHIVE_ALSO,
-    );
+    // SAFETY: the hook is #[pg_guard]ed and only reads its arguments.
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(
+            c"ark.archive_also",
+            c"A second destination for every WAL file the archive module stores: pgbackrest:STANZA or directory:/absolute/path; empty: none.",
+            c"A file counts as archived only once both destinations have it (pgbackrest archive-push, or a durable copy such as into Barman's incoming directory).",
+            &ARCHIVE_ALSO,
+            GucContext::Sighup,
+            GucFlags::SUPERUSER_ONLY,
+            Some(check_archive_also),
+            None,
+            None,
+        );
+    }
 }
 
 /// Programs, files and directories of the other tools.

@@ -274,6 +274,15 @@ fn pgbackrest_runs_beside_pg_ark_through_its_queue_and_its_archiver() {
         .unwrap()
         .get(0);
     Cluster::pause(checkpointer);
+    // Resumed however this part ends: a cluster whose checkpointer is
+    // stopped never shuts down.
+    struct Resume(i32);
+    impl Drop for Resume {
+        fn drop(&mut self) {
+            Cluster::resume(self.0);
+        }
+    }
+    let resume = Resume(checkpointer);
     let id = queue(
         &mut c,
         "pgbackrest",
@@ -303,7 +312,7 @@ fn pgbackrest_runs_beside_pg_ark_through_its_queue_and_its_archiver() {
         pids.iter().all(|p| !process_running(*p))
             && processes_with(&["pgbackrest", "--stanza=main", "backup"]).is_empty()
     });
-    Cluster::resume(checkpointer);
+    drop(resume);
 
     // pg_ark's retention keeps none of pgBackRest's backups and removes
     // none.
@@ -656,7 +665,18 @@ fn barman_runs_beside_pg_ark_through_its_queue() {
         .unwrap()
         .is_some_and(|r| r.get::<_, bool>(0))
     });
-    as_server_user(barman, &[&cfg, "switch-wal", "--force", "--archive", "pg"]);
+    as_server_user(
+        barman,
+        &[
+            &cfg,
+            "switch-wal",
+            "--force",
+            "--archive",
+            "--archive-timeout",
+            "300",
+            "pg",
+        ],
+    );
     let doc = run_job(&mut c, "barman", r#"{"server": "pg", "type": "check"}"#);
     let check = succeeded(&doc);
     assert!(check["checks"].as_u64().unwrap() > 10, "{check:#}");

@@ -20,6 +20,7 @@ ALTER SYSTEM SET ark.scheduler_naptime = '2h';
 ALTER SYSTEM SET ark.repository = 'ftp://host/x';
 ALTER SYSTEM SET ark.repository = 'file://relative/path';
 ALTER SYSTEM SET ark.compression = 'brotli';
+ALTER SYSTEM SET ark.archive_also = 'cp %p /x';
 -- ark.archive_status() answers before anything was archived.
 SELECT repository, archived_count, failed_count, last_failure_reason FROM ark.archive_status();
 -- The extension lives in schema ark and cannot be relocated.

@@ -159,14 +159,14 @@ SELECT b.info->>'chain' AS chain,
 COMMENT ON VIEW ark.backup_chains IS 'Physical backup chains (a full and the incrementals and differentials that rely on it), oldest backup first; retention removes whole chains';
 COMMENT ON TABLE ark.schedules IS 'pg_ark schedules: a cron expression (evaluated in ark.cron_timezone), a job kind and its options';
 COMMENT ON TABLE ark.jobs IS 'pg_ark job queue and run history: one row per job, with its state, attempts, progress, last error and result';
-COMMENT ON TABLE ark.backups IS 'Backups pg_ark made and still keeps, with their place in the repository';
+COMMENT ON TABLE ark.backups IS 'Backups pg_ark made and still keeps, with their place in the repository, and those of the other tools its jobs ran (kinds pgbackrest, barman, pg_basebackup: their repository is the tool''s, never pg_ark''s)';
 COMMENT ON TABLE ark.notifications IS 'Webhook notifications (ark.notify_url) waiting, delivered or given up';
 COMMENT ON COLUMN ark.jobs.state IS 'queued, running, retrying (waiting for next_attempt_at), failed (for good), succeeded or cancelled';
 COMMENT ON COLUMN ark.jobs.conflict_key IS 'Jobs with the same key never run at the same time (physical backups of the cluster)';
-COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository';
+COMMENT ON COLUMN ark.backups.path IS 'Key prefix of the backup in the repository (for the other tools: their label, or pg_basebackup''s directory)';
 COMMENT ON COLUMN ark.jobs.queued_by IS 'The role that queued the job (ark.backup(), ark.retry()) or created its schedule; jobs of kinds pgbackrest, barman and pg_basebackup run only when it is a superuser';
 COMMENT ON COLUMN ark.schedules.created_by IS 'The role that created or last replaced the schedule; its jobs are queued as this role''s';
-COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
+COMMENT ON COLUMN ark.schedules.paused IS 'Why the schedule does not run (NULL: it runs when enabled): set for physical, expire and logical schedules, and those of the other tools, when pg_ark restore made this cluster; cleared by ark.resume_schedules()';
 
 -- Schedules are the user's configuration: pg_dump keeps them.
 SELECT pg_catalog.pg_extension_config_dump('ark.schedules', '');

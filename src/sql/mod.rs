@@ -26,7 +26,7 @@ GRANT EXECUTE ON FUNCTION ark.archive_status() TO pg_monitor, ark_monitor;
 
 COMMENT ON FUNCTION ark.schedule(text, text, text, jsonb) IS 'Create or replace a schedule: run a job of a kind with options whenever a cron expression (5 fields or @hourly/@daily/@weekly/@monthly, in ark.cron_timezone) comes due; returns the schedule id';
 COMMENT ON FUNCTION ark.unschedule(text) IS 'Remove a schedule by name; false if there is none';
-COMMENT ON FUNCTION ark.resume_schedules() IS 'Resume the physical, expire and logical schedules paused after pg_ark restore made this cluster (see ark.status()); returns how many';
+COMMENT ON FUNCTION ark.resume_schedules() IS 'Resume the physical, expire, logical and other tools'' schedules paused after pg_ark restore made this cluster (see ark.status()); returns how many';
 COMMENT ON FUNCTION ark.backup(text, jsonb) IS 'Queue a job now (independently of the calling transaction) and return its id';
 COMMENT ON FUNCTION ark.wait(bigint, interval) IS 'Wait until a job ends and return its final state, attempts, result and error';
 COMMENT ON FUNCTION ark.cancel(bigint) IS 'Cancel a queued, retrying or running job';

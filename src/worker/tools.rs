@@ -205,6 +205,37 @@ fn plan(job: &Job) -> Result<Plan, JobFailure> {
         }
     })?;
     let (recorded, server_version, basebackup) = gathered;
+    if job.kind == JobKind::PgBasebackup && tools::text(&options, "format") != Some("tar") {
+        // The plain format writes each tablespace at its own path, outside
+        // ark.pg_basebackup_directory (and, on this host, onto the live one).
+        let tablespaces = xact::run(|| {
+            Ok(Spi::get_one::<i64>(
+                "SELECT count(*) FROM pg_catalog.pg_tablespace
+                  WHERE spcname NOT IN ('pg_default', 'pg_global')",
+            )?
+            .unwrap_or(0))
+        })?;
+        if tablespaces > 0 {
+            return Err(JobFailure::permanent(format!(
+                "this cluster has {tablespaces} tablespace(s), which pg_basebackup's plain format \
+                 writes at their own paths, outside ark.pg_basebackup_directory: use \
+                 \"format\": \"tar\""
+            )));
+        }
+    }
+    if job.kind == JobKind::Pgbackrest {
+        // Its WAL reaches the stanza only through pg_ark's archive module.
+        let (mode, library) =
+            xact::run(|| Ok((setting("archive_mode")?, setting("archive_library")?)))?;
+        if !matches!(mode.as_str(), "on" | "always") || library != "pg_ark" {
+            return Err(JobFailure::permanent(format!(
+                "pgBackRest's backups need their WAL in the stanza's archive, which pg_ark's \
+                 archive module puts there (ark.archive_also), and archive_mode is '{mode}', \
+                 archive_library '{library}': set archive_mode = on and archive_library = \
+                 'pg_ark'"
+            )));
+        }
+    }
     Ok(Plan {
         kind: job.kind,
         options,
@@ -362,12 +393,37 @@ fn run_pgbackrest(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<D
         json!({"phase": "waiting for the backup's WAL to be archived", "segment": segment}),
     );
     wait_archived(&plan.data_dir, segment, plan.timeout, stop).map_err(|e| {
-        JobFailure::transient(format!(
-            "pgBackRest's backup {} is not restorable yet: {e}",
+        JobFailure::permanent(format!(
+            "pgBackRest's backup {} is not restorable: {e}",
             made.label
         ))
     })?;
-    let (new, gone) = tools::sync(&plan.recorded, &listed);
+    // And the stanza's own word that its archive has it: the archiver's
+    // status says what pg_ark's module stored only if it is the archiver
+    // and ark.archive_also did not change meanwhile.
+    let info = run(
+        program,
+        pgbackrest::info_args(stanza, repo, config),
+        plan,
+        stop,
+        pgbackrest::is_transient,
+    )?;
+    match pgbackrest::archived_through(&info, stanza) {
+        Some(max) if max.as_str() >= segment => {}
+        found => {
+            return Err(JobFailure::permanent(format!(
+                "pgBackRest's backup {} is not restorable: its last WAL segment {segment} is \
+                 not in stanza \"{stanza}\"'s archive (which holds WAL up to {})",
+                made.label,
+                found.as_deref().unwrap_or("nothing")
+            )))
+        }
+    }
+    // Rows are forgotten only when every repository answered.
+    let (new, mut gone) = tools::sync(&plan.recorded, &listed);
+    if !pgbackrest::info_is_complete(&info, stanza) {
+        gone.clear();
+    }
     let record: Vec<ToolBackup> = new.into_iter().cloned().collect();
     Ok(Done {
         result: json!({
@@ -449,20 +505,27 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
             forget: Vec::new(),
         });
     }
+    // The backup this job makes is the one listed after it and not before
+    // (whatever its status: without --wait, Barman's backup may still be
+    // waiting for its WAL).
+    let list_all = |phase: &str| -> Result<Vec<ToolBackup>, JobFailure> {
+        set_progress(control, json!({"phase": phase}));
+        // Its errors are in its JSON ({"_ERROR": [...]}), with exit status 1.
+        let list = run_any_status(program, barman::list_args(server, config), plan, stop)?;
+        barman::parse_list(&list, server).map_err(JobFailure::permanent)
+    };
+    let before = list_all("barman list-backups")?;
+    set_progress(control, json!({"phase": "barman backup"}));
     run_keeping_stdout(program, args, plan, stop)?;
-    set_progress(control, json!({"phase": "barman list-backups"}));
-    let list = run(
-        program,
-        barman::list_args(server, config),
-        plan,
-        stop,
-        barman::is_transient,
-    )?;
-    let listed = barman::parse_list(&list, server)
-        .map_err(|e| JobFailure::permanent(format!("Barman's backup succeeded, but {e}")))?;
-    let mut made = tools::newest(&listed).cloned().ok_or_else(|| {
+    let after = list_all("barman list-backups")?;
+    let made_now: Vec<ToolBackup> = after
+        .iter()
+        .filter(|b| !before.iter().any(|o| o.label == b.label))
+        .cloned()
+        .collect();
+    let mut made = tools::newest(&made_now).cloned().ok_or_else(|| {
         JobFailure::permanent(format!(
-            "Barman's backup succeeded, but barman list-backups lists no backup of server \
+            "Barman's backup succeeded, but barman list-backups lists no new backup of server \
              \"{server}\""
         ))
     })?;
@@ -475,6 +538,8 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
     )?;
     barman::show_backup(&shown, server, &mut made)
         .map_err(|e| JobFailure::permanent(format!("Barman's backup succeeded, but {e}")))?;
+    // The catalog records the done ones.
+    let listed: Vec<ToolBackup> = after.into_iter().filter(barman::is_done).collect();
     let (new, gone) = tools::sync(&plan.recorded, &listed);
     let record: Vec<ToolBackup> = new
         .into_iter()
@@ -523,7 +588,7 @@ fn run_keeping_stdout(
         .stdout(Stdout::File(file))
         .timeout(plan.timeout)
         .run(stop);
-    let stdout = tail_of(reader);
+    let stdout = tail_of(reader, pg_ark_core::process::STDERR_TAIL);
     match r {
         Ok(_) => Ok(stdout),
         Err(e) => {
@@ -562,17 +627,20 @@ fn run_any_status(
     match r {
         Ok(_)
         | Err(pg_ark_core::Error::Program(pg_ark_core::process::ProgramError::Failed { .. })) => {
-            Ok(tail_of(reader))
+            // All of it (up to what is kept of a captured output): a
+            // report cut at its front would not parse.
+            Ok(tail_of(reader, pg_ark_core::process::CAPTURE_LIMIT))
         }
         Err(e) => Err(failed(e, barman::is_transient)),
     }
 }
 
-fn tail_of(mut f: std::fs::File) -> String {
+/// The last `limit` bytes of a program's output file.
+fn tail_of(mut f: std::fs::File, limit: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
     let mut buf = Vec::new();
     let len = f.seek(SeekFrom::End(0)).unwrap_or(0);
-    let start = len.saturating_sub(pg_ark_core::process::STDERR_TAIL as u64);
+    let start = len.saturating_sub(limit as u64);
     if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut buf).is_err() {
         return String::new();
     }

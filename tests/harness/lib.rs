@@ -569,7 +569,6 @@ impl Cluster {
         pid
     }
 
-    /// Let a process stopped by [`Cluster::pause_archiver`] go on.
     /// Stop one of the cluster's processes with SIGSTOP until
     /// [`Cluster::resume`].
     pub fn pause(pid: i32) {
@@ -577,6 +576,7 @@ impl Cluster {
         assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
     }
 
+    /// Let a process stopped by [`Cluster::pause_archiver`] go on.
     pub fn resume(pid: i32) {
         // SAFETY: as above.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);

@@ -1364,7 +1364,7 @@ fn recovery_settings_replace_earlier_ones() {
     write(
         d.path(),
         "postgresql.auto.conf",
-        b"work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\n",
+        b"work_mem = '8MB'\nrestore_command = 'old'\nrecovery_target_time = 'x'\nark.archive_also = 'pgbackrest:main'\n",
     );
     let settings = vec![("recovery_target_lsn".to_string(), "'0/3000000'".to_string())];
     crate::restore::write_recovery(
@@ -1377,7 +1377,7 @@ fn recovery_settings_replace_earlier_ones() {
     let text = fs::read_to_string(d.path().join("postgresql.auto.conf")).unwrap();
     assert_eq!(
         text,
-        "work_mem = '8MB'\n# pg_ark restore: recovery settings\nrestore_command = 'pg_ark wal-get --repo ''file:///r'' %f %p'\nrecovery_target_lsn = '0/3000000'\narchive_mode = 'off'\n"
+        "work_mem = '8MB'\n# pg_ark restore: recovery settings\nrestore_command = 'pg_ark wal-get --repo ''file:///r'' %f %p'\nrecovery_target_lsn = '0/3000000'\narchive_mode = 'off'\nark.archive_also = ''\n"
     );
     assert!(d.path().join("recovery.signal").exists());
 }

@@ -645,7 +645,10 @@ pub fn rebuild(
 
 /// Write the recovery settings into `target`: `recovery.signal`, and in
 /// `postgresql.auto.conf` (the backup's own, with earlier recovery
-/// settings of pg_ark's taken out) `restore_command` and `settings`.
+/// settings of pg_ark's taken out) `restore_command` and `settings`, and
+/// `ark.archive_also` emptied: a restored copy has its source's system
+/// identifier, and its new timeline's WAL must not reach the source's
+/// pgBackRest stanza or directory (set it again to feed one of its own).
 pub fn write_recovery(
     target: &Path,
     restore_command: &str,
@@ -657,6 +660,7 @@ pub fn write_recovery(
     let ours = |line: &str| {
         let key = line.split('=').next().unwrap_or_default().trim();
         key == "restore_command"
+            || key == "ark.archive_also"
             || key.starts_with("recovery_target")
             || (archive_off && key == "archive_mode")
     };
@@ -676,6 +680,7 @@ pub fn write_recovery(
     if archive_off {
         text.push_str("archive_mode = 'off'\n");
     }
+    text.push_str("ark.archive_also = ''\n");
     write_durably(&auto, text.as_bytes())?;
     write_durably(&target.join("recovery.signal"), b"")?;
     Ok(())

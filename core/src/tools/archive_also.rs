@@ -94,38 +94,65 @@ pub fn push(
 }
 
 /// Copy `src` into `dir` as `name`, durably, never overwriting other bytes.
+///
+/// The directory may be writable by another operating system user (Barman's
+/// `incoming`), so nothing there is trusted: the temporary file has a random
+/// name and is created only if nothing has that name (a planted symbolic
+/// link is not followed), it is put in place only if nothing has the final
+/// name, and a file found under the final name is read only if it is no
+/// symbolic link. Each success, also "already there", ends with the file
+/// and the directory flushed.
 pub fn copy_durably(src: &Path, name: &str, dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::OpenOptionsExt;
     let bytes =
         std::fs::read(src).map_err(|e| format!("could not read \"{}\": {e}", src.display()))?;
     let dest = dir.join(name);
-    match std::fs::read(&dest) {
-        Ok(there) if there == bytes => return Ok(()),
-        Ok(_) => {
+    let sync_dir = || {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("could not flush directory \"{}\": {e}", dir.display()))
+    };
+    let existing = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&dest);
+    match existing {
+        Ok(mut f) => {
+            use std::io::Read;
+            let mut there = Vec::new();
+            f.read_to_end(&mut there)
+                .map_err(|e| format!("could not read \"{}\": {e}", dest.display()))?;
+            if there != bytes {
+                return Err(format!(
+                    "\"{}\" is already there with other contents; pg_ark does not overwrite it",
+                    dest.display()
+                ));
+            }
+            // A copy an interrupted attempt left: flushed before it counts.
+            f.sync_all()
+                .map_err(|e| format!("could not flush \"{}\": {e}", dest.display()))?;
+            return sync_dir();
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
             return Err(format!(
-                "\"{}\" is already there with other contents; pg_ark does not overwrite it",
+                "\"{}\" is a symbolic link; pg_ark neither follows nor replaces it",
                 dest.display()
             ))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("could not read \"{}\": {e}", dest.display())),
     }
-    let tmp = dir.join(format!(".{name}.pg_ark-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        drop(f);
-        // Never replace a file that appeared meanwhile.
-        std::fs::hard_link(&tmp, &dest)?;
-        std::fs::remove_file(&tmp)?;
-        std::fs::File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("could not store \"{}\": {e}", dest.display())
-    })
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".pg_ark")
+        .tempfile_in(dir)
+        .map_err(|e| format!("could not create a file in \"{}\": {e}", dir.display()))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| format!("could not write \"{}\": {e}", tmp.path().display()))?;
+    // Never replaces a file that appeared meanwhile (the temporary one is
+    // removed when this fails).
+    tmp.persist_noclobber(&dest)
+        .map_err(|e| format!("could not store \"{}\": {}", dest.display(), e.error))?;
+    sync_dir()
 }

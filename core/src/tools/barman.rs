@@ -35,6 +35,11 @@ pub fn check_all(options: &Map<String, Value>) -> Result<(), JobError> {
             "barman cron runs for every server of Barman's configuration: leave \"server\" out",
         )),
         ("cron", None) => Ok(()),
+        // Barman reads "all" as every server of its configuration.
+        (_, Some(v)) if v.as_str() == Some("all") => Err(invalid(
+            "server",
+            "\"all\" is every server to Barman: name one server per job",
+        )),
         (_, Some(v)) => tool_name("server", v),
         (_, None) => Err(invalid(
             "server",
@@ -70,7 +75,10 @@ pub fn job_args(options: &Map<String, Value>, config: Option<&Path>) -> Vec<Stri
         }
         _ => {
             args.push("backup".into());
-            args.extend(extra_args(options, "options", |_| None));
+            // Of Barman's flags, only --immediate-checkpoint has a negation.
+            args.extend(extra_args(options, "options", |name| {
+                (name == "immediate-checkpoint").then(|| "--no-immediate-checkpoint".to_string())
+            }));
             args.push(text(options, "server").unwrap_or("").into());
         }
     }
@@ -112,11 +120,21 @@ fn number(v: Option<&Value>) -> Option<f64> {
     }
 }
 
-/// The backups of `server` in `barman --format=json list-backups SERVER`
-/// that are done (a failed or running backup is no backup).
+/// Whether Barman calls the backup done: a backup still waiting for its WAL
+/// (`WAITING_FOR_WALS`), running or failed is no restorable backup, and the
+/// catalog records only done ones.
+pub fn is_done(b: &ToolBackup) -> bool {
+    b.info.get("status").and_then(Value::as_str) == Some("DONE")
+}
+
+/// The backups of `server` in `barman --format=json list-backups SERVER`,
+/// whatever their status ([`is_done`]).
 pub fn parse_list(json: &str, server: &str) -> Result<Vec<ToolBackup>, String> {
     let doc: Value = serde_json::from_str(json)
         .map_err(|e| format!("barman list-backups printed no JSON pg_ark reads: {e}"))?;
+    if let Some(e) = json_error(&doc) {
+        return Err(format!("Barman: {e}"));
+    }
     let list = doc
         .get(server)
         .and_then(Value::as_array)
@@ -127,9 +145,6 @@ pub fn parse_list(json: &str, server: &str) -> Result<Vec<ToolBackup>, String> {
             .get("backup_id")
             .and_then(Value::as_str)
             .ok_or("a backup in barman list-backups has no backup_id")?;
-        if b.get("status").and_then(Value::as_str) != Some("DONE") {
-            continue;
-        }
         // list-backups gives the end only (a string of seconds);
         // show_backup adds the beginning.
         let end = number(b.get("end_time_timestamp")).unwrap_or(0.0);

@@ -166,6 +166,41 @@ pub fn is_transient(stderr: &str) -> bool {
         || crate::schedule::lifecycle::client_message_is_transient(stderr)
 }
 
+/// The newest WAL segment in the stanza's archive, as `pgbackrest info
+/// --output=json` lists it (its `archive` entries' `max`).
+pub fn archived_through(json: &str, stanza: &str) -> Option<String> {
+    let doc: Value = serde_json::from_str(json).ok()?;
+    doc.as_array()?
+        .iter()
+        .find(|s| s.get("name").and_then(Value::as_str) == Some(stanza))?
+        .get("archive")?
+        .as_array()?
+        .iter()
+        .filter_map(|a| a.get("max").and_then(Value::as_str))
+        .max()
+        .map(str::to_string)
+}
+
+/// Whether every repository of the stanza answered `info` (status code 0):
+/// only then does a backup missing from its list mean pgBackRest removed it.
+pub fn info_is_complete(json: &str, stanza: &str) -> bool {
+    let Ok(doc) = serde_json::from_str::<Value>(json) else {
+        return false;
+    };
+    let Some(entry) = doc.as_array().and_then(|a| {
+        a.iter()
+            .find(|s| s.get("name").and_then(Value::as_str) == Some(stanza))
+    }) else {
+        return false;
+    };
+    let ok = |v: Option<&Value>| v.and_then(Value::as_i64) == Some(0);
+    ok(entry.pointer("/status/code"))
+        && entry
+            .get("repo")
+            .and_then(Value::as_array)
+            .is_none_or(|repos| repos.iter().all(|r| ok(r.pointer("/status/code"))))
+}
+
 /// The last WAL segment a backup needs, as `pgbackrest info` names it.
 pub fn stop_segment(backup: &ToolBackup) -> Option<&str> {
     backup.info.pointer("/archive/stop").and_then(Value::as_str)

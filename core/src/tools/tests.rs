@@ -100,6 +100,7 @@ fn barman_commands_are_argument_vectors_of_checked_options() {
         [
             "--config=/etc/barman.conf",
             "backup",
+            "--no-immediate-checkpoint",
             "--jobs=2",
             "--wait",
             "pg"
@@ -329,7 +330,44 @@ fn a_copy_into_a_directory_is_durable_and_never_overwrites() {
         .collect();
     assert_eq!(names, [std::ffi::OsString::from(name)]);
     let e = archive_also::copy_durably(&wal, name, Path::new("/nonexistent/dir")).unwrap_err();
-    assert!(e.contains("could not store"), "{e}");
+    assert!(e.contains("could not create a file in"), "{e}");
+}
+
+/// Another user who can write the directory (Barman's incoming) plants
+/// symbolic links: pg_ark neither writes through them nor reads through
+/// them.
+#[test]
+fn a_copy_into_a_directory_follows_no_planted_link() {
+    let src_dir = tempfile::tempdir().unwrap();
+    let dest = tempfile::tempdir().unwrap();
+    let victim = src_dir.path().join("pg_control");
+    std::fs::write(&victim, b"precious").unwrap();
+    let wal = src_dir.path().join("000000010000000000000002");
+    std::fs::write(&wal, b"segment bytes").unwrap();
+    // The final name, planted as a link to the WAL file itself ("same
+    // bytes") or to another file.
+    std::os::unix::fs::symlink(&wal, dest.path().join("000000010000000000000002")).unwrap();
+    let e = archive_also::copy_durably(&wal, "000000010000000000000002", dest.path()).unwrap_err();
+    assert!(e.contains("is a symbolic link"), "{e}");
+    std::os::unix::fs::symlink(&victim, dest.path().join("000000010000000000000003")).unwrap();
+    assert!(archive_also::copy_durably(&wal, "000000010000000000000003", dest.path()).is_err());
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    // Links at the names a temporary file might take are not followed
+    // either: its name is random and it is created only where nothing is.
+    for pid in [std::process::id(), 1, 2] {
+        std::os::unix::fs::symlink(
+            &victim,
+            dest.path()
+                .join(format!(".000000010000000000000004.pg_ark-{pid}")),
+        )
+        .unwrap();
+    }
+    archive_also::copy_durably(&wal, "000000010000000000000004", dest.path()).unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    assert_eq!(
+        std::fs::read(dest.path().join("000000010000000000000004")).unwrap(),
+        b"segment bytes"
+    );
 }
 
 #[test]
@@ -355,8 +393,10 @@ fn a_stanza_is_ready_when_pgbackrest_info_says_so() {
 fn barman_lists_and_shows_its_backups() {
     let list = r#"{"pg": [{"backup_id": "20261206T050805", "backup_type": "full", "end_time": "Sun Dec  6 05:08:07 2026", "end_time_timestamp": "1796533687", "retention_status": "-", "size": "41.8 MiB", "size_bytes": 43790394, "status": "DONE", "wal_size": "0 B", "wal_size_bytes": 0}, {"backup_id": "20261206T050704", "backup_type": "full", "end_time": "Sun Dec  6 05:07:52 2026", "end_time_timestamp": "1796533672", "size_bytes": 1, "status": "FAILED"}]}"#;
     let listed = barman::parse_list(list, "pg").unwrap();
-    assert_eq!(listed.len(), 1, "a failed backup is no backup");
-    let mut b = listed[0].clone();
+    assert_eq!(listed.len(), 2);
+    let done: Vec<&ToolBackup> = listed.iter().filter(|b| barman::is_done(b)).collect();
+    assert_eq!(done.len(), 1, "a failed backup is no backup");
+    let mut b = done[0].clone();
     assert_eq!(b.label, "20261206T050805");
     assert_eq!(b.size_bytes, 43_790_394);
     assert_eq!(b.finished_at, 1_796_533_687.0);
@@ -368,7 +408,10 @@ fn barman_lists_and_shows_its_backups() {
         "000000010000000000000005"
     );
     assert!(barman::show_backup(show, "other", &mut b).is_err());
-    assert!(barman::parse_list(r#"{"_ERROR": ["Unknown server 'pg'"]}"#, "pg").is_err());
+    assert_eq!(
+        barman::parse_list(r#"{"_ERROR": ["Unknown server 'pg'"]}"#, "pg").unwrap_err(),
+        "Barman: Unknown server 'pg'"
+    );
     assert!(barman::is_transient(
         "ERROR: Another backup process is running"
     ));
@@ -394,4 +437,25 @@ fn barman_check_fails_on_any_failed_check_in_barmans_words() {
     let e = barman::judge_check(r#"{"_ERROR": ["Unknown server 'pg'"]}"#, "pg").unwrap_err();
     assert_eq!(e, "Barman: Unknown server 'pg'");
     assert!(barman::judge_check(ok, "other").is_err());
+}
+
+#[test]
+fn pgbackrest_info_says_what_its_archive_holds_and_whether_it_answered_whole() {
+    let info = r#"[{"name":"main","archive":[{"id":"15-1","max":"00000001000000000000000B","min":"000000010000000000000001"},{"id":"15-2","max":"000000010000000000000004","min":"000000010000000000000001"}],"backup":[],"repo":[{"key":1,"status":{"code":0,"message":"ok"}}],"status":{"code":0,"message":"ok"}}]"#;
+    assert_eq!(
+        pgbackrest::archived_through(info, "main").as_deref(),
+        Some("00000001000000000000000B")
+    );
+    assert_eq!(pgbackrest::archived_through(info, "other"), None);
+    assert!(pgbackrest::info_is_complete(info, "main"));
+    let partial = info.replace(
+        r#""repo":[{"key":1,"status":{"code":0,"message":"ok"}}]"#,
+        r#""repo":[{"key":1,"status":{"code":0,"message":"ok"}},{"key":2,"status":{"code":99,"message":"other"}}]"#,
+    );
+    assert!(!pgbackrest::info_is_complete(&partial, "main"));
+    let no_backups = info.replace(
+        r#""status":{"code":0,"message":"ok"}}]"#,
+        r#""status":{"code":2,"message":"no valid backups"}}]"#,
+    );
+    assert!(!pgbackrest::info_is_complete(&no_backups, "main"));
 }

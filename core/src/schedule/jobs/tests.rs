@@ -439,6 +439,11 @@ fn the_tool_kinds_check_their_options() {
     bad(JobKind::Barman, json!({}), "needs the Barman server");
     bad(
         JobKind::Barman,
+        json!({"server": "all"}),
+        "every server to Barman",
+    );
+    bad(
+        JobKind::Barman,
         json!({"type": "cron", "server": "pg"}),
         "leave \"server\" out",
     );
