@@ -569,15 +569,16 @@ fn run_barman(plan: &Plan, control: &Control, stop: &AtomicBool) -> Result<Done,
     })
 }
 
-/// Run Barman with its standard output in a file: on failure, its end goes
-/// into the error with standard error's (Barman prints failed checks and
-/// most errors there).
-fn run_keeping_stdout(
+/// Run Barman with its standard output in a file (Barman reports failed
+/// checks and its errors there, whatever its exit status): how it ended,
+/// and the last `limit` bytes of that output.
+fn run_to_file(
     program: &Path,
     args: Vec<String>,
     plan: &Plan,
     stop: &AtomicBool,
-) -> Result<String, JobFailure> {
+    limit: usize,
+) -> Result<(Result<(), pg_ark_core::Error>, String), JobFailure> {
     let file = tempfile::tempfile()
         .map_err(|e| JobFailure::transient(format!("could not create a temporary file: {e}")))?;
     let reader = file
@@ -587,10 +588,22 @@ fn run_keeping_stdout(
         .args(args)
         .stdout(Stdout::File(file))
         .timeout(plan.timeout)
-        .run(stop);
-    let stdout = tail_of(reader, pg_ark_core::process::STDERR_TAIL);
+        .run(stop)
+        .map(|_| ());
+    Ok((r, tail_of(reader, limit)))
+}
+
+/// Run Barman: on failure, the end of its standard output goes into the
+/// error with the end of its standard error.
+fn run_keeping_stdout(
+    program: &Path,
+    args: Vec<String>,
+    plan: &Plan,
+    stop: &AtomicBool,
+) -> Result<String, JobFailure> {
+    let (r, stdout) = run_to_file(program, args, plan, stop, pg_ark_core::process::STDERR_TAIL)?;
     match r {
-        Ok(_) => Ok(stdout),
+        Ok(()) => Ok(stdout),
         Err(e) => {
             let f = failed(e, barman::is_transient);
             Err(if stdout.is_empty() {
@@ -605,31 +618,27 @@ fn run_keeping_stdout(
     }
 }
 
-/// Run a program that reports on standard output whatever its exit
-/// status (`barman check`): its output; only a timeout, a cancellation or a
-/// failure to start is an error.
+/// Run Barman for its JSON report, whatever its exit status (`check`,
+/// `list-backups`): all of its output (up to what a captured output
+/// keeps: a report cut at its front would not parse); only a timeout, a
+/// cancellation or a failure to start is an error.
 fn run_any_status(
     program: &Path,
     args: Vec<String>,
     plan: &Plan,
     stop: &AtomicBool,
 ) -> Result<String, JobFailure> {
-    let file = tempfile::tempfile()
-        .map_err(|e| JobFailure::transient(format!("could not create a temporary file: {e}")))?;
-    let reader = file
-        .try_clone()
-        .map_err(|e| JobFailure::transient(format!("could not open a temporary file: {e}")))?;
-    let r = Program::new(program)
-        .args(args)
-        .stdout(Stdout::File(file))
-        .timeout(plan.timeout)
-        .run(stop);
+    let (r, stdout) = run_to_file(
+        program,
+        args,
+        plan,
+        stop,
+        pg_ark_core::process::CAPTURE_LIMIT,
+    )?;
     match r {
-        Ok(_)
+        Ok(())
         | Err(pg_ark_core::Error::Program(pg_ark_core::process::ProgramError::Failed { .. })) => {
-            // All of it (up to what is kept of a captured output): a
-            // report cut at its front would not parse.
-            Ok(tail_of(reader, pg_ark_core::process::CAPTURE_LIMIT))
+            Ok(stdout)
         }
         Err(e) => Err(failed(e, barman::is_transient)),
     }
